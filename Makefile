@@ -1,0 +1,51 @@
+# audit-guard — see README.md. `make run` and `make test` set up everything they need.
+SHELL := /bin/bash
+CARGO ?= cargo
+export DATABASE_URL_TEST ?= postgres://audit_guard:audit_guard@127.0.0.1:5432/audit_guard
+
+.PHONY: build release test test-unit test-e2e test-faults lint fmt run certs manifests bench controlplane postgres clean
+
+build:
+	$(CARGO) build --all-targets
+
+release:
+	$(CARGO) build --release
+
+## The control plane binaries (etcd, kube-apiserver, kube-controller-manager, kubectl), built once from Go modules.
+controlplane:
+	@bash controlplane/build.sh >/dev/null
+
+postgres:
+	@bash scripts/postgres.sh start
+
+## Everything: lint, unit tests, end-to-end tests on a real control plane and PostgreSQL, fault tests.
+test: controlplane postgres lint
+	$(CARGO) test --all-targets -- --test-threads=4
+	$(CARGO) test --doc
+
+test-unit:
+	$(CARGO) test --lib --bins
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt
+
+## The local quickstart: control plane, Data Storage on SQLite, webhook + controller, a demo.
+run: controlplane
+	@bash scripts/quickstart.sh
+
+certs:
+	$(CARGO) run --quiet -- certs --out-dir certs
+
+manifests:
+	@bash scripts/manifests.sh
+
+bench:
+	@bash scripts/bench.sh
+
+clean:
+	$(CARGO) clean
+	rm -rf .run

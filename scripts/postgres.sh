@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Starts (or stops) the machine's Debian PostgreSQL cluster and makes sure the test
+# role and database exist: role audit_guard / password audit_guard, database audit_guard.
+set -euo pipefail
+action="${1:-start}"
+cluster="$(pg_lsclusters --no-header 2>/dev/null | awk 'NR==1 {print $1" "$2}')"
+if [ -z "$cluster" ]; then
+  version="$(ls /usr/lib/postgresql | sort -V | tail -1)"
+  pg_createcluster "$version" main >/dev/null
+  cluster="$version main"
+fi
+# shellcheck disable=SC2086
+case "$action" in
+  start)
+    pg_ctlcluster $cluster start 2>/dev/null || true
+    for _ in $(seq 1 50); do
+      su postgres -c "psql -qAtc 'select 1'" >/dev/null 2>&1 && break
+      sleep 0.2
+    done
+    su postgres -c "psql -qAtc \"select 1 from pg_roles where rolname='audit_guard'\"" | grep -q 1 ||
+      su postgres -c "psql -qc \"create role audit_guard login createdb password 'audit_guard'\""
+    su postgres -c "psql -qAtc \"select 1 from pg_database where datname='audit_guard'\"" | grep -q 1 ||
+      su postgres -c "psql -qc 'create database audit_guard owner audit_guard'"
+    echo "PostgreSQL up: postgres://audit_guard:audit_guard@127.0.0.1:5432/audit_guard"
+    ;;
+  stop) pg_ctlcluster $cluster stop ;;
+  restart) pg_ctlcluster $cluster restart ;;
+  *) echo "usage: $0 start|stop|restart" >&2; exit 2 ;;
+esac

@@ -1,0 +1,215 @@
+//! Command-line flags. Every flag has an environment-variable equivalent.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "audit-guard",
+    version,
+    about = "Keeps every Kubernaut SignalProcessing until its audit record is stored by the Data Storage Service"
+)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the TLS admission webhook (9443), the finalizer controller (leader-elected), the
+    /// buffered audit writer and the retention cleaner, with metrics (8080) and health (8081).
+    Serve(Box<ServeArgs>),
+    /// Run the Data Storage Service (8085): the audit REST API on PostgreSQL
+    /// (--database-url) or on an embedded SQLite file (--data-dir) when no URL is given.
+    Datastorage(Box<DataStorageArgs>),
+    /// Generate a development CA and a webhook serving certificate; print the caBundle.
+    Certs(CertsArgs),
+    /// Print the SignalProcessing CRD this project ships, generated from its Rust types.
+    Crd,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq, Default)]
+pub enum ApiMode {
+    /// The design document's `/api/v1/audit/signal-processing` endpoints.
+    #[default]
+    SignalProcessing,
+    /// Kubernaut's unified `/api/v1/audit/events` API.
+    Events,
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 30s, 24h)"))
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Directory holding tls.crt and tls.key; reloaded when they change.
+    #[arg(long, env = "AUDIT_GUARD_CERT_DIR", default_value = "/tmp/k8s-webhook-server/serving-certs")]
+    pub cert_dir: PathBuf,
+    /// Webhook listener (TLS only).
+    #[arg(long, env = "AUDIT_GUARD_WEBHOOK_ADDR", default_value = "0.0.0.0:9443")]
+    pub webhook_addr: SocketAddr,
+    /// Prometheus metrics listener (/metrics).
+    #[arg(long, env = "AUDIT_GUARD_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Health listener (/healthz, /readyz).
+    #[arg(long, env = "AUDIT_GUARD_HEALTH_ADDR", default_value = "0.0.0.0:8081")]
+    pub health_addr: SocketAddr,
+    /// Largest AdmissionReview body accepted, in bytes; larger ones get 413.
+    #[arg(long, env = "AUDIT_GUARD_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Username allowed to remove the finalizer: the controller's ServiceAccount.
+    #[arg(
+        long,
+        env = "AUDIT_GUARD_CONTROLLER_IDENTITY",
+        default_value = "system:serviceaccount:audit-guard:audit-guard"
+    )]
+    pub controller_identity: String,
+    /// Group whose members may force the finalizer off (recorded as a `forced` audit record).
+    #[arg(long, env = "AUDIT_GUARD_BREAK_GLASS_GROUP", default_value = "audit-guard:break-glass")]
+    pub break_glass_group: String,
+    /// Whether /readyz also requires Data Storage to answer its /readyz.
+    #[arg(long, env = "AUDIT_GUARD_READYZ_CHECKS_DATASTORAGE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub readyz_checks_datastorage: bool,
+
+    #[command(flatten)]
+    pub datastorage: DataStorageClientArgs,
+
+    /// Namespaces to watch (comma-separated); empty means all namespaces.
+    #[arg(long, env = "AUDIT_GUARD_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Delete SignalProcessings whose status.completionTime is older than this; 0 disables.
+    #[arg(long, env = "AUDIT_GUARD_RETENTION", default_value = "24h", value_parser = parse_duration)]
+    pub retention: Duration,
+    /// How often the retention cleaner looks for expired SignalProcessings.
+    #[arg(long, env = "AUDIT_GUARD_RETENTION_INTERVAL", default_value = "1m", value_parser = parse_duration)]
+    pub retention_interval: Duration,
+
+    /// Buffered writer: most records held in memory before new ones are dropped (and counted).
+    #[arg(long, env = "AUDIT_GUARD_BUFFER_SIZE", default_value_t = 10_000)]
+    pub buffer_size: usize,
+    /// Buffered writer: most records per batch POST (Kubernaut's Data Storage rejects more than 500).
+    #[arg(long, env = "AUDIT_GUARD_BATCH_SIZE", default_value_t = 500)]
+    pub batch_size: usize,
+    /// Buffered writer: flush at least this often.
+    #[arg(long, env = "AUDIT_GUARD_FLUSH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub flush_interval: Duration,
+
+    /// Lease used for leader election of the controller.
+    #[arg(long, env = "AUDIT_GUARD_LEASE_NAME", default_value = "audit-guard-controller")]
+    pub lease_name: String,
+    /// Namespace of the Lease (the pod's own namespace in a cluster).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "audit-guard")]
+    pub lease_namespace: String,
+    /// This replica's identity in the Lease; defaults to the host name.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// How long a Lease is valid without renewal.
+    #[arg(long, env = "AUDIT_GUARD_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+
+    /// Upper bound for a graceful shutdown (in-flight reviews, buffer flush, lease release).
+    #[arg(long, env = "AUDIT_GUARD_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+    /// Run without the admission webhook listener (controller only).
+    #[arg(long, env = "AUDIT_GUARD_DISABLE_WEBHOOK", default_value_t = false)]
+    pub disable_webhook: bool,
+    /// Run without the finalizer controller, writer and retention cleaner (webhook only).
+    #[arg(long, env = "AUDIT_GUARD_DISABLE_CONTROLLER", default_value_t = false)]
+    pub disable_controller: bool,
+}
+
+/// How `serve` reaches the Data Storage Service.
+#[derive(Args, Debug, Clone)]
+pub struct DataStorageClientArgs {
+    /// Base URL of the Data Storage Service.
+    #[arg(
+        long = "datastorage-url",
+        env = "DATASTORAGE_URL",
+        default_value = "http://audit-guard-datastorage.audit-guard.svc:8085"
+    )]
+    pub url: String,
+    /// PEM CA bundle to trust for an https Data Storage URL (in addition to the system roots).
+    #[arg(long = "datastorage-ca-file", env = "DATASTORAGE_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Bearer token file, re-read when it changes (a projected ServiceAccount token).
+    #[arg(long = "datastorage-token-file", env = "DATASTORAGE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Timeout of one request to Data Storage.
+    #[arg(long = "datastorage-timeout", env = "DATASTORAGE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Which Data Storage API to write to.
+    #[arg(long = "datastorage-api", env = "DATASTORAGE_API", value_enum, default_value_t = ApiMode::SignalProcessing)]
+    pub api_mode: ApiMode,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DataStorageArgs {
+    /// Listen address.
+    #[arg(long, env = "DATASTORAGE_LISTEN", default_value = "0.0.0.0:8085")]
+    pub listen: SocketAddr,
+    /// PostgreSQL URL; without it, an embedded SQLite file in --data-dir is used.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Home of the embedded SQLite file (audit.db), used when no database URL is given.
+    #[arg(long, env = "DATASTORAGE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Static bearer tokens, in kube-apiserver's --token-auth-file format: token,user,uid[,"g1,g2"].
+    #[arg(long, env = "DATASTORAGE_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+    /// Authenticate bearer tokens with the Kubernetes TokenReview API (default when running in a cluster).
+    #[arg(long, env = "DATASTORAGE_TOKEN_REVIEW", default_value_t = false)]
+    pub token_review: bool,
+    /// Turn authentication off. The only way to do so; never in production.
+    #[arg(long, env = "DATASTORAGE_INSECURE_NO_AUTH", default_value_t = false)]
+    pub insecure_no_auth: bool,
+    /// Most records accepted by one batch POST.
+    #[arg(long, env = "DATASTORAGE_MAX_BATCH", default_value_t = 1000)]
+    pub max_batch: usize,
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    #[arg(long, env = "DATASTORAGE_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Drop PostgreSQL partitions whose month ended longer ago than this many months; 0 keeps everything.
+    #[arg(long, env = "DATASTORAGE_RETENTION_MONTHS", default_value_t = 0)]
+    pub retention_months: u32,
+    /// Largest number of PostgreSQL connections in the pool.
+    #[arg(long, env = "DATASTORAGE_MAX_CONNECTIONS", default_value_t = 16)]
+    pub max_connections: u32,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CertsArgs {
+    /// Where to write ca.crt, ca.key, tls.crt and tls.key.
+    #[arg(long, env = "AUDIT_GUARD_CERTS_OUT", default_value = "certs")]
+    pub out_dir: PathBuf,
+    /// Service name the API server calls the webhook by.
+    #[arg(long, default_value = "audit-guard-webhook")]
+    pub service: String,
+    /// Namespace of that Service.
+    #[arg(long, default_value = "audit-guard")]
+    pub namespace: String,
+    /// Extra subject alternative names (DNS names or IP addresses).
+    #[arg(long, value_delimiter = ',', default_value = "localhost,127.0.0.1")]
+    pub extra_san: Vec<String>,
+    /// Validity of the serving certificate, in days.
+    #[arg(long, default_value_t = 365)]
+    pub days: u32,
+    /// Keep an existing CA in --out-dir and only issue a new serving certificate.
+    #[arg(long, default_value_t = false)]
+    pub reuse_ca: bool,
+}

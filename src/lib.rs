@@ -1,0 +1,11 @@
+//! audit-guard: no SignalProcessing leaves the cluster before its audit record is stored.
+//!
+//! Data flows one way: CR ([`crd`]) → audit record ([`audit`]) → Data Storage client
+//! ([`client`], via the buffered [`writer`] or synchronously on deletion) → Data Storage
+//! server ([`datastorage`]) → store backend.
+
+pub mod audit;
+pub mod config;
+pub mod crd;
+pub mod duration;
+pub mod telemetry;

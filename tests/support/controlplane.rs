@@ -1,0 +1,362 @@
+//! A real local Kubernetes control plane for tests and the quickstart: etcd,
+//! kube-apiserver (secure serving, RBAC, ServiceAccount signing keys, an admin client
+//! certificate, static tokens for test users) and kube-controller-manager (garbage
+//! collector, namespace and ServiceAccount controllers), built from Go modules by
+//! `controlplane/build.sh` and cached outside the repository.
+//!
+//! Every child is started with PR_SET_PDEATHSIG from a thread that lives as long as the
+//! process, so that a failing or panicking test run never leaves a process behind.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::Write;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// Static tokens known to the API server: (token, user, uid, groups).
+pub const TEST_USERS: &[(&str, &str, &str, &str)] = &[
+    ("alice-token", "alice", "1001", "kubernaut:operators"),
+    ("breakglass-token", "bob", "1002", "audit-guard:break-glass"),
+    (
+        "controller-token",
+        "system:serviceaccount:audit-guard:audit-guard",
+        "1003",
+        "system:serviceaccounts",
+    ),
+];
+
+pub struct ControlPlane {
+    pub dir: PathBuf,
+    pub bin_dir: PathBuf,
+    pub server: String,
+    pub kubeconfig: PathBuf,
+    pub ca_pem: String,
+    pub etcd_url: String,
+    children: Mutex<Vec<(String, Child)>>,
+    spawner: mpsc::Sender<SpawnRequest>,
+}
+
+type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Where `controlplane/build.sh` put the binaries (building them on first use).
+pub fn binaries() -> Result<PathBuf> {
+    if let Ok(dir) = std::env::var("AUDIT_GUARD_CONTROLPLANE_BIN") {
+        return Ok(PathBuf::from(dir));
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("controlplane/build.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running controlplane/build.sh")?;
+    if !out.status.success() {
+        bail!("controlplane/build.sh failed");
+    }
+    Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
+}
+
+/// A thread that outlives every test: children die with it, i.e. with the process.
+fn spawner_thread() -> mpsc::Sender<SpawnRequest> {
+    let (tx, rx) = mpsc::channel::<SpawnRequest>();
+    std::thread::Builder::new()
+        .name("controlplane-spawner".into())
+        .spawn(move || {
+            for (mut cmd, reply) in rx {
+                unsafe {
+                    cmd.pre_exec(|| {
+                        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
+                let _ = reply.send(cmd.spawn());
+            }
+            // Keep the thread (and so the children) alive until the process exits.
+            loop {
+                std::thread::park();
+            }
+        })
+        .expect("spawn controlplane thread");
+    tx
+}
+
+struct Pki {
+    ca_cert: rcgen::Certificate,
+    ca_key: rcgen::KeyPair,
+    ca_pem: String,
+}
+
+impl Pki {
+    fn new() -> Result<Self> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "audit-guard test control plane CA");
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_key = rcgen::KeyPair::generate()?;
+        let ca_cert = params.self_signed(&ca_key)?;
+        let ca_pem = ca_cert.pem();
+        Ok(Self { ca_cert, ca_key, ca_pem })
+    }
+
+    fn issue(&self, cn: &str, orgs: &[&str], sans: &[&str], server: bool) -> Result<(String, String)> {
+        let mut params = rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        for o in orgs {
+            params.distinguished_name.push(rcgen::DnType::OrganizationName, *o);
+        }
+        params.extended_key_usages = vec![if server {
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        let key = rcgen::KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.ca_cert, &self.ca_key)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
+fn write(path: &Path, contents: &str) -> Result<()> {
+    let mut f = fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
+    f.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+/// Removes directories of earlier runs whose process is gone.
+fn remove_stale_dirs(base: &Path) {
+    let Ok(entries) = fs::read_dir(base) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if let Some(pid) = name.strip_prefix("cp-").and_then(|p| p.parse::<u32>().ok()) {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+impl ControlPlane {
+    /// Starts etcd, kube-apiserver and kube-controller-manager; waits until the API server is ready.
+    pub fn start() -> Result<Self> {
+        let bin_dir = binaries()?;
+        let base = std::env::temp_dir().join("audit-guard-controlplane");
+        fs::create_dir_all(&base)?;
+        remove_stale_dirs(&base);
+        let dir = base.join(format!("cp-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir)?;
+
+        let pki = Pki::new()?;
+        write(&dir.join("ca.crt"), &pki.ca_pem)?;
+        let (crt, key) = pki.issue("kube-apiserver", &[], &["127.0.0.1", "localhost", "kubernetes.default.svc"], true)?;
+        write(&dir.join("apiserver.crt"), &crt)?;
+        write(&dir.join("apiserver.key"), &key)?;
+        let (crt, key) = pki.issue("admin", &["system:masters"], &[], false)?;
+        write(&dir.join("admin.crt"), &crt)?;
+        write(&dir.join("admin.key"), &key)?;
+        let sa_key = rcgen::KeyPair::generate()?;
+        write(&dir.join("sa.key"), &sa_key.serialize_pem())?;
+        write(&dir.join("sa.pub"), &sa_key.public_key_pem())?;
+        let tokens: String = TEST_USERS.iter().map(|(t, u, id, g)| format!("{t},{u},{id},\"{g}\"\n")).collect();
+        write(&dir.join("tokens.csv"), &tokens)?;
+
+        let etcd_port = free_port()?;
+        let peer_port = free_port()?;
+        let api_port = free_port()?;
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+        let server = format!("https://127.0.0.1:{api_port}");
+        let kubeconfig = dir.join("kubeconfig");
+        write(&kubeconfig, &admin_kubeconfig(&server, &dir))?;
+
+        let cp = ControlPlane {
+            dir: dir.clone(),
+            bin_dir: bin_dir.clone(),
+            server: server.clone(),
+            kubeconfig: kubeconfig.clone(),
+            ca_pem: pki.ca_pem.clone(),
+            etcd_url: etcd_url.clone(),
+            children: Mutex::new(Vec::new()),
+            spawner: spawner_thread(),
+        };
+
+        let mut etcd = Command::new(bin_dir.join("etcd"));
+        etcd.args(["--name", "default", "--data-dir"])
+            .arg(dir.join("etcd"))
+            .args(["--listen-client-urls", &etcd_url, "--advertise-client-urls", &etcd_url])
+            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer_port}")])
+            .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer_port}")])
+            .args(["--initial-cluster", &format!("default=http://127.0.0.1:{peer_port}")])
+            .args(["--unsafe-no-fsync", "--log-level", "warn", "--quota-backend-bytes", "8589934592"]);
+        cp.spawn("etcd", etcd)?;
+        cp.start_apiserver(api_port)?;
+        cp.wait_ready(Duration::from_secs(90))?;
+
+        let mut kcm = Command::new(bin_dir.join("kube-controller-manager"));
+        kcm.arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .args(["--controllers=garbagecollector,namespace,serviceaccount", "--leader-elect=false"])
+            .args([
+                "--secure-port=0",
+                "--use-service-account-credentials=false",
+                "--concurrent-gc-syncs=20",
+            ])
+            .args(["--kube-api-qps=500", "--kube-api-burst=1000", "-v=1"]);
+        cp.spawn("kube-controller-manager", kcm)?;
+        Ok(cp)
+    }
+
+    fn start_apiserver(&self, port: u16) -> Result<()> {
+        let d = &self.dir;
+        let mut api = Command::new(self.bin_dir.join("kube-apiserver"));
+        api.arg(format!("--etcd-servers={}", self.etcd_url))
+            .arg(format!("--secure-port={port}"))
+            .args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"])
+            .arg(format!("--cert-dir={}", d.join("apiserver-certs").display()))
+            .arg(format!("--tls-cert-file={}", d.join("apiserver.crt").display()))
+            .arg(format!("--tls-private-key-file={}", d.join("apiserver.key").display()))
+            .arg(format!("--client-ca-file={}", d.join("ca.crt").display()))
+            .arg(format!("--service-account-key-file={}", d.join("sa.pub").display()))
+            .arg(format!("--service-account-signing-key-file={}", d.join("sa.key").display()))
+            .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
+            .arg(format!("--token-auth-file={}", d.join("tokens.csv").display()))
+            .args(["--authorization-mode=RBAC", "--service-cluster-ip-range=10.96.0.0/16"])
+            .args(["--max-requests-inflight=2000", "--max-mutating-requests-inflight=1000", "-v=1"])
+            .args([
+                "--enable-priority-and-fairness=false",
+                "--storage-media-type=application/vnd.kubernetes.protobuf",
+            ]);
+        self.spawn("kube-apiserver", api)
+    }
+
+    /// Starts a child whose output goes to `<dir>/<name>.log`.
+    pub fn spawn(&self, name: &str, mut cmd: Command) -> Result<()> {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{name}.log")))?;
+        cmd.stdout(log.try_clone()?).stderr(log).stdin(Stdio::null());
+        let (tx, rx) = mpsc::channel();
+        self.spawner.send((cmd, tx)).context("spawner thread gone")?;
+        let child = rx
+            .recv()
+            .context("spawner thread gone")?
+            .with_context(|| format!("starting {name}"))?;
+        self.children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((name.to_string(), child));
+        Ok(())
+    }
+
+    /// Kills the named child (SIGKILL) and waits for it.
+    pub fn kill(&self, name: &str) -> Result<()> {
+        let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+        for (n, c) in children.iter_mut().filter(|(n, _)| n == name) {
+            let _ = c.kill();
+            let _ = c.wait();
+            let _ = n;
+        }
+        children.retain(|(n, _)| n != name);
+        Ok(())
+    }
+
+    /// Restarts kube-apiserver on the same port (for fault tests).
+    pub fn restart_apiserver(&self) -> Result<()> {
+        self.kill("kube-apiserver")?;
+        let port: u16 = self.server.rsplit(':').next().and_then(|p| p.parse().ok()).context("api port")?;
+        self.start_apiserver(port)?;
+        self.wait_ready(Duration::from_secs(90))
+    }
+
+    pub fn log_tail(&self, name: &str) -> String {
+        let text = fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = Command::new(self.bin_dir.join("kubectl"))
+                .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+                .args(["get", "--raw", "/readyz"])
+                .output()?;
+            if out.status.success() {
+                return Ok(());
+            }
+            if let Some(dead) = self.exited_child() {
+                bail!("{dead} exited while starting:\n{}", self.log_tail(&dead));
+            }
+            if Instant::now() > deadline {
+                bail!("kube-apiserver not ready after {timeout:?}:\n{}", self.log_tail("kube-apiserver"));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn exited_child(&self) -> Option<String> {
+        let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+        children
+            .iter_mut()
+            .find_map(|(n, c)| matches!(c.try_wait(), Ok(Some(_))).then(|| n.clone()))
+    }
+
+    /// Runs kubectl against this control plane; fails with its stderr.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new(self.bin_dir.join("kubectl"))
+            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .args(args)
+            .output()?;
+        if !out.status.success() {
+            bail!("kubectl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// A kube client as the admin (system:masters), bound to the caller's runtime.
+    pub async fn client(&self) -> Result<kube::Client> {
+        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig)?;
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    /// A kube client authenticated by one of [`TEST_USERS`]' tokens.
+    pub async fn client_with_token(&self, token: &str) -> Result<kube::Client> {
+        let mut config = kube::Config::new(self.server.parse()?);
+        config.root_cert = Some(vec![pem_to_der(&self.ca_pem)?]);
+        config.auth_info.token = Some(token.to_string().into());
+        Ok(kube::Client::try_from(config)?)
+    }
+}
+
+fn pem_to_der(pem: &str) -> Result<Vec<u8>> {
+    let mut reader = std::io::BufReader::new(pem.as_bytes());
+    let cert = rustls_pemfile::certs(&mut reader).next().context("no certificate in PEM")??;
+    Ok(cert.to_vec())
+}
+
+fn admin_kubeconfig(server: &str, dir: &Path) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\nusers:\n- name: admin\n  user:\n    client-certificate: {crt}\n    client-key: {key}\ncontexts:\n- name: local\n  context:\n    cluster: local\n    user: admin\ncurrent-context: local\n",
+        ca = dir.join("ca.crt").display(),
+        crt = dir.join("admin.crt").display(),
+        key = dir.join("admin.key").display(),
+    )
+}

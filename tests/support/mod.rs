@@ -1,0 +1,105 @@
+//! Shared test support: one real control plane per test binary, and helpers on it.
+
+#![allow(dead_code)]
+
+pub mod controlplane;
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::Client;
+use serde_json::json;
+
+pub use controlplane::ControlPlane;
+
+static CONTROL_PLANE: OnceLock<ControlPlane> = OnceLock::new();
+
+/// The control plane of this test binary, started on first use.
+pub fn control_plane() -> &'static ControlPlane {
+    CONTROL_PLANE.get_or_init(|| match ControlPlane::start() {
+        Ok(cp) => cp,
+        Err(e) => panic!("could not start the control plane: {e:#}"),
+    })
+}
+
+/// An admin client on the shared control plane, bound to the calling test's runtime.
+pub async fn admin_client() -> Client {
+    let cp = control_plane();
+    match cp.client().await {
+        Ok(c) => c,
+        Err(e) => panic!("admin client: {e:#}"),
+    }
+}
+
+/// Applies a CRD and waits until the API server serves it.
+pub async fn apply_crd(client: &Client, crd: &CustomResourceDefinition) -> Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = crd.metadata.name.clone().context("CRD without a name")?;
+    api.patch(&name, &PatchParams::apply("audit-guard-tests").force(), &Patch::Apply(crd))
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let current = api.get(&name).await?;
+        let established = current
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        if established {
+            // Discovery lags behind Established by a moment.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("CRD {name} not established");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Installs the project's SignalProcessing CRD (what `audit-guard crd` prints).
+pub async fn install_signalprocessing_crd(client: &Client) -> Result<()> {
+    let yaml = audit_guard::crd::crd_yaml()?;
+    let crd: CustomResourceDefinition = serde_yaml::from_str(&yaml)?;
+    apply_crd(client, &crd).await
+}
+
+/// Creates a fresh namespace with a unique name.
+pub async fn fresh_namespace(client: &Client, prefix: &str) -> Result<String> {
+    let name = format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
+    api.create(&PostParams::default(), &ns).await?;
+    Ok(name)
+}
+
+pub async fn delete_namespace(client: &Client, name: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let _ = api.delete(name, &DeleteParams::default()).await;
+}
+
+/// Polls `check` until it returns Some or the timeout passes.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last_err = None;
+    loop {
+        match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_err = Some(e),
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}; last error: {last_err:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
