@@ -38,7 +38,7 @@ run: controlplane
 	@bash scripts/quickstart.sh
 
 certs:
-	$(CARGO) run --quiet -- certs --out-dir certs
+	@bash scripts/certs.sh
 
 manifests:
 	@bash scripts/manifests.sh

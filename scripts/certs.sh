@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# make certs: a development CA and webhook serving certificate in certs/, and the
+# self-managed overlay's generated/ files (TLS Secret inputs and the caBundle patch).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --quiet --bin audit-guard
+./target/debug/audit-guard certs --out-dir certs >/dev/null
+gen=manifests/overlays/self-managed/generated
+mkdir -p "$gen"
+cp certs/tls.crt certs/tls.key "$gen/"
+ca=$(base64 -w0 < certs/ca.crt)
+cat > "$gen/ca-bundle.yaml" <<YAML
+- op: add
+  path: /webhooks/0/clientConfig/caBundle
+  value: $ca
+YAML
+echo "certs/ written; caBundle in $gen/ca-bundle.yaml"
