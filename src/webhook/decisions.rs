@@ -277,3 +277,214 @@ pub fn trigger_for(verdict: &Verdict) -> Option<Trigger> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sp(finalizers: Option<Vec<&str>>, deleting: bool) -> Value {
+        let mut meta = json!({ "name": "sp", "namespace": "ns", "uid": "u-1" });
+        if let Some(f) = finalizers {
+            meta["finalizers"] = json!(f);
+        }
+        if deleting {
+            meta["deletionTimestamp"] = json!("2025-11-27T10:00:00Z");
+        }
+        json!({ "apiVersion": "kubernaut.ai/v1alpha1", "kind": "SignalProcessing", "metadata": meta, "spec": {} })
+    }
+
+    fn review_json(op: &str, user: &str, groups: &[&str], dry_run: bool, object: Option<Value>, old: Option<Value>) -> Value {
+        json!({
+            "apiVersion": API_VERSION, "kind": KIND,
+            "request": {
+                "uid": "req-1", "operation": op, "dryRun": dry_run,
+                "kind": { "group": "kubernaut.ai", "version": "v1alpha1", "kind": "SignalProcessing" },
+                "userInfo": { "username": user, "groups": groups },
+                "object": object, "oldObject": old
+            }
+        })
+    }
+
+    fn review(op: &str, user: &str, groups: &[&str], dry_run: bool, object: Option<Value>, old: Option<Value>) -> Review {
+        let body = serde_json::to_vec(&review_json(op, user, groups, dry_run, object, old)).unwrap();
+        parse_review(&body).unwrap()
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            controller_identity: "system:serviceaccount:audit-guard:audit-guard".into(),
+            break_glass_group: "audit-guard:break-glass".into(),
+        }
+    }
+
+    /// Applies a patch the way the API server would.
+    fn apply(obj: &Value, patch: &[Value]) -> Value {
+        let mut out = obj.clone();
+        let patch: json_patch::Patch = serde_json::from_value(Value::Array(patch.to_vec())).unwrap();
+        json_patch::patch(&mut out, &patch).unwrap();
+        out
+    }
+
+    #[test]
+    fn mutation_adds_the_finalizer_when_absent_or_empty() {
+        for fins in [None, Some(vec![])] {
+            let obj = sp(fins, false);
+            let patch = mutate(&review("CREATE", "alice", &[], false, Some(obj.clone()), None)).unwrap();
+            assert_eq!(apply(&obj, &patch)["metadata"]["finalizers"], json!([FINALIZER]));
+        }
+    }
+
+    #[test]
+    fn mutation_keeps_other_finalizers_and_is_idempotent_under_reinvocation() {
+        let obj = sp(Some(vec!["a/b", "c/d"]), false);
+        let patch = mutate(&review("UPDATE", "alice", &[], false, Some(obj.clone()), Some(obj.clone()))).unwrap();
+        let once = apply(&obj, &patch);
+        assert_eq!(once["metadata"]["finalizers"], json!(["a/b", "c/d", FINALIZER]));
+        // Reinvocation sees the patched object and changes nothing.
+        assert_eq!(mutate(&review("UPDATE", "alice", &[], false, Some(once.clone()), Some(obj))), None);
+    }
+
+    #[test]
+    fn mutation_never_touches_deleting_objects_deletes_or_other_kinds() {
+        let deleting = sp(None, true);
+        assert_eq!(
+            mutate(&review("UPDATE", "u", &[], false, Some(deleting.clone()), Some(deleting.clone()))),
+            None
+        );
+        assert_eq!(mutate(&review("DELETE", "u", &[], false, None, Some(sp(None, false)))), None);
+        let mut other = review_json("CREATE", "u", &[], false, Some(json!({"metadata": {}})), None);
+        other["request"]["kind"] = json!({ "group": "", "version": "v1", "kind": "ConfigMap" });
+        assert_eq!(mutate(&parse_review(&serde_json::to_vec(&other).unwrap()).unwrap()), None);
+    }
+
+    #[test]
+    fn dry_run_create_is_mutated_too() {
+        assert!(mutate(&review("CREATE", "u", &[], true, Some(sp(None, false)), None)).is_some());
+    }
+
+    fn removal(user: &str, groups: &[&str], dry_run: bool) -> Verdict {
+        let old = sp(Some(vec![FINALIZER, "x/y"]), true);
+        let new = sp(Some(vec!["x/y"]), true);
+        validate(&review("UPDATE", user, groups, dry_run, Some(new), Some(old)), &policy())
+    }
+
+    #[test]
+    fn only_controller_and_break_glass_may_remove_the_finalizer_from_a_deleting_object() {
+        assert_eq!(removal("system:serviceaccount:audit-guard:audit-guard", &[], false), Verdict::Allow);
+        assert_eq!(removal("bob", &["audit-guard:break-glass"], false), Verdict::AllowAndRecordForced);
+        assert_eq!(removal("bob", &["audit-guard:break-glass"], true), Verdict::Allow);
+        match removal("alice", &["kubernaut:operators"], false) {
+            Verdict::Deny {
+                code: 403,
+                reason: DenyReason::FinalizerRemoval,
+                message,
+            } => {
+                assert!(message.contains("alice") && message.contains("audit-guard:break-glass") && message.contains("stored"));
+            }
+            other => panic!("expected a denial, got {other:?}"),
+        }
+        // A similarly named group is not the break-glass group.
+        assert!(matches!(
+            removal("eve", &["audit-guard:break-glass-2"], false),
+            Verdict::Deny { .. }
+        ));
+    }
+
+    #[test]
+    fn other_updates_are_allowed() {
+        let with = sp(Some(vec![FINALIZER]), true);
+        assert_eq!(
+            validate(&review("UPDATE", "alice", &[], false, Some(with.clone()), Some(with)), &policy()),
+            Verdict::Allow
+        );
+        // Not deleting: the mutating webhook puts it back, nothing can disappear.
+        let live_old = sp(Some(vec![FINALIZER]), false);
+        let live_new = sp(None, false);
+        assert_eq!(
+            validate(&review("UPDATE", "alice", &[], false, Some(live_new), Some(live_old)), &policy()),
+            Verdict::Allow
+        );
+    }
+
+    #[test]
+    fn delete_without_the_finalizer_stores_first_except_on_dry_run() {
+        for fins in [None, Some(vec![]), Some(vec!["x/y"])] {
+            let r = review("DELETE", "alice", &[], false, None, Some(sp(fins.clone(), false)));
+            assert_eq!(validate(&r, &policy()), Verdict::StoreThenAllow);
+            assert_eq!(trigger_for(&Verdict::StoreThenAllow), Some(Trigger::Deletion));
+            let dry = review("DELETE", "alice", &[], true, None, Some(sp(fins, false)));
+            assert_eq!(validate(&dry, &policy()), Verdict::Allow);
+        }
+        let guarded = review("DELETE", "alice", &[], false, None, Some(sp(Some(vec![FINALIZER]), false)));
+        assert_eq!(validate(&guarded, &policy()), Verdict::Allow);
+    }
+
+    #[test]
+    fn bad_reviews_are_named() {
+        let ok = review_json("CREATE", "u", &[], false, Some(sp(None, false)), None);
+        let cases: Vec<(Value, &str)> = vec![
+            (
+                {
+                    let mut v = ok.clone();
+                    v["apiVersion"] = json!("admission.k8s.io/v1beta1");
+                    v
+                },
+                "apiVersion",
+            ),
+            (
+                {
+                    let mut v = ok.clone();
+                    v["kind"] = json!("Pod");
+                    v
+                },
+                "kind",
+            ),
+            (
+                {
+                    let mut v = ok.clone();
+                    v.as_object_mut().unwrap().remove("request");
+                    v
+                },
+                "no request",
+            ),
+            (
+                {
+                    let mut v = ok.clone();
+                    v["request"]["object"] = Value::Null;
+                    v
+                },
+                "request.object is missing",
+            ),
+            (
+                {
+                    let mut v = ok.clone();
+                    v["request"]["operation"] = json!("PATCH");
+                    v
+                },
+                "operation",
+            ),
+            (
+                {
+                    let mut v = ok.clone();
+                    v["request"]["uid"] = json!("");
+                    v
+                },
+                "uid",
+            ),
+            (
+                {
+                    let mut v = ok.clone();
+                    v["request"]["object"] = json!({"metadata": {"finalizers": "x"}});
+                    v
+                },
+                "not a SignalProcessing",
+            ),
+        ];
+        for (body, want) in cases {
+            let err = parse_review(&serde_json::to_vec(&body).unwrap()).unwrap_err();
+            assert!(err.0.contains(want), "{want}: {}", err.0);
+        }
+        assert!(parse_review(b"").unwrap_err().0.contains("empty"));
+        assert!(parse_review(b"{not json").unwrap_err().0.contains("malformed"));
+    }
+}

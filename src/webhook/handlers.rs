@@ -49,10 +49,10 @@ fn plain(code: StatusCode, msg: impl Into<String>) -> Response {
 }
 
 /// Reads and parses the body, or answers the HTTP error (and counts it).
-fn read_review(path: &str, body: Result<Bytes, BytesRejection>, started: Instant) -> Result<Review, Response> {
+fn read_review(path: &str, body: Result<Bytes, BytesRejection>, started: Instant) -> Result<Review, Box<Response>> {
     let failed = |code: StatusCode, outcome: &str, msg: String| {
         metrics::observe(path, "", outcome, started.elapsed().as_secs_f64());
-        plain(code, msg)
+        Box::new(plain(code, msg))
     };
     let bytes = match body {
         Ok(b) => b,
@@ -85,7 +85,7 @@ async fn mutate_handler(body: Result<Bytes, BytesRejection>) -> Response {
     let started = Instant::now();
     let review = match read_review("mutate", body, started) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let patch = decisions::mutate(&review);
     let outcome = if patch.is_some() { "patched" } else { "allowed" };
@@ -97,7 +97,7 @@ async fn validate_handler(State(state): State<Arc<AppState>>, body: Result<Bytes
     let started = Instant::now();
     let review = match read_review("validate", body, started) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let verdict = decisions::validate(&review, &state.policy);
     let (outcome, response) = answer(&state, &review, verdict).await;
