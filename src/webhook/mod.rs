@@ -76,7 +76,7 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    /// Loads the certificate and binds the listener.
+    /// Loads the certificate and binds the listener; readiness turns true here.
     pub async fn bind(settings: WebhookSettings, sink: Arc<dyn RecordSink>, ready: Readiness) -> anyhow::Result<Self> {
         let resolver = ReloadingResolver::load(&settings.cert_dir).context("loading the webhook serving certificate")?;
         let tls = Arc::new(certs::server_config(resolver.clone())?);
@@ -88,6 +88,8 @@ impl Webhook {
             sink,
             build_record: settings.build_record,
         });
+        // Bound and holding a certificate: connections queue in the backlog until serve() accepts.
+        ready.set(true);
         Ok(Self {
             listener,
             tls,
@@ -106,7 +108,6 @@ impl Webhook {
     pub async fn serve(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         self.resolver.spawn_reloader(shutdown.clone());
         tracing::info!(addr = %self.listener.local_addr()?, "admission webhook listening (TLS)");
-        self.ready.set(true);
         let result = server::serve(self.listener, self.tls, self.app, shutdown, self.drain_timeout).await;
         self.ready.set(false);
         result
