@@ -7,5 +7,6 @@
 pub mod audit;
 pub mod config;
 pub mod crd;
+pub mod datastorage;
 pub mod duration;
 pub mod telemetry;
