@@ -8,6 +8,7 @@ pub mod audit;
 pub mod certs;
 pub mod config;
 pub mod crd;
+pub mod datastorage;
 pub mod duration;
 pub mod telemetry;
 pub mod webhook;
