@@ -126,27 +126,24 @@ async fn register_webhooks(client: &kube::Client, hook: &Running) {
                         "operations": ops, "scope": "Namespaced" }]
         })
     };
-    let pp = PatchParams::apply("audit-guard-e2e").force();
-    let mutating: MutatingWebhookConfiguration = serde_json::from_value(json!({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-        "metadata": { "name": "audit-guard-e2e" },
-        "webhooks": [webhook("mutate.audit-guard.kubernaut.ai", MUTATE_PATH, &["CREATE", "UPDATE"])]
-    }))
-    .unwrap();
-    Api::<MutatingWebhookConfiguration>::all(client.clone())
-        .patch("audit-guard-e2e", &pp, &Patch::Apply(&mutating))
-        .await
-        .unwrap();
-    let validating: ValidatingWebhookConfiguration = serde_json::from_value(json!({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-        "metadata": { "name": "audit-guard-e2e" },
-        "webhooks": [webhook("validate.audit-guard.kubernaut.ai", VALIDATE_PATH, &["UPDATE", "DELETE"])]
-    }))
-    .unwrap();
-    Api::<ValidatingWebhookConfiguration>::all(client.clone())
-        .patch("audit-guard-e2e", &pp, &Patch::Apply(&validating))
-        .await
-        .unwrap();
+    apply_cluster::<MutatingWebhookConfiguration>(
+        client,
+        json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+            "metadata": { "name": "audit-guard-e2e" },
+            "webhooks": [webhook("mutate.audit-guard.kubernaut.ai", MUTATE_PATH, &["CREATE", "UPDATE"])]
+        }),
+    )
+    .await;
+    apply_cluster::<ValidatingWebhookConfiguration>(
+        client,
+        json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+            "metadata": { "name": "audit-guard-e2e" },
+            "webhooks": [webhook("validate.audit-guard.kubernaut.ai", VALIDATE_PATH, &["UPDATE", "DELETE"])]
+        }),
+    )
+    .await;
     // The API server picks configurations up asynchronously.
     let ns = guarded_namespace(client, "probe").await;
     delete_namespace(client, &ns).await;
@@ -172,33 +169,44 @@ async fn wait_matched(client: &kube::Client, ns: &str) {
     .unwrap();
 }
 
+/// Server-side applies a cluster-scoped object given as JSON.
+async fn apply_cluster<K>(client: &kube::Client, value: Value)
+where
+    K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
+    K::DynamicType: Default,
+{
+    let obj: K = serde_json::from_value(value).unwrap();
+    let name = obj.meta().name.clone().unwrap();
+    Api::<K>::all(client.clone())
+        .patch(&name, &PatchParams::apply("audit-guard-e2e").force(), &Patch::Apply(&obj))
+        .await
+        .unwrap();
+}
+
 /// alice and bob may edit SignalProcessings; RBAC is not what stops alice.
 async fn grant_rbac(client: &kube::Client) {
-    let pp = PatchParams::apply("audit-guard-e2e").force();
-    let role: ClusterRole = serde_json::from_value(json!({
-        "metadata": { "name": "audit-guard-e2e-editor" },
-        "rules": [{ "apiGroups": ["kubernaut.ai"], "resources": ["signalprocessings"],
-                    "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"] }]
-    }))
-    .unwrap();
-    Api::<ClusterRole>::all(client.clone())
-        .patch("audit-guard-e2e-editor", &pp, &Patch::Apply(&role))
-        .await
-        .unwrap();
-    let binding: ClusterRoleBinding = serde_json::from_value(json!({
-        "metadata": { "name": "audit-guard-e2e-editor" },
-        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "audit-guard-e2e-editor" },
-        "subjects": [
-            { "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice" },
-            { "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bob" },
-            { "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": CONTROLLER }
-        ]
-    }))
-    .unwrap();
-    Api::<ClusterRoleBinding>::all(client.clone())
-        .patch("audit-guard-e2e-editor", &pp, &Patch::Apply(&binding))
-        .await
-        .unwrap();
+    apply_cluster::<ClusterRole>(
+        client,
+        json!({
+            "metadata": { "name": "audit-guard-e2e-editor" },
+            "rules": [{ "apiGroups": ["kubernaut.ai"], "resources": ["signalprocessings"],
+                        "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"] }]
+        }),
+    )
+    .await;
+    apply_cluster::<ClusterRoleBinding>(
+        client,
+        json!({
+            "metadata": { "name": "audit-guard-e2e-editor" },
+            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "audit-guard-e2e-editor" },
+            "subjects": [
+                { "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice" },
+                { "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bob" },
+                { "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": CONTROLLER }
+            ]
+        }),
+    )
+    .await;
 }
 
 async fn label_namespace(client: &kube::Client, ns: &str) {
