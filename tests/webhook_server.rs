@@ -113,6 +113,18 @@ async fn bad_inputs_get_their_status_codes_and_a_plain_message() {
     // The server is still fine after all of that.
     let ok = client.post(hook.url(MUTATE_PATH)).json(&good).send().await.unwrap();
     assert_eq!(ok.status(), 200);
+    // And it counted what happened, by path, operation and outcome.
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&prometheus::default_registry().gather())
+        .unwrap();
+    for series in [
+        r#"audit_guard_webhook_requests_total{operation="",outcome="too_large",path="mutate"}"#,
+        r#"audit_guard_webhook_requests_total{operation="",outcome="bad_request",path="validate"}"#,
+        r#"audit_guard_webhook_requests_total{operation="CREATE",outcome="patched",path="mutate"}"#,
+        r#"audit_guard_webhook_request_duration_seconds_count{operation="CREATE",outcome="patched",path="mutate"}"#,
+    ] {
+        assert!(text.contains(series), "{series} missing");
+    }
 }
 
 #[tokio::test]
