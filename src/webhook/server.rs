@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -25,7 +25,10 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let acceptor = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
-    let builder = Builder::new(TokioExecutor::new());
+    let mut builder = Builder::new(TokioExecutor::new());
+    // A timer lets hyper enforce its header-read timeout (HTTP/1) and keep-alive pings (HTTP/2).
+    builder.http1().timer(TokioTimer::new());
+    builder.http2().timer(TokioTimer::new());
     loop {
         let (tcp, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
