@@ -5,7 +5,10 @@
 //! server ([`datastorage`]) → store backend.
 
 pub mod audit;
+pub mod certs;
 pub mod config;
 pub mod crd;
+pub mod datastorage;
 pub mod duration;
 pub mod telemetry;
+pub mod webhook;

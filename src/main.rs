@@ -11,6 +11,8 @@ async fn main() -> ExitCode {
     telemetry::init(cli.log_format);
     let result = match cli.command {
         Command::Crd => crd::crd_yaml().map(|yaml| print!("{yaml}")),
+        Command::Certs(args) => audit_guard::certs::generate(&args),
+        Command::Datastorage(args) => audit_guard::datastorage::run(*args).await,
         other => Err(anyhow::anyhow!("{other:?}: not built yet")),
     };
     match result {

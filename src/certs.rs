@@ -1,0 +1,265 @@
+//! Serving certificates: a rustls config whose certificate follows tls.crt/tls.key in a
+//! directory (Secret volumes swap a `..data` symlink, so the directory is watched and also
+//! polled), and the `certs` subcommand that issues a development CA and serving cert.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use base64::Engine;
+use chrono::{Datelike, Utc};
+use notify::{RecursiveMode, Watcher};
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::CertsArgs;
+use crate::webhook::metrics;
+
+pub const CERT_FILE: &str = "tls.crt";
+pub const KEY_FILE: &str = "tls.key";
+/// A safety net for missed notifications (e.g. on filesystems without inotify events).
+pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Parses a PEM chain and key into a rustls certified key, checking they belong together.
+pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey> {
+    let certs = rustls_pemfile::certs(&mut &cert_pem[..])
+        .collect::<Result<Vec<_>, _>>()
+        .context("reading certificate PEM")?;
+    if certs.is_empty() {
+        bail!("no certificate in PEM");
+    }
+    let key = rustls_pemfile::private_key(&mut &key_pem[..])
+        .context("reading key PEM")?
+        .ok_or_else(|| anyhow!("no private key in PEM"))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key).context("unsupported private key")?;
+    let ck = CertifiedKey::new(certs, signing);
+    ck.keys_match().context("certificate and key do not match")?;
+    Ok(ck)
+}
+
+/// The certificate currently served; swapped atomically, so handshakes in progress and
+/// established connections keep whatever they started with.
+#[derive(Debug)]
+pub struct ReloadingResolver {
+    dir: PathBuf,
+    current: RwLock<(Arc<CertifiedKey>, Vec<u8>)>,
+}
+
+impl ResolvesServerCert for ReloadingResolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current.read().ok().map(|c| c.0.clone())
+    }
+}
+
+fn read_pair(dir: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
+    let cert = fs::read(dir.join(CERT_FILE)).with_context(|| format!("reading {}", dir.join(CERT_FILE).display()))?;
+    let key = fs::read(dir.join(KEY_FILE)).with_context(|| format!("reading {}", dir.join(KEY_FILE).display()))?;
+    Ok((cert, key))
+}
+
+impl ReloadingResolver {
+    /// Loads the pair once; fails when it cannot (the webhook must not start without a cert).
+    pub fn load(dir: &Path) -> Result<Arc<Self>> {
+        let (cert, key) = read_pair(dir)?;
+        let ck = certified_key(&cert, &key)?;
+        Ok(Arc::new(Self {
+            dir: dir.to_path_buf(),
+            current: RwLock::new((Arc::new(ck), [cert, key].concat())),
+        }))
+    }
+
+    /// Re-reads the files; swaps only when their content changed and parses. A failure
+    /// keeps the old certificate (it is likely a half-written update that will settle).
+    pub fn reload(&self) -> Result<bool> {
+        let (cert, key) = read_pair(&self.dir)?;
+        let fingerprint = [cert.as_slice(), key.as_slice()].concat();
+        if self.current.read().map(|c| c.1 == fingerprint).unwrap_or(false) {
+            return Ok(false);
+        }
+        let ck = certified_key(&cert, &key)?;
+        if let Ok(mut cur) = self.current.write() {
+            *cur = (Arc::new(ck), fingerprint);
+        }
+        Ok(true)
+    }
+
+    fn reload_and_report(&self) {
+        match self.reload() {
+            Ok(true) => {
+                metrics::CERT_RELOADS.with_label_values(&["success"]).inc();
+                tracing::info!(dir = %self.dir.display(), "serving certificate reloaded");
+            }
+            Ok(false) => {}
+            Err(e) => {
+                metrics::CERT_RELOADS.with_label_values(&["failure"]).inc();
+                tracing::warn!(dir = %self.dir.display(), error = %format!("{e:#}"), "serving certificate reload failed; keeping the current one");
+            }
+        }
+    }
+
+    /// Watches the directory (not the files: a Secret update replaces a symlink) and polls.
+    pub fn spawn_reloader(self: &Arc<Self>, shutdown: CancellationToken) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+        let watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
+            let _ = tx.try_send(());
+        })
+        .and_then(|mut w| w.watch(&self.dir, RecursiveMode::NonRecursive).map(|()| w));
+        let watcher = match watcher {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the cert directory; polling only");
+                None
+            }
+        };
+        let me = self.clone();
+        tokio::spawn(async move {
+            let _keep_watching = watcher;
+            let mut poll = tokio::time::interval(POLL_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = poll.tick() => {}
+                    Some(()) = rx.recv() => {
+                        // Let a multi-file update finish before reading.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+                let me2 = me.clone();
+                let _ = tokio::task::spawn_blocking(move || me2.reload_and_report()).await;
+            }
+        });
+    }
+}
+
+/// TLS 1.2/1.3 only, ALPN h2 and http/1.1, certificate from the resolver.
+pub fn server_config(resolver: Arc<ReloadingResolver>) -> Result<ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .context("TLS versions")?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// What `certs` wrote.
+pub struct Issued {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+const CA_NAME: &str = "audit-guard development CA";
+
+fn ca_params(days: u32) -> Result<CertificateParams> {
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.distinguished_name.push(DnType::CommonName, CA_NAME);
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    set_validity(&mut p, days);
+    Ok(p)
+}
+
+fn set_validity(p: &mut CertificateParams, days: u32) {
+    let ymd = |d: chrono::DateTime<Utc>| rcgen::date_time_ymd(d.year(), d.month() as u8, d.day() as u8);
+    let now = Utc::now();
+    p.not_before = ymd(now - chrono::Duration::days(1));
+    p.not_after = ymd(now + chrono::Duration::days(i64::from(days.max(1))));
+}
+
+/// The serving cert's names: the Service's two DNS names plus the extra ones.
+pub fn serving_sans(service: &str, namespace: &str, extra: &[String]) -> Vec<String> {
+    let mut sans = vec![
+        format!("{service}.{namespace}.svc"),
+        format!("{service}.{namespace}.svc.cluster.local"),
+    ];
+    for s in extra.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        if !sans.iter().any(|x| x == s) {
+            sans.push(s.to_string());
+        }
+    }
+    sans
+}
+
+/// Issues (or, with reuse_ca, keeps) a CA and a serving certificate in `args.out_dir`.
+pub fn issue(args: &CertsArgs) -> Result<Issued> {
+    let dir = &args.out_dir;
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let ca_key_path = dir.join("ca.key");
+    let ca_key = if args.reuse_ca && ca_key_path.exists() {
+        KeyPair::from_pem(&fs::read_to_string(&ca_key_path)?).context("reading the existing ca.key")?
+    } else {
+        KeyPair::generate()?
+    };
+    let ca_pem_path = dir.join("ca.crt");
+    // With reuse_ca the same key and name re-sign the CA, so the issued cert chains to the existing ca.crt.
+    let ca_cert = ca_params(3650)?.self_signed(&ca_key)?;
+    let ca_pem = if args.reuse_ca && ca_pem_path.exists() {
+        fs::read_to_string(&ca_pem_path)?
+    } else {
+        ca_cert.pem()
+    };
+
+    let mut leaf = CertificateParams::new(serving_sans(&args.service, &args.namespace, &args.extra_san)).context("invalid SAN")?;
+    leaf.distinguished_name
+        .push(DnType::CommonName, format!("{}.{}.svc", args.service, args.namespace));
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    leaf.use_authority_key_identifier_extension = true;
+    set_validity(&mut leaf, args.days);
+    let leaf_key = KeyPair::generate()?;
+    let leaf_cert = leaf.signed_by(&leaf_key, &ca_cert, &ca_key)?;
+    let issued = Issued {
+        ca_pem,
+        cert_pem: leaf_cert.pem(),
+        key_pem: leaf_key.serialize_pem(),
+    };
+    write_file(&ca_pem_path, issued.ca_pem.as_bytes(), 0o644)?;
+    write_file(&ca_key_path, ca_key.serialize_pem().as_bytes(), 0o600)?;
+    write_file(&dir.join(CERT_FILE), issued.cert_pem.as_bytes(), 0o644)?;
+    write_file(&dir.join(KEY_FILE), issued.key_pem.as_bytes(), 0o600)?;
+    Ok(issued)
+}
+
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
+    f.set_permissions(fs::Permissions::from_mode(mode))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The webhook configurations' caBundle for a CA PEM.
+pub fn ca_bundle(ca_pem: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(ca_pem)
+}
+
+/// The `certs` subcommand.
+pub fn generate(args: &CertsArgs) -> Result<()> {
+    let issued = issue(args)?;
+    eprintln!(
+        "wrote ca.crt, ca.key, tls.crt, tls.key to {} for {}; caBundle:",
+        args.out_dir.display(),
+        serving_sans(&args.service, &args.namespace, &args.extra_san).join(", ")
+    );
+    println!("{}", ca_bundle(&issued.ca_pem));
+    Ok(())
+}
