@@ -5,7 +5,14 @@
 //! server ([`datastorage`]) → store backend.
 
 pub mod audit;
+pub mod client;
 pub mod config;
+pub mod controller;
 pub mod crd;
 pub mod duration;
+pub mod leader;
+pub mod metrics;
+pub mod retention;
+pub mod serve;
 pub mod telemetry;
+pub mod writer;

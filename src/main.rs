@@ -11,6 +11,7 @@ async fn main() -> ExitCode {
     telemetry::init(cli.log_format);
     let result = match cli.command {
         Command::Crd => crd::crd_yaml().map(|yaml| print!("{yaml}")),
+        Command::Serve(args) => audit_guard::serve::run(*args).await,
         other => Err(anyhow::anyhow!("{other:?}: not built yet")),
     };
     match result {
