@@ -36,7 +36,16 @@ fn write(fake: &Fake, batch: Vec<Value>) -> (StatusCode, Json<Value>) {
     *fake.posts.lock().unwrap() += 1;
     let mode = *fake.mode.lock().unwrap();
     for ev in &batch {
-        for field in ["event_type", "event_category", "correlation_id", "event_data", "event_timestamp", "event_action", "event_outcome", "version"] {
+        for field in [
+            "event_type",
+            "event_category",
+            "correlation_id",
+            "event_data",
+            "event_timestamp",
+            "event_action",
+            "event_outcome",
+            "version",
+        ] {
             if ev.get(field).is_none() {
                 return (StatusCode::BAD_REQUEST, Json(json!({ "title": format!("missing {field}") })));
             }
@@ -45,7 +54,10 @@ fn write(fake: &Fake, batch: Vec<Value>) -> (StatusCode, Json<Value>) {
     match mode {
         WriteMode::QueueOnly => {
             fake.queued.lock().unwrap().extend(batch);
-            (StatusCode::ACCEPTED, Json(json!({ "status": "queued", "message": "database unavailable, queued" })))
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({ "status": "queued", "message": "database unavailable, queued" })),
+            )
         }
         WriteMode::Store | WriteMode::StoreAndLoseAnswer => {
             let ids: Vec<String> = batch.iter().map(|_| uuid::Uuid::new_v4().to_string()).collect();
@@ -78,11 +90,17 @@ async fn query(State(f): State<Arc<Fake>>, Query(q): Query<HashMap<String, Strin
         .lock()
         .unwrap()
         .iter()
-        .filter(|ev| ["event_type", "correlation_id"].iter().all(|k| q.get(*k).is_none_or(|v| ev[*k] == json!(v))))
+        .filter(|ev| {
+            ["event_type", "correlation_id"]
+                .iter()
+                .all(|k| q.get(*k).is_none_or(|v| ev[*k] == json!(v)))
+        })
         .cloned()
         .collect();
     let page: Vec<Value> = matching.iter().skip(offset).take(limit).cloned().collect();
-    Json(json!({ "data": page, "pagination": { "limit": limit, "offset": offset, "total": matching.len(), "has_more": offset + page.len() < matching.len() } }))
+    Json(
+        json!({ "data": page, "pagination": { "limit": limit, "offset": offset, "total": matching.len(), "has_more": offset + page.len() < matching.len() } }),
+    )
 }
 
 async fn start(mode: WriteMode) -> (Arc<Fake>, DataStorageClient) {
@@ -158,8 +176,18 @@ async fn batch_writes_only_the_missing_events() {
     let batch = [record("uid-a", "rr-3"), record("uid-b", "rr-3"), record("uid-c", "rr-4")];
     client.store_batch(&batch).await.unwrap();
     client.store_batch(&batch).await.unwrap();
-    let mut ids: Vec<String> = fake.events.lock().unwrap().iter().map(|e| e["resource_id"].as_str().unwrap().to_string()).collect();
+    let mut ids: Vec<String> = fake
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource_id"].as_str().unwrap().to_string())
+        .collect();
     ids.sort();
     assert_eq!(ids, ["uid-a", "uid-b", "uid-c"]);
-    assert_eq!(*fake.posts.lock().unwrap(), 2, "one single POST, one batch POST, nothing for the repeat");
+    assert_eq!(
+        *fake.posts.lock().unwrap(),
+        2,
+        "one single POST, one batch POST, nothing for the repeat"
+    );
 }
