@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod controller;
 pub mod crd;
+pub mod datastorage;
 pub mod duration;
 pub mod leader;
 pub mod metrics;

@@ -1,0 +1,58 @@
+//! Data Storage metrics, registered once in the prometheus default registry.
+
+use std::sync::LazyLock;
+
+use prometheus::{register_histogram_vec, register_int_counter, register_int_counter_vec, HistogramVec, IntCounter, IntCounterVec};
+
+// The names and labels are constants registered exactly once, so registration cannot fail.
+const ONCE: &str = "constant metric registered once";
+
+pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "datastorage_http_requests_total",
+        "HTTP requests by route, method and status",
+        &["route", "method", "status"]
+    )
+    .expect(ONCE)
+});
+
+pub static REQUEST_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "datastorage_http_request_duration_seconds",
+        "HTTP request latency by route and status",
+        &["route", "status"],
+        vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]
+    )
+    .expect(ONCE)
+});
+
+pub static STORE_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "datastorage_store_duration_seconds",
+        "Database operation latency by operation",
+        &["op"],
+        vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]
+    )
+    .expect(ONCE)
+});
+
+pub static ROWS_WRITTEN: LazyLock<IntCounter> =
+    LazyLock::new(|| register_int_counter!("datastorage_rows_written_total", "Audit records newly stored").expect(ONCE));
+
+pub static ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("datastorage_errors_total", "Errors by kind (database, auth_backend)", &["kind"]).expect(ONCE)
+});
+
+/// Registers every metric up front so /metrics lists them before the first request.
+pub fn init() {
+    LazyLock::force(&REQUESTS);
+    LazyLock::force(&REQUEST_SECONDS);
+    LazyLock::force(&STORE_SECONDS);
+    LazyLock::force(&ROWS_WRITTEN);
+    LazyLock::force(&ERRORS);
+}
+
+pub fn render() -> String {
+    let families = prometheus::default_registry().gather();
+    prometheus::TextEncoder::new().encode_to_string(&families).unwrap_or_default()
+}
