@@ -123,6 +123,15 @@ fn lower(s: Option<&str>) -> Option<String> {
     s.filter(|v| !v.is_empty()).map(str::to_lowercase)
 }
 
+/// A start after the end means the start was a fallback guess (e.g. creationTimestamp of a CR
+/// re-created from a backup): it is dropped rather than stored as an impossible phase.
+fn consistent(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+    match (start, end) {
+        (Some(s), Some(e)) if e < s => (None, end),
+        _ => (start, end),
+    }
+}
+
 /// end - start when both are known, else the CR's own duration.
 fn phase_duration(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>, own: Option<GoDuration>) -> Option<GoDuration> {
     match (start, end) {
@@ -147,6 +156,7 @@ fn phases(sp: &SignalProcessing, st: &SignalProcessingStatus) -> Vec<ProcessingP
     let enrich_end = enrichment
         .and_then(|e| e.completed_at)
         .or_else(|| env.and_then(|e| e.classified_at));
+    let (enrich_start, enrich_end) = consistent(enrich_start, enrich_end);
     let enriching = ProcessingPhase {
         phase: "enriching".into(),
         start_time: enrich_start,
@@ -170,6 +180,7 @@ fn phases(sp: &SignalProcessing, st: &SignalProcessingStatus) -> Vec<ProcessingP
     // Kubernaut today stamps only classifiedAt, so classification has an end but no known start.
     let class_start = st.classification_start_time.or(enrichment.and_then(|e| e.completed_at));
     let class_end = st.classification_end_time.or_else(|| env.and_then(|e| e.classified_at));
+    let (class_start, class_end) = consistent(class_start, class_end);
     let classifying = ProcessingPhase {
         phase: "classifying".into(),
         start_time: class_start,
@@ -190,6 +201,7 @@ fn phases(sp: &SignalProcessing, st: &SignalProcessingStatus) -> Vec<ProcessingP
 
     let cat_start = st.categorization_start_time.or(class_end);
     let cat_end = st.categorization_end_time.or_else(|| assignment.and_then(|a| a.assigned_at));
+    let (cat_start, cat_end) = consistent(cat_start, cat_end);
     let categorizing = ProcessingPhase {
         phase: "categorizing".into(),
         start_time: cat_start,
@@ -353,6 +365,17 @@ mod tests {
         assert!(rec.validate().is_ok());
         let json = serde_json::to_value(&rec).unwrap();
         assert!(json["environment"].is_null() && json.get("error_message").is_none());
+    }
+
+    #[test]
+    fn a_fallback_start_after_the_end_is_dropped() {
+        let mut sp = cr(fixture("design-doc.json"));
+        sp.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t("2026-01-01T00:00:00Z")));
+        let rec = build_record(&sp, Trigger::Deletion, now());
+        let e = &rec.processing_phases[0];
+        assert_eq!((e.start_time, e.end_time), (None, Some(t("2025-11-27T10:00:01.5Z"))));
+        assert_eq!(e.duration, Some(GoDuration::from_nanos(1_500_000_000)));
+        assert!(rec.validate().is_ok());
     }
 
     #[test]

@@ -11,8 +11,10 @@ use serde_json::Value;
 use super::controlplane::{free_port, ControlPlane};
 use super::wait_for;
 
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_audit-guard")
+/// The binary under test; AUDIT_GUARD_BIN overrides it (a private copy, when several
+/// worktrees share one target directory and rebuild it under a running test).
+pub fn binary() -> String {
+    std::env::var("AUDIT_GUARD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_audit-guard").to_string())
 }
 
 async fn wait_healthy(url: String, what: &str) -> Result<()> {
