@@ -96,7 +96,7 @@ async fn failed_events(client: &Client, ns: &str, uid: &str) -> usize {
 #[tokio::test]
 async fn completed_cr_is_recorded_by_the_buffered_writer() {
     let (client, ns, lease_ns, ds) = setup("complete").await;
-    let _serve = Serve::start(
+    let serve = Serve::start(
         control_plane(),
         &format!("serve-{ns}"),
         &ds.url,
@@ -121,6 +121,19 @@ async fn completed_cr_is_recorded_by_the_buffered_writer() {
     assert_eq!(rec["environment"], "production");
     // Still in the cluster: completion alone never removes anything.
     assert!(api.get("done").await.unwrap().has_finalizer());
+    let m = serve.metrics().await.unwrap();
+    for line in [
+        "audit_events_written_total 1",
+        "audit_events_dropped_total 0",
+        "audit_batches_failed_total 0",
+        "audit_buffer_size 0",
+        "kubernaut_signal_processing_audit_storage_attempts_total{status=\"success\"} 1",
+        "kubernaut_signal_processing_audit_storage_duration_seconds_bucket{le=\"0.01\"}",
+        "kubernaut_signal_processing_audit_storage_duration_seconds_bucket{le=\"0.25\"}",
+        "kubernaut_signal_processing_audit_storage_duration_seconds_bucket{le=\"1\"}",
+    ] {
+        assert!(m.contains(line), "metrics lack {line}:\n{m}");
+    }
     delete_namespace(&client, &ns).await;
 }
 
@@ -330,10 +343,13 @@ async fn mass_deletion_with_two_replicas() {
     let api: Api<SignalProcessing> = Api::namespaced(client.clone(), &ns);
     let uids = create_many(&api, 200).await;
     wait_all_finalized(&api, 200).await;
+    let started = std::time::Instant::now();
     api.delete_collection(&DeleteParams::default(), &ListParams::default())
         .await
         .unwrap();
     wait_all_gone(&api).await;
+    // A figure for the report, not an assertion: speed belongs to benchmarks.
+    eprintln!("200 SignalProcessings audited and gone in {:?}", started.elapsed());
     assert_one_record_each(&ds, &uids).await;
     delete_namespace(&client, &ns).await;
 }
@@ -352,11 +368,19 @@ async fn leader_killed_mid_deletion_is_replaced() {
     let uids = create_many(&api, 200).await;
     wait_all_finalized(&api, 200).await;
     let first = leader(&client, &lease_ns).await.expect("a leader");
+    // Hold the deletions back (Data Storage down) so that the leader is surely in the middle
+    // of them when it dies: it is retrying every one when Data Storage comes back.
+    ds.stop(cp).unwrap();
     api.delete_collection(&DeleteParams::default(), &ListParams::default())
         .await
         .unwrap();
-    // Kill the leader once it is part-way through.
-    wait_for("some deletions to finish", WAIT, || async {
+    wait_for("the leader to be failing deletions", WAIT, || async {
+        Ok((failed_events(&client, &ns, &uids[0]).await > 0).then_some(()))
+    })
+    .await
+    .unwrap();
+    ds.resume(cp).await.unwrap();
+    wait_for("the leader to finish some deletions", WAIT, || async {
         Ok((api.list(&ListParams::default()).await?.items.len() < 200).then_some(()))
     })
     .await
@@ -409,5 +433,81 @@ async fn retention_deletes_only_old_completed_crs() {
     assert!(young.has_finalizer());
     assert!(!young.annotations().contains_key(ANNOTATION_RECORD_ID));
     assert!(young.finalizers().iter().any(|f| f == FINALIZER));
+    delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn release_keeps_other_finalizers_and_annotates() {
+    let (client, ns, lease_ns, ds) = setup("others").await;
+    let _serve = Serve::start(
+        control_plane(),
+        &format!("serve-{ns}"),
+        &ds.url,
+        &lease_ns,
+        &ns,
+        &["--retention", "0"],
+    )
+    .await
+    .unwrap();
+    let api: Api<SignalProcessing> = Api::namespaced(client.clone(), &ns);
+    let mut sp = bare("held");
+    sp.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    api.create(&PostParams::default(), &sp).await.unwrap();
+    let uid = wait_finalizer(&api, "held").await.metadata.uid.unwrap();
+    api.delete("held", &DeleteParams::default()).await.unwrap();
+    let released = wait_for("our finalizer to come off", WAIT, || async {
+        Ok(api.get_opt("held").await?.filter(|sp| !sp.has_finalizer()))
+    })
+    .await
+    .unwrap();
+    assert_eq!(released.finalizers(), ["example.com/hold".to_string()]);
+    assert_eq!(released.annotations().get(ANNOTATION_RECORD_ID), Some(&uid));
+    assert!(released.annotations().contains_key(audit_guard::crd::ANNOTATION_PERSISTED_AT));
+    assert!(ds.record(&uid).await.unwrap().is_some());
+    api.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
+    )
+    .await
+    .unwrap();
+    wait_gone(&api, "held").await;
+    delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn sigterm_releases_the_lease_and_exits_cleanly() {
+    let cp = control_plane();
+    let (client, ns, lease_ns, ds) = setup("sigterm").await;
+    let mut child = tokio::process::Command::new(support::datastorage::binary())
+        .env("KUBECONFIG", &cp.kubeconfig)
+        .args(["serve", "--disable-webhook", "--datastorage-url", &ds.url, "--retention", "0"])
+        .args(["--metrics-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0"])
+        .args([
+            "--lease-namespace",
+            &lease_ns,
+            "--lease-duration",
+            "30s",
+            "--namespaces",
+            &ns,
+            "--identity",
+            "graceful",
+        ])
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    wait_for("the replica to lead", WAIT, || async {
+        Ok(leader(&client, &lease_ns).await.filter(|l| l == "graceful"))
+    })
+    .await
+    .unwrap();
+    let pid = child.id().unwrap() as i32;
+    // SAFETY: plain kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}");
+    // Released, not left to expire: holderIdentity is cleared.
+    assert_eq!(leader(&client, &lease_ns).await, None);
     delete_namespace(&client, &ns).await;
 }
