@@ -35,6 +35,37 @@ async fn setup(tag: &str) -> (Client, String, String, DataStorage) {
     (client, ns, lease_ns, ds)
 }
 
+/// One `serve` replica (retention off) watching a fresh namespace.
+struct One {
+    client: Client,
+    ns: String,
+    ds: DataStorage,
+    serve: Serve,
+    api: Api<SignalProcessing>,
+}
+
+async fn one_replica(tag: &str) -> One {
+    let (client, ns, lease_ns, ds) = setup(tag).await;
+    let serve = Serve::start(
+        control_plane(),
+        &format!("serve-{ns}"),
+        &ds.url,
+        &lease_ns,
+        &ns,
+        &["--retention", "0"],
+    )
+    .await
+    .unwrap();
+    let api = Api::namespaced(client.clone(), &ns);
+    One {
+        client,
+        ns,
+        ds,
+        serve,
+        api,
+    }
+}
+
 fn bare(name: &str) -> SignalProcessing {
     serde_json::from_value(json!({
         "apiVersion": "kubernaut.ai/v1alpha1", "kind": "SignalProcessing",
@@ -95,18 +126,13 @@ async fn failed_events(client: &Client, ns: &str, uid: &str) -> usize {
 
 #[tokio::test]
 async fn completed_cr_is_recorded_by_the_buffered_writer() {
-    let (client, ns, lease_ns, ds) = setup("complete").await;
-    let serve = Serve::start(
-        control_plane(),
-        &format!("serve-{ns}"),
-        &ds.url,
-        &lease_ns,
-        &ns,
-        &["--retention", "0"],
-    )
-    .await
-    .unwrap();
-    let api: Api<SignalProcessing> = Api::namespaced(client.clone(), &ns);
+    let One {
+        client,
+        ns,
+        ds,
+        serve,
+        api,
+    } = one_replica("complete").await;
     api.create(&PostParams::default(), &bare("done")).await.unwrap();
     let sp = wait_finalizer(&api, "done").await;
     let uid = sp.metadata.uid.clone().unwrap();
@@ -139,18 +165,13 @@ async fn completed_cr_is_recorded_by_the_buffered_writer() {
 
 #[tokio::test]
 async fn deletion_stores_the_record_then_releases_the_object() {
-    let (client, ns, lease_ns, ds) = setup("delete").await;
-    let _serve = Serve::start(
-        control_plane(),
-        &format!("serve-{ns}"),
-        &ds.url,
-        &lease_ns,
-        &ns,
-        &["--retention", "0"],
-    )
-    .await
-    .unwrap();
-    let api: Api<SignalProcessing> = Api::namespaced(client.clone(), &ns);
+    let One {
+        client,
+        ns,
+        ds,
+        serve: _serve,
+        api,
+    } = one_replica("delete").await;
     for (name, file) in [("today", "kubernaut-today.json"), ("design", "design-doc.json")] {
         create_from(&api, fixture(file), name).await;
         let sp = wait_finalizer(&api, name).await;
@@ -201,11 +222,13 @@ async fn deletion_stores_the_record_then_releases_the_object() {
 #[tokio::test]
 async fn deletion_waits_while_data_storage_is_down() {
     let cp = control_plane();
-    let (client, ns, lease_ns, ds) = setup("down").await;
-    let serve = Serve::start(cp, &format!("serve-{ns}"), &ds.url, &lease_ns, &ns, &["--retention", "0"])
-        .await
-        .unwrap();
-    let api: Api<SignalProcessing> = Api::namespaced(client.clone(), &ns);
+    let One {
+        client,
+        ns,
+        ds,
+        serve,
+        api,
+    } = one_replica("down").await;
     api.create(&PostParams::default(), &bare("waits")).await.unwrap();
     let uid = wait_finalizer(&api, "waits").await.metadata.uid.unwrap();
 
@@ -235,17 +258,13 @@ async fn deletion_waits_while_data_storage_is_down() {
 
 #[tokio::test]
 async fn deleting_the_owner_records_the_signalprocessing() {
-    let (client, ns, lease_ns, ds) = setup("owner").await;
-    let _serve = Serve::start(
-        control_plane(),
-        &format!("serve-{ns}"),
-        &ds.url,
-        &lease_ns,
-        &ns,
-        &["--retention", "0"],
-    )
-    .await
-    .unwrap();
+    let One {
+        client,
+        ns,
+        ds,
+        serve: _serve,
+        api,
+    } = one_replica("owner").await;
     let parent: CustomResourceDefinition = serde_json::from_value(json!({
         "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
         "metadata": { "name": "remediationrequests.test.kubernaut.ai" },
@@ -268,7 +287,6 @@ async fn deleting_the_owner_records_the_signalprocessing() {
     )
     .unwrap();
     let rr_uid = rr_api.create(&PostParams::default(), &rr).await.unwrap().metadata.uid.unwrap();
-    let api: Api<SignalProcessing> = Api::namespaced(client.clone(), &ns);
     let mut obj = fixture("kubernaut-today.json");
     obj["spec"]["remediationRequestRef"]["name"] = json!("rr-1");
     let sp = create_from(&api, obj, "owned").await;
@@ -438,18 +456,13 @@ async fn retention_deletes_only_old_completed_crs() {
 
 #[tokio::test]
 async fn release_keeps_other_finalizers_and_annotates() {
-    let (client, ns, lease_ns, ds) = setup("others").await;
-    let _serve = Serve::start(
-        control_plane(),
-        &format!("serve-{ns}"),
-        &ds.url,
-        &lease_ns,
-        &ns,
-        &["--retention", "0"],
-    )
-    .await
-    .unwrap();
-    let api: Api<SignalProcessing> = Api::namespaced(client.clone(), &ns);
+    let One {
+        client,
+        ns,
+        ds,
+        serve: _serve,
+        api,
+    } = one_replica("others").await;
     let mut sp = bare("held");
     sp.metadata.finalizers = Some(vec!["example.com/hold".into()]);
     api.create(&PostParams::default(), &sp).await.unwrap();
