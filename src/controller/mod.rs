@@ -27,6 +27,9 @@ const MANAGER: &str = "audit-guard";
 /// Uids remembered as already handed to the writer; older ones are forgotten (a repeat
 /// enqueue is harmless: the record id makes the write idempotent).
 const ENQUEUED_MEMORY: usize = 100_000;
+/// Reconciles in flight at once: enough to keep Data Storage's batch-free single POSTs busy
+/// during a mass deletion without opening thousands of connections to it.
+const RECONCILE_CONCURRENCY: u16 = 64;
 const RETRY_BASE: Duration = Duration::from_millis(500);
 const RETRY_CAP: Duration = Duration::from_secs(60);
 
@@ -200,7 +203,8 @@ pub async fn run(ctx: Arc<Context>, namespaces: &[String], stop: CancellationTok
     let mut stores = Vec::new();
     let mut runs = Vec::new();
     for api in apis {
-        let controller = Controller::new(api, watcher::Config::default().any_semantic());
+        let controller = Controller::new(api, watcher::Config::default().any_semantic())
+            .with_config(kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY));
         stores.push(controller.store());
         let stop = stop.clone();
         let ctx = ctx.clone();
