@@ -43,14 +43,21 @@ fn main() -> Result<()> {
 
     say("generating the webhook CA and serving certificate");
     let certs = run.join("certs");
-    check(Command::new(&bin).args(["certs", "--extra-san", "127.0.0.1,localhost", "--out-dir"]).arg(&certs))?;
+    check(
+        Command::new(&bin)
+            .args(["certs", "--extra-san", "127.0.0.1,localhost", "--out-dir"])
+            .arg(&certs),
+    )?;
 
     say("starting Data Storage on SQLite (.run/data/audit.db)");
     let token = format!("qs-{}", uuid::Uuid::new_v4().simple());
     fs::write(run.join("datastorage.token"), &token)?;
     fs::write(run.join("tokens.csv"), format!("{token},audit-guard,1,\"audit-writers\"\n"))?;
     let mut ds = Command::new(&bin);
-    ds.args(["datastorage", "--listen", DATASTORAGE, "--data-dir"]).arg(run.join("data")).arg("--tokens-file").arg(run.join("tokens.csv"));
+    ds.args(["datastorage", "--listen", DATASTORAGE, "--data-dir"])
+        .arg(run.join("data"))
+        .arg("--tokens-file")
+        .arg(run.join("tokens.csv"));
     cp.spawn("datastorage", ds)?;
     wait_http(&format!("http://{DATASTORAGE}/readyz"), Duration::from_secs(30))?;
 
@@ -58,15 +65,35 @@ fn main() -> Result<()> {
     let crd = run.join("crd.yaml");
     fs::write(&crd, output(Command::new(&bin).arg("crd"))?)?;
     kubectl(&["apply", "-f", path(&crd)])?;
-    kubectl(&["wait", "--for=condition=Established", "crd/signalprocessings.kubernaut.ai", "--timeout=30s"])?;
+    kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/signalprocessings.kubernaut.ai",
+        "--timeout=30s",
+    ])?;
     kubectl(&["create", "namespace", "audit-guard"])?;
 
     say("starting audit-guard serve (webhook on 127.0.0.1:9443, controller, buffered writer)");
     let mut serve = Command::new(&bin);
     serve
         .env("KUBECONFIG", &cp.kubeconfig)
-        .args(["serve", "--webhook-addr", WEBHOOK, "--health-addr", HEALTH, "--metrics-addr", METRICS])
-        .args(["--datastorage-url", &format!("http://{DATASTORAGE}"), "--lease-namespace", "audit-guard", "--identity", "quickstart"])
+        .args([
+            "serve",
+            "--webhook-addr",
+            WEBHOOK,
+            "--health-addr",
+            HEALTH,
+            "--metrics-addr",
+            METRICS,
+        ])
+        .args([
+            "--datastorage-url",
+            &format!("http://{DATASTORAGE}"),
+            "--lease-namespace",
+            "audit-guard",
+            "--identity",
+            "quickstart",
+        ])
         // The quickstart's admin user is the controller here; in a cluster it is the ServiceAccount.
         .args(["--controller-identity", "admin", "--cert-dir"])
         .arg(&certs)
@@ -112,13 +139,25 @@ fn demo(cp: &ControlPlane, token: &str) -> Result<()> {
     let status = format!(
         r#"{{"status":{{"phase":"Completed","startTime":"{now}","completionTime":"{now}","environmentClassification":{{"environment":"Production","source":"namespace-labels","classifiedAt":"{now}"}},"priorityAssignment":{{"priority":"P1","source":"rego-policy","assignedAt":"{now}"}}}}}}"#
     );
-    cp.kubectl(&["patch", "sp", "sp-demo", "-n", "demo", "--subresource=status", "--type=merge", "-p", &status])?;
+    cp.kubectl(&[
+        "patch",
+        "sp",
+        "sp-demo",
+        "-n",
+        "demo",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &status,
+    ])?;
     say("demo: deleting it; audit-guard stores the record, then removes its finalizer");
     cp.kubectl(&["delete", "sp", "sp-demo", "-n", "demo", "--wait=true", "--timeout=60s"])?;
     let url = format!("http://{DATASTORAGE}/api/v1/audit/signal-processing/{uid}");
     let record = output(Command::new("curl").args(["-sf", "-H", &format!("Authorization: Bearer {token}"), &url]))?;
     say(&format!("demo: the stored audit record ({url}):"));
-    let pretty = serde_json::from_slice::<serde_json::Value>(&record).and_then(|v| serde_json::to_string_pretty(&v)).unwrap_or_default();
+    let pretty = serde_json::from_slice::<serde_json::Value>(&record)
+        .and_then(|v| serde_json::to_string_pretty(&v))
+        .unwrap_or_default();
     println!("{pretty}");
     Ok(())
 }
@@ -154,7 +193,11 @@ fn output(cmd: &mut Command) -> Result<Vec<u8>> {
 fn wait_http(url: &str, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if Command::new("curl").args(["-sf", "-o", "/dev/null", url]).status().is_ok_and(|s| s.success()) {
+        if Command::new("curl")
+            .args(["-sf", "-o", "/dev/null", url])
+            .status()
+            .is_ok_and(|s| s.success())
+        {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(200));

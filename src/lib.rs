@@ -6,9 +6,16 @@
 
 pub mod audit;
 pub mod certs;
+pub mod client;
 pub mod config;
+pub mod controller;
 pub mod crd;
 pub mod datastorage;
 pub mod duration;
+pub mod leader;
+pub mod metrics;
+pub mod retention;
+pub mod serve;
 pub mod telemetry;
 pub mod webhook;
+pub mod writer;

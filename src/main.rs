@@ -12,8 +12,8 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Crd => crd::crd_yaml().map(|yaml| print!("{yaml}")),
         Command::Certs(args) => audit_guard::certs::generate(&args),
+        Command::Serve(args) => audit_guard::serve::run(*args).await,
         Command::Datastorage(args) => audit_guard::datastorage::run(*args).await,
-        other => Err(anyhow::anyhow!("{other:?}: not built yet")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

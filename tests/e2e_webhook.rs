@@ -8,7 +8,7 @@
 
 mod support;
 
-#[path = "webhook_support.rs"]
+#[path = "support/webhook.rs"]
 mod webhook_support;
 
 use std::path::PathBuf;

@@ -1,7 +1,7 @@
 //! The webhook's HTTP and TLS surface, in-process, over real TLS: status codes for bad
 //! input, protocol versions, certificate reload by symlink swap, graceful shutdown.
 
-#[path = "webhook_support.rs"]
+#[path = "support/webhook.rs"]
 mod webhook_support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -10,6 +10,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub mod from_cr;
+
 use crate::duration::{self, GoDuration};
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

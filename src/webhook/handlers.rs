@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::decisions::{self, DenyReason, Policy, Review, Verdict};
 use super::metrics;
-use super::record::RecordBuilder;
+use crate::audit::from_cr::RecordBuilder;
 use crate::audit::RecordSink;
 
 pub const MUTATE_PATH: &str = "/mutate-kubernaut-ai-v1alpha1-signalprocessing";

@@ -4,7 +4,6 @@
 pub mod decisions;
 pub mod handlers;
 pub mod metrics;
-pub mod record;
 pub mod server;
 
 use std::net::SocketAddr;
@@ -17,11 +16,11 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::from_cr::{self, RecordBuilder};
 use crate::audit::RecordSink;
 use crate::certs::{self, ReloadingResolver};
 use crate::config::ServeArgs;
 use decisions::Policy;
-use record::RecordBuilder;
 
 pub use handlers::{MUTATE_PATH, VALIDATE_PATH};
 
@@ -46,7 +45,7 @@ impl WebhookSettings {
                 controller_identity: args.controller_identity.clone(),
                 break_glass_group: args.break_glass_group.clone(),
             },
-            build_record: record::interim_record,
+            build_record: from_cr::build_record,
             drain_timeout: args.shutdown_timeout,
         }
     }

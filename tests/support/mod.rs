@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod controlplane;
+pub mod datastorage;
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};

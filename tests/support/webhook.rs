@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use audit_guard::audit::{RecordSink, SignalProcessingAudit, StoreError};
 use audit_guard::config::CertsArgs;
 use audit_guard::webhook::decisions::Policy;
-use audit_guard::webhook::{record, Readiness, Webhook, WebhookSettings};
+use audit_guard::webhook::{Readiness, Webhook, WebhookSettings};
 use futures::future::BoxFuture;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -75,7 +75,7 @@ pub fn settings(cert_dir: &Path, max_body_bytes: usize) -> WebhookSettings {
             controller_identity: CONTROLLER.into(),
             break_glass_group: BREAK_GLASS.into(),
         },
-        build_record: record::interim_record,
+        build_record: audit_guard::audit::from_cr::build_record,
         drain_timeout: std::time::Duration::from_secs(10),
     }
 }

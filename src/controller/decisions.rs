@@ -1,0 +1,218 @@
+//! The controller's decisions as plain functions over plain data.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, TestOperation};
+use serde_json::Value;
+
+use crate::crd::{SignalProcessing, ANNOTATION_PERSISTED_AT, ANNOTATION_RECORD_ID, FINALIZER};
+
+/// What one reconcile of a SignalProcessing should do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Not being deleted and our finalizer is missing: add it.
+    AddFinalizer,
+    /// Finished (Completed/Failed) and not yet handed to the writer by this process.
+    EnqueueRecord,
+    /// Being deleted with our finalizer on: store the record, then remove the finalizer.
+    PersistAndRelease,
+    Nothing,
+}
+
+pub fn decide(sp: &SignalProcessing, already_enqueued: bool) -> Action {
+    match (sp.is_deleting(), sp.has_finalizer()) {
+        (true, true) => Action::PersistAndRelease,
+        (true, false) => Action::Nothing,
+        (false, false) => Action::AddFinalizer,
+        (false, true) if crate::audit::from_cr::is_terminal(sp) && !already_enqueued => Action::EnqueueRecord,
+        (false, true) => Action::Nothing,
+    }
+}
+
+/// JSON Patch adding the finalizer; `test`s the list so that a concurrent change makes it fail
+/// (and the next reconcile sees the new list) rather than overwrite someone else's finalizer.
+pub fn add_finalizer_patch(finalizers: Option<&[String]>) -> Patch {
+    let ops = match finalizers {
+        Some(list) => vec![
+            PatchOperation::Test(TestOperation {
+                path: ptr("/metadata/finalizers"),
+                value: Value::from(list.to_vec()),
+            }),
+            PatchOperation::Add(AddOperation {
+                path: ptr("/metadata/finalizers/-"),
+                value: Value::from(FINALIZER),
+            }),
+        ],
+        None => vec![PatchOperation::Add(AddOperation {
+            path: ptr("/metadata/finalizers"),
+            value: Value::from(vec![FINALIZER]),
+        })],
+    };
+    Patch(ops)
+}
+
+/// JSON Patch that removes our finalizer at its index (testing that it is still there, so
+/// another party's finalizer is never removed) and records where the audit record went.
+/// None when the finalizer is not present.
+pub fn release_patch(sp: &SignalProcessing, record_id: &str, persisted_at: DateTime<Utc>) -> Option<Patch> {
+    let index = sp.metadata.finalizers.as_deref()?.iter().position(|f| f == FINALIZER)?;
+    let path = format!("/metadata/finalizers/{index}");
+    let mut ops = vec![
+        PatchOperation::Test(TestOperation {
+            path: ptr(&path),
+            value: Value::from(FINALIZER),
+        }),
+        PatchOperation::Remove(RemoveOperation { path: ptr(&path) }),
+    ];
+    if sp.metadata.annotations.is_none() {
+        ops.push(PatchOperation::Add(AddOperation {
+            path: ptr("/metadata/annotations"),
+            value: Value::Object(Default::default()),
+        }));
+    }
+    let persisted = persisted_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    for (key, value) in [(ANNOTATION_RECORD_ID, record_id.to_string()), (ANNOTATION_PERSISTED_AT, persisted)] {
+        ops.push(PatchOperation::Add(AddOperation {
+            path: ptr(&format!("/metadata/annotations/{}", escape(key))),
+            value: Value::from(value),
+        }));
+    }
+    Some(Patch(ops))
+}
+
+/// RFC 6901 escaping of one path segment.
+pub fn escape(segment: &str) -> String {
+    segment.replace('~', "~0").replace('/', "~1")
+}
+
+fn ptr(path: &str) -> json_patch::jsonptr::PointerBuf {
+    // Every path built here starts with '/', so parsing cannot fail; fall back to root otherwise.
+    json_patch::jsonptr::PointerBuf::parse(path).unwrap_or_default()
+}
+
+/// Exponential backoff from `base`, capped at `cap`, with "full jitter" scaled by
+/// `jitter` in [0, 1): the delay is drawn from [d/2, d) so that replicas and CRs spread out.
+pub fn backoff(attempt: u32, base: Duration, cap: Duration, jitter: f64) -> Duration {
+    let exp = base.saturating_mul(2u32.saturating_pow(attempt.min(20)));
+    let d = exp.min(cap);
+    d.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+}
+
+/// Whether a finished CR is past retention and should be deleted (None retention: disabled).
+pub fn expired(completion: Option<DateTime<Utc>>, retention: Duration, now: DateTime<Utc>) -> bool {
+    if retention.is_zero() {
+        return false;
+    }
+    let Some(done) = completion else { return false };
+    let Ok(retention) = chrono::Duration::from_std(retention) else {
+        return false;
+    };
+    now.signed_duration_since(done) > retention
+}
+
+/// Number of CRs waiting in deletion on their audit and the age of the oldest, in seconds.
+pub fn waiting_summary(deletion_times: impl IntoIterator<Item = DateTime<Utc>>, now: DateTime<Utc>) -> (i64, i64) {
+    let mut count = 0;
+    let mut oldest = 0;
+    for t in deletion_times {
+        count += 1;
+        oldest = oldest.max(now.signed_duration_since(t).num_seconds().max(0));
+    }
+    (count, oldest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sp(meta: Value, phase: Option<&str>) -> SignalProcessing {
+        let mut v = json!({ "apiVersion": "kubernaut.ai/v1alpha1", "kind": "SignalProcessing", "metadata": meta, "spec": {} });
+        if let Some(p) = phase {
+            v["status"] = json!({ "phase": p });
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn apply(obj: &SignalProcessing, patch: &Patch) -> Result<Value, json_patch::PatchError> {
+        let mut doc = serde_json::to_value(obj).unwrap();
+        json_patch::patch(&mut doc, patch).map(|_| doc)
+    }
+
+    #[test]
+    fn decisions() {
+        let deleting = json!({ "name": "a", "deletionTimestamp": "2025-01-01T00:00:00Z", "finalizers": [FINALIZER] });
+        assert_eq!(decide(&sp(deleting, None), false), Action::PersistAndRelease);
+        let gone = json!({ "name": "a", "deletionTimestamp": "2025-01-01T00:00:00Z", "finalizers": ["other"] });
+        assert_eq!(decide(&sp(gone, Some("Completed")), false), Action::Nothing);
+        assert_eq!(decide(&sp(json!({ "name": "a" }), None), false), Action::AddFinalizer);
+        let with = json!({ "name": "a", "finalizers": [FINALIZER] });
+        assert_eq!(decide(&sp(with.clone(), Some("Completed")), false), Action::EnqueueRecord);
+        assert_eq!(decide(&sp(with.clone(), Some("Failed")), false), Action::EnqueueRecord);
+        assert_eq!(decide(&sp(with.clone(), Some("Completed")), true), Action::Nothing);
+        assert_eq!(decide(&sp(with, Some("Enriching")), false), Action::Nothing);
+    }
+
+    #[test]
+    fn add_finalizer_keeps_others_and_handles_absent_list() {
+        let none = sp(json!({ "name": "a" }), None);
+        let out = apply(&none, &add_finalizer_patch(None)).unwrap();
+        assert_eq!(out["metadata"]["finalizers"], json!([FINALIZER]));
+        let some = sp(json!({ "name": "a", "finalizers": ["x"] }), None);
+        let out = apply(&some, &add_finalizer_patch(Some(&["x".to_string()]))).unwrap();
+        assert_eq!(out["metadata"]["finalizers"], json!(["x", FINALIZER]));
+        // The list changed since we read it: the test op fails instead of clobbering.
+        assert!(apply(&some, &add_finalizer_patch(Some(&[]))).is_err());
+    }
+
+    #[test]
+    fn release_removes_only_ours_and_sets_annotations() {
+        let at: DateTime<Utc> = "2025-11-27T10:00:00Z".parse().unwrap();
+        let obj = sp(json!({ "name": "a", "finalizers": ["x", FINALIZER, "y"] }), None);
+        let patch = release_patch(&obj, "uid-1", at).unwrap();
+        let out = apply(&obj, &patch).unwrap();
+        assert_eq!(out["metadata"]["finalizers"], json!(["x", "y"]));
+        assert_eq!(out["metadata"]["annotations"][ANNOTATION_RECORD_ID], "uid-1");
+        assert_eq!(out["metadata"]["annotations"][ANNOTATION_PERSISTED_AT], "2025-11-27T10:00:00Z");
+        assert!(serde_json::to_string(&patch).unwrap().contains("audit.kubernaut.ai~1record-id"));
+
+        let annotated = sp(json!({ "name": "a", "finalizers": [FINALIZER], "annotations": { "k": "v" } }), None);
+        let out = apply(&annotated, &release_patch(&annotated, "u", at).unwrap()).unwrap();
+        assert_eq!(out["metadata"]["annotations"]["k"], "v");
+        assert!(out["metadata"]["finalizers"].as_array().unwrap().is_empty());
+
+        // Someone reordered the list since we read it: the patch fails rather than remove theirs.
+        let moved = sp(json!({ "name": "a", "finalizers": ["x", "y"] }), None);
+        assert!(apply(&moved, &patch).is_err());
+        assert!(release_patch(&moved, "u", at).is_none());
+    }
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        let base = Duration::from_millis(100);
+        let cap = Duration::from_secs(30);
+        assert_eq!(backoff(0, base, cap, 1.0), Duration::from_millis(100));
+        assert_eq!(backoff(0, base, cap, 0.0), Duration::from_millis(50));
+        assert_eq!(backoff(3, base, cap, 1.0), Duration::from_millis(800));
+        assert_eq!(backoff(40, base, cap, 1.0), cap);
+    }
+
+    #[test]
+    fn retention() {
+        let now: DateTime<Utc> = "2025-11-28T12:00:00Z".parse().unwrap();
+        let day = Duration::from_secs(86_400);
+        assert!(expired(Some("2025-11-27T11:59:00Z".parse().unwrap()), day, now));
+        assert!(!expired(Some("2025-11-27T12:01:00Z".parse().unwrap()), day, now));
+        assert!(!expired(None, day, now));
+        assert!(!expired(Some("2020-01-01T00:00:00Z".parse().unwrap()), Duration::ZERO, now));
+    }
+
+    #[test]
+    fn waiting() {
+        let now: DateTime<Utc> = "2025-11-28T12:00:00Z".parse().unwrap();
+        let times = ["2025-11-28T11:59:00Z", "2025-11-28T11:00:00Z"].map(|t| t.parse().unwrap());
+        assert_eq!(waiting_summary(times, now), (2, 3600));
+        assert_eq!(waiting_summary([], now), (0, 0));
+    }
+}

@@ -1,0 +1,243 @@
+//! The finalizer controller: kube-runtime wiring around the decisions in [`decisions`].
+
+pub mod decisions;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::StreamExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::from_cr::build_record;
+use crate::audit::{RecordSink, StoreError, Trigger};
+use crate::crd::SignalProcessing;
+use crate::metrics;
+use crate::writer::AuditWriter;
+use decisions::{add_finalizer_patch, backoff, decide, release_patch, waiting_summary, Action};
+
+const MANAGER: &str = "audit-guard";
+/// Uids remembered as already handed to the writer; older ones are forgotten (a repeat
+/// enqueue is harmless: the record id makes the write idempotent).
+const ENQUEUED_MEMORY: usize = 100_000;
+/// Reconciles in flight at once: enough to keep Data Storage's batch-free single POSTs busy
+/// during a mass deletion without opening thousands of connections to it.
+const RECONCILE_CONCURRENCY: u16 = 64;
+const RETRY_BASE: Duration = Duration::from_millis(500);
+const RETRY_CAP: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("object has no namespace or uid")]
+    Incomplete,
+}
+
+pub struct Context {
+    pub client: kube::Client,
+    pub sink: Arc<dyn RecordSink>,
+    pub writer: Arc<AuditWriter>,
+    pub recorder: Recorder,
+    enqueued: Mutex<Bounded>,
+    attempts: Mutex<HashMap<String, u32>>,
+}
+
+#[derive(Default)]
+struct Bounded {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl Bounded {
+    fn insert(&mut self, uid: String) {
+        if self.set.insert(uid.clone()) {
+            self.order.push_back(uid);
+            while self.order.len() > ENQUEUED_MEMORY {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+impl Context {
+    pub fn new(client: kube::Client, sink: Arc<dyn RecordSink>, writer: Arc<AuditWriter>, identity: &str) -> Self {
+        let reporter = Reporter {
+            controller: MANAGER.into(),
+            instance: Some(identity.to_string()),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            sink,
+            writer,
+            enqueued: Mutex::new(Bounded::default()),
+            attempts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn was_enqueued(&self, uid: &str) -> bool {
+        self.enqueued.lock().map(|s| s.set.contains(uid)).unwrap_or(false)
+    }
+
+    fn mark_enqueued(&self, uid: &str) {
+        if let Ok(mut s) = self.enqueued.lock() {
+            s.insert(uid.to_string());
+        }
+    }
+
+    fn next_attempt(&self, uid: &str) -> u32 {
+        let Ok(mut a) = self.attempts.lock() else { return 0 };
+        let n = a.entry(uid.to_string()).or_insert(0);
+        let current = *n;
+        *n = n.saturating_add(1);
+        current
+    }
+
+    fn succeeded(&self, uid: &str) {
+        if let Ok(mut a) = self.attempts.lock() {
+            a.remove(uid);
+        }
+    }
+
+    async fn event(&self, sp: &SignalProcessing, type_: EventType, reason: &str, note: String) {
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note.chars().take(1000).collect()),
+            action: "PersistAudit".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &sp.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "could not publish event");
+        }
+    }
+}
+
+fn outcome(label: &str) {
+    metrics::RECONCILES.with_label_values(&[label]).inc();
+}
+
+async fn reconcile(sp: Arc<SignalProcessing>, ctx: Arc<Context>) -> Result<Requeue, ReconcileError> {
+    let (Some(ns), Some(uid)) = (sp.namespace(), sp.uid()) else {
+        return Err(ReconcileError::Incomplete);
+    };
+    let name = sp.name_any();
+    let api: Api<SignalProcessing> = Api::namespaced(ctx.client.clone(), &ns);
+    match decide(&sp, ctx.was_enqueued(&uid)) {
+        Action::Nothing => {
+            outcome("noop");
+            Ok(Requeue::await_change())
+        }
+        Action::AddFinalizer => {
+            let patch = add_finalizer_patch(sp.metadata.finalizers.as_deref());
+            api.patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch)).await?;
+            tracing::debug!(%ns, %name, "finalizer added");
+            outcome("finalizer_added");
+            Ok(Requeue::await_change())
+        }
+        Action::EnqueueRecord => {
+            if ctx.writer.enqueue(build_record(&sp, Trigger::Completion, Utc::now())) {
+                ctx.mark_enqueued(&uid);
+                outcome("enqueued");
+            } else {
+                outcome("enqueue_dropped");
+            }
+            Ok(Requeue::await_change())
+        }
+        Action::PersistAndRelease => {
+            let record = build_record(&sp, Trigger::Deletion, Utc::now());
+            if let Err(e) = ctx.sink.store(&record).await {
+                let note = format!("audit record {} not stored, deletion waits and retries: {e}", record.id);
+                ctx.event(&sp, EventType::Warning, "AuditPersistFailed", note).await;
+                outcome("persist_failed");
+                return Err(e.into());
+            }
+            let persisted_at = Utc::now();
+            if let Some(patch) = release_patch(&sp, &record.id, persisted_at) {
+                match api.patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch)).await {
+                    Ok(_) => {}
+                    // Already gone: someone (another replica) finished the job.
+                    Err(kube::Error::Api(ae)) if ae.code == 404 => {}
+                    Err(e) => {
+                        outcome("release_failed");
+                        return Err(e.into());
+                    }
+                }
+            }
+            ctx.succeeded(&uid);
+            let note = format!("audit record {} stored ({})", record.id, record.status.as_str());
+            ctx.event(&sp, EventType::Normal, "AuditPersisted", note).await;
+            outcome("persisted");
+            tracing::info!(%ns, %name, id = %record.id, status = record.status.as_str(), "audit record stored, finalizer removed");
+            Ok(Requeue::await_change())
+        }
+    }
+}
+
+fn error_policy(sp: Arc<SignalProcessing>, err: &ReconcileError, ctx: Arc<Context>) -> Requeue {
+    let uid = sp.uid().unwrap_or_default();
+    let delay = backoff(ctx.next_attempt(&uid), RETRY_BASE, RETRY_CAP, rand::random::<f64>());
+    tracing::warn!(ns = ?sp.namespace(), name = %sp.name_any(), error = %err, ?delay, "reconcile failed; retrying");
+    Requeue::requeue(delay)
+}
+
+/// Runs one controller per watched scope (all namespaces, or each listed one) until `stop`.
+pub async fn run(ctx: Arc<Context>, namespaces: &[String], stop: CancellationToken) {
+    let apis: Vec<Api<SignalProcessing>> = if namespaces.is_empty() {
+        vec![Api::all(ctx.client.clone())]
+    } else {
+        namespaces.iter().map(|ns| Api::namespaced(ctx.client.clone(), ns)).collect()
+    };
+    let mut stores = Vec::new();
+    let mut runs = Vec::new();
+    for api in apis {
+        let controller = Controller::new(api, watcher::Config::default().any_semantic())
+            .with_config(kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY));
+        stores.push(controller.store());
+        let stop = stop.clone();
+        let ctx = ctx.clone();
+        runs.push(async move {
+            controller
+                .graceful_shutdown_on(async move { stop.cancelled().await })
+                .run(reconcile, error_policy, ctx)
+                .for_each(|_| futures::future::ready(()))
+                .await
+        });
+    }
+    let gauges = waiting_gauges(stores, stop.clone());
+    tokio::join!(futures::future::join_all(runs), gauges);
+    metrics::WAITING_DELETIONS.set(0);
+    metrics::OLDEST_WAITING_SECONDS.set(0);
+}
+
+/// Keeps the "waiting on audit" gauges up to date from the controllers' caches.
+async fn waiting_gauges(stores: Vec<Store<SignalProcessing>>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let times = stores
+            .iter()
+            .flat_map(|s| s.state())
+            .filter(|sp| sp.has_finalizer())
+            .filter_map(|sp| sp.metadata.deletion_timestamp.as_ref().map(|t| t.0))
+            .collect::<Vec<_>>();
+        let (count, oldest) = waiting_summary(times, Utc::now());
+        metrics::WAITING_DELETIONS.set(count);
+        metrics::OLDEST_WAITING_SECONDS.set(oldest);
+    }
+}

@@ -1,0 +1,413 @@
+//! The buffered audit writer (ADR-038): enqueue never blocks, one worker batches and
+//! retries. A record it drops is not lost: the deletion path stores it synchronously later.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::SignalProcessingAudit;
+use crate::client::{ClientError, DataStorageClient};
+use crate::controller::decisions::backoff;
+use crate::metrics;
+
+/// Where the writer sends its batches.
+pub trait BatchSink: Send + Sync + 'static {
+    fn store_batch<'a>(&'a self, records: &'a [SignalProcessingAudit]) -> BoxFuture<'a, Result<(), ClientError>>;
+    fn store_one<'a>(&'a self, record: &'a SignalProcessingAudit) -> BoxFuture<'a, Result<(), ClientError>>;
+}
+
+impl BatchSink for DataStorageClient {
+    fn store_batch<'a>(&'a self, records: &'a [SignalProcessingAudit]) -> BoxFuture<'a, Result<(), ClientError>> {
+        Box::pin(DataStorageClient::store_batch(self, records))
+    }
+    fn store_one<'a>(&'a self, record: &'a SignalProcessingAudit) -> BoxFuture<'a, Result<(), ClientError>> {
+        Box::pin(DataStorageClient::store_one(self, record))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    pub buffer_size: usize,
+    pub batch_size: usize,
+    pub flush_interval: Duration,
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            buffer_size: 10_000,
+            batch_size: 500,
+            flush_interval: Duration::from_secs(1),
+            retry_base: Duration::from_millis(200),
+            retry_cap: Duration::from_secs(30),
+        }
+    }
+}
+
+/// This writer's own counts (the Prometheus metrics are process-wide).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub written: AtomicU64,
+    pub dropped: AtomicU64,
+    pub batches_failed: AtomicU64,
+}
+
+pub struct AuditWriter {
+    tx: mpsc::Sender<SignalProcessingAudit>,
+    stats: Arc<Stats>,
+    stop: CancellationToken,
+    worker: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl AuditWriter {
+    pub fn start(sink: Arc<dyn BatchSink>, cfg: WriterConfig) -> Self {
+        let (tx, rx) = mpsc::channel(cfg.buffer_size.max(1));
+        let stats = Arc::new(Stats::default());
+        let stop = CancellationToken::new();
+        let worker = Worker {
+            sink,
+            cfg,
+            stats: stats.clone(),
+            stop: stop.clone(),
+        };
+        let handle = tokio::spawn(worker.run(rx));
+        Self {
+            tx,
+            stats,
+            stop,
+            worker: tokio::sync::Mutex::new(Some(handle)),
+        }
+    }
+
+    /// Hands a record to the worker; never waits. False (and counted) when the buffer is full.
+    pub fn enqueue(&self, record: SignalProcessingAudit) -> bool {
+        match self.tx.try_send(record) {
+            Ok(()) => {
+                metrics::BUFFER_SIZE.inc();
+                true
+            }
+            Err(e) => {
+                let why = match e {
+                    mpsc::error::TrySendError::Full(_) => "buffer full",
+                    mpsc::error::TrySendError::Closed(_) => "writer stopped",
+                };
+                self.count_dropped(1);
+                tracing::warn!(why, "audit record dropped by the buffered writer; the deletion path will store it");
+                false
+            }
+        }
+    }
+
+    fn count_dropped(&self, n: u64) {
+        self.stats.dropped.fetch_add(n, Ordering::Relaxed);
+        metrics::DROPPED.inc_by(n);
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Stops taking records and flushes what is buffered, for at most `bound`; whatever is
+    /// still unwritten then is counted as dropped.
+    pub async fn shutdown(&self, bound: Duration) {
+        self.stop.cancel();
+        let Some(mut handle) = self.worker.lock().await.take() else {
+            return;
+        };
+        if tokio::time::timeout(bound, &mut handle).await.is_err() {
+            handle.abort();
+            // Wait for the aborted worker to be dropped, so the buffer is closed from here on.
+            let _ = handle.await;
+            let left = self.tx.max_capacity() - self.tx.capacity();
+            tracing::warn!(left, "buffered writer did not flush within the shutdown bound");
+            self.count_dropped(left as u64);
+            metrics::BUFFER_SIZE.sub(left as i64);
+        }
+    }
+}
+
+struct Worker {
+    sink: Arc<dyn BatchSink>,
+    cfg: WriterConfig,
+    stats: Arc<Stats>,
+    stop: CancellationToken,
+}
+
+impl Worker {
+    async fn run(self, mut rx: mpsc::Receiver<SignalProcessingAudit>) {
+        let max = self.cfg.batch_size.max(1);
+        let mut batch: Vec<SignalProcessingAudit> = Vec::with_capacity(max);
+        let mut tick = tokio::time::interval(self.cfg.flush_interval.max(Duration::from_millis(10)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => break,
+                received = rx.recv() => match received {
+                    Some(r) => {
+                        batch.push(r);
+                        if batch.len() >= max {
+                            self.flush(&mut batch).await;
+                        }
+                    }
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    if !batch.is_empty() {
+                        self.flush(&mut batch).await;
+                    }
+                }
+            }
+        }
+        // Shutdown: no new records are taken; write what is buffered.
+        rx.close();
+        while let Some(r) = rx.recv().await {
+            batch.push(r);
+            if batch.len() >= max {
+                self.flush(&mut batch).await;
+            }
+        }
+        if !batch.is_empty() {
+            self.flush(&mut batch).await;
+        }
+    }
+
+    /// Writes the batch, retrying transient failures with jittered backoff until it is
+    /// stored; a permanent rejection falls back to one record at a time so one bad record
+    /// does not take its neighbours down with it.
+    async fn flush(&self, batch: &mut Vec<SignalProcessingAudit>) {
+        let n = batch.len() as u64;
+        let mut attempt = 0u32;
+        loop {
+            match self.sink.store_batch(batch).await {
+                Ok(()) => {
+                    self.written(n);
+                    break;
+                }
+                Err(e) if e.permanent => {
+                    self.failed_batch();
+                    tracing::error!(error = %e, records = n, "Data Storage rejected an audit batch; storing its records one by one");
+                    self.one_by_one(batch).await;
+                    break;
+                }
+                Err(e) => {
+                    self.failed_batch();
+                    let jitter = rand::random::<f64>();
+                    let delay = e
+                        .retry_after
+                        .unwrap_or_else(|| backoff(attempt, self.cfg.retry_base, self.cfg.retry_cap, jitter));
+                    tracing::warn!(error = %e, records = n, ?delay, "audit batch not stored; retrying");
+                    attempt = attempt.saturating_add(1);
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+        metrics::BUFFER_SIZE.sub(n as i64);
+        batch.clear();
+    }
+
+    async fn one_by_one(&self, batch: &[SignalProcessingAudit]) {
+        for r in batch {
+            match self.sink.store_one(r).await {
+                Ok(()) => self.written(1),
+                Err(e) => {
+                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    metrics::DROPPED.inc();
+                    tracing::error!(id = %r.id, error = %e, "audit record not stored by the buffered writer; the deletion path will retry it");
+                }
+            }
+        }
+    }
+
+    fn written(&self, n: u64) {
+        self.stats.written.fetch_add(n, Ordering::Relaxed);
+        metrics::WRITTEN.inc_by(n);
+    }
+
+    fn failed_batch(&self) {
+        self.stats.batches_failed.fetch_add(1, Ordering::Relaxed);
+        metrics::BATCHES_FAILED.inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::sync::Mutex;
+
+    /// Scripted answers per batch call, then success; remembers what it stored.
+    #[derive(Default)]
+    struct FakeSink {
+        script: Mutex<Vec<Result<(), ClientError>>>,
+        batches: Mutex<Vec<Vec<String>>>,
+        singles: Mutex<Vec<String>>,
+        reject_id: Option<String>,
+        gate: Option<tokio::sync::Semaphore>,
+    }
+
+    impl BatchSink for FakeSink {
+        fn store_batch<'a>(&'a self, records: &'a [SignalProcessingAudit]) -> BoxFuture<'a, Result<(), ClientError>> {
+            Box::pin(async move {
+                if let Some(g) = &self.gate {
+                    let _ = g.acquire().await;
+                }
+                let next = {
+                    let mut s = self.script.lock().unwrap();
+                    if s.is_empty() {
+                        None
+                    } else {
+                        Some(s.remove(0))
+                    }
+                };
+                if let Some(Err(e)) = next {
+                    return Err(e);
+                }
+                if let Some(bad) = &self.reject_id {
+                    if records.iter().any(|r| &r.id == bad) {
+                        return Err(perm());
+                    }
+                }
+                self.batches.lock().unwrap().push(records.iter().map(|r| r.id.clone()).collect());
+                Ok(())
+            })
+        }
+        fn store_one<'a>(&'a self, record: &'a SignalProcessingAudit) -> BoxFuture<'a, Result<(), ClientError>> {
+            Box::pin(async move {
+                if self.reject_id.as_ref() == Some(&record.id) {
+                    return Err(perm());
+                }
+                self.singles.lock().unwrap().push(record.id.clone());
+                Ok(())
+            })
+        }
+    }
+
+    fn perm() -> ClientError {
+        ClientError {
+            permanent: true,
+            message: "bad".into(),
+            retry_after: None,
+        }
+    }
+
+    fn transient(retry_after: Option<Duration>) -> ClientError {
+        ClientError {
+            permanent: false,
+            message: "down".into(),
+            retry_after,
+        }
+    }
+
+    fn rec(i: usize) -> SignalProcessingAudit {
+        serde_json::from_value(json!({
+            "id": format!("id-{i}"), "remediation_id": "rr", "signal_fingerprint": "fp", "processing_phases": [],
+            "completed_at": "2025-11-27T10:00:02Z", "status": "completed"
+        }))
+        .unwrap()
+    }
+
+    fn cfg(buffer: usize, batch: usize) -> WriterConfig {
+        WriterConfig {
+            buffer_size: buffer,
+            batch_size: batch,
+            flush_interval: Duration::from_secs(1),
+            retry_base: Duration::from_millis(100),
+            retry_cap: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batches_are_bounded_and_everything_is_written() {
+        let sink = Arc::new(FakeSink::default());
+        let w = AuditWriter::start(sink.clone(), cfg(100, 4));
+        for i in 0..10 {
+            assert!(w.enqueue(rec(i)));
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let batches = sink.batches.lock().unwrap().clone();
+        assert!(batches.iter().all(|b| b.len() <= 4), "{batches:?}");
+        assert_eq!(batches.concat().len(), 10);
+        assert_eq!(w.stats().written.load(Ordering::Relaxed), 10);
+        w.shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partial_batch_is_flushed_by_the_interval() {
+        let sink = Arc::new(FakeSink::default());
+        let w = AuditWriter::start(sink.clone(), cfg(100, 500));
+        w.enqueue(rec(1));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(sink.batches.lock().unwrap().clone(), vec![vec!["id-1".to_string()]]);
+        w.shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_failures_are_retried_honouring_retry_after() {
+        let sink = Arc::new(FakeSink {
+            script: Mutex::new(vec![Err(transient(None)), Err(transient(Some(Duration::from_secs(60))))]),
+            ..Default::default()
+        });
+        let w = AuditWriter::start(sink.clone(), cfg(100, 500));
+        w.enqueue(rec(1));
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        // Still inside the 60 s Retry-After.
+        assert!(sink.batches.lock().unwrap().is_empty());
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        assert_eq!(sink.batches.lock().unwrap().len(), 1);
+        assert_eq!(w.stats().batches_failed.load(Ordering::Relaxed), 2);
+        w.shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn permanent_rejection_is_not_retried_and_spares_the_neighbours() {
+        let sink = Arc::new(FakeSink {
+            reject_id: Some("id-2".into()),
+            ..Default::default()
+        });
+        let w = AuditWriter::start(sink.clone(), cfg(100, 500));
+        for i in 1..=3 {
+            w.enqueue(rec(i));
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(sink.singles.lock().unwrap().clone(), vec!["id-1".to_string(), "id-3".to_string()]);
+        assert_eq!(w.stats().dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(w.stats().batches_failed.load(Ordering::Relaxed), 1);
+        w.shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn full_buffer_drops_without_blocking() {
+        // The sink never answers, so nothing leaves the buffer.
+        let sink = Arc::new(FakeSink {
+            gate: Some(tokio::sync::Semaphore::new(0)),
+            ..Default::default()
+        });
+        let w = AuditWriter::start(sink, cfg(3, 1));
+        tokio::task::yield_now().await;
+        let accepted = (0..10).filter(|i| w.enqueue(rec(*i))).count();
+        assert!(accepted <= 4, "accepted {accepted}");
+        assert_eq!(w.stats().dropped.load(Ordering::Relaxed), (10 - accepted) as u64);
+        // Shutdown is bounded even though the sink hangs.
+        w.shutdown(Duration::from_secs(2)).await;
+        assert!(!w.enqueue(rec(99)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_flushes_what_is_buffered() {
+        let sink = Arc::new(FakeSink::default());
+        let w = AuditWriter::start(sink.clone(), cfg(100, 500));
+        for i in 0..5 {
+            w.enqueue(rec(i));
+        }
+        w.shutdown(Duration::from_secs(5)).await;
+        assert_eq!(sink.batches.lock().unwrap().concat().len(), 5);
+    }
+}

@@ -1,0 +1,126 @@
+//! Child processes of the real binary for end-to-end tests: `audit-guard datastorage`
+//! (embedded SQLite, no auth) and `audit-guard serve --disable-webhook`.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use super::controlplane::{free_port, ControlPlane};
+use super::wait_for;
+
+/// The binary under test; AUDIT_GUARD_BIN overrides it (a private copy, when several
+/// worktrees share one target directory and rebuild it under a running test).
+pub fn binary() -> String {
+    std::env::var("AUDIT_GUARD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_audit-guard").to_string())
+}
+
+async fn wait_healthy(url: String, what: &str) -> Result<()> {
+    let http = reqwest::Client::new();
+    wait_for(what, Duration::from_secs(60), || {
+        let http = http.clone();
+        let url = url.clone();
+        async move { Ok(http.get(&url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())) }
+    })
+    .await
+}
+
+/// A real Data Storage Service on a fixed port and data directory, so it can be stopped and
+/// started again with its records intact.
+pub struct DataStorage {
+    pub name: String,
+    pub port: u16,
+    pub url: String,
+    dir: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+impl DataStorage {
+    pub async fn start(cp: &ControlPlane, name: &str) -> Result<Self> {
+        let port = free_port()?;
+        let ds = Self {
+            name: name.to_string(),
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+            dir: tempfile::tempdir()?,
+            http: reqwest::Client::new(),
+        };
+        ds.resume(cp).await?;
+        Ok(ds)
+    }
+
+    /// Starts the process (again) on the same port and data directory.
+    pub async fn resume(&self, cp: &ControlPlane) -> Result<()> {
+        let mut cmd = Command::new(binary());
+        cmd.arg("datastorage")
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .arg("--insecure-no-auth")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .env_remove("DATABASE_URL");
+        cp.spawn(&self.name, cmd)?;
+        wait_healthy(format!("{}/readyz", self.url), "datastorage ready").await
+    }
+
+    /// SIGKILL: Data Storage is simply gone.
+    pub fn stop(&self, cp: &ControlPlane) -> Result<()> {
+        cp.kill(&self.name)
+    }
+
+    /// The stored record with this id, if any.
+    pub async fn record(&self, id: &str) -> Result<Option<Value>> {
+        let resp = self
+            .http
+            .get(format!("{}/api/v1/audit/signal-processing/{id}", self.url))
+            .send()
+            .await?;
+        match resp.status().as_u16() {
+            200 => Ok(Some(resp.json().await?)),
+            404 => Ok(None),
+            s => bail!("GET record {id}: {s}: {}", resp.text().await.unwrap_or_default()),
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+}
+
+/// A running `audit-guard serve --disable-webhook` replica.
+pub struct Serve {
+    pub name: String,
+    pub identity: String,
+    pub metrics_url: String,
+}
+
+impl Serve {
+    /// Starts a replica that watches `watch_ns` and campaigns on a Lease in `lease_ns`.
+    pub async fn start(cp: &ControlPlane, name: &str, ds_url: &str, lease_ns: &str, watch_ns: &str, extra: &[&str]) -> Result<Self> {
+        let metrics_port = free_port()?;
+        let health_port = free_port()?;
+        let mut cmd = Command::new(binary());
+        cmd.env("KUBECONFIG", &cp.kubeconfig)
+            .env("RUST_LOG", "info,audit_guard=debug,kube=warn")
+            .args(["serve", "--disable-webhook", "--datastorage-url", ds_url])
+            .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+            .args(["--health-addr", &format!("127.0.0.1:{health_port}")])
+            .args(["--lease-namespace", lease_ns, "--lease-duration", "3s"])
+            .args(["--namespaces", watch_ns, "--identity", name])
+            .args(["--datastorage-timeout", "2s"])
+            .args(extra);
+        cp.spawn(name, cmd).context("spawn serve")?;
+        wait_healthy(format!("http://127.0.0.1:{health_port}/healthz"), "serve healthy").await?;
+        Ok(Self {
+            name: name.to_string(),
+            identity: name.to_string(),
+            metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
+        })
+    }
+
+    pub async fn metrics(&self) -> Result<String> {
+        Ok(reqwest::get(&self.metrics_url).await?.text().await?)
+    }
+}
