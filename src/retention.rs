@@ -25,7 +25,9 @@ pub async fn sweep(client: &kube::Client, namespaces: &[String], retention: Dura
         let mut params = ListParams::default().limit(500);
         loop {
             let page = api.list(&params).await?;
-            for sp in page.items.iter().filter(|sp| !sp.is_deleting()) {
+            // Only objects the finalizer already guards: deleting one the controller has not
+            // backfilled yet could lose its record where no webhook stands in the way.
+            for sp in page.items.iter().filter(|sp| !sp.is_deleting() && sp.has_finalizer()) {
                 let completion = sp.status.as_ref().and_then(|s| s.completion_time);
                 if !expired(completion, retention, now) {
                     continue;
