@@ -99,10 +99,23 @@ pub struct Serve {
 impl Serve {
     /// Starts a replica that watches `watch_ns` and campaigns on a Lease in `lease_ns`.
     pub async fn start(cp: &ControlPlane, name: &str, ds_url: &str, lease_ns: &str, watch_ns: &str, extra: &[&str]) -> Result<Self> {
+        Self::start_with_kubeconfig(cp, name, &cp.kubeconfig, ds_url, lease_ns, watch_ns, extra).await
+    }
+
+    /// As [`Serve::start`], with another identity's kubeconfig (e.g. a ServiceAccount token).
+    pub async fn start_with_kubeconfig(
+        cp: &ControlPlane,
+        name: &str,
+        kubeconfig: &std::path::Path,
+        ds_url: &str,
+        lease_ns: &str,
+        watch_ns: &str,
+        extra: &[&str],
+    ) -> Result<Self> {
         let metrics_port = free_port()?;
         let health_port = free_port()?;
         let mut cmd = Command::new(binary());
-        cmd.env("KUBECONFIG", &cp.kubeconfig)
+        cmd.env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,audit_guard=debug,kube=warn")
             .args(["serve", "--disable-webhook", "--datastorage-url", ds_url])
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
