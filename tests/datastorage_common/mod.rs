@@ -130,6 +130,10 @@ impl Service {
         }
     }
 
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
