@@ -62,9 +62,9 @@ fn copy_line(v: &Value) -> Result<String> {
         Some(r.id.clone()),
         Some(r.remediation_id.clone()),
         Some(r.signal_fingerprint.clone()),
-        Some(p.phases_json.to_string()),
+        Some(p.phases_text.clone()),
         r.enrichment_quality.map(|x| x.to_string()),
-        p.enrichment_sources_json().map(|x| x.to_string()),
+        p.sources_text.clone(),
         r.context_size_bytes.map(|x| x.to_string()),
         r.environment.clone(),
         r.confidence.map(|x| x.to_string()),
@@ -82,7 +82,7 @@ fn copy_line(v: &Value) -> Result<String> {
         r.uid.clone(),
         r.trigger.map(|t| trigger_str(t).to_string()),
         r.deleted_at.map(fixed_ts),
-        Some(p.record_json.to_string()),
+        Some(p.record_text.clone()),
     ];
     Ok(fields.into_iter().map(csv).collect::<Vec<_>>().join(",") + "\n")
 }
@@ -126,6 +126,8 @@ async fn batch_run(http: &reqwest::Client, base: &str, size: usize) -> Result<f6
 
 async fn copy_ceiling(url: &str) -> Result<f64> {
     let mut conn = sqlx::PgConnection::connect(url).await?;
+    // The service's own session setting, so both paths store the rows the same way.
+    sqlx::query("SET default_toast_compression = 'lz4'").execute(&mut conn).await?;
     sqlx::query("CREATE TABLE bench_copy (LIKE signal_processing_audit INCLUDING DEFAULTS INCLUDING INDEXES)")
         .execute(&mut conn)
         .await?;

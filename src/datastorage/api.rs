@@ -211,7 +211,12 @@ async fn create(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bo
         Some(Outcome::Created) => {
             metrics::ROWS_WRITTEN.inc();
             let location = format!("{BASE}/{id}");
-            let mut resp = (StatusCode::CREATED, Json(prepared.record_json)).into_response();
+            let mut resp = (
+                StatusCode::CREATED,
+                [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                prepared.record_text,
+            )
+                .into_response();
             if let Ok(v) = HeaderValue::from_str(&location) {
                 resp.headers_mut().insert(header::LOCATION, v);
             }
