@@ -188,7 +188,7 @@ INSERT INTO signal_processing_audit (id, remediation_id, signal_fingerprint, pro
 SELECT u.id, u.remediation_id, u.signal_fingerprint, u.processing_phases::jsonb, u.enrichment_quality,
     u.enrichment_sources::jsonb, u.context_size_bytes, u.environment, u.confidence, u.business_criticality, u.sla_requirement,
     u.priority, u.priority_score, u.routed_to_service, u.routing_priority, u.completed_at, u.status, u.error_message,
-    u.namespace, u.name, u.uid, u.trigger, u.deleted_at, u.record::jsonb
+    u.namespace, u.name, u.uid, u.trigger, u.deleted_at, u.record::json
 FROM u JOIN claimed c ON c.id = u.id
 RETURNING id";
 
@@ -345,8 +345,8 @@ impl Store for PgStore {
             // The record column keeps durations as integer nanoseconds: compare those.
             let rows: Vec<(String, String, String, DateTime<Utc>, i64)> = sqlx::query_as(
                 "SELECT a.id, a.remediation_id, a.signal_fingerprint, a.completed_at, (p->>'duration')::int8 AS d \
-                 FROM signal_processing_audit a, jsonb_array_elements(a.record->'processing_phases') p \
-                 WHERE p->>'phase' = $1 AND jsonb_typeof(p->'duration') = 'number' AND (p->>'duration')::int8 > $2 \
+                 FROM signal_processing_audit a, json_array_elements(a.record->'processing_phases') p \
+                 WHERE p->>'phase' = $1 AND json_typeof(p->'duration') = 'number' AND (p->>'duration')::int8 > $2 \
                  AND ($3::timestamptz IS NULL OR a.completed_at >= $3) ORDER BY d DESC, a.id LIMIT $4",
             )
             .bind(q.phase)
