@@ -133,13 +133,20 @@ async fn suite(svc: &Service) {
         .collect();
     assert_eq!(slow_ids, [(json!("rec-c"), json!("3m0s")), (json!("rec-b"), json!("2.5s"))]);
 
+    // Concurrent POSTs of one new id: exactly one is stored, the rest are told it exists.
+    let racer = record("rec-race", "fp-3", "staging", "P2", &ago(400), json!(1));
+    let answers = futures::future::join_all((0..8).map(|_| svc.post_json(BASE, &racer))).await;
+    let mut codes: Vec<u16> = answers.iter().map(|(s, _, _)| *s).collect();
+    codes.sort();
+    assert_eq!(codes, [201, 409, 409, 409, 409, 409, 409, 409]);
+
     // Health and metrics need no token.
     for path in ["/healthz", "/readyz"] {
         assert_eq!(svc.http.get(svc.url(path)).send().await.unwrap().status(), 200);
     }
     let metrics = svc.http.get(svc.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("datastorage_http_requests_total{method=\"POST\",route=\"/api/v1/audit/signal-processing\",status=\"201\"} 2"));
-    assert!(metrics.contains("datastorage_rows_written_total 4"), "{metrics}");
+    assert!(metrics.contains("datastorage_http_requests_total{method=\"POST\",route=\"/api/v1/audit/signal-processing\",status=\"201\"} 3"));
+    assert!(metrics.contains("datastorage_rows_written_total 5"), "{metrics}");
     assert!(metrics.contains("datastorage_store_duration_seconds_bucket"));
 }
 
@@ -147,6 +154,21 @@ async fn suite(svc: &Service) {
 async fn api_suite_on_sqlite() {
     let svc = Service::start(None).await;
     suite(&svc).await;
+
+    // The file is in WAL mode, and its rows are immutable there too.
+    let file = svc.dir().join("data/audit.db");
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!("sqlite://{}", file.display()))
+        .await
+        .unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(mode, "wal");
+    for sql in [
+        "UPDATE signal_processing_audit SET status = 'failed' WHERE id = 'rec-a'",
+        "DELETE FROM signal_processing_audit WHERE id = 'rec-a'",
+    ] {
+        let err = sqlx::query(sql).execute(&mut conn).await.expect_err(sql);
+        assert!(err.to_string().contains("immutable"), "{sql}: {err}");
+    }
 }
 
 #[tokio::test]
