@@ -186,8 +186,12 @@ pub fn decode_batch(bytes: &[u8], max_batch: usize) -> Result<Vec<Prepared>, Pro
 }
 
 fn decode_problem(e: &serde_path_to_error::Error<serde_json::Error>) -> Problem {
-    let field = json_path(e.path());
     let inner = e.inner();
+    let mut field = json_path(e.path());
+    // serde reports a missing key at its parent; name the key itself.
+    if let Some(key) = inner.to_string().strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
+        field = if field == "$" { key.to_string() } else { format!("{field}.{key}") };
+    }
     let detail = if inner.is_syntax() || inner.is_eof() {
         format!("malformed JSON: {inner}")
     } else {
@@ -207,7 +211,12 @@ async fn create(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bo
         Some(Outcome::Created) => {
             metrics::ROWS_WRITTEN.inc();
             let location = format!("{BASE}/{id}");
-            let mut resp = (StatusCode::CREATED, Json(prepared.record_json)).into_response();
+            let mut resp = (
+                StatusCode::CREATED,
+                [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                prepared.record_text,
+            )
+                .into_response();
             if let Ok(v) = HeaderValue::from_str(&location) {
                 resp.headers_mut().insert(header::LOCATION, v);
             }
@@ -368,4 +377,85 @@ async fn stats_slow_phases(State(state): State<Arc<AppState>>, q: Params) -> Res
         })
         .collect();
     Ok(Json(json!({ "items": items })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str) -> serde_json::Value {
+        json!({"id": id, "remediation_id": "r", "signal_fingerprint": "f", "processing_phases": [],
+               "completed_at": "2025-01-01T00:00:00Z", "status": "completed"})
+    }
+
+    fn field_of(r: Result<Vec<Prepared>, Problem>) -> (u16, Option<String>) {
+        let p = r.err().unwrap();
+        (p.status, p.field)
+    }
+
+    #[test]
+    fn batch_errors_name_index_and_field() {
+        let mut bad = rec("d");
+        bad["status"] = json!("done");
+        let body = json!([rec("a"), rec("b"), rec("c"), bad]).to_string();
+        assert_eq!(field_of(decode_batch(body.as_bytes(), 10)), (400, Some("[3].status".into())));
+
+        let mut missing = rec("b");
+        missing.as_object_mut().unwrap().remove("status");
+        let body = json!([rec("a"), missing]).to_string();
+        assert_eq!(field_of(decode_batch(body.as_bytes(), 10)), (400, Some("[1].status".into())));
+
+        let mut invalid = rec("b");
+        invalid["confidence"] = json!(2.0);
+        let body = json!([rec("a"), invalid]).to_string();
+        assert_eq!(field_of(decode_batch(body.as_bytes(), 10)), (400, Some("[1].confidence".into())));
+
+        let body = json!([rec("a"), rec("b"), rec("a")]).to_string();
+        assert_eq!(field_of(decode_batch(body.as_bytes(), 10)), (400, Some("[2].id".into())));
+        assert_eq!(decode_batch(b"[]", 10).err().unwrap().status, 400);
+        assert_eq!(decode_batch(rec("a").to_string().as_bytes(), 10).err().unwrap().status, 400);
+        let body = json!([rec("a"), rec("b")]).to_string();
+        assert_eq!(decode_batch(body.as_bytes(), 1).err().unwrap().status, 413);
+        assert_eq!(decode_batch(body.as_bytes(), 2).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn single_errors_name_the_field() {
+        let mut v = rec("a");
+        v["priority_score"] = json!("high");
+        let p = decode_single(v.to_string().as_bytes()).err().unwrap();
+        assert_eq!(p.field.as_deref(), Some("priority_score"));
+        v.as_object_mut().unwrap().remove("remediation_id");
+        let p = decode_single(rec("a").to_string().replace("\"remediation_id\":\"r\",", "").as_bytes())
+            .err()
+            .unwrap();
+        assert_eq!(p.field.as_deref(), Some("remediation_id"));
+        assert!(decode_single(b"{\"id\":").err().unwrap().detail.starts_with("malformed JSON"));
+        assert_eq!(decode_single(b"[]").err().unwrap().status, 400);
+    }
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let t: DateTime<Utc> = "2025-03-01T10:00:00.123456Z".parse().unwrap();
+        assert_eq!(decode_cursor(&encode_cursor(t, "a:b")), Some((t, "a:b".to_string())));
+        // Odd length, not hex, no separator, empty timestamp.
+        for bad in ["abc", "zz", "3132", "3a78"] {
+            assert_eq!(decode_cursor(bad), None, "{bad}");
+        }
+        let mut p = HashMap::new();
+        p.insert("cursor".to_string(), "nothex".to_string());
+        assert_eq!(list_query(&p).err().unwrap().field.as_deref(), Some("cursor"));
+        p.clear();
+        p.insert("limit".to_string(), "0".to_string());
+        assert_eq!(list_query(&p).err().unwrap().field.as_deref(), Some("limit"));
+    }
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json_content_type(Some("application/json")));
+        assert!(is_json_content_type(Some("application/json; charset=utf-8")));
+        assert!(is_json_content_type(Some("application/merge-patch+json")));
+        assert!(!is_json_content_type(Some("text/plain")));
+        assert!(!is_json_content_type(None));
+    }
 }

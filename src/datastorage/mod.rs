@@ -138,3 +138,31 @@ async fn shutdown_signal() {
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Cli, Command};
+    use clap::Parser;
+
+    fn args(extra: &[&str]) -> DataStorageArgs {
+        let argv = ["audit-guard", "datastorage"].iter().chain(extra).copied();
+        match Cli::try_parse_from(argv).map(|c| c.command) {
+            Ok(Command::Datastorage(a)) => *a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn auth_must_be_chosen_outside_a_cluster() {
+        assert!(choose_auth(&args(&[]), false).is_err());
+        assert_eq!(choose_auth(&args(&[]), true).unwrap(), AuthChoice::TokenReview);
+        assert_eq!(choose_auth(&args(&["--insecure-no-auth"]), true).unwrap(), AuthChoice::Insecure);
+        assert_eq!(
+            choose_auth(&args(&["--tokens-file", "t.csv"]), true).unwrap(),
+            AuthChoice::TokensFile("t.csv".into())
+        );
+        assert_eq!(choose_auth(&args(&["--token-review"]), false).unwrap(), AuthChoice::TokenReview);
+        assert!(choose_auth(&args(&["--token-review", "--insecure-no-auth"]), false).is_err());
+    }
+}

@@ -79,6 +79,16 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(std::time::Duration::from_secs(10))
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    // Records exceed the TOAST threshold; lz4 compresses them far cheaper than the
+                    // default pglz. Servers built without lz4 keep their default.
+                    if let Err(e) = sqlx::query("SET default_toast_compression = 'lz4'").execute(conn).await {
+                        tracing::debug!(error = %e, "lz4 TOAST compression unavailable");
+                    }
+                    Ok(())
+                })
+            })
             .connect(url)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
@@ -159,11 +169,11 @@ pub async fn drop_old_partitions(pool: &PgPool, months: &Mutex<HashSet<(i32, u32
 }
 
 /// One statement, so atomic: claim new ids in the id table, then store only the rows whose
-/// id was claimed. Existing ids come back as `exists`.
+/// id was claimed. Existing ids come back as `exists`. JSON travels as text and is cast here.
 const INSERT: &str = "WITH u AS (
-    SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::float8[], $6::jsonb[], $7::int8[], $8::text[],
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::text[], $7::int8[], $8::text[],
         $9::float8[], $10::text[], $11::text[], $12::text[], $13::int8[], $14::text[], $15::int8[], $16::timestamptz[],
-        $17::text[], $18::text[], $19::text[], $20::text[], $21::text[], $22::text[], $23::timestamptz[], $24::jsonb[])
+        $17::text[], $18::text[], $19::text[], $20::text[], $21::text[], $22::text[], $23::timestamptz[], $24::text[])
     AS t(id, remediation_id, signal_fingerprint, processing_phases, enrichment_quality, enrichment_sources, context_size_bytes,
          environment, confidence, business_criticality, sla_requirement, priority, priority_score, routed_to_service,
          routing_priority, completed_at, status, error_message, namespace, name, uid, trigger, deleted_at, record)
@@ -175,7 +185,11 @@ INSERT INTO signal_processing_audit (id, remediation_id, signal_fingerprint, pro
     enrichment_sources, context_size_bytes, environment, confidence, business_criticality, sla_requirement, priority,
     priority_score, routed_to_service, routing_priority, completed_at, status, error_message, namespace, name, uid,
     trigger, deleted_at, record)
-SELECT u.* FROM u JOIN claimed c ON c.id = u.id
+SELECT u.id, u.remediation_id, u.signal_fingerprint, u.processing_phases::jsonb, u.enrichment_quality,
+    u.enrichment_sources::jsonb, u.context_size_bytes, u.environment, u.confidence, u.business_criticality, u.sla_requirement,
+    u.priority, u.priority_score, u.routed_to_service, u.routing_priority, u.completed_at, u.status, u.error_message,
+    u.namespace, u.name, u.uid, u.trigger, u.deleted_at, u.record::json
+FROM u JOIN claimed c ON c.id = u.id
 RETURNING id";
 
 impl Store for PgStore {
@@ -191,8 +205,7 @@ impl Store for PgStore {
         .boxed()
     }
 
-    fn insert(&self, records: &[Prepared]) -> BoxFuture<'_, DbResult<Vec<Outcome>>> {
-        let records = records.to_vec();
+    fn insert<'a>(&'a self, records: &'a [Prepared]) -> BoxFuture<'a, DbResult<Vec<Outcome>>> {
         async move {
             self.ensure_partitions(
                 records
@@ -201,36 +214,37 @@ impl Store for PgStore {
                     .collect(),
             )
             .await;
-            let col = |f: fn(&Prepared) -> Option<String>| records.iter().map(f).collect::<Vec<_>>();
+            let text = |f: fn(&Prepared) -> &str| records.iter().map(f).collect::<Vec<_>>();
+            let opt = |f: fn(&Prepared) -> Option<&str>| records.iter().map(f).collect::<Vec<_>>();
             let rows = sqlx::query(INSERT)
-                .bind(records.iter().map(|p| p.rec.id.clone()).collect::<Vec<_>>())
-                .bind(records.iter().map(|p| p.rec.remediation_id.clone()).collect::<Vec<_>>())
-                .bind(records.iter().map(|p| p.rec.signal_fingerprint.clone()).collect::<Vec<_>>())
-                .bind(records.iter().map(|p| p.phases_json.clone()).collect::<Vec<_>>())
+                .bind(text(|p| &p.rec.id))
+                .bind(text(|p| &p.rec.remediation_id))
+                .bind(text(|p| &p.rec.signal_fingerprint))
+                .bind(text(|p| &p.phases_text))
                 .bind(records.iter().map(|p| p.rec.enrichment_quality).collect::<Vec<_>>())
-                .bind(records.iter().map(Prepared::enrichment_sources_json).collect::<Vec<_>>())
+                .bind(opt(|p| p.sources_text.as_deref()))
                 .bind(records.iter().map(|p| p.rec.context_size_bytes).collect::<Vec<_>>())
-                .bind(col(|p| p.rec.environment.clone()))
+                .bind(opt(|p| p.rec.environment.as_deref()))
                 .bind(records.iter().map(|p| p.rec.confidence).collect::<Vec<_>>())
-                .bind(col(|p| p.rec.business_criticality.clone()))
-                .bind(col(|p| p.rec.sla_requirement.clone()))
-                .bind(col(|p| p.rec.priority.clone()))
+                .bind(opt(|p| p.rec.business_criticality.as_deref()))
+                .bind(opt(|p| p.rec.sla_requirement.as_deref()))
+                .bind(opt(|p| p.rec.priority.as_deref()))
                 .bind(records.iter().map(|p| p.rec.priority_score).collect::<Vec<_>>())
-                .bind(col(|p| p.rec.routed_to_service.clone()))
+                .bind(opt(|p| p.rec.routed_to_service.as_deref()))
                 .bind(records.iter().map(|p| p.rec.routing_priority).collect::<Vec<_>>())
                 .bind(records.iter().map(|p| p.rec.completed_at).collect::<Vec<_>>())
-                .bind(records.iter().map(|p| p.rec.status.as_str().to_string()).collect::<Vec<_>>())
-                .bind(col(|p| p.rec.error_message.clone()))
-                .bind(col(|p| p.rec.namespace.clone()))
-                .bind(col(|p| p.rec.name.clone()))
-                .bind(col(|p| p.rec.uid.clone()))
-                .bind(col(|p| p.rec.trigger.map(|t| trigger_str(t).to_string())))
+                .bind(text(|p| p.rec.status.as_str()))
+                .bind(opt(|p| p.rec.error_message.as_deref()))
+                .bind(opt(|p| p.rec.namespace.as_deref()))
+                .bind(opt(|p| p.rec.name.as_deref()))
+                .bind(opt(|p| p.rec.uid.as_deref()))
+                .bind(opt(|p| p.rec.trigger.map(trigger_str)))
                 .bind(records.iter().map(|p| p.rec.deleted_at).collect::<Vec<_>>())
-                .bind(records.iter().map(|p| p.record_json.clone()).collect::<Vec<_>>())
+                .bind(text(|p| &p.record_text))
                 .fetch_all(&self.pool)
                 .await?;
             let created: HashSet<String> = rows.iter().map(|r| r.try_get::<String, _>(0)).collect::<Result<_, _>>()?;
-            Ok(outcomes(&records, &created))
+            Ok(outcomes(records, &created))
         }
         .boxed()
     }
@@ -331,8 +345,8 @@ impl Store for PgStore {
             // The record column keeps durations as integer nanoseconds: compare those.
             let rows: Vec<(String, String, String, DateTime<Utc>, i64)> = sqlx::query_as(
                 "SELECT a.id, a.remediation_id, a.signal_fingerprint, a.completed_at, (p->>'duration')::int8 AS d \
-                 FROM signal_processing_audit a, jsonb_array_elements(a.record->'processing_phases') p \
-                 WHERE p->>'phase' = $1 AND jsonb_typeof(p->'duration') = 'number' AND (p->>'duration')::int8 > $2 \
+                 FROM signal_processing_audit a, json_array_elements(a.record->'processing_phases') p \
+                 WHERE p->>'phase' = $1 AND json_typeof(p->'duration') = 'number' AND (p->>'duration')::int8 > $2 \
                  AND ($3::timestamptz IS NULL OR a.completed_at >= $3) ORDER BY d DESC, a.id LIMIT $4",
             )
             .bind(q.phase)

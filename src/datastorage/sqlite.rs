@@ -58,21 +58,19 @@ impl Store for SqliteStore {
         .boxed()
     }
 
-    fn insert(&self, records: &[Prepared]) -> BoxFuture<'_, DbResult<Vec<Outcome>>> {
-        let records = records.to_vec();
+    fn insert<'a>(&'a self, records: &'a [Prepared]) -> BoxFuture<'a, DbResult<Vec<Outcome>>> {
         async move {
-            // BEGIN IMMEDIATE semantics are not needed: one INSERT per row, all in one transaction.
             let mut tx = self.pool.begin().await?;
             let mut created = HashSet::new();
-            for p in &records {
+            for p in records {
                 let r = &p.rec;
                 let done = sqlx::query(INSERT)
                     .bind(&r.id)
                     .bind(&r.remediation_id)
                     .bind(&r.signal_fingerprint)
-                    .bind(p.phases_json.to_string())
+                    .bind(&p.phases_text)
                     .bind(r.enrichment_quality)
-                    .bind(p.enrichment_sources_json().map(|v| v.to_string()))
+                    .bind(&p.sources_text)
                     .bind(r.context_size_bytes)
                     .bind(&r.environment)
                     .bind(r.confidence)
@@ -90,7 +88,7 @@ impl Store for SqliteStore {
                     .bind(&r.uid)
                     .bind(r.trigger.map(trigger_str))
                     .bind(r.deleted_at.map(fixed_ts))
-                    .bind(p.record_json.to_string())
+                    .bind(&p.record_text)
                     .execute(&mut *tx)
                     .await?;
                 if done.rows_affected() == 1 {
@@ -98,7 +96,7 @@ impl Store for SqliteStore {
                 }
             }
             tx.commit().await?;
-            Ok(outcomes(&records, &created))
+            Ok(outcomes(records, &created))
         }
         .boxed()
     }

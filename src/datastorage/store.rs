@@ -6,39 +6,36 @@ use serde::Serialize;
 
 use crate::audit::SignalProcessingAudit;
 
-/// A validated record ready to be written: the typed record plus its two JSON forms.
+/// A validated record ready to be written: the typed record plus its JSON texts, serialised
+/// once here so neither the HTTP layer nor the database driver does it again.
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub rec: SignalProcessingAudit,
     /// The normalised posted record (what GET returns).
-    pub record_json: serde_json::Value,
+    pub record_text: String,
     /// `processing_phases` with each duration as ISO 8601 text, for `::interval`.
-    pub phases_json: serde_json::Value,
+    pub phases_text: String,
+    pub sources_text: Option<String>,
 }
 
 impl Prepared {
     pub fn new(rec: SignalProcessingAudit) -> Result<Self, serde_json::Error> {
-        let record_json = serde_json::to_value(&rec)?;
-        let mut phases_json = record_json
-            .get("processing_phases")
-            .cloned()
-            .unwrap_or(serde_json::Value::Array(vec![]));
-        if let serde_json::Value::Array(items) = &mut phases_json {
+        let record_text = serde_json::to_string(&rec)?;
+        let mut phases = serde_json::to_value(&rec.processing_phases)?;
+        if let serde_json::Value::Array(items) = &mut phases {
             for (item, phase) in items.iter_mut().zip(&rec.processing_phases) {
                 if let (Some(obj), Some(d)) = (item.as_object_mut(), phase.duration) {
                     obj.insert("duration".into(), serde_json::Value::String(d.to_iso8601()));
                 }
             }
         }
+        let sources_text = rec.enrichment_sources.as_ref().map(serde_json::to_string).transpose()?;
         Ok(Self {
+            record_text,
+            phases_text: phases.to_string(),
+            sources_text,
             rec,
-            record_json,
-            phases_json,
         })
-    }
-
-    pub fn enrichment_sources_json(&self) -> Option<serde_json::Value> {
-        self.rec.enrichment_sources.as_ref().map(|s| serde_json::json!(s))
     }
 }
 
@@ -119,7 +116,7 @@ pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
     fn ping(&self) -> BoxFuture<'_, DbResult<()>>;
     /// Atomically stores every record whose id is new; returns one outcome per input, in order.
-    fn insert(&self, records: &[Prepared]) -> BoxFuture<'_, DbResult<Vec<Outcome>>>;
+    fn insert<'a>(&'a self, records: &'a [Prepared]) -> BoxFuture<'a, DbResult<Vec<Outcome>>>;
     fn get(&self, id: String) -> BoxFuture<'_, DbResult<Option<serde_json::Value>>>;
     fn list(&self, q: ListQuery) -> BoxFuture<'_, DbResult<Vec<Listed>>>;
     fn classification(&self, since: DateTime<Utc>) -> BoxFuture<'_, DbResult<Vec<ClassificationStat>>>;
@@ -169,9 +166,11 @@ mod tests {
         }))
         .unwrap();
         let p = Prepared::new(rec).unwrap();
-        assert_eq!(p.phases_json[0]["duration"], json!("PT1.5S"));
-        assert_eq!(p.phases_json[1]["duration"], json!(null));
-        assert_eq!(p.record_json["processing_phases"][0]["duration"], json!(1_500_000_000i64));
+        let phases: serde_json::Value = serde_json::from_str(&p.phases_text).unwrap();
+        let record: serde_json::Value = serde_json::from_str(&p.record_text).unwrap();
+        assert_eq!(phases[0]["duration"], json!("PT1.5S"));
+        assert_eq!(phases[1]["duration"], json!(null));
+        assert_eq!(record["processing_phases"][0]["duration"], json!(1_500_000_000i64));
     }
 
     #[test]

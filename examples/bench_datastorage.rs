@@ -1,0 +1,253 @@
+//! Data Storage ingestion benchmark on PostgreSQL.
+//!
+//! `cargo run --release --example bench_datastorage -- postgres://audit_guard:audit_guard@127.0.0.1:5432/audit_guard`
+//!
+//! Creates a scratch database, runs the service in-process on a real TCP port (the load
+//! generator shares the machine, as the SPEC targets say), and reports:
+//! batch ingestion records/s through the HTTP API at batch sizes 100/500/1000 with
+//! concurrent clients; the raw COPY ceiling of the same PostgreSQL for the same rows; and
+//! single-POST latency at a fixed open-loop rate. Prints a markdown table.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use audit_guard::audit::SignalProcessingAudit;
+use audit_guard::config::{Cli, Command};
+use audit_guard::datastorage::store::{fixed_ts, trigger_str, Prepared};
+use clap::Parser;
+use serde_json::{json, Value};
+use sqlx::Connection;
+
+const CLIENTS: usize = 4;
+const RECORDS_PER_SIZE: usize = 60_000;
+const RATE: u64 = 500;
+const LATENCY_SECS: u64 = 10;
+const ENVS: [&str; 3] = ["production", "staging", "development"];
+const PRIORITIES: [&str; 4] = ["P0", "P1", "P2", "P3"];
+
+fn record(id: &str, i: usize) -> Value {
+    let completed = chrono::Utc::now() - chrono::Duration::seconds((i % 86_400) as i64);
+    json!({
+        "id": id, "remediation_id": format!("rr-{i}"), "signal_fingerprint": format!("fp-{}", i % 97),
+        "processing_phases": [
+            {"phase": "enriching", "start_time": "2026-01-01T00:00:00Z", "end_time": "2026-01-01T00:00:01.5Z", "duration": 1_500_000_000i64,
+             "enrichmentResults": {"contextQuality": 0.9, "contextSizeBytes": 2048, "contextSources": 3, "degradedMode": false}},
+            {"phase": "classifying", "start_time": null, "end_time": null, "duration": "250ms",
+             "classificationResults": {"environment": "production", "confidence": 0.9, "businessCriticality": "high", "classificationMethod": "namespace-label"}},
+            {"phase": "categorizing", "start_time": null, "end_time": null, "duration": 10_000_000i64,
+             "categorizationResults": {"priority": "P1", "priorityScore": 70, "source": "enriched_context"}}
+        ],
+        "enrichment_quality": 0.9, "enrichment_sources": ["kubernetes", "prometheus"], "context_size_bytes": 2048,
+        "environment": ENVS[i % 3], "confidence": 0.9, "business_criticality": "high",
+        "sla_requirement": "critical", "priority": PRIORITIES[i % 4], "priority_score": 70,
+        "routed_to_service": "ai-analysis", "routing_priority": 1, "completed_at": completed, "status": "completed",
+        "namespace": "team-a", "name": format!("sp-{i}"), "uid": id, "trigger": "completion", "deleted_at": null
+    })
+}
+
+fn csv(field: Option<String>) -> String {
+    match field {
+        None => String::new(),
+        Some(s) => format!("\"{}\"", s.replace('"', "\"\"")),
+    }
+}
+
+/// One CSV line with the same columns the service writes.
+fn copy_line(v: &Value) -> Result<String> {
+    let rec: SignalProcessingAudit = serde_json::from_value(v.clone())?;
+    let p = Prepared::new(rec)?;
+    let r = &p.rec;
+    let fields = [
+        Some(r.id.clone()),
+        Some(r.remediation_id.clone()),
+        Some(r.signal_fingerprint.clone()),
+        Some(p.phases_text.clone()),
+        r.enrichment_quality.map(|x| x.to_string()),
+        p.sources_text.clone(),
+        r.context_size_bytes.map(|x| x.to_string()),
+        r.environment.clone(),
+        r.confidence.map(|x| x.to_string()),
+        r.business_criticality.clone(),
+        r.sla_requirement.clone(),
+        r.priority.clone(),
+        r.priority_score.map(|x| x.to_string()),
+        r.routed_to_service.clone(),
+        r.routing_priority.map(|x| x.to_string()),
+        Some(fixed_ts(r.completed_at)),
+        Some(r.status.as_str().to_string()),
+        r.error_message.clone(),
+        r.namespace.clone(),
+        r.name.clone(),
+        r.uid.clone(),
+        r.trigger.map(|t| trigger_str(t).to_string()),
+        r.deleted_at.map(fixed_ts),
+        Some(p.record_text.clone()),
+    ];
+    Ok(fields.into_iter().map(csv).collect::<Vec<_>>().join(",") + "\n")
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+async fn batch_run(http: &reqwest::Client, base: &str, size: usize) -> Result<f64> {
+    let bodies: Vec<String> = (0..RECORDS_PER_SIZE / size)
+        .map(|b| {
+            let batch: Vec<Value> = (0..size).map(|i| record(&format!("b{size}-{b}-{i}"), b * size + i)).collect();
+            Value::Array(batch).to_string()
+        })
+        .collect();
+    let queue = Arc::new(std::sync::Mutex::new(bodies));
+    let start = Instant::now();
+    let mut tasks = vec![];
+    for _ in 0..CLIENTS {
+        let (http, queue, url) = (http.clone(), queue.clone(), format!("{base}/api/v1/audit/signal-processing/batch"));
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let body = queue.lock().ok().and_then(|mut q| q.pop());
+                let Some(body) = body else { return Ok::<_, anyhow::Error>(()) };
+                let r = http.post(&url).header("content-type", "application/json").body(body).send().await?;
+                if !r.status().is_success() {
+                    bail!("batch answered {}: {}", r.status(), r.text().await.unwrap_or_default());
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(RECORDS_PER_SIZE as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn copy_ceiling(url: &str) -> Result<f64> {
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    // The service's own session setting, so both paths store the rows the same way.
+    sqlx::query("SET default_toast_compression = 'lz4'").execute(&mut conn).await?;
+    sqlx::query("CREATE TABLE bench_copy (LIKE signal_processing_audit INCLUDING DEFAULTS INCLUDING INDEXES)")
+        .execute(&mut conn)
+        .await?;
+    let mut data = String::new();
+    for i in 0..RECORDS_PER_SIZE {
+        data.push_str(&copy_line(&record(&format!("c-{i}"), i))?);
+    }
+    let start = Instant::now();
+    let mut copy = conn
+        .copy_in_raw(
+            "COPY bench_copy (id, remediation_id, signal_fingerprint, processing_phases, enrichment_quality, enrichment_sources, \
+             context_size_bytes, environment, confidence, business_criticality, sla_requirement, priority, priority_score, \
+             routed_to_service, routing_priority, completed_at, status, error_message, namespace, name, uid, trigger, deleted_at, record) \
+             FROM STDIN WITH (FORMAT csv)",
+        )
+        .await?;
+    copy.send(data.as_bytes()).await?;
+    let rows = copy.finish().await?;
+    let rate = rows as f64 / start.elapsed().as_secs_f64();
+    sqlx::query("DROP TABLE bench_copy").execute(&mut conn).await?;
+    Ok(rate)
+}
+
+async fn latency_run(http: &reqwest::Client, base: &str) -> Result<(Vec<Duration>, usize)> {
+    let url = format!("{base}/api/v1/audit/signal-processing");
+    let total = (RATE * LATENCY_SECS) as usize;
+    let interval = Duration::from_nanos(1_000_000_000 / RATE);
+    let start = tokio::time::Instant::now() + Duration::from_millis(100);
+    let mut tasks = Vec::with_capacity(total);
+    for i in 0..total {
+        let scheduled = start + interval * i as u32;
+        tokio::time::sleep_until(scheduled).await;
+        let (http, url, body) = (http.clone(), url.clone(), record(&format!("s-{i}"), i).to_string());
+        tasks.push(tokio::spawn(async move {
+            let r = http.post(&url).header("content-type", "application/json").body(body).send().await;
+            // Measured from the scheduled send time, so a stall counts against every request it delays.
+            (scheduled.elapsed(), matches!(r, Ok(ref r) if r.status() == 201))
+        }));
+    }
+    let mut lat = Vec::with_capacity(total);
+    let mut failed = 0;
+    for t in tasks {
+        let (d, ok) = t.await?;
+        lat.push(d);
+        failed += usize::from(!ok);
+    }
+    lat.sort();
+    Ok((lat, failed))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let admin = std::env::args()
+        .nth(1)
+        .or_else(|| std::env::var("DATABASE_URL_TEST").ok())
+        .unwrap_or_else(|| "postgres://audit_guard:audit_guard@127.0.0.1:5432/audit_guard".into());
+    let db = format!("audit_guard_bench_{:08x}", rand::random::<u32>());
+    let (prefix, _) = admin.rsplit_once('/').context("database URL without a database name")?;
+    let url = format!("{prefix}/{db}");
+    let mut conn = sqlx::PgConnection::connect(&admin).await?;
+    sqlx::query(&format!("CREATE DATABASE {db}")).execute(&mut conn).await?;
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let listen = format!("127.0.0.1:{port}");
+    let cli = Cli::parse_from([
+        "audit-guard",
+        "datastorage",
+        "--insecure-no-auth",
+        "--listen",
+        &listen,
+        "--database-url",
+        &url,
+    ]);
+    let Command::Datastorage(args) = cli.command else {
+        bail!("not the datastorage command")
+    };
+    let server = tokio::spawn(audit_guard::datastorage::run(*args));
+    let base = format!("http://{listen}");
+    let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        if Instant::now() > deadline || server.is_finished() {
+            bail!("datastorage did not start");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut rows = vec![];
+    for size in [100, 500, 1000] {
+        let rate = batch_run(&http, &base, size).await?;
+        rows.push(format!(
+            "| batch ingestion, batch {size}, {CLIENTS} clients, {RECORDS_PER_SIZE} records | {rate:.0} records/s | ≥ 20,000 records/s |"
+        ));
+    }
+    let ceiling = copy_ceiling(&url).await?;
+    rows.push(format!(
+        "| raw COPY ceiling, same rows, same PostgreSQL | {ceiling:.0} records/s | (reference) |"
+    ));
+    let (lat, failed) = latency_run(&http, &base).await?;
+    rows.push(format!(
+        "| single POST at {RATE}/s open loop, {LATENCY_SECS} s ({} requests, {failed} failed) | p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms | p99 ≤ 10 ms |",
+        lat.len(),
+        percentile(&lat, 0.50).as_secs_f64() * 1e3,
+        percentile(&lat, 0.99).as_secs_f64() * 1e3,
+        percentile(&lat, 0.999).as_secs_f64() * 1e3,
+    ));
+
+    println!("| what | measured | SPEC target |\n|---|---|---|");
+    for r in rows {
+        println!("{r}");
+    }
+    server.abort();
+    drop(http);
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await?;
+    Ok(())
+}

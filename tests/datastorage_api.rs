@@ -1,0 +1,181 @@
+//! One API suite, run against the embedded SQLite backend and against PostgreSQL.
+
+mod datastorage_common;
+
+use datastorage_common::*;
+use serde_json::json;
+
+async fn suite(svc: &Service) {
+    // Single POST: 201, Location, the stored record back.
+    let a = record("rec-a", "fp-1", "production", "P0", &ago(300), json!(1_500_000_000i64));
+    let (s, h, body) = svc.post_json(BASE, &a).await;
+    assert_eq!(s, 201, "{body}");
+    assert_eq!(h["location"], format!("{BASE}/rec-a").as_str());
+    assert_eq!(body, a);
+
+    // The same id again, even with a different body: 409 problem, record unchanged.
+    let mut changed = a.clone();
+    changed["status"] = json!("failed");
+    for again in [&a, &changed] {
+        let (s, h, p) = svc.post_json(BASE, again).await;
+        assert_eq!(s, 409, "{p}");
+        assert_eq!(h["content-type"], "application/problem+json");
+        assert_eq!(p["status"], 409);
+    }
+    let (s, got) = svc.get(&format!("{BASE}/rec-a")).await;
+    assert_eq!(s, 200);
+    assert_eq!(got, a, "GET returns the keys and values posted");
+
+    // Go duration strings come back as integer nanoseconds (the design document's wire form).
+    let b = record("rec-b", "fp-1", "staging", "P2", &ago(200), json!("2.5s"));
+    let (s, _, body) = svc.post_json(BASE, &b).await;
+    assert_eq!(s, 201, "{body}");
+    assert_eq!(body["processing_phases"][0]["duration"], json!(2_500_000_000i64));
+
+    // Batch: per-record results in order, existing ids reported, not rewritten.
+    let batch = json!([
+        record("rec-c", "fp-2", "production", "P0", &ago(100), json!("3m")),
+        a.clone(),
+        record("rec-d", "fp-2", "development", "P3", &ago(50), json!(null)),
+    ]);
+    let (s, _, res) = svc.post_json(&format!("{BASE}/batch"), &batch).await;
+    assert!(s == 200 || s == 201, "{res}");
+    assert_eq!(
+        res,
+        json!([{"id": "rec-c", "result": "created"}, {"id": "rec-a", "result": "exists"}, {"id": "rec-d", "result": "created"}])
+    );
+
+    // Unknown id: 404 problem.
+    let (s, p) = svc.get(&format!("{BASE}/nope")).await;
+    assert_eq!((s, p["status"].clone()), (404, json!(404)));
+
+    // Listing: newest first, filters, keyset pagination with an opaque cursor.
+    let (s, page) = svc.get(&format!("{BASE}?limit=10")).await;
+    assert_eq!(s, 200);
+    let ids: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["rec-d", "rec-c", "rec-b", "rec-a"]);
+    assert!(page["next_cursor"].is_null());
+
+    let mut seen = vec![];
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = match &cursor {
+            Some(c) => format!("{BASE}?limit=3&cursor={c}"),
+            None => format!("{BASE}?limit=3"),
+        };
+        let (s, page) = svc.get(&q).await;
+        assert_eq!(s, 200, "{page}");
+        seen.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["id"].as_str().unwrap().to_string()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["rec-d", "rec-c", "rec-b", "rec-a"]);
+
+    let filtered = |q: &'static str| async move {
+        let (s, page) = svc.get(&format!("{BASE}?{q}")).await;
+        assert_eq!(s, 200, "{page}");
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(filtered("signal_fingerprint=fp-1").await, ["rec-b", "rec-a"]);
+    assert_eq!(filtered("remediation_id=rr-rec-c").await, ["rec-c"]);
+    assert_eq!(filtered("environment=production&priority=P0").await, ["rec-c", "rec-a"]);
+    assert_eq!(filtered("status=failed").await, Vec::<String>::new());
+    let since = ago(150).replace('+', "%2B");
+    let (_, page) = svc.get(&format!("{BASE}?since={since}")).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 2, "since keeps rec-c and rec-d");
+
+    // Use-case queries.
+    let (s, stats) = svc.get(&format!("{BASE}/stats/classification")).await;
+    assert_eq!(s, 200, "{stats}");
+    assert_eq!(
+        stats["items"],
+        json!([
+            {"environment": "development", "avg_confidence": 0.7, "total_signals": 1},
+            {"environment": "production", "avg_confidence": 0.9, "total_signals": 2},
+            {"environment": "staging", "avg_confidence": 0.7, "total_signals": 1},
+        ])
+    );
+    let (s, stats) = svc.get(&format!("{BASE}/stats/priority")).await;
+    assert_eq!(s, 200, "{stats}");
+    assert_eq!(
+        stats["items"],
+        json!([
+            {"priority": "P0", "count": 2, "avg_score": 100.0},
+            {"priority": "P2", "count": 1, "avg_score": 50.0},
+            {"priority": "P3", "count": 1, "avg_score": 50.0},
+        ])
+    );
+    let (s, slow) = svc.get(&format!("{BASE}/stats/slow-phases?phase=enriching&min_duration=2s")).await;
+    assert_eq!(s, 200, "{slow}");
+    let slow_ids: Vec<_> = slow["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["id"].clone(), r["duration"].clone()))
+        .collect();
+    assert_eq!(slow_ids, [(json!("rec-c"), json!("3m0s")), (json!("rec-b"), json!("2.5s"))]);
+
+    // Concurrent POSTs of one new id: exactly one is stored, the rest are told it exists.
+    let racer = record("rec-race", "fp-3", "staging", "P2", &ago(400), json!(1));
+    let answers = futures::future::join_all((0..8).map(|_| svc.post_json(BASE, &racer))).await;
+    let mut codes: Vec<u16> = answers.iter().map(|(s, _, _)| *s).collect();
+    codes.sort();
+    assert_eq!(codes, [201, 409, 409, 409, 409, 409, 409, 409]);
+
+    // Health and metrics need no token.
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(svc.http.get(svc.url(path)).send().await.unwrap().status(), 200);
+    }
+    let metrics = svc.http.get(svc.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("datastorage_http_requests_total{method=\"POST\",route=\"/api/v1/audit/signal-processing\",status=\"201\"} 3"));
+    assert!(metrics.contains("datastorage_rows_written_total 5"), "{metrics}");
+    assert!(metrics.contains("datastorage_store_duration_seconds_bucket"));
+}
+
+#[tokio::test]
+async fn api_suite_on_sqlite() {
+    let svc = Service::start(None).await;
+    suite(&svc).await;
+
+    // The file is in WAL mode, and its rows are immutable there too.
+    let file = svc.dir().join("data/audit.db");
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!("sqlite://{}", file.display()))
+        .await
+        .unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(mode, "wal");
+    for sql in [
+        "UPDATE signal_processing_audit SET status = 'failed' WHERE id = 'rec-a'",
+        "DELETE FROM signal_processing_audit WHERE id = 'rec-a'",
+    ] {
+        let err = sqlx::query(sql).execute(&mut conn).await.expect_err(sql);
+        assert!(err.to_string().contains("immutable"), "{sql}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn api_suite_on_postgres() {
+    let db = TestDb::create().await;
+    let svc = Service::start(Some(&db.url)).await;
+    suite(&svc).await;
+    drop(svc);
+    db.drop_db().await;
+}

@@ -1,0 +1,234 @@
+//! Shared helpers for the Data Storage tests: the real binary on a free port, a fresh
+//! PostgreSQL database per test binary, and audit records to send.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde_json::{json, Value};
+
+pub const TOKEN: &str = "ds-test-token";
+pub const BASE: &str = "/api/v1/audit/signal-processing";
+
+pub fn pg_admin_url() -> String {
+    std::env::var("DATABASE_URL_TEST").unwrap_or_else(|_| "postgres://audit_guard:audit_guard@127.0.0.1:5432/audit_guard".into())
+}
+
+/// A database of its own, created through the audit_guard role and dropped by `drop_db`.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn create() -> TestDb {
+        let name = format!("audit_guard_t_{:08x}", rand::rng().random::<u32>());
+        let admin = pg_admin_url();
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+        let (prefix, _) = admin.rsplit_once('/').unwrap();
+        TestDb {
+            url: format!("{prefix}/{name}"),
+            name,
+        }
+    }
+
+    pub async fn pool(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect(&self.url).await.unwrap()
+    }
+
+    pub async fn drop_db(self) {
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&pg_admin_url()).await.unwrap();
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
+/// The real `audit-guard datastorage` binary as a child process; killed on drop.
+pub struct Service {
+    pub base: String,
+    pub http: reqwest::Client,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn tokens_file(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("tokens.csv");
+    std::fs::write(&path, format!("{TOKEN},ds-tester,9001,\"audit-writers\"\n")).unwrap();
+    path
+}
+
+impl Service {
+    /// Starts with the given database URL (None: SQLite in a temp dir) and a tokens file.
+    pub async fn start(database_url: Option<&str>) -> Service {
+        Self::start_with(database_url, &[], &[]).await
+    }
+
+    pub async fn start_with(database_url: Option<&str>, extra: &[&str], env: &[(&str, &str)]) -> Service {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_audit-guard"));
+        cmd.arg("datastorage")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env_remove("DATABASE_URL")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(dir.path().join("log")).unwrap()));
+        if !extra.contains(&"--token-review") && !extra.contains(&"--insecure-no-auth") {
+            cmd.arg("--tokens-file").arg(tokens_file(dir.path()));
+        }
+        if let Some(url) = database_url {
+            cmd.arg("--database-url").arg(url);
+        }
+        cmd.args(extra);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+                panic!("datastorage exited ({status}):\n{log}");
+            }
+            assert!(Instant::now() < deadline, "datastorage did not become ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Service {
+            base,
+            http,
+            child,
+            _dir: dir,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, reqwest::header::HeaderMap, Value) {
+        self.post_raw(path, "application/json", body.to_string().into_bytes()).await
+    }
+
+    pub async fn post_raw(&self, path: &str, ct: &str, body: Vec<u8>) -> (u16, reqwest::header::HeaderMap, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(TOKEN)
+            .header("content-type", ct)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        split(r).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(self.url(path)).bearer_auth(TOKEN).send().await.unwrap();
+        let (s, _, v) = split(r).await;
+        (s, v)
+    }
+
+    /// Every stored record, through the API (pages followed).
+    pub async fn all_ids(&self) -> Vec<String> {
+        let mut ids = vec![];
+        let mut cursor: Option<String> = None;
+        loop {
+            let q = match &cursor {
+                Some(c) => format!("{BASE}?limit=1000&cursor={c}"),
+                None => format!("{BASE}?limit=1000"),
+            };
+            let (s, v) = self.get(&q).await;
+            assert_eq!(s, 200, "{v}");
+            ids.extend(v["items"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()));
+            match v["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => return ids,
+            }
+        }
+    }
+}
+
+pub async fn split(r: reqwest::Response) -> (u16, reqwest::header::HeaderMap, Value) {
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().await.unwrap();
+    let v = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, headers, v)
+}
+
+/// A full design-document record; `enrich` is the enriching phase's duration in either wire form.
+pub fn record(id: &str, fingerprint: &str, env: &str, priority: &str, completed_at: &str, enrich: Value) -> Value {
+    json!({
+        "id": id,
+        "remediation_id": format!("rr-{id}"),
+        "signal_fingerprint": fingerprint,
+        "processing_phases": [
+            {"phase": "enriching", "start_time": "2026-01-01T00:00:00Z", "end_time": "2026-01-01T00:00:01Z", "duration": enrich,
+             "enrichmentResults": {"contextQuality": 0.9, "contextSizeBytes": 2048, "contextSources": 3, "degradedMode": false}},
+            {"phase": "classifying", "start_time": null, "end_time": null, "duration": 250_000_000i64,
+             "classificationResults": {"environment": env, "confidence": 0.8, "businessCriticality": "high", "classificationMethod": "namespace-label"}},
+            {"phase": "categorizing", "start_time": null, "end_time": null, "duration": 10_000_000i64,
+             "categorizationResults": {"priority": priority, "priorityScore": 80, "source": "enriched_context"}}
+        ],
+        "enrichment_quality": 0.9,
+        "enrichment_sources": ["kubernetes", "prometheus"],
+        "context_size_bytes": 2048,
+        "environment": env,
+        "confidence": if env == "production" { 0.9 } else { 0.7 },
+        "business_criticality": "high",
+        "sla_requirement": "critical",
+        "priority": priority,
+        "priority_score": if priority == "P0" { 100 } else { 50 },
+        "routed_to_service": "ai-analysis",
+        "routing_priority": 1,
+        "completed_at": completed_at,
+        "status": "completed",
+        "namespace": "team-a",
+        "name": format!("sp-{id}"),
+        "uid": id,
+        "trigger": "completion",
+        "deleted_at": null
+    })
+}
+
+/// A recent timestamp, `secs_ago` before now, in RFC 3339 with microseconds.
+pub fn ago(secs_ago: i64) -> String {
+    (chrono::Utc::now() - chrono::Duration::seconds(secs_ago)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
