@@ -12,6 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use base64::Engine;
 use controlplane::ControlPlane;
 
 const DATASTORAGE: &str = "127.0.0.1:8085";
@@ -103,7 +104,7 @@ fn main() -> Result<()> {
     wait_http(&format!("http://{HEALTH}/readyz"), Duration::from_secs(30))?;
 
     say("registering the mutating and validating webhooks");
-    let ca = base64(&fs::read(certs.join("ca.crt"))?);
+    let ca = base64::engine::general_purpose::STANDARD.encode(fs::read(certs.join("ca.crt"))?);
     let webhooks = run.join("webhooks.yaml");
     fs::write(&webhooks, webhook_configs(&ca))?;
     kubectl(&["apply", "-f", path(&webhooks)])?;
@@ -203,23 +204,6 @@ fn wait_http(url: &str, timeout: Duration) -> Result<()> {
         std::thread::sleep(Duration::from_millis(200));
     }
     bail!("{url} did not answer within {timeout:?}")
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 fn wait_for_ctrl_c() {
