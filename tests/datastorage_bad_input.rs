@@ -211,6 +211,10 @@ async fn suite(svc: &Service) {
         assert_problem(what, (s, &h, &v), status, field);
     }
 
+    // An oversized body without Content-Length (chunked) is cut off at the limit too.
+    let status_line = chunked_post(svc, &with("error_message", json!("y".repeat(70_000))).to_string()).await;
+    assert!(status_line.starts_with("HTTP/1.1 413"), "{status_line}");
+
     // Nothing was written by any of it.
     assert_eq!(svc.all_ids().await, Vec::<String>::new());
 
@@ -237,6 +241,30 @@ async fn suite(svc: &Service) {
     let (s, _, v) = svc.post_json(BASE, &good).await;
     assert_eq!(s, 201, "{v}");
     assert_eq!(svc.all_ids().await, ["g1"]);
+}
+
+/// POSTs `body` with Transfer-Encoding: chunked over a raw connection; returns the status line.
+async fn chunked_post(svc: &Service, body: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = svc.base.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {BASE} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    for chunk in body.as_bytes().chunks(8192) {
+        let mut frame = format!("{:x}\r\n", chunk.len()).into_bytes();
+        frame.extend_from_slice(chunk);
+        frame.extend_from_slice(b"\r\n");
+        // The server may answer and close before the whole body is sent.
+        if conn.write_all(&frame).await.is_err() {
+            break;
+        }
+    }
+    let _ = conn.write_all(b"0\r\n\r\n").await;
+    let mut buf = vec![0u8; 4096];
+    let n = conn.read(&mut buf).await.unwrap();
+    String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or_default().to_string()
 }
 
 const LIMITS: &[&str] = &["--max-batch", "5", "--max-body-bytes", "65536"];

@@ -181,3 +181,22 @@ async fn design_document_queries_immutability_partitions_and_retention() {
     pool.close().await;
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn database_gone_gives_500_problem_and_not_ready() {
+    let db = TestDb::create().await;
+    let svc = Service::start(Some(&db.url)).await;
+    db.drop_db().await;
+
+    let (s, h, body) = svc
+        .post_json(BASE, &record("lost", "fp", "production", "P0", &ago(5), json!(1)))
+        .await;
+    assert_eq!(s, 500, "{body}");
+    assert_eq!(h["content-type"], "application/problem+json");
+    assert!(body["detail"].as_str().unwrap().contains("nothing was written"), "{body}");
+    let r = svc.http.get(svc.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(svc.http.get(svc.url("/healthz")).send().await.unwrap().status(), 200);
+    let metrics = svc.http.get(svc.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("datastorage_errors_total{kind=\"database\"} 1"), "{metrics}");
+}

@@ -63,4 +63,10 @@ async fn service_account_tokens_accepted_garbage_refused() {
     let page: serde_json::Value = r.json().await.unwrap();
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
     support::delete_namespace(&client, &ns).await;
+
+    // With the API server gone, an unreviewed token cannot be judged: 503 (retry), never a pass.
+    cp.kill("kube-apiserver").unwrap();
+    let (s, h, body) = split(svc.http.get(svc.url(BASE)).bearer_auth("never-seen-token").send().await.unwrap()).await;
+    assert_eq!(s, 503, "{body}");
+    assert_eq!(h["content-type"], "application/problem+json");
 }
