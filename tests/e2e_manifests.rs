@@ -17,6 +17,9 @@ use serde_json::json;
 use support::datastorage::{binary, DataStorage, Serve};
 use support::*;
 
+/// (user, verb, (group, resource), namespace, name, expected to be allowed)
+type Check<'a> = (&'a str, &'a str, (&'a str, &'a str), Option<&'a str>, Option<&'a str>, bool);
+
 const CONTROLLER_SA: &str = "system:serviceaccount:audit-guard:audit-guard";
 const DATASTORAGE_SA: &str = "system:serviceaccount:audit-guard:audit-guard-datastorage";
 
@@ -166,7 +169,7 @@ async fn the_self_managed_overlay_installs_with_least_privilege_and_the_controll
 
     // 2. Least privilege, check by check.
     let sp = ("kubernaut.ai", "signalprocessings");
-    let checks: &[(&str, &str, (&str, &str), Option<&str>, Option<&str>, bool)] = &[
+    let checks: &[Check] = &[
         // The controller: watch and patch SignalProcessings everywhere, delete (retention), Events, its Lease.
         (CONTROLLER_SA, "list", sp, None, None, true),
         (CONTROLLER_SA, "watch", sp, None, None, true),
