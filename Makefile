@@ -20,8 +20,9 @@ postgres:
 
 ## Everything: lint, unit tests, end-to-end tests on a real control plane and PostgreSQL, fault tests.
 test: controlplane postgres lint
-	$(CARGO) test --all-targets -- --test-threads=4
-	$(CARGO) test --doc
+	@mkdir -p target
+	set -o pipefail; $(CARGO) test --lib --bins --tests -- --test-threads=4 2>&1 | tee target/test-output.log
+	@bash scripts/test-summary.sh target/test-output.log
 
 test-unit:
 	$(CARGO) test --lib --bins
