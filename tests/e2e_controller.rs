@@ -179,25 +179,7 @@ async fn deletion_stores_the_record_then_releases_the_object() {
         api.delete(name, &DeleteParams::default()).await.unwrap();
         wait_gone(&api, name).await;
         let rec = ds.record(&uid).await.unwrap().expect("stored before the object went away");
-        for key in [
-            "id",
-            "remediation_id",
-            "signal_fingerprint",
-            "processing_phases",
-            "enrichment_quality",
-            "enrichment_sources",
-            "context_size_bytes",
-            "environment",
-            "confidence",
-            "business_criticality",
-            "sla_requirement",
-            "priority",
-            "priority_score",
-            "routed_to_service",
-            "routing_priority",
-            "completed_at",
-            "status",
-        ] {
+        for key in audit_guard::audit::DESIGN_KEYS {
             assert!(rec.get(key).is_some(), "{name}: key {key} missing in {rec}");
         }
         assert_eq!(rec["id"], uid.as_str());

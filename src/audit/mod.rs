@@ -14,6 +14,28 @@ pub mod from_cr;
 
 use crate::duration::{self, GoDuration};
 
+/// Every key of the design document's schema; all of them are always emitted
+/// (`error_message` only when non-empty, so it is not listed).
+pub const DESIGN_KEYS: &[&str] = &[
+    "id",
+    "remediation_id",
+    "signal_fingerprint",
+    "processing_phases",
+    "enrichment_quality",
+    "enrichment_sources",
+    "context_size_bytes",
+    "environment",
+    "confidence",
+    "business_criticality",
+    "sla_requirement",
+    "priority",
+    "priority_score",
+    "routed_to_service",
+    "routing_priority",
+    "completed_at",
+    "status",
+];
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct SignalProcessingAudit {
     pub id: String,
@@ -239,25 +261,7 @@ mod tests {
     fn emits_every_design_key_and_omits_only_empty_error_message() {
         let rec: SignalProcessingAudit = serde_json::from_value(minimal()).unwrap();
         let out = serde_json::to_value(&rec).unwrap();
-        for key in [
-            "id",
-            "remediation_id",
-            "signal_fingerprint",
-            "processing_phases",
-            "enrichment_quality",
-            "enrichment_sources",
-            "context_size_bytes",
-            "environment",
-            "confidence",
-            "business_criticality",
-            "sla_requirement",
-            "priority",
-            "priority_score",
-            "routed_to_service",
-            "routing_priority",
-            "completed_at",
-            "status",
-        ] {
+        for key in DESIGN_KEYS {
             assert!(out.get(key).is_some(), "missing {key}");
         }
         assert!(out.get("error_message").is_none());
