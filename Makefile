@@ -23,6 +23,10 @@ test: controlplane postgres lint
 	$(CARGO) test --all-targets -- --test-threads=4
 	$(CARGO) test --doc
 
+## The fault scenarios alone (real control plane, PostgreSQL restarts, a 60 s outage); writes bench/faults.md.
+test-faults: controlplane postgres
+	$(CARGO) test --test faults -- --nocapture --test-threads=1
+
 test-unit:
 	$(CARGO) test --lib --bins
 
