@@ -52,7 +52,10 @@ Real control plane, real `audit-guard serve` (webhook registered by url, failure
 Per scenario: 500 SignalProcessings mass-deleted (half of them completed first, so the buffered writer \
 stored them before the deletion path posts them again) plus 10 that are never completed nor deleted. \
 Counts come from PostgreSQL directly; *lost* = deleted CRs without a record; *duplicates* = ids stored \
-more than once. Times are measured on a 2-core machine shared with other work; they are reported, \
+more than once. *Time to drain*: from the start of the mass deletion to the last of the 500 gone, fault \
+included (scenario 1 includes its 60 s outage; the controller's retry backoff, capped at 60 s, sets the tail \
+in 1 and 6b). *Storage errors* are scraped from the surviving `serve` processes (in 3 the killed leader's \
+counter dies with it). Times are measured on a 2-core machine shared with other work; they are reported, \
 not asserted. Scenario 4 reports, in *what happened*, how many creates the API server refused while \
 the webhook was down.\n";
 
