@@ -24,6 +24,10 @@ test: controlplane postgres lint
 	set -o pipefail; $(CARGO) test --lib --bins --tests -- --test-threads=4 2>&1 | tee target/test-output.log
 	@bash scripts/test-summary.sh target/test-output.log
 
+## The fault scenarios alone (real control plane, PostgreSQL restarts, a 60 s outage); writes bench/faults.md.
+test-faults: controlplane postgres
+	$(CARGO) test --test faults -- --nocapture --test-threads=1
+
 test-unit:
 	$(CARGO) test --lib --bins
 

@@ -35,10 +35,18 @@ pub struct DataStorage {
     pub url: String,
     dir: tempfile::TempDir,
     http: reqwest::Client,
+    /// Storage and auth arguments; empty means SQLite in `dir` without auth.
+    backend: Vec<String>,
 }
 
 impl DataStorage {
     pub async fn start(cp: &ControlPlane, name: &str) -> Result<Self> {
+        Self::start_with(cp, name, &[]).await
+    }
+
+    /// As [`DataStorage::start`], with other storage and auth arguments, e.g.
+    /// `--database-url <url> --tokens-file <file>`.
+    pub async fn start_with(cp: &ControlPlane, name: &str, backend: &[&str]) -> Result<Self> {
         let port = free_port()?;
         let ds = Self {
             name: name.to_string(),
@@ -46,6 +54,7 @@ impl DataStorage {
             url: format!("http://127.0.0.1:{port}"),
             dir: tempfile::tempdir()?,
             http: reqwest::Client::new(),
+            backend: backend.iter().map(|s| s.to_string()).collect(),
         };
         ds.resume(cp).await?;
         Ok(ds)
@@ -55,12 +64,14 @@ impl DataStorage {
     pub async fn resume(&self, cp: &ControlPlane) -> Result<()> {
         let mut cmd = Command::new(binary());
         cmd.arg("datastorage")
-            .arg("--data-dir")
-            .arg(self.dir.path())
-            .arg("--insecure-no-auth")
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .env_remove("DATABASE_URL");
+        if self.backend.is_empty() {
+            cmd.arg("--data-dir").arg(self.dir.path()).arg("--insecure-no-auth");
+        } else {
+            cmd.args(&self.backend);
+        }
         cp.spawn(&self.name, cmd)?;
         wait_healthy(format!("{}/readyz", self.url), "datastorage ready").await
     }
@@ -112,18 +123,36 @@ impl Serve {
         watch_ns: &str,
         extra: &[&str],
     ) -> Result<Self> {
+        let mut args = vec!["--disable-webhook"];
+        args.extend_from_slice(extra);
+        Self::start_full(cp, name, kubeconfig, ds_url, lease_ns, watch_ns, &args).await
+    }
+
+    /// Starts `serve` with exactly these extra arguments (the webhook is on unless they say
+    /// `--disable-webhook`); `--datastorage-timeout` defaults to 2s.
+    pub async fn start_full(
+        cp: &ControlPlane,
+        name: &str,
+        kubeconfig: &std::path::Path,
+        ds_url: &str,
+        lease_ns: &str,
+        watch_ns: &str,
+        extra: &[&str],
+    ) -> Result<Self> {
         let metrics_port = free_port()?;
         let health_port = free_port()?;
         let mut cmd = Command::new(binary());
         cmd.env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,audit_guard=debug,kube=warn")
-            .args(["serve", "--disable-webhook", "--datastorage-url", ds_url])
+            .args(["serve", "--datastorage-url", ds_url])
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
             .args(["--health-addr", &format!("127.0.0.1:{health_port}")])
             .args(["--lease-namespace", lease_ns, "--lease-duration", "3s"])
-            .args(["--namespaces", watch_ns, "--identity", name])
-            .args(["--datastorage-timeout", "2s"])
-            .args(extra);
+            .args(["--namespaces", watch_ns, "--identity", name]);
+        if !extra.contains(&"--datastorage-timeout") {
+            cmd.args(["--datastorage-timeout", "2s"]);
+        }
+        cmd.args(extra);
         cp.spawn(name, cmd).context("spawn serve")?;
         wait_healthy(format!("http://127.0.0.1:{health_port}/healthz"), "serve healthy").await?;
         Ok(Self {

@@ -4,6 +4,7 @@
 
 pub mod controlplane;
 pub mod datastorage;
+pub mod faults;
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
