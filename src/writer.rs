@@ -62,6 +62,9 @@ pub struct Stats {
 pub struct AuditWriter {
     tx: mpsc::Sender<SignalProcessingAudit>,
     stats: Arc<Stats>,
+    started: std::time::Instant,
+    /// Milliseconds after `started` of the last drop warning (0: none yet).
+    last_drop_log_ms: AtomicU64,
     stop: CancellationToken,
     worker: tokio::sync::Mutex<Option<JoinHandle<()>>>,
 }
@@ -81,6 +84,8 @@ impl AuditWriter {
         Self {
             tx,
             stats,
+            started: std::time::Instant::now(),
+            last_drop_log_ms: AtomicU64::new(0),
             stop,
             worker: tokio::sync::Mutex::new(Some(handle)),
         }
@@ -99,7 +104,23 @@ impl AuditWriter {
                     mpsc::error::TrySendError::Closed(_) => "writer stopped",
                 };
                 self.count_dropped(1);
-                tracing::warn!(why, "audit record dropped by the buffered writer; the deletion path will store it");
+                // One warning per second at most: a full buffer during a mass deletion would
+                // otherwise format and write a log line per record, on the reconcile's time.
+                let now = self.started.elapsed().as_millis() as u64;
+                let last = self.last_drop_log_ms.load(Ordering::Relaxed);
+                if (last == 0 || now.saturating_sub(last) >= 1_000)
+                    && self
+                        .last_drop_log_ms
+                        .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    let dropped_total = self.stats.dropped.load(Ordering::Relaxed);
+                    tracing::warn!(
+                        why,
+                        dropped_total,
+                        "audit record dropped by the buffered writer; the deletion path will store it"
+                    );
+                }
                 false
             }
         }

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# `make bench`: builds in release mode, runs every benchmark against the SPEC "Targets",
+# prints a table and writes bench/results.md (core count, commit, date).
+#
+#   examples/bench_webhook.rs      admission reviews over TLS (oha, HTTP/1.1 + HTTP/2), RSS
+#   examples/bench_datastorage.rs  batch ingestion into PostgreSQL, COPY ceiling, single POST
+#   examples/bench_cleanup.rs      1,000 SignalProcessings deleted with and without audit-guard
+#   examples/bench_writer.rs       buffered writer enqueue cost and memory
+#
+# BENCH_ONLY="webhook writer" runs a subset (results.md then lists only those).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root="$(pwd)"
+cargo="${CARGO:-cargo}"
+tools="${AUDIT_GUARD_CACHE:-$HOME/.cache/audit-guard}/tools"
+oha="${OHA:-$tools/bin/oha}"
+db_url="${DATABASE_URL_TEST:-postgres://audit_guard:audit_guard@127.0.0.1:5432/audit_guard}"
+only="${BENCH_ONLY:-webhook datastorage cleanup writer}"
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+out_dir="$root/bench"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+say() { printf '\n>> %s\n' "$*" >&2; }
+
+say "building in release mode (audit-guard and the benchmark examples; several minutes on a cold cache)"
+"$cargo" build --release --bin audit-guard \
+  --example bench_webhook --example bench_datastorage --example bench_cleanup --example bench_writer
+bin="$target_dir/release/audit-guard"
+ex="$target_dir/release/examples"
+
+if [ ! -x "$oha" ]; then
+  if command -v oha >/dev/null 2>&1; then
+    oha="$(command -v oha)"
+  else
+    say "installing oha 1.12.0 into $tools"
+    "$cargo" install oha --version 1.12.0 --locked --root "$tools"
+  fi
+fi
+
+say "making sure PostgreSQL runs"
+bash scripts/postgres.sh start >&2
+
+if [[ " $only " == *" cleanup "* ]]; then
+  say "building the control plane binaries (cached after the first time)"
+  AUDIT_GUARD_CONTROLPLANE_BIN="$(bash controlplane/build.sh)"
+  export AUDIT_GUARD_CONTROLPLANE_BIN
+fi
+
+run() {
+  local name="$1"
+  shift
+  say "benchmark: $name"
+  local start=$SECONDS
+  if ! "$@" >"$work/$name.out" 2>"$work/$name.err"; then
+    echo "benchmark $name FAILED; its stderr:" >&2
+    tail -n 30 "$work/$name.err" >&2
+    printf 'TARGET\t%s\t-\tbenchmark failed: %s\t**no**\n' "$name" "$(tail -n 1 "$work/$name.err" | tr '\t' ' ')" >"$work/$name.out"
+  fi
+  grep -v '^TARGET' "$work/$name.out" >&2 || true
+  echo "   ($((SECONDS - start)) s)" >&2
+}
+
+export AUDIT_GUARD_BIN="$bin" OHA="$oha" DATABASE_URL_TEST="$db_url"
+for b in $only; do
+  case "$b" in
+    webhook) run webhook "$ex/bench_webhook" ;;
+    datastorage) run datastorage "$ex/bench_datastorage" "$db_url" ;;
+    cleanup) run cleanup "$ex/bench_cleanup" "$db_url" ;;
+    writer) run writer "$ex/bench_writer" ;;
+    *) echo "unknown benchmark $b" >&2; exit 2 ;;
+  esac
+done
+
+commit="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src examples scripts || echo '+dirty')"
+cores="$(nproc)"
+cpu="$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
+mem="$(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+mkdir -p "$out_dir"
+{
+  echo "# audit-guard benchmarks"
+  echo
+  echo "\`make bench\` on $(date -u '+%Y-%m-%d %H:%M UTC'), commit \`$commit\`, $cores cores ($cpu), $mem RAM;"
+  echo "load generators (oha, the benchmark clients) and the control plane share the machine with the measured process."
+  echo
+  echo "## SPEC targets"
+  echo
+  echo "| target | goal | measured | met? |"
+  echo "|---|---|---|---|"
+  for b in $only; do
+    grep '^TARGET' "$work/$b.out" | awk -F'\t' '{printf "| %s | %s | %s | %s |\n", $2, $3, $4, $5}'
+  done
+  if [ -f "$out_dir/notes.md" ]; then
+    echo
+    cat "$out_dir/notes.md"
+  fi
+  for b in $only; do
+    echo
+    echo "## $b"
+    echo
+    grep -v '^TARGET' "$work/$b.out" || true
+  done
+} >"$out_dir/results.md"
+
+say "results (also in bench/results.md)"
+sed -n '/## SPEC targets/,/^## [a-z]/p' "$out_dir/results.md" | sed '$d'
