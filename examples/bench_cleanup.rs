@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use audit_guard::crd::SignalProcessing;
+use audit_guard::webhook::registration;
 use base64::Engine;
 use controlplane::{free_port, ControlPlane};
 use futures::{StreamExt, TryStreamExt};
@@ -81,32 +82,9 @@ async fn delete_all_and_wait(client: &kube::Client, ns: &str) -> Result<Duration
 }
 
 fn webhook_configs(addr: &str, ca: &str) -> Value {
-    let hook = |name: &str, path: &str, ops: &[&str]| {
-        json!({
-            "name": name,
-            "clientConfig": {"url": format!("https://{addr}/{path}"), "caBundle": ca},
-            "rules": [{"apiGroups": ["kubernaut.ai"], "apiVersions": ["v1alpha1"], "operations": ops,
-                       "resources": ["signalprocessings"], "scope": "Namespaced"}],
-            "admissionReviewVersions": ["v1"], "sideEffects": "NoneOnDryRun", "failurePolicy": "Fail", "timeoutSeconds": 10,
-            "namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["audit-guard"]}]}
-        })
-    };
-    let mut mutating = hook(
-        "mutate.signalprocessing.audit.kubernaut.ai",
-        "mutate-kubernaut-ai-v1alpha1-signalprocessing",
-        &["CREATE", "UPDATE"],
-    );
-    mutating["reinvocationPolicy"] = json!("IfNeeded");
-    json!({"apiVersion": "v1", "kind": "List", "items": [
-        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-         "metadata": {"name": "audit-guard"}, "webhooks": [mutating]},
-        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-         "metadata": {"name": "audit-guard"}, "webhooks": [hook(
-            "validate.signalprocessing.audit.kubernaut.ai",
-            "validate-kubernaut-ai-v1alpha1-signalprocessing",
-            &["UPDATE", "DELETE"],
-         )]}
-    ]})
+    let selector = json!({"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["audit-guard"]}]});
+    let (mutating, validating) = registration::url_configurations("audit-guard", &format!("https://{addr}"), ca, selector, "admin");
+    json!({"apiVersion": "v1", "kind": "List", "items": [mutating, validating]})
 }
 
 fn wait_http(url: &str) -> Result<()> {

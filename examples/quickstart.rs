@@ -12,6 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use audit_guard::webhook::registration;
 use base64::Engine;
 use controlplane::ControlPlane;
 
@@ -105,8 +106,8 @@ fn main() -> Result<()> {
 
     say("registering the mutating and validating webhooks");
     let ca = base64::engine::general_purpose::STANDARD.encode(fs::read(certs.join("ca.crt"))?);
-    let webhooks = run.join("webhooks.yaml");
-    fs::write(&webhooks, webhook_configs(&ca))?;
+    let webhooks = run.join("webhooks.json");
+    fs::write(&webhooks, webhook_configs(&ca)?)?;
     kubectl(&["apply", "-f", path(&webhooks)])?;
 
     demo(&cp, &token)?;
@@ -163,16 +164,14 @@ fn demo(cp: &ControlPlane, token: &str) -> Result<()> {
     Ok(())
 }
 
-fn webhook_configs(ca: &str) -> String {
-    let rule = |ops: &str| {
-        format!("  rules:\n  - apiGroups: [\"kubernaut.ai\"]\n    apiVersions: [\"v1alpha1\"]\n    operations: [{ops}]\n    resources: [\"signalprocessings\"]\n    scope: Namespaced\n")
-    };
-    let common = "  admissionReviewVersions: [\"v1\"]\n  sideEffects: NoneOnDryRun\n  failurePolicy: Fail\n  timeoutSeconds: 10\n  namespaceSelector:\n    matchExpressions:\n    - {key: kubernetes.io/metadata.name, operator: NotIn, values: [audit-guard]}\n";
-    format!(
-        "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata:\n  name: audit-guard\nwebhooks:\n- name: mutate.signalprocessing.audit.kubernaut.ai\n  reinvocationPolicy: IfNeeded\n  clientConfig:\n    url: https://{WEBHOOK}/mutate-kubernaut-ai-v1alpha1-signalprocessing\n    caBundle: {ca}\n{common}{}---\napiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata:\n  name: audit-guard\nwebhooks:\n- name: validate.signalprocessing.audit.kubernaut.ai\n  clientConfig:\n    url: https://{WEBHOOK}/validate-kubernaut-ai-v1alpha1-signalprocessing\n    caBundle: {ca}\n{common}{}",
-        rule("\"CREATE\", \"UPDATE\""),
-        rule("\"UPDATE\", \"DELETE\""),
-    )
+fn webhook_configs(ca: &str) -> Result<String> {
+    let selector =
+        serde_json::json!({"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["audit-guard"]}]});
+    // The quickstart's controller runs as the admin user (see --controller-identity above).
+    let (mutating, validating) = registration::url_configurations("audit-guard", &format!("https://{WEBHOOK}"), ca, selector, "admin");
+    Ok(serde_json::to_string(
+        &serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [mutating, validating]}),
+    )?)
 }
 
 fn path(p: &Path) -> &str {

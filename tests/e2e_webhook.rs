@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use audit_guard::audit::{RecordSink, SignalProcessingAudit, StoreError};
 use audit_guard::crd::{SignalProcessing, FINALIZER};
-use audit_guard::webhook::{MUTATE_PATH, VALIDATE_PATH};
+use audit_guard::webhook::registration;
 use futures::future::BoxFuture;
 use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
 use k8s_openapi::api::core::v1::Namespace;
@@ -116,34 +116,12 @@ fn env() -> &'static Env {
 
 async fn register_webhooks(client: &kube::Client, hook: &Running) {
     let ca_bundle = audit_guard::certs::ca_bundle(&hook.ca_pem);
-    let webhook = |name: &str, path: &str, ops: &[&str]| {
-        json!({
-            "name": name, "admissionReviewVersions": ["v1"], "sideEffects": "NoneOnDryRun",
-            "failurePolicy": "Fail", "timeoutSeconds": 10,
-            "clientConfig": { "url": hook.url(path), "caBundle": ca_bundle },
-            "namespaceSelector": { "matchLabels": { LABEL: "on" } },
-            "rules": [{ "apiGroups": ["kubernaut.ai"], "apiVersions": ["v1alpha1"], "resources": ["signalprocessings"],
-                        "operations": ops, "scope": "Namespaced" }]
-        })
-    };
-    apply_cluster::<MutatingWebhookConfiguration>(
-        client,
-        json!({
-            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-            "metadata": { "name": "audit-guard-e2e" },
-            "webhooks": [webhook("mutate.audit-guard.kubernaut.ai", MUTATE_PATH, &["CREATE", "UPDATE"])]
-        }),
-    )
-    .await;
-    apply_cluster::<ValidatingWebhookConfiguration>(
-        client,
-        json!({
-            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-            "metadata": { "name": "audit-guard-e2e" },
-            "webhooks": [webhook("validate.audit-guard.kubernaut.ai", VALIDATE_PATH, &["UPDATE", "DELETE"])]
-        }),
-    )
-    .await;
+    let selector = json!({ "matchLabels": { LABEL: "on" } });
+    let base = hook.url("");
+    let (mutating, validating) =
+        registration::url_configurations("audit-guard-e2e", base.trim_end_matches('/'), &ca_bundle, selector, CONTROLLER);
+    apply_cluster::<MutatingWebhookConfiguration>(client, mutating).await;
+    apply_cluster::<ValidatingWebhookConfiguration>(client, validating).await;
     // The API server picks configurations up asynchronously.
     let ns = guarded_namespace(client, "probe").await;
     delete_namespace(client, &ns).await;

@@ -178,7 +178,10 @@ async fn reconcile(sp: Arc<SignalProcessing>, ctx: Arc<Context>) -> Result<Reque
             }
             ctx.succeeded(&uid);
             let note = format!("audit record {} stored ({})", record.id, record.status.as_str());
-            ctx.event(&sp, EventType::Normal, "AuditPersisted", note).await;
+            // The success Event is for people reading `kubectl describe`; the reconcile (and a
+            // mass cleanup behind it) need not wait for the API server to take it.
+            let (event_ctx, event_sp) = (ctx.clone(), sp.clone());
+            tokio::spawn(async move { event_ctx.event(&event_sp, EventType::Normal, "AuditPersisted", note).await });
             outcome("persisted");
             tracing::info!(%ns, %name, id = %record.id, status = record.status.as_str(), "audit record stored, finalizer removed");
             Ok(Requeue::await_change())

@@ -4,6 +4,7 @@
 pub mod decisions;
 pub mod handlers;
 pub mod metrics;
+pub mod registration;
 pub mod server;
 
 use std::net::SocketAddr;

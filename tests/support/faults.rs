@@ -149,30 +149,15 @@ async fn proxy(State(st): State<Arc<ProxyState>>, req: Request) -> Response {
 /// calling `base_url` with `ca_pem` as caBundle, for namespaces labelled `label=value`.
 pub async fn register_url_webhooks(client: &kube::Client, name: &str, base_url: &str, ca_pem: &str, label: (&str, &str)) -> Result<()> {
     let ca_bundle = audit_guard::certs::ca_bundle(ca_pem);
-    let webhook = |hook: &str, path: &str, ops: &[&str]| {
-        json!({
-            "name": hook, "admissionReviewVersions": ["v1"], "sideEffects": "NoneOnDryRun",
-            "failurePolicy": "Fail", "timeoutSeconds": 10,
-            "clientConfig": { "url": format!("{base_url}{path}"), "caBundle": ca_bundle },
-            "namespaceSelector": { "matchLabels": { label.0: label.1 } },
-            "rules": [{ "apiGroups": ["kubernaut.ai"], "apiVersions": ["v1alpha1"], "resources": ["signalprocessings"],
-                        "operations": ops, "scope": "Namespaced" }]
-        })
-    };
+    let selector = json!({ "matchLabels": { label.0: label.1 } });
+    // The tests' controller runs as the admin user (serve --controller-identity admin).
+    let (mutating, validating) = audit_guard::webhook::registration::url_configurations(name, base_url, &ca_bundle, selector, "admin");
     let pp = PatchParams::apply("audit-guard-faults").force();
-    let mutating: MutatingWebhookConfiguration = serde_json::from_value(json!({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-        "metadata": { "name": name },
-        "webhooks": [webhook("mutate.audit-guard.kubernaut.ai", audit_guard::webhook::MUTATE_PATH, &["CREATE", "UPDATE"])]
-    }))?;
+    let mutating: MutatingWebhookConfiguration = serde_json::from_value(mutating)?;
     Api::<MutatingWebhookConfiguration>::all(client.clone())
         .patch(name, &pp, &Patch::Apply(&mutating))
         .await?;
-    let validating: ValidatingWebhookConfiguration = serde_json::from_value(json!({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-        "metadata": { "name": name },
-        "webhooks": [webhook("validate.audit-guard.kubernaut.ai", audit_guard::webhook::VALIDATE_PATH, &["UPDATE", "DELETE"])]
-    }))?;
+    let validating: ValidatingWebhookConfiguration = serde_json::from_value(validating)?;
     Api::<ValidatingWebhookConfiguration>::all(client.clone())
         .patch(name, &pp, &Patch::Apply(&validating))
         .await?;
