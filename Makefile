@@ -1,6 +1,9 @@
 # audit-guard — see README.md. `make run` and `make test` set up everything they need.
 SHELL := /bin/bash
 CARGO ?= cargo
+# Cargo builds are cached under the home directory, not in the repository, so a fresh clone
+# (CI) reuses them.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/audit-guard/target
 export DATABASE_URL_TEST ?= postgres://audit_guard:audit_guard@127.0.0.1:5432/audit_guard
 
 .PHONY: build release test test-unit test-e2e test-faults lint fmt run certs manifests bench controlplane postgres clean
@@ -20,9 +23,9 @@ postgres:
 
 ## Everything: lint, unit tests, end-to-end tests on a real control plane and PostgreSQL, fault tests.
 test: controlplane postgres lint
-	@mkdir -p target
-	set -o pipefail; $(CARGO) test --lib --bins --tests -- --test-threads=4 2>&1 | tee target/test-output.log
-	@bash scripts/test-summary.sh target/test-output.log
+	@mkdir -p $(CARGO_TARGET_DIR)
+	set -o pipefail; $(CARGO) test --lib --bins --tests -- --test-threads=4 2>&1 | tee $(CARGO_TARGET_DIR)/test-output.log
+	@bash scripts/test-summary.sh $(CARGO_TARGET_DIR)/test-output.log
 
 ## The fault scenarios alone (real control plane, PostgreSQL restarts, a 60 s outage); writes bench/faults.md.
 test-faults: controlplane postgres

@@ -11,6 +11,7 @@
 #[path = "../tests/support/controlplane.rs"]
 mod controlplane;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -81,6 +82,40 @@ async fn delete_all_and_wait(client: &kube::Client, ns: &str) -> Result<Duration
     }
 }
 
+/// CPU seconds (user + system) used so far by each process of the benchmark, PostgreSQL's
+/// processes summed: a coarse profile of where a cleanup's work goes (hardware counters and
+/// perf are not available on this machine).
+fn cpu_seconds(cp: &ControlPlane) -> BTreeMap<String, f64> {
+    let ticks = 100.0; // USER_HZ on Linux
+    let read = |pid: u32| -> f64 {
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (num(11) + num(12)) / ticks
+    };
+    let mut out: BTreeMap<String, f64> = cp.pids().into_iter().map(|(name, pid)| (name, read(pid))).collect();
+    let postgres: f64 = fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|pid| fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres"))
+        .map(read)
+        .sum();
+    out.insert("postgres".into(), postgres);
+    out
+}
+
+fn cpu_delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> String {
+    let mut parts: Vec<(String, f64)> = after.iter().map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0))).collect();
+    parts.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total: f64 = parts.iter().map(|(_, v)| v).sum();
+    let list: Vec<String> = parts.iter().filter(|(_, v)| *v > 0.0).map(|(k, v)| format!("{k} {v:.2} s")).collect();
+    format!("{total:.2} CPU-s: {}", list.join(", "))
+}
+
 fn webhook_configs(addr: &str, ca: &str) -> Value {
     let selector = json!({"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["audit-guard"]}]});
     let (mutating, validating) = registration::url_configurations("audit-guard", &format!("https://{addr}"), ca, selector, "admin");
@@ -134,7 +169,9 @@ fn main() -> Result<()> {
     // (a) nothing of audit-guard installed.
     eprintln!(">> (a) {COUNT} SignalProcessings, no audit-guard");
     rt.block_on(create_all(&client, "bench-plain"))?;
+    let before = cpu_seconds(&cp);
     let plain = rt.block_on(delete_all_and_wait(&client, "bench-plain"))?;
+    let cpu_plain = cpu_delta(&before, &cpu_seconds(&cp));
     eprintln!(">> (a) gone in {plain:?}");
 
     // (b) Data Storage on PostgreSQL, audit-guard serve, webhooks registered.
@@ -143,7 +180,7 @@ fn main() -> Result<()> {
     let url = format!("{prefix}/{db}");
     let mut pg = rt.block_on(sqlx::PgConnection::connect(&admin))?;
     rt.block_on(sqlx::query(&format!("CREATE DATABASE {db}")).execute(&mut pg))?;
-    let result = run_guarded(&cp, &rt, &bin, &client, &url, plain);
+    let result = run_guarded(&cp, &rt, &bin, &client, &url, (plain, &cpu_plain));
     let _ = cp.kill("audit-guard");
     let _ = cp.kill("datastorage");
     let _ = rt.block_on(sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).execute(&mut pg));
@@ -156,7 +193,7 @@ fn run_guarded(
     bin: &Path,
     client: &kube::Client,
     url: &str,
-    plain: Duration,
+    (plain, cpu_plain): (Duration, &str),
 ) -> Result<()> {
     let ds_addr = format!("127.0.0.1:{}", free_port()?);
     let mut ds = Command::new(bin);
@@ -210,7 +247,9 @@ fn run_guarded(
     }
     // Let the controller's watch see them all before the clock starts.
     std::thread::sleep(Duration::from_secs(2));
+    let before = cpu_seconds(cp);
     let guarded = rt.block_on(delete_all_and_wait(client, "bench-guarded"))?;
+    let cpu_guarded = cpu_delta(&before, &cpu_seconds(cp));
     eprintln!(">> (b) gone in {guarded:?}");
 
     let stored: i64 = rt.block_on(async {
@@ -229,6 +268,8 @@ fn run_guarded(
         "| mass cleanup (b): same, audit-guard serve (webhooks + controller) + Data Storage on PostgreSQL | {:.2} s until none left | {stored} of {COUNT} records stored |",
         guarded.as_secs_f64()
     );
+    println!("| CPU used during (a), by process | {cpu_plain} | coarse profile from /proc/<pid>/stat |");
+    println!("| CPU used during (b), by process | {cpu_guarded} | |");
     let met = ratio <= 1.5 && stored == COUNT as i64;
     println!(
         "TARGET\tmass cleanup of {COUNT} SignalProcessings: all audited and gone\t≤ 1.5× without the finalizer\t{:.2} s vs {:.2} s = {ratio:.2}×; {stored}/{COUNT} records stored\t{}",

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --quiet --bin audit-guard
-./target/debug/audit-guard certs --out-dir certs >/dev/null
+"${CARGO_TARGET_DIR:-target}/debug/audit-guard" certs --out-dir certs >/dev/null
 gen=manifests/overlays/self-managed/generated
 mkdir -p "$gen"
 cp certs/tls.crt certs/tls.key "$gen/"

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 kubectl="$(bash controlplane/build.sh)/kubectl"
 cargo build --quiet --bin audit-guard
-./target/debug/audit-guard crd > manifests/components/crd/crd.yaml
+"${CARGO_TARGET_DIR:-target}/debug/audit-guard" crd > manifests/components/crd/crd.yaml
 gen=manifests/overlays/self-managed/generated
 if [ ! -f "$gen/tls.crt" ]; then
   bash scripts/certs.sh

@@ -6,5 +6,6 @@ echo ">> building the control plane (cached after the first build)"
 bash controlplane/build.sh >/dev/null
 echo ">> building audit-guard and the quickstart (first build: several minutes)"
 cargo build --bin audit-guard --example quickstart
-export AUDIT_GUARD_BIN="$PWD/target/debug/audit-guard"
-exec ./target/debug/examples/quickstart
+target="${CARGO_TARGET_DIR:-$PWD/target}"
+export AUDIT_GUARD_BIN="$target/debug/audit-guard"
+exec "$target/debug/examples/quickstart"

@@ -265,6 +265,12 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Names and process ids of the running children.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        let children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+        children.iter().map(|(n, c)| (n.clone(), c.id())).collect()
+    }
+
     /// Kills the named child (SIGKILL) and waits for it.
     pub fn kill(&self, name: &str) -> Result<()> {
         let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
