@@ -88,7 +88,9 @@ async fn delete_all_and_wait(client: &kube::Client, ns: &str) -> Result<Duration
 fn cpu_seconds(cp: &ControlPlane) -> BTreeMap<String, f64> {
     let ticks = 100.0; // USER_HZ on Linux
     let read = |pid: u32| -> f64 {
-        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return 0.0;
+        };
         // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
         let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
         let f: Vec<&str> = rest.split_whitespace().collect();
@@ -109,10 +111,17 @@ fn cpu_seconds(cp: &ControlPlane) -> BTreeMap<String, f64> {
 }
 
 fn cpu_delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> String {
-    let mut parts: Vec<(String, f64)> = after.iter().map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0))).collect();
+    let mut parts: Vec<(String, f64)> = after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .collect();
     parts.sort_by(|a, b| b.1.total_cmp(&a.1));
     let total: f64 = parts.iter().map(|(_, v)| v).sum();
-    let list: Vec<String> = parts.iter().filter(|(_, v)| *v > 0.0).map(|(k, v)| format!("{k} {v:.2} s")).collect();
+    let list: Vec<String> = parts
+        .iter()
+        .filter(|(_, v)| *v > 0.0)
+        .map(|(k, v)| format!("{k} {v:.2} s"))
+        .collect();
     format!("{total:.2} CPU-s: {}", list.join(", "))
 }
 

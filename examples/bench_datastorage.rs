@@ -264,8 +264,17 @@ async fn main() -> Result<()> {
     );
     server.abort();
     drop(http);
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-        .execute(&mut conn)
-        .await?;
+    // Best effort: an autovacuum worker (a superuser's backend, which FORCE may not end) can
+    // still be busy in the fresh database for a moment after the load.
+    for attempt in 1..=20 {
+        match sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await
+        {
+            Ok(_) => break,
+            Err(e) if attempt == 20 => eprintln!("warning: could not drop the benchmark database {db}: {e}"),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+        }
+    }
     Ok(())
 }
