@@ -170,9 +170,12 @@ async fn main() -> Result<()> {
         mib(rss_after),
         (rss_after as f64 - rss_full as f64) / 1024.0
     );
-    // enqueue is synchronous (try_send, never awaits); the slowest single call on a shared
-    // 2-core machine is the scheduler preempting the thread, so the tail is judged at p99.9.
-    let never_blocks = full.p999 < Duration::from_micros(10) && fill.p999 < Duration::from_micros(10);
+    // enqueue is synchronous (try_send, never awaits). "Blocking" would mean waiting on the
+    // worker or on Data Storage: a round trip of a millisecond or more. On a shared 2-core VM the
+    // tail of a plain function call wanders between ~4 and ~30 µs with the scheduler's mood, so
+    // the tail is judged at p99.9 against 100 µs, a tenth of the API round trip every reconcile
+    // makes anyway.
+    let never_blocks = full.p999 < Duration::from_micros(100) && fill.p999 < Duration::from_micros(100);
     let bounded = rss_after <= rss_full + 2048;
     let met = |b: bool| if b { "yes" } else { "**no**" };
     println!(
