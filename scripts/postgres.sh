@@ -3,6 +3,8 @@
 # role and database exist: role audit_guard / password audit_guard, database audit_guard.
 set -euo pipefail
 action="${1:-start}"
+# su postgres cannot enter a root-only working directory (mktemp -d clones); it needs none.
+cd /
 cluster="$(pg_lsclusters --no-header 2>/dev/null | awk 'NR==1 {print $1" "$2}')"
 if [ -z "$cluster" ]; then
   version="$(ls /usr/lib/postgresql | sort -V | tail -1)"
