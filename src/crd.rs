@@ -321,3 +321,17 @@ pub fn crd_yaml() -> anyhow::Result<String> {
     use kube::CustomResourceExt;
     Ok(serde_yaml::to_string(&SignalProcessing::crd())?)
 }
+
+#[cfg(test)]
+mod tests {
+    /// `manifests/components/crd/crd.yaml` is what `audit-guard crd` prints (`make manifests` regenerates it).
+    #[test]
+    fn shipped_crd_is_the_generated_one() {
+        let shipped = include_str!("../manifests/components/crd/crd.yaml");
+        assert_eq!(
+            shipped,
+            super::crd_yaml().unwrap(),
+            "run `make manifests` to regenerate the shipped CRD"
+        );
+    }
+}
