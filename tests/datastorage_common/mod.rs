@@ -3,7 +3,6 @@
 
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -65,8 +64,11 @@ impl Drop for Service {
     }
 }
 
+#[path = "../support/ports.rs"]
+mod ports;
+
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    ports::free_port().unwrap()
 }
 
 pub fn tokens_file(dir: &Path) -> std::path::PathBuf {

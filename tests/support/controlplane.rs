@@ -11,7 +11,6 @@
 
 use std::fs;
 use std::io::Write;
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -46,9 +45,9 @@ pub struct ControlPlane {
 
 type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
 
-pub fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
+#[path = "ports.rs"]
+mod ports;
+pub use ports::free_port;
 
 /// Where `controlplane/build.sh` put the binaries (building them on first use).
 pub fn binaries() -> Result<PathBuf> {
