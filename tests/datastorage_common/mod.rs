@@ -64,6 +64,8 @@ impl Drop for Service {
     }
 }
 
+// Some test binaries load both this and tests/support, which includes the same file.
+#[allow(clippy::duplicate_mod)]
 #[path = "../support/ports.rs"]
 mod ports;
 
