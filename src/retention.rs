@@ -8,7 +8,7 @@ use kube::api::{Api, DeleteParams, ListParams};
 use kube::ResourceExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::controller::decisions::expired;
+use crate::controller::decisions::should_expire;
 use crate::crd::SignalProcessing;
 use crate::metrics;
 
@@ -25,13 +25,7 @@ pub async fn sweep(client: &kube::Client, namespaces: &[String], retention: Dura
         let mut params = ListParams::default().limit(500);
         loop {
             let page = api.list(&params).await?;
-            // Only objects the finalizer already guards: deleting one the controller has not
-            // backfilled yet could lose its record where no webhook stands in the way.
-            for sp in page.items.iter().filter(|sp| !sp.is_deleting() && sp.has_finalizer()) {
-                let completion = sp.status.as_ref().and_then(|s| s.completion_time);
-                if !expired(completion, retention, now) {
-                    continue;
-                }
+            for sp in page.items.iter().filter(|sp| should_expire(sp, retention, now)) {
                 let Some(ns) = sp.namespace() else { continue };
                 let ns_api: Api<SignalProcessing> = Api::namespaced(client.clone(), &ns);
                 match ns_api.delete(&sp.name_any(), &DeleteParams::default()).await {

@@ -10,7 +10,6 @@ use audit_guard::crd::{SignalProcessing, ANNOTATION_RECORD_ID, FINALIZER};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Event;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
@@ -247,18 +246,7 @@ async fn deleting_the_owner_records_the_signalprocessing() {
         serve: _serve,
         api,
     } = one_replica("owner").await;
-    let parent: CustomResourceDefinition = serde_json::from_value(json!({
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": { "name": "remediationrequests.test.kubernaut.ai" },
-        "spec": {
-            "group": "test.kubernaut.ai", "scope": "Namespaced",
-            "names": { "plural": "remediationrequests", "singular": "remediationrequest", "kind": "RemediationRequest" },
-            "versions": [{ "name": "v1", "served": true, "storage": true,
-                "schema": { "openAPIV3Schema": { "type": "object", "x-kubernetes-preserve-unknown-fields": true } } }]
-        }
-    }))
-    .unwrap();
-    apply_crd(&client, &parent).await.unwrap();
+    install_remediationrequest_crd(&client).await.unwrap();
     let rr_api: Api<DynamicObject> = Api::namespaced_with(
         client.clone(),
         &ns,

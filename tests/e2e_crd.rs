@@ -154,19 +154,7 @@ fn looks_like_time(s: &str) -> bool {
 async fn garbage_collector_deletes_signalprocessing_after_its_owner() {
     let client = admin_client().await;
     install_printed_crd(&client).await;
-    // A small stand-in for Kubernaut's RemediationRequest.
-    let parent_crd: CustomResourceDefinition = serde_json::from_value(json!({
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": { "name": "remediationrequests.test.kubernaut.ai" },
-        "spec": {
-            "group": "test.kubernaut.ai", "scope": "Namespaced",
-            "names": { "plural": "remediationrequests", "singular": "remediationrequest", "kind": "RemediationRequest" },
-            "versions": [{ "name": "v1", "served": true, "storage": true,
-                "schema": { "openAPIV3Schema": { "type": "object", "x-kubernetes-preserve-unknown-fields": true } } }]
-        }
-    }))
-    .expect("crd");
-    apply_crd(&client, &parent_crd).await.expect("parent crd");
+    install_remediationrequest_crd(&client).await.expect("parent crd");
     let ns = fresh_namespace(&client, "gc").await.expect("ns");
     let rr_res = ApiResource::from_gvk(&GroupVersionKind::gvk("test.kubernaut.ai", "v1", "RemediationRequest"));
     let rr_api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &rr_res);

@@ -100,6 +100,13 @@ pub fn backoff(attempt: u32, base: Duration, cap: Duration, jitter: f64) -> Dura
 }
 
 /// Whether a finished CR is past retention and should be deleted (None retention: disabled).
+/// Should the retention cleaner delete this CR now? Only a finished one past the retention,
+/// not already being deleted, and already guarded by the finalizer: deleting one the
+/// controller has not backfilled yet could lose its record where no webhook stands in the way.
+pub fn should_expire(sp: &SignalProcessing, retention: Duration, now: DateTime<Utc>) -> bool {
+    !sp.is_deleting() && sp.has_finalizer() && expired(sp.status.as_ref().and_then(|s| s.completion_time), retention, now)
+}
+
 pub fn expired(completion: Option<DateTime<Utc>>, retention: Duration, now: DateTime<Utc>) -> bool {
     if retention.is_zero() {
         return false;
@@ -138,6 +145,28 @@ mod tests {
     fn apply(obj: &SignalProcessing, patch: &Patch) -> Result<Value, json_patch::PatchError> {
         let mut doc = serde_json::to_value(obj).unwrap();
         json_patch::patch(&mut doc, patch).map(|_| doc)
+    }
+
+    #[test]
+    fn retention_expires_only_guarded_finished_crs_past_the_retention() {
+        let day = Duration::from_secs(86_400);
+        let now: DateTime<Utc> = "2025-01-03T00:00:00Z".parse().unwrap();
+        let with_completion = |meta: Value, done: &str| {
+            let mut o = sp(meta, Some("Completed"));
+            o.status.as_mut().unwrap().completion_time = Some(done.parse().unwrap());
+            o
+        };
+        let guarded = json!({ "name": "a", "finalizers": [FINALIZER] });
+        assert!(should_expire(&with_completion(guarded.clone(), "2025-01-01T00:00:00Z"), day, now));
+        assert!(!should_expire(&with_completion(guarded.clone(), "2025-01-02T12:00:00Z"), day, now));
+        assert!(!should_expire(
+            &with_completion(json!({ "name": "a" }), "2025-01-01T00:00:00Z"),
+            day,
+            now
+        ));
+        let deleting = json!({ "name": "a", "finalizers": [FINALIZER], "deletionTimestamp": "2025-01-02T00:00:00Z" });
+        assert!(!should_expire(&with_completion(deleting, "2025-01-01T00:00:00Z"), day, now));
+        assert!(!should_expire(&sp(guarded, Some("Completed")), day, now));
     }
 
     #[test]

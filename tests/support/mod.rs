@@ -71,6 +71,22 @@ pub async fn install_signalprocessing_crd(client: &Client) -> Result<()> {
     apply_crd(client, &crd).await
 }
 
+/// Installs `remediationrequests.test.kubernaut.ai/v1`, a small stand-in for Kubernaut's
+/// RemediationRequest, the owner whose deletion garbage-collects a SignalProcessing.
+pub async fn install_remediationrequest_crd(client: &Client) -> Result<()> {
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": { "name": "remediationrequests.test.kubernaut.ai" },
+        "spec": {
+            "group": "test.kubernaut.ai", "scope": "Namespaced",
+            "names": { "plural": "remediationrequests", "singular": "remediationrequest", "kind": "RemediationRequest" },
+            "versions": [{ "name": "v1", "served": true, "storage": true,
+                "schema": { "openAPIV3Schema": { "type": "object", "x-kubernetes-preserve-unknown-fields": true } } }]
+        }
+    }))?;
+    apply_crd(client, &crd).await
+}
+
 /// Creates a fresh namespace with a unique name.
 pub async fn fresh_namespace(client: &Client, prefix: &str) -> Result<String> {
     let name = format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
