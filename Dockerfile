@@ -6,6 +6,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY migrations ./migrations
+COPY harness ./harness
 RUN cargo build --release --locked --target x86_64-unknown-linux-musl --bin audit-guard \
  && cp target/x86_64-unknown-linux-musl/release/audit-guard /audit-guard
 

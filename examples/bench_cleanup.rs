@@ -8,9 +8,6 @@
 //!
 //! Prints markdown rows, then `TARGET` lines (tab-separated) for scripts/bench.sh.
 
-#[path = "../tests/support/controlplane.rs"]
-mod controlplane;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -20,8 +17,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use audit_guard::crd::SignalProcessing;
 use audit_guard::webhook::registration;
+use audit_guard_harness::{free_port, ControlPlane};
 use base64::Engine;
-use controlplane::{free_port, ControlPlane};
 use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::{json, Value};

@@ -3,9 +3,6 @@
 //! certificates, installs the CRD and both webhook configurations, runs a short demo, and
 //! keeps everything running until Ctrl-C.
 
-#[path = "../tests/support/controlplane.rs"]
-mod controlplane;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use audit_guard::webhook::registration;
+use audit_guard_harness::ControlPlane;
 use base64::Engine;
-use controlplane::ControlPlane;
 
 const DATASTORAGE: &str = "127.0.0.1:8085";
 const WEBHOOK: &str = "127.0.0.1:9443";

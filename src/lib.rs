@@ -12,6 +12,7 @@ pub mod controller;
 pub mod crd;
 pub mod datastorage;
 pub mod duration;
+pub mod https;
 pub mod leader;
 pub mod metrics;
 pub mod retention;

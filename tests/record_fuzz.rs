@@ -168,6 +168,7 @@ fn valid_record() -> impl Strategy<Value = SignalProcessingAudit> {
                     uid: Some(id),
                     trigger,
                     deleted_at,
+                    anomalies: Vec::new(),
                 }
             },
         )

@@ -63,6 +63,7 @@ pub fn build_record(sp: &SignalProcessing, trigger: Trigger, now: DateTime<Utc>)
         uid: meta.uid.clone(),
         trigger: Some(trigger),
         deleted_at,
+        anomalies: Vec::new(),
     }
 }
 

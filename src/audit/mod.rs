@@ -90,7 +90,26 @@ pub struct SignalProcessingAudit {
     pub trigger: Option<Trigger>,
     #[serde(default)]
     pub deleted_at: Option<DateTime<Utc>>,
+    /// Values the CR carried that the schema cannot hold (out of range, negative, outside the
+    /// accepted time window): stored as null in their field and listed here with the raw value,
+    /// so that every record is storable and nothing is silently lost.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub anomalies: Vec<Anomaly>,
 }
+
+/// One value the record could not hold as given.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Anomaly {
+    /// JSON path of the field in the record, e.g. `confidence` or `processing_phases[1].duration`.
+    pub field: String,
+    /// The raw value the CR carried.
+    pub value: serde_json::Value,
+}
+
+/// Times in a record must lie within this window around the moment Data Storage receives it
+/// (Data Storage's defaults; the record builder keeps controller records inside it).
+pub const TIME_WINDOW_PAST: std::time::Duration = std::time::Duration::from_secs(400 * 24 * 3600);
+pub const TIME_WINDOW_FUTURE: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
 fn is_empty(s: &Option<String>) -> bool {
     s.as_deref().is_none_or(str::is_empty)

@@ -5,7 +5,6 @@ pub mod decisions;
 pub mod handlers;
 pub mod metrics;
 pub mod registration;
-pub mod server;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -108,7 +107,7 @@ impl Webhook {
     pub async fn serve(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         self.resolver.spawn_reloader(shutdown.clone());
         tracing::info!(addr = %self.listener.local_addr()?, "admission webhook listening (TLS)");
-        let result = server::serve(self.listener, self.tls, self.app, shutdown, self.drain_timeout).await;
+        let result = crate::https::serve(self.listener, self.tls, self.app, shutdown, self.drain_timeout).await;
         self.ready.set(false);
         result
     }

@@ -64,13 +64,8 @@ impl Drop for Service {
     }
 }
 
-// Some test binaries load both this and tests/support, which includes the same file.
-#[allow(clippy::duplicate_mod)]
-#[path = "../support/ports.rs"]
-mod ports;
-
 pub fn free_port() -> u16 {
-    ports::free_port().unwrap()
+    audit_guard_harness::free_port().unwrap()
 }
 
 pub fn tokens_file(dir: &Path) -> std::path::PathBuf {

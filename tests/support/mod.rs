@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-pub mod controlplane;
+pub use audit_guard_harness::controlplane;
 pub mod datastorage;
 pub mod faults;
 

@@ -1,7 +1,5 @@
 //! Ports for child processes, shared by every test binary and example.
 
-#![allow(dead_code)]
-
 use std::net::TcpListener;
 
 use anyhow::{bail, Result};

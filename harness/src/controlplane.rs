@@ -7,8 +7,6 @@
 //! Every child is started with PR_SET_PDEATHSIG from a thread that lives as long as the
 //! process, so that a failing or panicking test run never leaves a process behind.
 
-#![allow(dead_code)]
-
 use std::fs;
 use std::io::Write;
 use std::os::unix::process::CommandExt;
@@ -45,16 +43,14 @@ pub struct ControlPlane {
 
 type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
 
-#[path = "ports.rs"]
-mod ports;
-pub use ports::free_port;
+pub use crate::ports::free_port;
 
 /// Where `controlplane/build.sh` put the binaries (building them on first use).
 pub fn binaries() -> Result<PathBuf> {
     if let Ok(dir) = std::env::var("AUDIT_GUARD_CONTROLPLANE_BIN") {
         return Ok(PathBuf::from(dir));
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("controlplane/build.sh");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../controlplane/build.sh");
     let out = Command::new("bash")
         .arg(&script)
         .stderr(Stdio::inherit())

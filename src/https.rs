@@ -1,5 +1,6 @@
-//! The TLS listener: rustls handshake, then HTTP/1.1 or HTTP/2 (by ALPN) via hyper-util,
-//! with a graceful shutdown that lets in-flight reviews finish.
+//! The TLS listener shared by the admission webhook and Data Storage: rustls handshake, then
+//! HTTP/1.1 or HTTP/2 (by ALPN) via hyper-util, with a graceful shutdown that lets in-flight
+//! requests finish.
 
 use std::sync::Arc;
 use std::time::Duration;
