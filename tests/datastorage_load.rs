@@ -7,6 +7,7 @@
 //!   allows over 20,000 stored records; an all-time range is refused with 400),
 //! - 500 idle connections are held open against Data Storage and 500 against the webhook
 //!   (re-opened whenever the server drops them).
+//!
 //! Asserted: the deletion completes and every CR has exactly its record, correct. Nothing
 //! about time: the latency figure under the same load is a benchmark row (bench_datastorage).
 
@@ -33,7 +34,7 @@ const IDLE_PER_TARGET: usize = 500;
 /// The whole load stops at the latest after this, whatever happens.
 const LOAD_CAP: Duration = Duration::from_secs(420);
 
-/// A stored record `days_ago` in the past, with an enrichment phase of `i` milliseconds.
+/// A stored record within the last 29 days, with an enrichment phase of `i` milliseconds.
 fn seed(i: usize) -> Value {
     let completed = ago(((i * 127) % (29 * 86_400)) as i64 + 60);
     let mut r = record(
