@@ -85,7 +85,8 @@ async fn originals(store: &dyn Store, ids: &[String], lane: Lane) -> Result<Hash
         .map_err(|e| db_problem("records", e))
 }
 
-pub async fn create(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Result<Response, Problem> {
+pub async fn create(State(state): State<Arc<AppState>>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, Problem> {
+    query::params(&uri, &[])?;
     let bytes = read_json_body(&headers, body, &state.limits).await?;
     let prepared = decode_single(&bytes)?;
     check_times(std::slice::from_ref(&prepared), &state.limits.window, Utc::now(), false)?;
@@ -107,7 +108,8 @@ pub async fn create(State(state): State<Arc<AppState>>, headers: HeaderMap, body
     Err(conflict_problem(id, identical, existing.unwrap_or(Value::Null)))
 }
 
-pub async fn create_batch(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Result<Response, Problem> {
+pub async fn create_batch(State(state): State<Arc<AppState>>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, Problem> {
+    query::params(&uri, &[])?;
     let bytes = read_json_body(&headers, body, &state.limits).await?;
     let prepared = decode_batch(&bytes, state.limits.max_batch)?;
     check_times(&prepared, &state.limits.window, Utc::now(), true)?;
@@ -243,9 +245,11 @@ fn already_amended(id: &str, existing: Value) -> Problem {
 pub async fn amend(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
+    query::params(&uri, &[])?;
     let bytes = read_json_body(&headers, body, &state.limits).await?;
     let prepared = decode_single(&bytes)?;
     if prepared.rec.id != id {
