@@ -92,11 +92,6 @@ fn assert_unchanged(now: &State, before: &State, what: &str) {
     }
 }
 
-fn b64(v: &Value) -> String {
-    use base64::Engine;
-    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap()).unwrap()).unwrap()
-}
-
 fn revision(cp: &ControlPlane) -> i64 {
     let status: Value = serde_json::from_str(&helm_ok(cp, &["status", RELEASE, "-n", NS, "-o", "json"])).unwrap();
     status["version"].as_i64().unwrap()
@@ -109,25 +104,19 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 }
 
 /// Stand-ins for the Prometheus Operator's CRDs, so the API server can hold those objects.
-const MONITORING_CRDS: &str = r#"
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: servicemonitors.monitoring.coreos.com}
-spec:
-  group: monitoring.coreos.com
-  scope: Namespaced
-  names: {plural: servicemonitors, kind: ServiceMonitor}
-  versions: [{name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}}]
----
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: prometheusrules.monitoring.coreos.com}
-spec:
-  group: monitoring.coreos.com
-  scope: Namespaced
-  names: {plural: prometheusrules, kind: PrometheusRule}
-  versions: [{name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}}]
-"#;
+fn monitoring_crds() -> String {
+    [("servicemonitors", "ServiceMonitor"), ("prometheusrules", "PrometheusRule")]
+        .iter()
+        .map(|(plural, kind)| {
+            format!(
+                "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {{name: {plural}.monitoring.coreos.com}}\n\
+                 spec:\n  group: monitoring.coreos.com\n  scope: Namespaced\n  names: {{plural: {plural}, kind: {kind}}}\n  \
+                 versions: [{{name: v1, served: true, storage: true, schema: {{openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}}}}}]\n"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
 
 const SIGNAL_PROCESSING: &str = r#"
 apiVersion: kubernaut.ai/v1alpha1
@@ -140,7 +129,7 @@ spec: {remediationRequestRef: {name: rr-probe}, signal: {fingerprint: fp-probe}}
 fn install_upgrade_and_uninstall_on_the_control_plane() {
     let cp = control_plane();
     let tmp = tempfile::tempdir().unwrap();
-    let crds = write(tmp.path(), "monitoring-crds.yaml", MONITORING_CRDS);
+    let crds = write(tmp.path(), "monitoring-crds.yaml", &monitoring_crds());
     cp.kubectl(&["apply", "-f", crds.to_str().unwrap()]).unwrap();
     cp.kubectl(&["wait", "--for=condition=Established", "-f", crds.to_str().unwrap()])
         .unwrap();
@@ -193,19 +182,10 @@ fn install_upgrade_and_uninstall_on_the_control_plane() {
     // The self-signed chain is for the webhook Service, and both configurations trust it.
     let installed = state(cp);
     let dir = tmp.path();
-    write(dir, "ca.crt", &b64(&installed.tls["ca.crt"]));
-    write(dir, "tls.crt", &b64(&installed.tls["tls.crt"]));
-    run_ok(
-        Command::new("openssl")
-            .args([
-                "verify",
-                "-CAfile",
-                "ca.crt",
-                "-verify_hostname",
-                "audit-guard-webhook.audit-guard.svc",
-                "tls.crt",
-            ])
-            .current_dir(dir),
+    assert_chain(
+        &b64(&installed.tls["ca.crt"]),
+        &b64(&installed.tls["tls.crt"]),
+        "audit-guard-webhook.audit-guard.svc",
     );
     for bundle in &installed.ca_bundles {
         assert_eq!(b64(bundle), b64(&installed.tls["ca.crt"]));

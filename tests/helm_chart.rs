@@ -67,37 +67,6 @@ fn helm_lint_strict_is_clean_in_every_cert_mode() {
     }
 }
 
-/// `openssl verify` of the serving certificate against the CA, for the Service's DNS name.
-fn assert_chain(ca_pem: &str, crt_pem: &str, dns: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("ca.crt"), ca_pem).unwrap();
-    std::fs::write(dir.path().join("tls.crt"), crt_pem).unwrap();
-    run_ok(
-        Command::new("openssl")
-            .args([
-                "verify",
-                "-CAfile",
-                "ca.crt",
-                "-verify_hostname",
-                dns,
-                "-purpose",
-                "sslserver",
-                "tls.crt",
-            ])
-            .current_dir(dir.path()),
-    );
-}
-
-fn b64(v: &Value) -> String {
-    use base64::Engine;
-    String::from_utf8(
-        base64::engine::general_purpose::STANDARD
-            .decode(v.as_str().expect("base64 string"))
-            .unwrap(),
-    )
-    .unwrap()
-}
-
 #[test]
 fn self_signed_mode_generates_a_ca_and_a_serving_certificate_for_the_service() {
     let objs = render_chart(&[]);

@@ -118,6 +118,11 @@ fn copy_dir(from: &Path, to: &Path) {
 /// `kubectl kustomize manifests/overlays/<overlay>` on a copy of manifests/; the
 /// self-managed overlay gets throw-away certificates from `audit-guard certs`.
 pub fn render_overlay(overlay: &str, audit_guard_bin: &str) -> Vec<Value> {
+    yaml_docs(&render_overlay_text(overlay, audit_guard_bin))
+}
+
+/// As [`render_overlay`], the YAML as kustomize prints it.
+pub fn render_overlay_text(overlay: &str, audit_guard_bin: &str) -> String {
     let tmp = tempfile::tempdir().unwrap();
     let manifests = tmp.path().join("manifests");
     copy_dir(&repo().join("manifests"), &manifests);
@@ -139,12 +144,41 @@ pub fn render_overlay(overlay: &str, audit_guard_bin: &str) -> Vec<Value> {
         )
         .unwrap();
     }
-    let out = run_ok(
+    run_ok(
         Command::new(kubectl())
             .arg("kustomize")
             .arg(manifests.join("overlays").join(overlay)),
+    )
+}
+
+/// The text of a base64 value (a Secret's data, a caBundle).
+pub fn b64(v: &Value) -> String {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(v.as_str().expect("a base64 string"))
+        .expect("base64");
+    String::from_utf8(bytes).expect("UTF-8")
+}
+
+/// `openssl verify`: the serving certificate chains to the CA and is for this DNS name.
+pub fn assert_chain(ca_pem: &str, crt_pem: &str, dns: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.crt"), ca_pem).unwrap();
+    std::fs::write(dir.path().join("tls.crt"), crt_pem).unwrap();
+    run_ok(
+        Command::new("openssl")
+            .args([
+                "verify",
+                "-CAfile",
+                "ca.crt",
+                "-verify_hostname",
+                dns,
+                "-purpose",
+                "sslserver",
+                "tls.crt",
+            ])
+            .current_dir(dir.path()),
     );
-    yaml_docs(&out)
 }
 
 /// The PrometheusRule's `spec` (its rule groups) in manifests/base/monitoring.yaml.
