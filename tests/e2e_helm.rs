@@ -218,6 +218,12 @@ fn install_upgrade_and_uninstall_on_the_control_plane() {
     assert_eq!(after.deployments[1], installed.deployments[1], "Data Storage's pods untouched");
     helm_ok(cp, &changed);
     assert_unchanged(&state(cp), &after, "the same values again");
+    // Back to the default: the variable leaves the pod template again (one more change).
+    helm_ok(cp, &upgrade);
+    let back = state(cp);
+    assert_eq!(back.deployments[0].0, after.deployments[0].0 + 1);
+    assert_eq!(back.deployments[0].1, installed.deployments[0].1, "the pod template as installed");
+    assert_eq!(back.tls, installed.tls);
 
     // 5. A bad value on upgrade is refused too, and the release stays as it was.
     let rev = revision(cp);
