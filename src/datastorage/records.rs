@@ -95,7 +95,7 @@ pub async fn create(State(state): State<Arc<AppState>>, uri: Uri, headers: Heade
         .map_err(|e| db_problem("insert", e))?;
     let id = &prepared.rec.id;
     if outcome.first() == Some(&Outcome::Created) {
-        metrics::ROWS_WRITTEN.inc();
+        metrics::stored(&prepared.rec);
         let mut resp = json_response(StatusCode::CREATED, prepared.record_text);
         if let Ok(v) = HeaderValue::from_str(&format!("{BASE}/{id}")) {
             resp.headers_mut().insert(header::LOCATION, v);
@@ -129,8 +129,9 @@ pub async fn create_batch(State(state): State<Arc<AppState>>, uri: Uri, headers:
     };
     let posted: Vec<&SignalProcessingAudit> = prepared.iter().map(|p| &p.rec).collect();
     let results = batch_results(&posted, &outcomes, &stored);
-    let created = results.iter().filter(|r| **r == BatchResult::Created).count();
-    metrics::ROWS_WRITTEN.inc_by(created as u64);
+    for (p, _) in prepared.iter().zip(&results).filter(|(_, r)| **r == BatchResult::Created) {
+        metrics::stored(&p.rec);
+    }
     let conflicts = results.iter().filter(|r| **r == BatchResult::Conflict).count();
     if conflicts > 0 {
         metrics::CONFLICTS.inc_by(conflicts as u64);
