@@ -135,6 +135,10 @@ pub fn render_overlay_text(overlay: &str, audit_guard_bin: &str) -> String {
         for f in ["tls.crt", "tls.key"] {
             std::fs::copy(certs.join(f), generated.join(f)).unwrap();
         }
+        std::fs::create_dir_all(generated.join("datastorage")).unwrap();
+        for f in ["tls.crt", "tls.key", "ca.crt"] {
+            std::fs::copy(certs.join("datastorage").join(f), generated.join("datastorage").join(f)).unwrap();
+        }
         std::fs::write(
             generated.join("ca-bundle.yaml"),
             format!(
