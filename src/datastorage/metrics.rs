@@ -95,11 +95,11 @@ pub static SHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect(ONCE)
 });
 
-/// 1 while the tokens file (tokens-file mode) is readable and valid; 0 means every token is refused.
+/// 0 while the tokens file (tokens-file mode) is unreadable or invalid and every token is refused; else 1.
 pub static TOKENS_FILE_VALID: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!(
         "datastorage_tokens_file_valid",
-        "1 while the tokens file is readable and valid; 0: every token is refused until it is fixed"
+        "0 while the tokens file is unreadable or invalid (every token is refused until it is fixed); 1 otherwise"
     )
     .expect(ONCE)
 });
@@ -113,7 +113,8 @@ pub fn init() {
     LazyLock::force(&CONFLICTS);
     LazyLock::force(&AMENDMENTS);
     LazyLock::force(&BREAK_GLASS_EVENTS);
-    LazyLock::force(&TOKENS_FILE_VALID);
+    // 0 only while a tokens file is in use and broken.
+    TOKENS_FILE_VALID.set(1);
     // Every label value up front, so dashboards and alerts see zeros rather than nothing.
     for status in ["completed", "failed", "incomplete", "forced"] {
         RECORDS_STORED.with_label_values(&[status]);
