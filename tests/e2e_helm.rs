@@ -135,17 +135,22 @@ fn install_upgrade_and_uninstall_on_the_control_plane() {
         .unwrap();
     cp.kubectl(&["create", "namespace", NS]).unwrap();
     cp.kubectl(&["create", "namespace", "team-a"]).unwrap();
-    // The database URL lives in a Secret of the admin's, never in Helm values.
-    cp.kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        "audit-guard-datastorage-db",
-        "-n",
-        NS,
-        "--from-literal=DATABASE_URL=postgres://audit_guard:secret@postgresql.audit-guard.svc:5432/audit_guard?sslmode=require",
-    ])
-    .unwrap();
+    // The database URLs live in Secrets of the admin's, never in Helm values.
+    for (secret, role) in [
+        ("audit-guard-datastorage-db", "audit_guard_app"),
+        ("audit-guard-datastorage-db-owner", "audit_guard"),
+    ] {
+        cp.kubectl(&[
+            "create",
+            "secret",
+            "generic",
+            secret,
+            "-n",
+            NS,
+            &format!("--from-literal=url=postgres://{role}:secret@postgresql.audit-guard.svc:5432/audit_guard?sslmode=verify-full&sslrootcert=/etc/audit-guard/db-ca/ca.crt"),
+        ])
+        .unwrap();
+    }
     let install = ["install", RELEASE, &chart(), "-n", NS, "-f", LIKE_KUSTOMIZE];
 
     // 1. A wrong value is refused by the schema, before anything reaches the cluster.

@@ -301,7 +301,13 @@ const EXPECTED: &[(&str, &str, &str, &str)] = &[
         "Secret audit-guard/audit-guard-datastorage-db",
         "",
         "kustomize",
-        "the chart reads DATABASE_URL from an existing Secret (datastorage.database.existingSecret) and never holds the password",
+        "the chart reads the runtime role's URL from an existing Secret (datastorage.database.existingSecret) and never holds the password",
+    ),
+    (
+        "Secret audit-guard/audit-guard-datastorage-db-owner",
+        "",
+        "kustomize",
+        "the chart reads the owner's URL from an existing Secret (datastorage.database.ownerSecret) and never holds the password",
     ),
     (
         "Secret audit-guard/audit-guard-webhook-tls",

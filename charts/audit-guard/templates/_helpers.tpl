@@ -72,29 +72,49 @@ http://{{ include "audit-guard.fullname" . }}-datastorage.{{ .Release.Namespace 
 {{- end -}}
 {{- end -}}
 
+{{/* Name of the Secret holding Data Storage's tls.crt, tls.key and ca.crt. */}}
+{{- define "audit-guard.datastorageTLSSecret" -}}
+{{- if and (eq .Values.certs.mode "existing-secret") .Values.certs.existingSecret.datastorageName -}}
+{{- .Values.certs.existingSecret.datastorageName -}}
+{{- else -}}
+{{- include "audit-guard.fullname" . }}-datastorage-tls
+{{- end -}}
+{{- end -}}
+
 {{/*
-Self-signed mode: the CA and serving certificate, generated once and then read back from the
-Secret on every upgrade (lookup), so the caBundle and the pods' certificate never change by
-themselves. Returns YAML with keys ca, crt, key (PEM). `helm template` cannot look anything up
-and so generates new ones every time.
+Self-signed mode: the CA, the webhook's and Data Storage's serving certificates, generated once
+and then read back from the Secrets on every upgrade (lookup), so the caBundle and the pods'
+certificates never change by themselves (all are generated anew together if either Secret is
+missing: the CA's key is not kept). Returns YAML with keys ca, crt, key, dsCrt, dsKey (PEM).
+`helm template` cannot look anything up and so generates new ones every time.
 */}}
 {{- define "audit-guard.selfSignedCerts" -}}
 {{- $secretName := include "audit-guard.tlsSecret" . -}}
 {{- $existing := lookup "v1" "Secret" .Release.Namespace $secretName -}}
-{{- if and $existing (index ($existing.data | default dict) "ca.crt") (index ($existing.data | default dict) "tls.crt") (index ($existing.data | default dict) "tls.key") -}}
-ca: {{ index $existing.data "ca.crt" | b64dec | quote }}
-crt: {{ index $existing.data "tls.crt" | b64dec | quote }}
-key: {{ index $existing.data "tls.key" | b64dec | quote }}
+{{- $ds := lookup "v1" "Secret" .Release.Namespace (include "audit-guard.datastorageTLSSecret" .) -}}
+{{- $data := $existing.data | default dict -}}
+{{- $dsData := $ds.data | default dict -}}
+{{- if and (index $data "ca.crt") (index $data "tls.crt") (index $data "tls.key") (index $dsData "tls.crt") (index $dsData "tls.key") -}}
+ca: {{ index $data "ca.crt" | b64dec | quote }}
+crt: {{ index $data "tls.crt" | b64dec | quote }}
+key: {{ index $data "tls.key" | b64dec | quote }}
+dsCrt: {{ index $dsData "tls.crt" | b64dec | quote }}
+dsKey: {{ index $dsData "tls.key" | b64dec | quote }}
 {{- else -}}
 {{- $service := printf "%s-webhook" (include "audit-guard.fullname" .) -}}
+{{- $dsService := printf "%s-datastorage" (include "audit-guard.fullname" .) -}}
 {{- $ns := .Release.Namespace -}}
 {{- $days := int .Values.certs.selfSigned.validityDays -}}
 {{- $ca := genCA (printf "%s-ca" (include "audit-guard.fullname" .)) $days -}}
 {{- $dns := list $service (printf "%s.%s" $service $ns) (printf "%s.%s.svc" $service $ns) (printf "%s.%s.svc.cluster.local" $service $ns) -}}
 {{- $cert := genSignedCert (printf "%s.%s.svc" $service $ns) nil $dns $days $ca -}}
+{{- $dsDns := list $dsService (printf "%s.%s" $dsService $ns) (printf "%s.%s.svc" $dsService $ns) (printf "%s.%s.svc.cluster.local" $dsService $ns) -}}
+{{- $dsCert := genSignedCert (printf "%s.%s.svc" $dsService $ns) nil $dsDns $days $ca -}}
 ca: {{ $ca.Cert | quote }}
 crt: {{ $cert.Cert | quote }}
 key: {{ $cert.Key | quote }}
+dsCrt: {{ $dsCert.Cert | quote }}
+dsKey: {{ $dsCert.Key | quote }}
 {{- end -}}
 {{- end -}}
 
