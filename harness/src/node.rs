@@ -279,7 +279,7 @@ impl<'a> Node<'a> {
             ])
             .arg(format!("--service-cluster-ip-range={}", crate::controlplane::SERVICE_CIDR))
             .arg(format!("--hostname-override={NODE_NAME}"))
-            .arg(format!("--health-port={}", crate::ports::free_port()?))
+            .arg("--health-port=0")
             .arg("--v=1");
         cp.spawn("kube-router", router)?;
 
