@@ -209,7 +209,7 @@ async fn create(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bo
     let id = &prepared.rec.id;
     match outcome.first() {
         Some(Outcome::Created) => {
-            metrics::ROWS_WRITTEN.inc();
+            metrics::stored(&prepared.rec);
             let location = format!("{BASE}/{id}");
             let mut resp = (
                 StatusCode::CREATED,
@@ -235,8 +235,9 @@ async fn create_batch(State(state): State<Arc<AppState>>, headers: HeaderMap, bo
     let outcomes = timed("insert_batch", state.store.insert(&prepared))
         .await
         .map_err(|e| db_problem("insert_batch", e))?;
-    let created = outcomes.iter().filter(|o| **o == Outcome::Created).count();
-    metrics::ROWS_WRITTEN.inc_by(created as u64);
+    for (p, _) in prepared.iter().zip(&outcomes).filter(|(_, o)| **o == Outcome::Created) {
+        metrics::stored(&p.rec);
+    }
     let results: Vec<_> = prepared
         .iter()
         .zip(&outcomes)

@@ -39,6 +39,22 @@ pub static STORE_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
 pub static ROWS_WRITTEN: LazyLock<IntCounter> =
     LazyLock::new(|| register_int_counter!("datastorage_rows_written_total", "Audit records newly stored").expect(ONCE));
 
+/// Records newly stored, by the record's status (completed, failed, incomplete, forced).
+pub static RECORDS_STORED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "datastorage_records_stored_total",
+        "Audit records newly stored, by record status",
+        &["status"]
+    )
+    .expect(ONCE)
+});
+
+/// Counts one newly stored record under its status.
+pub fn stored(rec: &crate::audit::SignalProcessingAudit) {
+    ROWS_WRITTEN.inc();
+    RECORDS_STORED.with_label_values(&[rec.status.as_str()]).inc();
+}
+
 pub static ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!("datastorage_errors_total", "Errors by kind (database, auth_backend)", &["kind"]).expect(ONCE)
 });
@@ -49,7 +65,13 @@ pub fn init() {
     LazyLock::force(&REQUEST_SECONDS);
     LazyLock::force(&STORE_SECONDS);
     LazyLock::force(&ROWS_WRITTEN);
-    LazyLock::force(&ERRORS);
+    // Every label value up front, so dashboards and alerts see zeros rather than nothing.
+    for status in ["completed", "failed", "incomplete", "forced"] {
+        RECORDS_STORED.with_label_values(&[status]);
+    }
+    for kind in ["database", "auth_backend"] {
+        ERRORS.with_label_values(&[kind]);
+    }
 }
 
 pub fn render() -> String {
