@@ -26,6 +26,18 @@ pub struct Override {
     pub apply: fn(&mut [Value]),
 }
 
+/// Parses a multi-document YAML stream into one JSON value per object.
+pub fn parse_docs(yaml: &str) -> Result<Vec<Value>> {
+    let mut docs = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(yaml) {
+        let v: Value = serde::Deserialize::deserialize(doc)?;
+        if !v.is_null() {
+            docs.push(v);
+        }
+    }
+    Ok(docs)
+}
+
 /// The rendered overlay, one JSON value per object.
 pub fn render(cp: &ControlPlane) -> Result<Vec<Value>> {
     // make certs: the development CA and serving certificate into the overlay's generated/
@@ -37,15 +49,7 @@ pub fn render(cp: &ControlPlane) -> Result<Vec<Value>> {
     if !out.status.success() {
         bail!("make certs: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let yaml = cp.kubectl(&["kustomize", repo().join(OVERLAY).to_str().context("path")?])?;
-    let mut docs = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&yaml) {
-        let v: Value = serde::Deserialize::deserialize(doc)?;
-        if !v.is_null() {
-            docs.push(v);
-        }
-    }
-    Ok(docs)
+    parse_docs(&cp.kubectl(&["kustomize", repo().join(OVERLAY).to_str().context("path")?])?)
 }
 
 pub fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
@@ -67,17 +71,21 @@ fn datastorage_token_audience(docs: &[Value]) -> Option<String> {
         .find_map(|s| s["serviceAccountToken"]["audience"].as_str().map(String::from))
 }
 
-/// The overrides this run needs, decided from what the manifests and the binary say.
-pub fn overrides(docs: &[Value]) -> Result<Vec<Override>> {
-    let mut list = Vec::new();
-    // Until Data Storage's TokenReview names an audience (issue 11, `--token-audience`), the
-    // API server checks tokens against its own audience and refuses the one the Deployment
-    // projects for Data Storage: every write would get 401 and every deletion wait forever.
+/// Until Data Storage's TokenReview names an audience (issue 11, `--token-audience`), the API
+/// server checks tokens against its own audience and refuses one projected for another: every
+/// write would get 401 and every deletion wait forever. True while that is so.
+pub fn audience_override_needed() -> Result<bool> {
     let help = Command::new(super::datastorage::binary())
         .args(["datastorage", "--help"])
         .output()?;
+    Ok(!String::from_utf8_lossy(&help.stdout).contains("--token-audience"))
+}
+
+/// The overrides this run needs, decided from what the manifests and the binary say.
+pub fn overrides(docs: &[Value]) -> Result<Vec<Override>> {
+    let mut list = Vec::new();
     let audience = datastorage_token_audience(docs).context("no projected token for Data Storage")?;
-    if !String::from_utf8_lossy(&help.stdout).contains("--token-audience") && audience != SERVICE_ACCOUNT_ISSUER {
+    if audience_override_needed()? && audience != SERVICE_ACCOUNT_ISSUER {
         list.push(Override {
             name: "datastorage-token-audience-until-issue-11",
             why: format!(
@@ -138,8 +146,7 @@ pub fn database_urls(docs: &[Value]) -> Vec<reqwest::Url> {
 }
 
 /// Starts the node's PostgreSQL for the URLs the manifests name: their roles, passwords and
-/// databases, a TLS certificate for their host names, and for each `<svc>.<ns>.svc` host a
-/// Service without selector whose EndpointSlice points at the node's PostgreSQL.
+/// databases, and a TLS certificate for their host names.
 pub fn database_for(node: &Node, urls: &[reqwest::Url]) -> Result<NodePostgres> {
     if urls.is_empty() {
         bail!("the rendered manifests name no PostgreSQL URL");
@@ -156,6 +163,12 @@ pub fn database_for(node: &Node, urls: &[reqwest::Url]) -> Result<NodePostgres> 
         let decode = |s: &str| percent_decode(s).with_context(|| format!("percent-decoding {s}"));
         pg.ensure_login(&decode(user)?, &decode(password)?, &decode(db)?)?;
     }
+    Ok(pg)
+}
+
+/// For each `<svc>.<ns>.svc` host the URLs name, a Service without selector whose EndpointSlice
+/// points at the node's PostgreSQL.
+pub fn database_services(cp: &ControlPlane, urls: &[reqwest::Url], pg: &NodePostgres) -> Result<()> {
     let mut objects = String::new();
     let mut seen = std::collections::BTreeSet::new();
     for url in urls {
@@ -175,10 +188,10 @@ pub fn database_for(node: &Node, urls: &[reqwest::Url]) -> Result<NodePostgres> 
             pg.port, pg.ip
         ));
     }
-    let file = node.cp.dir.join("postgresql-service.yaml");
+    let file = cp.dir.join("postgresql-service.yaml");
     std::fs::write(&file, objects)?;
-    node.cp.kubectl(&["apply", "-f", file.to_str().context("path")?])?;
-    Ok(pg)
+    cp.kubectl(&["apply", "-f", file.to_str().context("path")?])?;
+    Ok(())
 }
 
 fn percent_decode(s: &str) -> Result<String> {
