@@ -236,16 +236,7 @@ async fn install_overlay<'a>(
             applied.display()
         );
     }
-    wait_rollouts(cp)?;
-    let reader = compliance_reader(cp, &client, &docs).await?;
-    Ok(Installed {
-        cp,
-        node,
-        client,
-        docs,
-        applied,
-        reader,
-    })
+    ready(cp, node, client, docs, applied).await
 }
 
 /// Removes the overlay's install (its SignalProcessings first, so the controller stores their
@@ -300,9 +291,20 @@ async fn install_chart<'a>(previous: Installed<'a>, pg: Option<&(NodePostgres, V
     import_images(node, &docs)?;
     let out = helm(&["install", "--wait", "--timeout=4m"])?;
     println!("helm install audit-guard charts/audit-guard --namespace {NAMESPACE} --wait:\n{out}");
-    wait_rollouts(cp)?;
     let applied = cp.dir.join("chart-as-installed.yaml");
     std::fs::write(&applied, to_yaml(&docs)?)?;
+    ready(cp, node, client, docs, applied).await
+}
+
+/// Waits for both Deployments, and makes the compliance reader: the install is ready for the scenarios.
+async fn ready<'a>(
+    cp: &'a ControlPlane,
+    node: &'a Node<'a>,
+    client: kube::Client,
+    docs: Vec<Value>,
+    applied: std::path::PathBuf,
+) -> Result<Installed<'a>> {
+    wait_rollouts(cp)?;
     let reader = compliance_reader(cp, &client, &docs).await?;
     Ok(Installed {
         cp,
