@@ -635,7 +635,11 @@ async fn lifecycle(i: &Installed<'_>) -> Result<String> {
     ensure!(stored >= 1.0, "the controller counted no successful storage");
     let ds_posts: f64 = pods_of(cp, NAMESPACE, "audit-guard-datastorage")?
         .iter()
-        .map(|p| pod_metrics(cp, NAMESPACE, &name(p), 8085).map(|t| metric(&t, "datastorage_http_requests_total", &[("method", "POST")])))
+        .map(|p| {
+            // Data Storage serves TLS: the API server's pod proxy speaks https to it.
+            pod_metrics(cp, NAMESPACE, &format!("https:{}", name(p)), 8085)
+                .map(|t| metric(&t, "datastorage_http_requests_total", &[("method", "POST")]))
+        })
         .collect::<Result<Vec<_>>>()?
         .into_iter()
         .sum();

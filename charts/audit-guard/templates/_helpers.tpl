@@ -57,7 +57,7 @@ annotations:
 
 {{- define "audit-guard.datastorageURL" -}}
 {{- if .Values.datastorage.enabled -}}
-http://{{ include "audit-guard.fullname" . }}-datastorage.{{ .Release.Namespace }}.svc:8085
+https://{{ include "audit-guard.fullname" . }}-datastorage.{{ .Release.Namespace }}.svc:8085
 {{- else -}}
 {{- required "datastorage.externalURL is needed when datastorage.enabled is false" .Values.datastorage.externalURL -}}
 {{- end -}}
