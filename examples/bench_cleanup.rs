@@ -123,8 +123,8 @@ fn cpu_delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> S
 }
 
 fn webhook_configs(addr: &str, ca: &str) -> Value {
-    let selector = json!({"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["audit-guard"]}]});
-    let (mutating, validating) = registration::url_configurations("audit-guard", &format!("https://{addr}"), ca, selector, "admin");
+    // Every namespace, as shipped.
+    let (mutating, validating) = registration::url_configurations("audit-guard", &format!("https://{addr}"), ca, None);
     json!({"apiVersion": "v1", "kind": "List", "items": [mutating, validating]})
 }
 
