@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Starts (or stops) the machine's Debian PostgreSQL cluster and makes sure the test
-# role and database exist: role audit_guard / password audit_guard, database audit_guard.
+# Starts (or stops) the machine's Debian PostgreSQL cluster and makes sure the test roles
+# and database exist, as docs/datastorage.md describes for production:
+#   audit_guard / audit_guard          owner: creates databases, migrates, owns the tables
+#   audit_guard_app / audit_guard_app  runtime: login only; `datastorage migrate --runtime-role`
+#                                      grants it INSERT and SELECT on the audit tables, nothing else
+# and the database audit_guard (owned by audit_guard).
 set -euo pipefail
 action="${1:-start}"
 # su postgres cannot enter a root-only working directory (mktemp -d clones); it needs none.
@@ -21,9 +25,11 @@ case "$action" in
     done
     su postgres -c "psql -qAtc \"select 1 from pg_roles where rolname='audit_guard'\"" | grep -q 1 ||
       su postgres -c "psql -qc \"create role audit_guard login createdb password 'audit_guard'\""
+    su postgres -c "psql -qAtc \"select 1 from pg_roles where rolname='audit_guard_app'\"" | grep -q 1 ||
+      su postgres -c "psql -qc \"create role audit_guard_app login nosuperuser nocreatedb nocreaterole password 'audit_guard_app'\""
     su postgres -c "psql -qAtc \"select 1 from pg_database where datname='audit_guard'\"" | grep -q 1 ||
       su postgres -c "psql -qc 'create database audit_guard owner audit_guard'"
-    echo "PostgreSQL up: postgres://audit_guard:audit_guard@127.0.0.1:5432/audit_guard"
+    echo "PostgreSQL up: postgres://audit_guard:audit_guard@127.0.0.1:5432/audit_guard (owner), runtime role audit_guard_app"
     ;;
   stop) pg_ctlcluster $cluster stop ;;
   restart) pg_ctlcluster $cluster restart ;;

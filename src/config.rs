@@ -177,22 +177,38 @@ pub struct DataStorageClientArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct DataStorageArgs {
+    #[command(subcommand)]
+    pub command: Option<DataStorageCommand>,
     /// Listen address.
     #[arg(long, env = "DATASTORAGE_LISTEN", default_value = "0.0.0.0:8085")]
     pub listen: SocketAddr,
-    /// PostgreSQL URL; without it, an embedded SQLite file in --data-dir is used.
-    #[arg(long, env = "DATABASE_URL")]
+    /// PostgreSQL URL of the runtime role; without it (or --database-url-file), an embedded
+    /// SQLite file in --data-dir is used.
+    #[arg(long, env = "DATABASE_URL", conflicts_with = "database_url_file")]
     pub database_url: Option<String>,
+    /// A file holding the PostgreSQL URL (a mounted Secret; keeps the password out of the environment).
+    #[arg(long, env = "DATABASE_URL_FILE")]
+    pub database_url_file: Option<PathBuf>,
     /// Home of the embedded SQLite file (audit.db), used when no database URL is given.
     #[arg(long, env = "DATASTORAGE_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
     /// Static bearer tokens, in kube-apiserver's --token-auth-file format: token,user,uid[,"g1,g2"].
     #[arg(long, env = "DATASTORAGE_TOKENS_FILE")]
     pub tokens_file: Option<PathBuf>,
-    /// Authenticate bearer tokens with the Kubernetes TokenReview API (default when running in a cluster).
+    /// Authenticate bearer tokens with the Kubernetes TokenReview API and authorize with
+    /// SubjectAccessReview (the default when running in a cluster).
     #[arg(long, env = "DATASTORAGE_TOKEN_REVIEW", default_value_t = false)]
     pub token_review: bool,
-    /// Turn authentication off. The only way to do so; never in production.
+    /// The audience tokens must be minted for (TokenReview mode).
+    #[arg(long, env = "DATASTORAGE_TOKEN_AUDIENCE", default_value = crate::datastorage::authz::DEFAULT_TOKEN_AUDIENCE)]
+    pub token_audience: String,
+    /// Tokens-file mode: members of this group may write (create) and read (get, list).
+    #[arg(long, env = "DATASTORAGE_WRITERS_GROUP", default_value = crate::datastorage::authz::DEFAULT_WRITERS_GROUP)]
+    pub writers_group: String,
+    /// Tokens-file mode: members of this group may read (get, list).
+    #[arg(long, env = "DATASTORAGE_READERS_GROUP", default_value = crate::datastorage::authz::DEFAULT_READERS_GROUP)]
+    pub readers_group: String,
+    /// Turn authentication and authorization off. The only way to do so; never in production.
     #[arg(long, env = "DATASTORAGE_INSECURE_NO_AUTH", default_value_t = false)]
     pub insecure_no_auth: bool,
     /// Most records accepted by one batch POST.
@@ -201,12 +217,68 @@ pub struct DataStorageArgs {
     /// Largest request body accepted, in bytes; larger ones get 413.
     #[arg(long, env = "DATASTORAGE_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_body_bytes: usize,
-    /// Drop PostgreSQL partitions whose month ended longer ago than this many months; 0 keeps everything.
+    /// A request body not received completely within this gets 408.
+    #[arg(long, env = "DATASTORAGE_BODY_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub body_read_timeout: Duration,
+    /// Oldest time a record or event may carry, before the moment it is received.
+    #[arg(long, env = "DATASTORAGE_TIME_WINDOW_PAST", default_value = "400days", value_parser = parse_duration)]
+    pub time_window_past: Duration,
+    /// Latest time a record or event may carry, after the moment it is received.
+    #[arg(long, env = "DATASTORAGE_TIME_WINDOW_FUTURE", default_value = "5m", value_parser = parse_duration)]
+    pub time_window_future: Duration,
+    /// Widest since..until range one statistics request may cover.
+    #[arg(long, env = "DATASTORAGE_STATS_MAX_RANGE", default_value = "31days", value_parser = parse_duration)]
+    pub stats_max_range: Duration,
+    /// PostgreSQL cancels any statement of the service that runs longer.
+    #[arg(long, env = "DATASTORAGE_STATEMENT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub statement_timeout: Duration,
+    /// Whole-request bound once a request is admitted (503 after it).
+    #[arg(long, env = "DATASTORAGE_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// Writes (every POST) handled at once; more wait for a permit up to --request-timeout.
+    #[arg(long, env = "DATASTORAGE_MAX_CONCURRENT_WRITES", default_value_t = 64)]
+    pub max_concurrent_writes: usize,
+    /// Reads handled at once; more wait up to a second, then get 503 with Retry-After.
+    #[arg(long, env = "DATASTORAGE_MAX_CONCURRENT_READS", default_value_t = 16)]
+    pub max_concurrent_reads: usize,
+    /// PostgreSQL: drop partitions whose month ended longer ago than this many months (single-role
+    /// mode only; with two roles run `datastorage migrate --retention-months`); 0 keeps everything.
     #[arg(long, env = "DATASTORAGE_RETENTION_MONTHS", default_value_t = 0)]
     pub retention_months: u32,
-    /// Largest number of PostgreSQL connections in the pool.
-    #[arg(long, env = "DATASTORAGE_MAX_CONNECTIONS", default_value_t = 16)]
+    /// PostgreSQL connections of the write pool (the deletion path's inserts).
+    #[arg(long, env = "DATASTORAGE_MAX_CONNECTIONS", default_value_t = 8)]
     pub max_connections: u32,
+    /// Connections of the read pool (listings and statistics), separate so readers never starve writes.
+    #[arg(long, env = "DATASTORAGE_MAX_READ_CONNECTIONS", default_value_t = 4)]
+    pub max_read_connections: u32,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum DataStorageCommand {
+    /// As the database owner: apply migrations, create the monthly partitions of the accepted
+    /// time window and the next month, grant the runtime role INSERT and SELECT, drop partitions
+    /// past the retention. Run before the service starts (and, with retention, daily).
+    Migrate(MigrateArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MigrateArgs {
+    /// PostgreSQL URL of the owner role.
+    #[arg(long, env = "DATASTORAGE_OWNER_DATABASE_URL", conflicts_with = "database_url_file")]
+    pub database_url: Option<String>,
+    /// A file holding the owner's PostgreSQL URL.
+    #[arg(long, env = "DATASTORAGE_OWNER_DATABASE_URL_FILE")]
+    pub database_url_file: Option<PathBuf>,
+    /// The role the service connects as: granted INSERT and SELECT on the parent tables, checked
+    /// to hold nothing more (the command fails if it does).
+    #[arg(long, env = "DATASTORAGE_RUNTIME_ROLE")]
+    pub runtime_role: Option<String>,
+    /// The service's --time-window-past: partitions are created for all of it.
+    #[arg(long, env = "DATASTORAGE_TIME_WINDOW_PAST", default_value = "400days", value_parser = parse_duration)]
+    pub time_window_past: Duration,
+    /// Drop partitions whose month ended longer ago than this many months; 0 keeps everything.
+    #[arg(long, env = "DATASTORAGE_RETENTION_MONTHS", default_value_t = 0)]
+    pub retention_months: u32,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -229,4 +301,39 @@ pub struct CertsArgs {
     /// Keep an existing CA in --out-dir and only issue a new serving certificate.
     #[arg(long, default_value_t = false)]
     pub reuse_ca: bool,
+}
+
+/// `audit-guard datastorage <extra>` parsed, for unit tests.
+#[cfg(test)]
+pub fn datastorage_args(extra: &[&str]) -> DataStorageArgs {
+    let argv = ["audit-guard", "datastorage"].iter().chain(extra).copied();
+    match Cli::try_parse_from(argv).map(|c| c.command) {
+        Ok(Command::Datastorage(a)) => *a,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn datastorage(extra: &[&str]) -> DataStorageArgs {
+        datastorage_args(extra)
+    }
+
+    #[test]
+    fn datastorage_defaults_are_the_shared_constants() {
+        let a = datastorage(&[]);
+        assert_eq!(a.time_window_past, crate::audit::TIME_WINDOW_PAST);
+        assert_eq!(a.time_window_future, crate::audit::TIME_WINDOW_FUTURE);
+        assert_eq!(a.token_audience, crate::datastorage::authz::DEFAULT_TOKEN_AUDIENCE);
+        assert!(a.command.is_none());
+        let m = match datastorage(&["migrate", "--database-url", "postgres://o@h/db", "--runtime-role", "app"]).command {
+            Some(DataStorageCommand::Migrate(m)) => m,
+            None => panic!("no migrate"),
+        };
+        assert_eq!(m.time_window_past, crate::audit::TIME_WINDOW_PAST);
+        assert_eq!(m.runtime_role.as_deref(), Some("app"));
+        assert!(Cli::try_parse_from(["audit-guard", "datastorage", "--database-url", "x", "--database-url-file", "f"]).is_err());
+    }
 }

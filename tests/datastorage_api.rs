@@ -13,14 +13,20 @@ async fn suite(svc: &Service) {
     assert_eq!(h["location"], format!("{BASE}/rec-a").as_str());
     assert_eq!(body, a);
 
-    // The same id again, even with a different body: 409 problem, record unchanged.
+    // The same id again: 409 problem saying whether the stored original has the same content
+    // (provenance keys aside), with the original attached; the record is unchanged.
+    let mut at_deletion = a.clone();
+    at_deletion["trigger"] = json!("deletion");
+    at_deletion["deleted_at"] = json!(ago(1));
     let mut changed = a.clone();
     changed["status"] = json!("failed");
-    for again in [&a, &changed] {
+    for (again, identical) in [(&a, true), (&at_deletion, true), (&changed, false)] {
         let (s, h, p) = svc.post_json(BASE, again).await;
         assert_eq!(s, 409, "{p}");
         assert_eq!(h["content-type"], "application/problem+json");
         assert_eq!(p["status"], 409);
+        assert_eq!(p["identical"], identical, "{p}");
+        assert_eq!(p["existing"], a, "{p}");
     }
     let (s, got) = svc.get(&format!("{BASE}/rec-a")).await;
     assert_eq!(s, 200);
@@ -32,18 +38,25 @@ async fn suite(svc: &Service) {
     assert_eq!(s, 201, "{body}");
     assert_eq!(body["processing_phases"][0]["duration"], json!(2_500_000_000i64));
 
-    // Batch: per-record results in order, existing ids reported, not rewritten.
+    // Batch: per-record results in order; an id already holding the same content "exists",
+    // one holding different content is a "conflict" and is not stored.
+    let mut b_changed = b.clone();
+    b_changed["confidence"] = json!(0.1);
     let batch = json!([
         record("rec-c", "fp-2", "production", "P0", &ago(100), json!("3m")),
-        a.clone(),
+        at_deletion.clone(),
         record("rec-d", "fp-2", "development", "P3", &ago(50), json!(null)),
+        b_changed.clone(),
     ]);
     let (s, _, res) = svc.post_json(&format!("{BASE}/batch"), &batch).await;
     assert!(s == 200 || s == 201, "{res}");
     assert_eq!(
         res,
-        json!([{"id": "rec-c", "result": "created"}, {"id": "rec-a", "result": "exists"}, {"id": "rec-d", "result": "created"}])
+        json!([{"id": "rec-c", "result": "created"}, {"id": "rec-a", "result": "exists"}, {"id": "rec-d", "result": "created"},
+               {"id": "rec-b", "result": "conflict"}])
     );
+    let (_, got) = svc.get(&format!("{BASE}/rec-b")).await;
+    assert_eq!(got["confidence"], b["confidence"], "the conflicting record was not stored");
 
     // Unknown id: 404 problem.
     let (s, p) = svc.get(&format!("{BASE}/nope")).await;
@@ -102,6 +115,84 @@ async fn suite(svc: &Service) {
     let (_, page) = svc.get(&format!("{BASE}?since={since}")).await;
     assert_eq!(page["items"].as_array().unwrap().len(), 2, "since keeps rec-c and rec-d");
 
+    // Amendments: a different record under a stored id is appended beside the original, once.
+    let amendments = format!("{BASE}/rec-a/amendments");
+    let (s, h, am) = svc.post_json(&amendments, &changed).await;
+    assert_eq!(s, 201, "{am}");
+    assert_eq!(h["location"], format!("{BASE}/rec-a").as_str());
+    assert_eq!(am["record_id"], "rec-a");
+    assert_eq!(am["record"], changed);
+    let amendment_id = am["amendment_id"].as_str().unwrap().to_string();
+    assert!(am["stored_at"].is_string(), "{am}");
+    // A retry (even with other provenance) and the original's own content: 409 identical, nothing added.
+    let mut changed_retry = changed.clone();
+    changed_retry["trigger"] = json!("deletion");
+    for (again, existing_id) in [(&changed_retry, Some(amendment_id.as_str())), (&at_deletion, None)] {
+        let (s, _, p) = svc.post_json(&amendments, again).await;
+        assert_eq!(s, 409, "{p}");
+        assert_eq!(p["identical"], true, "{p}");
+        assert_eq!(p["existing"]["amendment_id"].as_str(), existing_id, "{p}");
+    }
+    let mut incomplete = a.clone();
+    incomplete["status"] = json!("incomplete");
+    let (s, _, second) = svc.post_json(&amendments, &incomplete).await;
+    assert_eq!(s, 201, "{second}");
+    // The id in the path and in the body must agree; an unknown original cannot be amended.
+    let (s, _, p) = svc.post_json(&format!("{BASE}/rec-c/amendments"), &changed).await;
+    assert_eq!((s, p["field"].clone()), (400, json!("id")), "{p}");
+    let mut stray = changed.clone();
+    stray["id"] = json!("nobody");
+    let (s, _, p) = svc.post_json(&format!("{BASE}/nobody/amendments"), &stray).await;
+    assert_eq!(s, 404, "{p}");
+    // GET shows the original as stored and its amendments in order.
+    let (s, got) = svc.get(&format!("{BASE}/rec-a")).await;
+    assert_eq!(s, 200);
+    let listed = got["amendments"].as_array().unwrap().clone();
+    assert_eq!(listed.len(), 2, "{got}");
+    assert_eq!(listed[0]["amendment_id"], amendment_id.as_str());
+    assert_eq!(listed[0]["status"], "failed");
+    assert_eq!(listed[1]["status"], "incomplete");
+    let mut original = got.clone();
+    original.as_object_mut().unwrap().remove("amendments");
+    assert_eq!(original, a);
+    let (_, page) = svc.get(&format!("{BASE}?remediation_id=rr-rec-a")).await;
+    assert_eq!(page["items"][0]["amendments"].as_array().unwrap().len(), 2, "{page}");
+    let (_, page) = svc.get(&format!("{BASE}?remediation_id=rr-rec-c")).await;
+    assert!(page["items"][0].get("amendments").is_none(), "{page}");
+
+    // A record with anomalies keeps them.
+    let mut odd = record("rec-odd", "fp-odd", "staging", "P2", &ago(30), json!(1));
+    odd["confidence"] = json!(null);
+    odd["anomalies"] = json!([{"field": "confidence", "value": 5}, {"field": "processing_phases[0].duration", "value": -3}]);
+    let (s, _, body) = svc.post_json(BASE, &odd).await;
+    assert_eq!(s, 201, "{body}");
+    assert_eq!(svc.get(&format!("{BASE}/rec-odd")).await.1["anomalies"], odd["anomalies"]);
+
+    // Break-glass events: append-only, idempotent by id, listed newest first.
+    let e1 = break_glass_event("review-1", "bob", "rec-a", &ago(20));
+    let e2 = break_glass_event("review-2", "carol", "rec-c", &ago(10));
+    for e in [&e1, &e2] {
+        let (s, h, body) = svc.post_json(BREAK_GLASS, e).await;
+        assert_eq!(s, 201, "{body}");
+        assert_eq!(body, *e);
+        assert!(h["location"].to_str().unwrap().ends_with(e["id"].as_str().unwrap()));
+    }
+    let mut forged = e1.clone();
+    forged["user"] = json!("mallory");
+    for (again, identical) in [(&e1, true), (&forged, false)] {
+        let (s, _, p) = svc.post_json(BREAK_GLASS, again).await;
+        assert_eq!((s, p["identical"].clone()), (409, json!(identical)), "{p}");
+        assert_eq!(p["existing"], e1);
+    }
+    let (s, page) = svc.get(&format!("{BREAK_GLASS}?limit=1")).await;
+    assert_eq!(s, 200, "{page}");
+    assert_eq!(page["items"], json!([e2]));
+    let cursor = page["next_cursor"].as_str().unwrap().to_string();
+    let (_, page) = svc.get(&format!("{BREAK_GLASS}?limit=1&cursor={cursor}")).await;
+    assert_eq!(page["items"], json!([e1]));
+    assert_eq!(svc.get(&format!("{BREAK_GLASS}/review-1")).await, (200, e1.clone()));
+    assert_eq!(svc.get(&format!("{BREAK_GLASS}/nope")).await.0, 404);
+
     // Use-case queries.
     let (s, stats) = svc.get(&format!("{BASE}/stats/classification")).await;
     assert_eq!(s, 200, "{stats}");
@@ -110,7 +201,7 @@ async fn suite(svc: &Service) {
         json!([
             {"environment": "development", "avg_confidence": 0.7, "total_signals": 1},
             {"environment": "production", "avg_confidence": 0.9, "total_signals": 2},
-            {"environment": "staging", "avg_confidence": 0.7, "total_signals": 1},
+            {"environment": "staging", "avg_confidence": 0.7, "total_signals": 2},
         ])
     );
     let (s, stats) = svc.get(&format!("{BASE}/stats/priority")).await;
@@ -119,7 +210,7 @@ async fn suite(svc: &Service) {
         stats["items"],
         json!([
             {"priority": "P0", "count": 2, "avg_score": 100.0},
-            {"priority": "P2", "count": 1, "avg_score": 50.0},
+            {"priority": "P2", "count": 2, "avg_score": 50.0},
             {"priority": "P3", "count": 1, "avg_score": 50.0},
         ])
     );
@@ -145,9 +236,13 @@ async fn suite(svc: &Service) {
         assert_eq!(svc.http.get(svc.url(path)).send().await.unwrap().status(), 200);
     }
     let metrics = svc.http.get(svc.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("datastorage_http_requests_total{method=\"POST\",route=\"/api/v1/audit/signal-processing\",status=\"201\"} 3"));
-    assert!(metrics.contains("datastorage_rows_written_total 5"), "{metrics}");
+    assert!(metrics.contains("datastorage_http_requests_total{method=\"POST\",route=\"/api/v1/audit/signal-processing\",status=\"201\"} 4"));
+    assert!(metrics.contains("datastorage_rows_written_total 6"), "{metrics}");
     assert!(metrics.contains("datastorage_store_duration_seconds_bucket"));
+    // a, changed b in the batch, and the 7 racers that lost are not conflicts; changed a and b are.
+    assert!(metrics.contains("datastorage_record_conflicts_total 2"), "{metrics}");
+    assert!(metrics.contains("datastorage_amendments_total 2"), "{metrics}");
+    assert!(metrics.contains("datastorage_break_glass_events_total 2"), "{metrics}");
 }
 
 #[tokio::test]
@@ -171,8 +266,20 @@ async fn api_suite_on_sqlite() {
     }
 }
 
+/// As deployed: migrated by the owner, served by the runtime role (INSERT and SELECT only).
 #[tokio::test]
 async fn api_suite_on_postgres() {
+    let db = TestDb::create().await;
+    db.migrate(&[]);
+    let svc = Service::start(Some(&db.runtime_url())).await;
+    suite(&svc).await;
+    drop(svc);
+    db.drop_db().await;
+}
+
+/// Single-URL mode (local use): the service's role owns the tables and migrates them itself.
+#[tokio::test]
+async fn api_suite_on_postgres_single_role() {
     let db = TestDb::create().await;
     let svc = Service::start(Some(&db.url)).await;
     suite(&svc).await;

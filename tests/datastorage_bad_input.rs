@@ -185,6 +185,80 @@ async fn suite(svc: &Service) {
         assert_eq!(h["www-authenticate"], "Bearer", "{what}");
     }
 
+    // Authorization: a reader reads but may not write; an outsider may do neither (403 naming
+    // user, verb and resource); the writer may do both.
+    let batch_body = json!([record("z1", "fp", "staging", "P1", &ago(5), json!(1))]);
+    let amend_body = record("g1", "fp", "production", "P0", &ago(10), json!("2s"));
+    for (token, user) in [(READER_TOKEN, "ds-auditor"), (OUTSIDER_TOKEN, "ds-outsider")] {
+        for (path, body) in [
+            (single.clone(), &good),
+            (batch.clone(), &batch_body),
+            (format!("{BASE}/g1/amendments"), &amend_body),
+            (BREAK_GLASS.to_string(), &break_glass_event("rv-x", "bob", "g1", &ago(1))),
+        ] {
+            let (s, h, v) = svc.post_as(token, &path, body).await;
+            assert_problem(&format!("{user} POST {path}"), (s, &h, &v), 403, None);
+            let detail = v["detail"].as_str().unwrap();
+            assert!(
+                detail.contains(user) && detail.contains("create signalprocessingaudits.audit.kubernaut.ai"),
+                "{detail}"
+            );
+        }
+    }
+    for path in [
+        BASE.to_string(),
+        format!("{BASE}/g1"),
+        format!("{BASE}/stats/priority"),
+        BREAK_GLASS.to_string(),
+        format!("{BREAK_GLASS}/rv-x"),
+    ] {
+        let (s, v) = svc.get_as(READER_TOKEN, &path).await;
+        assert!(s == 200 || s == 404, "reader GET {path}: {s} {v}");
+        let (s, v) = svc.get_as(OUTSIDER_TOKEN, &path).await;
+        assert_eq!(s, 403, "outsider GET {path}: {v}");
+        let verb = if path.ends_with("/g1") || path.ends_with("/rv-x") {
+            "get"
+        } else {
+            "list"
+        };
+        assert!(v["detail"].as_str().unwrap().contains(&format!("may not {verb} ")), "{v}");
+    }
+
+    // Times outside the window, on every time field; unknown and repeated query parameters.
+    let mut phase_in_future = good.clone();
+    phase_in_future["processing_phases"][1]["start_time"] = json!(ago(-3600));
+    let window_cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "completed_at in 9999",
+            with("completed_at", json!("9999-01-01T00:00:00Z")),
+            "completed_at",
+        ),
+        (
+            "completed_at in 0001",
+            with("completed_at", json!("0001-01-01T00:00:00Z")),
+            "completed_at",
+        ),
+        (
+            "deleted_at 401 days ago",
+            with("deleted_at", json!(ago(401 * 86_400))),
+            "deleted_at",
+        ),
+        ("a phase an hour ahead", phase_in_future, "processing_phases[1].start_time"),
+    ];
+    for (what, body, field) in window_cases {
+        let (s, h, v) = svc.post_json(&single, &body).await;
+        assert_problem(what, (s, &h, &v), 400, Some(field));
+        let (s, h, v) = svc.post_json(&batch, &json!([body])).await;
+        assert_problem(what, (s, &h, &v), 400, Some(&format!("[0].{field}")));
+    }
+    let mut ancient_event = break_glass_event("rv-old", "bob", "g1", "2001-01-01T00:00:00Z");
+    let (s, h, v) = svc.post_json(BREAK_GLASS, &ancient_event).await;
+    assert_problem("break-glass event in 2001", (s, &h, &v), 400, Some("at"));
+    ancient_event["at"] = json!(ago(1));
+    ancient_event.as_object_mut().unwrap().remove("user");
+    let (s, h, v) = svc.post_json(BREAK_GLASS, &ancient_event).await;
+    assert_problem("break-glass event without user", (s, &h, &v), 400, Some("user"));
+
     // Wrong method, unknown path, bad query parameters.
     let get = |path: String| svc.http.get(svc.url(&path)).bearer_auth(TOKEN);
     let checks = [
@@ -199,6 +273,38 @@ async fn suite(svc: &Service) {
         ("limit=5000", get(format!("{BASE}?limit=5000")), 400, Some("limit")),
         ("cursor=zz", get(format!("{BASE}?cursor=zz")), 400, Some("cursor")),
         ("since=yesterday", get(format!("{BASE}?since=yesterday")), 400, Some("since")),
+        (
+            "misspelt sinse",
+            get(format!("{BASE}?sinse=2026-01-01T00:00:00Z")),
+            400,
+            Some("sinse"),
+        ),
+        ("repeated limit", get(format!("{BASE}?limit=1&limit=2")), 400, Some("limit")),
+        ("parameter on GET by id", get(format!("{BASE}/g1?verbose=1")), 400, Some("verbose")),
+        (
+            "unknown stats parameter",
+            get(format!("{BASE}/stats/priority?limit=5")),
+            400,
+            Some("limit"),
+        ),
+        (
+            "stats over all time",
+            get(format!("{BASE}/stats/classification?since=1970-01-01T00:00:00Z")),
+            400,
+            Some("since"),
+        ),
+        (
+            "slow phases over all time",
+            get(format!("{BASE}/stats/slow-phases?since=1970-01-01T00:00:00Z")),
+            400,
+            Some("since"),
+        ),
+        (
+            "unknown break-glass parameter",
+            get(format!("{BREAK_GLASS}?user=bob")),
+            400,
+            Some("user"),
+        ),
         (
             "min_duration",
             get(format!("{BASE}/stats/slow-phases?min_duration=2parsecs")),
@@ -219,7 +325,11 @@ async fn suite(svc: &Service) {
     assert_eq!(svc.all_ids().await, Vec::<String>::new());
 
     // The tokens file is re-read when it changes: a new token starts working, the old one stops.
-    std::fs::write(svc.dir().join("tokens.csv"), "rotated-token,ds-tester,9001\n").unwrap();
+    std::fs::write(
+        svc.dir().join("tokens.csv"),
+        "rotated-token,ds-tester,9001,\"audit-guard:datastorage-writers\"\n",
+    )
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let r = svc.http.get(svc.url(BASE)).bearer_auth("rotated-token").send().await.unwrap();
@@ -230,12 +340,44 @@ async fn suite(svc: &Service) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(svc.http.get(svc.url(BASE)).bearer_auth(TOKEN).send().await.unwrap().status(), 401);
-    std::fs::write(svc.dir().join("tokens.csv"), format!("{TOKEN},ds-tester,9001\n")).unwrap();
+    // A broken tokens file does not keep the old tokens alive unseen: every token is refused
+    // (503, retryable), /readyz fails and the gauge says so, until the file is fixed.
+    std::fs::write(svc.dir().join("tokens.csv"), "rotated-token,ds-tester\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = svc.http.get(svc.url(BASE)).bearer_auth("rotated-token").send().await.unwrap();
+        if r.status() == 503 {
+            let (_, h, v) = split(r).await;
+            assert_eq!(h["content-type"], "application/problem+json");
+            assert!(v["detail"].as_str().unwrap().contains("tokens file"), "{v}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "a broken tokens file kept the old tokens");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(svc.http.get(svc.url("/readyz")).send().await.unwrap().status(), 503);
+    let metrics = svc.http.get(svc.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("datastorage_tokens_file_valid 0"), "{metrics}");
+    std::fs::remove_file(svc.dir().join("tokens.csv")).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        svc.http
+            .get(svc.url(BASE))
+            .bearer_auth("rotated-token")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503,
+        "unreadable"
+    );
+    std::fs::write(svc.dir().join("tokens.csv"), tokens_csv()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while svc.http.get(svc.url(BASE)).bearer_auth(TOKEN).send().await.unwrap().status() != 200 {
         assert!(Instant::now() < deadline, "restored token never accepted");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    assert_eq!(svc.http.get(svc.url("/readyz")).send().await.unwrap().status(), 200);
 
     // And the service still works.
     let (s, _, v) = svc.post_json(BASE, &good).await;
@@ -278,7 +420,8 @@ async fn bad_input_on_sqlite() {
 #[tokio::test]
 async fn bad_input_on_postgres() {
     let db = TestDb::create().await;
-    let svc = Service::start_with(Some(&db.url), LIMITS, &[]).await;
+    db.migrate(&[]);
+    let svc = Service::start_with(Some(&db.runtime_url()), LIMITS, &[]).await;
     suite(&svc).await;
     let pool = db.pool().await;
     for table in ["signal_processing_audit", "signal_processing_audit_ids"] {

@@ -3,8 +3,7 @@
 
 mod datastorage_common;
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::Mutex;
+use std::collections::BTreeMap;
 
 use datastorage_common::*;
 use serde_json::json;
@@ -52,11 +51,35 @@ fn s(v: &str) -> Option<String> {
     Some(v.to_string())
 }
 
+async fn partitions(pool: &sqlx::PgPool) -> Vec<String> {
+    let mut names: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         WHERE i.inhparent = 'signal_processing_audit'::regclass",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    names.sort();
+    names
+}
+
+async fn count(pool: &sqlx::PgPool, table: &str) -> i64 {
+    sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// As the owner migrated it and the runtime role serves it (the deployed shape).
 #[tokio::test]
 async fn design_document_queries_immutability_partitions_and_retention() {
     let db = TestDb::create().await;
-    let svc = Service::start(Some(&db.url)).await;
+    // A window wide enough for a record 800 days old (the retention check below).
+    let migrated = db.migrate(&["--time-window-past", "1000days"]);
+    assert!(migrated.contains("runtime role audit_guard_app: INSERT and SELECT"), "{migrated}");
+    let svc = Service::start_with(Some(&db.runtime_url()), &["--time-window-past", "1000days"], &[]).await;
     let pool = db.pool().await;
+    let runtime = db.runtime_pool().await;
 
     // Enrichment durations in both wire forms: 1.5 s (ns), 2.5 s (Go), 3 min (Go), exactly 2 s (ns), 5 s ten days ago.
     let r1 = record(
@@ -135,50 +158,272 @@ async fn design_document_queries_immutability_partitions_and_retention() {
             vec![s("rr-r2"), s("mem-pressure-prod-123"), s("00:00:02.5")],
         ]
     );
+    // The service's own slow-phases endpoint agrees, over a range that includes r5.
+    let since = ago(11 * 86_400).replace('+', "%2B");
+    let (st, slow) = svc
+        .get(&format!("{BASE}/stats/slow-phases?phase=enriching&min_duration=2s&since={since}"))
+        .await;
+    assert_eq!(st, 200, "{slow}");
+    let got: Vec<_> = slow["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["id"].clone(), r["duration_ns"].clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (json!("r3"), json!(180_000_000_000i64)),
+            (json!("r5"), json!(5_000_000_000i64)),
+            (json!("r2"), json!(2_500_000_000i64))
+        ]
+    );
 
-    // Rows are immutable, enforced by the database against the service's own role.
-    for sql in [
-        "UPDATE signal_processing_audit SET status = 'failed' WHERE id = 'r1'",
-        "DELETE FROM signal_processing_audit WHERE id = 'r1'",
-        "TRUNCATE signal_processing_audit",
-        "UPDATE signal_processing_audit_ids SET id = 'x' WHERE id = 'r1'",
-        "DELETE FROM signal_processing_audit_ids WHERE id = 'r1'",
-    ] {
-        let err = sqlx::query(sql).execute(&pool).await.expect_err(sql);
-        assert!(err.to_string().contains("immutable"), "{sql}: {err}");
-    }
-    let (st, got) = svc.get(&format!("{BASE}/r1")).await;
-    assert_eq!((st, got), (200, r1.clone()));
+    // An amendment and a break-glass event, so every table holds a row below.
+    let mut r1_failed = r1.clone();
+    r1_failed["status"] = json!("failed");
+    assert_eq!(svc.post_json(&format!("{BASE}/r1/amendments"), &r1_failed).await.0, 201);
+    assert_eq!(
+        svc.post_json(BREAK_GLASS, &break_glass_event("rv-1", "bob", "r1", &ago(5))).await.0,
+        201
+    );
 
-    // Monthly partitions exist for the incoming months; nothing fell into DEFAULT.
-    let default_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM signal_processing_audit_default")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(default_rows, 0);
+    // Monthly partitions exist for the whole window; nothing fell into DEFAULT.
+    assert_eq!(count(&pool, "signal_processing_audit_default").await, 0);
     let partition_of_r1: String = sqlx::query_scalar("SELECT tableoid::regclass::text FROM signal_processing_audit WHERE id = 'r1'")
         .fetch_one(&pool)
         .await
         .unwrap();
     assert!(partition_of_r1.starts_with("signal_processing_audit_y"), "{partition_of_r1}");
 
-    // Retention drops whole old partitions, and only those.
-    let ancient = (chrono::Utc::now() - chrono::Duration::days(800)).to_rfc3339();
-    let (st, _, body) = svc
-        .post_json(BASE, &record("r-old", "ancient", "production", "P0", &ancient, json!("1s")))
-        .await;
-    assert_eq!(st, 201, "{body}");
-    let dropped = audit_guard::datastorage::postgres::drop_old_partitions(&pool, &Mutex::new(HashSet::new()), 12)
+    // Issue 13, acceptance 1: as the runtime role, nothing but INSERT and SELECT through the
+    // parents works — on the parents, on a partition by name, on every other table.
+    let insert_into_partition = format!(
+        "INSERT INTO {partition_of_r1} (id, remediation_id, signal_fingerprint, processing_phases, completed_at, status, record) \
+         VALUES ('sneaky', 'rr', 'fp', '[]', now(), 'completed', '{{}}')"
+    );
+    let refused_for_runtime = [
+        "UPDATE signal_processing_audit SET status = 'failed' WHERE id = 'r1'".to_string(),
+        "DELETE FROM signal_processing_audit WHERE id = 'r1'".into(),
+        "TRUNCATE signal_processing_audit".into(),
+        format!("TRUNCATE {partition_of_r1}"),
+        "TRUNCATE signal_processing_audit_default".into(),
+        format!("UPDATE {partition_of_r1} SET status = 'failed'"),
+        format!("DELETE FROM {partition_of_r1}"),
+        format!("DROP TABLE {partition_of_r1}"),
+        "DROP TABLE signal_processing_audit".into(),
+        "ALTER TABLE signal_processing_audit DISABLE TRIGGER ALL".into(),
+        format!("ALTER TABLE signal_processing_audit DETACH PARTITION {partition_of_r1}"),
+        insert_into_partition.clone(),
+        "INSERT INTO signal_processing_audit_default (id, remediation_id, signal_fingerprint, processing_phases, completed_at, status, record) \
+         VALUES ('sneaky', 'rr', 'fp', '[]', now(), 'completed', '{}')"
+            .into(),
+        format!("SELECT * FROM {partition_of_r1}"),
+        "UPDATE signal_processing_audit_ids SET id = 'x' WHERE id = 'r1'".into(),
+        "DELETE FROM signal_processing_audit_ids".into(),
+        "TRUNCATE signal_processing_audit_ids".into(),
+        "DELETE FROM signal_processing_audit_amendments".into(),
+        "TRUNCATE signal_processing_audit_amendments".into(),
+        "UPDATE break_glass_events SET user_name = 'nobody'".into(),
+        "DELETE FROM break_glass_events".into(),
+        "TRUNCATE break_glass_events".into(),
+        "DROP TABLE break_glass_events".into(),
+        "ALTER TABLE signal_processing_audit_ids ADD COLUMN x int".into(),
+        "SELECT signal_processing_audit_create_partition('2031-01-01')".into(),
+        "CREATE TABLE signal_processing_audit_y2031m01 (LIKE signal_processing_audit)".into(),
+    ];
+    for sql in &refused_for_runtime {
+        let err = sqlx::raw_sql(sql).execute(&runtime).await.expect_err(sql);
+        let code = err.as_database_error().and_then(|e| e.code()).map(|c| c.to_string());
+        assert_eq!(code.as_deref(), Some("42501"), "{sql}: {err}");
+    }
+    // ... and its own path still works: it can read through the parent and create next month.
+    assert_eq!(count(&runtime, "signal_processing_audit").await, 5);
+    sqlx::query("SELECT * FROM signal_processing_audit_create_next_partitions()")
+        .fetch_all(&runtime)
         .await
         .unwrap();
-    assert_eq!(dropped.len(), 1, "{dropped:?}");
+    assert!(
+        audit_guard::datastorage::postgres::drop_old_partitions(&runtime, 1).await.is_err(),
+        "retention needs the owner"
+    );
+
+    // Against the owner too, the triggers refuse changes — including TRUNCATE of a partition,
+    // whose guard PostgreSQL does not inherit from the parent (each partition gets its own).
+    for sql in [
+        "UPDATE signal_processing_audit SET status = 'failed' WHERE id = 'r1'".to_string(),
+        "DELETE FROM signal_processing_audit WHERE id = 'r1'".into(),
+        "TRUNCATE signal_processing_audit".into(),
+        format!("TRUNCATE {partition_of_r1}"),
+        format!("DELETE FROM {partition_of_r1}"),
+        "TRUNCATE signal_processing_audit_default".into(),
+        "UPDATE signal_processing_audit_ids SET id = 'x' WHERE id = 'r1'".into(),
+        "DELETE FROM signal_processing_audit_ids WHERE id = 'r1'".into(),
+        "UPDATE signal_processing_audit_amendments SET record = '{}'".into(),
+        "TRUNCATE signal_processing_audit_amendments".into(),
+        "DELETE FROM break_glass_events".into(),
+        "TRUNCATE break_glass_events".into(),
+    ] {
+        let err = sqlx::raw_sql(&sql).execute(&pool).await.expect_err(&sql);
+        assert!(err.to_string().contains("immutable"), "{sql}: {err}");
+    }
+    for table in ["signal_processing_audit", "signal_processing_audit_ids"] {
+        assert_eq!(count(&pool, table).await, 5, "{table}");
+    }
+    assert_eq!(count(&pool, "signal_processing_audit_amendments").await, 1);
+    assert_eq!(count(&pool, "break_glass_events").await, 1);
+    let (st, got) = svc.get(&format!("{BASE}/r1")).await;
+    assert_eq!(st, 200);
+    assert_eq!(got["amendments"][0]["status"], "failed");
+    let mut original = got.clone();
+    original.as_object_mut().unwrap().remove("amendments");
+    assert_eq!(original, r1);
+
+    // Issue 13, acceptance 2: a record dated year 9999 or 0001 is refused naming the field,
+    // nothing is written and no partition appears.
+    let before = partitions(&pool).await;
+    for (path, body, field) in [
+        (
+            format!("{BASE}/batch"),
+            json!([
+                record("ok-1", "fp", "staging", "P1", &ago(5), json!(1)),
+                record("far-1", "fp", "staging", "P1", "9999-06-01T00:00:00Z", json!(1))
+            ]),
+            "[1].completed_at",
+        ),
+        (
+            format!("{BASE}/batch"),
+            json!([record("far-2", "fp", "staging", "P1", "0001-01-01T00:00:00Z", json!(1))]),
+            "[0].completed_at",
+        ),
+        (
+            BASE.to_string(),
+            record("far-3", "fp", "staging", "P1", "9999-12-31T23:59:59Z", json!(1)),
+            "completed_at",
+        ),
+        (
+            BASE.to_string(),
+            record("far-4", "fp", "staging", "P1", &ago(-3600), json!(1)),
+            "completed_at",
+        ),
+    ] {
+        let (st, _, p) = svc.post_json(&path, &body).await;
+        assert_eq!((st, p["field"].as_str()), (400, Some(field)), "{p}");
+    }
+    assert_eq!(partitions(&pool).await, before, "no partition for a refused month");
+    assert_eq!(count(&pool, "signal_processing_audit_ids").await, 5);
+
+    // Anomalies get their own nullable column, for counting.
+    let mut odd = record("odd-1", "fp", "staging", "P1", &ago(5), json!(1));
+    odd["anomalies"] = json!([{"field": "confidence", "value": 5}]);
+    assert_eq!(svc.post_json(BASE, &odd).await.0, 201);
+    let anomalous: Vec<(String, i32)> =
+        sqlx::query_as("SELECT id, jsonb_array_length(anomalies) FROM signal_processing_audit WHERE anomalies IS NOT NULL")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(anomalous, [("odd-1".to_string(), 1)]);
+
+    // Retention drops whole old partitions, and only those, as the owner.
+    let ancient = (chrono::Utc::now() - chrono::Duration::days(800)).to_rfc3339();
+    let old = record("r-old", "ancient", "production", "P0", &ancient, json!("1s"));
+    let (st, _, body) = svc.post_json(BASE, &old).await;
+    assert_eq!(st, 201, "{body}");
+    let dropped = audit_guard::datastorage::postgres::drop_old_partitions(&pool, 12).await.unwrap();
+    let cutoff = (chrono::Utc::now() - chrono::Duration::days(366)).format("y%Ym%m").to_string();
+    assert!(
+        !dropped.is_empty() && dropped.iter().all(|p| p["signal_processing_audit_".len()..] < *cutoff),
+        "{dropped:?}"
+    );
     assert_eq!(svc.get(&format!("{BASE}/r-old")).await.0, 404);
     let mut ids = svc.all_ids().await;
     ids.sort();
-    assert_eq!(ids, ["r1", "r2", "r3", "r4", "r5"]);
+    assert_eq!(ids, ["odd-1", "r1", "r2", "r3", "r4", "r5"]);
+    // Its id stays taken: the same record again is a 409 that cannot be confirmed identical.
+    let (st, _, p) = svc.post_json(BASE, &old).await;
+    assert_eq!(
+        (st, p["identical"].clone(), p["existing"].clone()),
+        (409, json!(false), json!(null)),
+        "{p}"
+    );
 
     drop(svc);
     pool.close().await;
+    runtime.close().await;
+    db.drop_db().await;
+}
+
+/// Runs the binary expecting it to exit with an error; returns its stderr.
+fn refuses(args: &[&str]) -> String {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_audit-guard"))
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            assert!(!status.success(), "{args:?} should have failed:\n{err}");
+            return err;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{args:?} kept running");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[tokio::test]
+async fn the_runtime_role_cannot_migrate_and_retention_belongs_to_the_owner() {
+    let db = TestDb::create().await;
+    let runtime_url = db.runtime_url();
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = tokens_file(dir.path());
+    let tokens = tokens.to_str().unwrap();
+    let serve = |extra: &[&str]| {
+        let mut a = vec![
+            "datastorage",
+            "--listen",
+            "127.0.0.1:0",
+            "--tokens-file",
+            tokens,
+            "--database-url",
+            &runtime_url,
+        ];
+        a.extend_from_slice(extra);
+        refuses(&a)
+    };
+
+    // Before the owner migrated: the runtime role cannot create the schema, and says what to do.
+    let err = serve(&[]);
+    assert!(err.contains("audit-guard datastorage migrate"), "{err}");
+
+    // migrate converges: a second run creates nothing new and grants the same.
+    let first = db.migrate(&[]);
+    assert!(first.contains("created partition signal_processing_audit_y"), "{first}");
+    let second = db.migrate(&[]);
+    assert!(!second.contains("created partition"), "{second}");
+    assert!(second.contains("runtime role audit_guard_app"), "{second}");
+    let facts = audit_guard::datastorage::migrate::privilege_facts(&db.pool().await, RUNTIME_ROLE)
+        .await
+        .unwrap();
+    assert_eq!(audit_guard::datastorage::migrate::privilege_problems(&facts), Vec::<String>::new());
+    assert_eq!(facts.table_privileges.len(), 9, "{facts:?}");
+
+    // Retention is the owner's job, and never shorter than the time window.
+    let err = serve(&["--retention-months", "15"]);
+    assert!(err.contains("datastorage migrate --retention-months"), "{err}");
+    let err = refuses(&["datastorage", "migrate", "--database-url", &db.url, "--retention-months", "14"]);
+    assert!(err.contains("at least 15"), "{err}");
+    let ok = db.migrate(&["--retention-months", "15"]);
+    assert!(!ok.contains("dropped"), "nothing that old yet: {ok}");
+
     db.drop_db().await;
 }
 

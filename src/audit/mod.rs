@@ -10,6 +10,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub mod break_glass;
 pub mod from_cr;
 
 use crate::duration::{self, GoDuration};
@@ -217,18 +218,62 @@ fn field_error(field: impl Into<String>, reason: impl Into<String>) -> FieldErro
 
 pub const MAX_ID_LEN: usize = 128;
 
+/// Whether `id` is usable as a record (or event) id: 1..=MAX_ID_LEN characters of `[A-Za-z0-9-_.:]`.
+pub fn check_id(field: &str, id: &str) -> Result<(), FieldError> {
+    if id.is_empty() {
+        return Err(field_error(field, "must not be empty"));
+    }
+    if id.len() > MAX_ID_LEN || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)) {
+        return Err(field_error(
+            field,
+            format!("must be at most {MAX_ID_LEN} characters of [A-Za-z0-9-_.:]"),
+        ));
+    }
+    Ok(())
+}
+
+/// The accepted range of times around `now`: not before `now - past`, not after `now + future`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeWindow {
+    pub past: std::time::Duration,
+    pub future: std::time::Duration,
+}
+
+impl Default for TimeWindow {
+    fn default() -> Self {
+        Self {
+            past: TIME_WINDOW_PAST,
+            future: TIME_WINDOW_FUTURE,
+        }
+    }
+}
+
+impl TimeWindow {
+    /// `field` must lie within the window around `now`; the error names the field and the bounds.
+    pub fn check(&self, field: &str, t: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), FieldError> {
+        let past = chrono::Duration::from_std(self.past).unwrap_or(chrono::Duration::MAX);
+        let future = chrono::Duration::from_std(self.future).unwrap_or(chrono::Duration::MAX);
+        let earliest = now.checked_sub_signed(past).unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let latest = now.checked_add_signed(future).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        if t < earliest || t > latest {
+            return Err(field_error(
+                field,
+                format!(
+                    "{} is outside the accepted window from {} to {}",
+                    t.to_rfc3339(),
+                    earliest.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    latest.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl SignalProcessingAudit {
     /// Rules beyond the JSON shape, checked by Data Storage before anything is written.
     pub fn validate(&self) -> Result<(), FieldError> {
-        if self.id.is_empty() {
-            return Err(field_error("id", "must not be empty"));
-        }
-        if self.id.len() > MAX_ID_LEN || !self.id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)) {
-            return Err(field_error(
-                "id",
-                format!("must be at most {MAX_ID_LEN} characters of [A-Za-z0-9-_.:]"),
-            ));
-        }
+        check_id("id", &self.id)?;
         if self.remediation_id.is_empty() {
             return Err(field_error("remediation_id", "must not be empty"));
         }
@@ -255,7 +300,58 @@ impl SignalProcessingAudit {
                 }
             }
         }
+        for (i, a) in self.anomalies.iter().enumerate() {
+            if a.field.is_empty() {
+                return Err(field_error(format!("anomalies[{i}].field"), "must not be empty"));
+            }
+        }
         Ok(())
+    }
+
+    /// Every time the record carries must lie within `window` around `now` (Data Storage's
+    /// guard against records dated far in the past or the future).
+    pub fn check_times(&self, window: &TimeWindow, now: DateTime<Utc>) -> Result<(), FieldError> {
+        window.check("completed_at", self.completed_at, now)?;
+        if let Some(t) = self.deleted_at {
+            window.check("deleted_at", t, now)?;
+        }
+        for (i, p) in self.processing_phases.iter().enumerate() {
+            if let Some(t) = p.start_time {
+                window.check(&format!("processing_phases[{i}].start_time"), t, now)?;
+            }
+            if let Some(t) = p.end_time {
+                window.check(&format!("processing_phases[{i}].end_time"), t, now)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The record without its provenance keys (`trigger`, `deleted_at`), normalised the way
+    /// Data Storage stores it (an empty `error_message` is no error message).
+    fn content(&self) -> Self {
+        let mut c = self.clone();
+        c.trigger = None;
+        c.deleted_at = None;
+        if c.error_message.as_deref() == Some("") {
+            c.error_message = None;
+        }
+        c
+    }
+
+    /// Whether two records say the same about a CR: equal in every key except the provenance
+    /// keys `trigger` and `deleted_at` (a completion record and the deletion-time record of an
+    /// unchanged CR are the same record; any other difference is a conflict).
+    pub fn same_content(&self, other: &Self) -> bool {
+        self.content() == other.content()
+    }
+
+    /// A digest of [`Self::same_content`]'s view of the record (hex SHA-256 of its JSON), so the
+    /// database can refuse a second copy of the same content.
+    pub fn content_digest(&self) -> String {
+        use sha2::Digest;
+        // Serialising a plain struct of strings, numbers and timestamps cannot fail.
+        let json = serde_json::to_vec(&self.content()).unwrap_or_default();
+        sha2::Sha256::digest(&json).iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 
@@ -305,6 +401,85 @@ mod tests {
         rec.confidence = None;
         rec.id = String::new();
         assert_eq!(rec.validate().unwrap_err().field, "id");
+    }
+
+    #[test]
+    fn same_content_ignores_only_provenance() {
+        let a: SignalProcessingAudit = serde_json::from_value(minimal()).unwrap();
+        let mut b = a.clone();
+        b.trigger = Some(Trigger::Deletion);
+        b.deleted_at = Some("2025-11-27T10:05:00Z".parse().unwrap());
+        b.error_message = Some(String::new());
+        assert!(a.same_content(&b));
+        assert_eq!(a.content_digest(), b.content_digest());
+        // A Go string and nanoseconds are the same duration.
+        let mut v = minimal();
+        v["processing_phases"][0]["duration"] = json!(1_500_000_000i64);
+        let c: SignalProcessingAudit = serde_json::from_value(v).unwrap();
+        assert!(a.same_content(&c));
+
+        for change in [
+            json!({"status": "failed"}),
+            json!({"confidence": 0.5}),
+            json!({"completed_at": "2025-11-27T10:00:03Z"}),
+            json!({"namespace": "other"}),
+            json!({"anomalies": [{"field": "confidence", "value": 5}]}),
+            json!({"error_message": "boom"}),
+        ] {
+            let mut v = minimal();
+            for (k, val) in change.as_object().unwrap() {
+                v[k] = val.clone();
+            }
+            let d: SignalProcessingAudit = serde_json::from_value(v).unwrap();
+            assert!(!a.same_content(&d), "{change}");
+            assert_ne!(a.content_digest(), d.content_digest(), "{change}");
+        }
+        let mut e = a.clone();
+        e.processing_phases[0].duration = Some(GoDuration::from_nanos(1));
+        assert!(!a.same_content(&e));
+    }
+
+    #[test]
+    fn times_must_lie_in_the_window() {
+        let now: DateTime<Utc> = "2025-11-27T10:00:00Z".parse().unwrap();
+        let w = TimeWindow::default();
+        let mut rec: SignalProcessingAudit = serde_json::from_value(minimal()).unwrap();
+        rec.processing_phases[0].start_time = Some("2025-11-27T09:59:00Z".parse().unwrap());
+        rec.processing_phases[0].end_time = Some("2025-11-27T09:59:01Z".parse().unwrap());
+        rec.completed_at = now;
+        assert_eq!(rec.check_times(&w, now), Ok(()));
+        rec.completed_at = now + chrono::Duration::minutes(5);
+        assert_eq!(rec.check_times(&w, now), Ok(()), "the future bound is inclusive");
+
+        type Breaker = fn(&mut SignalProcessingAudit, DateTime<Utc>);
+        let cases: [(&str, Breaker); 5] = [
+            ("completed_at", |r, _| r.completed_at = "9999-12-31T00:00:00Z".parse().unwrap()),
+            ("completed_at", |r, _| r.completed_at = "0001-01-01T00:00:00Z".parse().unwrap()),
+            ("completed_at", |r, now| r.completed_at = now + chrono::Duration::minutes(6)),
+            ("deleted_at", |r, now| r.deleted_at = Some(now - chrono::Duration::days(401))),
+            ("processing_phases[0].end_time", |r, now| {
+                r.processing_phases[0].end_time = Some(now + chrono::Duration::hours(1))
+            }),
+        ];
+        for (field, break_it) in cases {
+            let mut r = rec.clone();
+            r.completed_at = now;
+            break_it(&mut r, now);
+            assert_eq!(r.check_times(&w, now).unwrap_err().field, field);
+        }
+        let mut r = rec.clone();
+        r.processing_phases[0].start_time = Some(now - chrono::Duration::days(400) - chrono::Duration::seconds(1));
+        assert_eq!(r.check_times(&w, now).unwrap_err().field, "processing_phases[0].start_time");
+    }
+
+    #[test]
+    fn anomalies_need_a_field_name() {
+        let mut rec: SignalProcessingAudit = serde_json::from_value(minimal()).unwrap();
+        rec.anomalies.push(Anomaly {
+            field: String::new(),
+            value: json!(5),
+        });
+        assert_eq!(rec.validate().unwrap_err().field, "anomalies[0].field");
     }
 
     #[test]

@@ -1,46 +1,65 @@
-//! HTTP plumbing: routes, body and query decoding, problem responses. Storage is behind [`Store`].
+//! HTTP plumbing: routes, authentication and authorization of every `/api/` call, body
+//! decoding, problem responses. The endpoints live in [`super::records`], [`super::stats`]
+//! and [`super::break_glass`]; storage is behind [`Store`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use chrono::{DateTime, Utc};
-use serde_json::json;
 
 use super::auth::{AuthError, Authenticator};
-use super::metrics;
+use super::authz::{self, Authorizer};
+use super::limits::{self, Lanes};
 use super::problem::{json_path, Problem};
-use super::store::{ListQuery, Outcome, Prepared, SlowPhaseQuery, Store};
-use crate::audit::SignalProcessingAudit;
-use crate::duration::GoDuration;
+use super::store::{Prepared, Store};
+use super::{break_glass, metrics, records, stats};
+use crate::audit::{SignalProcessingAudit, TimeWindow};
 
 pub const BASE: &str = "/api/v1/audit/signal-processing";
-const DEFAULT_LIMIT: u32 = 100;
-const MAX_LIMIT: u32 = 1000;
+pub const BREAK_GLASS: &str = "/api/v1/audit/break-glass-events";
+
+/// What one request may send and ask for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiLimits {
+    pub max_batch: usize,
+    pub max_body_bytes: usize,
+    /// A body not received completely within this is refused with 408.
+    pub body_read_timeout: Duration,
+    /// Times in records and events must lie in this window around the time of the request.
+    pub window: TimeWindow,
+    /// Widest `since`..`until` range a statistic may cover.
+    pub stats_max_range: Duration,
+}
 
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub auth: Authenticator,
-    pub max_batch: usize,
-    pub max_body_bytes: usize,
+    pub authz: Authorizer,
+    pub limits: ApiLimits,
 }
 
-pub fn router(state: Arc<AppState>) -> Router {
+pub fn router(state: Arc<AppState>, lanes: Arc<Lanes>) -> Router {
     let api = Router::new()
-        .route(BASE, post(create).get(list))
-        .route(&format!("{BASE}/batch"), post(create_batch))
-        .route(&format!("{BASE}/stats/classification"), get(stats_classification))
-        .route(&format!("{BASE}/stats/priority"), get(stats_priority))
-        .route(&format!("{BASE}/stats/slow-phases"), get(stats_slow_phases))
-        .route(&format!("{BASE}/{{id}}"), get(get_one))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+        .route(BASE, post(records::create).get(records::list))
+        .route(&format!("{BASE}/batch"), post(records::create_batch))
+        .route(&format!("{BASE}/stats/classification"), get(stats::classification))
+        .route(&format!("{BASE}/stats/priority"), get(stats::priority))
+        .route(&format!("{BASE}/stats/slow-phases"), get(stats::slow_phases))
+        .route(&format!("{BASE}/{{id}}"), get(records::get_one))
+        .route(&format!("{BASE}/{{id}}/amendments"), post(records::amend))
+        .route(BREAK_GLASS, post(break_glass::create).get(break_glass::list))
+        .route(&format!("{BREAK_GLASS}/{{id}}"), get(break_glass::get_one))
+        // Innermost first: the lanes bound the work of callers already allowed in.
+        .route_layer(middleware::from_fn_with_state(lanes, limits::admit))
+        .route_layer(middleware::from_fn_with_state(state.clone(), guard));
     Router::new()
         .merge(api)
         .route("/healthz", get(|| async { "ok" }))
@@ -69,32 +88,56 @@ async fn track(req: Request, next: Next) -> Response {
     resp
 }
 
-async fn authenticate(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+fn unavailable(what: &str, e: impl std::fmt::Display) -> Response {
+    metrics::ERRORS.with_label_values(&["auth_backend"]).inc();
+    tracing::error!(error = %e, "cannot {what}");
+    let mut resp = Problem::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response();
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
+/// Authenticates the caller, then checks the call's verb on the audit records.
+async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let verb = authz::verb_for(req.method(), &route);
     let header = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    match state.auth.authenticate(header).await {
-        Ok(user) => {
-            if let Some(user) = user {
-                tracing::debug!(user = %user.name, path = %req.uri().path(), "authenticated");
-            }
+    let user = match state.auth.authenticate(header).await {
+        Ok(None) => return next.run(req).await,
+        Ok(Some(user)) => user,
+        Err(e @ (AuthError::Missing | AuthError::Unknown)) => {
+            return Problem::new(StatusCode::UNAUTHORIZED, e.to_string()).into_response();
+        }
+        Err(e @ AuthError::Unavailable(_)) => return unavailable("authenticate", e),
+    };
+    match state.authz.allows(&user, verb).await {
+        Ok(true) => {
+            tracing::debug!(user = %user.name, verb = verb.as_str(), route = %route, "authorized");
             next.run(req).await
         }
-        Err(e @ (AuthError::Missing | AuthError::Unknown)) => Problem::new(StatusCode::UNAUTHORIZED, e.to_string()).into_response(),
-        Err(e @ AuthError::Backend(_)) => {
-            metrics::ERRORS.with_label_values(&["auth_backend"]).inc();
-            tracing::error!(error = %e, "cannot authenticate");
-            Problem::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response()
+        Ok(false) => {
+            metrics::FORBIDDEN.with_label_values(&[verb.as_str()]).inc();
+            tracing::warn!(user = %user.name, verb = verb.as_str(), route = %route, "forbidden");
+            Problem::new(StatusCode::FORBIDDEN, authz::forbidden_detail(&user, verb)).into_response()
         }
+        Err(e) => unavailable("authorize", e),
     }
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if let Some(reason) = state.auth.not_ready() {
+        return Problem::new(StatusCode::SERVICE_UNAVAILABLE, reason).into_response();
+    }
     match state.store.ping().await {
         Ok(()) => "ok".into_response(),
         Err(e) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, format!("database unreachable: {e}")).into_response(),
     }
 }
 
-fn db_problem(op: &str, e: impl std::fmt::Display) -> Problem {
+pub fn db_problem(op: &str, e: impl std::fmt::Display) -> Problem {
     metrics::ERRORS.with_label_values(&["database"]).inc();
     tracing::error!(op, error = %e, "database operation failed");
     Problem::new(
@@ -104,7 +147,7 @@ fn db_problem(op: &str, e: impl std::fmt::Display) -> Problem {
 }
 
 /// Times one store call.
-async fn timed<T>(op: &'static str, fut: impl std::future::Future<Output = T>) -> T {
+pub async fn timed<T>(op: &'static str, fut: impl std::future::Future<Output = T>) -> T {
     let start = Instant::now();
     let out = fut.await;
     metrics::STORE_SECONDS
@@ -120,7 +163,9 @@ pub fn is_json_content_type(value: Option<&str>) -> bool {
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
-async fn read_json_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<axum::body::Bytes, Problem> {
+/// The whole JSON body, bounded in size and in time.
+pub async fn read_json_body(headers: &HeaderMap, body: Body, limits: &ApiLimits) -> Result<axum::body::Bytes, Problem> {
+    let limit = limits.max_body_bytes;
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     if !is_json_content_type(ct) {
         return Err(Problem::new(
@@ -136,7 +181,15 @@ async fn read_json_body(headers: &HeaderMap, body: Body, limit: usize) -> Result
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
+    let read = tokio::time::timeout(limits.body_read_timeout, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| {
+            Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request body did not arrive within {:?}", limits.body_read_timeout),
+            )
+        })?;
+    read.map_err(|e| {
         let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
         while let Some(err) = src {
             if err.is::<http_body_util::LengthLimitError>() {
@@ -185,7 +238,22 @@ pub fn decode_batch(bytes: &[u8], max_batch: usize) -> Result<Vec<Prepared>, Pro
         .collect()
 }
 
-fn decode_problem(e: &serde_path_to_error::Error<serde_json::Error>) -> Problem {
+/// Every time in every record must lie in the window; the error names index and field.
+/// Checked before anything is written, so no partition is created for a refused month.
+pub fn check_times(records: &[Prepared], window: &TimeWindow, now: DateTime<Utc>, batch: bool) -> Result<(), Problem> {
+    for (i, p) in records.iter().enumerate() {
+        p.rec.check_times(window, now).map_err(|e| {
+            if batch {
+                Problem::field(format!("[{i}].{}", e.field), format!("[{i}].{e}"))
+            } else {
+                Problem::field(e.field.clone(), e.to_string())
+            }
+        })?;
+    }
+    Ok(())
+}
+
+pub fn decode_problem(e: &serde_path_to_error::Error<serde_json::Error>) -> Problem {
     let inner = e.inner();
     let mut field = json_path(e.path());
     // serde reports a missing key at its parent; name the key itself.
@@ -200,188 +268,15 @@ fn decode_problem(e: &serde_path_to_error::Error<serde_json::Error>) -> Problem 
     Problem::field(field, detail)
 }
 
-async fn create(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Result<Response, Problem> {
-    let bytes = read_json_body(&headers, body, state.max_body_bytes).await?;
-    let prepared = decode_single(&bytes)?;
-    let outcome = timed("insert", state.store.insert(std::slice::from_ref(&prepared)))
-        .await
-        .map_err(|e| db_problem("insert", e))?;
-    let id = &prepared.rec.id;
-    match outcome.first() {
-        Some(Outcome::Created) => {
-            metrics::ROWS_WRITTEN.inc();
-            let location = format!("{BASE}/{id}");
-            let mut resp = (
-                StatusCode::CREATED,
-                [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-                prepared.record_text,
-            )
-                .into_response();
-            if let Ok(v) = HeaderValue::from_str(&location) {
-                resp.headers_mut().insert(header::LOCATION, v);
-            }
-            Ok(resp)
-        }
-        _ => Err(Problem::new(
-            StatusCode::CONFLICT,
-            format!("audit record {id:?} already exists; records are immutable"),
-        )),
-    }
-}
-
-async fn create_batch(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Result<Response, Problem> {
-    let bytes = read_json_body(&headers, body, state.max_body_bytes).await?;
-    let prepared = decode_batch(&bytes, state.max_batch)?;
-    let outcomes = timed("insert_batch", state.store.insert(&prepared))
-        .await
-        .map_err(|e| db_problem("insert_batch", e))?;
-    let created = outcomes.iter().filter(|o| **o == Outcome::Created).count();
-    metrics::ROWS_WRITTEN.inc_by(created as u64);
-    let results: Vec<_> = prepared
-        .iter()
-        .zip(&outcomes)
-        .map(|(p, o)| json!({ "id": p.rec.id, "result": o }))
-        .collect();
-    Ok((StatusCode::OK, Json(results)).into_response())
-}
-
-async fn get_one(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, Problem> {
-    match timed("get", state.store.get(id.clone())).await.map_err(|e| db_problem("get", e))? {
-        Some(record) => Ok(Json(record).into_response()),
-        None => Err(Problem::new(StatusCode::NOT_FOUND, format!("no audit record {id:?}"))),
-    }
-}
-
-type Params = Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
-
-fn params(q: Params) -> Result<HashMap<String, String>, Problem> {
-    q.map(|Query(m)| m)
-        .map_err(|e| Problem::bad_request(format!("invalid query string: {e}")))
-}
-
-fn time_param(p: &HashMap<String, String>, key: &str) -> Result<Option<DateTime<Utc>>, Problem> {
-    p.get(key)
-        .map(|v| {
-            DateTime::parse_from_rfc3339(v)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|e| Problem::field(key, format!("{key}: expected an RFC 3339 timestamp: {e}")))
-        })
-        .transpose()
-}
-
-fn limit_param(p: &HashMap<String, String>) -> Result<u32, Problem> {
-    match p.get("limit") {
-        None => Ok(DEFAULT_LIMIT),
-        Some(v) => match v.parse::<u32>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-            _ => Err(Problem::field("limit", format!("limit: expected an integer from 1 to {MAX_LIMIT}"))),
-        },
-    }
-}
-
-/// The opaque keyset cursor: hex of `<completed_at micros>:<id>`.
-pub fn encode_cursor(completed_at: DateTime<Utc>, id: &str) -> String {
-    format!("{}:{id}", completed_at.timestamp_micros())
-        .bytes()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-pub fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, String)> {
-    if cursor.len() % 2 != 0 {
-        return None;
-    }
-    let bytes: Option<Vec<u8>> = (0..cursor.len())
-        .step_by(2)
-        .map(|i| cursor.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-        .collect();
-    let text = String::from_utf8(bytes?).ok()?;
-    let (micros, id) = text.split_once(':')?;
-    Some((DateTime::from_timestamp_micros(micros.parse().ok()?)?, id.to_string()))
-}
-
-pub fn list_query(p: &HashMap<String, String>) -> Result<ListQuery, Problem> {
-    let after = p
-        .get("cursor")
-        .map(|c| decode_cursor(c).ok_or_else(|| Problem::field("cursor", "cursor: not a cursor this service issued")))
-        .transpose()?;
-    Ok(ListQuery {
-        signal_fingerprint: p.get("signal_fingerprint").cloned(),
-        remediation_id: p.get("remediation_id").cloned(),
-        environment: p.get("environment").cloned(),
-        priority: p.get("priority").cloned(),
-        status: p.get("status").cloned(),
-        since: time_param(p, "since")?,
-        until: time_param(p, "until")?,
-        limit: limit_param(p)?,
-        after,
-    })
-}
-
-async fn list(State(state): State<Arc<AppState>>, q: Params) -> Result<Response, Problem> {
-    let query = list_query(&params(q)?)?;
-    let limit = query.limit as usize;
-    let rows = timed("list", state.store.list(query)).await.map_err(|e| db_problem("list", e))?;
-    let next_cursor = (rows.len() == limit)
-        .then(|| rows.last().map(|r| encode_cursor(r.completed_at, &r.id)))
-        .flatten();
-    let items: Vec<_> = rows.into_iter().map(|r| r.record).collect();
-    Ok(Json(json!({ "items": items, "next_cursor": next_cursor })).into_response())
-}
-
-fn since_or_week(p: &HashMap<String, String>) -> Result<DateTime<Utc>, Problem> {
-    Ok(time_param(p, "since")?.unwrap_or_else(|| Utc::now() - chrono::Duration::days(7)))
-}
-
-async fn stats_classification(State(state): State<Arc<AppState>>, q: Params) -> Result<Response, Problem> {
-    let since = since_or_week(&params(q)?)?;
-    let rows = timed("stats_classification", state.store.classification(since))
-        .await
-        .map_err(|e| db_problem("stats_classification", e))?;
-    Ok(Json(json!({ "since": since, "items": rows })).into_response())
-}
-
-async fn stats_priority(State(state): State<Arc<AppState>>, q: Params) -> Result<Response, Problem> {
-    let since = since_or_week(&params(q)?)?;
-    let rows = timed("stats_priority", state.store.priorities(since))
-        .await
-        .map_err(|e| db_problem("stats_priority", e))?;
-    Ok(Json(json!({ "since": since, "items": rows })).into_response())
-}
-
-pub fn slow_phase_query(p: &HashMap<String, String>) -> Result<SlowPhaseQuery, Problem> {
-    let min = p.get("min_duration").map(String::as_str).unwrap_or("2s");
-    let min = GoDuration::parse(min).map_err(|e| Problem::field("min_duration", format!("min_duration: {e}")))?;
-    Ok(SlowPhaseQuery {
-        phase: p.get("phase").cloned().unwrap_or_else(|| "enriching".into()),
-        min_duration_nanos: min.nanos,
-        since: time_param(p, "since")?,
-        limit: limit_param(p)?,
-    })
-}
-
-async fn stats_slow_phases(State(state): State<Arc<AppState>>, q: Params) -> Result<Response, Problem> {
-    let query = slow_phase_query(&params(q)?)?;
-    let phase = query.phase.clone();
-    let rows = timed("stats_slow_phases", state.store.slow_phases(query))
-        .await
-        .map_err(|e| db_problem("stats_slow_phases", e))?;
-    let items: Vec<_> = rows
-        .into_iter()
-        .map(|r| {
-            json!({
-                "id": r.id, "remediation_id": r.remediation_id, "signal_fingerprint": r.signal_fingerprint,
-                "phase": phase, "duration": GoDuration::from_nanos(r.duration_nanos).to_go_string(),
-                "duration_ns": r.duration_nanos, "completed_at": r.completed_at,
-            })
-        })
-        .collect();
-    Ok(Json(json!({ "items": items })).into_response())
+/// A JSON answer with a status.
+pub fn json_response(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn rec(id: &str) -> serde_json::Value {
         json!({"id": id, "remediation_id": "r", "signal_fingerprint": "f", "processing_phases": [],
@@ -425,7 +320,6 @@ mod tests {
         v["priority_score"] = json!("high");
         let p = decode_single(v.to_string().as_bytes()).err().unwrap();
         assert_eq!(p.field.as_deref(), Some("priority_score"));
-        v.as_object_mut().unwrap().remove("remediation_id");
         let p = decode_single(rec("a").to_string().replace("\"remediation_id\":\"r\",", "").as_bytes())
             .err()
             .unwrap();
@@ -435,19 +329,17 @@ mod tests {
     }
 
     #[test]
-    fn cursors_round_trip_and_garbage_is_refused() {
-        let t: DateTime<Utc> = "2025-03-01T10:00:00.123456Z".parse().unwrap();
-        assert_eq!(decode_cursor(&encode_cursor(t, "a:b")), Some((t, "a:b".to_string())));
-        // Odd length, not hex, no separator, empty timestamp.
-        for bad in ["abc", "zz", "3132", "3a78"] {
-            assert_eq!(decode_cursor(bad), None, "{bad}");
-        }
-        let mut p = HashMap::new();
-        p.insert("cursor".to_string(), "nothex".to_string());
-        assert_eq!(list_query(&p).err().unwrap().field.as_deref(), Some("cursor"));
-        p.clear();
-        p.insert("limit".to_string(), "0".to_string());
-        assert_eq!(list_query(&p).err().unwrap().field.as_deref(), Some("limit"));
+    fn times_outside_the_window_name_index_and_field() {
+        let now: DateTime<Utc> = "2025-01-01T00:01:00Z".parse().unwrap();
+        let mut future = rec("b");
+        future["completed_at"] = json!("9999-01-01T00:00:00Z");
+        let body = json!([rec("a"), future]).to_string();
+        let batch = decode_batch(body.as_bytes(), 10).unwrap();
+        let p = check_times(&batch, &TimeWindow::default(), now, true).unwrap_err();
+        assert_eq!((p.status, p.field.as_deref()), (400, Some("[1].completed_at")));
+        let p = check_times(&batch[1..], &TimeWindow::default(), now, false).unwrap_err();
+        assert_eq!(p.field.as_deref(), Some("completed_at"));
+        assert!(check_times(&batch[..1], &TimeWindow::default(), now, true).is_ok());
     }
 
     #[test]

@@ -2,7 +2,10 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{register_histogram_vec, register_int_counter, register_int_counter_vec, HistogramVec, IntCounter, IntCounterVec};
+use prometheus::{
+    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge,
+};
 
 // The names and labels are constants registered exactly once, so registration cannot fail.
 const ONCE: &str = "constant metric registered once";
@@ -43,6 +46,48 @@ pub static ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!("datastorage_errors_total", "Errors by kind (database, auth_backend)", &["kind"]).expect(ONCE)
 });
 
+/// Different records posted under a stored id (refused; the poster should amend).
+pub static CONFLICTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "datastorage_record_conflicts_total",
+        "Records posted under a stored id with different content (not stored)"
+    )
+    .expect(ONCE)
+});
+
+pub static AMENDMENTS: LazyLock<IntCounter> =
+    LazyLock::new(|| register_int_counter!("datastorage_amendments_total", "Amendments stored beside an original").expect(ONCE));
+
+pub static BREAK_GLASS_EVENTS: LazyLock<IntCounter> =
+    LazyLock::new(|| register_int_counter!("datastorage_break_glass_events_total", "Break-glass events stored").expect(ONCE));
+
+pub static FORBIDDEN: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "datastorage_forbidden_total",
+        "Authenticated calls refused for want of the right (403), by verb",
+        &["verb"]
+    )
+    .expect(ONCE)
+});
+
+pub static SHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "datastorage_shed_requests_total",
+        "Requests answered 503 by a bound: lane (read, write), reason (busy: no permit in time; timeout: over --request-timeout)",
+        &["lane", "reason"]
+    )
+    .expect(ONCE)
+});
+
+/// 1 while the tokens file (tokens-file mode) is readable and valid; 0 means every token is refused.
+pub static TOKENS_FILE_VALID: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "datastorage_tokens_file_valid",
+        "1 while the tokens file is readable and valid; 0: every token is refused until it is fixed"
+    )
+    .expect(ONCE)
+});
+
 /// Registers every metric up front so /metrics lists them before the first request.
 pub fn init() {
     LazyLock::force(&REQUESTS);
@@ -50,6 +95,11 @@ pub fn init() {
     LazyLock::force(&STORE_SECONDS);
     LazyLock::force(&ROWS_WRITTEN);
     LazyLock::force(&ERRORS);
+    LazyLock::force(&CONFLICTS);
+    LazyLock::force(&AMENDMENTS);
+    LazyLock::force(&BREAK_GLASS_EVENTS);
+    LazyLock::force(&FORBIDDEN);
+    LazyLock::force(&SHED);
 }
 
 pub fn render() -> String {

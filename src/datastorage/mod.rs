@@ -2,19 +2,32 @@
 
 pub mod api;
 pub mod auth;
+pub mod authz;
+pub mod break_glass;
+pub mod cache;
+pub mod limits;
 pub mod metrics;
+pub mod migrate;
 pub mod postgres;
 pub mod problem;
+pub mod query;
+pub mod records;
 pub mod sqlite;
+pub mod stats;
 pub mod store;
 
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::config::DataStorageArgs;
+use crate::audit::TimeWindow;
+use crate::config::{DataStorageArgs, DataStorageCommand};
 use auth::{Authenticator, TokenReviewer, TokensFile};
+use authz::{AccessReviewer, Authorizer};
+use limits::{LaneSettings, Lanes};
 use store::Store;
 
 /// Which authenticator the flags and environment ask for.
@@ -48,22 +61,60 @@ pub fn choose_auth(args: &DataStorageArgs, in_cluster: bool) -> anyhow::Result<A
     )
 }
 
+/// The database URL from the flag or from the file it names (trimmed; an empty one means none).
+pub fn database_url(url: Option<&str>, file: Option<&Path>) -> anyhow::Result<Option<String>> {
+    let url = match (url, file) {
+        (Some(_), Some(_)) => anyhow::bail!("give the database URL either directly or as a file, not both"),
+        (Some(u), None) => u.to_string(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("reading the database URL from {}", f.display()))?
+            .trim()
+            .to_string(),
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(url).filter(|u| !u.is_empty()))
+}
+
+fn window(args: &DataStorageArgs) -> TimeWindow {
+    TimeWindow {
+        past: args.time_window_past,
+        future: args.time_window_future,
+    }
+}
+
 async fn open_store(args: &DataStorageArgs) -> anyhow::Result<Arc<dyn Store>> {
-    match args.database_url.as_deref().filter(|u| !u.is_empty()) {
+    match database_url(args.database_url.as_deref(), args.database_url_file.as_deref())? {
         Some(url) => {
-            let store = postgres::PgStore::connect(url, args.max_connections).await?;
+            let mode = migrate::prepare(&url, args.time_window_past).await?;
+            let settings = postgres::PgSettings {
+                url: url.clone(),
+                write_connections: args.max_connections,
+                read_connections: args.max_read_connections,
+                statement_timeout: args.statement_timeout,
+            };
+            let store = Arc::new(postgres::PgStore::connect(&settings).await?);
+            store.spawn_partition_upkeep();
             tracing::info!(
-                database = %postgres::redact(url),
+                database = %postgres::redact(&url),
+                ?mode,
                 "storing audit records in PostgreSQL table signal_processing_audit; query with: psql \"$DATABASE_URL\" -c \
                  'SELECT id, status, completed_at FROM signal_processing_audit ORDER BY completed_at DESC LIMIT 10'"
             );
             if args.retention_months > 0 {
-                store.spawn_retention(args.retention_months);
+                if mode == migrate::Mode::TwoRoles {
+                    anyhow::bail!(
+                        "--retention-months needs the tables' owner; with a runtime role run \
+                         `audit-guard datastorage migrate --retention-months {}` as the owner instead (e.g. daily)",
+                        args.retention_months
+                    );
+                }
+                migrate::check_retention(args.retention_months, args.time_window_past)?;
+                postgres::spawn_retention(store.write_pool().clone(), args.retention_months);
             }
-            Ok(Arc::new(store))
+            Ok(store)
         }
         None => {
-            let store = sqlite::SqliteStore::open(&args.data_dir).await?;
+            let store = sqlite::SqliteStore::open(&args.data_dir, args.max_read_connections).await?;
             let file = args.data_dir.join("audit.db");
             tracing::info!(
                 file = %file.display(),
@@ -79,22 +130,49 @@ async fn open_store(args: &DataStorageArgs) -> anyhow::Result<Arc<dyn Store>> {
     }
 }
 
-pub async fn run(args: DataStorageArgs) -> anyhow::Result<()> {
+async fn authentication(args: &DataStorageArgs) -> anyhow::Result<(Authenticator, Authorizer)> {
     let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
-    let auth = match choose_auth(&args, in_cluster)? {
+    Ok(match choose_auth(args, in_cluster)? {
         AuthChoice::Insecure => {
             tracing::warn!("AUTHENTICATION DISABLED (--insecure-no-auth): anyone who can reach this port can read and write audit records");
-            Authenticator::Insecure
+            (Authenticator::Insecure, Authorizer::AllowAll)
         }
-        AuthChoice::TokensFile(path) => Authenticator::Tokens(TokensFile::load(path)?),
+        AuthChoice::TokensFile(path) => {
+            tracing::info!(
+                writers = %args.writers_group, readers = %args.readers_group,
+                "tokens file: the groups column decides who writes and who reads"
+            );
+            (
+                Authenticator::Tokens(TokensFile::load(path)?),
+                Authorizer::Groups {
+                    writers: args.writers_group.clone(),
+                    readers: args.readers_group.clone(),
+                },
+            )
+        }
         AuthChoice::TokenReview => {
             let client = kube::Client::try_default()
                 .await
                 .context("--token-review needs a Kubernetes client (in-cluster config or KUBECONFIG)")?;
-            tracing::info!("authenticating bearer tokens with the Kubernetes TokenReview API");
-            Authenticator::TokenReview(TokenReviewer::new(client))
+            tracing::info!(
+                audience = %args.token_audience,
+                "authenticating with TokenReview, authorizing with SubjectAccessReview ({} {})",
+                authz::RESOURCE,
+                authz::API_GROUP
+            );
+            (
+                Authenticator::TokenReview(Box::new(TokenReviewer::new(client.clone(), args.token_audience.clone()))),
+                Authorizer::AccessReview(AccessReviewer::new(client)),
+            )
         }
-    };
+    })
+}
+
+pub async fn run(args: DataStorageArgs) -> anyhow::Result<()> {
+    if let Some(DataStorageCommand::Migrate(m)) = &args.command {
+        return migrate::run(m).await;
+    }
+    let (auth, authz) = authentication(&args).await?;
     metrics::init();
     let store = open_store(&args).await?;
     let listener = TcpListener::bind(args.listen)
@@ -110,10 +188,23 @@ pub async fn run(args: DataStorageArgs) -> anyhow::Result<()> {
     let state = Arc::new(api::AppState {
         store,
         auth,
-        max_batch: args.max_batch,
-        max_body_bytes: args.max_body_bytes,
+        authz,
+        limits: api::ApiLimits {
+            max_batch: args.max_batch,
+            max_body_bytes: args.max_body_bytes,
+            body_read_timeout: args.body_read_timeout,
+            window: window(&args),
+            stats_max_range: args.stats_max_range,
+        },
     });
-    axum::serve(listener, api::router(state))
+    let lanes = Arc::new(Lanes::new(LaneSettings {
+        max_concurrent_writes: args.max_concurrent_writes,
+        max_concurrent_reads: args.max_concurrent_reads,
+        write_wait: args.request_timeout,
+        read_wait: Duration::from_secs(1),
+        request_timeout: args.request_timeout,
+    }));
+    axum::serve(listener, api::router(state, lanes))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving")?;
@@ -142,16 +233,7 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Cli, Command};
-    use clap::Parser;
-
-    fn args(extra: &[&str]) -> DataStorageArgs {
-        let argv = ["audit-guard", "datastorage"].iter().chain(extra).copied();
-        match Cli::try_parse_from(argv).map(|c| c.command) {
-            Ok(Command::Datastorage(a)) => *a,
-            other => panic!("{other:?}"),
-        }
-    }
+    use crate::config::datastorage_args as args;
 
     #[test]
     fn auth_must_be_chosen_outside_a_cluster() {
@@ -164,5 +246,18 @@ mod tests {
         );
         assert_eq!(choose_auth(&args(&["--token-review"]), false).unwrap(), AuthChoice::TokenReview);
         assert!(choose_auth(&args(&["--token-review", "--insecure-no-auth"]), false).is_err());
+    }
+
+    #[test]
+    fn the_database_url_comes_from_the_flag_or_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("url");
+        std::fs::write(&f, "postgres://u:p@h/db\n").unwrap();
+        assert_eq!(database_url(None, Some(&f)).unwrap().as_deref(), Some("postgres://u:p@h/db"));
+        assert_eq!(database_url(Some("postgres://x"), None).unwrap().as_deref(), Some("postgres://x"));
+        assert_eq!(database_url(Some(""), None).unwrap(), None);
+        assert_eq!(database_url(None, None).unwrap(), None);
+        assert!(database_url(None, Some(&dir.path().join("missing"))).is_err());
+        assert!(database_url(Some("x"), Some(&f)).is_err());
     }
 }

@@ -1,23 +1,38 @@
-//! PostgreSQL backend: monthly partitions created on demand, bulk inserts through UNNEST,
-//! id uniqueness through a side table, retention by dropping whole partitions.
+//! PostgreSQL backend: bulk inserts through UNNEST, id uniqueness through a side table,
+//! monthly partitions created by the owner (see [`super::migrate`]), a write pool and a
+//! read pool so that readers never starve the deletion path's writes.
 
-use std::collections::{BTreeSet, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 
 use super::store::*;
 
 const PARENT: &str = "signal_processing_audit";
 
+/// Connection settings of the service's two pools.
+#[derive(Debug, Clone)]
+pub struct PgSettings {
+    pub url: String,
+    pub write_connections: u32,
+    pub read_connections: u32,
+    /// Every statement of the service is cancelled by PostgreSQL after this long.
+    pub statement_timeout: Duration,
+}
+
 pub struct PgStore {
-    pool: PgPool,
-    /// Months whose partition exists (or whose creation was already attempted).
-    months: Arc<Mutex<HashSet<(i32, u32)>>>,
+    write: PgPool,
+    read: PgPool,
+    /// Months that have their own partition (refreshed from the catalog when a new one shows up).
+    months: Mutex<HashSet<(i32, u32)>>,
+    /// Months without a partition already reported, so a past month is not looked up per insert.
+    missing_reported: Mutex<HashSet<(i32, u32)>>,
 }
 
 /// The URL without its password, for logs.
@@ -37,22 +52,14 @@ pub fn partition_name(year: i32, month: u32) -> String {
     format!("{PARENT}_y{year:04}m{month:02}")
 }
 
-fn parse_partition_name(name: &str) -> Option<(i32, u32)> {
+pub fn parse_partition_name(name: &str) -> Option<(i32, u32)> {
     let rest = name.strip_prefix(PARENT)?.strip_prefix("_y")?;
     let (y, m) = rest.split_once('m')?;
     let (y, m) = (y.parse().ok()?, m.parse().ok()?);
     (1..=12).contains(&m).then_some((y, m))
 }
 
-fn next_month(year: i32, month: u32) -> (i32, u32) {
-    if month == 12 {
-        (year + 1, 1)
-    } else {
-        (year, month + 1)
-    }
-}
-
-fn month_start(year: i32, month: u32) -> Option<DateTime<Utc>> {
+pub fn month_start(year: i32, month: u32) -> Option<DateTime<Utc>> {
     NaiveDate::from_ymd_opt(year, month, 1)
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .map(|t| Utc.from_utc_datetime(&t))
@@ -74,98 +81,167 @@ pub fn partitions_to_drop<'a>(names: impl IntoIterator<Item = &'a str>, now: Dat
     out
 }
 
-impl PgStore {
-    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .acquire_timeout(std::time::Duration::from_secs(10))
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    // Records exceed the TOAST threshold; lz4 compresses them far cheaper than the
-                    // default pglz. Servers built without lz4 keep their default.
-                    if let Err(e) = sqlx::query("SET default_toast_compression = 'lz4'").execute(conn).await {
-                        tracing::debug!(error = %e, "lz4 TOAST compression unavailable");
-                    }
-                    Ok(())
-                })
-            })
-            .connect(url)
-            .await?;
-        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        let store = Self {
-            pool,
-            months: Arc::new(Mutex::new(HashSet::new())),
-        };
-        let now = Utc::now();
-        let this = (now.year(), now.month());
-        store
-            .ensure_partitions([this, next_month(this.0, this.1)].into_iter().collect())
-            .await;
-        Ok(store)
-    }
-
-    /// Creates missing monthly partitions. Failure is not fatal: rows then land in the
-    /// DEFAULT partition, which is why nothing is ever refused.
-    async fn ensure_partitions(&self, wanted: BTreeSet<(i32, u32)>) {
-        let missing: Vec<_> = match self.months.lock() {
-            Ok(known) => wanted.into_iter().filter(|m| !known.contains(m)).collect(),
-            Err(_) => return,
-        };
-        for (y, m) in missing {
-            let (ny, nm) = next_month(y, m);
-            let (Some(from), Some(to)) = (month_start(y, m), month_start(ny, nm)) else {
-                continue;
-            };
-            let name = partition_name(y, m);
-            let sql = format!(
-                "CREATE TABLE IF NOT EXISTS {name} PARTITION OF {PARENT} FOR VALUES FROM ('{}') TO ('{}')",
-                from.to_rfc3339(),
-                to.to_rfc3339()
-            );
-            match sqlx::query(&sql).execute(&self.pool).await {
-                Ok(_) => tracing::debug!(partition = %name, "partition ready"),
-                // A concurrent creator, or rows of that month already in DEFAULT.
-                Err(e) => tracing::warn!(partition = %name, error = %e, "could not create partition; rows go to the default partition"),
-            }
-            if let Ok(mut known) = self.months.lock() {
-                known.insert((y, m));
-            }
-        }
-    }
-
-    /// Drops monthly partitions older than the retention, hourly. Deliberate and logged.
-    pub fn spawn_retention(&self, keep_months: u32) {
-        let pool = self.pool.clone();
-        let months = self.months.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
-            loop {
-                tick.tick().await;
-                if let Err(e) = drop_old_partitions(&pool, &months, keep_months).await {
-                    tracing::error!(error = %e, "retention run failed");
+/// One pool; every session gets the statement timeout and cheap TOAST compression.
+pub async fn pool(url: &str, max: u32, statement_timeout: Duration) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = url.parse()?;
+    // 0 switches the timeout off (migrations).
+    let timeout_ms = statement_timeout.as_millis();
+    let pool = PgPoolOptions::new()
+        .max_connections(max.max(1))
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                sqlx::query(&format!("SET statement_timeout = {timeout_ms}"))
+                    .execute(&mut *conn)
+                    .await?;
+                // Records exceed the TOAST threshold; lz4 compresses them far cheaper than the
+                // default pglz. Servers built without lz4 keep their default.
+                if let Err(e) = sqlx::query("SET default_toast_compression = 'lz4'").execute(conn).await {
+                    tracing::debug!(error = %e, "lz4 TOAST compression unavailable");
                 }
-            }
-        });
-    }
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await?;
+    Ok(pool)
 }
 
-pub async fn drop_old_partitions(pool: &PgPool, months: &Mutex<HashSet<(i32, u32)>>, keep_months: u32) -> DbResult<Vec<String>> {
+/// The names of the parent's partitions, from the catalog (readable by every role).
+pub async fn partition_names(pool: &PgPool) -> DbResult<Vec<String>> {
     let names: Vec<(String,)> = sqlx::query_as(
         "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
-         JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = $1",
+         WHERE i.inhparent = to_regclass($1)",
     )
     .bind(PARENT)
     .fetch_all(pool)
     .await?;
-    let doomed = partitions_to_drop(names.iter().map(|(n,)| n.as_str()), Utc::now(), keep_months);
+    Ok(names.into_iter().map(|(n,)| n).collect())
+}
+
+/// Asks the owner's SECURITY DEFINER function for this and next month's partitions.
+pub async fn create_next_partitions(pool: &PgPool) -> DbResult<Vec<String>> {
+    let created: Vec<(String,)> = sqlx::query_as("SELECT * FROM signal_processing_audit_create_next_partitions()")
+        .fetch_all(pool)
+        .await?;
+    Ok(created.into_iter().map(|(n,)| n).collect())
+}
+
+impl PgStore {
+    /// Opens both pools on a schema that is already migrated (see [`super::migrate::prepare`]).
+    pub async fn connect(settings: &PgSettings) -> anyhow::Result<Self> {
+        let write = pool(&settings.url, settings.write_connections, settings.statement_timeout).await?;
+        let read = pool(&settings.url, settings.read_connections, settings.statement_timeout).await?;
+        let store = Self {
+            write,
+            read,
+            months: Mutex::new(HashSet::new()),
+            missing_reported: Mutex::new(HashSet::new()),
+        };
+        store.refresh_partitions().await;
+        Ok(store)
+    }
+
+    pub fn write_pool(&self) -> &PgPool {
+        &self.write
+    }
+
+    fn pool(&self, lane: Lane) -> &PgPool {
+        match lane {
+            Lane::Write => &self.write,
+            Lane::Read => &self.read,
+        }
+    }
+
+    /// Creates this and next month's partition if missing (through the owner's function) and
+    /// reloads the known months. Failure is not fatal: rows then land in the DEFAULT partition.
+    pub async fn refresh_partitions(&self) {
+        match create_next_partitions(&self.write).await {
+            Ok(created) => {
+                for name in created {
+                    tracing::info!(partition = %name, "partition created");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not create the next partitions; new months go to the default partition"),
+        }
+        match partition_names(&self.write).await {
+            Ok(names) => {
+                if let Ok(mut months) = self.months.lock() {
+                    *months = names.iter().filter_map(|n| parse_partition_name(n)).collect();
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not list partitions"),
+        }
+    }
+
+    /// Hourly: keeps next month's partition in place before its first record arrives.
+    pub fn spawn_partition_upkeep(self: &std::sync::Arc<Self>) {
+        let me = std::sync::Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(3600));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(store) = me.upgrade() else { return };
+                store.refresh_partitions().await;
+            }
+        });
+    }
+
+    /// Before an insert: months not seen yet get one refresh; months still without a
+    /// partition (older than the window `migrate` prepared) are reported once.
+    async fn ensure_months(&self, wanted: BTreeSet<(i32, u32)>) {
+        let unknown = |months: &HashSet<(i32, u32)>| wanted.iter().filter(|m| !months.contains(m)).copied().collect::<Vec<_>>();
+        let missing = match self.months.lock() {
+            Ok(months) => unknown(&months),
+            Err(_) => return,
+        };
+        let missing: Vec<_> = match self.missing_reported.lock() {
+            Ok(reported) => missing.into_iter().filter(|m| !reported.contains(m)).collect(),
+            Err(_) => return,
+        };
+        if missing.is_empty() {
+            return;
+        }
+        self.refresh_partitions().await;
+        let still = match self.months.lock() {
+            Ok(months) => missing.into_iter().filter(|m| !months.contains(m)).collect::<Vec<_>>(),
+            Err(_) => return,
+        };
+        for (y, m) in still {
+            tracing::warn!(
+                partition = %partition_name(y, m),
+                "no partition for this month; its records go to the default partition (run `audit-guard datastorage migrate` as the owner)"
+            );
+            if let Ok(mut reported) = self.missing_reported.lock() {
+                reported.insert((y, m));
+            }
+        }
+    }
+}
+
+/// Drops monthly partitions older than the retention. Deliberate and logged; needs the owner.
+pub async fn drop_old_partitions(pool: &PgPool, keep_months: u32) -> DbResult<Vec<String>> {
+    let names = partition_names(pool).await?;
+    let doomed = partitions_to_drop(names.iter().map(String::as_str), Utc::now(), keep_months);
     for name in &doomed {
         tracing::warn!(partition = %name, keep_months, "retention: dropping audit partition");
         sqlx::query(&format!("DROP TABLE {name}")).execute(pool).await?;
-        if let (Some(ym), Ok(mut known)) = (parse_partition_name(name), months.lock()) {
-            known.remove(&ym);
-        }
     }
     Ok(doomed)
+}
+
+/// Hourly retention as the owner (single-role mode). Deliberate and logged.
+pub fn spawn_retention(pool: PgPool, keep_months: u32) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            if let Err(e) = drop_old_partitions(&pool, keep_months).await {
+                tracing::error!(error = %e, "retention run failed");
+            }
+        }
+    });
 }
 
 /// One statement, so atomic: claim new ids in the id table, then store only the rows whose
@@ -173,10 +249,10 @@ pub async fn drop_old_partitions(pool: &PgPool, months: &Mutex<HashSet<(i32, u32
 const INSERT: &str = "WITH u AS (
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::text[], $7::int8[], $8::text[],
         $9::float8[], $10::text[], $11::text[], $12::text[], $13::int8[], $14::text[], $15::int8[], $16::timestamptz[],
-        $17::text[], $18::text[], $19::text[], $20::text[], $21::text[], $22::text[], $23::timestamptz[], $24::text[])
+        $17::text[], $18::text[], $19::text[], $20::text[], $21::text[], $22::text[], $23::timestamptz[], $24::text[], $25::text[])
     AS t(id, remediation_id, signal_fingerprint, processing_phases, enrichment_quality, enrichment_sources, context_size_bytes,
          environment, confidence, business_criticality, sla_requirement, priority, priority_score, routed_to_service,
-         routing_priority, completed_at, status, error_message, namespace, name, uid, trigger, deleted_at, record)
+         routing_priority, completed_at, status, error_message, namespace, name, uid, trigger, deleted_at, record, anomalies)
 ), claimed AS (
     INSERT INTO signal_processing_audit_ids (id, completed_at) SELECT id, completed_at FROM u
     ON CONFLICT (id) DO NOTHING RETURNING id
@@ -184,13 +260,24 @@ const INSERT: &str = "WITH u AS (
 INSERT INTO signal_processing_audit (id, remediation_id, signal_fingerprint, processing_phases, enrichment_quality,
     enrichment_sources, context_size_bytes, environment, confidence, business_criticality, sla_requirement, priority,
     priority_score, routed_to_service, routing_priority, completed_at, status, error_message, namespace, name, uid,
-    trigger, deleted_at, record)
+    trigger, deleted_at, record, anomalies)
 SELECT u.id, u.remediation_id, u.signal_fingerprint, u.processing_phases::jsonb, u.enrichment_quality,
     u.enrichment_sources::jsonb, u.context_size_bytes, u.environment, u.confidence, u.business_criticality, u.sla_requirement,
     u.priority, u.priority_score, u.routed_to_service, u.routing_priority, u.completed_at, u.status, u.error_message,
-    u.namespace, u.name, u.uid, u.trigger, u.deleted_at, u.record::json
+    u.namespace, u.name, u.uid, u.trigger, u.deleted_at, u.record::json, u.anomalies::jsonb
 FROM u JOIN claimed c ON c.id = u.id
 RETURNING id";
+
+const AMENDMENT_COLUMNS: &str = "amendment_id, record_id, amended_at, record";
+
+fn amendment_row(row: &sqlx::postgres::PgRow) -> DbResult<StoredAmendment> {
+    Ok(StoredAmendment {
+        amendment_id: row.try_get(0)?,
+        record_id: row.try_get(1)?,
+        amended_at: row.try_get(2)?,
+        record: row.try_get(3)?,
+    })
+}
 
 impl Store for PgStore {
     fn backend(&self) -> &'static str {
@@ -199,7 +286,7 @@ impl Store for PgStore {
 
     fn ping(&self) -> BoxFuture<'_, DbResult<()>> {
         async move {
-            sqlx::query("SELECT 1").execute(&self.pool).await?;
+            sqlx::query("SELECT 1").execute(&self.write).await?;
             Ok(())
         }
         .boxed()
@@ -207,7 +294,7 @@ impl Store for PgStore {
 
     fn insert<'a>(&'a self, records: &'a [Prepared]) -> BoxFuture<'a, DbResult<Vec<Outcome>>> {
         async move {
-            self.ensure_partitions(
+            self.ensure_months(
                 records
                     .iter()
                     .map(|p| (p.rec.completed_at.year(), p.rec.completed_at.month()))
@@ -241,7 +328,8 @@ impl Store for PgStore {
                 .bind(opt(|p| p.rec.trigger.map(trigger_str)))
                 .bind(records.iter().map(|p| p.rec.deleted_at).collect::<Vec<_>>())
                 .bind(text(|p| &p.record_text))
-                .fetch_all(&self.pool)
+                .bind(opt(|p| p.anomalies_text.as_deref()))
+                .fetch_all(&self.write)
                 .await?;
             let created: HashSet<String> = rows.iter().map(|r| r.try_get::<String, _>(0)).collect::<Result<_, _>>()?;
             Ok(outcomes(records, &created))
@@ -249,23 +337,68 @@ impl Store for PgStore {
         .boxed()
     }
 
-    fn get(&self, id: String) -> BoxFuture<'_, DbResult<Option<serde_json::Value>>> {
+    fn records<'a>(&'a self, ids: &'a [String], lane: Lane) -> BoxFuture<'a, DbResult<HashMap<String, serde_json::Value>>> {
         async move {
-            let row: Option<(serde_json::Value,)> = sqlx::query_as(
-                "SELECT a.record FROM signal_processing_audit_ids i JOIN signal_processing_audit a \
-                 ON a.id = i.id AND a.completed_at = i.completed_at WHERE i.id = $1",
+            // Through the ids table, so each id finds its partition by completed_at.
+            let rows: Vec<(String, serde_json::Value)> = sqlx::query_as(
+                "SELECT i.id, a.record FROM signal_processing_audit_ids i JOIN signal_processing_audit a \
+                 ON a.id = i.id AND a.completed_at = i.completed_at WHERE i.id = ANY($1)",
             )
-            .bind(id)
-            .fetch_optional(&self.pool)
+            .bind(ids)
+            .fetch_all(self.pool(lane))
             .await?;
-            Ok(row.map(|(v,)| v))
+            Ok(rows.into_iter().collect())
+        }
+        .boxed()
+    }
+
+    fn amendments<'a>(&'a self, ids: &'a [String], lane: Lane) -> BoxFuture<'a, DbResult<HashMap<String, Vec<StoredAmendment>>>> {
+        async move {
+            let rows = sqlx::query(&format!(
+                "SELECT {AMENDMENT_COLUMNS} FROM signal_processing_audit_amendments WHERE record_id = ANY($1) \
+                 ORDER BY record_id, amended_at, amendment_id"
+            ))
+            .bind(ids)
+            .fetch_all(self.pool(lane))
+            .await?;
+            Ok(group_amendments(rows.iter().map(amendment_row).collect::<DbResult<_>>()?))
+        }
+        .boxed()
+    }
+
+    fn insert_amendment<'a>(&'a self, a: &'a NewAmendment) -> BoxFuture<'a, DbResult<AmendmentOutcome>> {
+        async move {
+            let inserted = sqlx::query(&format!(
+                "INSERT INTO signal_processing_audit_amendments (amendment_id, record_id, content_sha256, record, anomalies, amended_at) \
+                 VALUES ($1, $2, $3, $4::json, $5::jsonb, $6) ON CONFLICT (record_id, content_sha256) DO NOTHING \
+                 RETURNING {AMENDMENT_COLUMNS}"
+            ))
+            .bind(&a.amendment_id)
+            .bind(&a.prepared.rec.id)
+            .bind(&a.digest)
+            .bind(&a.prepared.record_text)
+            .bind(a.prepared.anomalies_text.as_deref())
+            .bind(a.amended_at)
+            .fetch_optional(&self.write)
+            .await?;
+            if let Some(row) = inserted {
+                return Ok(AmendmentOutcome::Created(amendment_row(&row)?));
+            }
+            let row = sqlx::query(&format!(
+                "SELECT {AMENDMENT_COLUMNS} FROM signal_processing_audit_amendments WHERE record_id = $1 AND content_sha256 = $2"
+            ))
+            .bind(&a.prepared.rec.id)
+            .bind(&a.digest)
+            .fetch_one(&self.write)
+            .await?;
+            Ok(AmendmentOutcome::Duplicate(amendment_row(&row)?))
         }
         .boxed()
     }
 
     fn list(&self, q: ListQuery) -> BoxFuture<'_, DbResult<Vec<Listed>>> {
         async move {
-            let (after_ts, after_id) = match q.after {
+            let (after_ts, after_id) = match q.page.after {
                 Some((t, id)) => (Some(t), Some(id)),
                 None => (None, None),
             };
@@ -283,77 +416,71 @@ impl Store for PgStore {
             .bind(q.environment)
             .bind(q.priority)
             .bind(q.status)
-            .bind(q.since)
-            .bind(q.until)
+            .bind(q.page.since)
+            .bind(q.page.until)
             .bind(after_ts)
             .bind(after_id)
-            .bind(i64::from(q.limit))
-            .fetch_all(&self.pool)
+            .bind(i64::from(q.page.limit))
+            .fetch_all(&self.read)
             .await?;
-            Ok(rows
-                .into_iter()
-                .map(|(record, completed_at, id)| Listed { record, completed_at, id })
-                .collect())
+            Ok(rows.into_iter().map(|(json, at, id)| Listed { json, at, id }).collect())
         }
         .boxed()
     }
 
-    fn classification(&self, since: DateTime<Utc>) -> BoxFuture<'_, DbResult<Vec<ClassificationStat>>> {
+    fn classification(&self, range: StatsRange) -> BoxFuture<'_, DbResult<Vec<ClassificationStat>>> {
         async move {
             let rows: Vec<(Option<String>, Option<f64>, i64)> = sqlx::query_as(
                 "SELECT environment, AVG(confidence)::float8, COUNT(*) FROM signal_processing_audit \
-                 WHERE completed_at > $1 GROUP BY environment ORDER BY environment",
+                 WHERE completed_at > $1 AND completed_at <= $2 GROUP BY environment ORDER BY environment",
             )
-            .bind(since)
-            .fetch_all(&self.pool)
+            .bind(range.since)
+            .bind(range.until)
+            .fetch_all(&self.read)
             .await?;
-            Ok(rows
-                .into_iter()
-                .map(|(environment, avg_confidence, total_signals)| ClassificationStat {
-                    environment,
-                    avg_confidence,
-                    total_signals,
-                })
-                .collect())
+            Ok(rows.into_iter().map(Into::into).collect())
         }
         .boxed()
     }
 
-    fn priorities(&self, since: DateTime<Utc>) -> BoxFuture<'_, DbResult<Vec<PriorityStat>>> {
+    fn priorities(&self, range: StatsRange) -> BoxFuture<'_, DbResult<Vec<PriorityStat>>> {
         async move {
             let rows: Vec<(Option<String>, i64, Option<f64>)> = sqlx::query_as(
                 "SELECT priority, COUNT(*), AVG(priority_score)::float8 FROM signal_processing_audit \
-                 WHERE completed_at > $1 GROUP BY priority ORDER BY priority",
+                 WHERE completed_at > $1 AND completed_at <= $2 GROUP BY priority ORDER BY priority",
             )
-            .bind(since)
-            .fetch_all(&self.pool)
+            .bind(range.since)
+            .bind(range.until)
+            .fetch_all(&self.read)
             .await?;
-            Ok(rows
-                .into_iter()
-                .map(|(priority, count, avg_score)| PriorityStat {
-                    priority,
-                    count,
-                    avg_score,
-                })
-                .collect())
+            Ok(rows.into_iter().map(Into::into).collect())
         }
         .boxed()
     }
 
     fn slow_phases(&self, q: SlowPhaseQuery) -> BoxFuture<'_, DbResult<Vec<SlowPhase>>> {
         async move {
-            // The record column keeps durations as integer nanoseconds: compare those.
+            // Filter and order on the JSONB phases (ISO durations, already parsed; compared as
+            // intervals, i.e. to the microsecond); only the rows returned read their exact
+            // nanoseconds from the record text.
             let rows: Vec<(String, String, String, DateTime<Utc>, i64)> = sqlx::query_as(
-                "SELECT a.id, a.remediation_id, a.signal_fingerprint, a.completed_at, (p->>'duration')::int8 AS d \
-                 FROM signal_processing_audit a, json_array_elements(a.record->'processing_phases') p \
-                 WHERE p->>'phase' = $1 AND json_typeof(p->'duration') = 'number' AND (p->>'duration')::int8 > $2 \
-                 AND ($3::timestamptz IS NULL OR a.completed_at >= $3) ORDER BY d DESC, a.id LIMIT $4",
+                "SELECT a.id, a.remediation_id, a.signal_fingerprint, a.completed_at, \
+                        (a.record->'processing_phases'->(s.n::int - 1)->>'duration')::int8 AS d \
+                 FROM (SELECT a.id, a.completed_at, p.n, (p.v->>'duration')::interval AS iv \
+                       FROM signal_processing_audit a, jsonb_array_elements(a.processing_phases) WITH ORDINALITY AS p(v, n) \
+                       WHERE a.completed_at >= $3 AND a.completed_at <= $4 AND p.v->>'phase' = $1 \
+                         AND jsonb_typeof(p.v->'duration') = 'string' \
+                         AND (p.v->>'duration')::interval > make_interval(secs => $2::float8 / 1e9) \
+                       ORDER BY iv DESC, a.id LIMIT $5) s \
+                 JOIN signal_processing_audit a ON a.id = s.id AND a.completed_at = s.completed_at \
+                 ORDER BY d DESC, a.id",
             )
             .bind(q.phase)
             .bind(q.min_duration_nanos)
-            .bind(q.since)
+            .bind(q.range.since)
+            .bind(q.range.until)
             .bind(i64::from(q.limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.read)
             .await?;
             Ok(rows
                 .into_iter()
@@ -365,6 +492,63 @@ impl Store for PgStore {
                     duration_nanos,
                 })
                 .collect())
+        }
+        .boxed()
+    }
+
+    fn insert_event<'a>(&'a self, e: &'a PreparedEvent) -> BoxFuture<'a, DbResult<Outcome>> {
+        async move {
+            let ev = &e.event;
+            let done = sqlx::query(
+                "INSERT INTO break_glass_events (id, user_name, groups, namespace, name, uid, at, event) \
+                 VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7, $8::json) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&ev.id)
+            .bind(&ev.user)
+            .bind(&e.groups_text)
+            .bind(&ev.namespace)
+            .bind(&ev.name)
+            .bind(&ev.uid)
+            .bind(ev.at)
+            .bind(&e.event_text)
+            .execute(&self.write)
+            .await?;
+            Ok(Outcome::of_rows_affected(done.rows_affected()))
+        }
+        .boxed()
+    }
+
+    fn event(&self, id: String, lane: Lane) -> BoxFuture<'_, DbResult<Option<serde_json::Value>>> {
+        async move {
+            let row: Option<(serde_json::Value,)> = sqlx::query_as("SELECT event FROM break_glass_events WHERE id = $1")
+                .bind(id)
+                .fetch_optional(self.pool(lane))
+                .await?;
+            Ok(row.map(|(v,)| v))
+        }
+        .boxed()
+    }
+
+    fn list_events(&self, page: Page) -> BoxFuture<'_, DbResult<Vec<Listed>>> {
+        async move {
+            let (after_ts, after_id) = match page.after {
+                Some((t, id)) => (Some(t), Some(id)),
+                None => (None, None),
+            };
+            let rows: Vec<(serde_json::Value, DateTime<Utc>, String)> = sqlx::query_as(
+                "SELECT event, at, id FROM break_glass_events \
+                 WHERE ($1::timestamptz IS NULL OR at >= $1) AND ($2::timestamptz IS NULL OR at < $2) \
+                 AND ($3::timestamptz IS NULL OR (at, id) < ($3, $4::text)) \
+                 ORDER BY at DESC, id DESC LIMIT $5",
+            )
+            .bind(page.since)
+            .bind(page.until)
+            .bind(after_ts)
+            .bind(after_id)
+            .bind(i64::from(page.limit))
+            .fetch_all(&self.read)
+            .await?;
+            Ok(rows.into_iter().map(|(json, at, id)| Listed { json, at, id }).collect())
         }
         .boxed()
     }
@@ -394,7 +578,7 @@ mod tests {
     fn partition_names_round_trip() {
         assert_eq!(parse_partition_name(&partition_name(2025, 11)), Some((2025, 11)));
         assert_eq!(parse_partition_name("signal_processing_audit_default"), None);
-        assert_eq!(next_month(2025, 12), (2026, 1));
+        assert_eq!(month_start(2025, 2), Some("2025-02-01T00:00:00Z".parse().unwrap()));
     }
 
     #[test]

@@ -14,6 +14,9 @@ pub struct Problem {
     /// The JSON path of the offending field, e.g. `[3].status` (an RFC 7807 extension member).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Further RFC 7807 extension members, e.g. a 409's `identical` and `existing`.
+    #[serde(flatten)]
+    pub extensions: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Problem {
@@ -24,7 +27,22 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             field: None,
+            extensions: serde_json::Map::new(),
         }
+    }
+
+    /// Adds an extension member.
+    pub fn with(mut self, key: &str, value: serde_json::Value) -> Self {
+        self.extensions.insert(key.to_string(), value);
+        self
+    }
+
+    /// 409: the id is taken. `identical` says whether the stored original says the same
+    /// (see `same_content`); `existing` is what is stored.
+    pub fn conflict(detail: impl Into<String>, identical: bool, existing: serde_json::Value) -> Self {
+        Self::new(StatusCode::CONFLICT, detail)
+            .with("identical", serde_json::Value::Bool(identical))
+            .with("existing", existing)
     }
 
     pub fn field(field: impl Into<String>, detail: impl Into<String>) -> Self {
@@ -52,7 +70,7 @@ impl IntoResponse for Problem {
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         // These are answered before the request body is read; closing the connection keeps a
         // client from reusing it while the unread body is still in flight.
-        if matches!(status.as_u16(), 401 | 405 | 413 | 415) {
+        if matches!(status.as_u16(), 401 | 405 | 408 | 413 | 415) {
             resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if status == StatusCode::UNAUTHORIZED {
@@ -70,5 +88,26 @@ pub fn json_path(path: &serde_path_to_error::Path) -> String {
         "$".into()
     } else {
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn conflict_carries_extension_members() {
+        let p = Problem::conflict("taken", true, json!({"id": "a"}));
+        let v = serde_json::to_value(&p).unwrap();
+        assert_eq!(v["status"], 409);
+        assert_eq!(v["identical"], true);
+        assert_eq!(v["existing"], json!({"id": "a"}));
+        assert!(v.get("field").is_none());
+        let v = serde_json::to_value(Problem::field("limit", "bad")).unwrap();
+        assert_eq!(
+            v,
+            json!({"type": "about:blank", "title": "Bad Request", "status": 400, "detail": "bad", "field": "limit"})
+        );
     }
 }

@@ -1,36 +1,50 @@
-//! Embedded SQLite backend: one file, WAL mode, same behaviour as PostgreSQL through the API.
+//! Embedded SQLite backend: one file, WAL mode with `synchronous=FULL` (a commit is on disk
+//! before the answer, so a power loss cannot roll back a record the controller already acted
+//! on), one writer connection and a few readers; same behaviour as PostgreSQL through the API.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
 use super::store::*;
 
 pub struct SqliteStore {
-    pool: SqlitePool,
+    /// SQLite has one writer at a time: one connection, so writes queue here, not on busy_timeout.
+    write: SqlitePool,
+    read: SqlitePool,
 }
 
 impl SqliteStore {
-    pub async fn open(data_dir: &Path) -> anyhow::Result<Self> {
+    pub async fn open(data_dir: &Path, read_connections: u32) -> anyhow::Result<Self> {
         std::fs::create_dir_all(data_dir).map_err(|e| anyhow::anyhow!("creating data dir {}: {e}", data_dir.display()))?;
         let file = data_dir.join("audit.db");
         let opts = SqliteConnectOptions::from_str("sqlite:")?
             .filename(&file)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // WAL + NORMAL keeps committed transactions across a process crash.
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(SqliteSynchronous::Full)
             .busy_timeout(std::time::Duration::from_secs(10))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        let write = SqlitePoolOptions::new().max_connections(1).connect_with(opts.clone()).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&write).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(read_connections.max(1))
+            .connect_with(opts)
+            .await?;
+        Ok(Self { write, read })
+    }
+
+    fn pool(&self, lane: Lane) -> &SqlitePool {
+        match lane {
+            Lane::Write => &self.write,
+            Lane::Read => &self.read,
+        }
     }
 }
 
@@ -40,10 +54,34 @@ fn parse_ts(s: &str) -> DbResult<DateTime<Utc>> {
         .map_err(|e| DbError::Value(format!("timestamp {s:?}: {e}")))
 }
 
+/// `?1, ?2, …` for binding a list of ids.
+fn placeholders(n: usize) -> String {
+    (1..=n).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
+}
+
 const INSERT: &str = "INSERT INTO signal_processing_audit (id, remediation_id, signal_fingerprint, processing_phases, \
      enrichment_quality, enrichment_sources, context_size_bytes, environment, confidence, business_criticality, sla_requirement, \
      priority, priority_score, routed_to_service, routing_priority, completed_at, status, error_message, namespace, name, uid, \
-     trigger, deleted_at, record) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO NOTHING";
+     trigger, deleted_at, record, anomalies) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO NOTHING";
+
+const AMENDMENT_COLUMNS: &str = "amendment_id, record_id, amended_at, record";
+
+fn amendment_row(row: &SqliteRow) -> DbResult<StoredAmendment> {
+    Ok(StoredAmendment {
+        amendment_id: row.try_get(0)?,
+        record_id: row.try_get(1)?,
+        amended_at: parse_ts(row.try_get::<&str, _>(2)?)?,
+        record: serde_json::from_str(row.try_get::<&str, _>(3)?)?,
+    })
+}
+
+fn listed(row: &SqliteRow) -> DbResult<Listed> {
+    Ok(Listed {
+        json: serde_json::from_str(row.try_get::<&str, _>(0)?)?,
+        at: parse_ts(row.try_get::<&str, _>(1)?)?,
+        id: row.try_get(2)?,
+    })
+}
 
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
@@ -52,7 +90,7 @@ impl Store for SqliteStore {
 
     fn ping(&self) -> BoxFuture<'_, DbResult<()>> {
         async move {
-            sqlx::query("SELECT 1").execute(&self.pool).await?;
+            sqlx::query("SELECT 1").execute(&self.read).await?;
             Ok(())
         }
         .boxed()
@@ -60,7 +98,7 @@ impl Store for SqliteStore {
 
     fn insert<'a>(&'a self, records: &'a [Prepared]) -> BoxFuture<'a, DbResult<Vec<Outcome>>> {
         async move {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.write.begin().await?;
             let mut created = HashSet::new();
             for p in records {
                 let r = &p.rec;
@@ -89,6 +127,7 @@ impl Store for SqliteStore {
                     .bind(r.trigger.map(trigger_str))
                     .bind(r.deleted_at.map(fixed_ts))
                     .bind(&p.record_text)
+                    .bind(&p.anomalies_text)
                     .execute(&mut *tx)
                     .await?;
                 if done.rows_affected() == 1 {
@@ -101,15 +140,76 @@ impl Store for SqliteStore {
         .boxed()
     }
 
-    fn get(&self, id: String) -> BoxFuture<'_, DbResult<Option<serde_json::Value>>> {
+    fn records<'a>(&'a self, ids: &'a [String], lane: Lane) -> BoxFuture<'a, DbResult<HashMap<String, serde_json::Value>>> {
         async move {
-            let row: Option<(String,)> = sqlx::query_as("SELECT record FROM signal_processing_audit WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-            Ok(match row {
-                Some((text,)) => Some(serde_json::from_str(&text)?),
-                None => None,
+            let mut out = HashMap::new();
+            // SQLite's bound-parameter limit is far above a page or a batch, but chunk anyway.
+            for chunk in ids.chunks(500) {
+                let sql = format!(
+                    "SELECT id, record FROM signal_processing_audit WHERE id IN ({})",
+                    placeholders(chunk.len())
+                );
+                let mut q = sqlx::query(&sql);
+                for id in chunk {
+                    q = q.bind(id);
+                }
+                for row in q.fetch_all(self.pool(lane)).await? {
+                    out.insert(row.try_get(0)?, serde_json::from_str(row.try_get::<&str, _>(1)?)?);
+                }
+            }
+            Ok(out)
+        }
+        .boxed()
+    }
+
+    fn amendments<'a>(&'a self, ids: &'a [String], lane: Lane) -> BoxFuture<'a, DbResult<HashMap<String, Vec<StoredAmendment>>>> {
+        async move {
+            let mut rows = vec![];
+            for chunk in ids.chunks(500) {
+                let sql = format!(
+                    "SELECT {AMENDMENT_COLUMNS} FROM signal_processing_audit_amendments WHERE record_id IN ({}) \
+                     ORDER BY record_id, amended_at, amendment_id",
+                    placeholders(chunk.len())
+                );
+                let mut q = sqlx::query(&sql);
+                for id in chunk {
+                    q = q.bind(id);
+                }
+                for row in q.fetch_all(self.pool(lane)).await? {
+                    rows.push(amendment_row(&row)?);
+                }
+            }
+            Ok(group_amendments(rows))
+        }
+        .boxed()
+    }
+
+    fn insert_amendment<'a>(&'a self, a: &'a NewAmendment) -> BoxFuture<'a, DbResult<AmendmentOutcome>> {
+        async move {
+            let done = sqlx::query(
+                "INSERT INTO signal_processing_audit_amendments (amendment_id, record_id, content_sha256, record, anomalies, amended_at) \
+                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (record_id, content_sha256) DO NOTHING",
+            )
+            .bind(&a.amendment_id)
+            .bind(&a.prepared.rec.id)
+            .bind(&a.digest)
+            .bind(&a.prepared.record_text)
+            .bind(&a.prepared.anomalies_text)
+            .bind(fixed_ts(a.amended_at))
+            .execute(&self.write)
+            .await?;
+            let row = sqlx::query(&format!(
+                "SELECT {AMENDMENT_COLUMNS} FROM signal_processing_audit_amendments WHERE record_id = ? AND content_sha256 = ?"
+            ))
+            .bind(&a.prepared.rec.id)
+            .bind(&a.digest)
+            .fetch_one(&self.write)
+            .await?;
+            let stored = amendment_row(&row)?;
+            Ok(if done.rows_affected() == 1 {
+                AmendmentOutcome::Created(stored)
+            } else {
+                AmendmentOutcome::Duplicate(stored)
             })
         }
         .boxed()
@@ -117,7 +217,7 @@ impl Store for SqliteStore {
 
     fn list(&self, q: ListQuery) -> BoxFuture<'_, DbResult<Vec<Listed>>> {
         async move {
-            let (after_ts, after_id) = match &q.after {
+            let (after_ts, after_id) = match &q.page.after {
                 Some((t, id)) => (Some(fixed_ts(*t)), Some(id.clone())),
                 None => (None, None),
             };
@@ -134,64 +234,44 @@ impl Store for SqliteStore {
             .bind(&q.environment)
             .bind(&q.priority)
             .bind(&q.status)
-            .bind(q.since.map(fixed_ts))
-            .bind(q.until.map(fixed_ts))
+            .bind(q.page.since.map(fixed_ts))
+            .bind(q.page.until.map(fixed_ts))
             .bind(after_ts)
             .bind(after_id)
-            .bind(i64::from(q.limit))
-            .fetch_all(&self.pool)
+            .bind(i64::from(q.page.limit))
+            .fetch_all(&self.read)
             .await?;
-            rows.iter()
-                .map(|row| {
-                    Ok(Listed {
-                        record: serde_json::from_str(row.try_get::<&str, _>(0)?)?,
-                        completed_at: parse_ts(row.try_get::<&str, _>(1)?)?,
-                        id: row.try_get(2)?,
-                    })
-                })
-                .collect()
+            rows.iter().map(listed).collect()
         }
         .boxed()
     }
 
-    fn classification(&self, since: DateTime<Utc>) -> BoxFuture<'_, DbResult<Vec<ClassificationStat>>> {
+    fn classification(&self, range: StatsRange) -> BoxFuture<'_, DbResult<Vec<ClassificationStat>>> {
         async move {
             let rows: Vec<(Option<String>, Option<f64>, i64)> = sqlx::query_as(
                 "SELECT environment, AVG(confidence), COUNT(*) FROM signal_processing_audit \
-                 WHERE completed_at > ? GROUP BY environment ORDER BY environment",
+                 WHERE completed_at > ? AND completed_at <= ? GROUP BY environment ORDER BY environment",
             )
-            .bind(fixed_ts(since))
-            .fetch_all(&self.pool)
+            .bind(fixed_ts(range.since))
+            .bind(fixed_ts(range.until))
+            .fetch_all(&self.read)
             .await?;
-            Ok(rows
-                .into_iter()
-                .map(|(environment, avg_confidence, total_signals)| ClassificationStat {
-                    environment,
-                    avg_confidence,
-                    total_signals,
-                })
-                .collect())
+            Ok(rows.into_iter().map(Into::into).collect())
         }
         .boxed()
     }
 
-    fn priorities(&self, since: DateTime<Utc>) -> BoxFuture<'_, DbResult<Vec<PriorityStat>>> {
+    fn priorities(&self, range: StatsRange) -> BoxFuture<'_, DbResult<Vec<PriorityStat>>> {
         async move {
             let rows: Vec<(Option<String>, i64, Option<f64>)> = sqlx::query_as(
                 "SELECT priority, COUNT(*), AVG(priority_score) FROM signal_processing_audit \
-                 WHERE completed_at > ? GROUP BY priority ORDER BY priority",
+                 WHERE completed_at > ? AND completed_at <= ? GROUP BY priority ORDER BY priority",
             )
-            .bind(fixed_ts(since))
-            .fetch_all(&self.pool)
+            .bind(fixed_ts(range.since))
+            .bind(fixed_ts(range.until))
+            .fetch_all(&self.read)
             .await?;
-            Ok(rows
-                .into_iter()
-                .map(|(priority, count, avg_score)| PriorityStat {
-                    priority,
-                    count,
-                    avg_score,
-                })
-                .collect())
+            Ok(rows.into_iter().map(Into::into).collect())
         }
         .boxed()
     }
@@ -202,15 +282,17 @@ impl Store for SqliteStore {
             let rows = sqlx::query(
                 "SELECT a.id, a.remediation_id, a.signal_fingerprint, a.completed_at, json_extract(p.value, '$.duration') AS d \
                  FROM signal_processing_audit a, json_each(a.record, '$.processing_phases') p \
-                 WHERE json_extract(p.value, '$.phase') = ?1 AND json_type(p.value, '$.duration') = 'integer' \
+                 WHERE a.completed_at >= ?3 AND a.completed_at <= ?4 \
+                 AND json_extract(p.value, '$.phase') = ?1 AND json_type(p.value, '$.duration') = 'integer' \
                  AND json_extract(p.value, '$.duration') > ?2 \
-                 AND (?3 IS NULL OR a.completed_at >= ?3) ORDER BY d DESC, a.id LIMIT ?4",
+                 ORDER BY d DESC, a.id LIMIT ?5",
             )
             .bind(&q.phase)
             .bind(q.min_duration_nanos)
-            .bind(q.since.map(fixed_ts))
+            .bind(fixed_ts(q.range.since))
+            .bind(fixed_ts(q.range.until))
             .bind(i64::from(q.limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.read)
             .await?;
             rows.iter()
                 .map(|row| {
@@ -223,6 +305,65 @@ impl Store for SqliteStore {
                     })
                 })
                 .collect()
+        }
+        .boxed()
+    }
+
+    fn insert_event<'a>(&'a self, e: &'a PreparedEvent) -> BoxFuture<'a, DbResult<Outcome>> {
+        async move {
+            let ev = &e.event;
+            let done = sqlx::query(
+                "INSERT INTO break_glass_events (id, user_name, groups, namespace, name, uid, at, event) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&ev.id)
+            .bind(&ev.user)
+            .bind(&e.groups_text)
+            .bind(&ev.namespace)
+            .bind(&ev.name)
+            .bind(&ev.uid)
+            .bind(fixed_ts(ev.at))
+            .bind(&e.event_text)
+            .execute(&self.write)
+            .await?;
+            Ok(Outcome::of_rows_affected(done.rows_affected()))
+        }
+        .boxed()
+    }
+
+    fn event(&self, id: String, lane: Lane) -> BoxFuture<'_, DbResult<Option<serde_json::Value>>> {
+        async move {
+            let row: Option<(String,)> = sqlx::query_as("SELECT event FROM break_glass_events WHERE id = ?")
+                .bind(id)
+                .fetch_optional(self.pool(lane))
+                .await?;
+            Ok(match row {
+                Some((text,)) => Some(serde_json::from_str(&text)?),
+                None => None,
+            })
+        }
+        .boxed()
+    }
+
+    fn list_events(&self, page: Page) -> BoxFuture<'_, DbResult<Vec<Listed>>> {
+        async move {
+            let (after_ts, after_id) = match &page.after {
+                Some((t, id)) => (Some(fixed_ts(*t)), Some(id.clone())),
+                None => (None, None),
+            };
+            let rows = sqlx::query(
+                "SELECT event, at, id FROM break_glass_events \
+                 WHERE (?1 IS NULL OR at >= ?1) AND (?2 IS NULL OR at < ?2) AND (?3 IS NULL OR (at, id) < (?3, ?4)) \
+                 ORDER BY at DESC, id DESC LIMIT ?5",
+            )
+            .bind(page.since.map(fixed_ts))
+            .bind(page.until.map(fixed_ts))
+            .bind(after_ts)
+            .bind(after_id)
+            .bind(i64::from(page.limit))
+            .fetch_all(&self.read)
+            .await?;
+            rows.iter().map(listed).collect()
         }
         .boxed()
     }

@@ -1,9 +1,12 @@
 //! The storage seam: one trait both backends implement, and the plain data that crosses it.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::future::BoxFuture;
 use serde::Serialize;
 
+use crate::audit::break_glass::BreakGlassEvent;
 use crate::audit::SignalProcessingAudit;
 
 /// A validated record ready to be written: the typed record plus its JSON texts, serialised
@@ -16,6 +19,8 @@ pub struct Prepared {
     /// `processing_phases` with each duration as ISO 8601 text, for `::interval`.
     pub phases_text: String,
     pub sources_text: Option<String>,
+    /// The anomalies list, or None when there are none (a NULL column is cheap to count).
+    pub anomalies_text: Option<String>,
 }
 
 impl Prepared {
@@ -30,20 +35,110 @@ impl Prepared {
             }
         }
         let sources_text = rec.enrichment_sources.as_ref().map(serde_json::to_string).transpose()?;
+        let anomalies_text = (!rec.anomalies.is_empty())
+            .then(|| serde_json::to_string(&rec.anomalies))
+            .transpose()?;
         Ok(Self {
             record_text,
             phases_text: phases.to_string(),
             sources_text,
+            anomalies_text,
             rec,
         })
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+/// What the database did with one record of an insert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Created,
+    /// The id was already taken; nothing was written for it.
     Exists,
+}
+
+impl Outcome {
+    /// For an `INSERT ... ON CONFLICT DO NOTHING` of one row.
+    pub fn of_rows_affected(rows: u64) -> Self {
+        if rows == 1 {
+            Self::Created
+        } else {
+            Self::Exists
+        }
+    }
+}
+
+/// Which connection pool a call uses. The write lane (the deletion path's inserts and the
+/// lookups they need) has its own pool, so readers saturating the read lane never delay it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    Write,
+    Read,
+}
+
+/// An amendment as stored: a full record under an existing id, linked to the original.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAmendment {
+    pub amendment_id: String,
+    pub record_id: String,
+    pub amended_at: DateTime<Utc>,
+    pub record: serde_json::Value,
+}
+
+impl StoredAmendment {
+    /// The record with `amendment_id` and `amended_at` added, as GET and listings show it.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = self.record.clone();
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("amendment_id".into(), self.amendment_id.clone().into());
+            obj.insert("amended_at".into(), serde_json::json!(self.amended_at));
+        }
+        v
+    }
+}
+
+/// An amendment ready to be written.
+#[derive(Debug, Clone)]
+pub struct NewAmendment {
+    pub amendment_id: String,
+    pub amended_at: DateTime<Utc>,
+    /// SHA-256 of the record's content without provenance (unique per original).
+    pub digest: String,
+    pub prepared: Prepared,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AmendmentOutcome {
+    Created(StoredAmendment),
+    /// The same content was already stored as an amendment of this record (a retry).
+    Duplicate(StoredAmendment),
+}
+
+/// A validated break-glass event ready to be written.
+#[derive(Debug, Clone)]
+pub struct PreparedEvent {
+    pub event: BreakGlassEvent,
+    pub event_text: String,
+    pub groups_text: String,
+}
+
+impl PreparedEvent {
+    pub fn new(event: BreakGlassEvent) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            event_text: serde_json::to_string(&event)?,
+            groups_text: serde_json::to_string(&event.groups)?,
+            event,
+        })
+    }
+}
+
+/// A time range and keyset position shared by the record and event listings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Page {
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub limit: u32,
+    /// Strictly older than this (time, id) position.
+    pub after: Option<(DateTime<Utc>, String)>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -53,19 +148,23 @@ pub struct ListQuery {
     pub environment: Option<String>,
     pub priority: Option<String>,
     pub status: Option<String>,
-    pub since: Option<DateTime<Utc>>,
-    pub until: Option<DateTime<Utc>>,
-    pub limit: u32,
-    /// Strictly older than this (completed_at, id) position.
-    pub after: Option<(DateTime<Utc>, String)>,
+    pub page: Page,
 }
 
-/// One row of a listing: the stored record and its position for the next cursor.
+/// One row of a listing: the stored JSON and its position for the next cursor.
 #[derive(Debug, Clone)]
 pub struct Listed {
-    pub record: serde_json::Value,
-    pub completed_at: DateTime<Utc>,
+    pub json: serde_json::Value,
+    pub at: DateTime<Utc>,
     pub id: String,
+}
+
+/// The time range a statistic covers: `since` exclusive (as the design document's
+/// `completed_at > NOW() - INTERVAL '7 days'`), `until` inclusive.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StatsRange {
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -75,6 +174,17 @@ pub struct ClassificationStat {
     pub total_signals: i64,
 }
 
+/// From a row `(environment, avg_confidence, total_signals)`.
+impl From<(Option<String>, Option<f64>, i64)> for ClassificationStat {
+    fn from((environment, avg_confidence, total_signals): (Option<String>, Option<f64>, i64)) -> Self {
+        Self {
+            environment,
+            avg_confidence,
+            total_signals,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PriorityStat {
     pub priority: Option<String>,
@@ -82,11 +192,23 @@ pub struct PriorityStat {
     pub avg_score: Option<f64>,
 }
 
+/// From a row `(priority, count, avg_score)`.
+impl From<(Option<String>, i64, Option<f64>)> for PriorityStat {
+    fn from((priority, count, avg_score): (Option<String>, i64, Option<f64>)) -> Self {
+        Self {
+            priority,
+            count,
+            avg_score,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct SlowPhaseQuery {
     pub phase: String,
     pub min_duration_nanos: i64,
-    pub since: Option<DateTime<Utc>>,
+    /// `completed_at` from `since` (inclusive) to `until` (inclusive).
+    pub range: StatsRange,
     pub limit: u32,
 }
 
@@ -117,11 +239,21 @@ pub trait Store: Send + Sync + 'static {
     fn ping(&self) -> BoxFuture<'_, DbResult<()>>;
     /// Atomically stores every record whose id is new; returns one outcome per input, in order.
     fn insert<'a>(&'a self, records: &'a [Prepared]) -> BoxFuture<'a, DbResult<Vec<Outcome>>>;
-    fn get(&self, id: String) -> BoxFuture<'_, DbResult<Option<serde_json::Value>>>;
+    /// The stored originals of these ids (absent ids are left out).
+    fn records<'a>(&'a self, ids: &'a [String], lane: Lane) -> BoxFuture<'a, DbResult<HashMap<String, serde_json::Value>>>;
+    /// The amendments of these ids, each list oldest first (ids without any are left out).
+    fn amendments<'a>(&'a self, ids: &'a [String], lane: Lane) -> BoxFuture<'a, DbResult<HashMap<String, Vec<StoredAmendment>>>>;
+    /// Appends an amendment to an existing original, unless the same content is already one.
+    fn insert_amendment<'a>(&'a self, amendment: &'a NewAmendment) -> BoxFuture<'a, DbResult<AmendmentOutcome>>;
     fn list(&self, q: ListQuery) -> BoxFuture<'_, DbResult<Vec<Listed>>>;
-    fn classification(&self, since: DateTime<Utc>) -> BoxFuture<'_, DbResult<Vec<ClassificationStat>>>;
-    fn priorities(&self, since: DateTime<Utc>) -> BoxFuture<'_, DbResult<Vec<PriorityStat>>>;
+    fn classification(&self, range: StatsRange) -> BoxFuture<'_, DbResult<Vec<ClassificationStat>>>;
+    fn priorities(&self, range: StatsRange) -> BoxFuture<'_, DbResult<Vec<PriorityStat>>>;
     fn slow_phases(&self, q: SlowPhaseQuery) -> BoxFuture<'_, DbResult<Vec<SlowPhase>>>;
+    /// Stores a break-glass event unless its id is taken.
+    fn insert_event<'a>(&'a self, event: &'a PreparedEvent) -> BoxFuture<'a, DbResult<Outcome>>;
+    fn event(&self, id: String, lane: Lane) -> BoxFuture<'_, DbResult<Option<serde_json::Value>>>;
+    /// Break-glass events, newest `at` first.
+    fn list_events(&self, page: Page) -> BoxFuture<'_, DbResult<Vec<Listed>>>;
 }
 
 /// Fixed-width UTC timestamps, so text comparison is time comparison (SQLite) and both
@@ -152,6 +284,15 @@ pub fn outcomes(records: &[Prepared], created: &std::collections::HashSet<String
         .collect()
 }
 
+/// Groups amendment rows (already ordered oldest first) by record id.
+pub fn group_amendments(rows: Vec<StoredAmendment>) -> HashMap<String, Vec<StoredAmendment>> {
+    let mut out: HashMap<String, Vec<StoredAmendment>> = HashMap::new();
+    for a in rows {
+        out.entry(a.record_id.clone()).or_default().push(a);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +312,46 @@ mod tests {
         assert_eq!(phases[0]["duration"], json!("PT1.5S"));
         assert_eq!(phases[1]["duration"], json!(null));
         assert_eq!(record["processing_phases"][0]["duration"], json!(1_500_000_000i64));
+        assert_eq!(p.anomalies_text, None);
+    }
+
+    #[test]
+    fn anomalies_are_kept_in_the_record_and_their_own_column() {
+        let rec: SignalProcessingAudit = serde_json::from_value(json!({
+            "id": "a", "remediation_id": "r", "signal_fingerprint": "f", "processing_phases": [],
+            "completed_at": "2025-01-01T00:00:00Z", "status": "completed", "confidence": null,
+            "anomalies": [{"field": "confidence", "value": 5}]
+        }))
+        .unwrap();
+        let p = Prepared::new(rec).unwrap();
+        assert_eq!(p.anomalies_text.as_deref(), Some(r#"[{"field":"confidence","value":5}]"#));
+        let record: serde_json::Value = serde_json::from_str(&p.record_text).unwrap();
+        assert_eq!(record["anomalies"], json!([{"field": "confidence", "value": 5}]));
+    }
+
+    #[test]
+    fn amendments_show_their_id_and_time() {
+        let a = StoredAmendment {
+            amendment_id: "am-1".into(),
+            record_id: "r".into(),
+            amended_at: "2025-01-01T00:00:00Z".parse().unwrap(),
+            record: json!({"id": "r", "status": "failed"}),
+        };
+        assert_eq!(
+            a.to_json(),
+            json!({"id": "r", "status": "failed", "amendment_id": "am-1", "amended_at": "2025-01-01T00:00:00Z"})
+        );
+        let grouped = group_amendments(vec![
+            a.clone(),
+            StoredAmendment {
+                amendment_id: "am-2".into(),
+                ..a.clone()
+            },
+        ]);
+        assert_eq!(
+            grouped["r"].iter().map(|a| a.amendment_id.as_str()).collect::<Vec<_>>(),
+            ["am-1", "am-2"]
+        );
     }
 
     #[test]

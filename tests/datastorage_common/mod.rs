@@ -10,11 +10,24 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use serde_json::{json, Value};
 
+/// A member of the writers group (create, get, list).
 pub const TOKEN: &str = "ds-test-token";
+/// A member of the readers group (get, list).
+pub const READER_TOKEN: &str = "ds-reader-token";
+/// Authenticated, in neither group.
+pub const OUTSIDER_TOKEN: &str = "ds-outsider-token";
 pub const BASE: &str = "/api/v1/audit/signal-processing";
+pub const BREAK_GLASS: &str = "/api/v1/audit/break-glass-events";
+/// The runtime role scripts/postgres.sh creates (INSERT and SELECT once `migrate` granted them).
+pub const RUNTIME_ROLE: &str = "audit_guard_app";
 
 pub fn pg_admin_url() -> String {
     std::env::var("DATABASE_URL_TEST").unwrap_or_else(|_| "postgres://audit_guard:audit_guard@127.0.0.1:5432/audit_guard".into())
+}
+
+/// The runtime role's credentials on the same server (`postgres://user:pass@host:port`).
+pub fn pg_runtime_server() -> String {
+    std::env::var("DATABASE_URL_TEST_RUNTIME").unwrap_or_else(|_| format!("postgres://{RUNTIME_ROLE}:{RUNTIME_ROLE}@127.0.0.1:5432"))
 }
 
 /// A database of its own, created through the audit_guard role and dropped by `drop_db`.
@@ -36,8 +49,42 @@ impl TestDb {
         }
     }
 
+    /// The owner's pool (the role that created the database).
     pub async fn pool(&self) -> sqlx::PgPool {
         sqlx::PgPool::connect(&self.url).await.unwrap()
+    }
+
+    /// The same database as the runtime role.
+    pub fn runtime_url(&self) -> String {
+        format!("{}/{}", pg_runtime_server(), self.name)
+    }
+
+    pub async fn runtime_pool(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect(&self.runtime_url()).await.unwrap()
+    }
+
+    /// `audit-guard datastorage migrate` as the owner, granting the runtime role; its stdout.
+    pub fn migrate(&self, extra: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_audit-guard"))
+            .args([
+                "datastorage",
+                "migrate",
+                "--database-url",
+                &self.url,
+                "--runtime-role",
+                RUNTIME_ROLE,
+            ])
+            .args(extra)
+            .env_remove("DATABASE_URL")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "migrate failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
     }
 
     pub async fn drop_db(self) {
@@ -70,8 +117,17 @@ pub fn free_port() -> u16 {
 
 pub fn tokens_file(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("tokens.csv");
-    std::fs::write(&path, format!("{TOKEN},ds-tester,9001,\"audit-writers\"\n")).unwrap();
+    std::fs::write(&path, tokens_csv()).unwrap();
     path
+}
+
+/// A writer, a reader and an outsider, in the service's default groups.
+pub fn tokens_csv() -> String {
+    format!(
+        "{TOKEN},ds-tester,9001,\"audit-guard:datastorage-writers\"\n\
+         {READER_TOKEN},ds-auditor,9002,\"audit-guard:datastorage-readers,auditors\"\n\
+         {OUTSIDER_TOKEN},ds-outsider,9003,\"system:authenticated\"\n"
+    )
 }
 
 impl Service {
@@ -155,9 +211,26 @@ impl Service {
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self.http.get(self.url(path)).bearer_auth(TOKEN).send().await.unwrap();
+        self.get_as(TOKEN, path).await
+    }
+
+    pub async fn get_as(&self, token: &str, path: &str) -> (u16, Value) {
+        let r = self.http.get(self.url(path)).bearer_auth(token).send().await.unwrap();
         let (s, _, v) = split(r).await;
         (s, v)
+    }
+
+    pub async fn post_as(&self, token: &str, path: &str, body: &Value) -> (u16, reqwest::header::HeaderMap, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        split(r).await
     }
 
     /// Every stored record, through the API (pages followed).
@@ -199,7 +272,7 @@ pub fn record(id: &str, fingerprint: &str, env: &str, priority: &str, completed_
         "remediation_id": format!("rr-{id}"),
         "signal_fingerprint": fingerprint,
         "processing_phases": [
-            {"phase": "enriching", "start_time": "2026-01-01T00:00:00Z", "end_time": "2026-01-01T00:00:01Z", "duration": enrich,
+            {"phase": "enriching", "start_time": ago(7200), "end_time": ago(7199), "duration": enrich,
              "enrichmentResults": {"contextQuality": 0.9, "contextSizeBytes": 2048, "contextSources": 3, "degradedMode": false}},
             {"phase": "classifying", "start_time": null, "end_time": null, "duration": 250_000_000i64,
              "classificationResults": {"environment": env, "confidence": 0.8, "businessCriticality": "high", "classificationMethod": "namespace-label"}},
@@ -227,7 +300,17 @@ pub fn record(id: &str, fingerprint: &str, env: &str, priority: &str, completed_
     })
 }
 
-/// A recent timestamp, `secs_ago` before now, in RFC 3339 with microseconds.
+/// A recent timestamp, `secs_ago` before now, to the microsecond, written the way the record
+/// type writes it back (so a posted record and the stored one compare equal as JSON).
 pub fn ago(secs_ago: i64) -> String {
-    (chrono::Utc::now() - chrono::Duration::seconds(secs_ago)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    use chrono::SubsecRound;
+    (chrono::Utc::now() - chrono::Duration::seconds(secs_ago))
+        .trunc_subsecs(6)
+        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+/// A break-glass event for a CR, at `at`.
+pub fn break_glass_event(id: &str, user: &str, cr_uid: &str, at: &str) -> Value {
+    json!({"id": id, "user": user, "groups": ["audit-guard:break-glass", "system:authenticated"],
+           "namespace": "team-a", "name": format!("sp-{cr_uid}"), "uid": cr_uid, "at": at})
 }

@@ -1,0 +1,109 @@
+//! A break-glass event: someone outside the controller forced the audit finalizer off a
+//! SignalProcessing. Stored append-only by Data Storage as evidence of who did it, when, to
+//! which CR — also when the CR's own record already exists.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{check_id, FieldError, TimeWindow};
+
+/// Longest user, group, namespace, name or uid accepted (Kubernetes names are far shorter).
+pub const MAX_TEXT_LEN: usize = 1024;
+/// Most groups one event may name.
+pub const MAX_GROUPS: usize = 256;
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct BreakGlassEvent {
+    /// The admission review's uid: one event per review, so a retried store is idempotent.
+    pub id: String,
+    /// Who removed the finalizer (the review's userInfo.username).
+    pub user: String,
+    /// That user's groups.
+    pub groups: Vec<String>,
+    /// The SignalProcessing's namespace, name and uid.
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    /// When the removal was admitted.
+    pub at: DateTime<Utc>,
+}
+
+fn error(field: impl Into<String>, reason: impl Into<String>) -> FieldError {
+    FieldError {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+fn check_text(field: &str, value: &str) -> Result<(), FieldError> {
+    if value.is_empty() {
+        return Err(error(field, "must not be empty"));
+    }
+    if value.len() > MAX_TEXT_LEN {
+        return Err(error(field, format!("must be at most {MAX_TEXT_LEN} bytes")));
+    }
+    Ok(())
+}
+
+impl BreakGlassEvent {
+    /// Rules beyond the JSON shape; `at` must lie within `window` around `now`.
+    pub fn validate(&self, window: &TimeWindow, now: DateTime<Utc>) -> Result<(), FieldError> {
+        check_id("id", &self.id)?;
+        check_text("user", &self.user)?;
+        if self.groups.len() > MAX_GROUPS {
+            return Err(error("groups", format!("must name at most {MAX_GROUPS} groups")));
+        }
+        for (i, g) in self.groups.iter().enumerate() {
+            check_text(&format!("groups[{i}]"), g)?;
+        }
+        check_text("namespace", &self.namespace)?;
+        check_text("name", &self.name)?;
+        check_id("uid", &self.uid)?;
+        window.check("at", self.at, now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event() -> serde_json::Value {
+        json!({"id": "0f6c-review", "user": "bob", "groups": ["audit-guard:break-glass", "system:authenticated"],
+               "namespace": "team-a", "name": "sp-1", "uid": "5d1e-cr", "at": "2025-11-27T10:00:00Z"})
+    }
+
+    #[test]
+    fn valid_event_passes_and_each_rule_names_its_field() {
+        let now: DateTime<Utc> = "2025-11-27T10:01:00Z".parse().unwrap();
+        let w = TimeWindow::default();
+        let e: BreakGlassEvent = serde_json::from_value(event()).unwrap();
+        assert_eq!(e.validate(&w, now), Ok(()));
+        let cases = [
+            ("id", json!("")),
+            ("id", json!("a b")),
+            ("user", json!("")),
+            ("groups[1]", json!(["g", ""])),
+            ("namespace", json!("")),
+            ("name", json!("x".repeat(MAX_TEXT_LEN + 1))),
+            ("uid", json!("")),
+            ("at", json!("9999-01-01T00:00:00Z")),
+        ];
+        for (field, value) in cases {
+            let mut v = event();
+            let key = field.split('[').next().unwrap();
+            v[key] = value;
+            let e: BreakGlassEvent = serde_json::from_value(v).unwrap();
+            assert_eq!(e.validate(&w, now).unwrap_err().field, field);
+        }
+    }
+
+    #[test]
+    fn missing_keys_do_not_parse() {
+        for key in ["id", "user", "groups", "namespace", "name", "uid", "at"] {
+            let mut v = event();
+            v.as_object_mut().unwrap().remove(key);
+            assert!(serde_json::from_value::<BreakGlassEvent>(v).is_err(), "{key}");
+        }
+    }
+}
