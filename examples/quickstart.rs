@@ -51,7 +51,10 @@ fn main() -> Result<()> {
     say("starting Data Storage on SQLite (.run/data/audit.db)");
     let token = format!("qs-{}", uuid::Uuid::new_v4().simple());
     fs::write(run.join("datastorage.token"), &token)?;
-    fs::write(run.join("tokens.csv"), format!("{token},audit-guard,1,\"audit-guard:datastorage-writers\"\n"))?;
+    fs::write(
+        run.join("tokens.csv"),
+        format!("{token},audit-guard,1,\"audit-guard:datastorage-writers\"\n"),
+    )?;
     let mut ds = Command::new(&bin);
     ds.args(["datastorage", "--listen", DATASTORAGE, "--data-dir"])
         .arg(run.join("data"))

@@ -6,12 +6,12 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use chrono::{DateTime, Utc};
 use reqwest::{header, StatusCode};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
+use crate::audit::break_glass::BreakGlassEvent;
 use crate::audit::{AuditStatus, SignalProcessingAudit, StoreError};
 use crate::config::{ApiMode, DataStorageClientArgs};
 use crate::metrics;
@@ -78,20 +78,6 @@ impl Stored {
     pub fn is_stored(&self) -> bool {
         !matches!(self, Self::Conflict { .. })
     }
-}
-
-/// A use of the break-glass group, stored before the removal is allowed. `id` is the
-/// AdmissionReview's uid, so a retried review stores it once.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BreakGlassEvent {
-    pub id: String,
-    pub user: String,
-    pub groups: Vec<String>,
-    pub namespace: String,
-    pub name: String,
-    /// The SignalProcessing's uid.
-    pub uid: String,
-    pub at: DateTime<Utc>,
 }
 
 /// The per-record results of a batch write, by record id.

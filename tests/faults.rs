@@ -94,7 +94,10 @@ impl Stack {
         let dir = cp.dir.join(format!("faults-{ns}"));
         std::fs::create_dir_all(&dir)?;
         let token = format!("faults-{}", uuid::Uuid::new_v4().simple());
-        std::fs::write(dir.join("tokens.csv"), format!("{token},audit-guard,2001,\"audit-guard:datastorage-writers\"\n"))?;
+        std::fs::write(
+            dir.join("tokens.csv"),
+            format!("{token},audit-guard,2001,\"audit-guard:datastorage-writers\"\n"),
+        )?;
         std::fs::write(dir.join("token"), &token)?;
         let db = TestDb::create().await;
         let tokens = dir.join("tokens.csv");

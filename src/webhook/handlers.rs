@@ -18,9 +18,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::decisions::{self, DenyReason, Live, Policy, Purpose, RecordCheck, Review, Verdict, WriteResult};
 use super::metrics;
+use crate::audit::break_glass::BreakGlassEvent;
 use crate::audit::from_cr::RecordBuilder;
 use crate::audit::Trigger;
-use crate::client::{BreakGlassEvent, ClientError, DataStorageClient, Stored};
+use crate::client::{ClientError, DataStorageClient, Stored};
 use crate::confirmed::ConfirmedRecords;
 use crate::conflict::{persist, Persisted};
 use crate::crd::SignalProcessing;
