@@ -6,6 +6,8 @@ mod support;
 use std::collections::HashSet;
 use std::time::Duration;
 
+use audit_guard::audit::from_cr::build_record;
+use audit_guard::audit::Trigger;
 use audit_guard::crd::{SignalProcessing, ANNOTATION_RECORD_ID, FINALIZER};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -497,4 +499,247 @@ async fn sigterm_releases_the_lease_and_exits_cleanly() {
     // Released, not left to expire: holderIdentity is cleared.
     assert_eq!(leader(&client, &lease_ns).await, None);
     delete_namespace(&client, &ns).await;
+}
+
+// ---- Data Storage with TokenReview; the controller on ServiceAccount tokens --------------
+
+/// The shipped RBAC (rbac.yaml, datastorage-rbac.yaml) applied in namespace audit-guard, as
+/// the manifests install it. Idempotent: several tests apply it.
+fn install_shipped_rbac(cp: &ControlPlane) {
+    let _ = cp.kubectl(&["create", "namespace", "audit-guard"]);
+    let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base");
+    let (rbac, ds_rbac) = (base.join("rbac.yaml"), base.join("datastorage-rbac.yaml"));
+    cp.kubectl(&[
+        "apply",
+        "-n",
+        "audit-guard",
+        "-f",
+        rbac.to_str().unwrap(),
+        "-f",
+        ds_rbac.to_str().unwrap(),
+    ])
+    .unwrap();
+}
+
+/// A token from the TokenRequest API for a ServiceAccount in namespace audit-guard.
+fn sa_token(cp: &ControlPlane, sa: &str, audience: Option<&str>) -> String {
+    let mut args = vec!["create", "token", sa, "-n", "audit-guard", "--duration=1h"];
+    if let Some(a) = audience {
+        args.extend(["--audience", a]);
+    }
+    cp.kubectl(&args).unwrap().trim().to_string()
+}
+
+fn token_kubeconfig(cp: &ControlPlane, name: &str, token: &str) -> std::path::PathBuf {
+    let path = cp.dir.join(format!("{name}.kubeconfig"));
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\n",
+            cp.server,
+            cp.dir.join("ca.crt").display(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Data Storage authenticating by TokenReview (on its own ServiceAccount's token) and
+/// authorizing by SubjectAccessReview against the shipped ClusterRoles; one `serve`
+/// (controller) on the audit-guard ServiceAccount's tokens: one for the API server, one from
+/// the TokenRequest API with the manifests' Data Storage audience.
+struct Authed {
+    client: Client,
+    ns: String,
+    ds: DataStorage,
+    serve: Serve,
+    api: Api<SignalProcessing>,
+    /// The controller's Data Storage token (a writer).
+    writer_token: String,
+}
+
+async fn authed(tag: &str) -> Authed {
+    let cp = control_plane();
+    let client = admin_client().await;
+    install_signalprocessing_crd(&client).await.unwrap();
+    install_shipped_rbac(cp);
+    let ns = fresh_namespace(&client, tag).await.unwrap();
+    let lease_ns = fresh_namespace(&client, &format!("{tag}-lease")).await.unwrap();
+    // The shipped lease Role names one Lease in audit-guard; each test campaigns on its own.
+    cp.kubectl(&[
+        "create",
+        "role",
+        "lease",
+        "-n",
+        &lease_ns,
+        "--verb=get,create,update",
+        "--resource=leases.coordination.k8s.io",
+    ])
+    .unwrap();
+    cp.kubectl(&[
+        "create",
+        "rolebinding",
+        "lease",
+        "-n",
+        &lease_ns,
+        "--role=lease",
+        "--serviceaccount=audit-guard:audit-guard",
+    ])
+    .unwrap();
+
+    let audience = audit_guard::datastorage::authz::DEFAULT_TOKEN_AUDIENCE;
+    let ds_identity = token_kubeconfig(cp, &format!("ds-{ns}"), &sa_token(cp, "audit-guard-datastorage", None));
+    let mut ds = DataStorage::start_with_env(
+        cp,
+        &format!("ds-{ns}"),
+        &["--token-review"],
+        &[("KUBECONFIG", ds_identity.to_str().unwrap())],
+    )
+    .await
+    .unwrap();
+    let writer_token = sa_token(cp, "audit-guard", Some(audience));
+    let token_file = cp.dir.join(format!("ds-token-{ns}"));
+    std::fs::write(&token_file, &writer_token).unwrap();
+    ds.token = Some(writer_token.clone());
+    let kubeconfig = token_kubeconfig(cp, &format!("ctl-{ns}"), &sa_token(cp, "audit-guard", None));
+    let serve = Serve::start_with_kubeconfig(
+        cp,
+        &format!("serve-{ns}"),
+        &kubeconfig,
+        &ds.url,
+        &lease_ns,
+        &ns,
+        &["--retention", "0", "--datastorage-token-file", token_file.to_str().unwrap()],
+    )
+    .await
+    .unwrap();
+    Authed {
+        api: Api::namespaced(client.clone(), &ns),
+        client,
+        ns,
+        ds,
+        serve,
+        writer_token,
+    }
+}
+
+/// POSTs a record straight to Data Storage with `token`; returns the status.
+async fn post_record(ds: &DataStorage, token: &str, record: &Value) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{}/api/v1/audit/signal-processing", ds.url))
+        .bearer_auth(token)
+        .json(record)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn completed_now() -> Value {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    json!({ "phase": "Completed", "startTime": now, "completionTime": now })
+}
+
+/// The controller, holding only a TokenRequest token with the manifests' audience for Data
+/// Storage, stores the record (Data Storage checks it by TokenReview with that audience and
+/// by SubjectAccessReview against the shipped writer role); the same ServiceAccount's API
+/// server token (another audience) is refused by Data Storage.
+#[tokio::test]
+async fn the_controller_writes_with_a_tokenrequest_token_for_the_manifests_audience() {
+    let t = authed("auth-cycle").await;
+    let (client, ns, ds, api) = (&t.client, &t.ns, &t.ds, &t.api);
+    api.create(&PostParams::default(), &bare("cycle")).await.unwrap();
+    let uid = wait_finalizer(api, "cycle").await.metadata.uid.unwrap();
+    set_status(api, "cycle", completed_now()).await;
+    api.delete("cycle", &DeleteParams::default()).await.unwrap();
+    wait_gone(api, "cycle").await;
+    let record = ds.record(&uid).await.unwrap().expect("stored with the audience token");
+    assert_eq!(record["status"], "completed");
+    let wrong_audience = sa_token(control_plane(), "audit-guard", None);
+    let planted = json!({ "id": "x-1", "remediation_id": "rr", "signal_fingerprint": "fp", "processing_phases": [],
+                          "completed_at": chrono::Utc::now(), "status": "completed" });
+    assert_eq!(post_record(ds, &wrong_audience, &planted).await, 401);
+    delete_namespace(client, ns).await;
+}
+
+/// A different record planted under a live CR's uid (by anyone who could write): on deletion
+/// the controller stores its own as an amendment, counts the conflict, emits a Warning Event
+/// naming what differs, and only then lets the CR go. Both records are in Data Storage.
+#[tokio::test]
+async fn a_different_record_planted_under_the_uid_is_amended_counted_and_evented() {
+    let t = authed("conflict").await;
+    let (client, ns, ds, api) = (&t.client, &t.ns, &t.ds, &t.api);
+    api.create(&PostParams::default(), &bare("victim")).await.unwrap();
+    let live = wait_finalizer(api, "victim").await;
+    let uid = live.metadata.uid.clone().unwrap();
+    let mut planted = serde_json::to_value(build_record(&live, Trigger::Deletion, chrono::Utc::now())).unwrap();
+    planted["status"] = json!("failed");
+    planted["error_message"] = json!("planted");
+    planted["environment"] = json!("planted");
+    assert_eq!(post_record(ds, &t.writer_token, &planted).await, 201);
+
+    set_status(api, "victim", completed_now()).await;
+    api.delete("victim", &DeleteParams::default()).await.unwrap();
+    wait_gone(api, "victim").await;
+    let held = ds.record(&uid).await.unwrap().expect("the planted record");
+    assert_eq!(
+        (held["status"].as_str(), held["error_message"].as_str()),
+        (Some("failed"), Some("planted")),
+        "{held}"
+    );
+    let amendments = held["amendments"].as_array().cloned().unwrap_or_default();
+    assert_eq!(amendments.len(), 1, "{held}");
+    assert_eq!(
+        (amendments[0]["status"].as_str(), amendments[0]["trigger"].as_str()),
+        (Some("completed"), Some("deletion"))
+    );
+    assert_eq!(amendments[0]["environment"], Value::Null);
+
+    let m = t.serve.metrics().await.unwrap();
+    assert!(m.contains("audit_guard_record_conflicts_total{path=\"deletion\"} 1"), "{m}");
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let conflicts: Vec<Event> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("AuditRecordConflict") && e.involved_object.uid.as_deref() == Some(uid.as_str()))
+        .collect();
+    assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    assert_eq!(conflicts[0].type_.as_deref(), Some("Warning"));
+    let note = conflicts[0].message.clone().unwrap_or_default();
+    for key in ["environment", "error_message", "status"] {
+        assert!(note.contains(key), "the Event should name {key}: {note}");
+    }
+    delete_namespace(client, ns).await;
+}
+
+/// Whoever may patch `signalprocessings/status` cannot hold a deletion forever with values
+/// the schema cannot take: they are stored as null and listed as anomalies.
+#[tokio::test]
+async fn out_of_range_status_values_become_anomalies_and_the_deletion_completes() {
+    let t = authed("anomaly").await;
+    let (client, ns, ds, api) = (&t.client, &t.ns, &t.ds, &t.api);
+    api.create(&PostParams::default(), &bare("odd")).await.unwrap();
+    let uid = wait_finalizer(api, "odd").await.metadata.uid.unwrap();
+    let mut status = completed_now();
+    status["environmentClassification"] = json!({ "environment": "Production", "confidence": 5 });
+    status["classificationDuration"] = json!("-2s");
+    set_status(api, "odd", status).await;
+    api.delete("odd", &DeleteParams::default()).await.unwrap();
+    wait_gone(api, "odd").await;
+    let record = ds.record(&uid).await.unwrap().expect("stored");
+    assert_eq!(record["confidence"], Value::Null, "{record}");
+    assert_eq!(record["processing_phases"][1]["duration"], Value::Null, "{record}");
+    assert_eq!(record["environment"], "production");
+    let anomalies = record["anomalies"].as_array().cloned().unwrap_or_default();
+    for (field, value) in [("confidence", json!(5.0)), ("processing_phases[1].duration", json!("-2s"))] {
+        assert!(
+            anomalies.iter().any(|a| a["field"] == field && a["value"] == value),
+            "{field} = {value} not listed: {anomalies:?}"
+        );
+    }
+    delete_namespace(client, ns).await;
 }

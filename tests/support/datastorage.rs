@@ -1,5 +1,6 @@
 //! Child processes of the real binary for end-to-end tests: `audit-guard datastorage`
-//! (embedded SQLite, no auth) and `audit-guard serve --disable-webhook`.
+//! (embedded SQLite without auth, or with the arguments a test gives) and
+//! `audit-guard serve --disable-webhook`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -37,6 +38,10 @@ pub struct DataStorage {
     http: reqwest::Client,
     /// Storage and auth arguments; empty means SQLite in `dir` without auth.
     backend: Vec<String>,
+    /// Environment of the child (e.g. KUBECONFIG for TokenReview).
+    env: Vec<(String, String)>,
+    /// Bearer token for the test's own reads, when Data Storage wants one.
+    pub token: Option<String>,
 }
 
 impl DataStorage {
@@ -47,6 +52,12 @@ impl DataStorage {
     /// As [`DataStorage::start`], with other storage and auth arguments, e.g.
     /// `--database-url <url> --tokens-file <file>`.
     pub async fn start_with(cp: &ControlPlane, name: &str, backend: &[&str]) -> Result<Self> {
+        Self::start_with_env(cp, name, backend, &[]).await
+    }
+
+    /// As [`DataStorage::start_with`], with environment variables for the child. Without a
+    /// `--database-url` in `backend`, the records go to SQLite in the data directory.
+    pub async fn start_with_env(cp: &ControlPlane, name: &str, backend: &[&str], env: &[(&str, &str)]) -> Result<Self> {
         let port = free_port()?;
         let ds = Self {
             name: name.to_string(),
@@ -55,6 +66,8 @@ impl DataStorage {
             dir: tempfile::tempdir()?,
             http: reqwest::Client::new(),
             backend: backend.iter().map(|s| s.to_string()).collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            token: None,
         };
         ds.resume(cp).await?;
         Ok(ds)
@@ -70,8 +83,12 @@ impl DataStorage {
         if self.backend.is_empty() {
             cmd.arg("--data-dir").arg(self.dir.path()).arg("--insecure-no-auth");
         } else {
+            if !self.backend.iter().any(|a| a == "--database-url") {
+                cmd.arg("--data-dir").arg(self.dir.path());
+            }
             cmd.args(&self.backend);
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cp.spawn(&self.name, cmd)?;
         wait_healthy(format!("{}/readyz", self.url), "datastorage ready").await
     }
@@ -81,18 +98,37 @@ impl DataStorage {
         cp.kill(&self.name)
     }
 
-    /// The stored record with this id, if any.
+    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.get(format!("{}{path}", self.url));
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    /// The stored record with this id (with its `amendments`, if any), if any.
     pub async fn record(&self, id: &str) -> Result<Option<Value>> {
-        let resp = self
-            .http
-            .get(format!("{}/api/v1/audit/signal-processing/{id}", self.url))
-            .send()
-            .await?;
+        let resp = self.get(&format!("/api/v1/audit/signal-processing/{id}")).send().await?;
         match resp.status().as_u16() {
             200 => Ok(Some(resp.json().await?)),
             404 => Ok(None),
             s => bail!("GET record {id}: {s}: {}", resp.text().await.unwrap_or_default()),
         }
+    }
+
+    /// The break-glass events stored for a SignalProcessing uid.
+    pub async fn break_glass_events(&self, uid: &str) -> Result<Vec<Value>> {
+        let resp = self.get("/api/v1/audit/break-glass-events").send().await?;
+        if resp.status() != 200 {
+            bail!(
+                "GET break-glass events: {}: {}",
+                resp.status(),
+                resp.text().await.unwrap_or_default()
+            );
+        }
+        let page: Value = resp.json().await?;
+        let items = page.get("items").unwrap_or(&page).as_array().cloned().unwrap_or_default();
+        Ok(items.into_iter().filter(|e| e["uid"] == uid).collect())
     }
 
     pub fn data_dir(&self) -> PathBuf {
