@@ -203,8 +203,15 @@ fn run_guarded(
 ) -> Result<()> {
     let ds_addr = format!("127.0.0.1:{}", free_port()?);
     let mut ds = Command::new(bin);
-    ds.env("RUST_LOG", "warn")
-        .args(["datastorage", "--insecure-no-auth", "--listen", &ds_addr, "--database-url", url]);
+    ds.env("RUST_LOG", "warn").args([
+        "datastorage",
+        "--insecure-no-auth",
+        "--plain-http",
+        "--listen",
+        &ds_addr,
+        "--database-url",
+        url,
+    ]);
     cp.spawn("datastorage", ds)?;
     wait_http(&format!("http://{ds_addr}/readyz"))?;
 

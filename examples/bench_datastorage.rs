@@ -196,6 +196,7 @@ async fn main() -> Result<()> {
         "audit-guard",
         "datastorage",
         "--insecure-no-auth",
+        "--plain-http",
         "--listen",
         &listen,
         "--database-url",

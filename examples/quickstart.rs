@@ -56,7 +56,7 @@ fn main() -> Result<()> {
         format!("{token},audit-guard,1,\"audit-guard:datastorage-writers\"\n"),
     )?;
     let mut ds = Command::new(&bin);
-    ds.args(["datastorage", "--listen", DATASTORAGE, "--data-dir"])
+    ds.args(["datastorage", "--plain-http", "--listen", DATASTORAGE, "--data-dir"])
         .arg(run.join("data"))
         .arg("--tokens-file")
         .arg(run.join("tokens.csv"));

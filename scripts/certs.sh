@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# make certs: a development CA and webhook serving certificate in certs/, and the
-# self-managed overlay's generated/ files (TLS Secret inputs and the caBundle patch).
+# make certs: a development CA, the webhook's and Data Storage's serving certificates in certs/
+# (Data Storage's in certs/datastorage/), and the self-managed overlay's generated/ files (TLS
+# Secret inputs and the caBundle patch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --quiet --bin audit-guard
 "${CARGO_TARGET_DIR:-target}/debug/audit-guard" certs --out-dir certs >/dev/null
 gen=manifests/overlays/self-managed/generated
-mkdir -p "$gen"
+mkdir -p "$gen/datastorage"
 cp certs/tls.crt certs/tls.key "$gen/"
+cp certs/datastorage/tls.crt certs/datastorage/tls.key certs/datastorage/ca.crt "$gen/datastorage/"
 ca=$(base64 -w0 < certs/ca.crt)
 cat > "$gen/ca-bundle.yaml" <<YAML
 - op: add

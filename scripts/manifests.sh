@@ -7,7 +7,7 @@ kubectl="$(bash controlplane/build.sh)/kubectl"
 cargo build --quiet --bin audit-guard
 "${CARGO_TARGET_DIR:-target}/debug/audit-guard" crd > manifests/components/crd/crd.yaml
 gen=manifests/overlays/self-managed/generated
-if [ ! -f "$gen/tls.crt" ]; then
+if [ ! -f "$gen/tls.crt" ] || [ ! -f "$gen/datastorage/tls.crt" ]; then
   bash scripts/certs.sh
 fi
 mkdir -p manifests/rendered

@@ -346,7 +346,16 @@ pub struct Issued {
     pub ca_pem: String,
     pub cert_pem: String,
     pub key_pem: String,
+    /// Data Storage's serving certificate and key (in `<out_dir>/datastorage/`).
+    pub datastorage_cert_pem: String,
+    pub datastorage_key_pem: String,
 }
+
+/// The Data Storage Service's name; its serving certificate is issued for it in `--namespace`.
+pub const DATASTORAGE_SERVICE: &str = "audit-guard-datastorage";
+/// Where in `--out-dir` the Data Storage certificate goes (tls.crt, tls.key and a copy of ca.crt):
+/// `audit-guard datastorage --tls-cert-dir <out>/datastorage`.
+pub const DATASTORAGE_DIR: &str = "datastorage";
 
 const CA_NAME: &str = "audit-guard development CA";
 
@@ -403,25 +412,39 @@ pub fn issue(args: &CertsArgs) -> Result<Issued> {
         ca_cert.pem()
     };
 
-    let mut leaf = CertificateParams::new(serving_sans(&args.service, &args.namespace, &args.extra_san)).context("invalid SAN")?;
-    leaf.distinguished_name
-        .push(DnType::CommonName, format!("{}.{}.svc", args.service, args.namespace));
-    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-    leaf.use_authority_key_identifier_extension = true;
-    set_validity(&mut leaf, args.days);
-    let leaf_key = KeyPair::generate()?;
-    let leaf_cert = leaf.signed_by(&leaf_key, &ca_cert, &ca_key)?;
+    let (cert_pem, key_pem) = serving_leaf(&args.service, args, &ca_cert, &ca_key)?;
+    let (datastorage_cert_pem, datastorage_key_pem) = serving_leaf(DATASTORAGE_SERVICE, args, &ca_cert, &ca_key)?;
     let issued = Issued {
         ca_pem,
-        cert_pem: leaf_cert.pem(),
-        key_pem: leaf_key.serialize_pem(),
+        cert_pem,
+        key_pem,
+        datastorage_cert_pem,
+        datastorage_key_pem,
     };
     write_file(&ca_pem_path, issued.ca_pem.as_bytes(), 0o644)?;
     write_file(&ca_key_path, ca_key.serialize_pem().as_bytes(), 0o600)?;
     write_file(&dir.join(CERT_FILE), issued.cert_pem.as_bytes(), 0o644)?;
     write_file(&dir.join(KEY_FILE), issued.key_pem.as_bytes(), 0o600)?;
+    let ds = dir.join(DATASTORAGE_DIR);
+    fs::create_dir_all(&ds).with_context(|| format!("creating {}", ds.display()))?;
+    write_file(&ds.join(CERT_FILE), issued.datastorage_cert_pem.as_bytes(), 0o644)?;
+    write_file(&ds.join(KEY_FILE), issued.datastorage_key_pem.as_bytes(), 0o600)?;
+    write_file(&ds.join("ca.crt"), issued.ca_pem.as_bytes(), 0o644)?;
     Ok(issued)
+}
+
+/// A serving certificate for `service` in `args.namespace` (plus the extra SANs), signed by the CA.
+fn serving_leaf(service: &str, args: &CertsArgs, ca_cert: &rcgen::Certificate, ca_key: &KeyPair) -> Result<(String, String)> {
+    let mut leaf = CertificateParams::new(serving_sans(service, &args.namespace, &args.extra_san)).context("invalid SAN")?;
+    leaf.distinguished_name
+        .push(DnType::CommonName, format!("{service}.{}.svc", args.namespace));
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    leaf.use_authority_key_identifier_extension = true;
+    set_validity(&mut leaf, args.days);
+    let leaf_key = KeyPair::generate()?;
+    let leaf_cert = leaf.signed_by(&leaf_key, ca_cert, ca_key)?;
+    Ok((leaf_cert.pem(), leaf_key.serialize_pem()))
 }
 
 fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
@@ -448,9 +471,10 @@ pub fn ca_bundle(ca_pem: &str) -> String {
 pub fn generate(args: &CertsArgs) -> Result<()> {
     let issued = issue(args)?;
     eprintln!(
-        "wrote ca.crt, ca.key, tls.crt, tls.key to {} for {}; caBundle:",
+        "wrote ca.crt, ca.key, tls.crt, tls.key to {} for {}, and {DATASTORAGE_DIR}/tls.crt, tls.key, ca.crt for {}; caBundle:",
         args.out_dir.display(),
-        serving_sans(&args.service, &args.namespace, &args.extra_san).join(", ")
+        serving_sans(&args.service, &args.namespace, &args.extra_san).join(", "),
+        serving_sans(DATASTORAGE_SERVICE, &args.namespace, &args.extra_san).join(", ")
     );
     println!("{}", ca_bundle(&issued.ca_pem));
     Ok(())

@@ -182,6 +182,19 @@ pub struct DataStorageArgs {
     /// Listen address.
     #[arg(long, env = "DATASTORAGE_LISTEN", default_value = "0.0.0.0:8085")]
     pub listen: SocketAddr,
+    /// Directory holding tls.crt and tls.key (reloaded when they change): Data Storage serves TLS.
+    #[arg(long, env = "DATASTORAGE_TLS_CERT_DIR", conflicts_with = "plain_http")]
+    pub tls_cert_dir: Option<PathBuf>,
+    /// Serve plain HTTP instead of TLS. For local use only: whoever can intercept the traffic
+    /// can then answer 201 without storing anything.
+    #[arg(long, env = "DATASTORAGE_PLAIN_HTTP", default_value_t = false)]
+    pub plain_http: bool,
+    /// Client connections open at once; at the cap new ones wait in the kernel backlog.
+    #[arg(long, env = "DATASTORAGE_MAX_CLIENT_CONNECTIONS", default_value_t = 1024)]
+    pub max_client_connections: usize,
+    /// A request head (HTTP/1) must arrive within this; also how long an idle connection stays open.
+    #[arg(long, env = "DATASTORAGE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
     /// PostgreSQL URL of the runtime role; without it (or --database-url-file), an embedded
     /// SQLite file in --data-dir is used.
     #[arg(long, env = "DATABASE_URL", conflicts_with = "database_url_file")]
@@ -335,5 +348,11 @@ mod tests {
         assert_eq!(m.time_window_past, crate::audit::TIME_WINDOW_PAST);
         assert_eq!(m.runtime_role.as_deref(), Some("app"));
         assert!(Cli::try_parse_from(["audit-guard", "datastorage", "--database-url", "x", "--database-url-file", "f"]).is_err());
+        assert!(Cli::try_parse_from(["audit-guard", "datastorage", "--plain-http", "--tls-cert-dir", "d"]).is_err());
+        let l = crate::https::ListenerLimits::default();
+        assert_eq!(
+            (a.max_client_connections, a.header_read_timeout),
+            (l.max_connections, l.header_read_timeout)
+        );
     }
 }

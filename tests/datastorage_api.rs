@@ -266,13 +266,29 @@ async fn api_suite_on_sqlite() {
     }
 }
 
-/// As deployed: migrated by the owner, served by the runtime role (INSERT and SELECT only).
+/// As deployed: migrated by the owner, served by the runtime role (INSERT and SELECT only),
+/// over TLS with a certificate from `audit-guard certs`.
 #[tokio::test]
 async fn api_suite_on_postgres() {
     let db = TestDb::create().await;
     db.migrate(&[]);
-    let svc = Service::start(Some(&db.runtime_url())).await;
+    let svc = Service::start_tls(Some(&db.runtime_url()), &[]).await;
     suite(&svc).await;
+
+    // Only TLS is spoken, and only a client trusting the CA gets an answer.
+    let plain = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{}/healthz", svc.port))
+        .send()
+        .await;
+    assert!(plain.is_err(), "plain HTTP answered: {plain:?}");
+    let stranger = reqwest::Client::builder()
+        .resolve(DS_HOST, ([127, 0, 0, 1], svc.port).into())
+        .build()
+        .unwrap()
+        .get(format!("https://{DS_HOST}:{}/healthz", svc.port))
+        .send()
+        .await;
+    assert!(stranger.is_err(), "a client without the CA accepted the certificate: {stranger:?}");
     drop(svc);
     db.drop_db().await;
 }

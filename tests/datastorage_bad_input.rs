@@ -321,6 +321,24 @@ async fn suite(svc: &Service) {
     let status_line = chunked_post(svc, &with("error_message", json!("y".repeat(70_000))).to_string()).await;
     assert!(status_line.starts_with("HTTP/1.1 413"), "{status_line}");
 
+    // An early 413 (refused on Content-Length, before the body is read) reaches the client every
+    // time while it is still sending: the listener lingers instead of resetting the connection.
+    let big = with("error_message", json!("z".repeat(2_000_000))).to_string();
+    for i in 0..10 {
+        let r = svc
+            .http
+            .post(svc.url(BASE))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(big.clone())
+            .send()
+            .await;
+        match r {
+            Ok(r) => assert_eq!(r.status(), 413, "attempt {i}"),
+            Err(e) => panic!("attempt {i}: the 413 was lost: {e:?}"),
+        }
+    }
+
     // Nothing was written by any of it.
     assert_eq!(svc.all_ids().await, Vec::<String>::new());
 

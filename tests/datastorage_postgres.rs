@@ -391,6 +391,7 @@ async fn the_runtime_role_cannot_migrate_and_retention_belongs_to_the_owner() {
             "datastorage",
             "--listen",
             "127.0.0.1:0",
+            "--plain-http",
             "--tokens-file",
             tokens,
             "--database-url",

@@ -50,6 +50,10 @@ fn render_self_managed(cp: &ControlPlane) -> String {
     for f in ["tls.crt", "tls.key"] {
         std::fs::copy(certs.join(f), generated.join(f)).unwrap();
     }
+    std::fs::create_dir_all(generated.join("datastorage")).unwrap();
+    for f in ["tls.crt", "tls.key", "ca.crt"] {
+        std::fs::copy(certs.join("datastorage").join(f), generated.join("datastorage").join(f)).unwrap();
+    }
     let ca_bundle = String::from_utf8(out.stdout).unwrap().trim().to_string();
     std::fs::write(
         generated.join("ca-bundle.yaml"),

@@ -53,9 +53,15 @@ static DS_LOCK: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 fn start_datastorage(port: u16, dir: &std::path::Path) {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_audit-guard"));
-    cmd.args(["datastorage", "--insecure-no-auth", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(dir);
+    cmd.args([
+        "datastorage",
+        "--insecure-no-auth",
+        "--plain-http",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+    ])
+    .arg("--data-dir")
+    .arg(dir);
     control_plane().spawn("datastorage", cmd).expect("spawn datastorage");
 }
 

@@ -22,9 +22,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::audit::TimeWindow;
 use crate::config::{DataStorageArgs, DataStorageCommand};
+use crate::{certs, https};
 use auth::{Authenticator, TokenReviewer, TokensFile};
 use authz::{AccessReviewer, Authorizer};
 use limits::{LaneSettings, Lanes};
@@ -168,21 +170,46 @@ async fn authentication(args: &DataStorageArgs) -> anyhow::Result<(Authenticator
     })
 }
 
+/// TLS from `--tls-cert-dir` (reloaded like the webhook's), or plain HTTP only when asked for.
+fn tls(args: &DataStorageArgs, shutdown: &CancellationToken) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    match (&args.tls_cert_dir, args.plain_http) {
+        (Some(dir), false) => {
+            let resolver = certs::ReloadingResolver::load(dir).context("loading the Data Storage serving certificate")?;
+            resolver.spawn_reloader(shutdown.clone());
+            Ok(Some(Arc::new(certs::server_config(resolver)?)))
+        }
+        (None, true) => {
+            tracing::warn!(
+                "PLAIN HTTP (--plain-http): whoever can intercept this traffic can read records or answer 201 without storing; local use only"
+            );
+            Ok(None)
+        }
+        (Some(_), true) => anyhow::bail!("choose one of --tls-cert-dir and --plain-http"),
+        (None, false) => anyhow::bail!(
+            "Data Storage serves TLS: pass --tls-cert-dir <dir holding tls.crt and tls.key> (`audit-guard certs` writes one to \
+             certs/datastorage), or --plain-http for local use"
+        ),
+    }
+}
+
 pub async fn run(args: DataStorageArgs) -> anyhow::Result<()> {
     if let Some(DataStorageCommand::Migrate(m)) = &args.command {
         return migrate::run(m).await;
     }
     let (auth, authz) = authentication(&args).await?;
+    let shutdown = CancellationToken::new();
+    let tls = tls(&args, &shutdown)?;
     metrics::init();
     let store = open_store(&args).await?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
         %addr,
         backend = store.backend(),
-        "Data Storage listening; try: curl -H 'Authorization: Bearer <token>' http://{addr}{}?limit=10",
+        "Data Storage listening; try: curl -H 'Authorization: Bearer <token>' {scheme}://{addr}{}?limit=10",
         api::BASE
     );
     let state = Arc::new(api::AppState {
@@ -204,8 +231,17 @@ pub async fn run(args: DataStorageArgs) -> anyhow::Result<()> {
         read_wait: Duration::from_secs(1),
         request_timeout: args.request_timeout,
     }));
-    axum::serve(listener, api::router(state, lanes))
-        .with_graceful_shutdown(shutdown_signal())
+    let limits = https::ListenerLimits {
+        max_connections: args.max_client_connections,
+        header_read_timeout: args.header_read_timeout,
+        ..Default::default()
+    };
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stop.cancel();
+    });
+    https::serve_with(listener, tls, api::router(state, lanes), shutdown, args.request_timeout, &limits)
         .await
         .context("serving")?;
     tracing::info!("Data Storage stopped");

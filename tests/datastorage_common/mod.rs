@@ -100,6 +100,7 @@ impl TestDb {
 pub struct Service {
     pub base: String,
     pub http: reqwest::Client,
+    pub port: u16,
     child: Child,
     _dir: tempfile::TempDir,
 }
@@ -130,13 +131,27 @@ pub fn tokens_csv() -> String {
     )
 }
 
+/// The name Data Storage's certificate is issued for (`audit-guard certs`); the TLS test
+/// client resolves it to 127.0.0.1, so the name check is real.
+pub const DS_HOST: &str = "audit-guard-datastorage.audit-guard.svc";
+
 impl Service {
     /// Starts with the given database URL (None: SQLite in a temp dir) and a tokens file.
     pub async fn start(database_url: Option<&str>) -> Service {
         Self::start_with(database_url, &[], &[]).await
     }
 
+    /// Plain HTTP (`--plain-http`).
     pub async fn start_with(database_url: Option<&str>, extra: &[&str], env: &[(&str, &str)]) -> Service {
+        Self::launch(database_url, extra, env, false).await
+    }
+
+    /// TLS with a certificate from `audit-guard certs`; the client trusts only that CA.
+    pub async fn start_tls(database_url: Option<&str>, extra: &[&str]) -> Service {
+        Self::launch(database_url, extra, &[], true).await
+    }
+
+    async fn launch(database_url: Option<&str>, extra: &[&str], env: &[(&str, &str)], tls: bool) -> Service {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_audit-guard"));
@@ -150,6 +165,23 @@ impl Service {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(dir.path().join("log")).unwrap()));
+        let mut ca_pem = None;
+        if tls {
+            let issued = audit_guard::certs::issue(&audit_guard::config::CertsArgs {
+                out_dir: dir.path().join("certs"),
+                service: "audit-guard-webhook".into(),
+                namespace: "audit-guard".into(),
+                extra_san: vec![],
+                days: 2,
+                reuse_ca: false,
+            })
+            .unwrap();
+            ca_pem = Some(issued.ca_pem);
+            cmd.arg("--tls-cert-dir")
+                .arg(dir.path().join("certs").join(audit_guard::certs::DATASTORAGE_DIR));
+        } else {
+            cmd.arg("--plain-http");
+        }
         if !extra.contains(&"--token-review") && !extra.contains(&"--insecure-no-auth") {
             cmd.arg("--tokens-file").arg(tokens_file(dir.path()));
         }
@@ -161,8 +193,18 @@ impl Service {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
+        let (base, http) = match &ca_pem {
+            Some(ca) => (
+                format!("https://{DS_HOST}:{port}"),
+                reqwest::Client::builder()
+                    .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
+                    .tls_built_in_root_certs(false)
+                    .resolve(DS_HOST, ([127, 0, 0, 1], port).into())
+                    .build()
+                    .unwrap(),
+            ),
+            None => (format!("http://127.0.0.1:{port}"), reqwest::Client::new()),
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
@@ -180,6 +222,7 @@ impl Service {
         Service {
             base,
             http,
+            port,
             child,
             _dir: dir,
         }

@@ -79,6 +79,7 @@ impl DataStorage {
         cmd.arg("datastorage")
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--plain-http")
             .env_remove("DATABASE_URL");
         if self.backend.is_empty() {
             cmd.arg("--data-dir").arg(self.dir.path()).arg("--insecure-no-auth");
