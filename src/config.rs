@@ -88,6 +88,15 @@ pub struct ServeArgs {
     /// thousands of ordinary (few-KiB) reviews fit at once.
     #[arg(long, env = "AUDIT_GUARD_MAX_IN_FLIGHT_REVIEW_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub max_in_flight_review_bytes: usize,
+    /// Webhook connections open at once (more wait in the backlog). Each HTTP/2 connection may
+    /// buffer up to 1 MiB of unread request data, so 64 bound that to 64 MiB; the API servers
+    /// of a cluster need a handful.
+    #[arg(long, env = "AUDIT_GUARD_WEBHOOK_MAX_CONNECTIONS", default_value_t = 64)]
+    pub webhook_max_connections: usize,
+    /// Concurrent HTTP/2 streams per webhook connection (the API server opens another
+    /// connection when it needs more).
+    #[arg(long, env = "AUDIT_GUARD_WEBHOOK_MAX_STREAMS", default_value_t = 32)]
+    pub webhook_max_streams: u32,
     /// Username allowed to remove the finalizer: the controller's ServiceAccount.
     #[arg(
         long,

@@ -21,6 +21,7 @@ use crate::certs::{self, ReloadingClientVerifier, ReloadingResolver};
 use crate::client::DataStorageClient;
 use crate::config::ServeArgs;
 use crate::confirmed::ConfirmedRecords;
+use crate::https::ListenerLimits;
 use decisions::Policy;
 use handlers::BodyLimits;
 
@@ -34,6 +35,8 @@ pub struct WebhookSettings {
     pub client_ca_file: Option<PathBuf>,
     pub addr: SocketAddr,
     pub limits: BodyLimits,
+    /// Connections, HTTP/2 streams and header read time, sized with `limits` to the pod's memory.
+    pub listener: ListenerLimits,
     pub policy: Policy,
     pub build_record: RecordBuilder,
     /// Bound on finishing in-flight reviews at shutdown.
@@ -50,6 +53,12 @@ impl WebhookSettings {
                 max_bytes: args.max_body_bytes,
                 read_timeout: args.body_read_timeout,
                 in_flight_bytes: args.max_in_flight_review_bytes,
+            },
+            listener: ListenerLimits {
+                max_connections: args.webhook_max_connections,
+                h2_max_concurrent_streams: args.webhook_max_streams,
+                header_read_timeout: args.body_read_timeout,
+                ..ListenerLimits::default()
             },
             policy: Policy {
                 controller_identity: args.controller_identity.clone(),
@@ -91,6 +100,7 @@ pub struct Webhook {
     client_ca: Option<Arc<ReloadingClientVerifier>>,
     app: axum::Router,
     drain_timeout: Duration,
+    listener_limits: ListenerLimits,
     ready: Readiness,
 }
 
@@ -124,6 +134,7 @@ impl Webhook {
             client_ca,
             app: handlers::router(state),
             drain_timeout: settings.drain_timeout,
+            listener_limits: settings.listener,
             ready,
         })
     }
@@ -143,7 +154,15 @@ impl Webhook {
             client_certificates = self.client_ca.is_some(),
             "admission webhook listening (TLS)"
         );
-        let result = crate::https::serve(self.listener, self.tls, self.app, shutdown, self.drain_timeout).await;
+        let result = crate::https::serve_with(
+            self.listener,
+            Some(self.tls),
+            self.app,
+            shutdown,
+            self.drain_timeout,
+            &self.listener_limits,
+        )
+        .await;
         self.ready.set(false);
         result
     }

@@ -86,6 +86,7 @@ pub fn settings(cert_dir: &Path, max_body_bytes: usize) -> WebhookSettings {
             read_timeout: Duration::from_secs(5),
             in_flight_bytes: 32 * 1024 * 1024,
         },
+        listener: audit_guard::https::ListenerLimits::default(),
         policy: Policy {
             controller_identity: CONTROLLER.into(),
             break_glass_group: BREAK_GLASS.into(),
