@@ -262,7 +262,7 @@ impl DataStorageClient {
             .json(body)
             .send()
             .await
-            .map_err(|e| ClientError::transient(format!("Data Storage unreachable: {e}")))?;
+            .map_err(unreachable)?;
         let status = resp.status().as_u16();
         let retry_after = resp
             .headers()
@@ -317,7 +317,7 @@ impl DataStorageClient {
             .await?
             .send()
             .await
-            .map_err(|e| ClientError::transient(format!("Data Storage unreachable: {e}")))?;
+            .map_err(unreachable)?;
         match resp.status() {
             StatusCode::OK => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
@@ -385,7 +385,7 @@ impl DataStorageClient {
                 ])
                 .send()
                 .await
-                .map_err(|e| ClientError::transient(format!("Data Storage unreachable: {e}")))?;
+                .map_err(unreachable)?;
             if resp.status() != StatusCode::OK {
                 return Err(ClientError::transient(format!("querying existing events: {}", resp.status())));
             }
@@ -416,6 +416,18 @@ impl DataStorageClient {
             Err(_) => false,
         }
     }
+}
+
+/// A request that got no answer, with the whole cause chain (reqwest's own message does not
+/// say *why*, e.g. that Data Storage's certificate is not signed by the trusted CA).
+fn unreachable(e: reqwest::Error) -> ClientError {
+    let mut message = format!("Data Storage unreachable: {e}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    ClientError::transient(message)
 }
 
 fn to_json(record: &SignalProcessingAudit) -> Result<Value, ClientError> {

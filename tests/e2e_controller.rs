@@ -504,13 +504,19 @@ async fn sigterm_releases_the_lease_and_exits_cleanly() {
 // ---- Data Storage with TokenReview; the controller on ServiceAccount tokens --------------
 
 /// The shipped RBAC (rbac.yaml, datastorage-rbac.yaml) applied in namespace audit-guard, as
-/// the manifests install it. Idempotent: several tests apply it.
+/// the manifests install it; once per test binary.
 fn install_shipped_rbac(cp: &ControlPlane) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| apply_shipped_rbac(cp));
+}
+
+fn apply_shipped_rbac(cp: &ControlPlane) {
     let _ = cp.kubectl(&["create", "namespace", "audit-guard"]);
     let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base");
     let (rbac, ds_rbac) = (base.join("rbac.yaml"), base.join("datastorage-rbac.yaml"));
     cp.kubectl(&[
         "apply",
+        "--server-side",
         "-n",
         "audit-guard",
         "-f",
@@ -544,7 +550,7 @@ fn token_kubeconfig(cp: &ControlPlane, name: &str, token: &str) -> std::path::Pa
     path
 }
 
-/// Data Storage authenticating by TokenReview (on its own ServiceAccount's token) and
+/// Data Storage on TLS, authenticating by TokenReview (on its own ServiceAccount's token) and
 /// authorizing by SubjectAccessReview against the shipped ClusterRoles; one `serve`
 /// (controller) on the audit-guard ServiceAccount's tokens: one for the API server, one from
 /// the TokenRequest API with the manifests' Data Storage audience.
@@ -558,7 +564,26 @@ struct Authed {
     writer_token: String,
 }
 
+/// A development CA with webhook and Data Storage certificates for 127.0.0.1, in `dir`.
+fn issue_certs(dir: &std::path::Path) -> std::path::PathBuf {
+    audit_guard::certs::issue(&audit_guard::config::CertsArgs {
+        out_dir: dir.to_path_buf(),
+        service: "audit-guard-webhook".into(),
+        namespace: "audit-guard".into(),
+        extra_san: vec!["127.0.0.1".into()],
+        days: 2,
+        reuse_ca: false,
+    })
+    .unwrap();
+    dir.to_path_buf()
+}
+
 async fn authed(tag: &str) -> Authed {
+    authed_trusting(tag, None).await
+}
+
+/// As [`authed`]; the controller trusts `ca_file` for Data Storage instead of its real CA.
+async fn authed_trusting(tag: &str, ca_file: Option<std::path::PathBuf>) -> Authed {
     let cp = control_plane();
     let client = admin_client().await;
     install_signalprocessing_crd(&client).await.unwrap();
@@ -589,10 +614,13 @@ async fn authed(tag: &str) -> Authed {
 
     let audience = audit_guard::datastorage::authz::DEFAULT_TOKEN_AUDIENCE;
     let ds_identity = token_kubeconfig(cp, &format!("ds-{ns}"), &sa_token(cp, "audit-guard-datastorage", None));
+    // Data Storage on TLS, its certificate from a CA the controller is told to trust alone.
+    let certs = issue_certs(&cp.dir.join(format!("certs-{ns}")));
+    let tls_dir = certs.join(audit_guard::certs::DATASTORAGE_DIR);
     let mut ds = DataStorage::start_with_env(
         cp,
         &format!("ds-{ns}"),
-        &["--token-review"],
+        &["--token-review", "--tls-cert-dir", tls_dir.to_str().unwrap()],
         &[("KUBECONFIG", ds_identity.to_str().unwrap())],
     )
     .await
@@ -602,6 +630,7 @@ async fn authed(tag: &str) -> Authed {
     std::fs::write(&token_file, &writer_token).unwrap();
     ds.token = Some(writer_token.clone());
     let kubeconfig = token_kubeconfig(cp, &format!("ctl-{ns}"), &sa_token(cp, "audit-guard", None));
+    let ca_file = ca_file.unwrap_or_else(|| tls_dir.join("ca.crt"));
     let serve = Serve::start_with_kubeconfig(
         cp,
         &format!("serve-{ns}"),
@@ -609,7 +638,14 @@ async fn authed(tag: &str) -> Authed {
         &ds.url,
         &lease_ns,
         &ns,
-        &["--retention", "0", "--datastorage-token-file", token_file.to_str().unwrap()],
+        &[
+            "--retention",
+            "0",
+            "--datastorage-token-file",
+            token_file.to_str().unwrap(),
+            "--datastorage-ca-file",
+            ca_file.to_str().unwrap(),
+        ],
     )
     .await
     .unwrap();
@@ -625,15 +661,7 @@ async fn authed(tag: &str) -> Authed {
 
 /// POSTs a record straight to Data Storage with `token`; returns the status.
 async fn post_record(ds: &DataStorage, token: &str, record: &Value) -> u16 {
-    reqwest::Client::new()
-        .post(format!("{}/api/v1/audit/signal-processing", ds.url))
-        .bearer_auth(token)
-        .json(record)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    ds.post("/api/v1/audit/signal-processing", token, record).await.unwrap()
 }
 
 fn completed_now() -> Value {
@@ -741,5 +769,41 @@ async fn out_of_range_status_values_become_anomalies_and_the_deletion_completes(
             "{field} = {value} not listed: {anomalies:?}"
         );
     }
+    delete_namespace(client, ns).await;
+}
+
+/// The controller checks Data Storage's certificate against its CA file alone: a certificate
+/// another CA signed is refused (the deletion waits, alarmed), however the rest is set up.
+#[tokio::test]
+async fn a_datastorage_certificate_from_another_ca_is_refused() {
+    let cp = control_plane();
+    let other = issue_certs(&cp.dir.join(format!("other-ca-{}", uuid::Uuid::new_v4().simple())));
+    let t = authed_trusting("other-ca", Some(other.join("ca.crt"))).await;
+    let (client, ns, ds, api) = (&t.client, &t.ns, &t.ds, &t.api);
+    api.create(&PostParams::default(), &bare("held")).await.unwrap();
+    let uid = wait_finalizer(api, "held").await.metadata.uid.unwrap();
+    api.delete("held", &DeleteParams::default()).await.unwrap();
+    wait_for("an AuditPersistFailed event", WAIT, || async {
+        Ok((failed_events(client, ns, &uid).await > 0).then_some(()))
+    })
+    .await
+    .unwrap();
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let notes: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("AuditPersistFailed"))
+        .filter_map(|e| e.message)
+        .collect();
+    assert!(notes.iter().any(|n| n.to_lowercase().contains("certificate")), "{notes:?}");
+    assert!(api.get("held").await.unwrap().has_finalizer(), "released without a stored record");
+    assert!(ds.record(&uid).await.unwrap().is_none());
+    // Let it go (no webhook in this binary stands in the way of the admin).
+    api.patch("held", &PatchParams::default(), &Patch::Merge(json!({ "metadata": { "finalizers": null } })))
+        .await
+        .unwrap();
     delete_namespace(client, ns).await;
 }

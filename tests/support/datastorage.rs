@@ -19,7 +19,10 @@ pub fn binary() -> String {
 }
 
 async fn wait_healthy(url: String, what: &str) -> Result<()> {
-    let http = reqwest::Client::new();
+    wait_healthy_with(reqwest::Client::new(), url, what).await
+}
+
+async fn wait_healthy_with(http: reqwest::Client, url: String, what: &str) -> Result<()> {
     wait_for(what, Duration::from_secs(60), || {
         let http = http.clone();
         let url = url.clone();
@@ -56,15 +59,29 @@ impl DataStorage {
     }
 
     /// As [`DataStorage::start_with`], with environment variables for the child. Without a
-    /// `--database-url` in `backend`, the records go to SQLite in the data directory.
+    /// `--database-url` in `backend`, the records go to SQLite in the data directory; without
+    /// `--tls-cert-dir <dir>`, it serves plain HTTP (with it, the test trusts `<dir>/ca.crt`).
     pub async fn start_with_env(cp: &ControlPlane, name: &str, backend: &[&str], env: &[(&str, &str)]) -> Result<Self> {
         let port = free_port()?;
+        let tls_dir = backend.iter().position(|a| *a == "--tls-cert-dir").and_then(|i| backend.get(i + 1));
+        let (url, http) = match tls_dir {
+            Some(dir) => {
+                let ca = std::fs::read(std::path::Path::new(dir).join("ca.crt"))?;
+                let http = reqwest::Client::builder()
+                    .use_rustls_tls()
+                    .tls_built_in_root_certs(false)
+                    .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
+                    .build()?;
+                (format!("https://127.0.0.1:{port}"), http)
+            }
+            None => (format!("http://127.0.0.1:{port}"), reqwest::Client::new()),
+        };
         let ds = Self {
             name: name.to_string(),
             port,
-            url: format!("http://127.0.0.1:{port}"),
+            url,
             dir: tempfile::tempdir()?,
-            http: reqwest::Client::new(),
+            http,
             backend: backend.iter().map(|s| s.to_string()).collect(),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             token: None,
@@ -79,8 +96,10 @@ impl DataStorage {
         cmd.arg("datastorage")
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
-            .arg("--plain-http")
             .env_remove("DATABASE_URL");
+        if !self.backend.iter().any(|a| a == "--tls-cert-dir") {
+            cmd.arg("--plain-http");
+        }
         if self.backend.is_empty() {
             cmd.arg("--data-dir").arg(self.dir.path()).arg("--insecure-no-auth");
         } else {
@@ -91,7 +110,7 @@ impl DataStorage {
         }
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cp.spawn(&self.name, cmd)?;
-        wait_healthy(format!("{}/readyz", self.url), "datastorage ready").await
+        wait_healthy_with(self.http.clone(), format!("{}/readyz", self.url), "datastorage ready").await
     }
 
     /// SIGKILL: Data Storage is simply gone.
@@ -105,6 +124,18 @@ impl DataStorage {
             Some(t) => req.bearer_auth(t),
             None => req,
         }
+    }
+
+    /// POSTs `body` to `path` with `token` (Data Storage's CA trusted); the answer's status.
+    pub async fn post(&self, path: &str, token: &str, body: &Value) -> Result<u16> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await?;
+        Ok(resp.status().as_u16())
     }
 
     /// The stored record with this id (with its `amendments`, if any), if any.
