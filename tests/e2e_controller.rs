@@ -503,53 +503,6 @@ async fn sigterm_releases_the_lease_and_exits_cleanly() {
 
 // ---- Data Storage with TokenReview; the controller on ServiceAccount tokens --------------
 
-/// The shipped RBAC (rbac.yaml, datastorage-rbac.yaml) applied in namespace audit-guard, as
-/// the manifests install it; once per test binary.
-fn install_shipped_rbac(cp: &ControlPlane) {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| apply_shipped_rbac(cp));
-}
-
-fn apply_shipped_rbac(cp: &ControlPlane) {
-    let _ = cp.kubectl(&["create", "namespace", "audit-guard"]);
-    let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base");
-    let (rbac, ds_rbac) = (base.join("rbac.yaml"), base.join("datastorage-rbac.yaml"));
-    cp.kubectl(&[
-        "apply",
-        "--server-side",
-        "-n",
-        "audit-guard",
-        "-f",
-        rbac.to_str().unwrap(),
-        "-f",
-        ds_rbac.to_str().unwrap(),
-    ])
-    .unwrap();
-}
-
-/// A token from the TokenRequest API for a ServiceAccount in namespace audit-guard.
-fn sa_token(cp: &ControlPlane, sa: &str, audience: Option<&str>) -> String {
-    let mut args = vec!["create", "token", sa, "-n", "audit-guard", "--duration=1h"];
-    if let Some(a) = audience {
-        args.extend(["--audience", a]);
-    }
-    cp.kubectl(&args).unwrap().trim().to_string()
-}
-
-fn token_kubeconfig(cp: &ControlPlane, name: &str, token: &str) -> std::path::PathBuf {
-    let path = cp.dir.join(format!("{name}.kubeconfig"));
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\n",
-            cp.server,
-            cp.dir.join("ca.crt").display(),
-        ),
-    )
-    .unwrap();
-    path
-}
-
 /// Data Storage on TLS, authenticating by TokenReview (on its own ServiceAccount's token) and
 /// authorizing by SubjectAccessReview against the shipped ClusterRoles; one `serve`
 /// (controller) on the audit-guard ServiceAccount's tokens: one for the API server, one from
@@ -562,20 +515,6 @@ struct Authed {
     api: Api<SignalProcessing>,
     /// The controller's Data Storage token (a writer).
     writer_token: String,
-}
-
-/// A development CA with webhook and Data Storage certificates for 127.0.0.1, in `dir`.
-fn issue_certs(dir: &std::path::Path) -> std::path::PathBuf {
-    audit_guard::certs::issue(&audit_guard::config::CertsArgs {
-        out_dir: dir.to_path_buf(),
-        service: "audit-guard-webhook".into(),
-        namespace: "audit-guard".into(),
-        extra_san: vec!["127.0.0.1".into()],
-        days: 2,
-        reuse_ca: false,
-    })
-    .unwrap();
-    dir.to_path_buf()
 }
 
 async fn authed(tag: &str) -> Authed {
@@ -615,7 +554,7 @@ async fn authed_trusting(tag: &str, ca_file: Option<std::path::PathBuf>) -> Auth
     let audience = audit_guard::datastorage::authz::DEFAULT_TOKEN_AUDIENCE;
     let ds_identity = token_kubeconfig(cp, &format!("ds-{ns}"), &sa_token(cp, "audit-guard-datastorage", None));
     // Data Storage on TLS, its certificate from a CA the controller is told to trust alone.
-    let certs = issue_certs(&cp.dir.join(format!("certs-{ns}")));
+    let certs = issue_dev_certs(&cp.dir.join(format!("certs-{ns}")));
     let tls_dir = certs.join(audit_guard::certs::DATASTORAGE_DIR);
     let mut ds = DataStorage::start_with_env(
         cp,
@@ -777,7 +716,7 @@ async fn out_of_range_status_values_become_anomalies_and_the_deletion_completes(
 #[tokio::test]
 async fn a_datastorage_certificate_from_another_ca_is_refused() {
     let cp = control_plane();
-    let other = issue_certs(&cp.dir.join(format!("other-ca-{}", uuid::Uuid::new_v4().simple())));
+    let other = issue_dev_certs(&cp.dir.join(format!("other-ca-{}", uuid::Uuid::new_v4().simple())));
     let t = authed_trusting("other-ca", Some(other.join("ca.crt"))).await;
     let (client, ns, ds, api) = (&t.client, &t.ns, &t.ds, &t.api);
     api.create(&PostParams::default(), &bare("held")).await.unwrap();
@@ -802,8 +741,12 @@ async fn a_datastorage_certificate_from_another_ca_is_refused() {
     assert!(api.get("held").await.unwrap().has_finalizer(), "released without a stored record");
     assert!(ds.record(&uid).await.unwrap().is_none());
     // Let it go (no webhook in this binary stands in the way of the admin).
-    api.patch("held", &PatchParams::default(), &Patch::Merge(json!({ "metadata": { "finalizers": null } })))
-        .await
-        .unwrap();
+    api.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
+    )
+    .await
+    .unwrap();
     delete_namespace(client, ns).await;
 }

@@ -1,7 +1,10 @@
 //! The admission webhook against a real kube-apiserver, calling it over real TLS with the
 //! API server's client certificate (`--client-ca-file`: the harness's admission
 //! configuration presents one), reading live objects from the API server and writing to a
-//! real Data Storage (`audit-guard datastorage`, SQLite).
+//! real Data Storage (`audit-guard datastorage`, SQLite) on TLS that authenticates by
+//! TokenReview and authorizes by SubjectAccessReview against the shipped RBAC; the webhook
+//! writes with a TokenRequest token of the audit-guard ServiceAccount for the manifests'
+//! audience, as the Deployment's projected token is.
 //!
 //! Webhook configurations are cluster-wide, so every webhook e2e test lives in this binary
 //! and shares one webhook (on its own runtime thread) and one Data Storage child. The
@@ -38,8 +41,10 @@ const BREAK_GLASS_EVENTS: &str = "/api/v1/audit/break-glass-events";
 
 struct Env {
     ds_base: String,
-    ds_port: u16,
-    ds_dir: PathBuf,
+    ds: DataStorageProcess,
+    /// Data Storage's CA and the writer token the webhook (and the test's reads) use.
+    ds_ca: String,
+    ds_token: String,
     /// The webhook the API server calls (client certificates required).
     hook_url: String,
     hook_ca: String,
@@ -48,25 +53,37 @@ struct Env {
     open_hook_url: String,
 }
 
+/// How to start (and restart) the Data Storage child.
+struct DataStorageProcess {
+    port: u16,
+    dir: PathBuf,
+    tls_dir: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl DataStorageProcess {
+    fn start(&self) {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_audit-guard"));
+        cmd.args(["datastorage", "--token-review", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .arg("--tls-cert-dir")
+            .arg(&self.tls_dir)
+            .env("KUBECONFIG", &self.kubeconfig);
+        control_plane().spawn("datastorage", cmd).expect("spawn datastorage");
+    }
+}
+
 /// Data Storage may be stopped by one test; the others hold this shared while they need it.
 static DS_LOCK: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
-fn start_datastorage(port: u16, dir: &std::path::Path) {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_audit-guard"));
-    cmd.args([
-        "datastorage",
-        "--insecure-no-auth",
-        "--plain-http",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-    ])
-    .arg("--data-dir")
-    .arg(dir);
-    control_plane().spawn("datastorage", cmd).expect("spawn datastorage");
+/// A client for the test's own calls to Data Storage (its CA, the writer token).
+fn ds_http() -> reqwest::Client {
+    https_client_builder(&env().ds_ca).build().unwrap()
 }
 
-async fn wait_datastorage(base: &str) {
-    let client = reqwest::Client::new();
+async fn wait_datastorage(base: &str, ca: &str) {
+    let client = https_client_builder(ca).build().unwrap();
     wait_for("Data Storage /healthz", Duration::from_secs(30), || async {
         Ok(client
             .get(format!("{base}/healthz"))
@@ -89,21 +106,29 @@ fn env() -> &'static Env {
             let rt = tokio::runtime::Runtime::new().unwrap();
             rt.block_on(async move {
                 let cp = control_plane();
-                let ds_port = support::controlplane::free_port().unwrap();
-                let ds_dir = cp.dir.join("webhook-e2e-datastorage");
-                std::fs::create_dir_all(&ds_dir).unwrap();
-                start_datastorage(ds_port, &ds_dir);
-                let ds_base = format!("http://127.0.0.1:{ds_port}");
-                wait_datastorage(&ds_base).await;
+                install_shipped_rbac(cp);
+                let cert_dir = cp.dir.join("webhook-e2e-certs");
+                let issued = issue_certs(&cert_dir, false);
+                let ds = DataStorageProcess {
+                    port: support::controlplane::free_port().unwrap(),
+                    dir: cp.dir.join("webhook-e2e-datastorage"),
+                    tls_dir: cert_dir.join(audit_guard::certs::DATASTORAGE_DIR),
+                    kubeconfig: token_kubeconfig(cp, "webhook-e2e-datastorage", &sa_token(cp, "audit-guard-datastorage", None)),
+                };
+                std::fs::create_dir_all(&ds.dir).unwrap();
+                ds.start();
+                let ds_base = format!("https://127.0.0.1:{}", ds.port);
+                wait_datastorage(&ds_base, &issued.ca_pem).await;
 
+                let ds_token = sa_token(cp, "audit-guard", Some(audit_guard::datastorage::authz::DEFAULT_TOKEN_AUDIENCE));
+                let token_file = cp.dir.join("webhook-e2e-datastorage-token");
+                std::fs::write(&token_file, &ds_token).unwrap();
                 let client = cp.client().await.unwrap();
                 let deps = WebhookDeps {
                     kube: client.clone(),
-                    ds: datastorage_client(&ds_base, None, None),
+                    ds: datastorage_client(&ds_base, Some(token_file), Some(ds.tls_dir.join("ca.crt"))),
                     confirmed: Arc::new(confirmed_records()),
                 };
-                let cert_dir = cp.dir.join("webhook-e2e-certs");
-                let issued = issue_certs(&cert_dir, false);
                 let mut guarded = settings(&cert_dir, 4 * 1024 * 1024);
                 guarded.client_ca_file = Some(cp.webhook_client_ca.clone());
                 let hook = start_with(guarded, issued.ca_pem.clone(), deps.clone()).await;
@@ -113,8 +138,9 @@ fn env() -> &'static Env {
                 grant_rbac(&client).await;
                 tx.send(Env {
                     ds_base,
-                    ds_port,
-                    ds_dir,
+                    ds,
+                    ds_ca: issued.ca_pem.clone(),
+                    ds_token,
                     hook_url: hook.url(""),
                     hook_ca: issued.ca_pem,
                     open_hook_url: open.url(""),
@@ -174,8 +200,9 @@ where
         .unwrap();
 }
 
-/// alice, bob and the controller's identity (a static token, and the real ServiceAccount)
-/// may edit SignalProcessings: RBAC is not what stops them.
+/// alice, bob and the controller's identity (a static token with its username) may edit
+/// SignalProcessings: RBAC is not what stops them. (The real ServiceAccount has the shipped
+/// controller role.)
 async fn grant_rbac(client: &kube::Client) {
     apply_cluster::<ClusterRole>(
         client,
@@ -194,8 +221,7 @@ async fn grant_rbac(client: &kube::Client) {
             "subjects": [
                 { "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice" },
                 { "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bob" },
-                { "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": CONTROLLER },
-                { "kind": "ServiceAccount", "name": "audit-guard", "namespace": "audit-guard" }
+                { "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": CONTROLLER }
             ]
         }),
     )
@@ -211,11 +237,6 @@ async fn label_namespace(client: &kube::Client, ns: &str, value: &str) {
         )
         .await
         .unwrap();
-}
-
-async fn ensure_namespace(client: &kube::Client, name: &str) {
-    let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap();
-    let _ = Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await;
 }
 
 /// A namespace the webhook configurations match (every one not opted out).
@@ -235,7 +256,12 @@ fn sp(name: &str, finalizers: &[&str]) -> SignalProcessing {
 }
 
 async fn stored_record(uid: &str) -> Option<Value> {
-    let resp = reqwest::get(format!("{}{RECORDS}/{uid}", env().ds_base)).await.ok()?;
+    let resp = ds_http()
+        .get(format!("{}{RECORDS}/{uid}", env().ds_base))
+        .bearer_auth(&env().ds_token)
+        .send()
+        .await
+        .ok()?;
     if resp.status() != 200 {
         return None;
     }
@@ -244,22 +270,26 @@ async fn stored_record(uid: &str) -> Option<Value> {
 
 /// Break-glass events Data Storage holds for this SignalProcessing uid.
 async fn break_glass_events(uid: &str) -> Vec<Value> {
-    let resp = reqwest::get(format!("{}{BREAK_GLASS_EVENTS}", env().ds_base)).await.unwrap();
+    let resp = ds_http()
+        .get(format!("{}{BREAK_GLASS_EVENTS}", env().ds_base))
+        .bearer_auth(&env().ds_token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let page: Value = resp.json().await.unwrap();
     let items = page.get("items").unwrap_or(&page).as_array().cloned().unwrap_or_default();
     items.into_iter().filter(|e| e["uid"] == uid).collect()
 }
 
-fn ds() -> DataStorageClient {
-    DataStorageClient::new(&audit_guard::config::DataStorageClientArgs {
-        url: env().ds_base.clone(),
-        ca_file: None,
-        token_file: None,
-        timeout: Duration::from_secs(5),
-        api_mode: audit_guard::config::ApiMode::SignalProcessing,
-    })
-    .unwrap()
+/// The Data Storage client the webhook uses (same token, same CA).
+fn ds() -> Arc<DataStorageClient> {
+    let cp = control_plane();
+    datastorage_client(
+        &env().ds_base,
+        Some(cp.dir.join("webhook-e2e-datastorage-token")),
+        Some(env().ds.tls_dir.join("ca.crt")),
+    )
 }
 
 async fn wait_gone(api: &Api<SignalProcessing>, name: &str) {
@@ -441,13 +471,10 @@ async fn a_controller_serviceaccount_token_cannot_strip_the_finalizer_without_a_
     let _ds = DS_LOCK.read().await;
     let cp = control_plane();
     let client = admin_client().await;
-    ensure_namespace(&client, "audit-guard").await;
-    let _ = cp.kubectl(&["create", "serviceaccount", "audit-guard", "-n", "audit-guard"]);
-    let token = cp
-        .kubectl(&["create", "token", "audit-guard", "-n", "audit-guard", "--duration=10m"])
-        .unwrap();
+    // The ServiceAccount as the shipped RBAC makes it: it may patch SignalProcessings.
+    let token = sa_token(cp, "audit-guard", None);
     let (api, ns, uid) = deleting_object(&client, "wh-sa").await;
-    let sa: Api<SignalProcessing> = Api::namespaced(cp.client_with_token(token.trim()).await.unwrap(), &ns);
+    let sa: Api<SignalProcessing> = Api::namespaced(cp.client_with_token(&token).await.unwrap(), &ns);
     for patch in [
         json!({ "metadata": { "finalizers": null } }),
         json!({ "metadata": { "finalizers": [] } }),
@@ -470,12 +497,12 @@ async fn a_controller_serviceaccount_token_cannot_strip_the_finalizer_without_a_
     delete_namespace(&client, &ns).await;
 }
 
-/// The webhooks cover every namespace, the audit-guard namespace included.
+/// The webhooks cover every namespace, the audit-guard namespace included (created with
+/// the shipped RBAC).
 #[tokio::test]
 async fn a_signalprocessing_in_the_audit_guard_namespace_gets_the_finalizer() {
     env();
     let client = admin_client().await;
-    ensure_namespace(&client, "audit-guard").await;
     let api: Api<SignalProcessing> = Api::namespaced(client.clone(), "audit-guard");
     let name = format!("in-own-ns-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let created = api.create(&PostParams::default(), &sp(&name, &[])).await.unwrap();
@@ -664,8 +691,8 @@ async fn with_data_storage_down_the_delete_is_refused_and_the_object_stays() {
     assert!(api.get("old").await.unwrap().metadata.deletion_timestamp.is_none());
 
     // Once Data Storage is back, the retried deletion goes through and the record is there.
-    start_datastorage(env.ds_port, &env.ds_dir);
-    wait_datastorage(&env.ds_base).await;
+    env.ds.start();
+    wait_datastorage(&env.ds_base, &env.ds_ca).await;
     api.delete("old", &DeleteParams::default()).await.unwrap();
     wait_gone(&api, "old").await;
     assert!(stored_record(&uid).await.is_some());
