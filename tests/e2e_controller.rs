@@ -3,6 +3,9 @@
 
 mod support;
 
+#[path = "support/webhook.rs"]
+mod webhook_support;
+
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -453,13 +456,7 @@ async fn release_keeps_other_finalizers_and_annotates() {
     assert_eq!(released.annotations().get(ANNOTATION_RECORD_ID), Some(&uid));
     assert!(released.annotations().contains_key(audit_guard::crd::ANNOTATION_PERSISTED_AT));
     assert!(ds.record(&uid).await.unwrap().is_some());
-    api.patch(
-        "held",
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
-    )
-    .await
-    .unwrap();
+    strip_finalizers(&api, "held").await;
     wait_gone(&api, "held").await;
     delete_namespace(&client, &ns).await;
 }
@@ -554,7 +551,8 @@ async fn authed_trusting(tag: &str, ca_file: Option<std::path::PathBuf>) -> Auth
     let audience = audit_guard::datastorage::authz::DEFAULT_TOKEN_AUDIENCE;
     let ds_identity = token_kubeconfig(cp, &format!("ds-{ns}"), &sa_token(cp, "audit-guard-datastorage", None));
     // Data Storage on TLS, its certificate from a CA the controller is told to trust alone.
-    let certs = issue_dev_certs(&cp.dir.join(format!("certs-{ns}")));
+    let certs = cp.dir.join(format!("certs-{ns}"));
+    webhook_support::issue_certs(&certs, false);
     let tls_dir = certs.join(audit_guard::certs::DATASTORAGE_DIR);
     let mut ds = DataStorage::start_with_env(
         cp,
@@ -716,7 +714,8 @@ async fn out_of_range_status_values_become_anomalies_and_the_deletion_completes(
 #[tokio::test]
 async fn a_datastorage_certificate_from_another_ca_is_refused() {
     let cp = control_plane();
-    let other = issue_dev_certs(&cp.dir.join(format!("other-ca-{}", uuid::Uuid::new_v4().simple())));
+    let other = cp.dir.join(format!("other-ca-{}", uuid::Uuid::new_v4().simple()));
+    webhook_support::issue_certs(&other, false);
     let t = authed_trusting("other-ca", Some(other.join("ca.crt"))).await;
     let (client, ns, ds, api) = (&t.client, &t.ns, &t.ds, &t.api);
     api.create(&PostParams::default(), &bare("held")).await.unwrap();
@@ -740,13 +739,6 @@ async fn a_datastorage_certificate_from_another_ca_is_refused() {
     assert!(notes.iter().any(|n| n.to_lowercase().contains("certificate")), "{notes:?}");
     assert!(api.get("held").await.unwrap().has_finalizer(), "released without a stored record");
     assert!(ds.record(&uid).await.unwrap().is_none());
-    // Let it go (no webhook in this binary stands in the way of the admin).
-    api.patch(
-        "held",
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
-    )
-    .await
-    .unwrap();
+    strip_finalizers(api, "held").await;
     delete_namespace(client, ns).await;
 }

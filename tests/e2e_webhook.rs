@@ -328,13 +328,7 @@ async fn created_signalprocessings_carry_the_finalizer_and_keep_other_finalizers
         .unwrap();
     assert_eq!(finalizers(&updated), vec!["example.com/a", FINALIZER]);
     for name in ["plain", "other"] {
-        api.patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
-        )
-        .await
-        .unwrap();
+        strip_finalizers(&api, name).await;
     }
     delete_namespace(&client, &ns).await;
 }

@@ -169,16 +169,13 @@ pub fn token_kubeconfig(cp: &ControlPlane, name: &str, token: &str) -> std::path
     path
 }
 
-/// A development CA with webhook and Data Storage certificates for 127.0.0.1, in `dir`.
-pub fn issue_dev_certs(dir: &std::path::Path) -> std::path::PathBuf {
-    audit_guard::certs::issue(&audit_guard::config::CertsArgs {
-        out_dir: dir.to_path_buf(),
-        service: "audit-guard-webhook".into(),
-        namespace: "audit-guard".into(),
-        extra_san: vec!["127.0.0.1".into()],
-        days: 2,
-        reuse_ca: false,
-    })
+/// Patches every finalizer off a SignalProcessing (where a webhook guards it, its rules apply).
+pub async fn strip_finalizers(api: &Api<audit_guard::crd::SignalProcessing>, name: &str) {
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
+    )
+    .await
     .unwrap();
-    dir.to_path_buf()
 }
