@@ -338,6 +338,24 @@ impl Live {
     }
 }
 
+/// Whether `namespace` and `name` can name a SignalProcessing (a DNS-1123 label and subdomain):
+/// a review's names go into the API server URL the webhook reads, so anything else (a slash, a
+/// dot segment) is never sent there.
+pub fn valid_object_ref(namespace: &str, name: &str) -> bool {
+    let dns = |s: &str, max: usize, dots: bool| {
+        !s.is_empty()
+            && s.len() <= max
+            && s.split('.').all(|part| {
+                !part.is_empty()
+                    && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !part.starts_with('-')
+                    && !part.ends_with('-')
+            })
+            && (dots || !s.contains('.'))
+    };
+    dns(namespace, 63, false) && dns(name, 253, true)
+}
+
 /// Why the webhook reads the live object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
@@ -354,7 +372,7 @@ pub enum Purpose {
 ///
 /// | purpose | live object | decision |
 /// |---|---|---|
-/// | any | not found, or another uid | deny 409 |
+/// | any | not found, another uid, or a namespace/name no object can have (never looked up) | deny 409 |
 /// | unguarded DELETE | carries the finalizer | deny 409 (the finalizer guards it; a retried DELETE takes the normal path) |
 /// | unguarded DELETE | lacks the finalizer | proceed: store its record |
 /// | break-glass | not deleting | deny 409 |
@@ -689,6 +707,29 @@ mod tests {
                 (got, want) => panic!("{event:?} {record:?}: got {got:?}, want {want:?}"),
             }
         }
+    }
+
+    #[test]
+    fn only_kubernetes_names_are_looked_up() {
+        for (ns, name) in [("ns", "sp"), ("team-a", "sp-0001.v2"), ("a", "b")] {
+            assert!(valid_object_ref(ns, name), "{ns}/{name}");
+        }
+        for (ns, name) in [
+            ("", "sp"),
+            ("ns", ""),
+            ("ns", "../../api/v1/namespaces/x/secrets/y"),
+            ("ns", "a/b"),
+            ("ns", ".."),
+            ("ns", "Upper"),
+            ("n.s", "sp"),
+            ("-ns", "sp"),
+            ("ns", "sp-"),
+            ("ns", "a..b"),
+        ] {
+            assert!(!valid_object_ref(ns, name), "{ns}/{name}");
+        }
+        assert!(!valid_object_ref(&"a".repeat(64), "sp"));
+        assert!(!valid_object_ref("ns", &"a".repeat(254)));
     }
 
     #[test]

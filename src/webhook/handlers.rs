@@ -314,7 +314,8 @@ async fn live_object(state: &AppState, review: &Review, purpose: Purpose) -> Res
         reason: DenyReason::StoreUnavailable,
         message: format!("could not read this SignalProcessing from the API server to check it ({e}); nothing was stored, retry"),
     };
-    if review.namespace.is_empty() || review.name.is_empty() {
+    if !decisions::valid_object_ref(&review.namespace, &review.name) {
+        // Not a name the API server could hold: no such object, and no such URL is requested.
         decisions::judge_live(purpose, &old_uid(review), &Live::NotFound)?;
     }
     let api: Api<SignalProcessing> = Api::namespaced(state.kube.clone(), &review.namespace);
