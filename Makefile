@@ -6,7 +6,7 @@ CARGO ?= cargo
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/audit-guard/target
 export DATABASE_URL_TEST ?= postgres://audit_guard:audit_guard@127.0.0.1:5432/audit_guard
 
-.PHONY: build release test test-unit test-e2e test-faults lint fmt run certs manifests bench controlplane postgres clean
+.PHONY: build release test test-unit test-e2e test-faults lint fmt run certs manifests bench controlplane helm chart postgres clean
 
 build:
 	$(CARGO) build --all-targets
@@ -18,11 +18,19 @@ release:
 controlplane:
 	@bash controlplane/build.sh >/dev/null
 
+## The helm client the chart is tested with, built once from its Go module (tools/helm).
+helm:
+	@bash tools/helm/build.sh >/dev/null
+
+## The chart alone: helm lint --strict, templates per cert mode, schema, drift against kustomize; alerts; dashboard queries.
+chart: controlplane helm
+	$(CARGO) test --test helm_chart --test alerts --test e2e_dashboard --test e2e_helm
+
 postgres:
 	@bash scripts/postgres.sh start
 
 ## Everything: lint, unit tests, end-to-end tests on a real control plane and PostgreSQL, fault tests.
-test: controlplane postgres lint
+test: controlplane helm postgres lint
 	@mkdir -p $(CARGO_TARGET_DIR)
 	set -o pipefail; $(CARGO) test --lib --bins --tests -- --test-threads=4 2>&1 | tee $(CARGO_TARGET_DIR)/test-output.log
 	@bash scripts/test-summary.sh $(CARGO_TARGET_DIR)/test-output.log

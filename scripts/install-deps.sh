@@ -15,3 +15,21 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+# promtool, for the alert rule and dashboard query tests, comes with Debian's prometheus
+# package. Installed without recommends, and with service starts denied (policy-rc.d): the
+# Prometheus server in it is not wanted running.
+if ! command -v promtool >/dev/null 2>&1; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "missing promtool: install Debian's prometheus package (as root)" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  policy=/usr/sbin/policy-rc.d
+  own_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && own_policy=1
+  fi
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  if [ "$own_policy" = 1 ]; then rm -f "$policy"; fi
+fi

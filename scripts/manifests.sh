@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# make manifests: regenerate the CRD component from the Rust types, make sure the self-managed
+# make manifests: regenerate the CRD component (and the chart's copy) from the Rust types, make sure the self-managed
 # overlay has certificates (make certs), render both overlays with kustomize and check them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kubectl="$(bash controlplane/build.sh)/kubectl"
 cargo build --quiet --bin audit-guard
 "${CARGO_TARGET_DIR:-target}/debug/audit-guard" crd > manifests/components/crd/crd.yaml
+# The Helm chart ships the same CRD (crds/: installed once, never upgraded or deleted by Helm).
+cp manifests/components/crd/crd.yaml charts/audit-guard/crds/signalprocessings.kubernaut.ai.yaml
 gen=manifests/overlays/self-managed/generated
 if [ ! -f "$gen/tls.crt" ] || [ ! -f "$gen/datastorage/tls.crt" ]; then
   bash scripts/certs.sh

@@ -271,7 +271,7 @@ pub struct DataStorageArgs {
     #[arg(long, env = "DATASTORAGE_MAX_CONNECTIONS", default_value_t = 8)]
     pub max_connections: u32,
     /// Connections of the read pool (listings and statistics), separate so readers never starve writes.
-    #[arg(long, env = "DATASTORAGE_MAX_READ_CONNECTIONS", default_value_t = 4)]
+    #[arg(long, env = "DATASTORAGE_MAX_READ_CONNECTIONS", default_value_t = 2)]
     pub max_read_connections: u32,
 }
 

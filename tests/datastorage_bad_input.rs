@@ -306,6 +306,16 @@ async fn suite(svc: &Service) {
             Some("user"),
         ),
         (
+            "a parameter on a POST",
+            svc.http
+                .post(svc.url(&format!("{BASE}?dry_run=true")))
+                .bearer_auth(TOKEN)
+                .header("content-type", "application/json")
+                .body(good.to_string()),
+            400,
+            Some("dry_run"),
+        ),
+        (
             "min_duration",
             get(format!("{BASE}/stats/slow-phases?min_duration=2parsecs")),
             400,

@@ -4,9 +4,9 @@
 //! the controller runs a full create → complete → delete cycle on its ServiceAccount's token.
 
 mod support;
+#[path = "support/tools.rs"]
+mod tools;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use audit_guard::crd::SignalProcessing;
@@ -23,45 +23,9 @@ type Check<'a> = (&'a str, &'a str, (&'a str, &'a str), Option<&'a str>, Option<
 const CONTROLLER_SA: &str = "system:serviceaccount:audit-guard:audit-guard";
 const DATASTORAGE_SA: &str = "system:serviceaccount:audit-guard:audit-guard-datastorage";
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 /// Renders the self-managed overlay the way `make manifests` does, with fresh certificates.
-fn render_self_managed(cp: &ControlPlane) -> String {
-    let tmp = tempfile::tempdir().unwrap().keep();
-    let manifests = tmp.join("manifests");
-    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests"), &manifests);
-    let _ = std::fs::remove_dir_all(manifests.join("overlays/self-managed/generated"));
-    let certs = tmp.join("certs");
-    let out = Command::new(binary()).args(["certs", "--out-dir"]).arg(&certs).output().unwrap();
-    assert!(out.status.success(), "certs: {}", String::from_utf8_lossy(&out.stderr));
-    let generated = manifests.join("overlays/self-managed/generated");
-    std::fs::create_dir_all(&generated).unwrap();
-    for f in ["tls.crt", "tls.key"] {
-        std::fs::copy(certs.join(f), generated.join(f)).unwrap();
-    }
-    std::fs::create_dir_all(generated.join("datastorage")).unwrap();
-    for f in ["tls.crt", "tls.key", "ca.crt"] {
-        std::fs::copy(certs.join("datastorage").join(f), generated.join("datastorage").join(f)).unwrap();
-    }
-    let ca_bundle = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    std::fs::write(
-        generated.join("ca-bundle.yaml"),
-        format!("- op: add\n  path: /webhooks/0/clientConfig/caBundle\n  value: {ca_bundle}\n"),
-    )
-    .unwrap();
-    cp.kubectl(&["kustomize", manifests.join("overlays/self-managed").to_str().unwrap()])
-        .unwrap()
+fn render_self_managed() -> String {
+    tools::render_overlay_text("self-managed", &binary())
 }
 
 /// Stand-ins for the Prometheus Operator's CRDs, so the API server can hold those objects.
@@ -116,7 +80,7 @@ async fn the_self_managed_overlay_installs_with_least_privilege_and_the_controll
     install_monitoring_crds(&client).await;
 
     // 1. Every rendered object is accepted and created.
-    let rendered = render_self_managed(cp);
+    let rendered = render_self_managed();
     let file = cp.dir.join("self-managed.yaml");
     std::fs::write(&file, &rendered).unwrap();
     let applied = cp.kubectl(&["apply", "--server-side", "-f", file.to_str().unwrap()]).unwrap();

@@ -37,7 +37,8 @@ pub fn is_identical(posted: &BreakGlassEvent, stored: Option<&Value>) -> bool {
         .is_some_and(|s| &s == posted)
 }
 
-pub async fn create(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Result<Response, Problem> {
+pub async fn create(State(state): State<Arc<AppState>>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, Problem> {
+    query::params(&uri, &[])?;
     let bytes = read_json_body(&headers, body, &state.limits).await?;
     let prepared = decode_event(&bytes, &state.limits.window, Utc::now())?;
     let id = prepared.event.id.clone();

@@ -42,6 +42,22 @@ pub static STORE_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
 pub static ROWS_WRITTEN: LazyLock<IntCounter> =
     LazyLock::new(|| register_int_counter!("datastorage_rows_written_total", "Audit records newly stored").expect(ONCE));
 
+/// Records newly stored, by the record's status (completed, failed, incomplete, forced).
+pub static RECORDS_STORED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "datastorage_records_stored_total",
+        "Audit records newly stored, by record status",
+        &["status"]
+    )
+    .expect(ONCE)
+});
+
+/// Counts one newly stored record under its status.
+pub fn stored(rec: &crate::audit::SignalProcessingAudit) {
+    ROWS_WRITTEN.inc();
+    RECORDS_STORED.with_label_values(&[rec.status.as_str()]).inc();
+}
+
 pub static ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!("datastorage_errors_total", "Errors by kind (database, auth_backend)", &["kind"]).expect(ONCE)
 });
@@ -79,11 +95,11 @@ pub static SHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect(ONCE)
 });
 
-/// 1 while the tokens file (tokens-file mode) is readable and valid; 0 means every token is refused.
+/// 0 while the tokens file (tokens-file mode) is unreadable or invalid and every token is refused; else 1.
 pub static TOKENS_FILE_VALID: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!(
         "datastorage_tokens_file_valid",
-        "1 while the tokens file is readable and valid; 0: every token is refused until it is fixed"
+        "0 while the tokens file is unreadable or invalid (every token is refused until it is fixed); 1 otherwise"
     )
     .expect(ONCE)
 });
@@ -94,12 +110,26 @@ pub fn init() {
     LazyLock::force(&REQUEST_SECONDS);
     LazyLock::force(&STORE_SECONDS);
     LazyLock::force(&ROWS_WRITTEN);
-    LazyLock::force(&ERRORS);
     LazyLock::force(&CONFLICTS);
     LazyLock::force(&AMENDMENTS);
     LazyLock::force(&BREAK_GLASS_EVENTS);
-    LazyLock::force(&FORBIDDEN);
-    LazyLock::force(&SHED);
+    // 0 only while a tokens file is in use and broken.
+    TOKENS_FILE_VALID.set(1);
+    // Every label value up front, so dashboards and alerts see zeros rather than nothing.
+    for status in ["completed", "failed", "incomplete", "forced"] {
+        RECORDS_STORED.with_label_values(&[status]);
+    }
+    for kind in ["database", "auth_backend"] {
+        ERRORS.with_label_values(&[kind]);
+    }
+    for verb in ["create", "get", "list"] {
+        FORBIDDEN.with_label_values(&[verb]);
+    }
+    for lane in ["read", "write"] {
+        for reason in ["busy", "timeout"] {
+            SHED.with_label_values(&[lane, reason]);
+        }
+    }
 }
 
 pub fn render() -> String {

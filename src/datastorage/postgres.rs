@@ -83,6 +83,14 @@ pub fn partitions_to_drop<'a>(names: impl IntoIterator<Item = &'a str>, now: Dat
 
 /// One pool; every session gets the statement timeout and cheap TOAST compression.
 pub async fn pool(url: &str, max: u32, statement_timeout: Duration) -> anyhow::Result<PgPool> {
+    pool_with(url, max, statement_timeout, &[]).await
+}
+
+/// Sessions of the read pool run their queries in one process each: parallel workers would let
+/// a few heavy statistics take every core from the write path.
+const READ_SESSION: &[&str] = &["SET max_parallel_workers_per_gather = 0"];
+
+async fn pool_with(url: &str, max: u32, statement_timeout: Duration, session: &'static [&'static str]) -> anyhow::Result<PgPool> {
     let options: PgConnectOptions = url.parse()?;
     // 0 switches the timeout off (migrations).
     let timeout_ms = statement_timeout.as_millis();
@@ -94,6 +102,9 @@ pub async fn pool(url: &str, max: u32, statement_timeout: Duration) -> anyhow::R
                 sqlx::query(&format!("SET statement_timeout = {timeout_ms}"))
                     .execute(&mut *conn)
                     .await?;
+                for stmt in session {
+                    sqlx::query(stmt).execute(&mut *conn).await?;
+                }
                 // Records exceed the TOAST threshold; lz4 compresses them far cheaper than the
                 // default pglz. Servers built without lz4 keep their default.
                 if let Err(e) = sqlx::query("SET default_toast_compression = 'lz4'").execute(conn).await {
@@ -131,7 +142,7 @@ impl PgStore {
     /// Opens both pools on a schema that is already migrated (see [`super::migrate::prepare`]).
     pub async fn connect(settings: &PgSettings) -> anyhow::Result<Self> {
         let write = pool(&settings.url, settings.write_connections, settings.statement_timeout).await?;
-        let read = pool(&settings.url, settings.read_connections, settings.statement_timeout).await?;
+        let read = pool_with(&settings.url, settings.read_connections, settings.statement_timeout, READ_SESSION).await?;
         let store = Self {
             write,
             read,

@@ -85,7 +85,8 @@ async fn originals(store: &dyn Store, ids: &[String], lane: Lane) -> Result<Hash
         .map_err(|e| db_problem("records", e))
 }
 
-pub async fn create(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Result<Response, Problem> {
+pub async fn create(State(state): State<Arc<AppState>>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, Problem> {
+    query::params(&uri, &[])?;
     let bytes = read_json_body(&headers, body, &state.limits).await?;
     let prepared = decode_single(&bytes)?;
     check_times(std::slice::from_ref(&prepared), &state.limits.window, Utc::now(), false)?;
@@ -94,7 +95,7 @@ pub async fn create(State(state): State<Arc<AppState>>, headers: HeaderMap, body
         .map_err(|e| db_problem("insert", e))?;
     let id = &prepared.rec.id;
     if outcome.first() == Some(&Outcome::Created) {
-        metrics::ROWS_WRITTEN.inc();
+        metrics::stored(&prepared.rec);
         let mut resp = json_response(StatusCode::CREATED, prepared.record_text);
         if let Ok(v) = HeaderValue::from_str(&format!("{BASE}/{id}")) {
             resp.headers_mut().insert(header::LOCATION, v);
@@ -107,7 +108,8 @@ pub async fn create(State(state): State<Arc<AppState>>, headers: HeaderMap, body
     Err(conflict_problem(id, identical, existing.unwrap_or(Value::Null)))
 }
 
-pub async fn create_batch(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Result<Response, Problem> {
+pub async fn create_batch(State(state): State<Arc<AppState>>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, Problem> {
+    query::params(&uri, &[])?;
     let bytes = read_json_body(&headers, body, &state.limits).await?;
     let prepared = decode_batch(&bytes, state.limits.max_batch)?;
     check_times(&prepared, &state.limits.window, Utc::now(), true)?;
@@ -127,8 +129,9 @@ pub async fn create_batch(State(state): State<Arc<AppState>>, headers: HeaderMap
     };
     let posted: Vec<&SignalProcessingAudit> = prepared.iter().map(|p| &p.rec).collect();
     let results = batch_results(&posted, &outcomes, &stored);
-    let created = results.iter().filter(|r| **r == BatchResult::Created).count();
-    metrics::ROWS_WRITTEN.inc_by(created as u64);
+    for (p, _) in prepared.iter().zip(&results).filter(|(_, r)| **r == BatchResult::Created) {
+        metrics::stored(&p.rec);
+    }
     let conflicts = results.iter().filter(|r| **r == BatchResult::Conflict).count();
     if conflicts > 0 {
         metrics::CONFLICTS.inc_by(conflicts as u64);
@@ -243,9 +246,11 @@ fn already_amended(id: &str, existing: Value) -> Problem {
 pub async fn amend(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
+    query::params(&uri, &[])?;
     let bytes = read_json_body(&headers, body, &state.limits).await?;
     let prepared = decode_single(&bytes)?;
     if prepared.rec.id != id {

@@ -90,7 +90,8 @@ impl Store for SqliteStore {
 
     fn ping(&self) -> BoxFuture<'_, DbResult<()>> {
         async move {
-            sqlx::query("SELECT 1").execute(&self.read).await?;
+            // On the write connection: readers saturating theirs cannot make the service unready.
+            sqlx::query("SELECT 1").execute(&self.write).await?;
             Ok(())
         }
         .boxed()
@@ -366,5 +367,23 @@ impl Store for SqliteStore {
             rows.iter().map(listed).collect()
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every connection, writer and readers, commits with synchronous=FULL in WAL mode.
+    #[tokio::test]
+    async fn every_connection_is_wal_with_full_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), 2).await.unwrap();
+        for pool in [&store.write, &store.read] {
+            let sync: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(pool).await.unwrap();
+            assert_eq!(sync, 2, "FULL");
+            let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(pool).await.unwrap();
+            assert_eq!(mode, "wal");
+        }
     }
 }

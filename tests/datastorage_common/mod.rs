@@ -171,7 +171,7 @@ impl Service {
                 out_dir: dir.path().join("certs"),
                 service: "audit-guard-webhook".into(),
                 namespace: "audit-guard".into(),
-                extra_san: vec![],
+                extra_san: vec!["127.0.0.1".into()],
                 days: 2,
                 reuse_ca: false,
             })
@@ -230,6 +230,11 @@ impl Service {
 
     pub fn dir(&self) -> &Path {
         self._dir.path()
+    }
+
+    /// The CA of a TLS service's certificate (`start_tls`).
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self._dir.path().join("certs").join("ca.crt")
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,292 @@
+//! Issue 13, acceptance 3: readers and idle connections cannot starve the deletion path.
+//!
+//! On the real control plane, a real `audit-guard serve` (controller and webhook) deletes 200
+//! SignalProcessings through a real Data Storage (TLS, PostgreSQL with the runtime role,
+//! tokens file) while, on loopback only and bounded in time and count:
+//! - 50 readers loop over the costliest statistics Data Storage accepts (the widest range it
+//!   allows over 20,000 stored records; an all-time range is refused with 400),
+//! - 500 idle connections are held open against Data Storage and 500 against the webhook
+//!   (re-opened whenever the server drops them).
+//!
+//! Asserted: the deletion completes and every CR has exactly its record, correct. Nothing
+//! about time: the latency figure under the same load is a benchmark row (bench_datastorage).
+
+mod datastorage_common;
+mod support;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use audit_guard::crd::SignalProcessing;
+use datastorage_common::*;
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{json, Value};
+use support::datastorage::Serve;
+use support::{admin_client, control_plane, fresh_namespace, install_signalprocessing_crd, wait_for};
+
+const CRS: usize = 200;
+const SEEDED: usize = 20_000;
+const READERS: usize = 50;
+const IDLE_PER_TARGET: usize = 500;
+/// The whole load stops at the latest after this, whatever happens.
+const LOAD_CAP: Duration = Duration::from_secs(420);
+
+/// A stored record within the last 29 days, with an enrichment phase of `i` milliseconds.
+fn seed(i: usize) -> Value {
+    let completed = ago(((i * 127) % (29 * 86_400)) as i64 + 60);
+    let mut r = record(
+        &format!("seed-{i}"),
+        &format!("fp-{}", i % 97),
+        ["production", "staging"][i % 2],
+        ["P0", "P1", "P2"][i % 3],
+        &completed,
+        json!(i as i64 * 1_000_000),
+    );
+    r["name"] = json!(format!("seed-{i}"));
+    r
+}
+
+#[derive(Default)]
+struct Tally {
+    ok: AtomicUsize,
+    refused: AtomicUsize,
+    busy: AtomicUsize,
+    other: AtomicUsize,
+    connections: AtomicUsize,
+}
+
+/// Holds one connection open against `addr`, sending nothing; opens a new one when dropped.
+async fn idle_connection(addr: String, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
+    while !stop.load(Ordering::Relaxed) {
+        match tokio::net::TcpStream::connect(&addr).await {
+            Ok(mut c) => {
+                tally.connections.fetch_add(1, Ordering::Relaxed);
+                let mut buf = [0u8; 256];
+                loop {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    match tokio::time::timeout(Duration::from_millis(500), tokio::io::AsyncReadExt::read(&mut c, &mut buf)).await {
+                        Ok(Ok(0)) | Ok(Err(_)) => break,
+                        _ => {}
+                    }
+                }
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Loops over the costliest statistics the service accepts (and, now and then, one it refuses).
+async fn reader(svc_base: String, http: reqwest::Client, n: usize, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
+    let mut i = n;
+    while !stop.load(Ordering::Relaxed) {
+        let since = ago(31 * 86_400 - 60).replace('+', "%2B");
+        let path = match i % 10 {
+            0 => format!("{BASE}/stats/slow-phases?since=1970-01-01T00:00:00Z"),
+            1..=4 => format!("{BASE}/stats/slow-phases?phase=enriching&min_duration=0s&limit=1000&since={since}"),
+            5..=7 => format!("{BASE}/stats/classification?since={since}"),
+            _ => format!("{BASE}/stats/priority?since={since}"),
+        };
+        i += 1;
+        let r = http.get(format!("{svc_base}{path}")).bearer_auth(READER_TOKEN).send().await;
+        let slot = match r.map(|r| r.status().as_u16()) {
+            Ok(200) => &tally.ok,
+            Ok(400) => &tally.refused,
+            Ok(503) => &tally.busy,
+            _ => &tally.other,
+        };
+        slot.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[tokio::test]
+async fn deletions_complete_while_readers_and_idle_connections_load_both_servers() {
+    let cp = control_plane();
+    let client = admin_client().await;
+    install_signalprocessing_crd(&client).await.unwrap();
+    let ns = fresh_namespace(&client, "load").await.unwrap();
+    let lease_ns = fresh_namespace(&client, "load-lease").await.unwrap();
+
+    // Data Storage as deployed: TLS, runtime role, tokens; 20,000 records in the last 29 days.
+    let db = TestDb::create().await;
+    db.migrate(&[]);
+    let svc = Service::start_tls(Some(&db.runtime_url()), &[]).await;
+    let seeds: Vec<Value> = (0..SEEDED).map(seed).collect();
+    for chunk in seeds.chunks(1000) {
+        let (s, _, body) = svc.post_json(&format!("{BASE}/batch"), &json!(chunk)).await;
+        assert_eq!(s, 200, "{body}");
+    }
+    drop(seeds);
+
+    // A real serve: controller and webhook (TLS), writing to Data Storage over TLS with a token.
+    let dir = tempfile::tempdir().unwrap();
+    audit_guard::certs::issue(&audit_guard::config::CertsArgs {
+        out_dir: dir.path().join("webhook-certs"),
+        service: "audit-guard-webhook".into(),
+        namespace: "audit-guard".into(),
+        extra_san: vec!["127.0.0.1".into()],
+        days: 2,
+        reuse_ca: false,
+    })
+    .unwrap();
+    std::fs::write(dir.path().join("token"), TOKEN).unwrap();
+    let webhook_addr = format!("127.0.0.1:{}", free_port());
+    let ds_url = format!("https://127.0.0.1:{}", svc.port);
+    let path = |p: &str| dir.path().join(p).to_string_lossy().to_string();
+    let (certs, token, ca) = (path("webhook-certs"), path("token"), svc.ca_file().to_string_lossy().to_string());
+    let serve_name = format!("serve-{ns}");
+    Serve::start_full(
+        cp,
+        &serve_name,
+        &cp.kubeconfig,
+        &ds_url,
+        &lease_ns,
+        &ns,
+        &[
+            "--retention",
+            "0",
+            "--webhook-addr",
+            &webhook_addr,
+            "--cert-dir",
+            &certs,
+            "--datastorage-token-file",
+            &token,
+            "--datastorage-ca-file",
+            &ca,
+            "--datastorage-timeout",
+            "5s",
+        ],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", cp.log_tail(&serve_name)));
+
+    // 200 CRs under the finalizer: half completed, half still pending when deleted.
+    let api: Api<SignalProcessing> = Api::namespaced(client.clone(), &ns);
+    let created: Vec<(String, String)> = futures::stream::iter(0..CRS)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let name = format!("sp-{i:04}");
+                let sp: SignalProcessing = serde_json::from_value(json!({
+                    "apiVersion": "kubernaut.ai/v1alpha1", "kind": "SignalProcessing",
+                    "metadata": { "name": name },
+                    "spec": { "remediationRequestRef": { "name": format!("rr-{name}") }, "signal": { "fingerprint": format!("fp-{name}") } }
+                }))?;
+                let uid = api.create(&PostParams::default(), &sp).await?.metadata.uid.unwrap_or_default();
+                Ok::<_, anyhow::Error>((name, uid))
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect()
+        .await
+        .unwrap();
+    wait_for("every CR to carry the finalizer", Duration::from_secs(120), || async {
+        let list = api.list(&ListParams::default()).await?;
+        Ok((list.items.len() == CRS && list.items.iter().all(|sp| sp.has_finalizer())).then_some(()))
+    })
+    .await
+    .unwrap();
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let expected: HashMap<String, (String, &str)> = created
+        .iter()
+        .enumerate()
+        .map(|(i, (name, uid))| (uid.clone(), (name.clone(), if i % 2 == 0 { "completed" } else { "incomplete" })))
+        .collect();
+    for (name, uid) in &created {
+        if expected[uid].1 == "completed" {
+            api.patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": { "phase": "Completed", "startTime": now, "completionTime": now } })),
+            )
+            .await
+            .unwrap();
+        }
+    }
+
+    // The load: readers and idle connections on both servers, bounded in time.
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let mut load = vec![];
+    for n in 0..READERS {
+        load.push(tokio::spawn(reader(
+            svc.base.clone(),
+            svc.http.clone(),
+            n,
+            stop.clone(),
+            tally.clone(),
+        )));
+    }
+    let idle_tally = Arc::new(Tally::default());
+    for target in [format!("127.0.0.1:{}", svc.port), webhook_addr.clone()] {
+        for _ in 0..IDLE_PER_TARGET {
+            load.push(tokio::spawn(idle_connection(target.clone(), stop.clone(), idle_tally.clone())));
+        }
+    }
+    let cap = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(LOAD_CAP).await;
+            stop.store(true, Ordering::Relaxed);
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // The deletion, under that load.
+    let started = std::time::Instant::now();
+    api.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .unwrap();
+    let gone = wait_for("every CR to be deleted", LOAD_CAP, || async {
+        Ok(api.list(&ListParams::default()).await?.items.is_empty().then_some(()))
+    })
+    .await;
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    cap.abort();
+    for t in load {
+        let _ = t.await;
+    }
+    // Figures for the reader of the log, not assertions.
+    eprintln!(
+        "{CRS} CRs deleted in {took:?} under load: readers ok {} / refused {} / busy {} / other {}; idle connections opened {}",
+        tally.ok.load(Ordering::Relaxed),
+        tally.refused.load(Ordering::Relaxed),
+        tally.busy.load(Ordering::Relaxed),
+        tally.other.load(Ordering::Relaxed),
+        idle_tally.connections.load(Ordering::Relaxed),
+    );
+    gone.unwrap_or_else(|e| panic!("{e:#}\n{}", cp.log_tail(&serve_name)));
+    assert!(tally.ok.load(Ordering::Relaxed) > 0, "the readers really read");
+    assert!(tally.refused.load(Ordering::Relaxed) > 0, "the all-time statistic was refused");
+    assert!(idle_tally.connections.load(Ordering::Relaxed) >= 2 * IDLE_PER_TARGET);
+
+    // Every CR has exactly its record, and it says what the CR said.
+    for (uid, (name, status)) in &expected {
+        let (s, rec) = svc.get(&format!("{BASE}/{uid}")).await;
+        assert_eq!(s, 200, "no record for {name} ({uid}): {rec}");
+        assert_eq!((rec["id"].as_str(), rec["uid"].as_str()), (Some(uid.as_str()), Some(uid.as_str())));
+        assert_eq!(
+            (rec["namespace"].as_str(), rec["name"].as_str()),
+            (Some(ns.as_str()), Some(name.as_str()))
+        );
+        assert_eq!(rec["status"], *status, "{rec}");
+        assert_eq!(rec["signal_fingerprint"], format!("fp-{name}"));
+        assert!(rec.get("amendments").is_none(), "{rec}");
+    }
+    let pool = db.pool().await;
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM signal_processing_audit WHERE namespace = $1")
+        .bind(&ns)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, CRS as i64, "one record per CR, none twice");
+    pool.close().await;
+    support::delete_namespace(&client, &ns).await;
+    drop(svc);
+    db.drop_db().await;
+}

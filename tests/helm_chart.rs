@@ -1,0 +1,543 @@
+//! The Helm chart (charts/audit-guard) with the real helm, no cluster needed: `helm lint
+//! --strict`, `helm template` in each certificate mode, the values schema refusing bad values
+//! with a clear message, and the drift test — the chart and the kustomize overlays rendered
+//! with equivalent settings must give the same objects, so neither side changes alone.
+
+#[path = "support/tools.rs"]
+mod tools;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+
+use serde_json::{json, Value};
+use tools::*;
+
+const LIKE_KUSTOMIZE: &str = "tests/fixtures/chart-values-like-kustomize.yaml";
+
+fn values_like_kustomize() -> String {
+    repo().join(LIKE_KUSTOMIZE).to_string_lossy().into_owned()
+}
+
+fn find<'a>(objs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objs.iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
+}
+
+fn env_of(deployment: &Value) -> BTreeMap<String, String> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_string(),
+                e["value"].as_str().unwrap_or("<from>").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn helm_lint_strict_is_clean_in_every_cert_mode() {
+    for args in [
+        vec![],
+        vec!["--set", "certs.mode=cert-manager"],
+        vec![
+            "--set",
+            "certs.mode=existing-secret",
+            "--set",
+            "certs.existingSecret.name=my-tls",
+            "--set",
+            "certs.existingSecret.caBundle=Y2E=",
+        ],
+        vec!["-f", LIKE_KUSTOMIZE],
+    ] {
+        let out = run(Command::new(helm())
+            .args(["lint", "--strict"])
+            .arg(chart_dir())
+            .args(&args)
+            .current_dir(repo()));
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "helm lint --strict {args:?}:\n{text}");
+        assert!(
+            !text.contains("[WARNING]") && !text.contains("[ERROR]"),
+            "helm lint --strict {args:?}:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn self_signed_mode_generates_a_ca_and_a_serving_certificate_for_the_service() {
+    let objs = render_chart(&[]);
+    let secret = find(&objs, "Secret", "audit-guard-webhook-tls");
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+    let ca = b64(&secret["data"]["ca.crt"]);
+    let crt = b64(&secret["data"]["tls.crt"]);
+    assert!(b64(&secret["data"]["tls.key"]).contains("PRIVATE KEY"));
+    assert_chain(&ca, &crt, "audit-guard-webhook.audit-guard.svc");
+    for kind in ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"] {
+        let hook = &find(&objs, kind, "audit-guard")["webhooks"][0];
+        assert_eq!(b64(&hook["clientConfig"]["caBundle"]), ca, "{kind} trusts the generated CA");
+        assert_eq!(hook["clientConfig"]["service"]["name"], "audit-guard-webhook");
+    }
+    let deployment = find(&objs, "Deployment", "audit-guard");
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"],
+        "audit-guard-webhook-tls"
+    );
+    // Nothing generated reaches the pod template: an upgrade that keeps the certificates
+    // keeps the pods (the real install/upgrade is in e2e_helm).
+    assert!(!deployment["spec"]["template"].to_string().contains("BEGIN CERTIFICATE"));
+}
+
+#[test]
+fn cert_manager_mode_has_cert_manager_issue_and_inject_the_certificate() {
+    let objs = render_chart(&["--set", "certs.mode=cert-manager"]);
+    let cert = find(&objs, "Certificate", "audit-guard-webhook");
+    assert_eq!(cert["spec"]["secretName"], "audit-guard-webhook-tls");
+    assert_eq!(cert["spec"]["issuerRef"], json!({"name": "audit-guard-ca", "kind": "Issuer"}));
+    find(&objs, "Issuer", "audit-guard-ca");
+    assert!(!objs.iter().any(|o| o["kind"] == "Secret"), "cert-manager writes the Secret");
+    for kind in ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"] {
+        let hook = find(&objs, kind, "audit-guard");
+        assert_eq!(
+            hook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+            "audit-guard/audit-guard-webhook"
+        );
+        assert!(hook["webhooks"][0]["clientConfig"].get("caBundle").is_none());
+    }
+
+    // An issuer of the admin's own: no CA of the chart's.
+    let objs = render_chart(&[
+        "--set",
+        "certs.mode=cert-manager",
+        "--set",
+        "certs.certManager.issuerRef.name=corp-ca",
+        "--set",
+        "certs.certManager.issuerRef.kind=ClusterIssuer",
+    ]);
+    assert_eq!(
+        find(&objs, "Certificate", "audit-guard-webhook")["spec"]["issuerRef"],
+        json!({"name": "corp-ca", "kind": "ClusterIssuer"})
+    );
+    assert!(!objs.iter().any(|o| o["kind"] == "Issuer"));
+}
+
+#[test]
+fn existing_secret_mode_uses_the_named_secret_and_the_given_ca_bundle() {
+    let objs = render_chart(&[
+        "--set",
+        "certs.mode=existing-secret",
+        "--set",
+        "certs.existingSecret.name=corp-webhook-tls",
+        "--set",
+        "certs.existingSecret.caBundle=Y29ycC1jYQ==",
+    ]);
+    assert!(!objs.iter().any(|o| o["kind"] == "Secret" || o["kind"] == "Certificate"));
+    let deployment = find(&objs, "Deployment", "audit-guard");
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"],
+        "corp-webhook-tls"
+    );
+    for kind in ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"] {
+        assert_eq!(
+            find(&objs, kind, "audit-guard")["webhooks"][0]["clientConfig"]["caBundle"],
+            "Y29ycC1jYQ=="
+        );
+    }
+}
+
+#[test]
+fn values_reach_the_pods_and_the_webhooks() {
+    let objs = render_chart(&[
+        "--set",
+        "controller.watchNamespaces={team-a,team-b}",
+        "--set",
+        "controller.retention=12h",
+        "--set",
+        "controller.breakGlassGroup=corp:sre",
+        "--set",
+        "controller.identity=system:serviceaccount:x:y",
+        "--set",
+        "datastorage.enabled=false",
+        "--set",
+        "datastorage.externalURL=https://kubernaut-ds.kubernaut.svc:8080",
+        "--set",
+        "datastorage.apiMode=events",
+        "--set",
+        "replicas=1",
+        "--set",
+        "image.tag=9.9.9",
+        "--set",
+        "commonLabels.team=compliance",
+    ]);
+    let deployment = find(&objs, "Deployment", "audit-guard");
+    let env = env_of(deployment);
+    assert_eq!(env["AUDIT_GUARD_NAMESPACES"], "team-a,team-b");
+    assert_eq!(env["AUDIT_GUARD_RETENTION"], "12h");
+    assert_eq!(env["AUDIT_GUARD_BREAK_GLASS_GROUP"], "corp:sre");
+    assert_eq!(env["AUDIT_GUARD_CONTROLLER_IDENTITY"], "system:serviceaccount:x:y");
+    assert_eq!(env["DATASTORAGE_URL"], "https://kubernaut-ds.kubernaut.svc:8080");
+    assert_eq!(env["DATASTORAGE_API"], "events");
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["image"],
+        "ghcr.io/audit-guard/audit-guard:9.9.9"
+    );
+    assert!(
+        !objs
+            .iter()
+            .any(|o| o["metadata"]["name"].as_str().unwrap_or("").contains("datastorage")),
+        "no Data Storage objects with an external one"
+    );
+    assert!(
+        !objs.iter().any(|o| o["kind"] == "PodDisruptionBudget"),
+        "one replica: no PDB blocking drains"
+    );
+    assert!(objs
+        .iter()
+        .filter(|o| o["kind"] != "CustomResourceDefinition")
+        .all(|o| o["metadata"]["labels"]["team"] == "compliance"));
+    // A finalizer is only added where a controller will take it off again.
+    for kind in ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"] {
+        let hook = &find(&objs, kind, "audit-guard")["webhooks"][0];
+        assert_eq!(
+            hook["namespaceSelector"],
+            json!({"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["team-a", "team-b"]}]}),
+            "{kind}"
+        );
+    }
+    let validating = find(&objs, "ValidatingWebhookConfiguration", "audit-guard");
+    assert!(validating.to_string().contains("system:serviceaccount:x:y"));
+}
+
+#[test]
+fn the_schema_refuses_bad_values_with_a_clear_message() {
+    // (values, what the message must say)
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["--set", "replicas=two"], &["/replicas", "got string, want integer"]),
+        (
+            &["--set", "certs.mode=self-made"],
+            &["/certs/mode", "self-signed", "cert-manager", "existing-secret"],
+        ),
+        (&["--set", "replica=3"], &["additional properties 'replica' not allowed"]),
+        (
+            &["--set", "controller.retenton=12h"],
+            &["additional properties 'retenton' not allowed"],
+        ),
+        (
+            &["--set", "controller.retention=12 hours"],
+            &["/controller/retention", "does not match pattern"],
+        ),
+        (&["--set", "datastorage.enabled=false"], &["/datastorage/externalURL"]),
+        (&["--set", "datastorage.apiMode=events"], &["/datastorage/apiMode"]),
+        (
+            &["--set", "datastorage.apiMode=unified"],
+            &["/datastorage/apiMode", "signal-processing", "events"],
+        ),
+        (
+            &["--set", "certs.mode=existing-secret"],
+            &["/certs/existingSecret/name", "/certs/existingSecret/caBundle"],
+        ),
+        (
+            &["--set", "monitoring.prometheusRule.enabled=yes"],
+            &["/monitoring/prometheusRule/enabled", "want boolean"],
+        ),
+        (
+            &["--set", "controller.watchNamespaces={Team_A}"],
+            &["/controller/watchNamespaces/0"],
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (args, must_say) in cases {
+        let out = helm_template(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            wrong.push(format!("{args:?} was accepted"));
+        } else if !err.contains("values don't meet the specifications of the schema") || must_say.iter().any(|m| !err.contains(m)) {
+            wrong.push(format!("{args:?}: the message does not say {must_say:?}:\n{err}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn chart_and_crd_versions_follow_the_crate() {
+    let chart: Value = serde_yaml::from_str(&std::fs::read_to_string(chart_dir().join("Chart.yaml")).unwrap()).unwrap();
+    assert_eq!(chart["apiVersion"], "v2", "a Helm 3 chart");
+    assert_eq!(
+        chart["appVersion"],
+        env!("CARGO_PKG_VERSION"),
+        "Chart.yaml appVersion is the crate's version"
+    );
+    assert_eq!(
+        std::fs::read_to_string(chart_dir().join("crds/signalprocessings.kubernaut.ai.yaml")).unwrap(),
+        audit_guard::crd::crd_yaml().unwrap(),
+        "charts/audit-guard/crds/ is what `audit-guard crd` prints: run `make manifests`"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Drift: the chart against the kustomize overlays.
+
+/// Labels Helm adds to the chart's objects that kustomize has no counterpart for.
+const HELM_LABELS: &[&str] = &[
+    "helm.sh/chart",
+    "app.kubernetes.io/managed-by",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/version",
+];
+
+/// Differences that are meant to be, each with its reason: (object, path or "" for the whole
+/// object, side that has it). The test also fails when one of them is no longer seen.
+const EXPECTED: &[(&str, &str, &str, &str)] = &[
+    (
+        "Namespace audit-guard",
+        "",
+        "kustomize",
+        "Helm installs into the release namespace (--create-namespace) and does not own it; NOTES.txt says to label it restricted",
+    ),
+    (
+        "Secret audit-guard/audit-guard-datastorage-db",
+        "",
+        "kustomize",
+        "the chart reads the runtime role's URL from an existing Secret (datastorage.database.existingSecret) and never holds the password",
+    ),
+    (
+        "Secret audit-guard/audit-guard-datastorage-db-owner",
+        "",
+        "kustomize",
+        "the chart reads the owner's URL from an existing Secret (datastorage.database.ownerSecret) and never holds the password",
+    ),
+    (
+        "Secret audit-guard/audit-guard-webhook-tls",
+        "data.ca.crt",
+        "chart",
+        "self-signed mode keeps its CA in the Secret, so that upgrades reuse it",
+    ),
+];
+
+fn key(o: &Value) -> String {
+    match o["metadata"]["namespace"].as_str() {
+        Some(ns) => format!(
+            "{} {ns}/{}",
+            o["kind"].as_str().unwrap_or("?"),
+            o["metadata"]["name"].as_str().unwrap_or("?")
+        ),
+        None => format!(
+            "{} {}",
+            o["kind"].as_str().unwrap_or("?"),
+            o["metadata"]["name"].as_str().unwrap_or("?")
+        ),
+    }
+}
+
+/// Certificates are generated on each side: compare that they are there, not their bytes.
+fn mask_generated(o: &mut Value) {
+    if o["kind"] == "Secret" && o["type"] == "kubernetes.io/tls" {
+        if let Some(data) = o.get_mut("data").and_then(Value::as_object_mut) {
+            for v in data.values_mut() {
+                *v = json!("<generated>");
+            }
+        }
+    }
+    if let Some(hooks) = o.get_mut("webhooks").and_then(Value::as_array_mut) {
+        for h in hooks {
+            if let Some(bundle) = h.pointer_mut("/clientConfig/caBundle") {
+                *bundle = json!("<generated>");
+            }
+        }
+    }
+}
+
+fn normalize_chart(mut o: Value) -> Value {
+    if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+        if let Some(labels) = meta.get_mut("labels").and_then(Value::as_object_mut) {
+            for l in HELM_LABELS {
+                labels.remove(*l);
+            }
+            if labels.is_empty() {
+                meta.remove("labels");
+            }
+        }
+    }
+    mask_generated(&mut o);
+    o
+}
+
+/// kustomize's secretGenerator names its Secret <name>-<hash> and rewrites the references.
+fn normalize_kustomize(objs: Vec<Value>) -> Vec<Value> {
+    let mut renames = BTreeMap::new();
+    for o in &objs {
+        let name = o["metadata"]["name"].as_str().unwrap_or("");
+        if o["kind"] == "Secret" {
+            if let Some((base, hash)) = name.rsplit_once('-') {
+                if base == "audit-guard-webhook-tls" && hash.len() == 10 {
+                    renames.insert(name.to_string(), base.to_string());
+                }
+            }
+        }
+    }
+    fn rename(v: &mut Value, renames: &BTreeMap<String, String>) {
+        match v {
+            Value::String(s) => {
+                if let Some(n) = renames.get(s.as_str()) {
+                    *s = n.clone();
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(|x| rename(x, renames)),
+            Value::Object(m) => m.values_mut().for_each(|x| rename(x, renames)),
+            _ => {}
+        }
+    }
+    objs.into_iter()
+        .map(|mut o| {
+            rename(&mut o, &renames);
+            mask_generated(&mut o);
+            o
+        })
+        .collect()
+}
+
+/// A list whose elements all have distinct names is compared by name (env, containers, ports...).
+fn by_name(a: &[Value]) -> Option<BTreeMap<String, &Value>> {
+    let m: BTreeMap<String, &Value> = a
+        .iter()
+        .filter_map(|x| x.get("name").and_then(|n| n.as_str()).map(|n| (n.to_string(), x)))
+        .collect();
+    (m.len() == a.len() && !a.is_empty()).then_some(m)
+}
+
+/// Every difference between two values: (path, in kustomize, in chart).
+fn diff(path: &str, k: Option<&Value>, c: Option<&Value>, out: &mut Vec<(String, String, String)>) {
+    let show = |v: Option<&Value>| v.map_or("(absent)".to_string(), |v| v.to_string());
+    let join = |p: &str, s: &str| if p.is_empty() { s.to_string() } else { format!("{p}.{s}") };
+    match (k, c) {
+        (Some(Value::Object(a)), Some(Value::Object(b))) => {
+            let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for key in keys {
+                diff(&join(path, key), a.get(key), b.get(key), out);
+            }
+        }
+        (Some(Value::Array(a)), Some(Value::Array(b))) => match (by_name(a), by_name(b)) {
+            (Some(ma), Some(mb)) => {
+                let names: BTreeSet<&String> = ma.keys().chain(mb.keys()).collect();
+                for n in names {
+                    diff(&format!("{path}[name={n}]"), ma.get(n).copied(), mb.get(n).copied(), out);
+                }
+                let (oa, ob): (Vec<_>, Vec<_>) = (ma.keys().collect(), mb.keys().collect());
+                let order = |v: &Vec<Value>| v.iter().map(|x| x["name"].as_str().unwrap_or("").to_string()).collect::<Vec<_>>();
+                if oa.len() == ob.len() && oa == ob && order(a) != order(b) {
+                    out.push((format!("{path} (order)"), format!("{:?}", order(a)), format!("{:?}", order(b))));
+                }
+            }
+            _ if a.len() == b.len() => {
+                for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                    diff(&format!("{path}[{i}]"), Some(x), Some(y), out);
+                }
+            }
+            _ => out.push((path.to_string(), show(k), show(c))),
+        },
+        (a, b) if a != b => out.push((path.to_string(), show(a), show(b))),
+        _ => {}
+    }
+}
+
+/// Compares the kustomize overlay with the chart rendered with equivalent values; panics with
+/// every unexpected difference, each naming the template that rendered the chart's side.
+fn assert_no_drift(overlay: &str, chart_args: &[&str]) {
+    let kustomize = normalize_kustomize(render_overlay(overlay, env!("CARGO_BIN_EXE_audit-guard")));
+    let mut args = vec!["-f", LIKE_KUSTOMIZE_ARG.as_str()];
+    args.extend_from_slice(chart_args);
+    let (chart, sources) = render_chart_with_sources(&args);
+    let chart: Vec<Value> = chart.into_iter().map(normalize_chart).collect();
+
+    let k: BTreeMap<String, &Value> = kustomize.iter().map(|o| (key(o), o)).collect();
+    let c: BTreeMap<String, &Value> = chart.iter().map(|o| (key(o), o)).collect();
+    let mut found: Vec<(String, String, String, String)> = Vec::new(); // (object, path, side, text)
+    for name in k.keys().chain(c.keys()).collect::<BTreeSet<_>>() {
+        match (k.get(name), c.get(name)) {
+            (Some(_), None) => found.push((name.clone(), String::new(), "kustomize".into(), "only in kustomize".into())),
+            (None, Some(_)) => found.push((name.clone(), String::new(), "chart".into(), "only in the chart".into())),
+            (Some(a), Some(b)) => {
+                let mut d = Vec::new();
+                diff("", Some(a), Some(b), &mut d);
+                for (path, kv, cv) in d {
+                    let side = match (kv.as_str(), cv.as_str()) {
+                        ("(absent)", _) => "chart",
+                        (_, "(absent)") => "kustomize",
+                        _ => "both",
+                    };
+                    found.push((name.clone(), path, side.into(), format!("kustomize: {kv}\n      chart:     {cv}")));
+                }
+            }
+            (None, None) => unreachable!(),
+        }
+    }
+    let expected = |o: &str, p: &str, s: &str| EXPECTED.iter().any(|(eo, ep, es, _)| *eo == o && *ep == p && *es == s);
+    let unexpected: Vec<String> = found
+        .iter()
+        .filter(|(o, p, s, _)| !expected(o, p, s))
+        .map(|(o, p, _, t)| {
+            let template = sources
+                .get(o)
+                .map_or(String::from("(no chart template renders it)"), |s| format!("charts/{s}"));
+            format!(
+                "  {o}  [{template}]\n    {}\n      {t}",
+                if p.is_empty() { "(whole object)" } else { p }
+            )
+        })
+        .collect();
+    let stale: Vec<String> = EXPECTED
+        .iter()
+        .filter(|(eo, ep, es, _)| {
+            (overlay == "self-managed" || *ep != "data.ca.crt") && !found.iter().any(|(o, p, s, _)| o == eo && p == ep && s == es)
+        })
+        .map(|(o, p, s, why)| format!("  {o} {p} (only in {s}: {why})"))
+        .collect();
+    assert!(
+        unexpected.is_empty() && stale.is_empty(),
+        "the chart and manifests/overlays/{overlay} differ (chart rendered with {LIKE_KUSTOMIZE} {chart_args:?}).\n\
+         Change the other side too (or, if the difference is meant to be, list it in EXPECTED in tests/helm_chart.rs):\n{}\n{}",
+        unexpected.join("\n"),
+        if stale.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "Expected differences no longer seen (remove them from EXPECTED):\n{}",
+                stale.join("\n")
+            )
+        }
+    );
+}
+
+static LIKE_KUSTOMIZE_ARG: std::sync::LazyLock<String> = std::sync::LazyLock::new(values_like_kustomize);
+
+/// The rendered chart and, per object key, the template that rendered it (`# Source:`).
+fn render_chart_with_sources(args: &[&str]) -> (Vec<Value>, BTreeMap<String, String>) {
+    let out = helm_template(args);
+    assert!(out.status.success(), "helm template: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut objs = Vec::new();
+    let mut sources = BTreeMap::new();
+    for doc in text.split("\n---") {
+        let source = doc.lines().find_map(|l| l.strip_prefix("# Source: ")).map(str::to_string);
+        for o in yaml_docs(doc) {
+            if let Some(s) = &source {
+                sources.insert(key(&o), s.clone());
+            }
+            objs.push(o);
+        }
+    }
+    (objs, sources)
+}
+
+#[test]
+fn the_chart_renders_what_the_cert_manager_overlay_renders() {
+    assert_no_drift("cert-manager", &["--set", "certs.mode=cert-manager"]);
+}
+
+#[test]
+fn the_chart_renders_what_the_self_managed_overlay_renders() {
+    assert_no_drift("self-managed", &["--set", "certs.mode=self-signed"]);
+}
