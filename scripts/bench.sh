@@ -3,7 +3,8 @@
 # prints a table and writes bench/results.md (core count, commit, date).
 #
 #   examples/bench_webhook.rs      admission reviews over TLS (oha, HTTP/1.1 + HTTP/2), RSS
-#   examples/bench_datastorage.rs  batch ingestion into PostgreSQL, COPY ceiling, single POST
+#   examples/bench_datastorage.rs  batch ingestion into PostgreSQL, COPY ceiling, single POST,
+#                                  single POST under 50 statistics readers + 500 idle connections
 #   examples/bench_cleanup.rs      1,000 SignalProcessings deleted with and without audit-guard
 #   examples/bench_writer.rs       buffered writer enqueue cost and memory
 #

@@ -27,6 +27,8 @@ case "$action" in
       su postgres -c "psql -qc \"create role audit_guard login createdb password 'audit_guard'\""
     su postgres -c "psql -qAtc \"select 1 from pg_roles where rolname='audit_guard_app'\"" | grep -q 1 ||
       su postgres -c "psql -qc \"create role audit_guard_app login nosuperuser nocreatedb nocreaterole password 'audit_guard_app'\""
+    # Tests drop their databases WITH (FORCE), which must end the runtime role's sessions too.
+    su postgres -c "psql -qc 'grant pg_signal_backend to audit_guard'" >/dev/null
     su postgres -c "psql -qAtc \"select 1 from pg_database where datname='audit_guard'\"" | grep -q 1 ||
       su postgres -c "psql -qc 'create database audit_guard owner audit_guard'"
     echo "PostgreSQL up: postgres://audit_guard:audit_guard@127.0.0.1:5432/audit_guard (owner), runtime role audit_guard_app"

@@ -87,12 +87,19 @@ impl TestDb {
         stdout
     }
 
+    /// Drops the database. FORCE ends the runtime role's sessions too when the owner may signal
+    /// them (scripts/postgres.sh grants pg_signal_backend); a killed service's sessions may also
+    /// take a moment to end, so a few tries.
     pub async fn drop_db(self) {
         let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&pg_admin_url()).await.unwrap();
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        for attempt in 1..=20 {
+            match sqlx::query(&sql).execute(&mut conn).await {
+                Ok(_) => return,
+                Err(e) if attempt == 20 => panic!("dropping {}: {e}", self.name),
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
     }
 }
 
