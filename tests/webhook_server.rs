@@ -498,6 +498,43 @@ async fn a_body_that_does_not_arrive_in_time_gets_408() {
     assert!(answer.contains("not received within"), "{answer}");
 }
 
+/// Review bodies held at once are bounded: while one large review waits on the API server
+/// with its bytes held, another that would exceed the budget waits and then gets 503; once
+/// the first is answered, the same request goes through.
+#[tokio::test]
+async fn review_bytes_in_flight_are_bounded() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut deps = unreachable_deps();
+    let config = kube::Config::new(format!("https://{}", silent.local_addr().unwrap()).parse().unwrap());
+    deps.kube = kube::Client::try_from(config).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let issued = issue_certs(dir.path(), false);
+    let mut settings = settings(dir.path(), MAX_BODY);
+    settings.limits.read_timeout = Duration::from_secs(1);
+    settings.limits.in_flight_bytes = MAX_BODY;
+    let hook = start_with(settings, issued.ca_pem, deps).await;
+    let client = https_client(&hook.ca_pem, false);
+
+    // A DELETE of about 60 KiB: its bytes stay held while the webhook reads the live object.
+    let mut old = sp_json("big", "u-big", &[], false);
+    old["metadata"]["annotations"] = json!({ "pad": "x".repeat(60 * 1024) });
+    let big = review("DELETE", "gc", &[], None, Some(old));
+    let in_flight = tokio::spawn(client.post(hook.url(VALIDATE_PATH)).json(&big).send());
+    let (api_conn, _) = silent.accept().await.unwrap();
+
+    let mut small = sp_json("small", "u-small", &[], false);
+    small["metadata"]["annotations"] = json!({ "pad": "x".repeat(8 * 1024) });
+    let create = review("CREATE", "alice", &[], Some(small), None);
+    let resp = client.post(hook.url(MUTATE_PATH)).json(&create).send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(resp.text().await.unwrap().contains("in flight"));
+
+    drop(api_conn);
+    assert_eq!(in_flight.await.unwrap().unwrap().status(), 200);
+    let resp = client.post(hook.url(MUTATE_PATH)).json(&create).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
 /// A CA and a client certificate it signed, as PEM.
 fn client_pki(name: &str) -> (String, String) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
