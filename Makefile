@@ -6,7 +6,7 @@ CARGO ?= cargo
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/audit-guard/target
 export DATABASE_URL_TEST ?= postgres://audit_guard:audit_guard@127.0.0.1:5432/audit_guard
 
-.PHONY: build release test test-unit test-e2e test-faults lint fmt run certs manifests bench controlplane helm chart postgres clean
+.PHONY: build release test test-unit test-e2e test-faults e2e-node lint fmt run certs manifests bench controlplane node image node-clean helm chart postgres clean
 
 build:
 	$(CARGO) build --all-targets
@@ -17,6 +17,14 @@ release:
 ## The control plane binaries (etcd, kube-apiserver, kube-controller-manager, kubectl), built once from Go modules.
 controlplane:
 	@bash controlplane/build.sh >/dev/null
+
+## The node's binaries and images (kubelet, kube-scheduler, kube-proxy, CoreDNS, kube-router, pause, probe), built once.
+node:
+	@bash controlplane/build.sh node >/dev/null
+
+## The audit-guard image without Docker: a static binary in an OCI archive under ~/.cache/audit-guard/image.
+image:
+	@bash scripts/image.sh >/dev/null
 
 ## The helm client the chart is tested with, built once from its Go module (tools/helm).
 helm:
@@ -29,18 +37,28 @@ chart: controlplane helm
 postgres:
 	@bash scripts/postgres.sh start
 
-## Everything: lint, unit tests, end-to-end tests on a real control plane and PostgreSQL, fault tests.
-test: controlplane helm postgres lint
+## Everything: lint, unit tests, end-to-end tests on a real control plane and PostgreSQL, fault
+## tests, the chart, and the shipped manifests and chart as pods on a real node (e2e_node, as root).
+test: controlplane helm node image postgres lint
 	@mkdir -p $(CARGO_TARGET_DIR)
-	set -o pipefail; $(CARGO) test --lib --bins --tests -- --test-threads=4 2>&1 | tee $(CARGO_TARGET_DIR)/test-output.log
+	set -o pipefail; $(CARGO) test --workspace --lib --bins --tests -- --test-threads=4 2>&1 | tee $(CARGO_TARGET_DIR)/test-output.log
 	@bash scripts/test-summary.sh $(CARGO_TARGET_DIR)/test-output.log
 
 ## The fault scenarios alone (real control plane, PostgreSQL restarts, a 60 s outage); writes bench/faults.md.
 test-faults: controlplane postgres
 	$(CARGO) test --test faults -- --nocapture --test-threads=1
 
+## The shipped manifests as pods on a real node (root; tests/e2e_node.rs): install, lifecycle,
+## leader loss and rollout during mass operations, NetworkPolicies.
+e2e-node: controlplane node image certs
+	$(CARGO) test --test e2e_node -- --nocapture
+
+## Removes what a killed e2e-node run left on this host (processes, mounts, bridge, iptables, ipsets).
+node-clean:
+	$(CARGO) run --quiet --example node_clean
+
 test-unit:
-	$(CARGO) test --lib --bins
+	$(CARGO) test --workspace --lib --bins
 
 lint:
 	$(CARGO) fmt --check

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use audit_guard::crd::SignalProcessing;
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use support::datastorage::{binary, DataStorage, Serve};
@@ -26,22 +25,6 @@ const DATASTORAGE_SA: &str = "system:serviceaccount:audit-guard:audit-guard-data
 /// Renders the self-managed overlay the way `make manifests` does, with fresh certificates.
 fn render_self_managed() -> String {
     tools::render_overlay_text("self-managed", &binary())
-}
-
-/// Stand-ins for the Prometheus Operator's CRDs, so the API server can hold those objects.
-async fn install_monitoring_crds(client: &kube::Client) {
-    for (plural, kind) in [("servicemonitors", "ServiceMonitor"), ("prometheusrules", "PrometheusRule")] {
-        let crd: CustomResourceDefinition = serde_json::from_value(json!({
-            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-            "metadata": { "name": format!("{plural}.monitoring.coreos.com") },
-            "spec": { "group": "monitoring.coreos.com", "scope": "Namespaced",
-                "names": { "plural": plural, "kind": kind },
-                "versions": [{ "name": "v1", "served": true, "storage": true,
-                    "schema": { "openAPIV3Schema": { "type": "object", "x-kubernetes-preserve-unknown-fields": true } } }] }
-        }))
-        .unwrap();
-        apply_crd(client, &crd).await.unwrap();
-    }
 }
 
 /// A SubjectAccessReview for a ServiceAccount; `resource` may name a subresource ("x/status").

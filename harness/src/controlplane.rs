@@ -44,9 +44,33 @@ pub struct ControlPlane {
     /// (its admission configuration names it for `*`): a webhook's `--client-ca-file`.
     pub webhook_client_ca: PathBuf,
     pub etcd_url: String,
+    pub options: Options,
+    pki: Pki,
     children: Mutex<Vec<(String, Child)>>,
     spawner: mpsc::Sender<SpawnRequest>,
 }
+
+/// How the control plane is started. The default is what every test but the node's uses: all
+/// on 127.0.0.1, RBAC only, no node.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Serve a real node (tests/e2e_node.rs): the API server listens and advertises on this
+    /// host address (pods reach it through the `kubernetes` Service), authorizes with the Node
+    /// authorizer and NodeRestriction, calls kubelets by InternalIP with a client certificate
+    /// and checks their serving certificates; the controller manager also runs the controllers
+    /// pods need (deployments, replica sets, EndpointSlices, kube-root-ca.crt, node IPAM,
+    /// disruption, pod GC).
+    pub node_ip: Option<std::net::IpAddr>,
+}
+
+/// The pod network of a control plane started with [`Options::node_ip`] (node IPAM hands the
+/// first node 10.244.0.0/24), and the Service network.
+pub const CLUSTER_CIDR: &str = "10.244.0.0/16";
+pub const SERVICE_CIDR: &str = "10.96.0.0/16";
+/// The API server's ServiceAccount token issuer, and so the audience its own tokens carry.
+pub const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+/// The `kubernetes` Service's ClusterIP: the first address of [`SERVICE_CIDR`].
+pub const KUBERNETES_SERVICE_IP: &str = "10.96.0.1";
 
 type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
 
@@ -57,14 +81,32 @@ pub fn binaries() -> Result<PathBuf> {
     if let Ok(dir) = std::env::var("AUDIT_GUARD_CONTROLPLANE_BIN") {
         return Ok(PathBuf::from(dir));
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../controlplane/build.sh");
-    let out = Command::new("bash")
-        .arg(&script)
+    script_output("controlplane/build.sh", &[], false)
+}
+
+/// Runs one of the repository's scripts (a path from the repository's root) and returns the
+/// path it prints on stdout; its progress goes to stderr. With `shell_env` the script gets only
+/// a shell's variables (PATH, HOME, ...), not this process's: cargo's variables in a test's
+/// environment make a nested cargo build rebuild what the same command built from a shell.
+pub fn script_output(script: &str, args: &[&str], shell_env: bool) -> Result<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(script);
+    let mut cmd = Command::new("bash");
+    if shell_env {
+        cmd.env_clear();
+        for var in ["PATH", "HOME", "TMPDIR", "CARGO_TARGET_DIR", "AUDIT_GUARD_CACHE"] {
+            if let Some(v) = std::env::var_os(var) {
+                cmd.env(var, v);
+            }
+        }
+    }
+    let out = cmd
+        .arg(&path)
+        .args(args)
         .stderr(Stdio::inherit())
         .output()
-        .context("running controlplane/build.sh")?;
+        .with_context(|| format!("running {script}"))?;
     if !out.status.success() {
-        bail!("controlplane/build.sh failed");
+        bail!("{script} {} failed", args.join(" "));
     }
     Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
 }
@@ -122,7 +164,12 @@ impl Pki {
     }
 
     fn issue(&self, cn: &str, orgs: &[&str], sans: &[&str], server: bool) -> Result<(String, String)> {
-        let mut params = rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+        let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+        self.issue_owned(cn, orgs, &sans, server)
+    }
+
+    fn issue_owned(&self, cn: &str, orgs: &[&str], sans: &[String], server: bool) -> Result<(String, String)> {
+        let mut params = rcgen::CertificateParams::new(sans.to_vec())?;
         params.distinguished_name.push(rcgen::DnType::CommonName, cn);
         for o in orgs {
             params.distinguished_name.push(rcgen::DnType::OrganizationName, *o);
@@ -160,6 +207,11 @@ fn remove_stale_dirs(base: &Path) {
 impl ControlPlane {
     /// Starts etcd, kube-apiserver and kube-controller-manager; waits until the API server is ready.
     pub fn start() -> Result<Self> {
+        Self::start_with(Options::default())
+    }
+
+    /// As [`ControlPlane::start`], with [`Options`].
+    pub fn start_with(options: Options) -> Result<Self> {
         let bin_dir = binaries()?;
         let base = std::env::temp_dir().join("audit-guard-controlplane");
         fs::create_dir_all(&base)?;
@@ -170,7 +222,24 @@ impl ControlPlane {
 
         let pki = Pki::new()?;
         write(&dir.join("ca.crt"), &pki.ca_pem)?;
-        let (crt, key) = pki.issue("kube-apiserver", &[], &["127.0.0.1", "localhost", "kubernetes.default.svc"], true)?;
+        let mut sans: Vec<String> = [
+            "127.0.0.1",
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if let Some(ip) = options.node_ip {
+            sans.extend([
+                ip.to_string(),
+                KUBERNETES_SERVICE_IP.into(),
+                "kubernetes.default.svc.cluster.local".into(),
+            ]);
+        }
+        let (crt, key) = pki.issue_owned("kube-apiserver", &[], &sans, true)?;
         write(&dir.join("apiserver.crt"), &crt)?;
         write(&dir.join("apiserver.key"), &key)?;
         let (crt, key) = pki.issue("admin", &["system:masters"], &[], false)?;
@@ -187,7 +256,8 @@ impl ControlPlane {
         let peer_port = free_port()?;
         let api_port = free_port()?;
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
-        let server = format!("https://127.0.0.1:{api_port}");
+        let host = options.node_ip.map_or_else(|| "127.0.0.1".to_string(), |ip| ip.to_string());
+        let server = format!("https://{host}:{api_port}");
         let kubeconfig = dir.join("kubeconfig");
         write(&kubeconfig, &admin_kubeconfig(&server, &dir))?;
 
@@ -199,6 +269,8 @@ impl ControlPlane {
             ca_pem: pki.ca_pem.clone(),
             webhook_client_ca,
             etcd_url: etcd_url.clone(),
+            options: options.clone(),
+            pki,
             children: Mutex::new(Vec::new()),
             spawner: spawner_thread(),
         };
@@ -216,8 +288,20 @@ impl ControlPlane {
         cp.wait_ready(Duration::from_secs(90))?;
 
         let mut kcm = Command::new(bin_dir.join("kube-controller-manager"));
-        kcm.arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .args(["--controllers=garbagecollector,namespace,serviceaccount", "--leader-elect=false"])
+        kcm.arg(format!("--kubeconfig={}", kubeconfig.display()));
+        if cp.options.node_ip.is_some() {
+            kcm.args([
+                "--controllers=garbagecollector,namespace,serviceaccount,deployment,replicaset,endpointslice,endpoint,root-ca-cert-publisher,nodeipam,nodelifecycle,disruption,podgc",
+                "--allocate-node-cidrs=true",
+                "--node-cidr-mask-size=24",
+            ])
+            .arg(format!("--cluster-cidr={CLUSTER_CIDR}"))
+            .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
+            .arg(format!("--root-ca-file={}", dir.join("ca.crt").display()));
+        } else {
+            kcm.arg("--controllers=garbagecollector,namespace,serviceaccount");
+        }
+        kcm.arg("--leader-elect=false")
             .args([
                 "--secure-port=0",
                 "--use-service-account-credentials=false",
@@ -232,24 +316,65 @@ impl ControlPlane {
         let d = &self.dir;
         let mut api = Command::new(self.bin_dir.join("kube-apiserver"));
         api.arg(format!("--etcd-servers={}", self.etcd_url))
-            .arg(format!("--secure-port={port}"))
-            .args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"])
-            .arg(format!("--cert-dir={}", d.join("apiserver-certs").display()))
+            .arg(format!("--secure-port={port}"));
+        match self.options.node_ip {
+            None => {
+                api.args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"])
+                    .arg("--authorization-mode=RBAC");
+            }
+            Some(ip) => {
+                let (crt, key) = (d.join("apiserver-kubelet-client.crt"), d.join("apiserver-kubelet-client.key"));
+                if !crt.exists() {
+                    let (c, k) = self.issue_cert("kube-apiserver-kubelet-client", &["system:masters"], &[], false)?;
+                    write(&crt, &c)?;
+                    write(&key, &k)?;
+                }
+                api.arg(format!("--bind-address={ip}"))
+                    .arg(format!("--advertise-address={ip}"))
+                    .args(["--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction"])
+                    .arg("--kubelet-preferred-address-types=InternalIP,Hostname")
+                    .arg(format!("--kubelet-client-certificate={}", crt.display()))
+                    .arg(format!("--kubelet-client-key={}", key.display()))
+                    .arg(format!("--kubelet-certificate-authority={}", d.join("ca.crt").display()));
+            }
+        }
+        api.arg(format!("--cert-dir={}", d.join("apiserver-certs").display()))
             .arg(format!("--tls-cert-file={}", d.join("apiserver.crt").display()))
             .arg(format!("--tls-private-key-file={}", d.join("apiserver.key").display()))
             .arg(format!("--client-ca-file={}", d.join("ca.crt").display()))
             .arg(format!("--service-account-key-file={}", d.join("sa.pub").display()))
             .arg(format!("--service-account-signing-key-file={}", d.join("sa.key").display()))
-            .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
+            .arg(format!("--service-account-issuer={SERVICE_ACCOUNT_ISSUER}"))
             .arg(format!("--token-auth-file={}", d.join("tokens.csv").display()))
             .arg(format!("--admission-control-config-file={}", d.join(ADMISSION_CONFIG).display()))
-            .args(["--authorization-mode=RBAC", "--service-cluster-ip-range=10.96.0.0/16"])
+            .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
             .args(["--max-requests-inflight=2000", "--max-mutating-requests-inflight=1000", "-v=1"])
             .args([
                 "--enable-priority-and-fairness=false",
                 "--storage-media-type=application/vnd.kubernetes.protobuf",
             ]);
         self.spawn("kube-apiserver", api)
+    }
+
+    /// A certificate and key signed by this control plane's CA (PEM): a client certificate
+    /// for user `cn` in groups `orgs`, or a serving certificate for `sans`.
+    pub fn issue_cert(&self, cn: &str, orgs: &[&str], sans: &[&str], server: bool) -> Result<(String, String)> {
+        self.pki.issue(cn, orgs, sans, server)
+    }
+
+    /// Writes a kubeconfig for a client certificate of user `cn` in groups `orgs`, as
+    /// `<dir>/<file>.kubeconfig` (with its certificate and key beside it); returns its path.
+    pub fn client_kubeconfig(&self, file: &str, cn: &str, orgs: &[&str]) -> Result<PathBuf> {
+        let (crt, key) = self.issue_cert(cn, orgs, &[], false)?;
+        let (crt_path, key_path) = (self.dir.join(format!("{file}.crt")), self.dir.join(format!("{file}.key")));
+        write(&crt_path, &crt)?;
+        write(&key_path, &key)?;
+        let path = self.dir.join(format!("{file}.kubeconfig"));
+        write(
+            &path,
+            &kubeconfig_text(&self.server, &self.dir.join("ca.crt"), &crt_path, &key_path),
+        )?;
+        Ok(path)
     }
 
     /// Starts a child whose output goes to `<dir>/<name>.log`.
@@ -276,6 +401,12 @@ impl ControlPlane {
     pub fn pids(&self) -> Vec<(String, u32)> {
         let children = self.children.lock().unwrap_or_else(|e| e.into_inner());
         children.iter().map(|(n, c)| (n.clone(), c.id())).collect()
+    }
+
+    /// Whether the named child was started and has exited.
+    pub fn exited(&self, name: &str) -> bool {
+        let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+        children.iter_mut().any(|(n, c)| n == name && matches!(c.try_wait(), Ok(Some(_))))
     }
 
     /// Kills the named child (SIGKILL) and waits for it.
@@ -404,10 +535,14 @@ fn write_admission_config(dir: &Path) -> Result<PathBuf> {
 }
 
 fn admin_kubeconfig(server: &str, dir: &Path) -> String {
+    kubeconfig_text(server, &dir.join("ca.crt"), &dir.join("admin.crt"), &dir.join("admin.key"))
+}
+
+fn kubeconfig_text(server: &str, ca: &Path, crt: &Path, key: &Path) -> String {
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\nusers:\n- name: admin\n  user:\n    client-certificate: {crt}\n    client-key: {key}\ncontexts:\n- name: local\n  context:\n    cluster: local\n    user: admin\ncurrent-context: local\n",
-        ca = dir.join("ca.crt").display(),
-        crt = dir.join("admin.crt").display(),
-        key = dir.join("admin.key").display(),
+        ca = ca.display(),
+        crt = crt.display(),
+        key = key.display(),
     )
 }

@@ -5,6 +5,7 @@
 pub use audit_guard_harness::controlplane;
 pub mod datastorage;
 pub mod faults;
+pub mod node;
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -61,6 +62,22 @@ pub async fn apply_crd(client: &Client, crd: &CustomResourceDefinition) -> Resul
             bail!("CRD {name} not established");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Stand-ins for the Prometheus Operator's CRDs, so the API server can hold those objects.
+pub async fn install_monitoring_crds(client: &Client) {
+    for (plural, kind) in [("servicemonitors", "ServiceMonitor"), ("prometheusrules", "PrometheusRule")] {
+        let crd: CustomResourceDefinition = serde_json::from_value(json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": { "name": format!("{plural}.monitoring.coreos.com") },
+            "spec": { "group": "monitoring.coreos.com", "scope": "Namespaced",
+                "names": { "plural": plural, "kind": kind },
+                "versions": [{ "name": "v1", "served": true, "storage": true,
+                    "schema": { "openAPIV3Schema": { "type": "object", "x-kubernetes-preserve-unknown-fields": true } } }] }
+        }))
+        .unwrap();
+        apply_crd(client, &crd).await.unwrap();
     }
 }
 

@@ -1,0 +1,988 @@
+//! The shipped manifests run as pods on a real node, and the lifecycle passes through them.
+//!
+//! One control plane (etcd, kube-apiserver with the Node authorizer, kube-controller-manager)
+//! and one node (containerd + runc + CNI bridge, kubelet, kube-scheduler, kube-proxy in
+//! iptables mode, kube-router as NetworkPolicy firewall, CoreDNS), all built here
+//! (`controlplane/build.sh`, `controlplane/build.sh node`); the audit-guard image from
+//! `make image`; the self-managed overlay as `make certs` + `kubectl apply -k` install it. Data
+//! Storage's PostgreSQL is a server of the node's own on the host, reached by the pods through
+//! the Service the Secret's URL names (a Service without selector).
+//!
+//! Everything that uses the node is in this one test, run scenario by scenario; the node is
+//! torn down (processes, mounts, netns, bridge, iptables, ipsets, cgroups, sysctls) when the
+//! test ends, passed, failed or panicked. Scenarios print what they saw; nothing is timed.
+
+mod support;
+#[path = "support/tools.rs"]
+mod tools;
+
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use audit_guard::crd::{SignalProcessing, FINALIZER};
+use audit_guard_harness::controlplane::{ControlPlane, Options};
+use audit_guard_harness::node::{self, Node, NodePostgres, NODE_NAME};
+use futures::future::join_all;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{json, Value};
+use support::node::*;
+use support::{fresh_namespace, install_monitoring_crds, wait_for};
+
+/// What an install left for the scenarios.
+struct Installed<'a> {
+    cp: &'a ControlPlane,
+    node: &'a Node<'a>,
+    client: kube::Client,
+    /// The objects installed (the overlay as applied, or the chart's manifest).
+    docs: Vec<Value>,
+    /// What `kubectl delete -f` takes to remove it again.
+    applied: std::path::PathBuf,
+    reader: DataStorageReader,
+}
+
+type Outcome = Result<String, String>;
+
+#[test]
+fn the_shipped_manifests_run_as_pods_on_a_real_node_and_the_lifecycle_passes_through_them() {
+    let started = Instant::now();
+    let ip = node::host_ip().unwrap();
+    let cp = ControlPlane::start_with(Options { node_ip: Some(ip) }).unwrap();
+    let node = Node::start(&cp).unwrap();
+    println!(
+        "node {NODE_NAME} Ready {:.1}s after kubelet started",
+        node.ready_after.as_secs_f64()
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut results: Vec<(String, Outcome, Duration)> = Vec::new();
+    let mut run = |name: String, fut: &mut dyn FnMut() -> Result<String>| {
+        let t = Instant::now();
+        println!("\n=== scenario {name}");
+        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(fut)) {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => Err(format!("{e:#}")),
+            Err(p) => Err(p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".into())),
+        };
+        match &outcome {
+            Ok(s) => println!("=== scenario {name}: ok ({:.1}s)\n{s}", t.elapsed().as_secs_f64()),
+            Err(e) => println!("=== scenario {name}: FAILED ({:.1}s)\n{e}", t.elapsed().as_secs_f64()),
+        }
+        results.push((name, outcome.clone(), t.elapsed()));
+        outcome.is_ok()
+    };
+
+    // The node's PostgreSQL, for the database the manifests' Secret names (both installs).
+    let mut pg: Option<(NodePostgres, Vec<reqwest::Url>)> = None;
+    let mut installed = None;
+    let ok = run(
+        "1 install: kubectl apply -k, pods Ready, runtime enforcement, webhook through the Service".into(),
+        &mut || {
+            let i = rt.block_on(install_overlay(&cp, &node, &mut pg))?;
+            let mut summary = rt.block_on(check_install(&i))?;
+            summary.push('\n');
+            summary.push_str(&rt.block_on(kubelet_enforces(&i))?);
+            installed = Some(i);
+            Ok(summary)
+        },
+    );
+    if ok {
+        scenarios(&mut run, &rt, installed.as_ref().unwrap(), "");
+    }
+    // 4: the same through the Helm chart, in place of the kustomize install.
+    if tools::chart_dir().exists() {
+        let mut chart = None;
+        let ok = run(
+            "4 the Helm chart: uninstall the overlay, helm install, pods Ready".into(),
+            &mut || {
+                let previous = installed.take().context("the overlay install failed")?;
+                let i = rt.block_on(install_chart(previous, pg.as_ref()))?;
+                let summary = rt.block_on(check_install(&i))?;
+                chart = Some(i);
+                Ok(summary)
+            },
+        );
+        if ok {
+            scenarios(&mut run, &rt, chart.as_ref().unwrap(), " (Helm chart)");
+        }
+    } else {
+        run("4 the Helm chart".into(), &mut || {
+            Ok("charts/audit-guard does not exist on this branch: left for when the chart lands (issue 16)".into())
+        });
+    }
+    drop(installed);
+    drop(rt);
+    drop(pg);
+    let teardown = Instant::now();
+    drop(node);
+    println!("\nnode torn down in {:.1}s", teardown.elapsed().as_secs_f64());
+    println!("\n{:<90} {:>8}  result", "scenario", "seconds");
+    for (name, outcome, took) in &results {
+        let r = match outcome {
+            Ok(_) => "ok".to_string(),
+            Err(e) => format!("FAILED: {}", e.lines().next().unwrap_or_default()),
+        };
+        println!("{name:<90} {:>8.1}  {r}", took.as_secs_f64());
+    }
+    println!("e2e-node total {:.1}s", started.elapsed().as_secs_f64());
+    let failed: Vec<&String> = results.iter().filter(|r| r.1.is_err()).map(|r| &r.0).collect();
+    assert!(failed.is_empty(), "scenarios failed: {failed:?}");
+}
+
+/// Scenarios 2, 5, 3a and 3b on an install.
+fn scenarios(
+    run: &mut impl FnMut(String, &mut dyn FnMut() -> Result<String>) -> bool,
+    rt: &tokio::runtime::Runtime,
+    i: &Installed,
+    via: &str,
+) {
+    run(format!("2 lifecycle through the pods{via}"), &mut || rt.block_on(lifecycle(i)));
+    run(format!("5 NetworkPolicies enforced by kube-router{via}"), &mut || {
+        rt.block_on(network_policies(i))
+    });
+    run(format!("3a leader pod deleted during a 200-CR mass deletion{via}"), &mut || {
+        rt.block_on(leader_deleted_during_mass_deletion(i))
+    });
+    run(format!("3b rollout restart of the webhook during 200 creates{via}"), &mut || {
+        rt.block_on(rollout_restart_during_creates(i))
+    });
+}
+
+/// Imports the `make image` archive as every image reference the Deployments name.
+fn import_images(node: &Node, docs: &[Value]) -> Result<()> {
+    let archive = node::audit_guard_image()?;
+    let mut images: Vec<String> = docs
+        .iter()
+        .filter(|d| d["kind"] == "Deployment")
+        .flat_map(|d| d["spec"]["template"]["spec"]["containers"].as_array().cloned().unwrap_or_default())
+        .filter_map(|c| c["image"].as_str().map(String::from))
+        .collect();
+    images.sort();
+    images.dedup();
+    for image in &images {
+        node.import_image(&archive, image)?;
+        println!("imported {} as {image}", archive.display());
+    }
+    Ok(())
+}
+
+fn apply_docs(cp: &ControlPlane, docs: &[Value], file: &str) -> Result<std::path::PathBuf> {
+    let path = cp.dir.join(file);
+    std::fs::write(&path, to_yaml(docs)?)?;
+    cp.kubectl(&["apply", "-f", path.to_str().context("path")?])?;
+    Ok(path)
+}
+
+fn wait_rollouts(cp: &ControlPlane) -> Result<()> {
+    for deploy in ["audit-guard", "audit-guard-datastorage"] {
+        let target = format!("deployment/{deploy}");
+        cp.kubectl(&["rollout", "status", "-n", NAMESPACE, &target, "--timeout=240s"])
+            .map_err(|e| {
+                let pods = cp.kubectl(&["get", "pods", "-n", NAMESPACE, "-o", "wide"]).unwrap_or_default();
+                let events = cp.kubectl(&["get", "events", "-n", NAMESPACE]).unwrap_or_default();
+                anyhow::anyhow!("{e:#}\n{pods}\n{events}")
+            })?;
+    }
+    Ok(())
+}
+
+/// `make certs` + `kubectl apply -k manifests/overlays/self-managed` (with the overrides named
+/// and printed, if any), the PostgreSQL the Secret names, every pod Ready.
+async fn install_overlay<'a>(
+    cp: &'a ControlPlane,
+    node: &'a Node<'a>,
+    pg: &mut Option<(NodePostgres, Vec<reqwest::Url>)>,
+) -> Result<Installed<'a>> {
+    let client = cp.client().await?;
+    let mut docs = render(cp)?;
+    import_images(node, &docs)?;
+    // The overlay ships a ServiceMonitor and a PrometheusRule: stand-ins for the Prometheus
+    // Operator's CRDs, as on a cluster that runs it.
+    install_monitoring_crds(&client).await;
+    let overrides = overrides(&docs)?;
+    for o in &overrides {
+        println!("OVERRIDE {}: {}", o.name, o.why);
+        (o.apply)(&mut docs);
+    }
+    // The namespace first, so the database Service exists before Data Storage starts.
+    let ns_doc = find(&docs, "Namespace", NAMESPACE).context("no Namespace in the overlay")?;
+    apply_docs(cp, std::slice::from_ref(ns_doc), "namespace.yaml")?;
+    let urls = database_urls(&docs);
+    println!(
+        "database URLs in the rendered Secrets: {}",
+        urls.iter().map(|u| u.host_str().unwrap_or("?")).collect::<Vec<_>>().join(", ")
+    );
+    let server = database_for(node, &urls)?;
+    database_services(cp, &urls, &server)?;
+    *pg = Some((server, urls));
+
+    let applied = cp.dir.join("self-managed-as-applied.yaml");
+    std::fs::write(&applied, to_yaml(&docs)?)?;
+    if overrides.is_empty() {
+        let out = cp.kubectl(&["apply", "-k", repo().join(OVERLAY).to_str().context("path")?])?;
+        println!("kubectl apply -k {OVERLAY}:\n{out}");
+    } else {
+        let out = cp.kubectl(&["apply", "-f", applied.to_str().context("path")?])?;
+        println!(
+            "kubectl apply -f {} (the overlay with the overrides above):\n{out}",
+            applied.display()
+        );
+    }
+    ready(cp, node, client, docs, applied).await
+}
+
+/// Removes the overlay's install (its SignalProcessings first, so the controller stores their
+/// records), then `helm install` of charts/audit-guard in the same namespace, with the same
+/// database Secret, every pod Ready.
+async fn install_chart<'a>(previous: Installed<'a>, pg: Option<&(NodePostgres, Vec<reqwest::Url>)>) -> Result<Installed<'a>> {
+    let Installed {
+        cp, node, client, applied, ..
+    } = previous;
+    let (server, urls) = pg.context("no database from the overlay install")?;
+    let overlay = parse_docs(&std::fs::read_to_string(&applied)?)?;
+    cp.kubectl(&["delete", "signalprocessings", "--all", "-A", "--timeout=300s"])?;
+    cp.kubectl(&["delete", "-f", applied.to_str().context("path")?, "--timeout=300s"])?;
+    println!("the overlay's install removed (its SignalProcessings released by its controller first)");
+
+    // As an admin would: the namespace (restricted Pod Security, as the overlay has it), the
+    // database Secret the chart is told about, the database Service.
+    let ns_doc = find(&overlay, "Namespace", NAMESPACE).context("no Namespace in the overlay")?;
+    apply_docs(cp, std::slice::from_ref(ns_doc), "namespace.yaml")?;
+    let secret = overlay
+        .iter()
+        .find(|d| d["kind"] == "Secret" && d["metadata"]["name"] == "audit-guard-datastorage-db")
+        .context("no database Secret in the overlay")?;
+    apply_docs(cp, std::slice::from_ref(secret), "database-secret.yaml")?;
+    database_services(cp, urls, server)?;
+
+    let kubeconfig = cp.kubeconfig.to_str().context("path")?;
+    let mut values = Vec::new();
+    if audience_override_needed()? {
+        let audience = audit_guard_harness::controlplane::SERVICE_ACCOUNT_ISSUER;
+        println!("OVERRIDE datastorage-token-audience-until-issue-11: --set datastorage.tokenAudience={audience}");
+        values.extend(["--set".to_string(), format!("datastorage.tokenAudience={audience}")]);
+    }
+    let helm = |verb: &[&str]| -> Result<String> {
+        let out = std::process::Command::new(tools::helm())
+            .args(verb)
+            .arg("audit-guard")
+            .arg(tools::chart_dir())
+            .args(["--namespace", NAMESPACE, "--kubeconfig", kubeconfig])
+            .args(&values)
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "helm {verb:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8(out.stdout)?)
+    };
+    // What the chart will install (its images imported first), then the install itself.
+    let docs = parse_docs(&helm(&["template"])?)?;
+    import_images(node, &docs)?;
+    let out = helm(&["install", "--wait", "--timeout=4m"])?;
+    println!("helm install audit-guard charts/audit-guard --namespace {NAMESPACE} --wait:\n{out}");
+    let applied = cp.dir.join("chart-as-installed.yaml");
+    std::fs::write(&applied, to_yaml(&docs)?)?;
+    ready(cp, node, client, docs, applied).await
+}
+
+/// Waits for both Deployments, and makes the compliance reader: the install is ready for the scenarios.
+async fn ready<'a>(
+    cp: &'a ControlPlane,
+    node: &'a Node<'a>,
+    client: kube::Client,
+    docs: Vec<Value>,
+    applied: std::path::PathBuf,
+) -> Result<Installed<'a>> {
+    wait_rollouts(cp)?;
+    let reader = compliance_reader(cp, &client, &docs).await?;
+    Ok(Installed {
+        cp,
+        node,
+        client,
+        docs,
+        applied,
+        reader,
+    })
+}
+
+/// A compliance reader: a ServiceAccount (bound to the reader ClusterRole when the manifests ship
+/// one) with a token from the TokenRequest API for the audience Data Storage accepts.
+async fn compliance_reader(cp: &ControlPlane, client: &kube::Client, docs: &[Value]) -> Result<DataStorageReader> {
+    let audience = accepted_audience(docs)?;
+    let readers = fresh_namespace(client, "compliance").await?;
+    cp.kubectl(&["create", "serviceaccount", "reader", "-n", &readers])?;
+    if let Some(role) = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"].as_str().is_some_and(|n| n.ends_with("datastorage-reader")))
+    {
+        cp.kubectl(&[
+            "create",
+            "clusterrolebinding",
+            &format!("{readers}-reader"),
+            &format!("--clusterrole={}", name(role)),
+            &format!("--serviceaccount={readers}:reader"),
+        ])?;
+    }
+    let token = cp.kubectl(&[
+        "create",
+        "token",
+        "reader",
+        "-n",
+        &readers,
+        "--audience",
+        &audience,
+        "--duration=2h",
+    ])?;
+    DataStorageReader::new(cp, docs, token.trim().to_string())
+}
+
+/// Acceptance 1: every pod Ready; non-root, read-only root and probes enforced by the runtime;
+/// the API server calls the webhook through its Service.
+async fn check_install(i: &Installed<'_>) -> Result<String> {
+    let cp = i.cp;
+    let mut lines = Vec::new();
+    let mut pods = Vec::new();
+    for ns in [NAMESPACE, "kube-system"] {
+        let list = get_json(cp, &["get", "pods", "-n", ns])?;
+        pods.extend(list["items"].as_array().cloned().unwrap_or_default());
+    }
+    pods.retain(|p| p["metadata"]["deletionTimestamp"].is_null());
+    ensure!(
+        pods.len() >= 5,
+        "expected CoreDNS, 2 webhook and 2 Data Storage pods, found {}",
+        pods.len()
+    );
+    for p in &pods {
+        ensure!(pod_ready(p), "pod {} not Ready: {}", name(p), p["status"]);
+        ensure!(p["spec"]["nodeName"] == NODE_NAME, "pod {} not on the node", name(p));
+    }
+    lines.push(format!(
+        "{} pods Ready on {NODE_NAME}: {}",
+        pods.len(),
+        pods.iter().map(name).collect::<Vec<_>>().join(", ")
+    ));
+
+    // The kernel's view of each audit-guard container: uid 65532, root filesystem read-only.
+    for (app, container) in [("audit-guard", "audit-guard"), ("audit-guard-datastorage", "datastorage")] {
+        for p in pods_of(cp, NAMESPACE, app)? {
+            let pid = container_pid(i.node, &name(&p), container)?;
+            let (uids, root_ro) = process_evidence(pid)?;
+            ensure!(uids == "65532 65532 65532 65532", "{} runs as uids {uids}", name(&p));
+            ensure!(root_ro, "{}: root filesystem not mounted read-only", name(&p));
+            lines.push(format!("{}: pid {pid} uids {uids}, / mounted ro (from /proc)", name(&p)));
+        }
+    }
+
+    // Probes: kubelet runs the readiness and liveness probes of every audit-guard container.
+    let ours: Vec<String> = pods_of(cp, NAMESPACE, "audit-guard")?
+        .iter()
+        .chain(pods_of(cp, NAMESPACE, "audit-guard-datastorage")?.iter())
+        .map(name)
+        .collect();
+    wait_for("kubelet's first liveness probes", Duration::from_secs(90), || async {
+        let probes = cp.kubectl(&["get", "--raw", &format!("/api/v1/nodes/{NODE_NAME}/proxy/metrics/probes")])?;
+        let all = ours.iter().all(|p| {
+            ["Readiness", "Liveness"].iter().all(|kind| {
+                metric(
+                    &probes,
+                    "prober_probe_total",
+                    &[("pod", p), ("probe_type", kind), ("result", "successful")],
+                ) >= 1.0
+            })
+        });
+        Ok(all.then_some(()))
+    })
+    .await?;
+    lines.push("kubelet's prober_probe_total: readiness and liveness probes succeeded on every audit-guard pod".into());
+
+    // The API server calls the webhook through its Service: the Service's endpoints are the
+    // webhook pods, and a create is mutated (the finalizer is in the create's answer) while the
+    // pods count the review.
+    let slices = get_json(
+        cp,
+        &[
+            "get",
+            "endpointslices",
+            "-n",
+            NAMESPACE,
+            "-l",
+            "kubernetes.io/service-name=audit-guard-webhook",
+        ],
+    )?;
+    let endpoint_ips: Vec<String> = slices["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+        .filter(|e| e["conditions"]["ready"] == true)
+        .filter_map(|e| e["addresses"][0].as_str().map(String::from))
+        .collect();
+    let webhook_pods = pods_of(cp, NAMESPACE, "audit-guard")?;
+    let pod_ips: Vec<String> = webhook_pods
+        .iter()
+        .filter_map(|p| p["status"]["podIP"].as_str().map(String::from))
+        .collect();
+    ensure!(
+        !endpoint_ips.is_empty() && endpoint_ips.iter().all(|ip| pod_ips.contains(ip)),
+        "webhook Service endpoints {endpoint_ips:?} are not the webhook pods {pod_ips:?}"
+    );
+    let before = webhook_reviews(cp)?;
+    let ns = fresh_namespace(&i.client, "admission").await?;
+    let api: Api<SignalProcessing> = Api::namespaced(i.client.clone(), &ns);
+    let created = api
+        .create(&PostParams::default(), &signal_processing("through-the-service", "rr-admission")?)
+        .await?;
+    ensure!(
+        created.has_finalizer(),
+        "the create's answer lacks the finalizer: {:?}",
+        created.metadata.finalizers
+    );
+    let after = webhook_reviews(cp)?;
+    ensure!(after > before, "the webhook pods counted no review ({before} -> {after})");
+    lines.push(format!(
+        "webhook Service endpoints = webhook pods {pod_ips:?}; a create came back with {FINALIZER}; the pods counted {} more mutating review(s)",
+        after - before
+    ));
+    Ok(lines.join("\n"))
+}
+
+/// kubelet enforces runAsNonRoot, readOnlyRootFilesystem and readiness on any pod, not only ours.
+async fn kubelet_enforces(i: &Installed<'_>) -> Result<String> {
+    let cp = i.cp;
+    let mut lines = Vec::new();
+    // kubelet enforces runAsNonRoot and readOnlyRootFilesystem on any pod, not just ours.
+    let scratch = fresh_namespace(&i.client, "enforce").await?;
+    let root = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: wants-root, namespace: {scratch}}}\nspec:\n  containers:\n  - name: probe\n    image: {}\n    imagePullPolicy: Never\n    args: [sleep]\n    securityContext: {{runAsNonRoot: true, runAsUser: 0}}\n",
+        node::PROBE_IMAGE
+    );
+    let file = cp.dir.join("wants-root.yaml");
+    std::fs::write(&file, root)?;
+    cp.kubectl(&["apply", "-f", file.to_str().context("path")?])?;
+    let reason = wait_for("kubelet to refuse the root container", Duration::from_secs(60), || async {
+        let p = get_json(cp, &["get", "pod", "wants-root", "-n", &scratch])?;
+        let waiting = &p["status"]["containerStatuses"][0]["state"]["waiting"];
+        Ok(waiting["reason"]
+            .as_str()
+            .filter(|r| *r == "CreateContainerConfigError")
+            .map(|r| format!("{r}: {}", waiting["message"])))
+    })
+    .await?;
+    ensure!(reason.contains("non-root"), "refused for another reason: {reason}");
+    lines.push(format!("runAsNonRoot with runAsUser 0: {reason}"));
+    probe_pod(cp, &scratch, "probe", &BTreeMap::new())?;
+    let (ok, out) = probe(cp, &scratch, "probe", &["write", "/x"]);
+    ensure!(!ok && out.contains("read-only file system"), "write to a read-only root: {out}");
+    lines.push(format!(
+        "readOnlyRootFilesystem: writing /x fails: {}",
+        out.lines().next().unwrap_or_default()
+    ));
+
+    // A failing readiness probe keeps a pod out of Ready.
+    let unready = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: never-ready, namespace: {scratch}}}\nspec:\n  securityContext: {{runAsNonRoot: true, runAsUser: 65532}}\n  containers:\n  - name: probe\n    image: {}\n    imagePullPolicy: Never\n    args: [sleep]\n    readinessProbe: {{tcpSocket: {{port: 1}}, periodSeconds: 1}}\n",
+        node::PROBE_IMAGE
+    );
+    std::fs::write(&file, unready)?;
+    cp.kubectl(&["apply", "-f", file.to_str().context("path")?])?;
+    wait_for("failed readiness probes of never-ready", Duration::from_secs(60), || async {
+        let probes = cp.kubectl(&["get", "--raw", &format!("/api/v1/nodes/{NODE_NAME}/proxy/metrics/probes")])?;
+        Ok((metric(&probes, "prober_probe_total", &[("pod", "never-ready"), ("result", "failed")]) >= 3.0).then_some(()))
+    })
+    .await?;
+    let p = get_json(cp, &["get", "pod", "never-ready", "-n", &scratch])?;
+    ensure!(p["status"]["phase"] == "Running" && !pod_ready(&p), "never-ready: {}", p["status"]);
+    lines.push("a pod whose readiness probe fails runs but is not Ready".into());
+    cp.kubectl(&["delete", "namespace", &scratch, "--wait=false"])?;
+    Ok(lines.join("\n"))
+}
+
+/// Mutating reviews counted by all webhook pods (through the API server's pod proxy).
+fn webhook_reviews(cp: &ControlPlane) -> Result<f64> {
+    let mut total = 0.0;
+    for p in pods_of(cp, NAMESPACE, "audit-guard")? {
+        let text = pod_metrics(cp, NAMESPACE, &name(&p), 8080)?;
+        total += text
+            .lines()
+            .filter(|l| l.starts_with("audit_guard_webhook_requests_total{") && l.contains("mutate"))
+            .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+            .sum::<f64>();
+    }
+    Ok(total)
+}
+
+/// A SignalProcessing in Kubernaut's shape today (tests/fixtures/kubernaut-today.json), renamed.
+fn signal_processing(name: &str, remediation: &str) -> Result<SignalProcessing> {
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(repo().join("tests/fixtures/kubernaut-today.json"))?)?;
+    v["metadata"] = json!({ "name": name });
+    v["spec"]["remediationRequestRef"]["name"] = json!(remediation);
+    v.as_object_mut().context("object")?.remove("status");
+    Ok(serde_json::from_value(v)?)
+}
+
+/// The fixture's status, with today's times (Data Storage accepts a window around now).
+fn completed_status() -> Result<Value> {
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(repo().join("tests/fixtures/kubernaut-today.json"))?)?;
+    let mut status = v["status"].clone();
+    let now = chrono::Utc::now();
+    let t = |s: i64| (now - chrono::Duration::seconds(s)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    status["startTime"] = json!(t(4));
+    status["completionTime"] = json!(t(0));
+    status["environmentClassification"]["classifiedAt"] = json!(t(2));
+    status["priorityAssignment"]["assignedAt"] = json!(t(1));
+    status["conditions"][0]["lastTransitionTime"] = json!(t(0));
+    status["failureInfo"]["lastFailureTime"] = json!(t(3600));
+    Ok(status)
+}
+
+/// The Lease's holder: the pod running the controller.
+fn leader(cp: &ControlPlane) -> Result<String> {
+    let lease = get_json(cp, &["get", "lease", "audit-guard-controller", "-n", NAMESPACE])?;
+    Ok(lease["spec"]["holderIdentity"].as_str().unwrap_or_default().to_string())
+}
+
+/// Acceptance 2: create → Completed → delete, through the pods, the record read back through
+/// Data Storage's Service.
+async fn lifecycle(i: &Installed<'_>) -> Result<String> {
+    let cp = i.cp;
+    let mut lines = Vec::new();
+    let ns = fresh_namespace(&i.client, "lifecycle").await?;
+    let api: Api<SignalProcessing> = Api::namespaced(i.client.clone(), &ns);
+    let leader_pod = wait_for("a leader", Duration::from_secs(60), || async {
+        Ok(Some(leader(cp)?).filter(|l| !l.is_empty()))
+    })
+    .await?;
+    let webhook_pods: Vec<String> = pods_of(cp, NAMESPACE, "audit-guard")?.iter().map(name).collect();
+    ensure!(
+        webhook_pods.contains(&leader_pod),
+        "lease holder {leader_pod} is not a webhook pod {webhook_pods:?}"
+    );
+    let metrics_before = pod_metrics(cp, NAMESPACE, &leader_pod, 8080)?;
+
+    // Create: the webhook pod adds the finalizer at admission.
+    let created = api
+        .create(&PostParams::default(), &signal_processing("sp-lifecycle", "rr-lifecycle")?)
+        .await?;
+    let uid = created.metadata.uid.clone().context("uid")?;
+    ensure!(created.has_finalizer(), "no finalizer in the create's answer");
+    lines.push(format!(
+        "created {ns}/sp-lifecycle (uid {uid}) with {FINALIZER} from the webhook pod"
+    ));
+
+    // Completed: the record goes through the leader's buffered writer.
+    api.patch_status(
+        "sp-lifecycle",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": completed_status()? })),
+    )
+    .await?;
+    let record = wait_for("the completion record in Data Storage", Duration::from_secs(60), || async {
+        i.reader.record(&uid).await
+    })
+    .await?;
+    let metrics = pod_metrics(cp, NAMESPACE, &leader_pod, 8080)?;
+    let written = metric(&metrics, "audit_events_written_total", &[]) - metric(&metrics_before, "audit_events_written_total", &[]);
+    ensure!(written >= 1.0, "the leader's buffered writer wrote nothing ({written})");
+    check_record(&record, &uid, &ns, "sp-lifecycle", "completed")?;
+    ensure!(record["trigger"] == "completion", "trigger: {}", record["trigger"]);
+    lines.push(format!(
+        "Completed: record written by {leader_pod}'s buffered writer (audit_events_written_total +{written}); read via {}: status {}, environment {}, priority {}, business_criticality {}, sla_requirement {}",
+        i.reader.base, record["status"], record["environment"], record["priority"], record["business_criticality"], record["sla_requirement"]
+    ));
+
+    // Delete: the controller makes sure the record is stored, then releases the CR.
+    api.delete("sp-lifecycle", &DeleteParams::default()).await?;
+    wait_for("sp-lifecycle to be gone", Duration::from_secs(60), || async {
+        Ok(api.get_opt("sp-lifecycle").await?.is_none().then_some(()))
+    })
+    .await?;
+    let again = i.reader.record(&uid).await?.context("record gone")?;
+    ensure!(again == record, "the record changed at deletion:\n{record}\n{again}");
+    lines.push("deleted: released and gone; the stored record is unchanged".into());
+
+    // A CR deleted before it completes: its record is stored synchronously at deletion.
+    let created = api
+        .create(&PostParams::default(), &signal_processing("sp-unfinished", "rr-lifecycle")?)
+        .await?;
+    let uid2 = created.metadata.uid.clone().context("uid")?;
+    ensure!(i.reader.record(&uid2).await?.is_none(), "a record before anything happened");
+    api.delete("sp-unfinished", &DeleteParams::default()).await?;
+    wait_for("sp-unfinished to be gone", Duration::from_secs(60), || async {
+        Ok(api.get_opt("sp-unfinished").await?.is_none().then_some(()))
+    })
+    .await?;
+    let record2 = i.reader.record(&uid2).await?.context("no record of the unfinished CR")?;
+    check_record(&record2, &uid2, &ns, "sp-unfinished", "incomplete")?;
+    ensure!(record2["trigger"] == "deletion", "trigger: {}", record2["trigger"]);
+    let holder = leader(cp)?;
+    let m = pod_metrics(cp, NAMESPACE, &holder, 8080)?;
+    let stored = metric(
+        &m,
+        "kubernaut_signal_processing_audit_storage_attempts_total",
+        &[("status", "success")],
+    );
+    ensure!(stored >= 1.0, "the controller counted no successful storage");
+    let ds_posts: f64 = pods_of(cp, NAMESPACE, "audit-guard-datastorage")?
+        .iter()
+        .map(|p| pod_metrics(cp, NAMESPACE, &name(p), 8085).map(|t| metric(&t, "datastorage_http_requests_total", &[("method", "POST")])))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .sum();
+    lines.push(format!(
+        "deleted before completing: {holder} stored it at deletion (status incomplete, trigger deletion; storage attempts success {stored}); Data Storage pods answered {ds_posts} POSTs"
+    ));
+    Ok(lines.join("\n"))
+}
+
+fn check_record(record: &Value, uid: &str, ns: &str, name: &str, status: &str) -> Result<()> {
+    ensure!(record["id"] == uid, "id {} != uid {uid}", record["id"]);
+    ensure!(
+        record["namespace"] == ns && record["name"] == name,
+        "namespace/name: {} {}",
+        record["namespace"],
+        record["name"]
+    );
+    ensure!(record["status"] == status, "status {} != {status}", record["status"]);
+    ensure!(
+        record["signal_fingerprint"] == "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9",
+        "signal_fingerprint {}",
+        record["signal_fingerprint"]
+    );
+    ensure!(
+        record["remediation_id"].as_str().is_some_and(|r| r.starts_with("rr-")),
+        "remediation_id {}",
+        record["remediation_id"]
+    );
+    if status == "completed" {
+        for (key, want) in [
+            ("environment", "production"),
+            ("priority", "P0"),
+            ("business_criticality", "critical"),
+            ("sla_requirement", "platinum"),
+        ] {
+            ensure!(record[key] == want, "{key}: {} != {want}", record[key]);
+        }
+    }
+    Ok(())
+}
+
+/// Acceptance 5: pods outside the allowed set cannot reach Data Storage or the webhook's
+/// metrics and health ports; the API server and the controller still can; DNS answers right.
+async fn network_policies(i: &Installed<'_>) -> Result<String> {
+    let cp = i.cp;
+    let mut lines = Vec::new();
+    let outside = fresh_namespace(&i.client, "outsider").await?;
+    probe_pod(cp, &outside, "outsider", &BTreeMap::new())?;
+    probe_pod(
+        cp,
+        &outside,
+        "prometheus",
+        &BTreeMap::from([("app.kubernetes.io/name", "prometheus")]),
+    )?;
+    probe_pod(
+        cp,
+        NAMESPACE,
+        "neighbour",
+        &BTreeMap::from([("app.kubernetes.io/name", "neighbour")]),
+    )?;
+
+    // Cluster DNS answers with the Service's ClusterIP (not merely some answer), and names
+    // that do not exist do not resolve.
+    let ds_ip = cp.kubectl(&[
+        "get",
+        "service",
+        "audit-guard-datastorage",
+        "-n",
+        NAMESPACE,
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ])?;
+    let (ok, out) = probe(
+        cp,
+        &outside,
+        "outsider",
+        &["dns", "audit-guard-datastorage.audit-guard.svc.cluster.local"],
+    );
+    ensure!(
+        ok && out.lines().any(|l| l == ds_ip),
+        "DNS answered {out:?}, the Service's ClusterIP is {ds_ip}"
+    );
+    let (ok, out) = probe(cp, &outside, "outsider", &["dns", "no-such-service.audit-guard.svc.cluster.local"]);
+    ensure!(!ok, "a name that does not exist resolved: {out}");
+    lines.push(format!(
+        "DNS: audit-guard-datastorage.audit-guard.svc.cluster.local -> {ds_ip} (its ClusterIP); no-such-service -> no address"
+    ));
+
+    let ds_pod_ip = pods_of(cp, NAMESPACE, "audit-guard-datastorage")?
+        .first()
+        .and_then(|p| p["status"]["podIP"].as_str().map(String::from))
+        .context("no Data Storage pod IP")?;
+    let webhook_pod_ip = pods_of(cp, NAMESPACE, "audit-guard")?
+        .first()
+        .and_then(|p| p["status"]["podIP"].as_str().map(String::from))
+        .context("no webhook pod IP")?;
+    let ds_svc = format!("{ds_ip}:8085");
+    let ds_direct = format!("{ds_pod_ip}:8085");
+    let metrics = format!("{webhook_pod_ip}:8080");
+    let health = format!("{webhook_pod_ip}:8081");
+    // (namespace, pod, target, reachable?)
+    let checks: Vec<(&str, &str, &str, bool)> = vec![
+        (&outside, "outsider", &ds_svc, false),
+        (&outside, "outsider", &ds_direct, false),
+        (NAMESPACE, "neighbour", &ds_svc, false),
+        (NAMESPACE, "neighbour", &ds_direct, false),
+        (&outside, "outsider", &metrics, false),
+        (&outside, "outsider", &health, false),
+        (NAMESPACE, "neighbour", &metrics, false),
+        // Prometheus (by its label, any namespace) may scrape both.
+        (&outside, "prometheus", &ds_svc, true),
+        (&outside, "prometheus", &ds_direct, true),
+        (&outside, "prometheus", &metrics, true),
+    ];
+    let mut wrong = Vec::new();
+    for (ns, pod, target, want) in &checks {
+        let (ok, out) = probe(cp, ns, pod, &["tcp", target]);
+        let line = format!("{ns}/{pod} -> {target}: {}", if ok { "connected" } else { "blocked" });
+        if ok != *want {
+            wrong.push(format!("{line} (expected {}) {out}", if *want { "connected" } else { "blocked" }));
+        }
+        lines.push(line);
+    }
+    ensure!(wrong.is_empty(), "NetworkPolicy not as shipped:\n{}", wrong.join("\n"));
+
+    // The webhook port: the API server is not a pod and its address is cluster-specific, so the
+    // NetworkPolicy admits any source on 9443; a client certificate (when the Deployment asks for
+    // one, issue 11) is what keeps pods out.
+    let webhook = format!("{webhook_pod_ip}:9443");
+    let (tcp, _) = probe(cp, &outside, "outsider", &["tcp", &webhook]);
+    let (tls, out) = probe(cp, &outside, "outsider", &["tls", &webhook]);
+    let args = find(&i.docs, "Deployment", "audit-guard")
+        .map(|d| d.to_string())
+        .unwrap_or_default();
+    if args.contains("client-ca") || args.contains("CLIENT_CA") {
+        ensure!(
+            !tls,
+            "a pod without a client certificate completed a TLS handshake with the webhook: {out}"
+        );
+        lines.push(format!(
+            "outsider -> {webhook}: TCP {tcp}, TLS refused without a client certificate ({out})"
+        ));
+    } else {
+        lines.push(format!(
+            "outsider -> {webhook}: TCP {tcp}, TLS handshake {tls} — open by design (the API server is not a pod); no client certificate is required yet (issue 11)"
+        ));
+    }
+
+    // The API server still reaches the webhook, the controller still reaches Data Storage.
+    let ns = fresh_namespace(&i.client, "after-policies").await?;
+    let api: Api<SignalProcessing> = Api::namespaced(i.client.clone(), &ns);
+    let created = api
+        .create(&PostParams::default(), &signal_processing("sp-policy", "rr-policy")?)
+        .await?;
+    ensure!(created.has_finalizer(), "the API server did not get the finalizer from the webhook");
+    let uid = created.metadata.uid.clone().context("uid")?;
+    api.delete("sp-policy", &DeleteParams::default()).await?;
+    wait_for("sp-policy to be gone", Duration::from_secs(60), || async {
+        Ok(api.get_opt("sp-policy").await?.is_none().then_some(()))
+    })
+    .await?;
+    ensure!(i.reader.record(&uid).await?.is_some(), "no record of sp-policy");
+    lines.push("with the policies in place the API server got the finalizer from the webhook and the controller stored the record through Data Storage".into());
+    cp.kubectl(&["delete", "pod", "neighbour", "-n", NAMESPACE, "--wait=false"])?;
+    Ok(lines.join("\n"))
+}
+
+/// Creates `count` SignalProcessings named `<prefix>-<n>`, 20 at a time; returns their uids.
+async fn create_many(api: &Api<SignalProcessing>, prefix: &str, remediation: &str, count: usize) -> Result<Vec<String>> {
+    let mut uids = Vec::new();
+    for chunk in (0..count).collect::<Vec<_>>().chunks(20) {
+        let created = join_all(chunk.iter().map(|n| async move {
+            let sp = signal_processing(&format!("{prefix}-{n}"), remediation)?;
+            let created = api.create(&PostParams::default(), &sp).await?;
+            ensure!(created.has_finalizer(), "{prefix}-{n} admitted without the finalizer");
+            created.metadata.uid.context("uid")
+        }))
+        .await;
+        for c in created {
+            uids.push(c?);
+        }
+    }
+    Ok(uids)
+}
+
+/// Acceptance 3a: the leader pod is deleted while 200 CRs are being deleted; the other replica
+/// takes over; all 200 records are stored, each once. The CRs are deleted one by one (as
+/// Kubernaut's retention deletes them, each at its time) so that the deletion is still under way
+/// when the leader pod goes: one deletecollection is over before a pod deletion takes effect.
+async fn leader_deleted_during_mass_deletion(i: &Installed<'_>) -> Result<String> {
+    let cp = i.cp;
+    let ns = fresh_namespace(&i.client, "mass").await?;
+    let remediation = format!("rr-{ns}");
+    let api: Api<SignalProcessing> = Api::namespaced(i.client.clone(), &ns);
+    let uids = create_many(&api, "sp", &remediation, 200).await?;
+    let old_leader = leader(cp)?;
+    let replicas: Vec<String> = pods_of(cp, NAMESPACE, "audit-guard")?.iter().map(name).collect();
+    ensure!(
+        replicas.len() == 2 && replicas.contains(&old_leader),
+        "replicas {replicas:?}, leader {old_leader}"
+    );
+    let survivor = replicas.iter().find(|r| **r != old_leader).cloned().unwrap_or_default();
+    let survivor_stored_before = metric(
+        &pod_metrics(cp, NAMESPACE, &survivor, 8080)?,
+        "kubernaut_signal_processing_audit_storage_attempts_total",
+        &[("status", "success")],
+    );
+
+    let deleter = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            for n in 0..200 {
+                api.delete(&format!("sp-{n}"), &DeleteParams::default()).await?;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok::<_, anyhow::Error>(())
+        })
+    };
+    // Once 50 records are stored, delete the leader pod.
+    let stored_at_kill = wait_for("50 deletion records", Duration::from_secs(120), || async {
+        let n = i.reader.records_of(&remediation).await?.len();
+        Ok((n >= 50).then_some(n))
+    })
+    .await?;
+    cp.kubectl(&["delete", "pod", &old_leader, "-n", NAMESPACE, "--wait=false"])?;
+    let left_at_kill = api.list(&ListParams::default()).await?.items.len();
+    ensure!(
+        left_at_kill > 0,
+        "the deletion finished before the leader pod was deleted: no takeover to see"
+    );
+    let new_leader = wait_for("another replica to hold the lease", Duration::from_secs(120), || async {
+        let l = leader(cp)?;
+        Ok((!l.is_empty() && l != old_leader).then_some(l))
+    })
+    .await?;
+    deleter.await??;
+    wait_for("all 200 to be gone", Duration::from_secs(300), || async {
+        Ok(api.list(&ListParams::default()).await?.items.is_empty().then_some(()))
+    })
+    .await?;
+    let records = i.reader.records_of(&remediation).await?;
+    let mut ids: Vec<String> = records.iter().filter_map(|r| r["id"].as_str().map(String::from)).collect();
+    let total = ids.len();
+    ids.sort();
+    ids.dedup();
+    let mut want = uids.clone();
+    want.sort();
+    ensure!(
+        total == 200 && ids == want,
+        "records: {total} ({} distinct), expected the 200 uids",
+        ids.len()
+    );
+    // The new leader really took the work over: it stored some of the 200 itself.
+    let stored = metric(
+        &pod_metrics(cp, NAMESPACE, &new_leader, 8080)?,
+        "kubernaut_signal_processing_audit_storage_attempts_total",
+        &[("status", "success")],
+    ) - if new_leader == survivor { survivor_stored_before } else { 0.0 };
+    ensure!(stored >= 1.0, "the new leader {new_leader} stored nothing");
+    let mut line = format!(
+        "200 CRs deleted one by one; leader {old_leader} deleted with {stored_at_kill} records stored and {left_at_kill} CRs left; \
+         the lease went to {new_leader} ({}), which stored {stored} records",
+        if new_leader == survivor {
+            "the other replica"
+        } else {
+            "the replacement pod; the other replica lost the race"
+        }
+    );
+    line.push_str("; all 200 gone, 200 records for the 200 uids, none twice");
+    Ok(line)
+}
+
+/// Acceptance 3b: `kubectl rollout restart` of the webhook Deployment while 200 CRs are
+/// created: whatever the API server admits carries the finalizer.
+async fn rollout_restart_during_creates(i: &Installed<'_>) -> Result<String> {
+    let cp = i.cp;
+    let ns = fresh_namespace(&i.client, "rollout").await?;
+    let api: Api<SignalProcessing> = Api::namespaced(i.client.clone(), &ns);
+    let before: Vec<String> = pods_of(cp, NAMESPACE, "audit-guard")?.iter().map(name).collect();
+    cp.kubectl(&["rollout", "restart", "deployment/audit-guard", "-n", NAMESPACE])?;
+    let rollout_started = Instant::now();
+    let (mut created, mut refused, mut without) = (0usize, 0usize, Vec::new());
+    let mut n = 0;
+    let mut rolled_out_during = false;
+    // Create steadily (4 at a time) until 200 are in and the rollout has finished, so that the
+    // creates span the whole rollout.
+    loop {
+        let batch = join_all((n..n + 4).map(|k| {
+            let api = api.clone();
+            async move {
+                let sp = signal_processing(&format!("sp-{k}"), "rr-rollout")?;
+                let mut refusals = 0usize;
+                loop {
+                    match api.create(&PostParams::default(), &sp).await {
+                        Ok(c) => return Ok::<_, anyhow::Error>((c.has_finalizer(), c.metadata.name.unwrap_or_default(), refusals)),
+                        // No webhook answered: failurePolicy Fail refused the create. Retry.
+                        Err(kube::Error::Api(e)) if e.code >= 500 => {
+                            refusals += 1;
+                            ensure!(refusals < 100, "sp-{k} refused 100 times: {e:?}");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }))
+        .await;
+        for r in batch {
+            let (has, name, refusals) = r?;
+            refused += refusals;
+            created += 1;
+            if !has {
+                without.push(name);
+            }
+        }
+        n += 4;
+        let status = get_json(cp, &["get", "deployment", "audit-guard", "-n", NAMESPACE])?;
+        let done = status["status"]["updatedReplicas"] == status["spec"]["replicas"]
+            && status["status"]["availableReplicas"] == status["spec"]["replicas"]
+            && status["status"]["replicas"] == status["spec"]["replicas"]
+            && status["status"]["observedGeneration"] == status["metadata"]["generation"];
+        let now: Vec<String> = pods_of(cp, NAMESPACE, "audit-guard")?.iter().map(name).collect();
+        if done && before.iter().all(|b| !now.contains(b)) {
+            rolled_out_during = true;
+        }
+        if created >= 200 && rolled_out_during {
+            break;
+        }
+        ensure!(
+            rollout_started.elapsed() < Duration::from_secs(300),
+            "the rollout did not finish: {}",
+            status["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ensure!(without.is_empty(), "admitted without the finalizer: {without:?}");
+    let list = api.list(&ListParams::default()).await?;
+    let missing: Vec<String> = list
+        .items
+        .iter()
+        .filter(|o| !o.has_finalizer())
+        .filter_map(|o| o.metadata.name.clone())
+        .collect();
+    ensure!(missing.is_empty(), "in the cluster without the finalizer: {missing:?}");
+    let after: Vec<String> = pods_of(cp, NAMESPACE, "audit-guard")?.iter().map(name).collect();
+    Ok(format!(
+        "rollout restart: pods {before:?} -> {after:?}; {created} CRs created during it ({refused} creates refused while no webhook answered, retried), every admitted CR carried {FINALIZER} in its create's answer, {} in the namespace, all with the finalizer",
+        list.items.len()
+    ))
+}
