@@ -6,6 +6,10 @@
 //!
 //! `AUDIT_GUARD_BIN=target/release/audit-guard cargo run --release --example bench_cleanup [-- postgres://…]`
 //!
+//! `BENCH_EXEMPT_CONTROLLER=1` registers the validating webhook as it was before the controller
+//! lost its exemption (a matchCondition skipping the controller's own finalizer removals), so
+//! the cost of checking every removal is measured on the same build.
+//!
 //! Prints markdown rows, then `TARGET` lines (tab-separated) for scripts/bench.sh.
 
 use std::collections::BTreeMap;
@@ -123,9 +127,19 @@ fn cpu_delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> S
 }
 
 fn webhook_configs(addr: &str, ca: &str) -> Value {
-    let selector = json!({"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["audit-guard"]}]});
-    let (mutating, validating) = registration::url_configurations("audit-guard", &format!("https://{addr}"), ca, selector, "admin");
+    // Every namespace, as shipped.
+    let (mutating, mut validating) = registration::url_configurations("audit-guard", &format!("https://{addr}"), ca, None);
+    if exempt_controller() {
+        if let Some(conditions) = validating["webhooks"][0]["matchConditions"].as_array_mut() {
+            conditions.push(json!({ "name": "not-the-controller", "expression": "request.userInfo.username != 'admin'" }));
+        }
+    }
     json!({"apiVersion": "v1", "kind": "List", "items": [mutating, validating]})
+}
+
+/// The old configuration: the controller's removals skip the webhook (for comparison only).
+fn exempt_controller() -> bool {
+    std::env::var("BENCH_EXEMPT_CONTROLLER").is_ok_and(|v| v == "1")
 }
 
 fn wait_http(url: &str) -> Result<()> {
@@ -277,9 +291,28 @@ fn run_guarded(
         "| mass cleanup (a): {COUNT} SignalProcessings, one deletecollection, no audit-guard | {:.2} s until none left | |",
         plain.as_secs_f64()
     );
+    let removals = if exempt_controller() {
+        "controller's removals exempt from the webhook (as before)"
+    } else {
+        "every removal checked by the webhook"
+    };
     println!(
-        "| mass cleanup (b): same, audit-guard serve (webhooks + controller) + Data Storage on PostgreSQL | {:.2} s until none left | {stored} of {COUNT} records stored |",
+        "| mass cleanup (b): same, audit-guard serve (webhooks + controller) + Data Storage on PostgreSQL; {removals} | {:.2} s until none left | {stored} of {COUNT} records stored |",
         guarded.as_secs_f64()
+    );
+    let page = Command::new("curl")
+        .args(["-sf", &format!("http://127.0.0.1:{metrics}/metrics")])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let checks: Vec<String> = page
+        .lines()
+        .filter(|l| l.starts_with("audit_guard_webhook_record_checks_total{"))
+        .map(|l| l.trim_start_matches("audit_guard_webhook_record_checks_total").to_string())
+        .collect();
+    println!(
+        "| removals checked by the webhook during (b) | {} | source: this process's confirmed set (cache) or a GET to Data Storage |",
+        if checks.is_empty() { "none".to_string() } else { checks.join(", ") }
     );
     println!("| CPU used during (a), by process | {cpu_plain} | coarse profile from /proc/<pid>/stat |");
     println!("| CPU used during (b), by process | {cpu_guarded} | |");

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use audit_guard::audit::from_cr::build_record;
 use audit_guard::audit::{SignalProcessingAudit, Trigger};
-use audit_guard::client::ClientError;
+use audit_guard::client::{BatchOutcome, ClientError, Stored};
 use audit_guard::crd::SignalProcessing;
 use audit_guard::writer::{AuditWriter, BatchSink, WriterConfig};
 use futures::future::BoxFuture;
@@ -30,10 +30,10 @@ const DROPS: usize = 1_000_000;
 struct Hanging;
 
 impl BatchSink for Hanging {
-    fn store_batch<'a>(&'a self, _: &'a [SignalProcessingAudit]) -> BoxFuture<'a, Result<(), ClientError>> {
+    fn store_batch<'a>(&'a self, _: &'a [SignalProcessingAudit]) -> BoxFuture<'a, Result<BatchOutcome, ClientError>> {
         Box::pin(std::future::pending())
     }
-    fn store_one<'a>(&'a self, _: &'a SignalProcessingAudit) -> BoxFuture<'a, Result<(), ClientError>> {
+    fn store_one<'a>(&'a self, _: &'a SignalProcessingAudit) -> BoxFuture<'a, Result<Stored, ClientError>> {
         Box::pin(std::future::pending())
     }
 }
@@ -111,7 +111,7 @@ async fn main() -> Result<()> {
         flush_interval: Duration::from_millis(50),
         ..WriterConfig::default()
     };
-    let writer = AuditWriter::start(Arc::new(Hanging), cfg);
+    let writer = AuditWriter::start(Arc::new(Hanging), cfg, Arc::new(audit_guard::confirmed::confirmed_records()));
     // Let the worker start and take its first (never-finishing) batch slot.
     tokio::time::sleep(Duration::from_millis(100)).await;
 

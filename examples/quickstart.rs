@@ -165,10 +165,8 @@ fn demo(cp: &ControlPlane, token: &str) -> Result<()> {
 }
 
 fn webhook_configs(ca: &str) -> Result<String> {
-    let selector =
-        serde_json::json!({"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["audit-guard"]}]});
-    // The quickstart's controller runs as the admin user (see --controller-identity above).
-    let (mutating, validating) = registration::url_configurations("audit-guard", &format!("https://{WEBHOOK}"), ca, selector, "admin");
+    // Every namespace, as shipped.
+    let (mutating, validating) = registration::url_configurations("audit-guard", &format!("https://{WEBHOOK}"), ca, None);
     Ok(serde_json::to_string(
         &serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [mutating, validating]}),
     )?)

@@ -1,21 +1,27 @@
 //! Serving certificates: a rustls config whose certificate follows tls.crt/tls.key in a
 //! directory (Secret volumes swap a `..data` symlink, so the directory is watched and also
-//! polled), and the `certs` subcommand that issues a development CA and serving cert.
+//! polled), optional client-certificate verification against a CA file that is reloaded the
+//! same way, the `audit_guard_certificate_expiry_seconds` gauge, and the `certs` subcommand
+//! that issues a development CA and serving cert.
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, LazyLock, RwLock};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine;
 use chrono::{Datelike, Utc};
 use notify::{RecursiveMode, Watcher};
+use prometheus::{GaugeVec, Opts};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::ServerConfig;
+use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::CertsArgs;
@@ -25,6 +31,30 @@ pub const CERT_FILE: &str = "tls.crt";
 pub const KEY_FILE: &str = "tls.key";
 /// A safety net for missed notifications (e.g. on filesystems without inotify events).
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Seconds until each loaded serving certificate expires, by certificate file: an expired
+/// webhook certificate with `failurePolicy: Fail` blocks every write of the resource, so it
+/// is alarmed well before (PrometheusRule `AuditGuardCertificateExpiresSoon`). Kept current
+/// by the reloader's polling.
+pub static CERT_EXPIRY: LazyLock<GaugeVec> = LazyLock::new(|| {
+    let gauge = GaugeVec::new(
+        Opts::new(
+            "audit_guard_certificate_expiry_seconds",
+            "Seconds until the loaded serving certificate expires (negative once expired), by certificate file",
+        ),
+        &["certificate"],
+    )
+    .unwrap_or_else(|e| panic!("invalid metric definition: {e}"));
+    // A second registration (several servers in one test process) keeps the first one exported.
+    let _ = prometheus::default_registry().register(Box::new(gauge.clone()));
+    gauge
+});
+
+/// The notAfter of a DER certificate, in Unix seconds.
+pub fn not_after(der: &[u8]) -> Result<i64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| anyhow!("parsing the certificate: {e}"))?;
+    Ok(cert.validity().not_after.timestamp())
+}
 
 /// Parses a PEM chain and key into a rustls certified key, checking they belong together.
 pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey> {
@@ -43,17 +73,25 @@ pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey> {
     Ok(ck)
 }
 
+/// What is served now, with what it was parsed from (to see changes) and when it expires.
+#[derive(Debug)]
+struct Served {
+    key: Arc<CertifiedKey>,
+    fingerprint: Vec<u8>,
+    not_after: i64,
+}
+
 /// The certificate currently served; swapped atomically, so handshakes in progress and
 /// established connections keep whatever they started with.
 #[derive(Debug)]
 pub struct ReloadingResolver {
     dir: PathBuf,
-    current: RwLock<(Arc<CertifiedKey>, Vec<u8>)>,
+    current: RwLock<Served>,
 }
 
 impl ResolvesServerCert for ReloadingResolver {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.current.read().ok().map(|c| c.0.clone())
+        self.current.read().ok().map(|c| c.key.clone())
     }
 }
 
@@ -63,15 +101,26 @@ fn read_pair(dir: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
     Ok((cert, key))
 }
 
+fn served(cert: Vec<u8>, key: Vec<u8>) -> Result<Served> {
+    let ck = certified_key(&cert, &key)?;
+    let not_after = not_after(ck.end_entity_cert().context("no end-entity certificate")?.as_ref())?;
+    Ok(Served {
+        key: Arc::new(ck),
+        fingerprint: [cert, key].concat(),
+        not_after,
+    })
+}
+
 impl ReloadingResolver {
     /// Loads the pair once; fails when it cannot (the webhook must not start without a cert).
     pub fn load(dir: &Path) -> Result<Arc<Self>> {
         let (cert, key) = read_pair(dir)?;
-        let ck = certified_key(&cert, &key)?;
-        Ok(Arc::new(Self {
+        let me = Arc::new(Self {
             dir: dir.to_path_buf(),
-            current: RwLock::new((Arc::new(ck), [cert, key].concat())),
-        }))
+            current: RwLock::new(served(cert, key)?),
+        });
+        me.report_expiry();
+        Ok(me)
     }
 
     /// Re-reads the files; swaps only when their content changed and parses. A failure
@@ -79,14 +128,27 @@ impl ReloadingResolver {
     pub fn reload(&self) -> Result<bool> {
         let (cert, key) = read_pair(&self.dir)?;
         let fingerprint = [cert.as_slice(), key.as_slice()].concat();
-        if self.current.read().map(|c| c.1 == fingerprint).unwrap_or(false) {
+        if self.current.read().map(|c| c.fingerprint == fingerprint).unwrap_or(false) {
             return Ok(false);
         }
-        let ck = certified_key(&cert, &key)?;
+        let next = served(cert, key)?;
         if let Ok(mut cur) = self.current.write() {
-            *cur = (Arc::new(ck), fingerprint);
+            *cur = next;
         }
         Ok(true)
+    }
+
+    /// Seconds until the served certificate expires, as of now.
+    pub fn expires_in(&self) -> Option<i64> {
+        let not_after = self.current.read().ok()?.not_after;
+        Some(not_after - chrono::Utc::now().timestamp())
+    }
+
+    fn report_expiry(&self) {
+        if let Some(secs) = self.expires_in() {
+            let file = self.dir.join(CERT_FILE);
+            CERT_EXPIRY.with_label_values(&[&file.display().to_string()]).set(secs as f64);
+        }
     }
 
     fn reload_and_report(&self) {
@@ -101,50 +163,180 @@ impl ReloadingResolver {
                 tracing::warn!(dir = %self.dir.display(), error = %format!("{e:#}"), "serving certificate reload failed; keeping the current one");
             }
         }
+        self.report_expiry();
     }
 
     /// Watches the directory (not the files: a Secret update replaces a symlink) and polls.
     pub fn spawn_reloader(self: &Arc<Self>, shutdown: CancellationToken) {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-        let watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
-            let _ = tx.try_send(());
-        })
-        .and_then(|mut w| w.watch(&self.dir, RecursiveMode::NonRecursive).map(|()| w));
-        let watcher = match watcher {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch the cert directory; polling only");
-                None
-            }
-        };
         let me = self.clone();
-        tokio::spawn(async move {
-            let _keep_watching = watcher;
-            let mut poll = tokio::time::interval(POLL_INTERVAL);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = poll.tick() => {}
-                    Some(()) = rx.recv() => {
-                        // Let a multi-file update finish before reading.
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
+        spawn_watch(&self.dir, shutdown, move || me.reload_and_report());
+    }
+}
+
+/// Calls `check` (on a blocking thread) whenever something changes in `dir`, and every
+/// [`POLL_INTERVAL`] in case a change went unnoticed, until `shutdown`.
+fn spawn_watch(dir: &Path, shutdown: CancellationToken, check: impl Fn() + Send + Sync + 'static) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    let watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
+        let _ = tx.try_send(());
+    })
+    .and_then(|mut w| w.watch(dir, RecursiveMode::NonRecursive).map(|()| w));
+    let watcher = match watcher {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the directory; polling only");
+            None
+        }
+    };
+    let check = Arc::new(check);
+    tokio::spawn(async move {
+        let _keep_watching = watcher;
+        let mut poll = tokio::time::interval(POLL_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = poll.tick() => {}
+                Some(()) = rx.recv() => {
+                    // Let a multi-file update finish before reading.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                let me2 = me.clone();
-                let _ = tokio::task::spawn_blocking(move || me2.reload_and_report()).await;
+            }
+            let check = check.clone();
+            let _ = tokio::task::spawn_blocking(move || check()).await;
+        }
+    });
+}
+
+/// Client-certificate verification against a CA bundle file, reloaded when the file
+/// changes (a failed reload keeps the current CA). A client without a certificate the CA
+/// signed does not complete the TLS handshake.
+#[derive(Debug)]
+pub struct ReloadingClientVerifier {
+    path: PathBuf,
+    current: RwLock<(Arc<dyn ClientCertVerifier>, Vec<u8>)>,
+}
+
+fn client_verifier(pem: &[u8], path: &Path) -> Result<Arc<dyn ClientCertVerifier>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut &pem[..]) {
+        roots
+            .add(cert.with_context(|| format!("reading {}", path.display()))?)
+            .with_context(|| format!("a CA certificate in {}", path.display()))?;
+    }
+    if roots.is_empty() {
+        bail!("no CA certificate in {}", path.display());
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .with_context(|| format!("client CA {}", path.display()))
+}
+
+impl ReloadingClientVerifier {
+    pub fn load(path: &Path) -> Result<Arc<Self>> {
+        let pem = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(Arc::new(Self {
+            path: path.to_path_buf(),
+            current: RwLock::new((client_verifier(&pem, path)?, pem)),
+        }))
+    }
+
+    /// Re-reads the CA file; swaps when its content changed and parses.
+    pub fn reload(&self) -> Result<bool> {
+        let pem = fs::read(&self.path).with_context(|| format!("reading {}", self.path.display()))?;
+        if self.current.read().map(|c| c.1 == pem).unwrap_or(false) {
+            return Ok(false);
+        }
+        let verifier = client_verifier(&pem, &self.path)?;
+        if let Ok(mut cur) = self.current.write() {
+            *cur = (verifier, pem);
+        }
+        Ok(true)
+    }
+
+    fn verifier(&self) -> Result<Arc<dyn ClientCertVerifier>, rustls::Error> {
+        self.current
+            .read()
+            .map(|c| c.0.clone())
+            .map_err(|_| rustls::Error::General("client CA unavailable".into()))
+    }
+
+    /// Watches the CA file's directory and polls, as the serving certificate is.
+    pub fn spawn_reloader(self: &Arc<Self>, shutdown: CancellationToken) {
+        let me = self.clone();
+        let dir = self.path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        spawn_watch(&dir, shutdown, move || match me.reload() {
+            Ok(true) => tracing::info!(path = %me.path.display(), "client CA reloaded"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(path = %me.path.display(), error = %format!("{e:#}"), "client CA reload failed; keeping the current one")
             }
         });
     }
 }
 
+impl ClientCertVerifier for ReloadingClientVerifier {
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    /// No hints: they would have to outlive a reload. Clients send their certificate anyway
+    /// (the API server's Go client sends its only one when the list is empty).
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.verifier()?.verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.verifier()?.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.verifier()?.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.verifier().map(|v| v.supported_verify_schemes()).unwrap_or_default()
+    }
+}
+
 /// TLS 1.2/1.3 only, ALPN h2 and http/1.1, certificate from the resolver.
 pub fn server_config(resolver: Arc<ReloadingResolver>) -> Result<ServerConfig> {
+    server_config_verifying_clients(resolver, None)
+}
+
+/// As [`server_config`]; with a verifier, only clients with a certificate its CA signed.
+pub fn server_config_verifying_clients(
+    resolver: Arc<ReloadingResolver>,
+    clients: Option<Arc<ReloadingClientVerifier>>,
+) -> Result<ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .context("TLS versions")?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
+        .context("TLS versions")?;
+    let mut config = match clients {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    }
+    .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }

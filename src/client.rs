@@ -1,21 +1,24 @@
-//! The Data Storage client: reqwest + rustls, bearer token from a file that may rotate,
-//! and a plain classification of every answer into stored / permanent / transient.
+//! The Data Storage client: reqwest + rustls (trusting only the configured CA when one is
+//! given), bearer token from a file that may rotate, and a plain classification of every
+//! answer: stored (created, or the same content already there), a conflict (a different
+//! record holds the id: not stored), permanent or transient failure.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use futures::future::BoxFuture;
 use reqwest::{header, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
-use crate::audit::{AuditStatus, RecordSink, SignalProcessingAudit, StoreError};
+use crate::audit::break_glass::BreakGlassEvent;
+use crate::audit::{AuditStatus, SignalProcessingAudit, StoreError};
 use crate::config::{ApiMode, DataStorageClientArgs};
 use crate::metrics;
 
 const SP_PATH: &str = "/api/v1/audit/signal-processing";
 const SP_BATCH_PATH: &str = "/api/v1/audit/signal-processing/batch";
+const BREAK_GLASS_PATH: &str = "/api/v1/audit/break-glass-events";
 const EVENTS_PATH: &str = "/api/v1/audit/events";
 const EVENTS_BATCH_PATH: &str = "/api/v1/audit/events/batch";
 pub const EVENT_TYPE: &str = "signalprocessing.signal.processed";
@@ -39,6 +42,14 @@ impl ClientError {
             retry_after: None,
         }
     }
+
+    fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            permanent: true,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
 }
 
 impl From<ClientError> for StoreError {
@@ -51,21 +62,67 @@ impl From<ClientError> for StoreError {
     }
 }
 
+/// What Data Storage answered to something it was asked to store under an id.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stored {
+    /// Stored now.
+    Created,
+    /// The same content was already stored (a retry, another replica, the buffered writer).
+    AlreadyStored,
+    /// A different record holds this id: nothing was stored. `existing` is what is stored.
+    Conflict { existing: Value },
+}
+
+impl Stored {
+    /// Whether Data Storage now holds this content.
+    pub fn is_stored(&self) -> bool {
+        !matches!(self, Self::Conflict { .. })
+    }
+}
+
+/// The per-record results of a batch write, by record id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Created, or the same content already stored.
+    pub stored: Vec<String>,
+    /// A different record holds the id: not stored, not to be retried (the deletion path amends).
+    pub conflicts: Vec<String>,
+    /// No result for these (an answer without per-record results, or one that skipped them):
+    /// not confirmed, so not counted as stored.
+    pub unconfirmed: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct DuplicateAnswer {
+    identical: Option<bool>,
+    #[serde(default)]
+    existing: Value,
+}
+
 /// What an HTTP answer to a write means. `accepted_is_stored` is false for Kubernaut's
 /// events API, whose 202 means "queued in a dead-letter queue, not in the database".
-pub fn classify(status: u16, retry_after: Option<&str>, body: &str, accepted_is_stored: bool) -> Result<(), ClientError> {
+pub fn classify(status: u16, retry_after: Option<&str>, body: &str, accepted_is_stored: bool) -> Result<Stored, ClientError> {
     let snippet: String = body.chars().take(300).collect();
     match status {
-        200 | 201 | 409 => Ok(()),
-        202 if accepted_is_stored => Ok(()),
+        200 | 201 => Ok(Stored::Created),
+        202 if accepted_is_stored => Ok(Stored::Created),
         202 => Err(ClientError::transient(
             "Data Storage queued the record (202) but has not stored it yet",
         )),
-        400 | 413 | 422 => Err(ClientError {
-            permanent: true,
-            message: format!("Data Storage rejected the record ({status}): {snippet}"),
-            retry_after: None,
-        }),
+        409 => match serde_json::from_str::<DuplicateAnswer>(body) {
+            Ok(DuplicateAnswer { identical: Some(true), .. }) => Ok(Stored::AlreadyStored),
+            Ok(DuplicateAnswer {
+                identical: Some(false),
+                existing,
+            }) => Ok(Stored::Conflict { existing }),
+            // An id is taken, by what is not said: never taken as stored.
+            _ => Err(ClientError::transient(format!(
+                "Data Storage answered 409 without saying whether the stored record is identical: {snippet}"
+            ))),
+        },
+        400 | 413 | 422 => Err(ClientError::permanent(format!(
+            "Data Storage rejected the record ({status}): {snippet}"
+        ))),
         _ => Err(ClientError {
             permanent: false,
             message: format!("Data Storage answered {status}: {snippet}"),
@@ -99,7 +156,7 @@ impl TokenFile {
 
 pub struct DataStorageClient {
     http: reqwest::Client,
-    base: String,
+    base: reqwest::Url,
     mode: ApiMode,
     token: Option<TokenFile>,
 }
@@ -127,13 +184,24 @@ impl DataStorageClient {
             .pool_idle_timeout(Duration::from_secs(30));
         if let Some(ca) = &args.ca_file {
             let pem = std::fs::read(ca).map_err(|e| anyhow::anyhow!("reading CA file {}: {e}", ca.display()))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)? {
+            let roots = reqwest::Certificate::from_pem_bundle(&pem)?;
+            if roots.is_empty() {
+                anyhow::bail!("no certificate in CA file {}", ca.display());
+            }
+            // Only this CA: a certificate any public CA issued for the name must not pass.
+            builder = builder.tls_built_in_root_certs(false);
+            for cert in roots {
                 builder = builder.add_root_certificate(cert);
             }
         }
+        let base =
+            reqwest::Url::parse(args.url.trim_end_matches('/')).map_err(|e| anyhow::anyhow!("--datastorage-url {:?}: {e}", args.url))?;
+        if base.scheme() != "https" {
+            tracing::warn!(url = %base, "Data Storage is reached over plain HTTP: whoever can intercept it can answer for it");
+        }
         Ok(Self {
             http: builder.build()?,
-            base: args.url.trim_end_matches('/').to_string(),
+            base,
             mode: args.api_mode,
             token: args.token_file.clone().map(|path| TokenFile {
                 path,
@@ -146,8 +214,28 @@ impl DataStorageClient {
         self.mode
     }
 
-    async fn request(&self, method: reqwest::Method, path: &str) -> Result<reqwest::RequestBuilder, ClientError> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
+    /// The URL of `path` under the base, each of `segments` appended percent-encoded.
+    fn url(&self, path: &str, segments: &[&str]) -> Result<reqwest::Url, ClientError> {
+        let mut url = self.base.clone();
+        {
+            let mut parts = url
+                .path_segments_mut()
+                .map_err(|()| ClientError::permanent(format!("Data Storage URL {} cannot take a path", self.base)))?;
+            parts.pop_if_empty();
+            parts.extend(path.trim_start_matches('/').split('/'));
+            for s in segments {
+                // A dot segment would climb out of the collection.
+                if s.is_empty() || *s == "." || *s == ".." {
+                    return Err(ClientError::permanent(format!("invalid record id {s:?}")));
+                }
+                parts.push(s);
+            }
+        }
+        Ok(url)
+    }
+
+    async fn request(&self, method: reqwest::Method, url: reqwest::Url) -> Result<reqwest::RequestBuilder, ClientError> {
+        let mut req = self.http.request(method, url);
         if let Some(t) = &self.token {
             req = req.bearer_auth(t.token().await?);
         }
@@ -155,26 +243,26 @@ impl DataStorageClient {
     }
 
     /// POSTs `body` and classifies the answer, counting the attempt in the design document's metrics.
-    async fn post(&self, path: &str, body: &Value, accepted_is_stored: bool) -> Result<Value, ClientError> {
+    async fn post(&self, url: reqwest::Url, body: &Value, accepted_is_stored: bool) -> Result<(Stored, Value), ClientError> {
         let started = Instant::now();
-        let result = self.post_inner(path, body, accepted_is_stored).await;
+        let result = self.post_inner(url.clone(), body, accepted_is_stored).await;
         metrics::observe_attempt(result.is_ok(), started.elapsed().as_secs_f64());
         if let Err(e) = &result {
             if e.permanent {
-                tracing::error!(path, error = %e, "Data Storage permanently rejected an audit write");
+                tracing::error!(path = url.path(), error = %e, "Data Storage permanently rejected an audit write");
             }
         }
         result
     }
 
-    async fn post_inner(&self, path: &str, body: &Value, accepted_is_stored: bool) -> Result<Value, ClientError> {
+    async fn post_inner(&self, url: reqwest::Url, body: &Value, accepted_is_stored: bool) -> Result<(Stored, Value), ClientError> {
         let resp = self
-            .request(reqwest::Method::POST, path)
+            .request(reqwest::Method::POST, url)
             .await?
             .json(body)
             .send()
             .await
-            .map_err(|e| ClientError::transient(format!("Data Storage unreachable: {e}")))?;
+            .map_err(unreachable)?;
         let status = resp.status().as_u16();
         let retry_after = resp
             .headers()
@@ -182,67 +270,122 @@ impl DataStorageClient {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let text = resp.text().await.unwrap_or_default();
-        classify(status, retry_after.as_deref(), &text, accepted_is_stored)?;
-        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+        let stored = classify(status, retry_after.as_deref(), &text, accepted_is_stored)?;
+        Ok((stored, serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
 
-    /// Stores one record; Ok means Data Storage confirmed it is stored.
-    pub async fn store_one(&self, record: &SignalProcessingAudit) -> Result<(), ClientError> {
+    /// Stores one record: created, already stored with the same content, or a conflict.
+    pub async fn store_one(&self, record: &SignalProcessingAudit) -> Result<Stored, ClientError> {
         match self.mode {
-            ApiMode::SignalProcessing => self.post(SP_PATH, &to_json(record)?, true).await.map(drop),
+            ApiMode::SignalProcessing => Ok(self.post(self.url(SP_PATH, &[])?, &to_json(record)?, true).await?.0),
             ApiMode::Events => {
-                if self.event_exists(record).await? {
-                    return Ok(());
+                // Kubernaut's events carry no content comparison: an event for this CR is taken as the record.
+                if self.event_exists(&record.id, &record.remediation_id).await? {
+                    return Ok(Stored::AlreadyStored);
                 }
-                self.post(EVENTS_PATH, &event_for(record), false).await.map(drop)
+                Ok(self.post(self.url(EVENTS_PATH, &[])?, &event_for(record), false).await?.0)
             }
         }
     }
 
-    /// Stores a batch (the buffered writer's path); Ok means every record is stored.
-    pub async fn store_batch(&self, records: &[SignalProcessingAudit]) -> Result<(), ClientError> {
+    /// Stores `record` as an amendment of the different record already held under its id:
+    /// append-only, both stay visible. Created, or AlreadyStored when a retry finds this very
+    /// content already there; anything else is an error.
+    pub async fn amend(&self, record: &SignalProcessingAudit) -> Result<Stored, ClientError> {
+        if self.mode == ApiMode::Events {
+            return Err(ClientError::permanent(
+                "Kubernaut's events API has no amendments (never asked for: it reports no conflicts)",
+            ));
+        }
+        let url = self.url(SP_PATH, &[&record.id, "amendments"])?;
+        match self.post(url, &to_json(record)?, true).await?.0 {
+            Stored::Conflict { .. } => Err(ClientError::permanent(format!(
+                "Data Storage refused the amendment of {} as a conflict",
+                record.id
+            ))),
+            stored => Ok(stored),
+        }
+    }
+
+    /// Whether Data Storage holds a record under `id` (`remediation_id` finds it in the events API).
+    pub async fn record_held(&self, id: &str, remediation_id: &str) -> Result<bool, ClientError> {
+        if self.mode == ApiMode::Events {
+            return self.event_exists(id, remediation_id).await;
+        }
+        let resp = self
+            .request(reqwest::Method::GET, self.url(SP_PATH, &[id])?)
+            .await?
+            .send()
+            .await
+            .map_err(unreachable)?;
+        match resp.status() {
+            StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            s => Err(ClientError::transient(format!("looking up record {id}: Data Storage answered {s}"))),
+        }
+    }
+
+    /// Stores a break-glass event. In the events API it becomes an event of the CR, by the user.
+    pub async fn store_break_glass(&self, event: &BreakGlassEvent) -> Result<Stored, ClientError> {
+        let body = serde_json::to_value(event).map_err(|e| ClientError::transient(e.to_string()))?;
+        match self.mode {
+            ApiMode::SignalProcessing => Ok(self.post(self.url(BREAK_GLASS_PATH, &[])?, &body, true).await?.0),
+            ApiMode::Events => Ok(self
+                .post(self.url(EVENTS_PATH, &[])?, &break_glass_event_for(event), false)
+                .await?
+                .0),
+        }
+    }
+
+    /// Stores a batch (the buffered writer's path) and says, per record, what happened.
+    pub async fn store_batch(&self, records: &[SignalProcessingAudit]) -> Result<BatchOutcome, ClientError> {
         if records.is_empty() {
-            return Ok(());
+            return Ok(BatchOutcome::default());
         }
         match self.mode {
             ApiMode::SignalProcessing => {
                 let body = serde_json::to_value(records).map_err(|e| ClientError::transient(e.to_string()))?;
-                let answer = self.post(SP_BATCH_PATH, &body, true).await?;
-                check_batch_results(&answer, records)
+                let (_, answer) = self.post(self.url(SP_BATCH_PATH, &[])?, &body, true).await?;
+                Ok(batch_outcome(&answer, records))
             }
             ApiMode::Events => {
+                let mut outcome = BatchOutcome::default();
                 let mut missing = Vec::new();
                 for r in records {
-                    if !self.event_exists(r).await? {
-                        missing.push(event_for(r));
+                    if self.event_exists(&r.id, &r.remediation_id).await? {
+                        outcome.stored.push(r.id.clone());
+                    } else {
+                        missing.push(r);
                     }
                 }
-                if missing.is_empty() {
-                    return Ok(());
+                if !missing.is_empty() {
+                    let events = missing.iter().map(|r| event_for(r)).collect();
+                    self.post(self.url(EVENTS_BATCH_PATH, &[])?, &Value::Array(events), false).await?;
+                    outcome.stored.extend(missing.iter().map(|r| r.id.clone()));
                 }
-                self.post(EVENTS_BATCH_PATH, &Value::Array(missing), false).await.map(drop)
+                Ok(outcome)
             }
         }
     }
 
     /// The events API is not idempotent: before writing, look for this CR's event.
-    async fn event_exists(&self, record: &SignalProcessingAudit) -> Result<bool, ClientError> {
+    async fn event_exists(&self, id: &str, correlation_id: &str) -> Result<bool, ClientError> {
         const PAGE: usize = 1000;
         let mut offset = 0usize;
         // Bounded: one remediation has a handful of SignalProcessings, never thousands of pages.
         for _ in 0..50 {
             let resp = self
-                .request(reqwest::Method::GET, EVENTS_PATH)
+                .request(reqwest::Method::GET, self.url(EVENTS_PATH, &[])?)
                 .await?
                 .query(&[
                     ("event_type", EVENT_TYPE),
-                    ("correlation_id", record.remediation_id.as_str()),
+                    ("correlation_id", correlation_id),
                     ("limit", &PAGE.to_string()),
                     ("offset", &offset.to_string()),
                 ])
                 .send()
                 .await
-                .map_err(|e| ClientError::transient(format!("Data Storage unreachable: {e}")))?;
+                .map_err(unreachable)?;
             if resp.status() != StatusCode::OK {
                 return Err(ClientError::transient(format!("querying existing events: {}", resp.status())));
             }
@@ -250,11 +393,11 @@ impl DataStorageClient {
                 .json()
                 .await
                 .map_err(|e| ClientError::transient(format!("querying existing events: {e}")))?;
-            if page
-                .data
-                .iter()
-                .any(|ev| ev.get("resource_id").and_then(Value::as_str) == Some(record.id.as_str()))
-            {
+            let is_record = |ev: &Value| {
+                ev.get("resource_id").and_then(Value::as_str) == Some(id)
+                    && ev.get("event_action").and_then(Value::as_str) != Some(BREAK_GLASS_ACTION)
+            };
+            if page.data.iter().any(is_record) {
                 return Ok(true);
             }
             if !page.pagination.is_some_and(|p| p.has_more) || page.data.is_empty() {
@@ -267,34 +410,53 @@ impl DataStorageClient {
 
     /// Whether Data Storage answers its /readyz.
     pub async fn ready(&self) -> bool {
-        match self.http.get(format!("{}/readyz", self.base)).send().await {
+        let Ok(url) = self.base.join("/readyz") else { return false };
+        match self.http.get(url).send().await {
             Ok(r) => r.status().is_success(),
             Err(_) => false,
         }
     }
 }
 
+/// A request that got no answer, with the whole cause chain (reqwest's own message does not
+/// say *why*, e.g. that Data Storage's certificate is not signed by the trusted CA).
+fn unreachable(e: reqwest::Error) -> ClientError {
+    let mut message = format!("Data Storage unreachable: {e}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    ClientError::transient(message)
+}
+
 fn to_json(record: &SignalProcessingAudit) -> Result<Value, ClientError> {
     serde_json::to_value(record).map_err(|e| ClientError::transient(e.to_string()))
 }
 
-/// A batch answer lists a result per record; any record without one is not confirmed.
-fn check_batch_results(answer: &Value, records: &[SignalProcessingAudit]) -> Result<(), ClientError> {
-    let Some(results) = answer.as_array().or_else(|| answer.get("results").and_then(Value::as_array)) else {
-        // A 2xx without per-record results: the batch was stored as a whole.
-        return Ok(());
+/// Sorts a batch answer's per-record results; a record without one is not confirmed.
+fn batch_outcome(answer: &Value, records: &[SignalProcessingAudit]) -> BatchOutcome {
+    let results = answer
+        .as_array()
+        .or_else(|| answer.get("results").and_then(Value::as_array))
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let result_of = |id: &str| {
+        results
+            .iter()
+            .find(|r| r.get("id").and_then(Value::as_str) == Some(id))
+            .and_then(|r| r.get("result").and_then(Value::as_str))
     };
-    let confirmed: std::collections::HashSet<&str> = results
-        .iter()
-        .filter(|r| matches!(r.get("result").and_then(Value::as_str), Some("created" | "exists")))
-        .filter_map(|r| r.get("id").and_then(Value::as_str))
-        .collect();
-    let unconfirmed = records.iter().filter(|r| !confirmed.contains(r.id.as_str())).count();
-    if unconfirmed == 0 {
-        Ok(())
-    } else {
-        Err(ClientError::transient(format!("{unconfirmed} records of the batch not confirmed")))
+    let mut outcome = BatchOutcome::default();
+    for r in records {
+        let id = r.id.clone();
+        match result_of(&r.id) {
+            Some("created" | "exists") => outcome.stored.push(id),
+            Some("conflict") => outcome.conflicts.push(id),
+            _ => outcome.unconfirmed.push(id),
+        }
     }
+    outcome
 }
 
 /// The record as one of Kubernaut's unified audit events.
@@ -328,10 +490,26 @@ pub fn event_for(record: &SignalProcessingAudit) -> Value {
     })
 }
 
-impl RecordSink for DataStorageClient {
-    fn store<'a>(&'a self, record: &'a SignalProcessingAudit) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move { self.store_one(record).await.map_err(StoreError::from) })
-    }
+const BREAK_GLASS_ACTION: &str = "break_glass";
+
+/// A break-glass use as one of Kubernaut's unified audit events: an event of the CR, whose
+/// actor is the user (the CR's remediation is not known here, so it correlates by the CR's uid).
+pub fn break_glass_event_for(event: &BreakGlassEvent) -> Value {
+    json!({
+        "version": "1.0",
+        "event_type": EVENT_TYPE,
+        "event_timestamp": event.at,
+        "event_category": EVENT_CATEGORY,
+        "event_action": BREAK_GLASS_ACTION,
+        "event_outcome": "success",
+        "actor_type": "user",
+        "actor_id": event.user,
+        "resource_type": "SignalProcessing",
+        "resource_id": event.uid,
+        "correlation_id": event.uid,
+        "namespace": event.namespace,
+        "event_data": { "event_type": EVENT_TYPE, "phase": null, "signal": null, "break_glass": event },
+    })
 }
 
 #[cfg(test)]
@@ -340,15 +518,15 @@ mod tests {
 
     #[test]
     fn classification_follows_the_spec() {
-        for s in [200, 201, 409] {
-            assert_eq!(classify(s, None, "", false), Ok(()));
+        for s in [200, 201] {
+            assert_eq!(classify(s, None, "", false), Ok(Stored::Created));
         }
-        assert_eq!(classify(202, None, "", true), Ok(()));
+        assert_eq!(classify(202, None, "", true), Ok(Stored::Created));
         assert!(!classify(202, None, "", false).unwrap_err().permanent);
         for s in [400, 413, 422] {
             assert!(classify(s, None, "bad", true).unwrap_err().permanent, "{s}");
         }
-        for s in [401, 403, 429, 500, 502, 503] {
+        for s in [401, 403, 404, 429, 500, 502, 503] {
             assert!(!classify(s, None, "", true).unwrap_err().permanent, "{s}");
         }
         assert_eq!(
@@ -363,6 +541,34 @@ mod tests {
         );
     }
 
+    /// A 409 is "stored" only when Data Storage says the stored content is identical.
+    #[test]
+    fn an_existing_id_is_stored_only_when_identical() {
+        let existing = json!({ "id": "u", "status": "completed" });
+        let cases: Vec<(Value, Result<Stored, bool>)> = vec![
+            (
+                json!({ "status": 409, "identical": true, "existing": existing }),
+                Ok(Stored::AlreadyStored),
+            ),
+            (
+                json!({ "status": 409, "identical": false, "existing": existing }),
+                Ok(Stored::Conflict {
+                    existing: existing.clone(),
+                }),
+            ),
+            // Says nothing about the content: not stored, retried (transient).
+            (json!({ "status": 409, "title": "exists" }), Err(false)),
+            (json!({ "identical": "yes" }), Err(false)),
+            (json!("not an object"), Err(false)),
+        ];
+        for (body, want) in cases {
+            let got = classify(409, None, &body.to_string(), true).map_err(|e| e.permanent);
+            assert_eq!(got, want, "{body}");
+        }
+        assert!(Stored::AlreadyStored.is_stored() && Stored::Created.is_stored());
+        assert!(!Stored::Conflict { existing: Value::Null }.is_stored());
+    }
+
     fn record(id: &str) -> SignalProcessingAudit {
         serde_json::from_value(json!({
             "id": id, "remediation_id": "rr", "signal_fingerprint": "fp", "processing_phases": [],
@@ -372,13 +578,53 @@ mod tests {
     }
 
     #[test]
-    fn batch_results_must_confirm_every_record() {
-        let recs = [record("a"), record("b")];
-        let ok = json!([{"id": "a", "result": "created"}, {"id": "b", "result": "exists"}]);
-        assert!(check_batch_results(&ok, &recs).is_ok());
-        let partial = json!([{"id": "a", "result": "created"}]);
-        assert!(check_batch_results(&partial, &recs).is_err());
-        assert!(check_batch_results(&json!({"results": ok}), &recs).is_ok());
+    fn batch_results_are_sorted_per_record_and_missing_ones_are_unconfirmed() {
+        let recs = [record("a"), record("b"), record("c")];
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let all = json!([{"id": "a", "result": "created"}, {"id": "b", "result": "exists"}, {"id": "c", "result": "conflict"}]);
+        let want = BatchOutcome {
+            stored: ids(&["a", "b"]),
+            conflicts: ids(&["c"]),
+            unconfirmed: vec![],
+        };
+        assert_eq!(batch_outcome(&all, &recs), want);
+        assert_eq!(batch_outcome(&json!({ "results": all }), &recs), want);
+        // A result missing, unknown, or no per-record results at all: not counted as stored.
+        let partial = json!([{"id": "a", "result": "created"}, {"id": "b", "result": "maybe"}]);
+        assert_eq!(
+            batch_outcome(&partial, &recs),
+            BatchOutcome {
+                stored: ids(&["a"]),
+                conflicts: vec![],
+                unconfirmed: ids(&["b", "c"]),
+            }
+        );
+        for bare in [Value::Null, json!({}), json!({ "created": 3 })] {
+            assert_eq!(batch_outcome(&bare, &recs).unconfirmed, ids(&["a", "b", "c"]), "{bare}");
+        }
+    }
+
+    #[test]
+    fn record_urls_encode_the_id_and_refuse_dot_segments() {
+        let client = DataStorageClient::new(&DataStorageClientArgs {
+            url: "https://ds.example:8085/prefix/".into(),
+            ca_file: None,
+            token_file: None,
+            timeout: Duration::from_secs(1),
+            api_mode: ApiMode::SignalProcessing,
+        })
+        .unwrap();
+        assert_eq!(
+            client.url(SP_PATH, &["u-1", "amendments"]).unwrap().as_str(),
+            "https://ds.example:8085/prefix/api/v1/audit/signal-processing/u-1/amendments"
+        );
+        assert_eq!(
+            client.url(SP_PATH, &["a/b?c#d"]).unwrap().as_str(),
+            "https://ds.example:8085/prefix/api/v1/audit/signal-processing/a%2Fb%3Fc%23d"
+        );
+        for bad in ["", ".", ".."] {
+            assert!(client.url(SP_PATH, &[bad]).unwrap_err().permanent, "{bad:?}");
+        }
     }
 
     #[test]

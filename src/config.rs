@@ -70,9 +70,33 @@ pub struct ServeArgs {
     /// Health listener (/healthz, /readyz).
     #[arg(long, env = "AUDIT_GUARD_HEALTH_ADDR", default_value = "0.0.0.0:8081")]
     pub health_addr: SocketAddr,
-    /// Largest AdmissionReview body accepted, in bytes; larger ones get 413.
+    /// PEM CA bundle: when given, only clients presenting a certificate it signed (the API
+    /// server, configured through its admission kubeconfig) complete the TLS handshake on the
+    /// webhook port. Reloaded when the file changes.
+    #[arg(long, env = "AUDIT_GUARD_CLIENT_CA_FILE")]
+    pub client_ca_file: Option<PathBuf>,
+    /// Largest AdmissionReview body accepted, in bytes; larger ones get 413. A SignalProcessing
+    /// is at most ~1.5 MiB (etcd's request limit) and an UPDATE review carries it twice, so
+    /// 4 MiB admits every genuine review.
     #[arg(long, env = "AUDIT_GUARD_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// A request body must arrive whole within this time, else 408 (the API server sends it at once).
+    #[arg(long, env = "AUDIT_GUARD_BODY_READ_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub body_read_timeout: Duration,
+    /// Review bytes held at once across all requests; more wait (then 503). With parsing this
+    /// is the webhook's main memory use: 32 MiB keeps it well inside a 256 Mi limit while
+    /// thousands of ordinary (few-KiB) reviews fit at once.
+    #[arg(long, env = "AUDIT_GUARD_MAX_IN_FLIGHT_REVIEW_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub max_in_flight_review_bytes: usize,
+    /// Webhook connections open at once (more wait in the backlog). Each HTTP/2 connection may
+    /// buffer up to 1 MiB of unread request data, so 64 bound that to 64 MiB; the API servers
+    /// of a cluster need a handful.
+    #[arg(long, env = "AUDIT_GUARD_WEBHOOK_MAX_CONNECTIONS", default_value_t = 64)]
+    pub webhook_max_connections: usize,
+    /// Concurrent HTTP/2 streams per webhook connection (the API server opens another
+    /// connection when it needs more).
+    #[arg(long, env = "AUDIT_GUARD_WEBHOOK_MAX_STREAMS", default_value_t = 32)]
+    pub webhook_max_streams: u32,
     /// Username allowed to remove the finalizer: the controller's ServiceAccount.
     #[arg(
         long,
@@ -141,13 +165,15 @@ pub struct DataStorageClientArgs {
     #[arg(
         long = "datastorage-url",
         env = "DATASTORAGE_URL",
-        default_value = "http://audit-guard-datastorage.audit-guard.svc:8085"
+        default_value = "https://audit-guard-datastorage.audit-guard.svc:8085"
     )]
     pub url: String,
-    /// PEM CA bundle to trust for an https Data Storage URL (in addition to the system roots).
+    /// PEM CA bundle for an https Data Storage URL: when given, the only CA trusted (the
+    /// system roots are not), so only a certificate it signed is accepted.
     #[arg(long = "datastorage-ca-file", env = "DATASTORAGE_CA_FILE")]
     pub ca_file: Option<PathBuf>,
-    /// Bearer token file, re-read when it changes (a projected ServiceAccount token).
+    /// Bearer token file, re-read when it changes: a projected ServiceAccount token with
+    /// audience `audit-guard-datastorage`, the audience Data Storage's TokenReview asks for.
     #[arg(long = "datastorage-token-file", env = "DATASTORAGE_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
     /// Timeout of one request to Data Storage.

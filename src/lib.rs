@@ -8,6 +8,8 @@ pub mod audit;
 pub mod certs;
 pub mod client;
 pub mod config;
+pub mod confirmed;
+pub mod conflict;
 pub mod controller;
 pub mod crd;
 pub mod datastorage;

@@ -90,6 +90,16 @@ pub static RETENTION_DELETES: LazyLock<IntCounter> = LazyLock::new(|| {
         "SignalProcessings the retention cleaner deleted.",
     )
 });
+/// Records found under an existing id with different content: never taken as stored.
+pub static RECORD_CONFLICTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "audit_guard_record_conflicts_total",
+        "Audit records Data Storage refused because a different record already holds the CR's uid, by the path that met it \
+         (deletion: stored as an amendment, then released; writer: left to the deletion path; webhook: an unguarded DELETE, amended).",
+        &["path"],
+    )
+});
+
 pub static IS_LEADER: LazyLock<IntGauge> =
     LazyLock::new(|| gauge("audit_guard_leader", "1 while this replica holds the controller Lease."));
 
@@ -123,4 +133,7 @@ pub fn init() {
         LazyLock::force(g);
     }
     LazyLock::force(&RECONCILES);
+    for path in ["deletion", "writer", "webhook"] {
+        RECORD_CONFLICTS.with_label_values(&[path]);
+    }
 }

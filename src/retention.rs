@@ -1,10 +1,11 @@
 //! Retention cleaner: deletes finished SignalProcessings whose completionTime is older than
-//! the retention, for clusters where nothing else does. The finalizer still guards each delete.
+//! the retention, for clusters where nothing else does. The finalizer still guards each delete,
+//! and each carries the uid it judged as a precondition: a namesake created since is not touched.
 
 use std::time::Duration;
 
 use chrono::Utc;
-use kube::api::{Api, DeleteParams, ListParams};
+use kube::api::{Api, DeleteParams, ListParams, Preconditions};
 use kube::ResourceExt;
 use tokio_util::sync::CancellationToken;
 
@@ -26,15 +27,25 @@ pub async fn sweep(client: &kube::Client, namespaces: &[String], retention: Dura
         loop {
             let page = api.list(&params).await?;
             for sp in page.items.iter().filter(|sp| should_expire(sp, retention, now)) {
-                let Some(ns) = sp.namespace() else { continue };
+                let (Some(ns), Some(uid)) = (sp.namespace(), sp.uid()) else {
+                    continue;
+                };
                 let ns_api: Api<SignalProcessing> = Api::namespaced(client.clone(), &ns);
-                match ns_api.delete(&sp.name_any(), &DeleteParams::default()).await {
+                let params = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: Some(uid),
+                        resource_version: None,
+                    }),
+                    ..DeleteParams::default()
+                };
+                match ns_api.delete(&sp.name_any(), &params).await {
                     Ok(_) => {
                         deleted += 1;
                         metrics::RETENTION_DELETES.inc();
                         tracing::info!(%ns, name = %sp.name_any(), "retention: deleted expired SignalProcessing");
                     }
-                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    // Gone, or replaced by a namesake (precondition failed): not ours to delete.
+                    Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
                     Err(e) => tracing::warn!(%ns, name = %sp.name_any(), error = %e, "retention: delete failed"),
                 }
             }

@@ -12,12 +12,12 @@ use axum::routing::get;
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::RecordSink;
 use crate::client::DataStorageClient;
 use crate::config::ServeArgs;
+use crate::confirmed::{confirmed_records, ConfirmedRecords};
 use crate::controller::{self, Context};
 use crate::leader::LeaderElector;
-use crate::webhook::{Readiness, Webhook, WebhookSettings};
+use crate::webhook::{Readiness, Webhook, WebhookDeps, WebhookSettings};
 use crate::writer::{AuditWriter, WriterConfig};
 use crate::{metrics, retention};
 
@@ -28,6 +28,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let client = kube::Client::try_default().await.context("building the Kubernetes client")?;
     let ds = Arc::new(DataStorageClient::new(&args.datastorage).context("building the Data Storage client")?);
+    // One set for the webhook and every leadership term of the controller.
+    let confirmed = Arc::new(confirmed_records());
 
     let metrics_app = Router::new().route("/metrics", get(serve_metrics));
     let metrics_srv = listen(args.metrics_addr, metrics_app, shutdown.clone()).await?;
@@ -48,8 +50,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let webhook_srv = if args.disable_webhook {
         None
     } else {
-        let sink: Arc<dyn RecordSink> = ds.clone();
-        let hook = Webhook::bind(WebhookSettings::from_args(&args), sink, webhook_ready).await?;
+        let deps = WebhookDeps {
+            kube: client.clone(),
+            ds: ds.clone(),
+            confirmed: confirmed.clone(),
+        };
+        let hook = Webhook::bind(WebhookSettings::from_args(&args), deps, webhook_ready).await?;
         let stop = shutdown.clone();
         Some(tokio::spawn(async move {
             if let Err(e) = hook.serve(stop).await {
@@ -61,7 +67,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.disable_controller {
         shutdown.cancelled().await;
     } else {
-        lead(&args, client, ds, shutdown.clone()).await;
+        lead(&args, client, ds, confirmed, shutdown.clone()).await;
     }
 
     // In-flight reviews finish within the webhook's own drain bound (--shutdown-timeout).
@@ -141,7 +147,13 @@ fn default_identity() -> String {
 }
 
 /// Campaigns for the Lease until shutdown; runs a leadership term whenever it is won.
-async fn lead(args: &ServeArgs, client: kube::Client, ds: Arc<DataStorageClient>, shutdown: CancellationToken) {
+async fn lead(
+    args: &ServeArgs,
+    client: kube::Client,
+    ds: Arc<DataStorageClient>,
+    confirmed: Arc<ConfirmedRecords>,
+    shutdown: CancellationToken,
+) {
     let identity = args.identity.clone().unwrap_or_else(default_identity);
     let elector = LeaderElector::new(
         client.clone(),
@@ -155,7 +167,7 @@ async fn lead(args: &ServeArgs, client: kube::Client, ds: Arc<DataStorageClient>
     loop {
         match elector.try_acquire_or_renew().await {
             Ok(true) => {
-                term(args, &client, &ds, &elector, retry, &shutdown).await;
+                term(args, &client, &ds, &confirmed, &elector, retry, &shutdown).await;
                 if shutdown.is_cancelled() {
                     if let Err(e) = elector.release().await {
                         tracing::warn!(error = %e, "could not release the Lease");
@@ -181,6 +193,7 @@ async fn term(
     args: &ServeArgs,
     client: &kube::Client,
     ds: &Arc<DataStorageClient>,
+    confirmed: &Arc<ConfirmedRecords>,
     elector: &LeaderElector,
     retry: Duration,
     shutdown: &CancellationToken,
@@ -196,8 +209,15 @@ async fn term(
             flush_interval: args.flush_interval,
             ..WriterConfig::default()
         },
+        confirmed.clone(),
     ));
-    let ctx = Arc::new(Context::new(client.clone(), ds.clone(), writer.clone(), elector.identity()));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        ds.clone(),
+        writer.clone(),
+        confirmed.clone(),
+        elector.identity(),
+    ));
     let namespaces = args.namespaces.clone();
     let ctl = tokio::spawn({
         let stop = stop.clone();

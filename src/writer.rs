@@ -1,5 +1,8 @@
 //! The buffered audit writer (ADR-038): enqueue never blocks, one worker batches and
 //! retries. A record it drops is not lost: the deletion path stores it synchronously later.
+//! Only what Data Storage confirms per record counts as written (and joins the confirmed
+//! set); a conflict (a different record under the id) is counted and left to the deletion
+//! path, which stores its own record as an amendment.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,21 +14,22 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::SignalProcessingAudit;
-use crate::client::{ClientError, DataStorageClient};
+use crate::client::{BatchOutcome, ClientError, DataStorageClient, Stored};
+use crate::confirmed::ConfirmedRecords;
 use crate::controller::decisions::backoff;
 use crate::metrics;
 
 /// Where the writer sends its batches.
 pub trait BatchSink: Send + Sync + 'static {
-    fn store_batch<'a>(&'a self, records: &'a [SignalProcessingAudit]) -> BoxFuture<'a, Result<(), ClientError>>;
-    fn store_one<'a>(&'a self, record: &'a SignalProcessingAudit) -> BoxFuture<'a, Result<(), ClientError>>;
+    fn store_batch<'a>(&'a self, records: &'a [SignalProcessingAudit]) -> BoxFuture<'a, Result<BatchOutcome, ClientError>>;
+    fn store_one<'a>(&'a self, record: &'a SignalProcessingAudit) -> BoxFuture<'a, Result<Stored, ClientError>>;
 }
 
 impl BatchSink for DataStorageClient {
-    fn store_batch<'a>(&'a self, records: &'a [SignalProcessingAudit]) -> BoxFuture<'a, Result<(), ClientError>> {
+    fn store_batch<'a>(&'a self, records: &'a [SignalProcessingAudit]) -> BoxFuture<'a, Result<BatchOutcome, ClientError>> {
         Box::pin(DataStorageClient::store_batch(self, records))
     }
-    fn store_one<'a>(&'a self, record: &'a SignalProcessingAudit) -> BoxFuture<'a, Result<(), ClientError>> {
+    fn store_one<'a>(&'a self, record: &'a SignalProcessingAudit) -> BoxFuture<'a, Result<Stored, ClientError>> {
         Box::pin(DataStorageClient::store_one(self, record))
     }
 }
@@ -57,6 +61,8 @@ pub struct Stats {
     pub written: AtomicU64,
     pub dropped: AtomicU64,
     pub batches_failed: AtomicU64,
+    /// Records refused because a different record holds their id.
+    pub conflicts: AtomicU64,
 }
 
 pub struct AuditWriter {
@@ -70,7 +76,8 @@ pub struct AuditWriter {
 }
 
 impl AuditWriter {
-    pub fn start(sink: Arc<dyn BatchSink>, cfg: WriterConfig) -> Self {
+    /// Starts the worker; uids Data Storage confirms join `confirmed`.
+    pub fn start(sink: Arc<dyn BatchSink>, cfg: WriterConfig, confirmed: Arc<ConfirmedRecords>) -> Self {
         let (tx, rx) = mpsc::channel(cfg.buffer_size.max(1));
         let stats = Arc::new(Stats::default());
         let stop = CancellationToken::new();
@@ -79,6 +86,7 @@ impl AuditWriter {
             cfg,
             stats: stats.clone(),
             stop: stop.clone(),
+            confirmed,
         };
         let handle = tokio::spawn(worker.run(rx));
         Self {
@@ -159,6 +167,7 @@ struct Worker {
     cfg: WriterConfig,
     stats: Arc<Stats>,
     stop: CancellationToken,
+    confirmed: Arc<ConfirmedRecords>,
 }
 
 impl Worker {
@@ -200,22 +209,32 @@ impl Worker {
         }
     }
 
-    /// Writes the batch, retrying transient failures with jittered backoff until it is
-    /// stored; a permanent rejection falls back to one record at a time so one bad record
-    /// does not take its neighbours down with it.
+    /// Writes the batch, retrying transient failures with jittered backoff until Data Storage
+    /// answers for it; records it answers without confirming, and every record of a permanently
+    /// rejected batch, are then stored one by one, so one bad record does not take its
+    /// neighbours down with it.
     async fn flush(&self, batch: &mut Vec<SignalProcessingAudit>) {
         let n = batch.len() as u64;
         let mut attempt = 0u32;
         loop {
             match self.sink.store_batch(batch).await {
-                Ok(()) => {
-                    self.written(n);
+                Ok(outcome) => {
+                    self.written(&outcome.stored);
+                    self.conflicted(&outcome.conflicts);
+                    if !outcome.unconfirmed.is_empty() {
+                        tracing::warn!(
+                            records = outcome.unconfirmed.len(),
+                            "Data Storage answered a batch without confirming some records; storing those one by one"
+                        );
+                        let rest: Vec<&SignalProcessingAudit> = batch.iter().filter(|r| outcome.unconfirmed.contains(&r.id)).collect();
+                        self.one_by_one(rest).await;
+                    }
                     break;
                 }
                 Err(e) if e.permanent => {
                     self.failed_batch();
                     tracing::error!(error = %e, records = n, "Data Storage rejected an audit batch; storing its records one by one");
-                    self.one_by_one(batch).await;
+                    self.one_by_one(batch.iter().collect()).await;
                     break;
                 }
                 Err(e) => {
@@ -234,10 +253,11 @@ impl Worker {
         batch.clear();
     }
 
-    async fn one_by_one(&self, batch: &[SignalProcessingAudit]) {
-        for r in batch {
+    async fn one_by_one(&self, records: Vec<&SignalProcessingAudit>) {
+        for r in records {
             match self.sink.store_one(r).await {
-                Ok(()) => self.written(1),
+                Ok(Stored::Conflict { .. }) => self.conflicted(std::slice::from_ref(&r.id)),
+                Ok(_) => self.written(std::slice::from_ref(&r.id)),
                 Err(e) => {
                     self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                     metrics::DROPPED.inc();
@@ -247,9 +267,22 @@ impl Worker {
         }
     }
 
-    fn written(&self, n: u64) {
-        self.stats.written.fetch_add(n, Ordering::Relaxed);
-        metrics::WRITTEN.inc_by(n);
+    fn written(&self, ids: &[String]) {
+        for id in ids {
+            self.confirmed.insert(id);
+        }
+        self.stats.written.fetch_add(ids.len() as u64, Ordering::Relaxed);
+        metrics::WRITTEN.inc_by(ids.len() as u64);
+    }
+
+    /// Not stored, not retried: the deletion path meets the same conflict and amends.
+    fn conflicted(&self, ids: &[String]) {
+        if ids.is_empty() {
+            return;
+        }
+        self.stats.conflicts.fetch_add(ids.len() as u64, Ordering::Relaxed);
+        metrics::RECORD_CONFLICTS.with_label_values(&["writer"]).inc_by(ids.len() as u64);
+        tracing::warn!(ids = ?ids, "Data Storage holds different records under these ids; the deletion path will store ours as amendments");
     }
 
     fn failed_batch(&self) {
@@ -264,18 +297,21 @@ mod tests {
     use serde_json::json;
     use std::sync::Mutex;
 
-    /// Scripted answers per batch call, then success; remembers what it stored.
+    /// Scripted answers per batch call, then success; remembers what it stored. Ids in
+    /// `conflict_ids` get "conflict", ids in `unanswered_ids` no result at all.
     #[derive(Default)]
     struct FakeSink {
         script: Mutex<Vec<Result<(), ClientError>>>,
         batches: Mutex<Vec<Vec<String>>>,
         singles: Mutex<Vec<String>>,
         reject_id: Option<String>,
+        conflict_ids: Vec<String>,
+        unanswered_ids: Vec<String>,
         gate: Option<tokio::sync::Semaphore>,
     }
 
     impl BatchSink for FakeSink {
-        fn store_batch<'a>(&'a self, records: &'a [SignalProcessingAudit]) -> BoxFuture<'a, Result<(), ClientError>> {
+        fn store_batch<'a>(&'a self, records: &'a [SignalProcessingAudit]) -> BoxFuture<'a, Result<BatchOutcome, ClientError>> {
             Box::pin(async move {
                 if let Some(g) = &self.gate {
                     let _ = g.acquire().await;
@@ -296,17 +332,32 @@ mod tests {
                         return Err(perm());
                     }
                 }
-                self.batches.lock().unwrap().push(records.iter().map(|r| r.id.clone()).collect());
-                Ok(())
+                let mut outcome = BatchOutcome::default();
+                for r in records {
+                    if self.conflict_ids.contains(&r.id) {
+                        outcome.conflicts.push(r.id.clone());
+                    } else if self.unanswered_ids.contains(&r.id) {
+                        outcome.unconfirmed.push(r.id.clone());
+                    } else {
+                        outcome.stored.push(r.id.clone());
+                    }
+                }
+                self.batches.lock().unwrap().push(outcome.stored.clone());
+                Ok(outcome)
             })
         }
-        fn store_one<'a>(&'a self, record: &'a SignalProcessingAudit) -> BoxFuture<'a, Result<(), ClientError>> {
+        fn store_one<'a>(&'a self, record: &'a SignalProcessingAudit) -> BoxFuture<'a, Result<Stored, ClientError>> {
             Box::pin(async move {
                 if self.reject_id.as_ref() == Some(&record.id) {
                     return Err(perm());
                 }
+                if self.conflict_ids.contains(&record.id) {
+                    return Ok(Stored::Conflict {
+                        existing: serde_json::Value::Null,
+                    });
+                }
                 self.singles.lock().unwrap().push(record.id.clone());
-                Ok(())
+                Ok(Stored::Created)
             })
         }
     }
@@ -345,10 +396,14 @@ mod tests {
         }
     }
 
+    fn confirmed() -> Arc<ConfirmedRecords> {
+        Arc::new(crate::confirmed::confirmed_records())
+    }
+
     #[tokio::test(start_paused = true)]
     async fn batches_are_bounded_and_everything_is_written() {
         let sink = Arc::new(FakeSink::default());
-        let w = AuditWriter::start(sink.clone(), cfg(100, 4));
+        let w = AuditWriter::start(sink.clone(), cfg(100, 4), confirmed());
         for i in 0..10 {
             assert!(w.enqueue(rec(i)));
         }
@@ -363,7 +418,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_partial_batch_is_flushed_by_the_interval() {
         let sink = Arc::new(FakeSink::default());
-        let w = AuditWriter::start(sink.clone(), cfg(100, 500));
+        let w = AuditWriter::start(sink.clone(), cfg(100, 500), confirmed());
         w.enqueue(rec(1));
         tokio::time::sleep(Duration::from_millis(1500)).await;
         assert_eq!(sink.batches.lock().unwrap().clone(), vec![vec!["id-1".to_string()]]);
@@ -376,7 +431,7 @@ mod tests {
             script: Mutex::new(vec![Err(transient(None)), Err(transient(Some(Duration::from_secs(60))))]),
             ..Default::default()
         });
-        let w = AuditWriter::start(sink.clone(), cfg(100, 500));
+        let w = AuditWriter::start(sink.clone(), cfg(100, 500), confirmed());
         w.enqueue(rec(1));
         tokio::time::sleep(Duration::from_secs(30)).await;
         // Still inside the 60 s Retry-After.
@@ -393,7 +448,7 @@ mod tests {
             reject_id: Some("id-2".into()),
             ..Default::default()
         });
-        let w = AuditWriter::start(sink.clone(), cfg(100, 500));
+        let w = AuditWriter::start(sink.clone(), cfg(100, 500), confirmed());
         for i in 1..=3 {
             w.enqueue(rec(i));
         }
@@ -411,7 +466,7 @@ mod tests {
             gate: Some(tokio::sync::Semaphore::new(0)),
             ..Default::default()
         });
-        let w = AuditWriter::start(sink, cfg(3, 1));
+        let w = AuditWriter::start(sink, cfg(3, 1), confirmed());
         tokio::task::yield_now().await;
         let accepted = (0..10).filter(|i| w.enqueue(rec(*i))).count();
         assert!(accepted <= 4, "accepted {accepted}");
@@ -424,11 +479,40 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn shutdown_flushes_what_is_buffered() {
         let sink = Arc::new(FakeSink::default());
-        let w = AuditWriter::start(sink.clone(), cfg(100, 500));
+        let w = AuditWriter::start(sink.clone(), cfg(100, 500), confirmed());
         for i in 0..5 {
             w.enqueue(rec(i));
         }
         w.shutdown(Duration::from_secs(5)).await;
         assert_eq!(sink.batches.lock().unwrap().concat().len(), 5);
+    }
+
+    /// A conflict is neither written nor retried nor confirmed; a record the answer did not
+    /// confirm is stored on its own before it counts.
+    #[tokio::test(start_paused = true)]
+    async fn conflicts_are_counted_not_confirmed_and_unanswered_records_are_stored_one_by_one() {
+        let sink = Arc::new(FakeSink {
+            conflict_ids: vec!["id-2".into()],
+            unanswered_ids: vec!["id-3".into()],
+            ..Default::default()
+        });
+        let confirmed = confirmed();
+        let w = AuditWriter::start(sink.clone(), cfg(100, 500), confirmed.clone());
+        for i in 1..=3 {
+            w.enqueue(rec(i));
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(
+            sink.batches.lock().unwrap().clone(),
+            vec![vec!["id-1".to_string()]],
+            "one batch, no retry"
+        );
+        assert_eq!(sink.singles.lock().unwrap().clone(), vec!["id-3".to_string()]);
+        assert_eq!(w.stats().written.load(Ordering::Relaxed), 2);
+        assert_eq!(w.stats().conflicts.load(Ordering::Relaxed), 1);
+        assert_eq!(w.stats().dropped.load(Ordering::Relaxed), 0);
+        assert!(confirmed.contains("id-1") && confirmed.contains("id-3"));
+        assert!(!confirmed.contains("id-2"));
+        w.shutdown(Duration::from_secs(1)).await;
     }
 }

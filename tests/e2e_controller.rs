@@ -3,9 +3,14 @@
 
 mod support;
 
+#[path = "support/webhook.rs"]
+mod webhook_support;
+
 use std::collections::HashSet;
 use std::time::Duration;
 
+use audit_guard::audit::from_cr::build_record;
+use audit_guard::audit::Trigger;
 use audit_guard::crd::{SignalProcessing, ANNOTATION_RECORD_ID, FINALIZER};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -19,9 +24,13 @@ use support::*;
 
 const WAIT: Duration = Duration::from_secs(90);
 
+/// A fixture CR with its times moved from the day they were written to yesterday: Data Storage
+/// accepts times within 400 days only, and the record builder lists older ones as anomalies.
 fn fixture(name: &str) -> Value {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    let yesterday = (chrono::Utc::now() - chrono::Duration::days(1)).format("%Y-%m-%dT").to_string();
+    let text = std::fs::read_to_string(path).unwrap().replace("2025-11-27T", &yesterday);
+    serde_json::from_str(&text).unwrap()
 }
 
 /// A namespace to watch, a namespace for the Lease, and a Data Storage.
@@ -451,13 +460,7 @@ async fn release_keeps_other_finalizers_and_annotates() {
     assert_eq!(released.annotations().get(ANNOTATION_RECORD_ID), Some(&uid));
     assert!(released.annotations().contains_key(audit_guard::crd::ANNOTATION_PERSISTED_AT));
     assert!(ds.record(&uid).await.unwrap().is_some());
-    api.patch(
-        "held",
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
-    )
-    .await
-    .unwrap();
+    strip_finalizers(&api, "held").await;
     wait_gone(&api, "held").await;
     delete_namespace(&client, &ns).await;
 }
@@ -497,4 +500,249 @@ async fn sigterm_releases_the_lease_and_exits_cleanly() {
     // Released, not left to expire: holderIdentity is cleared.
     assert_eq!(leader(&client, &lease_ns).await, None);
     delete_namespace(&client, &ns).await;
+}
+
+// ---- Data Storage with TokenReview; the controller on ServiceAccount tokens --------------
+
+/// Data Storage on TLS, authenticating by TokenReview (on its own ServiceAccount's token) and
+/// authorizing by SubjectAccessReview against the shipped ClusterRoles; one `serve`
+/// (controller) on the audit-guard ServiceAccount's tokens: one for the API server, one from
+/// the TokenRequest API with the manifests' Data Storage audience.
+struct Authed {
+    client: Client,
+    ns: String,
+    ds: DataStorage,
+    serve: Serve,
+    api: Api<SignalProcessing>,
+    /// The controller's Data Storage token (a writer).
+    writer_token: String,
+}
+
+async fn authed(tag: &str) -> Authed {
+    authed_trusting(tag, None).await
+}
+
+/// As [`authed`]; the controller trusts `ca_file` for Data Storage instead of its real CA.
+async fn authed_trusting(tag: &str, ca_file: Option<std::path::PathBuf>) -> Authed {
+    let cp = control_plane();
+    let client = admin_client().await;
+    install_signalprocessing_crd(&client).await.unwrap();
+    install_shipped_rbac(cp);
+    let ns = fresh_namespace(&client, tag).await.unwrap();
+    let lease_ns = fresh_namespace(&client, &format!("{tag}-lease")).await.unwrap();
+    // The shipped lease Role names one Lease in audit-guard; each test campaigns on its own.
+    cp.kubectl(&[
+        "create",
+        "role",
+        "lease",
+        "-n",
+        &lease_ns,
+        "--verb=get,create,update",
+        "--resource=leases.coordination.k8s.io",
+    ])
+    .unwrap();
+    cp.kubectl(&[
+        "create",
+        "rolebinding",
+        "lease",
+        "-n",
+        &lease_ns,
+        "--role=lease",
+        "--serviceaccount=audit-guard:audit-guard",
+    ])
+    .unwrap();
+
+    let audience = audit_guard::datastorage::authz::DEFAULT_TOKEN_AUDIENCE;
+    let ds_identity = token_kubeconfig(cp, &format!("ds-{ns}"), &sa_token(cp, "audit-guard-datastorage", None));
+    // Data Storage on TLS, its certificate from a CA the controller is told to trust alone.
+    let certs = cp.dir.join(format!("certs-{ns}"));
+    webhook_support::issue_certs(&certs, false);
+    let tls_dir = certs.join(audit_guard::certs::DATASTORAGE_DIR);
+    let mut ds = DataStorage::start_with_env(
+        cp,
+        &format!("ds-{ns}"),
+        &["--token-review", "--tls-cert-dir", tls_dir.to_str().unwrap()],
+        &[("KUBECONFIG", ds_identity.to_str().unwrap())],
+    )
+    .await
+    .unwrap();
+    let writer_token = sa_token(cp, "audit-guard", Some(audience));
+    let token_file = cp.dir.join(format!("ds-token-{ns}"));
+    std::fs::write(&token_file, &writer_token).unwrap();
+    ds.token = Some(writer_token.clone());
+    let kubeconfig = token_kubeconfig(cp, &format!("ctl-{ns}"), &sa_token(cp, "audit-guard", None));
+    let ca_file = ca_file.unwrap_or_else(|| tls_dir.join("ca.crt"));
+    let serve = Serve::start_with_kubeconfig(
+        cp,
+        &format!("serve-{ns}"),
+        &kubeconfig,
+        &ds.url,
+        &lease_ns,
+        &ns,
+        &[
+            "--retention",
+            "0",
+            "--datastorage-token-file",
+            token_file.to_str().unwrap(),
+            "--datastorage-ca-file",
+            ca_file.to_str().unwrap(),
+        ],
+    )
+    .await
+    .unwrap();
+    Authed {
+        api: Api::namespaced(client.clone(), &ns),
+        client,
+        ns,
+        ds,
+        serve,
+        writer_token,
+    }
+}
+
+/// POSTs a record straight to Data Storage with `token`; returns the status.
+async fn post_record(ds: &DataStorage, token: &str, record: &Value) -> u16 {
+    ds.post("/api/v1/audit/signal-processing", token, record).await.unwrap()
+}
+
+fn completed_now() -> Value {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    json!({ "phase": "Completed", "startTime": now, "completionTime": now })
+}
+
+/// The controller, holding only a TokenRequest token with the manifests' audience for Data
+/// Storage, stores the record (Data Storage checks it by TokenReview with that audience and
+/// by SubjectAccessReview against the shipped writer role); the same ServiceAccount's API
+/// server token (another audience) is refused by Data Storage.
+#[tokio::test]
+async fn the_controller_writes_with_a_tokenrequest_token_for_the_manifests_audience() {
+    let t = authed("auth-cycle").await;
+    let (client, ns, ds, api) = (&t.client, &t.ns, &t.ds, &t.api);
+    api.create(&PostParams::default(), &bare("cycle")).await.unwrap();
+    let uid = wait_finalizer(api, "cycle").await.metadata.uid.unwrap();
+    set_status(api, "cycle", completed_now()).await;
+    api.delete("cycle", &DeleteParams::default()).await.unwrap();
+    wait_gone(api, "cycle").await;
+    let record = ds.record(&uid).await.unwrap().expect("stored with the audience token");
+    assert_eq!(record["status"], "completed");
+    let wrong_audience = sa_token(control_plane(), "audit-guard", None);
+    let planted = json!({ "id": "x-1", "remediation_id": "rr", "signal_fingerprint": "fp", "processing_phases": [],
+                          "completed_at": chrono::Utc::now(), "status": "completed" });
+    assert_eq!(post_record(ds, &wrong_audience, &planted).await, 401);
+    delete_namespace(client, ns).await;
+}
+
+/// A different record planted under a live CR's uid (by anyone who could write): on deletion
+/// the controller stores its own as an amendment, counts the conflict, emits a Warning Event
+/// naming what differs, and only then lets the CR go. Both records are in Data Storage.
+#[tokio::test]
+async fn a_different_record_planted_under_the_uid_is_amended_counted_and_evented() {
+    let t = authed("conflict").await;
+    let (client, ns, ds, api) = (&t.client, &t.ns, &t.ds, &t.api);
+    api.create(&PostParams::default(), &bare("victim")).await.unwrap();
+    let live = wait_finalizer(api, "victim").await;
+    let uid = live.metadata.uid.clone().unwrap();
+    let mut planted = serde_json::to_value(build_record(&live, Trigger::Deletion, chrono::Utc::now())).unwrap();
+    planted["status"] = json!("failed");
+    planted["error_message"] = json!("planted");
+    planted["environment"] = json!("planted");
+    assert_eq!(post_record(ds, &t.writer_token, &planted).await, 201);
+
+    set_status(api, "victim", completed_now()).await;
+    api.delete("victim", &DeleteParams::default()).await.unwrap();
+    wait_gone(api, "victim").await;
+    let held = ds.record(&uid).await.unwrap().expect("the planted record");
+    assert_eq!(
+        (held["status"].as_str(), held["error_message"].as_str()),
+        (Some("failed"), Some("planted")),
+        "{held}"
+    );
+    let amendments = held["amendments"].as_array().cloned().unwrap_or_default();
+    assert_eq!(amendments.len(), 1, "{held}");
+    assert_eq!(
+        (amendments[0]["status"].as_str(), amendments[0]["trigger"].as_str()),
+        (Some("completed"), Some("deletion"))
+    );
+    assert_eq!(amendments[0]["environment"], Value::Null);
+
+    let m = t.serve.metrics().await.unwrap();
+    assert!(m.contains("audit_guard_record_conflicts_total{path=\"deletion\"} 1"), "{m}");
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let conflicts: Vec<Event> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("AuditRecordConflict") && e.involved_object.uid.as_deref() == Some(uid.as_str()))
+        .collect();
+    assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    assert_eq!(conflicts[0].type_.as_deref(), Some("Warning"));
+    let note = conflicts[0].message.clone().unwrap_or_default();
+    for key in ["environment", "error_message", "status"] {
+        assert!(note.contains(key), "the Event should name {key}: {note}");
+    }
+    delete_namespace(client, ns).await;
+}
+
+/// Whoever may patch `signalprocessings/status` cannot hold a deletion forever with values
+/// the schema cannot take: they are stored as null and listed as anomalies.
+#[tokio::test]
+async fn out_of_range_status_values_become_anomalies_and_the_deletion_completes() {
+    let t = authed("anomaly").await;
+    let (client, ns, ds, api) = (&t.client, &t.ns, &t.ds, &t.api);
+    api.create(&PostParams::default(), &bare("odd")).await.unwrap();
+    let uid = wait_finalizer(api, "odd").await.metadata.uid.unwrap();
+    let mut status = completed_now();
+    status["environmentClassification"] = json!({ "environment": "Production", "confidence": 5 });
+    status["classificationDuration"] = json!("-2s");
+    set_status(api, "odd", status).await;
+    api.delete("odd", &DeleteParams::default()).await.unwrap();
+    wait_gone(api, "odd").await;
+    let record = ds.record(&uid).await.unwrap().expect("stored");
+    assert_eq!(record["confidence"], Value::Null, "{record}");
+    assert_eq!(record["processing_phases"][1]["duration"], Value::Null, "{record}");
+    assert_eq!(record["environment"], "production");
+    let anomalies = record["anomalies"].as_array().cloned().unwrap_or_default();
+    for (field, value) in [("confidence", json!(5.0)), ("processing_phases[1].duration", json!("-2s"))] {
+        assert!(
+            anomalies.iter().any(|a| a["field"] == field && a["value"] == value),
+            "{field} = {value} not listed: {anomalies:?}"
+        );
+    }
+    delete_namespace(client, ns).await;
+}
+
+/// The controller checks Data Storage's certificate against its CA file alone: a certificate
+/// another CA signed is refused (the deletion waits, alarmed), however the rest is set up.
+#[tokio::test]
+async fn a_datastorage_certificate_from_another_ca_is_refused() {
+    let cp = control_plane();
+    let other = cp.dir.join(format!("other-ca-{}", uuid::Uuid::new_v4().simple()));
+    webhook_support::issue_certs(&other, false);
+    let t = authed_trusting("other-ca", Some(other.join("ca.crt"))).await;
+    let (client, ns, ds, api) = (&t.client, &t.ns, &t.ds, &t.api);
+    api.create(&PostParams::default(), &bare("held")).await.unwrap();
+    let uid = wait_finalizer(api, "held").await.metadata.uid.unwrap();
+    api.delete("held", &DeleteParams::default()).await.unwrap();
+    wait_for("an AuditPersistFailed event", WAIT, || async {
+        Ok((failed_events(client, ns, &uid).await > 0).then_some(()))
+    })
+    .await
+    .unwrap();
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let notes: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("AuditPersistFailed"))
+        .filter_map(|e| e.message)
+        .collect();
+    assert!(notes.iter().any(|n| n.to_lowercase().contains("certificate")), "{notes:?}");
+    assert!(api.get("held").await.unwrap().has_finalizer(), "released without a stored record");
+    assert!(ds.record(&uid).await.unwrap().is_none());
+    strip_finalizers(api, "held").await;
+    delete_namespace(client, ns).await;
 }

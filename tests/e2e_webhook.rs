@@ -1,10 +1,16 @@
-//! The admission webhook against a real kube-apiserver, calling it over real TLS, with a
-//! real Data Storage (`audit-guard datastorage`, SQLite) behind the record sink.
+//! The admission webhook against a real kube-apiserver, calling it over real TLS with the
+//! API server's client certificate (`--client-ca-file`: the harness's admission
+//! configuration presents one), reading live objects from the API server and writing to a
+//! real Data Storage (`audit-guard datastorage`, SQLite) on TLS that authenticates by
+//! TokenReview and authorizes by SubjectAccessReview against the shipped RBAC; the webhook
+//! writes with a TokenRequest token of the audit-guard ServiceAccount for the manifests'
+//! audience, as the Deployment's projected token is.
 //!
 //! Webhook configurations are cluster-wide, so every webhook e2e test lives in this binary
 //! and shares one webhook (on its own runtime thread) and one Data Storage child. The
-//! configurations only match namespaces labelled `audit-guard-e2e=on`, which lets a test
-//! create an object the webhook never saw (as if it predated the webhook).
+//! configurations cover every namespace, as shipped, except those labelled
+//! `audit-guard-e2e=off`, which lets a test create an object the webhook never saw (as if it
+//! predated the webhook).
 
 mod support;
 
@@ -15,10 +21,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use audit_guard::audit::{RecordSink, SignalProcessingAudit, StoreError};
+use audit_guard::audit::from_cr::build_record;
+use audit_guard::audit::Trigger;
+use audit_guard::client::{DataStorageClient, Stored};
+use audit_guard::confirmed::confirmed_records;
 use audit_guard::crd::{SignalProcessing, FINALIZER};
-use audit_guard::webhook::registration;
-use futures::future::BoxFuture;
+use audit_guard::webhook::{registration, WebhookDeps, VALIDATE_PATH};
 use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
@@ -29,50 +37,53 @@ use webhook_support::*;
 
 const LABEL: &str = "audit-guard-e2e";
 const RECORDS: &str = "/api/v1/audit/signal-processing";
-
-/// Stores records through Data Storage's REST API: 201 or 409 (same id) means stored.
-struct HttpSink {
-    client: reqwest::Client,
-    base: String,
-}
-
-impl RecordSink for HttpSink {
-    fn store<'a>(&'a self, record: &'a SignalProcessingAudit) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            match self.client.post(format!("{}{RECORDS}", self.base)).json(record).send().await {
-                Ok(r) if r.status() == 201 || r.status() == 409 => Ok(()),
-                Ok(r) => Err(StoreError::Transient(format!("Data Storage answered {}", r.status()))),
-                Err(e) => Err(StoreError::Transient(format!("Data Storage unreachable: {e}"))),
-            }
-        })
-    }
-}
+const BREAK_GLASS_EVENTS: &str = "/api/v1/audit/break-glass-events";
 
 struct Env {
     ds_base: String,
-    ds_port: u16,
-    ds_dir: PathBuf,
+    ds: DataStorageProcess,
+    /// Data Storage's CA and the writer token the webhook (and the test's reads) use.
+    ds_ca: String,
+    ds_token: String,
+    /// The webhook the API server calls (client certificates required).
+    hook_url: String,
+    hook_ca: String,
+    /// A second webhook on the same API server and Data Storage that asks for no client
+    /// certificate, as one without --client-ca-file would: what a forged review can do there.
+    open_hook_url: String,
+}
+
+/// How to start (and restart) the Data Storage child.
+struct DataStorageProcess {
+    port: u16,
+    dir: PathBuf,
+    tls_dir: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl DataStorageProcess {
+    fn start(&self) {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_audit-guard"));
+        cmd.args(["datastorage", "--token-review", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .arg("--tls-cert-dir")
+            .arg(&self.tls_dir)
+            .env("KUBECONFIG", &self.kubeconfig);
+        control_plane().spawn("datastorage", cmd).expect("spawn datastorage");
+    }
 }
 
 /// Data Storage may be stopped by one test; the others hold this shared while they need it.
 static DS_LOCK: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
-fn start_datastorage(port: u16, dir: &std::path::Path) {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_audit-guard"));
-    cmd.args([
-        "datastorage",
-        "--insecure-no-auth",
-        "--plain-http",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-    ])
-    .arg("--data-dir")
-    .arg(dir);
-    control_plane().spawn("datastorage", cmd).expect("spawn datastorage");
+/// A client for the test's own calls to Data Storage (its CA, the writer token).
+fn ds_http() -> reqwest::Client {
+    https_client_builder(&env().ds_ca).build().unwrap()
 }
 
-async fn wait_datastorage(base: &str) {
-    let client = reqwest::Client::new();
+async fn wait_datastorage(base: &str, ca: &str) {
+    let client = https_client_builder(ca).build().unwrap();
     wait_for("Data Storage /healthz", Duration::from_secs(30), || async {
         Ok(client
             .get(format!("{base}/healthz"))
@@ -90,30 +101,52 @@ fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
     ENV.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel();
-        // The webhook outlives every test's runtime, so it gets a runtime of its own.
+        // The webhooks outlive every test's runtime, so they get a runtime of their own.
         std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().unwrap();
             rt.block_on(async move {
                 let cp = control_plane();
-                let ds_port = support::controlplane::free_port().unwrap();
-                let ds_dir = cp.dir.join("webhook-e2e-datastorage");
-                std::fs::create_dir_all(&ds_dir).unwrap();
-                start_datastorage(ds_port, &ds_dir);
-                let ds_base = format!("http://127.0.0.1:{ds_port}");
-                wait_datastorage(&ds_base).await;
-
+                install_shipped_rbac(cp);
                 let cert_dir = cp.dir.join("webhook-e2e-certs");
-                let sink = Arc::new(HttpSink {
-                    client: reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap(),
-                    base: ds_base.clone(),
-                });
-                let hook = start(&cert_dir, sink, 4 * 1024 * 1024).await;
+                let issued = issue_certs(&cert_dir, false);
+                let ds = DataStorageProcess {
+                    port: support::controlplane::free_port().unwrap(),
+                    dir: cp.dir.join("webhook-e2e-datastorage"),
+                    tls_dir: cert_dir.join(audit_guard::certs::DATASTORAGE_DIR),
+                    kubeconfig: token_kubeconfig(cp, "webhook-e2e-datastorage", &sa_token(cp, "audit-guard-datastorage", None)),
+                };
+                std::fs::create_dir_all(&ds.dir).unwrap();
+                ds.start();
+                let ds_base = format!("https://127.0.0.1:{}", ds.port);
+                wait_datastorage(&ds_base, &issued.ca_pem).await;
+
+                let ds_token = sa_token(cp, "audit-guard", Some(audit_guard::datastorage::authz::DEFAULT_TOKEN_AUDIENCE));
+                let token_file = cp.dir.join("webhook-e2e-datastorage-token");
+                std::fs::write(&token_file, &ds_token).unwrap();
                 let client = cp.client().await.unwrap();
+                let deps = WebhookDeps {
+                    kube: client.clone(),
+                    ds: datastorage_client(&ds_base, Some(token_file), Some(ds.tls_dir.join("ca.crt"))),
+                    confirmed: Arc::new(confirmed_records()),
+                };
+                let mut guarded = settings(&cert_dir, 4 * 1024 * 1024);
+                guarded.client_ca_file = Some(cp.webhook_client_ca.clone());
+                let hook = start_with(guarded, issued.ca_pem.clone(), deps.clone()).await;
+                let open = start_with(settings(&cert_dir, 4 * 1024 * 1024), issued.ca_pem.clone(), deps).await;
                 install_signalprocessing_crd(&client).await.unwrap();
                 register_webhooks(&client, &hook).await;
                 grant_rbac(&client).await;
-                tx.send(Env { ds_base, ds_port, ds_dir }).unwrap();
-                let _ = hook.task.await;
+                tx.send(Env {
+                    ds_base,
+                    ds,
+                    ds_ca: issued.ca_pem.clone(),
+                    ds_token,
+                    hook_url: hook.url(""),
+                    hook_ca: issued.ca_pem,
+                    open_hook_url: open.url(""),
+                })
+                .unwrap();
+                let _ = tokio::join!(hook.task, open.task);
             });
         });
         rx.recv().expect("webhook environment")
@@ -122,10 +155,10 @@ fn env() -> &'static Env {
 
 async fn register_webhooks(client: &kube::Client, hook: &Running) {
     let ca_bundle = audit_guard::certs::ca_bundle(&hook.ca_pem);
-    let selector = json!({ "matchLabels": { LABEL: "on" } });
+    let selector = json!({ "matchExpressions": [{ "key": LABEL, "operator": "NotIn", "values": ["off"] }] });
     let base = hook.url("");
     let (mutating, validating) =
-        registration::url_configurations("audit-guard-e2e", base.trim_end_matches('/'), &ca_bundle, selector, CONTROLLER);
+        registration::url_configurations("audit-guard-e2e", base.trim_end_matches('/'), &ca_bundle, Some(selector));
     apply_cluster::<MutatingWebhookConfiguration>(client, mutating).await;
     apply_cluster::<ValidatingWebhookConfiguration>(client, validating).await;
     // The API server picks configurations up asynchronously.
@@ -167,7 +200,9 @@ where
         .unwrap();
 }
 
-/// alice and bob may edit SignalProcessings; RBAC is not what stops alice.
+/// alice, bob and the controller's identity (a static token with its username) may edit
+/// SignalProcessings: RBAC is not what stops them. (The real ServiceAccount has the shipped
+/// controller role.)
 async fn grant_rbac(client: &kube::Client) {
     apply_cluster::<ClusterRole>(
         client,
@@ -193,21 +228,20 @@ async fn grant_rbac(client: &kube::Client) {
     .await;
 }
 
-async fn label_namespace(client: &kube::Client, ns: &str) {
+async fn label_namespace(client: &kube::Client, ns: &str, value: &str) {
     Api::<Namespace>::all(client.clone())
         .patch(
             ns,
             &PatchParams::default(),
-            &Patch::Merge(json!({ "metadata": { "labels": { LABEL: "on" } } })),
+            &Patch::Merge(json!({ "metadata": { "labels": { LABEL: value } } })),
         )
         .await
         .unwrap();
 }
 
-/// A namespace the webhook configurations match.
+/// A namespace the webhook configurations match (every one not opted out).
 async fn guarded_namespace(client: &kube::Client, prefix: &str) -> String {
     let ns = fresh_namespace(client, prefix).await.unwrap();
-    label_namespace(client, &ns).await;
     wait_matched(client, &ns).await;
     ns
 }
@@ -222,11 +256,40 @@ fn sp(name: &str, finalizers: &[&str]) -> SignalProcessing {
 }
 
 async fn stored_record(uid: &str) -> Option<Value> {
-    let resp = reqwest::get(format!("{}{RECORDS}/{uid}", env().ds_base)).await.ok()?;
+    let resp = ds_http()
+        .get(format!("{}{RECORDS}/{uid}", env().ds_base))
+        .bearer_auth(&env().ds_token)
+        .send()
+        .await
+        .ok()?;
     if resp.status() != 200 {
         return None;
     }
     resp.json().await.ok()
+}
+
+/// Break-glass events Data Storage holds for this SignalProcessing uid.
+async fn break_glass_events(uid: &str) -> Vec<Value> {
+    let resp = ds_http()
+        .get(format!("{}{BREAK_GLASS_EVENTS}", env().ds_base))
+        .bearer_auth(&env().ds_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let page: Value = resp.json().await.unwrap();
+    let items = page.get("items").unwrap_or(&page).as_array().cloned().unwrap_or_default();
+    items.into_iter().filter(|e| e["uid"] == uid).collect()
+}
+
+/// The Data Storage client the webhook uses (same token, same CA).
+fn ds() -> Arc<DataStorageClient> {
+    let cp = control_plane();
+    datastorage_client(
+        &env().ds_base,
+        Some(cp.dir.join("webhook-e2e-datastorage-token")),
+        Some(env().ds.tls_dir.join("ca.crt")),
+    )
 }
 
 async fn wait_gone(api: &Api<SignalProcessing>, name: &str) {
@@ -265,13 +328,7 @@ async fn created_signalprocessings_carry_the_finalizer_and_keep_other_finalizers
         .unwrap();
     assert_eq!(finalizers(&updated), vec!["example.com/a", FINALIZER]);
     for name in ["plain", "other"] {
-        api.patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
-        )
-        .await
-        .unwrap();
+        strip_finalizers(&api, name).await;
     }
     delete_namespace(&client, &ns).await;
 }
@@ -311,7 +368,7 @@ async fn as_user(token: &str, ns: &str) -> Api<SignalProcessing> {
 const DROP_FINALIZERS: fn() -> Patch<Value> = || Patch::Merge(json!({ "metadata": { "finalizers": [] } }));
 
 #[tokio::test]
-async fn only_the_controller_and_break_glass_can_remove_the_finalizer_from_a_deleting_object() {
+async fn only_break_glass_and_a_controller_whose_record_is_stored_remove_the_finalizer() {
     env();
     let _ds = DS_LOCK.read().await;
     let client = admin_client().await;
@@ -329,7 +386,8 @@ async fn only_the_controller_and_break_glass_can_remove_the_finalizer_from_a_del
     }
     assert!(api.get("held").await.unwrap().has_finalizer());
 
-    // bob (break-glass) can; the removal is stored as a forced record.
+    // bob (break-glass) can; the removal is stored as a break-glass event naming him and his
+    // groups, and as a forced record.
     let bob = as_user("breakglass-token", &ns).await;
     bob.patch("held", &PatchParams::default(), &DROP_FINALIZERS()).await.unwrap();
     wait_gone(&api, "held").await;
@@ -339,27 +397,249 @@ async fn only_the_controller_and_break_glass_can_remove_the_finalizer_from_a_del
         (Some("forced"), Some("forced")),
         "{record}"
     );
+    let events = break_glass_events(&uid).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["user"], "bob");
+    assert_eq!(events[0]["groups"], json!(["audit-guard:break-glass", "system:authenticated"]));
+    assert_eq!(
+        (events[0]["namespace"].as_str(), events[0]["name"].as_str()),
+        (Some(ns.as_str()), Some("held"))
+    );
     delete_namespace(&client, &ns).await;
 
-    // The controller's own identity can, without a forced record.
+    // The controller's identity (here a static token with its username) is refused while
+    // Data Storage holds no record, and allowed once it does.
     let (api, ns, uid) = deleting_object(&client, "wh-ctrl").await;
-    as_user("controller-token", &ns)
+    let ctrl = as_user("controller-token", &ns).await;
+    let err = ctrl.patch("held", &PatchParams::default(), &DROP_FINALIZERS()).await.unwrap_err();
+    let kube::Error::Api(status) = err else {
+        panic!("expected an API error, got {err:?}")
+    };
+    assert_eq!(status.code, 403, "{status:?}");
+    assert!(status.message.contains("holds no audit record"), "{status:?}");
+    assert!(stored_record(&uid).await.is_none());
+    let live = api.get("held").await.unwrap();
+    assert_eq!(
+        ds().store_one(&build_record(&live, Trigger::Deletion, chrono::Utc::now()))
+            .await
+            .unwrap(),
+        Stored::Created
+    );
+    ctrl.patch("held", &PatchParams::default(), &DROP_FINALIZERS()).await.unwrap();
+    wait_gone(&api, "held").await;
+    delete_namespace(&client, &ns).await;
+}
+
+/// Break-glass on a CR whose record is already stored (it completed, the writer stored it):
+/// the forced record meets the existing one, which is fine; the break-glass event is stored
+/// all the same, naming the user and groups.
+#[tokio::test]
+async fn break_glass_on_a_completed_cr_leaves_a_break_glass_event() {
+    env();
+    let _ds = DS_LOCK.read().await;
+    let client = admin_client().await;
+    let (api, ns, uid) = deleting_object(&client, "wh-bg-done").await;
+    let live = api.get("held").await.unwrap();
+    let completion = build_record(&live, Trigger::Completion, chrono::Utc::now());
+    assert_eq!(ds().store_one(&completion).await.unwrap(), Stored::Created);
+    as_user("breakglass-token", &ns)
         .await
         .patch("held", &PatchParams::default(), &DROP_FINALIZERS())
         .await
         .unwrap();
     wait_gone(&api, "held").await;
-    assert!(stored_record(&uid).await.is_none());
+    let events = break_glass_events(&uid).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["user"], "bob");
+    assert!(events[0]["groups"].as_array().unwrap().contains(&json!(BREAK_GLASS)), "{events:?}");
+    // The record is the completion record; nothing else took its place.
+    assert_eq!(stored_record(&uid).await.unwrap()["trigger"], "completion");
     delete_namespace(&client, &ns).await;
 }
 
-/// An object the webhook never saw: created before its namespace was matched.
+/// A token the TokenRequest API issues for the controller's own ServiceAccount cannot strip
+/// the finalizer (`finalizers: null`) from a CR whose record Data Storage does not hold.
+#[tokio::test]
+async fn a_controller_serviceaccount_token_cannot_strip_the_finalizer_without_a_record() {
+    env();
+    let _ds = DS_LOCK.read().await;
+    let cp = control_plane();
+    let client = admin_client().await;
+    // The ServiceAccount as the shipped RBAC makes it: it may patch SignalProcessings.
+    let token = sa_token(cp, "audit-guard", None);
+    let (api, ns, uid) = deleting_object(&client, "wh-sa").await;
+    let sa: Api<SignalProcessing> = Api::namespaced(cp.client_with_token(&token).await.unwrap(), &ns);
+    for patch in [
+        json!({ "metadata": { "finalizers": null } }),
+        json!({ "metadata": { "finalizers": [] } }),
+    ] {
+        let err = sa.patch("held", &PatchParams::default(), &Patch::Merge(patch)).await.unwrap_err();
+        let kube::Error::Api(status) = err else {
+            panic!("expected an API error, got {err:?}")
+        };
+        assert_eq!(status.code, 403, "{status:?}");
+        assert!(status.message.contains("holds no audit record"), "{status:?}");
+    }
+    assert!(api.get("held").await.unwrap().has_finalizer());
+    assert!(stored_record(&uid).await.is_none());
+    // Clean up as break-glass (leaves its evidence, as it should).
+    as_user("breakglass-token", &ns)
+        .await
+        .patch("held", &PatchParams::default(), &DROP_FINALIZERS())
+        .await
+        .unwrap();
+    delete_namespace(&client, &ns).await;
+}
+
+/// The webhooks cover every namespace, the audit-guard namespace included (created with
+/// the shipped RBAC).
+#[tokio::test]
+async fn a_signalprocessing_in_the_audit_guard_namespace_gets_the_finalizer() {
+    env();
+    let client = admin_client().await;
+    let api: Api<SignalProcessing> = Api::namespaced(client.clone(), "audit-guard");
+    let name = format!("in-own-ns-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let created = api.create(&PostParams::default(), &sp(&name, &[])).await.unwrap();
+    assert_eq!(finalizers(&created), vec![FINALIZER.to_string()]);
+}
+
+/// Posts a hand-made review straight to a webhook, as any pod in the cluster could.
+async fn post_review(base: &str, review: &Value, identity: Option<&str>) -> Result<Value, String> {
+    let mut b = https_client_builder(&env().hook_ca);
+    if let Some(pem) = identity {
+        b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+    }
+    let resp = b
+        .build()
+        .unwrap()
+        .post(format!("{}{VALIDATE_PATH}", base.trim_end_matches('/')))
+        .json(review)
+        .send()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    resp.json().await.map_err(|e| format!("{e:?}"))
+}
+
+/// An invented object: the live CR's identity, a made-up status.
+fn forged(live: &SignalProcessing, finalizers: &[&str], deleting: bool) -> Value {
+    let mut v = serde_json::to_value(live).unwrap();
+    v["metadata"]["finalizers"] = json!(finalizers);
+    if deleting {
+        v["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+    }
+    v["status"] = json!({
+        "phase": "Failed", "completionTime": chrono::Utc::now().to_rfc3339(),
+        "environmentClassification": { "environment": "Forged-Env", "confidence": 0.01 },
+        "failureInfo": { "error": "invented by an attacker" }
+    });
+    v
+}
+
+fn forged_review(op: &str, user: &str, groups: &[&str], ns: &str, name: &str, object: Option<Value>, old: Value) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": uuid::Uuid::new_v4().to_string(), "operation": op, "dryRun": false,
+            "kind": { "group": "kubernaut.ai", "version": "v1alpha1", "kind": "SignalProcessing" },
+            "resource": { "group": "kubernaut.ai", "version": "v1alpha1", "resource": "signalprocessings" },
+            "namespace": ns, "name": name,
+            "userInfo": { "username": user, "groups": groups },
+            "object": object, "oldObject": old
+        }
+    })
+}
+
+/// Hand-made reviews posted straight to port 9443 store nothing the API server's object does
+/// not say; with --client-ca-file they do not get past the TLS handshake at all.
+#[tokio::test]
+async fn hand_made_reviews_store_nothing_the_live_object_does_not_say() {
+    let env = env();
+    let _ds = DS_LOCK.read().await;
+    let client = admin_client().await;
+    let ns = guarded_namespace(&client, "wh-forge").await;
+    let api: Api<SignalProcessing> = Api::namespaced(client.clone(), &ns);
+    let guarded = api.create(&PostParams::default(), &sp("guarded", &[])).await.unwrap();
+    let uid = guarded.metadata.uid.clone().unwrap();
+
+    // The webhook the API server calls asks for its client certificate: a pod has none.
+    let del = forged_review("DELETE", "mallory", &[], &ns, "guarded", None, forged(&guarded, &[], false));
+    assert!(
+        post_review(&env.hook_url, &del, None).await.is_err(),
+        "a review without a client certificate got an answer"
+    );
+    let stranger = std::fs::read_to_string(control_plane().dir.join("admin.crt")).unwrap()
+        + &std::fs::read_to_string(control_plane().dir.join("admin.key")).unwrap();
+    assert!(
+        post_review(&env.hook_url, &del, Some(&stranger)).await.is_err(),
+        "a certificate from another CA got an answer"
+    );
+
+    // Where no client certificate is asked for, the review is judged against the live object.
+    // A DELETE "without the finalizer" of a CR that has it: refused, nothing stored.
+    let out = post_review(&env.open_hook_url, &del, None).await.unwrap();
+    assert_eq!(out["response"]["allowed"], false, "{out}");
+    assert_eq!(out["response"]["status"]["code"], 409, "{out}");
+    // A break-glass claim on a CR that is not being deleted: refused, no event, no record.
+    // The controller's identity: refused, no record is held.
+    for (user, groups, code) in [("mallory", vec![BREAK_GLASS], 409), (CONTROLLER, vec![], 403)] {
+        let removal = forged_review(
+            "UPDATE",
+            user,
+            &groups,
+            &ns,
+            "guarded",
+            Some(forged(&guarded, &[], true)),
+            forged(&guarded, &[FINALIZER], true),
+        );
+        let out = post_review(&env.open_hook_url, &removal, None).await.unwrap();
+        assert_eq!(
+            (out["response"]["allowed"].as_bool(), out["response"]["status"]["code"].as_u64()),
+            (Some(false), Some(code)),
+            "{user}: {out}"
+        );
+    }
+    assert!(stored_record(&uid).await.is_none(), "a forged review stored a record");
+    assert!(
+        break_glass_events(&uid).await.is_empty(),
+        "a forged review stored a break-glass event"
+    );
+
+    // A DELETE review for a CR that really lacks the finalizer stores what the live object
+    // says — not the invented status.
+    let (old_api, old_ns, old_uid) = unguarded_object(&client, "wh-forge-old").await;
+    let live = old_api.get("old").await.unwrap();
+    let del = forged_review("DELETE", "mallory", &[], &old_ns, "old", None, forged(&live, &[], false));
+    let out = post_review(&env.open_hook_url, &del, None).await.unwrap();
+    assert_eq!(out["response"]["allowed"], true, "{out}");
+    let record = stored_record(&old_uid).await.expect("the live object's record");
+    assert_eq!(record["status"], "incomplete", "{record}");
+    assert_eq!(record["environment"], Value::Null, "{record}");
+    assert!(
+        !record.to_string().contains("invented") && !record.to_string().contains("forged-env"),
+        "{record}"
+    );
+    delete_namespace(&client, &old_ns).await;
+    delete_namespace(&client, &ns).await;
+}
+
+/// An object the webhook never saw: created while its namespace was opted out.
 async fn unguarded_object(client: &kube::Client, prefix: &str) -> (Api<SignalProcessing>, String, String) {
     let ns = fresh_namespace(client, prefix).await.unwrap();
+    label_namespace(client, &ns, "off").await;
     let api: Api<SignalProcessing> = Api::namespaced(client.clone(), &ns);
+    // The opt-out reaches the API server's informer a moment after the label is set.
+    wait_for("the namespace to be opted out", Duration::from_secs(30), || async {
+        let dry = PostParams {
+            dry_run: true,
+            ..Default::default()
+        };
+        Ok((!api.create(&dry, &sp("old", &[])).await?.has_finalizer()).then_some(()))
+    })
+    .await
+    .unwrap();
     let created = api.create(&PostParams::default(), &sp("old", &[])).await.unwrap();
     assert!(!created.has_finalizer());
-    label_namespace(client, &ns).await;
+    label_namespace(client, &ns, "on").await;
     wait_matched(client, &ns).await;
     (api, ns, created.metadata.uid.clone().unwrap())
 }
@@ -405,8 +685,8 @@ async fn with_data_storage_down_the_delete_is_refused_and_the_object_stays() {
     assert!(api.get("old").await.unwrap().metadata.deletion_timestamp.is_none());
 
     // Once Data Storage is back, the retried deletion goes through and the record is there.
-    start_datastorage(env.ds_port, &env.ds_dir);
-    wait_datastorage(&env.ds_base).await;
+    env.ds.start();
+    wait_datastorage(&env.ds_base, &env.ds_ca).await;
     api.delete("old", &DeleteParams::default()).await.unwrap();
     wait_gone(&api, "old").await;
     assert!(stored_record(&uid).await.is_some());

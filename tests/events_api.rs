@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use audit_guard::audit::{RecordSink, SignalProcessingAudit, StoreError};
-use audit_guard::client::DataStorageClient;
+use audit_guard::audit::SignalProcessingAudit;
+use audit_guard::client::{DataStorageClient, Stored};
 use audit_guard::config::{ApiMode, DataStorageClientArgs};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -143,8 +143,8 @@ fn record(uid: &str, rr: &str) -> SignalProcessingAudit {
 async fn accepted_202_is_not_taken_as_stored() {
     let (fake, client) = start(WriteMode::QueueOnly).await;
     let rec = record("uid-queued", "rr-1");
-    let err = client.store(&rec).await.unwrap_err();
-    assert!(matches!(err, StoreError::Transient(_)), "{err:?}");
+    let err = client.store_one(&rec).await.unwrap_err();
+    assert!(!err.permanent, "{err:?}");
     assert_eq!(fake.queued.lock().unwrap().len(), 1);
     assert!(fake.events.lock().unwrap().is_empty());
     assert!(client.ready().await);
@@ -154,10 +154,12 @@ async fn accepted_202_is_not_taken_as_stored() {
 async fn retry_after_a_lost_answer_does_not_write_a_second_event() {
     let (fake, client) = start(WriteMode::StoreAndLoseAnswer).await;
     let rec = record("uid-lost", "rr-2");
-    assert!(matches!(client.store(&rec).await, Err(StoreError::Transient(_))));
+    assert!(client.store_one(&rec).await.is_err_and(|e| !e.permanent));
     *fake.mode.lock().unwrap() = WriteMode::Store;
-    client.store(&rec).await.unwrap();
-    client.store(&rec).await.unwrap();
+    assert_eq!(client.store_one(&rec).await.unwrap(), Stored::AlreadyStored);
+    assert_eq!(client.store_one(&rec).await.unwrap(), Stored::AlreadyStored);
+    assert!(client.record_held("uid-lost", "rr-2").await.unwrap());
+    assert!(!client.record_held("uid-other", "rr-2").await.unwrap());
     let events = fake.events.lock().unwrap().clone();
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(*fake.posts.lock().unwrap(), 1, "the retries found the event and did not POST again");
@@ -172,10 +174,13 @@ async fn retry_after_a_lost_answer_does_not_write_a_second_event() {
 #[tokio::test]
 async fn batch_writes_only_the_missing_events() {
     let (fake, client) = start(WriteMode::Store).await;
-    client.store(&record("uid-a", "rr-3")).await.unwrap();
+    assert_eq!(client.store_one(&record("uid-a", "rr-3")).await.unwrap(), Stored::Created);
     let batch = [record("uid-a", "rr-3"), record("uid-b", "rr-3"), record("uid-c", "rr-4")];
-    client.store_batch(&batch).await.unwrap();
-    client.store_batch(&batch).await.unwrap();
+    for _ in 0..2 {
+        let outcome = client.store_batch(&batch).await.unwrap();
+        assert_eq!(outcome.stored.len(), 3, "{outcome:?}");
+        assert!(outcome.conflicts.is_empty() && outcome.unconfirmed.is_empty());
+    }
     let mut ids: Vec<String> = fake
         .events
         .lock()

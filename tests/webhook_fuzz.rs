@@ -104,7 +104,7 @@ proptest! {
     }
 
     #[test]
-    fn only_privileged_users_take_the_finalizer_off_a_deleting_object(
+    fn no_one_takes_the_finalizer_off_a_deleting_object_unchecked(
         old in finalizer_list(), new in finalizer_list(), user in prop_oneof![Just("ctrl"), Just("alice")],
         break_glass in any::<bool>(), dry in any::<bool>(),
     ) {
@@ -114,6 +114,8 @@ proptest! {
         let removes = old.iter().any(|f| f == FINALIZER) && !new.iter().any(|f| f == FINALIZER);
         let denied = matches!(verdict, Verdict::Deny { .. });
         prop_assert_eq!(denied, removes && user != "ctrl" && !break_glass);
-        prop_assert_eq!(verdict == Verdict::AllowAndRecordForced, removes && user != "ctrl" && break_glass && !dry);
+        prop_assert_eq!(verdict == Verdict::RecordBreakGlassThenAllow, removes && user != "ctrl" && break_glass && !dry);
+        // The controller's identity is never simply allowed: Data Storage must hold the record.
+        prop_assert_eq!(verdict == Verdict::AllowIfRecordHeld, removes && user == "ctrl");
     }
 }

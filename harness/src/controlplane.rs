@@ -1,8 +1,12 @@
 //! A real local Kubernetes control plane for tests and the quickstart: etcd,
 //! kube-apiserver (secure serving, RBAC, ServiceAccount signing keys, an admin client
-//! certificate, static tokens for test users) and kube-controller-manager (garbage
-//! collector, namespace and ServiceAccount controllers), built from Go modules by
-//! `controlplane/build.sh` and cached outside the repository.
+//! certificate, static tokens for test users, and a client certificate it presents to
+//! admission webhooks) and kube-controller-manager (garbage collector, namespace and
+//! ServiceAccount controllers), built from Go modules by `controlplane/build.sh` and cached
+//! outside the repository.
+//!
+//! The webhook client certificate comes from a CA of its own ([`ControlPlane::webhook_client_ca`]),
+//! so a webhook run with `--client-ca-file` on it accepts the API server and nobody else.
 //!
 //! Every child is started with PR_SET_PDEATHSIG from a thread that lives as long as the
 //! process, so that a failing or panicking test run never leaves a process behind.
@@ -36,6 +40,9 @@ pub struct ControlPlane {
     pub server: String,
     pub kubeconfig: PathBuf,
     pub ca_pem: String,
+    /// The CA of the client certificate the API server presents to every admission webhook
+    /// (its admission configuration names it for `*`): a webhook's `--client-ca-file`.
+    pub webhook_client_ca: PathBuf,
     pub etcd_url: String,
     pub options: Options,
     pki: Pki,
@@ -138,11 +145,13 @@ struct Pki {
 
 impl Pki {
     fn new() -> Result<Self> {
+        Self::named("audit-guard test control plane CA")
+    }
+
+    fn named(name: &str) -> Result<Self> {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "audit-guard test control plane CA");
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
         params.key_usages = vec![
             rcgen::KeyUsagePurpose::KeyCertSign,
             rcgen::KeyUsagePurpose::CrlSign,
@@ -241,6 +250,7 @@ impl ControlPlane {
         write(&dir.join("sa.pub"), &sa_key.public_key_pem())?;
         let tokens: String = TEST_USERS.iter().map(|(t, u, id, g)| format!("{t},{u},{id},\"{g}\"\n")).collect();
         write(&dir.join("tokens.csv"), &tokens)?;
+        let webhook_client_ca = write_admission_config(&dir)?;
 
         let etcd_port = free_port()?;
         let peer_port = free_port()?;
@@ -257,6 +267,7 @@ impl ControlPlane {
             server: server.clone(),
             kubeconfig: kubeconfig.clone(),
             ca_pem: pki.ca_pem.clone(),
+            webhook_client_ca,
             etcd_url: etcd_url.clone(),
             options: options.clone(),
             pki,
@@ -335,6 +346,7 @@ impl ControlPlane {
             .arg(format!("--service-account-signing-key-file={}", d.join("sa.key").display()))
             .arg(format!("--service-account-issuer={SERVICE_ACCOUNT_ISSUER}"))
             .arg(format!("--token-auth-file={}", d.join("tokens.csv").display()))
+            .arg(format!("--admission-control-config-file={}", d.join(ADMISSION_CONFIG).display()))
             .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
             .args(["--max-requests-inflight=2000", "--max-mutating-requests-inflight=1000", "-v=1"])
             .args([
@@ -482,6 +494,44 @@ fn pem_to_der(pem: &str) -> Result<Vec<u8>> {
     let mut reader = std::io::BufReader::new(pem.as_bytes());
     let cert = rustls_pemfile::certs(&mut reader).next().context("no certificate in PEM")??;
     Ok(cert.to_vec())
+}
+
+const ADMISSION_CONFIG: &str = "admission-config.yaml";
+
+/// The API server's admission configuration: both webhook admission plugins read a kubeconfig
+/// whose `*` user is a client certificate, which the API server then presents to every
+/// admission webhook it calls. Returns the path of that certificate's CA.
+fn write_admission_config(dir: &Path) -> Result<PathBuf> {
+    let ca = Pki::named("audit-guard test webhook client CA")?;
+    let (crt, key) = ca.issue("kube-apiserver-webhook-client", &[], &[], false)?;
+    let ca_path = dir.join("webhook-client-ca.crt");
+    write(&ca_path, &ca.ca_pem)?;
+    write(&dir.join("webhook-client.crt"), &crt)?;
+    write(&dir.join("webhook-client.key"), &key)?;
+    let kubeconfig = dir.join("admission-kubeconfig.yaml");
+    write(
+        &kubeconfig,
+        &format!(
+            "apiVersion: v1\nkind: Config\nusers:\n- name: \"*\"\n  user:\n    client-certificate: {}\n    client-key: {}\n",
+            dir.join("webhook-client.crt").display(),
+            dir.join("webhook-client.key").display()
+        ),
+    )?;
+    let plugin = |name: &str| {
+        format!(
+            "- name: {name}\n  configuration:\n    apiVersion: apiserver.config.k8s.io/v1\n    kind: WebhookAdmissionConfiguration\n    kubeConfigFile: {}\n",
+            kubeconfig.display()
+        )
+    };
+    write(
+        &dir.join(ADMISSION_CONFIG),
+        &format!(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\nplugins:\n{}{}",
+            plugin("ValidatingAdmissionWebhook"),
+            plugin("MutatingAdmissionWebhook")
+        ),
+    )?;
+    Ok(ca_path)
 }
 
 fn admin_kubeconfig(server: &str, dir: &Path) -> String {

@@ -1,12 +1,16 @@
 //! Builds the audit record from a SignalProcessing of either shape (Kubernaut's CRD today,
 //! or the design document's). Only what the CR carries is mapped; the rest stays null.
+//! Values the schema cannot hold (out of range, negative, end before start, a time outside
+//! the window Data Storage accepts) are stored as null and listed in `anomalies` with the raw
+//! value: every record is storable, so no CR status can hold a deletion forever.
 //! The mapping is documented in docs/audit-mapping.md.
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 
 use super::{
-    AuditStatus, CategorizationPhaseResults, ClassificationPhaseResults, EnrichmentPhaseResults, ProcessingPhase, SignalProcessingAudit,
-    Trigger,
+    Anomaly, AuditStatus, CategorizationPhaseResults, ClassificationPhaseResults, EnrichmentPhaseResults, ProcessingPhase,
+    SignalProcessingAudit, Trigger, TIME_WINDOW_FUTURE, TIME_WINDOW_PAST,
 };
 use crate::crd::{SignalProcessing, SignalProcessingStatus};
 use crate::duration::GoDuration;
@@ -14,13 +18,89 @@ use crate::duration::GoDuration;
 /// How a record is built from a CR (the webhook takes it as a parameter, for tests).
 pub type RecordBuilder = fn(&SignalProcessing, Trigger, DateTime<Utc>) -> SignalProcessingAudit;
 
-/// The record for `sp`, as of `now` (used as completed_at when the CR never completed).
+/// Keeps values inside the schema's ranges; whatever it refuses is listed as an anomaly.
+struct Sanitizer {
+    earliest: DateTime<Utc>,
+    latest: DateTime<Utc>,
+    anomalies: Vec<Anomaly>,
+}
+
+impl Sanitizer {
+    fn new(now: DateTime<Utc>) -> Self {
+        let span = |d: std::time::Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::zero());
+        Self {
+            earliest: now - span(TIME_WINDOW_PAST),
+            latest: now + span(TIME_WINDOW_FUTURE),
+            anomalies: Vec::new(),
+        }
+    }
+
+    fn refuse(&mut self, field: &str, raw: impl Serialize) {
+        // Every raw value here is a number, a time or a duration: it always serialises.
+        let value = serde_json::to_value(raw).unwrap_or(serde_json::Value::Null);
+        if !self.anomalies.iter().any(|a| a.field == field) {
+            self.anomalies.push(Anomaly {
+                field: field.to_string(),
+                value,
+            });
+        }
+    }
+
+    fn keep_if<T: Serialize + Copy>(&mut self, field: &str, value: Option<T>, ok: impl Fn(T) -> bool) -> Option<T> {
+        match value {
+            Some(v) if !ok(v) => {
+                self.refuse(field, v);
+                None
+            }
+            other => other,
+        }
+    }
+
+    /// A fraction in [0, 1] (confidence, quality).
+    fn fraction(&mut self, field: &str, value: Option<f64>) -> Option<f64> {
+        self.keep_if(field, value, |v| (0.0..=1.0).contains(&v))
+    }
+
+    fn non_negative(&mut self, field: &str, value: Option<i64>) -> Option<i64> {
+        self.keep_if(field, value, |v| v >= 0)
+    }
+
+    fn duration(&mut self, field: &str, value: Option<GoDuration>) -> Option<GoDuration> {
+        self.keep_if(field, value, |d| d.nanos >= 0)
+    }
+
+    /// A time inside the window Data Storage accepts around `now`.
+    fn time(&mut self, field: &str, value: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+        let (earliest, latest) = (self.earliest, self.latest);
+        self.keep_if(field, value, |t| t >= earliest && t <= latest)
+    }
+
+    /// A phase whose end lies before its start keeps its end (the start is the usual fallback
+    /// guess, e.g. `creationTimestamp` of a CR restored from a backup) and lists the start.
+    fn ordered(
+        &mut self,
+        phase: usize,
+        start: Option<DateTime<Utc>>,
+        end: Option<DateTime<Utc>>,
+    ) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+        match (start, end) {
+            (Some(s), Some(e)) if e < s => {
+                self.refuse(&format!("processing_phases[{phase}].start_time"), s);
+                (None, end)
+            }
+            _ => (start, end),
+        }
+    }
+}
+
+/// The record for `sp`, as of `now` (the build time: the time window is judged around it, and
+/// it is `completed_at` when the CR says nothing about when it finished or was deleted).
 pub fn build_record(sp: &SignalProcessing, trigger: Trigger, now: DateTime<Utc>) -> SignalProcessingAudit {
     let default_status = SignalProcessingStatus::default();
     let st = sp.status.as_ref().unwrap_or(&default_status);
     let meta = &sp.metadata;
-    let uid = meta.uid.clone().unwrap_or_default();
-    let deleted_at = meta.deletion_timestamp.as_ref().map(|t| t.0);
+    let mut check = Sanitizer::new(now);
+    let deleted_at = check.time("deleted_at", meta.deletion_timestamp.as_ref().map(|t| t.0));
     let env = st.environment_classification.as_ref();
     let business = st.business_classification.as_ref();
     let enrichment = st.enrichment_results.as_ref();
@@ -29,17 +109,19 @@ pub fn build_record(sp: &SignalProcessing, trigger: Trigger, now: DateTime<Utc>)
 
     let status = audit_status(sp, trigger);
     let error_message = (status == AuditStatus::Failed).then(|| failure_message(st)).flatten();
+    let processing_phases = phases(sp, st, &mut check);
+    let finished = finish_time(sp, st, &processing_phases, &mut check);
 
     SignalProcessingAudit {
-        id: uid.clone(),
+        id: meta.uid.clone().unwrap_or_default(),
         remediation_id: remediation_id(sp),
         signal_fingerprint: sp.spec.signal.as_ref().and_then(|s| s.fingerprint.clone()).unwrap_or_default(),
-        processing_phases: phases(sp, st),
-        enrichment_quality: enrichment.and_then(|e| e.enrichment_quality),
+        processing_phases,
+        enrichment_quality: check.fraction("enrichment_quality", enrichment.and_then(|e| e.enrichment_quality)),
         enrichment_sources: enrichment.and_then(|e| e.enrichment_sources.clone()),
-        context_size_bytes: enrichment.and_then(|e| e.context_size_bytes),
+        context_size_bytes: check.non_negative("context_size_bytes", enrichment.and_then(|e| e.context_size_bytes)),
         environment: lower(env.and_then(|e| e.environment.as_deref())),
-        confidence: env.and_then(|e| e.confidence),
+        confidence: check.fraction("confidence", env.and_then(|e| e.confidence)),
         business_criticality: lower(
             env.and_then(|e| e.business_criticality.as_deref())
                 .or_else(|| business.and_then(|b| b.criticality.as_deref())),
@@ -51,11 +133,11 @@ pub fn build_record(sp: &SignalProcessing, trigger: Trigger, now: DateTime<Utc>)
         priority: categorization
             .and_then(|c| c.priority.clone())
             .or_else(|| assignment.and_then(|a| a.priority.clone())),
-        priority_score: categorization.and_then(|c| c.priority_score),
+        priority_score: check.non_negative("priority_score", categorization.and_then(|c| c.priority_score)),
         // Neither CR shape carries a routing decision.
         routed_to_service: None,
         routing_priority: None,
-        completed_at: st.completion_time.or(deleted_at).unwrap_or(now),
+        completed_at: finished.or(deleted_at).unwrap_or(now),
         status,
         error_message,
         namespace: meta.namespace.clone(),
@@ -63,10 +145,33 @@ pub fn build_record(sp: &SignalProcessing, trigger: Trigger, now: DateTime<Utc>)
         uid: meta.uid.clone(),
         trigger: Some(trigger),
         deleted_at,
-        anomalies: Vec::new(),
+        anomalies: check.anomalies,
     }
 }
 
+/// When the CR says it finished, judged as [`build_record`] judges `completed_at`: its
+/// `status.completionTime`, else (for a Completed or Failed CR) the end of its last phase.
+/// None when the CR does not say, or says something outside the accepted time window around
+/// `now`; the record's `completed_at` then depends on when it is built, so the buffered
+/// writer leaves such a record to the deletion path.
+pub fn finished_at(sp: &SignalProcessing, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let default_status = SignalProcessingStatus::default();
+    let st = sp.status.as_ref().unwrap_or(&default_status);
+    let mut check = Sanitizer::new(now);
+    let phases = phases(sp, st, &mut check);
+    finish_time(sp, st, &phases, &mut check)
+}
+
+fn finish_time(
+    sp: &SignalProcessing,
+    st: &SignalProcessingStatus,
+    phases: &[ProcessingPhase],
+    check: &mut Sanitizer,
+) -> Option<DateTime<Utc>> {
+    let completion = check.time("completed_at", st.completion_time);
+    let last_phase_end = || is_terminal(sp).then(|| phases.iter().rev().find_map(|p| p.end_time)).flatten();
+    completion.or_else(last_phase_end)
+}
 /// Completed/Failed as the CR says; a forced removal is `forced`; anything else that is
 /// being recorded (deleted before it finished) is `incomplete`.
 pub fn audit_status(sp: &SignalProcessing, trigger: Trigger) -> AuditStatus {
@@ -127,24 +232,33 @@ fn lower(s: Option<&str>) -> Option<String> {
     s.filter(|v| !v.is_empty()).map(str::to_lowercase)
 }
 
-/// A start after the end means the start was a fallback guess (e.g. creationTimestamp of a CR
-/// re-created from a backup): it is dropped rather than stored as an impossible phase.
-fn consistent(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
-    match (start, end) {
-        (Some(s), Some(e)) if e < s => (None, end),
-        _ => (start, end),
-    }
-}
-
-/// end - start when both are known, else the CR's own duration.
-fn phase_duration(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>, own: Option<GoDuration>) -> Option<GoDuration> {
+/// end - start when both are known, else the CR's own duration (listed when negative).
+fn phase_duration(
+    check: &mut Sanitizer,
+    phase: usize,
+    start: Option<DateTime<Utc>>,
+    end: Option<DateTime<Utc>>,
+    own: Option<GoDuration>,
+) -> Option<GoDuration> {
     match (start, end) {
         (Some(s), Some(e)) if e >= s => Some(GoDuration::between(s, e)),
-        _ => own,
+        _ => check.duration(&format!("processing_phases[{phase}].duration"), own),
     }
 }
 
-fn phases(sp: &SignalProcessing, st: &SignalProcessingStatus) -> Vec<ProcessingPhase> {
+/// A phase's start and end, each inside the time window, the start dropped if after the end.
+fn bounds(
+    check: &mut Sanitizer,
+    phase: usize,
+    start: Option<DateTime<Utc>>,
+    end: Option<DateTime<Utc>>,
+) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+    let start = check.time(&format!("processing_phases[{phase}].start_time"), start);
+    let end = check.time(&format!("processing_phases[{phase}].end_time"), end);
+    check.ordered(phase, start, end)
+}
+
+fn phases(sp: &SignalProcessing, st: &SignalProcessingStatus, check: &mut Sanitizer) -> Vec<ProcessingPhase> {
     let env = st.environment_classification.as_ref();
     let enrichment = st.enrichment_results.as_ref();
     let categorization = st.categorization.as_ref();
@@ -160,22 +274,29 @@ fn phases(sp: &SignalProcessing, st: &SignalProcessingStatus) -> Vec<ProcessingP
     let enrich_end = enrichment
         .and_then(|e| e.completed_at)
         .or_else(|| env.and_then(|e| e.classified_at));
-    let (enrich_start, enrich_end) = consistent(enrich_start, enrich_end);
+    let (enrich_start, enrich_end) = bounds(check, 0, enrich_start, enrich_end);
+    let quality = check.fraction(
+        "processing_phases[0].enrichmentResults.contextQuality",
+        enrichment.and_then(|e| e.enrichment_quality),
+    );
     let enriching = ProcessingPhase {
         phase: "enriching".into(),
         start_time: enrich_start,
         end_time: enrich_end,
-        duration: phase_duration(enrich_start, enrich_end, enrichment.and_then(|e| e.duration)),
+        duration: phase_duration(check, 0, enrich_start, enrich_end, enrichment.and_then(|e| e.duration)),
         enrichment_results: Some(EnrichmentPhaseResults {
-            context_quality: enrichment.and_then(|e| e.enrichment_quality),
-            context_size_bytes: enrichment.and_then(|e| e.context_size_bytes),
+            context_quality: quality,
+            context_size_bytes: check.non_negative(
+                "processing_phases[0].enrichmentResults.contextSizeBytes",
+                enrichment.and_then(|e| e.context_size_bytes),
+            ),
             context_sources: sp
                 .spec
                 .enrichment_config
                 .as_ref()
                 .and_then(|c| c.context_sources.as_ref())
                 .map(|s| s.len() as i64),
-            degraded_mode: degraded.or_else(|| enrichment.and_then(|e| e.enrichment_quality).map(|q| q < 0.8)),
+            degraded_mode: degraded.or_else(|| quality.map(|q| q < 0.8)),
         }),
         classification_results: None,
         categorization_results: None,
@@ -184,16 +305,19 @@ fn phases(sp: &SignalProcessing, st: &SignalProcessingStatus) -> Vec<ProcessingP
     // Kubernaut today stamps only classifiedAt, so classification has an end but no known start.
     let class_start = st.classification_start_time.or(enrichment.and_then(|e| e.completed_at));
     let class_end = st.classification_end_time.or_else(|| env.and_then(|e| e.classified_at));
-    let (class_start, class_end) = consistent(class_start, class_end);
+    let (class_start, class_end) = bounds(check, 1, class_start, class_end);
     let classifying = ProcessingPhase {
         phase: "classifying".into(),
         start_time: class_start,
         end_time: class_end,
-        duration: phase_duration(class_start, class_end, st.classification_duration),
+        duration: phase_duration(check, 1, class_start, class_end, st.classification_duration),
         enrichment_results: None,
         classification_results: Some(ClassificationPhaseResults {
             environment: lower(env.and_then(|e| e.environment.as_deref())),
-            confidence: env.and_then(|e| e.confidence),
+            confidence: check.fraction(
+                "processing_phases[1].classificationResults.confidence",
+                env.and_then(|e| e.confidence),
+            ),
             business_criticality: lower(
                 env.and_then(|e| e.business_criticality.as_deref())
                     .or_else(|| st.business_classification.as_ref().and_then(|b| b.criticality.as_deref())),
@@ -205,19 +329,22 @@ fn phases(sp: &SignalProcessing, st: &SignalProcessingStatus) -> Vec<ProcessingP
 
     let cat_start = st.categorization_start_time.or(class_end);
     let cat_end = st.categorization_end_time.or_else(|| assignment.and_then(|a| a.assigned_at));
-    let (cat_start, cat_end) = consistent(cat_start, cat_end);
+    let (cat_start, cat_end) = bounds(check, 2, cat_start, cat_end);
     let categorizing = ProcessingPhase {
         phase: "categorizing".into(),
         start_time: cat_start,
         end_time: cat_end,
-        duration: phase_duration(cat_start, cat_end, st.categorization_duration),
+        duration: phase_duration(check, 2, cat_start, cat_end, st.categorization_duration),
         enrichment_results: None,
         classification_results: None,
         categorization_results: Some(CategorizationPhaseResults {
             priority: categorization
                 .and_then(|c| c.priority.clone())
                 .or_else(|| assignment.and_then(|a| a.priority.clone())),
-            priority_score: categorization.and_then(|c| c.priority_score),
+            priority_score: check.non_negative(
+                "processing_phases[2].categorizationResults.priorityScore",
+                categorization.and_then(|c| c.priority_score),
+            ),
             source: categorization
                 .and_then(|c| c.categorization_source.clone())
                 .or_else(|| assignment.and_then(|a| a.source.clone())),
@@ -372,14 +499,173 @@ mod tests {
     }
 
     #[test]
-    fn a_fallback_start_after_the_end_is_dropped() {
+    fn a_fallback_start_after_the_end_is_dropped_and_listed() {
         let mut sp = cr(fixture("design-doc.json"));
-        sp.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t("2026-01-01T00:00:00Z")));
+        sp.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t("2025-11-27T12:00:00Z")));
         let rec = build_record(&sp, Trigger::Deletion, now());
         let e = &rec.processing_phases[0];
         assert_eq!((e.start_time, e.end_time), (None, Some(t("2025-11-27T10:00:01.5Z"))));
         assert_eq!(e.duration, Some(GoDuration::from_nanos(1_500_000_000)));
+        assert_eq!(
+            rec.anomalies,
+            vec![Anomaly {
+                field: "processing_phases[0].start_time".into(),
+                value: json!("2025-11-27T12:00:00Z")
+            }]
+        );
         assert!(rec.validate().is_ok());
+    }
+
+    /// A status patched with values the schema cannot hold: each is null in the record and
+    /// listed with its raw value, and the record still passes Data Storage's validation.
+    #[test]
+    fn out_of_range_values_are_stored_as_null_and_listed() {
+        type Case = (&'static str, fn(&mut Value), Vec<(&'static str, Value)>);
+        let cases: Vec<Case> = vec![
+            (
+                "confidence 5",
+                |v| v["status"]["environmentClassification"]["confidence"] = json!(5.0),
+                vec![
+                    ("processing_phases[1].classificationResults.confidence", json!(5.0)),
+                    ("confidence", json!(5.0)),
+                ],
+            ),
+            (
+                "negative confidence",
+                |v| v["status"]["environmentClassification"]["confidence"] = json!(-0.1),
+                vec![
+                    ("processing_phases[1].classificationResults.confidence", json!(-0.1)),
+                    ("confidence", json!(-0.1)),
+                ],
+            ),
+            (
+                "quality 1.5",
+                |v| v["status"]["enrichmentResults"]["enrichmentQuality"] = json!(1.5),
+                vec![
+                    ("processing_phases[0].enrichmentResults.contextQuality", json!(1.5)),
+                    ("enrichment_quality", json!(1.5)),
+                ],
+            ),
+            (
+                "negative priority score",
+                |v| v["status"]["categorization"]["priorityScore"] = json!(-3),
+                vec![
+                    ("processing_phases[2].categorizationResults.priorityScore", json!(-3)),
+                    ("priority_score", json!(-3)),
+                ],
+            ),
+            (
+                "negative context size",
+                |v| v["status"]["enrichmentResults"]["contextSizeBytes"] = json!(-1),
+                vec![
+                    ("processing_phases[0].enrichmentResults.contextSizeBytes", json!(-1)),
+                    ("context_size_bytes", json!(-1)),
+                ],
+            ),
+            (
+                "negative own duration",
+                |v| {
+                    v["status"].as_object_mut().unwrap().remove("classificationEndTime");
+                    v["status"]["classificationDuration"] = json!("-2s");
+                },
+                vec![("processing_phases[1].duration", json!("-2s"))],
+            ),
+            (
+                "end before start",
+                |v| v["status"]["categorizationStartTime"] = json!("2025-11-27T10:00:03Z"),
+                vec![("processing_phases[2].start_time", json!("2025-11-27T10:00:03Z"))],
+            ),
+            (
+                "completion in the year 9999",
+                |v| v["status"]["completionTime"] = json!("9999-01-01T00:00:00Z"),
+                vec![("completed_at", json!("9999-01-01T00:00:00Z"))],
+            ),
+            (
+                "a phase end in the year 1",
+                |v| v["status"]["classificationEndTime"] = json!("0001-01-01T00:00:00Z"),
+                vec![("processing_phases[1].end_time", json!("0001-01-01T00:00:00Z"))],
+            ),
+            (
+                "a phase start 6 minutes ahead",
+                |v| v["status"]["categorizationStartTime"] = json!("2025-11-28T00:06:00Z"),
+                vec![("processing_phases[2].start_time", json!("2025-11-28T00:06:00Z"))],
+            ),
+        ];
+        for (name, change, listed) in &cases {
+            let mut v = fixture("design-doc.json");
+            change(&mut v);
+            let rec = build_record(&cr(v), Trigger::Deletion, now());
+            let mut got: Vec<(String, Value)> = rec.anomalies.iter().map(|a| (a.field.clone(), a.value.clone())).collect();
+            let mut want: Vec<(String, Value)> = listed.iter().map(|(f, v)| (f.to_string(), v.clone())).collect();
+            got.sort_by(|a, b| a.0.cmp(&b.0));
+            want.sort_by(|a, b| a.0.cmp(&b.0));
+            assert_eq!(got, want, "{name}");
+            assert!(rec.validate().is_ok(), "{name}: {:?}", rec.validate());
+            let json = serde_json::to_value(&rec).unwrap();
+            for (field, raw) in listed {
+                // completed_at is required: it falls back (see the next test) instead of null.
+                let kept = pointer(&json, field);
+                assert!(
+                    kept.is_null() || (*field == "completed_at" && kept != raw),
+                    "{name}: {field} kept in {json}"
+                );
+            }
+        }
+        // In range, nothing is listed and the key is absent.
+        let rec = build_record(&cr(fixture("design-doc.json")), Trigger::Deletion, now());
+        assert!(rec.anomalies.is_empty());
+        assert!(serde_json::to_value(&rec).unwrap().get("anomalies").is_none());
+    }
+
+    /// `processing_phases[1].classificationResults.confidence` → the JSON value there.
+    fn pointer<'a>(v: &'a Value, path: &str) -> &'a Value {
+        let ptr: String = path
+            .replace('[', ".")
+            .replace(']', "")
+            .split('.')
+            .map(|s| format!("/{s}"))
+            .collect();
+        v.pointer(&ptr).unwrap_or(&Value::Null)
+    }
+
+    #[test]
+    fn an_out_of_window_completion_falls_back_to_what_the_cr_says_and_never_to_a_guess() {
+        let mut v = fixture("design-doc.json");
+        v["status"]["completionTime"] = json!("9999-01-01T00:00:00Z");
+        let rec = build_record(&cr(v), Trigger::Deletion, now());
+        // The end of the last phase.
+        assert_eq!(rec.completed_at, t("2025-11-27T10:00:02.25Z"));
+    }
+
+    /// The writer's record (at completion) and the controller's (at deletion, later) of an
+    /// unchanged CR carry the same completed_at, so Data Storage finds them identical.
+    #[test]
+    fn completed_at_of_a_finished_cr_does_not_depend_on_when_the_record_is_built() {
+        let later = t("2025-11-29T08:00:00Z");
+        let mut without_completion = fixture("kubernaut-today.json");
+        without_completion["status"].as_object_mut().unwrap().remove("completionTime");
+        for (name, v, want) in [
+            ("completionTime", fixture("kubernaut-today.json"), t("2025-11-27T10:00:05Z")),
+            ("last phase end", without_completion, t("2025-11-27T10:00:04Z")),
+        ] {
+            let sp = cr(v);
+            let at_completion = build_record(&sp, Trigger::Completion, now());
+            let mut deleting = sp.clone();
+            deleting.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(later));
+            let at_deletion = build_record(&deleting, Trigger::Deletion, later);
+            assert_eq!(at_completion.completed_at, want, "{name}");
+            assert_eq!(at_deletion.completed_at, want, "{name}");
+            assert_eq!(finished_at(&sp, now()), Some(want), "{name}");
+        }
+        // A finished CR that says nothing about when: the writer leaves it to the deletion path.
+        let mut silent = fixture("kubernaut-today.json");
+        silent["status"] = json!({ "phase": "Completed" });
+        assert_eq!(finished_at(&cr(silent), now()), None);
+        // An unfinished one never takes a phase end as its completion.
+        let mut running = fixture("kubernaut-today.json");
+        running["status"]["phase"] = json!("Categorizing");
+        running["status"].as_object_mut().unwrap().remove("completionTime");
+        assert_eq!(finished_at(&cr(running), now()), None);
     }
 
     #[test]

@@ -13,19 +13,23 @@ use crate::crd::{SignalProcessing, ANNOTATION_PERSISTED_AT, ANNOTATION_RECORD_ID
 pub enum Action {
     /// Not being deleted and our finalizer is missing: add it.
     AddFinalizer,
-    /// Finished (Completed/Failed) and not yet handed to the writer by this process.
+    /// Finished (Completed/Failed), saying when, and not yet handed to the writer by this process.
     EnqueueRecord,
     /// Being deleted with our finalizer on: store the record, then remove the finalizer.
     PersistAndRelease,
     Nothing,
 }
 
-pub fn decide(sp: &SignalProcessing, already_enqueued: bool) -> Action {
+/// A finished CR that does not say when it finished is left to the deletion path: a record
+/// written now would carry a completed_at of now, differ from the deletion-time record, and
+/// raise a false conflict.
+pub fn decide(sp: &SignalProcessing, already_enqueued: bool, now: DateTime<Utc>) -> Action {
+    use crate::audit::from_cr::{finished_at, is_terminal};
     match (sp.is_deleting(), sp.has_finalizer()) {
         (true, true) => Action::PersistAndRelease,
         (true, false) => Action::Nothing,
         (false, false) => Action::AddFinalizer,
-        (false, true) if crate::audit::from_cr::is_terminal(sp) && !already_enqueued => Action::EnqueueRecord,
+        (false, true) if is_terminal(sp) && !already_enqueued && finished_at(sp, now).is_some() => Action::EnqueueRecord,
         (false, true) => Action::Nothing,
     }
 }
@@ -171,16 +175,29 @@ mod tests {
 
     #[test]
     fn decisions() {
+        let now: DateTime<Utc> = "2025-01-02T00:00:00Z".parse().unwrap();
+        let finished = |phase: &str, meta: Value| {
+            let mut o = sp(meta, Some(phase));
+            o.status.as_mut().unwrap().completion_time = Some("2025-01-01T00:00:00Z".parse().unwrap());
+            o
+        };
         let deleting = json!({ "name": "a", "deletionTimestamp": "2025-01-01T00:00:00Z", "finalizers": [FINALIZER] });
-        assert_eq!(decide(&sp(deleting, None), false), Action::PersistAndRelease);
         let gone = json!({ "name": "a", "deletionTimestamp": "2025-01-01T00:00:00Z", "finalizers": ["other"] });
-        assert_eq!(decide(&sp(gone, Some("Completed")), false), Action::Nothing);
-        assert_eq!(decide(&sp(json!({ "name": "a" }), None), false), Action::AddFinalizer);
         let with = json!({ "name": "a", "finalizers": [FINALIZER] });
-        assert_eq!(decide(&sp(with.clone(), Some("Completed")), false), Action::EnqueueRecord);
-        assert_eq!(decide(&sp(with.clone(), Some("Failed")), false), Action::EnqueueRecord);
-        assert_eq!(decide(&sp(with.clone(), Some("Completed")), true), Action::Nothing);
-        assert_eq!(decide(&sp(with, Some("Enriching")), false), Action::Nothing);
+        let cases: Vec<(&str, SignalProcessing, bool, Action)> = vec![
+            ("deleting, ours on", sp(deleting, None), false, Action::PersistAndRelease),
+            ("deleting, ours off", sp(gone, Some("Completed")), false, Action::Nothing),
+            ("live, ours missing", sp(json!({ "name": "a" }), None), false, Action::AddFinalizer),
+            ("completed", finished("Completed", with.clone()), false, Action::EnqueueRecord),
+            ("failed", finished("Failed", with.clone()), false, Action::EnqueueRecord),
+            ("already enqueued", finished("Completed", with.clone()), true, Action::Nothing),
+            ("still running", sp(with.clone(), Some("Enriching")), false, Action::Nothing),
+            // Says it completed but not when: its record would depend on when it is built.
+            ("completed, no time", sp(with, Some("Completed")), false, Action::Nothing),
+        ];
+        for (name, obj, enqueued, want) in cases {
+            assert_eq!(decide(&obj, enqueued, now), want, "{name}");
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 pub mod decisions;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,7 +17,10 @@ use kube::{Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::from_cr::build_record;
-use crate::audit::{RecordSink, StoreError, Trigger};
+use crate::audit::{StoreError, Trigger};
+use crate::client::DataStorageClient;
+use crate::confirmed::{ConfirmedRecords, UidSet};
+use crate::conflict::{persist, Persisted};
 use crate::crd::SignalProcessing;
 use crate::metrics;
 use crate::writer::AuditWriter;
@@ -27,6 +30,9 @@ const MANAGER: &str = "audit-guard";
 /// Uids remembered as already handed to the writer; older ones are forgotten (a repeat
 /// enqueue is harmless: the record id makes the write idempotent).
 const ENQUEUED_MEMORY: usize = 100_000;
+/// Uids whose conflict this process has already counted and evented (a retry after a failed
+/// release meets the same conflict again; a restart may alarm once more, never less).
+const ALARMED_MEMORY: usize = 10_000;
 /// Reconciles in flight at once: enough to keep Data Storage's batch-free single POSTs busy
 /// during a mass deletion without opening thousands of connections to it.
 const RECONCILE_CONCURRENCY: u16 = 64;
@@ -45,34 +51,24 @@ pub enum ReconcileError {
 
 pub struct Context {
     pub client: kube::Client,
-    pub sink: Arc<dyn RecordSink>,
+    pub ds: Arc<DataStorageClient>,
     pub writer: Arc<AuditWriter>,
     pub recorder: Recorder,
-    enqueued: Mutex<Bounded>,
+    /// Shared with the webhook: a uid here lets it allow our release without asking Data Storage.
+    pub confirmed: Arc<ConfirmedRecords>,
+    enqueued: UidSet,
+    alarmed: UidSet,
     attempts: Mutex<HashMap<String, u32>>,
 }
 
-#[derive(Default)]
-struct Bounded {
-    set: HashSet<String>,
-    order: VecDeque<String>,
-}
-
-impl Bounded {
-    fn insert(&mut self, uid: String) {
-        if self.set.insert(uid.clone()) {
-            self.order.push_back(uid);
-            while self.order.len() > ENQUEUED_MEMORY {
-                if let Some(old) = self.order.pop_front() {
-                    self.set.remove(&old);
-                }
-            }
-        }
-    }
-}
-
 impl Context {
-    pub fn new(client: kube::Client, sink: Arc<dyn RecordSink>, writer: Arc<AuditWriter>, identity: &str) -> Self {
+    pub fn new(
+        client: kube::Client,
+        ds: Arc<DataStorageClient>,
+        writer: Arc<AuditWriter>,
+        confirmed: Arc<ConfirmedRecords>,
+        identity: &str,
+    ) -> Self {
         let reporter = Reporter {
             controller: MANAGER.into(),
             instance: Some(identity.to_string()),
@@ -80,20 +76,12 @@ impl Context {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
-            sink,
+            ds,
             writer,
-            enqueued: Mutex::new(Bounded::default()),
+            confirmed,
+            enqueued: UidSet::new(ENQUEUED_MEMORY),
+            alarmed: UidSet::new(ALARMED_MEMORY),
             attempts: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn was_enqueued(&self, uid: &str) -> bool {
-        self.enqueued.lock().map(|s| s.set.contains(uid)).unwrap_or(false)
-    }
-
-    fn mark_enqueued(&self, uid: &str) {
-        if let Ok(mut s) = self.enqueued.lock() {
-            s.insert(uid.to_string());
         }
     }
 
@@ -135,7 +123,7 @@ async fn reconcile(sp: Arc<SignalProcessing>, ctx: Arc<Context>) -> Result<Reque
     };
     let name = sp.name_any();
     let api: Api<SignalProcessing> = Api::namespaced(ctx.client.clone(), &ns);
-    match decide(&sp, ctx.was_enqueued(&uid)) {
+    match decide(&sp, ctx.enqueued.contains(&uid), Utc::now()) {
         Action::Nothing => {
             outcome("noop");
             Ok(Requeue::await_change())
@@ -149,7 +137,7 @@ async fn reconcile(sp: Arc<SignalProcessing>, ctx: Arc<Context>) -> Result<Reque
         }
         Action::EnqueueRecord => {
             if ctx.writer.enqueue(build_record(&sp, Trigger::Completion, Utc::now())) {
-                ctx.mark_enqueued(&uid);
+                ctx.enqueued.insert(&uid);
                 outcome("enqueued");
             } else {
                 outcome("enqueue_dropped");
@@ -158,12 +146,31 @@ async fn reconcile(sp: Arc<SignalProcessing>, ctx: Arc<Context>) -> Result<Reque
         }
         Action::PersistAndRelease => {
             let record = build_record(&sp, Trigger::Deletion, Utc::now());
-            if let Err(e) = ctx.sink.store(&record).await {
-                let note = format!("audit record {} not stored, deletion waits and retries: {e}", record.id);
-                ctx.event(&sp, EventType::Warning, "AuditPersistFailed", note).await;
-                outcome("persist_failed");
-                return Err(e.into());
+            let persisted = match persist(&ctx.ds, &record).await {
+                Ok(p) => p,
+                Err(e) => {
+                    let note = format!("audit record {} not stored, deletion waits and retries: {e}", record.id);
+                    ctx.event(&sp, EventType::Warning, "AuditPersistFailed", note).await;
+                    outcome("persist_failed");
+                    return Err(StoreError::from(e).into());
+                }
+            };
+            if let Persisted::Amended { differing, new } = &persisted {
+                // Counted once per CR, also when an earlier attempt stored the amendment but
+                // failed to release: the alarm must not depend on which attempt got through.
+                if *new || !ctx.alarmed.contains(&uid) {
+                    ctx.alarmed.insert(&uid);
+                    metrics::RECORD_CONFLICTS.with_label_values(&["deletion"]).inc();
+                    let note = format!(
+                        "Data Storage already held a different audit record under {} (differing: {}); audit-guard stored its own as an amendment, both are kept",
+                        record.id,
+                        differing.join(", ")
+                    );
+                    tracing::warn!(%ns, %name, id = %record.id, differing = ?differing, "audit record conflict; amendment stored");
+                    ctx.event(&sp, EventType::Warning, "AuditRecordConflict", note).await;
+                }
             }
+            ctx.confirmed.insert(&uid);
             let persisted_at = Utc::now();
             if let Some(patch) = release_patch(&sp, &record.id, persisted_at) {
                 match api.patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch)).await {
@@ -177,7 +184,10 @@ async fn reconcile(sp: Arc<SignalProcessing>, ctx: Arc<Context>) -> Result<Reque
                 }
             }
             ctx.succeeded(&uid);
-            let note = format!("audit record {} stored ({})", record.id, record.status.as_str());
+            let note = match persisted {
+                Persisted::Stored => format!("audit record {} stored ({})", record.id, record.status.as_str()),
+                Persisted::Amended { .. } => format!("audit record {} stored as an amendment ({})", record.id, record.status.as_str()),
+            };
             // The success Event is for people reading `kubectl describe`; the reconcile (and a
             // mass cleanup behind it) need not wait for the API server to take it.
             let (event_ctx, event_sp) = (ctx.clone(), sp.clone());

@@ -1,12 +1,21 @@
 //! What the webhook decides, as plain functions over plain data: no I/O here.
 //!
 //! The HTTP layer parses an AdmissionReview into a [`Review`], asks [`mutate`] or
-//! [`validate`], performs any store the decision asks for, and writes the response.
+//! [`validate`], and performs what the verdict asks for. A review body is never trusted for
+//! what is stored: anyone who can reach the port can post one. So before storing anything
+//! the webhook reads the live object from the API server and [`judge_live`] decides whether
+//! it is the object the review describes; the record is built from the live object.
+//!
+//! | verdict of [`validate`] | the webhook then | outcome |
+//! |---|---|---|
+//! | `Allow` / `Deny` | — | as given |
+//! | `StoreThenAllow` (DELETE of a CR without the finalizer) | reads the live object; [`judge_live`]; stores its record (amending a different one under the uid) | allow once stored; deny 503 (retry) if Data Storage does not confirm; deny 409 if the live object is not what the review says |
+//! | `RecordBreakGlassThenAllow` (break-glass removal) | reads the live object; [`judge_live`]; stores the break-glass event, then the `forced` record | [`break_glass_verdict`] |
+//! | `AllowIfRecordHeld` (the controller's removal) | this process's confirmed set, else GET the record from Data Storage | [`record_check_verdict`] |
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::audit::Trigger;
 use crate::crd::{SignalProcessing, FINALIZER};
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
@@ -45,6 +54,9 @@ impl Operation {
 pub struct Review {
     pub uid: String,
     pub operation: Operation,
+    /// request.namespace and request.name: where the live object is read.
+    pub namespace: String,
+    pub name: String,
     pub username: String,
     pub groups: Vec<String>,
     pub dry_run: bool,
@@ -69,6 +81,10 @@ struct WireRequest {
     uid: Option<String>,
     kind: Option<WireGvk>,
     operation: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
     #[serde(default)]
     user_info: WireUser,
     #[serde(default)]
@@ -137,9 +153,20 @@ pub fn parse_review(body: &[u8]) -> Result<Review, BadReview> {
         object = typed(req.object, "request.object", needs_object)?;
         old_object = typed(req.old_object, "request.oldObject", needs_old)?;
     }
+    let meta = |f: fn(&SignalProcessing) -> Option<&String>| old_object.as_ref().or(object.as_ref()).and_then(f).cloned();
     Ok(Review {
         uid,
         operation,
+        namespace: req
+            .namespace
+            .filter(|n| !n.is_empty())
+            .or_else(|| meta(|o| o.metadata.namespace.as_ref()))
+            .unwrap_or_default(),
+        name: req
+            .name
+            .filter(|n| !n.is_empty())
+            .or_else(|| meta(|o| o.metadata.name.as_ref()))
+            .unwrap_or_default(),
         username: req.user_info.username.unwrap_or_default(),
         groups: req.user_info.groups.unwrap_or_default(),
         dry_run: req.dry_run.unwrap_or(false),
@@ -190,15 +217,24 @@ pub enum Verdict {
         reason: DenyReason,
         message: String,
     },
-    /// Store the record built from `old_object` with this trigger; allow if confirmed.
+    /// A DELETE of a CR without the finalizer: store the live object's record, then allow.
     StoreThenAllow,
-    /// Allow, and store a `forced` record from `old_object` (break-glass).
-    AllowAndRecordForced,
+    /// A break-glass removal: store the break-glass event and the live object's `forced`
+    /// record, then allow.
+    RecordBreakGlassThenAllow,
+    /// The controller's removal: allow only if Data Storage holds the CR's record.
+    AllowIfRecordHeld,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DenyReason {
+    /// Someone without the right took the finalizer off.
     FinalizerRemoval,
+    /// Data Storage holds no record for the CR the controller's identity is releasing.
+    RecordNotHeld,
+    /// The live object is not what the review describes (changed since, or a forged review).
+    ObjectChanged,
+    /// Data Storage or the API server could not confirm in time: retry.
     StoreUnavailable,
 }
 
@@ -206,9 +242,24 @@ impl DenyReason {
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::FinalizerRemoval => "finalizer_removal",
+            Self::RecordNotHeld => "record_not_held",
+            Self::ObjectChanged => "object_changed",
             Self::StoreUnavailable => "store_unavailable",
         }
     }
+
+    /// The `status.reason` of the AdmissionReview response.
+    pub fn status_reason(&self) -> &'static str {
+        match self {
+            Self::FinalizerRemoval | Self::RecordNotHeld => "Forbidden",
+            Self::ObjectChanged => "Conflict",
+            Self::StoreUnavailable => "ServiceUnavailable",
+        }
+    }
+}
+
+fn deny(code: u16, reason: DenyReason, message: String) -> Verdict {
+    Verdict::Deny { code, reason, message }
 }
 
 pub fn validate(review: &Review, policy: &Policy) -> Verdict {
@@ -232,24 +283,30 @@ fn validate_update(review: &Review, policy: &Policy) -> Verdict {
     // Removal from a live object is undone by the mutating webhook (it runs first), so only
     // removal from a deleting object can make the CR disappear without a stored record.
     let removes = old.has_finalizer() && !new.has_finalizer() && (new.is_deleting() || old.is_deleting());
-    if !removes || review.username == policy.controller_identity {
+    if !removes {
         return Verdict::Allow;
+    }
+    // The controller's identity gets no pass of its own: whoever holds a token for it must
+    // still find the record stored. (A read only, so dry runs are checked the same way.)
+    if review.username == policy.controller_identity {
+        return Verdict::AllowIfRecordHeld;
     }
     if review.groups.iter().any(|g| g == &policy.break_glass_group) {
         return if review.dry_run {
             Verdict::Allow
         } else {
-            Verdict::AllowAndRecordForced
+            Verdict::RecordBreakGlassThenAllow
         };
     }
-    Verdict::Deny {
-        code: 403,
-        reason: DenyReason::FinalizerRemoval,
-        message: format!(
+    deny(
+        403,
+        DenyReason::FinalizerRemoval,
+        format!(
             "{user} may not remove finalizer {FINALIZER}: the audit record of this SignalProcessing must be stored by Data Storage \
              first. audit-guard's controller ({controller}) removes this finalizer itself once Data Storage confirms the record. \
              If the deletion is stuck, check the audit-guard controller's logs and Events (reason AuditPersistFailed) and that \
-             Data Storage is reachable; to force it, ask a member of group {group} (the removal is recorded as a forced audit record).",
+             Data Storage is reachable; to force it, ask a member of group {group} (the removal is stored as a break-glass event \
+             naming you, and as a forced audit record).",
             user = if review.username.is_empty() {
                 "this user"
             } else {
@@ -258,6 +315,173 @@ fn validate_update(review: &Review, policy: &Policy) -> Verdict {
             controller = policy.controller_identity,
             group = policy.break_glass_group,
         ),
+    )
+}
+
+/// What the API server's live object looked like when the webhook read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Live {
+    NotFound,
+    Found { uid: String, deleting: bool, has_finalizer: bool },
+}
+
+impl Live {
+    pub fn of(sp: Option<&SignalProcessing>) -> Self {
+        match sp {
+            None => Self::NotFound,
+            Some(o) => Self::Found {
+                uid: o.metadata.uid.clone().unwrap_or_default(),
+                deleting: o.is_deleting(),
+                has_finalizer: o.has_finalizer(),
+            },
+        }
+    }
+}
+
+/// Whether `namespace` and `name` can name a SignalProcessing (a DNS-1123 label and subdomain):
+/// a review's names go into the API server URL the webhook reads, so anything else (a slash, a
+/// dot segment) is never sent there.
+pub fn valid_object_ref(namespace: &str, name: &str) -> bool {
+    let dns = |s: &str, max: usize, dots: bool| {
+        !s.is_empty()
+            && s.len() <= max
+            && s.split('.').all(|part| {
+                !part.is_empty()
+                    && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !part.starts_with('-')
+                    && !part.ends_with('-')
+            })
+            && (dots || !s.contains('.'))
+    };
+    dns(namespace, 63, false) && dns(name, 253, true)
+}
+
+/// Why the webhook reads the live object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// The review says: a DELETE of a CR without the finalizer.
+    UnguardedDelete,
+    /// The review says: a break-glass user takes the finalizer off a deleting CR.
+    BreakGlass,
+}
+
+/// Whether the live object is the one the review describes, in the state it claims; anything
+/// else (gone, replaced by a namesake, the finalizer back on or already off, not deleting)
+/// stores nothing and is refused: a genuine request meets a race and is retried by its
+/// client, a forged one achieves nothing.
+///
+/// | purpose | live object | decision |
+/// |---|---|---|
+/// | any | not found, another uid, or a namespace/name no object can have (never looked up) | deny 409 |
+/// | unguarded DELETE | carries the finalizer | deny 409 (the finalizer guards it; a retried DELETE takes the normal path) |
+/// | unguarded DELETE | lacks the finalizer | proceed: store its record |
+/// | break-glass | not deleting | deny 409 |
+/// | break-glass | deleting, finalizer already off | deny 409 (nothing left to force) |
+/// | break-glass | deleting, carries the finalizer | proceed: break-glass event, forced record |
+pub fn judge_live(purpose: Purpose, review_uid: &str, live: &Live) -> Result<(), Verdict> {
+    let changed = |what: &str| {
+        Err(deny(
+            409,
+            DenyReason::ObjectChanged,
+            format!("{what}; nothing was stored and nothing changed. Retry the request against the object as it is now."),
+        ))
+    };
+    let Live::Found {
+        uid,
+        deleting,
+        has_finalizer,
+    } = live
+    else {
+        return changed("this SignalProcessing no longer exists in the API server");
+    };
+    if review_uid.is_empty() || uid != review_uid {
+        return changed("the SignalProcessing of that name in the API server is another object (its uid differs)");
+    }
+    match (purpose, deleting, has_finalizer) {
+        (Purpose::UnguardedDelete, _, true) => changed(&format!(
+            "this SignalProcessing carries finalizer {FINALIZER} now, so its deletion waits for its audit record"
+        )),
+        (Purpose::UnguardedDelete, _, false) => Ok(()),
+        (Purpose::BreakGlass, false, _) => changed("this SignalProcessing is not being deleted"),
+        (Purpose::BreakGlass, true, false) => changed(&format!("finalizer {FINALIZER} is already off this SignalProcessing")),
+        (Purpose::BreakGlass, true, true) => Ok(()),
+    }
+}
+
+/// How looking for the CR's record ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordCheck {
+    Held,
+    Missing,
+    Unavailable(String),
+}
+
+/// The controller's identity may release a CR only when Data Storage holds its record.
+pub fn record_check_verdict(check: &RecordCheck, uid: &str) -> Verdict {
+    match check {
+        RecordCheck::Held => Verdict::Allow,
+        RecordCheck::Missing => deny(
+            403,
+            DenyReason::RecordNotHeld,
+            format!(
+                "Data Storage holds no audit record for SignalProcessing {uid}, so finalizer {FINALIZER} stays on. \
+                 audit-guard's controller stores the record before it releases the object; a removal under its identity \
+                 without a stored record is refused, whoever makes it."
+            ),
+        ),
+        RecordCheck::Unavailable(e) => deny(
+            503,
+            DenyReason::StoreUnavailable,
+            format!("could not confirm that Data Storage holds the audit record of SignalProcessing {uid} ({e}); retry later"),
+        ),
+    }
+}
+
+/// How one write to Data Storage ended, as far as a decision cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteResult {
+    /// Created, or the same content already there.
+    Stored,
+    /// A different entry holds the id.
+    Conflict,
+    Transient(String),
+    Permanent(String),
+}
+
+/// A break-glass removal is allowed once its event is stored: the event is the evidence of
+/// who used it, so without it nothing is allowed (retryable). The `forced` record is stored
+/// after it; an existing record under the uid (typically the completion record) is fine. A
+/// record Data Storage rejects for good does not hold the emergency (the event, stored, names
+/// the actor; the rejection is logged); one it could not take now is retried.
+///
+/// | break-glass event | forced record | decision |
+/// |---|---|---|
+/// | not stored (unreachable, error) | — | deny 503, retry |
+/// | another event under this review's uid | — | deny 409 |
+/// | stored | stored, or another record holds the uid | allow |
+/// | stored | rejected for good (4xx) | allow, logged loudly |
+/// | stored | not stored (unreachable, 5xx) | deny 503, retry |
+pub fn break_glass_verdict(event: &WriteResult, record: Option<&WriteResult>) -> Verdict {
+    let retry = |what: &str, e: &str| {
+        deny(
+            503,
+            DenyReason::StoreUnavailable,
+            format!(
+                "break-glass removal refused: {what} could not be stored ({e}); retry. If Data Storage itself is down, \
+                 a cluster admin can remove audit-guard's webhook configurations (recorded in the API server's audit log)."
+            ),
+        )
+    };
+    match (event, record) {
+        (WriteResult::Transient(e) | WriteResult::Permanent(e), _) => retry("the break-glass event", e),
+        (WriteResult::Conflict, _) => deny(
+            409,
+            DenyReason::ObjectChanged,
+            "break-glass removal refused: Data Storage holds a different break-glass event under this request's uid".into(),
+        ),
+        (WriteResult::Stored, None) => retry("the forced audit record", "not attempted"),
+        (WriteResult::Stored, Some(WriteResult::Transient(e))) => retry("the forced audit record", e),
+        (WriteResult::Stored, Some(WriteResult::Stored | WriteResult::Conflict | WriteResult::Permanent(_))) => Verdict::Allow,
     }
 }
 
@@ -267,15 +491,6 @@ pub fn store_unavailable_message(err: &str) -> String {
         "the audit record of this SignalProcessing must be stored before it is deleted, and Data Storage did not confirm it \
          ({err}); nothing was deleted, retry the deletion later"
     )
-}
-
-/// Which trigger a stored record carries for a verdict.
-pub fn trigger_for(verdict: &Verdict) -> Option<Trigger> {
-    match verdict {
-        Verdict::StoreThenAllow => Some(Trigger::Deletion),
-        Verdict::AllowAndRecordForced => Some(Trigger::Forced),
-        _ => None,
-    }
 }
 
 #[cfg(test)]
@@ -369,9 +584,20 @@ mod tests {
     }
 
     #[test]
-    fn only_controller_and_break_glass_may_remove_the_finalizer_from_a_deleting_object() {
-        assert_eq!(removal("system:serviceaccount:audit-guard:audit-guard", &[], false), Verdict::Allow);
-        assert_eq!(removal("bob", &["audit-guard:break-glass"], false), Verdict::AllowAndRecordForced);
+    fn no_one_removes_the_finalizer_from_a_deleting_object_unchecked() {
+        // The controller's identity: only if the record is held (checked by the caller).
+        assert_eq!(
+            removal("system:serviceaccount:audit-guard:audit-guard", &[], false),
+            Verdict::AllowIfRecordHeld
+        );
+        assert_eq!(
+            removal("system:serviceaccount:audit-guard:audit-guard", &[], true),
+            Verdict::AllowIfRecordHeld
+        );
+        assert_eq!(
+            removal("bob", &["audit-guard:break-glass"], false),
+            Verdict::RecordBreakGlassThenAllow
+        );
         assert_eq!(removal("bob", &["audit-guard:break-glass"], true), Verdict::Allow);
         match removal("alice", &["kubernaut:operators"], false) {
             Verdict::Deny {
@@ -383,11 +609,138 @@ mod tests {
             }
             other => panic!("expected a denial, got {other:?}"),
         }
-        // A similarly named group is not the break-glass group.
-        assert!(matches!(
-            removal("eve", &["audit-guard:break-glass-2"], false),
-            Verdict::Deny { .. }
-        ));
+        // A similarly named group is not the break-glass group, nor a similar name the controller.
+        for (user, groups) in [
+            ("eve", vec!["audit-guard:break-glass-2"]),
+            ("system:serviceaccount:audit-guard:audit-guard-2", vec![]),
+        ] {
+            assert!(matches!(removal(user, &groups, false), Verdict::Deny { .. }), "{user}");
+        }
+    }
+
+    #[test]
+    fn the_live_object_must_be_the_one_the_review_describes() {
+        let live = |uid: &str, deleting: bool, has_finalizer: bool| Live::Found {
+            uid: uid.into(),
+            deleting,
+            has_finalizer,
+        };
+        use Purpose::{BreakGlass, UnguardedDelete};
+        let cases: Vec<(&str, Purpose, &str, Live, bool)> = vec![
+            ("gone", UnguardedDelete, "u-1", Live::NotFound, false),
+            ("a namesake", UnguardedDelete, "u-1", live("u-2", false, false), false),
+            ("no uid in the review", UnguardedDelete, "", live("", false, false), false),
+            ("finalizer back on", UnguardedDelete, "u-1", live("u-1", false, true), false),
+            ("as described", UnguardedDelete, "u-1", live("u-1", false, false), true),
+            ("deleting, other finalizers", UnguardedDelete, "u-1", live("u-1", true, false), true),
+            ("break-glass, gone", BreakGlass, "u-1", Live::NotFound, false),
+            ("break-glass, a namesake", BreakGlass, "u-1", live("u-2", true, true), false),
+            ("break-glass, not deleting", BreakGlass, "u-1", live("u-1", false, true), false),
+            ("break-glass, already released", BreakGlass, "u-1", live("u-1", true, false), false),
+            ("break-glass, as described", BreakGlass, "u-1", live("u-1", true, true), true),
+        ];
+        for (name, purpose, uid, live, proceeds) in cases {
+            match judge_live(purpose, uid, &live) {
+                Ok(()) => assert!(proceeds, "{name}: proceeded"),
+                Err(Verdict::Deny {
+                    code: 409,
+                    reason: DenyReason::ObjectChanged,
+                    message,
+                }) => {
+                    assert!(!proceeds, "{name}: refused");
+                    assert!(
+                        message.contains("nothing was stored") && message.contains("Retry"),
+                        "{name}: {message}"
+                    );
+                }
+                Err(other) => panic!("{name}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_controller_releases_only_what_data_storage_holds() {
+        assert_eq!(record_check_verdict(&RecordCheck::Held, "u-1"), Verdict::Allow);
+        let cases = [
+            (RecordCheck::Missing, 403, DenyReason::RecordNotHeld, "holds no audit record"),
+            (
+                RecordCheck::Unavailable("timeout".into()),
+                503,
+                DenyReason::StoreUnavailable,
+                "retry",
+            ),
+        ];
+        for (check, want_code, want_reason, says) in cases {
+            match record_check_verdict(&check, "u-1") {
+                Verdict::Deny { code, reason, message } => {
+                    assert_eq!((code, reason), (want_code, want_reason), "{check:?}");
+                    assert!(message.contains("u-1") && message.contains(says), "{message}");
+                }
+                other => panic!("{check:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn break_glass_is_allowed_only_with_its_event_stored() {
+        use WriteResult::{Conflict, Permanent, Stored, Transient};
+        let down = || Transient("unreachable".into());
+        let cases: Vec<(WriteResult, Option<WriteResult>, Option<u16>)> = vec![
+            (down(), None, Some(503)),
+            (Permanent("400".into()), None, Some(503)),
+            (Conflict, None, Some(409)),
+            (Stored, None, Some(503)),
+            (Stored, Some(Stored), None),
+            // The CR's record exists already (its completion record): fine, not a conflict alarm.
+            (Stored, Some(Conflict), None),
+            (Stored, Some(Permanent("400".into())), None),
+            (Stored, Some(down()), Some(503)),
+        ];
+        for (event, record, want) in cases {
+            let got = break_glass_verdict(&event, record.as_ref());
+            match (got, want) {
+                (Verdict::Allow, None) => {}
+                (Verdict::Deny { code, message, .. }, Some(c)) => {
+                    assert_eq!(code, c, "{event:?} {record:?}");
+                    assert!(message.contains("break-glass removal refused"), "{message}");
+                }
+                (got, want) => panic!("{event:?} {record:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn only_kubernetes_names_are_looked_up() {
+        for (ns, name) in [("ns", "sp"), ("team-a", "sp-0001.v2"), ("a", "b")] {
+            assert!(valid_object_ref(ns, name), "{ns}/{name}");
+        }
+        for (ns, name) in [
+            ("", "sp"),
+            ("ns", ""),
+            ("ns", "../../api/v1/namespaces/x/secrets/y"),
+            ("ns", "a/b"),
+            ("ns", ".."),
+            ("ns", "Upper"),
+            ("n.s", "sp"),
+            ("-ns", "sp"),
+            ("ns", "sp-"),
+            ("ns", "a..b"),
+        ] {
+            assert!(!valid_object_ref(ns, name), "{ns}/{name}");
+        }
+        assert!(!valid_object_ref(&"a".repeat(64), "sp"));
+        assert!(!valid_object_ref("ns", &"a".repeat(254)));
+    }
+
+    #[test]
+    fn the_object_is_read_where_the_request_says() {
+        let mut v = review_json("DELETE", "alice", &[], false, None, Some(sp(None, false)));
+        let r = parse_review(&serde_json::to_vec(&v).unwrap()).unwrap();
+        assert_eq!((r.namespace.as_str(), r.name.as_str()), ("ns", "sp"));
+        v["request"]["namespace"] = json!("other");
+        v["request"]["name"] = json!("named");
+        let r = parse_review(&serde_json::to_vec(&v).unwrap()).unwrap();
+        assert_eq!((r.namespace.as_str(), r.name.as_str()), ("other", "named"));
     }
 
     #[test]
@@ -411,7 +764,6 @@ mod tests {
         for fins in [None, Some(vec![]), Some(vec!["x/y"])] {
             let r = review("DELETE", "alice", &[], false, None, Some(sp(fins.clone(), false)));
             assert_eq!(validate(&r, &policy()), Verdict::StoreThenAllow);
-            assert_eq!(trigger_for(&Verdict::StoreThenAllow), Some(Trigger::Deletion));
             let dry = review("DELETE", "alice", &[], true, None, Some(sp(fins, false)));
             assert_eq!(validate(&dry, &policy()), Verdict::Allow);
         }

@@ -1,39 +1,69 @@
-//! HTTP plumbing: routes, body limit, status codes, AdmissionReview responses.
+//! HTTP plumbing: routes, bounded body reads, status codes, AdmissionReview responses, and
+//! the I/O each verdict asks for (reading the live object, writing to Data Storage).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use base64::Engine;
 use chrono::Utc;
+use kube::api::Api;
 use serde_json::{json, Value};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::decisions::{self, DenyReason, Policy, Review, Verdict};
+use super::decisions::{self, DenyReason, Live, Policy, Purpose, RecordCheck, Review, Verdict, WriteResult};
 use super::metrics;
+use crate::audit::break_glass::BreakGlassEvent;
 use crate::audit::from_cr::RecordBuilder;
-use crate::audit::RecordSink;
+use crate::audit::Trigger;
+use crate::client::{ClientError, DataStorageClient, Stored};
+use crate::confirmed::ConfirmedRecords;
+use crate::conflict::{persist, Persisted};
+use crate::crd::SignalProcessing;
 
 pub const MUTATE_PATH: &str = "/mutate-kubernaut-ai-v1alpha1-signalprocessing";
 pub const VALIDATE_PATH: &str = "/validate-kubernaut-ai-v1alpha1-signalprocessing";
 
-pub struct AppState {
-    pub policy: Policy,
-    pub sink: Arc<dyn RecordSink>,
-    pub build_record: RecordBuilder,
+/// Bounds on reading request bodies, so that slow or large requests cannot exhaust the pod.
+#[derive(Debug, Clone)]
+pub struct BodyLimits {
+    /// Largest body accepted; larger ones get 413.
+    pub max_bytes: usize,
+    /// Whole body read, from the first byte of the request to the last; slower ones get 408.
+    pub read_timeout: Duration,
+    /// Bytes of request bodies held at once across all requests (parsed reviews included);
+    /// requests beyond it wait, within `read_timeout`, then get 503.
+    pub in_flight_bytes: usize,
 }
 
-pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+pub struct AppState {
+    pub policy: Policy,
+    pub ds: Arc<DataStorageClient>,
+    pub kube: kube::Client,
+    pub confirmed: Arc<ConfirmedRecords>,
+    pub build_record: RecordBuilder,
+    pub limits: BodyLimits,
+    /// One permit per KiB of `limits.in_flight_bytes`.
+    pub budget: Arc<Semaphore>,
+}
+
+impl AppState {
+    pub fn budget_for(limits: &BodyLimits) -> Arc<Semaphore> {
+        let kib = limits.in_flight_bytes.max(limits.max_bytes).div_ceil(1024);
+        Arc::new(Semaphore::new(kib.min(Semaphore::MAX_PERMITS)))
+    }
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route(MUTATE_PATH, post(mutate_handler))
         .route(VALIDATE_PATH, post(validate_handler))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
 
@@ -48,24 +78,131 @@ fn plain(code: StatusCode, msg: impl Into<String>) -> Response {
     (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
 
+enum BodyError {
+    TooLarge,
+    TooSlow,
+    Busy,
+    Broken(String),
+}
+
+/// How much of an oversized body is read (and thrown away) before the 413 is sent. A client
+/// still sending when the answer comes may lose it: HTTP/2 clients (curl, Go) treat the
+/// reset that must follow an early answer as a failure, and HTTP/1.1 ones may see the
+/// connection close under them. Reading the rest first lets the answer arrive cleanly;
+/// beyond this bound (or the read timeout) the client gets the early answer.
+const DRAIN_MAX_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Reads and discards the rest of a body, within the drain bound and the deadline.
+async fn drain(body: &mut Body, mut read: u64, deadline: tokio::time::Instant) {
+    while read <= DRAIN_MAX_BYTES {
+        match tokio::time::timeout_at(deadline, http_body_util::BodyExt::frame(body)).await {
+            Ok(Some(Ok(frame))) => read += frame.data_ref().map_or(0, |d| d.len() as u64),
+            _ => return,
+        }
+    }
+}
+
+/// Reads the whole body within the limits, holding budget permits for what it read.
+async fn read_body(state: &AppState, req: Request) -> Result<(Bytes, Vec<OwnedSemaphorePermit>), BodyError> {
+    let limits = &state.limits;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut body = req.into_body();
+    let deadline = tokio::time::Instant::now() + limits.read_timeout;
+    if let Some(n) = declared.filter(|n| *n > limits.max_bytes as u64) {
+        if n <= DRAIN_MAX_BYTES {
+            drain(&mut body, 0, deadline).await;
+        }
+        return Err(BodyError::TooLarge);
+    }
+    let mut permits = Vec::new();
+    let mut held_kib = 0usize;
+    // A declared size is paid for before anything is allocated for it.
+    let declared = declared.map_or(0, |n| n as usize);
+    if declared > 0 {
+        let want = u32::try_from(declared.div_ceil(1024)).unwrap_or(u32::MAX);
+        match tokio::time::timeout_at(deadline, state.budget.clone().acquire_many_owned(want)).await {
+            Ok(Ok(p)) => permits.push(p),
+            _ => return Err(BodyError::Busy),
+        }
+        held_kib = declared.div_ceil(1024);
+    }
+    let mut buf = Vec::with_capacity(declared.max(8 * 1024).min(limits.max_bytes));
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, http_body_util::BodyExt::frame(&mut body)).await {
+            Err(_) => return Err(BodyError::TooSlow),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(BodyError::Broken(e.to_string())),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        if buf.len() + data.len() > limits.max_bytes {
+            let read = (buf.len() + data.len()) as u64;
+            drop(buf);
+            drop(permits);
+            drain(&mut body, read, deadline).await;
+            return Err(BodyError::TooLarge);
+        }
+        buf.extend_from_slice(&data);
+        // Permits for every KiB now held (beyond what was declared), within the same deadline.
+        let need = buf.len().div_ceil(1024).saturating_sub(held_kib);
+        if need > 0 {
+            let want = u32::try_from(need).unwrap_or(u32::MAX);
+            match tokio::time::timeout_at(deadline, state.budget.clone().acquire_many_owned(want)).await {
+                Ok(Ok(p)) => permits.push(p),
+                _ => return Err(BodyError::Busy),
+            }
+            held_kib += need;
+        }
+    }
+    Ok((Bytes::from(buf), permits))
+}
+
 /// Reads and parses the body, or answers the HTTP error (and counts it).
-fn read_review(path: &str, body: Result<Bytes, BytesRejection>, started: Instant) -> Result<Review, Box<Response>> {
+async fn read_review(
+    state: &AppState,
+    path: &str,
+    req: Request,
+    started: Instant,
+) -> Result<(Review, Vec<OwnedSemaphorePermit>), Response> {
     let failed = |code: StatusCode, outcome: &str, msg: String| {
         metrics::observe(path, "", outcome, started.elapsed().as_secs_f64());
-        Box::new(plain(code, msg))
+        plain(code, msg)
     };
-    let bytes = match body {
-        Ok(b) => b,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return Err(failed(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                "request body too large for an AdmissionReview".into(),
-            ))
+    let (bytes, permits) = match read_body(state, req).await {
+        Ok(read) => read,
+        Err(error) => {
+            let response = match error {
+                BodyError::TooLarge => failed(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!(
+                        "request body too large for an AdmissionReview (at most {} bytes)",
+                        state.limits.max_bytes
+                    ),
+                ),
+                BodyError::TooSlow => failed(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "too_slow",
+                    format!("request body not received within {:?}", state.limits.read_timeout),
+                ),
+                BodyError::Busy => failed(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "too many review bytes in flight; retry".into(),
+                ),
+                BodyError::Broken(e) => failed(StatusCode::BAD_REQUEST, "bad_request", format!("reading the request body: {e}")),
+            };
+            return Err(response);
         }
-        Err(rejection) => return Err(failed(rejection.status(), "bad_request", rejection.body_text())),
     };
-    decisions::parse_review(&bytes).map_err(|e| failed(StatusCode::BAD_REQUEST, "bad_request", e.0))
+    match decisions::parse_review(&bytes) {
+        Ok(review) => Ok((review, permits)),
+        Err(e) => Err(failed(StatusCode::BAD_REQUEST, "bad_request", e.0)),
+    }
 }
 
 fn review_json(uid: &str, allowed: bool, status: Option<(u16, &str, String)>, patch: Option<Vec<Value>>) -> Response {
@@ -81,11 +218,11 @@ fn review_json(uid: &str, allowed: bool, status: Option<(u16, &str, String)>, pa
     axum::Json(json!({ "apiVersion": decisions::API_VERSION, "kind": decisions::KIND, "response": response })).into_response()
 }
 
-async fn mutate_handler(body: Result<Bytes, BytesRejection>) -> Response {
+async fn mutate_handler(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let started = Instant::now();
-    let review = match read_review("mutate", body, started) {
+    let (review, _permits) = match read_review(&state, "mutate", req, started).await {
         Ok(r) => r,
-        Err(resp) => return *resp,
+        Err(resp) => return resp,
     };
     let patch = decisions::mutate(&review);
     let outcome = if patch.is_some() { "patched" } else { "allowed" };
@@ -93,66 +230,177 @@ async fn mutate_handler(body: Result<Bytes, BytesRejection>) -> Response {
     review_json(&review.uid, true, None, patch)
 }
 
-async fn validate_handler(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn validate_handler(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let started = Instant::now();
-    let review = match read_review("validate", body, started) {
+    let (review, _permits) = match read_review(&state, "validate", req, started).await {
         Ok(r) => r,
-        Err(resp) => return *resp,
+        Err(resp) => return resp,
     };
     let verdict = decisions::validate(&review, &state.policy);
-    let (outcome, response) = answer(&state, &review, verdict).await;
+    let (outcome, verdict) = carry_out(&state, &review, verdict).await;
+    let response = answer(&review, verdict);
     metrics::observe("validate", review.operation.as_str(), outcome, started.elapsed().as_secs_f64());
     response
 }
 
-async fn answer(state: &AppState, review: &Review, verdict: Verdict) -> (&'static str, Response) {
-    let trigger = decisions::trigger_for(&verdict);
+fn answer(review: &Review, verdict: Verdict) -> Response {
     match verdict {
-        Verdict::Allow => ("allowed", review_json(&review.uid, true, None, None)),
         Verdict::Deny { code, reason, message } => {
             metrics::DENIALS.with_label_values(&[reason.as_str()]).inc();
             tracing::info!(uid = %review.uid, user = %review.username, reason = reason.as_str(), "admission denied");
-            ("denied", review_json(&review.uid, false, Some((code, "Forbidden", message)), None))
+            review_json(&review.uid, false, Some((code, reason.status_reason(), message)), None)
         }
-        Verdict::StoreThenAllow | Verdict::AllowAndRecordForced => {
-            let (Some(old), Some(trigger)) = (review.old_object.as_ref(), trigger) else {
-                return ("allowed", review_json(&review.uid, true, None, None));
-            };
-            let record = (state.build_record)(old, trigger, Utc::now());
-            let stored = state.sink.store(&record).await;
-            let forced = trigger == crate::audit::Trigger::Forced;
-            let (ns, name) = (
-                old.metadata.namespace.as_deref().unwrap_or(""),
-                old.metadata.name.as_deref().unwrap_or(""),
-            );
-            match (forced, stored) {
-                (true, result) => {
-                    metrics::FORCED_REMOVALS.inc();
-                    // Break-glass exists for when the normal path is stuck, so a failed store does not block it.
-                    match result {
-                        Ok(()) => {
-                            tracing::warn!(user = %review.username, namespace = ns, name, record = %record.id, "break-glass removal of the audit finalizer; forced record stored")
-                        }
-                        Err(e) => {
-                            tracing::error!(user = %review.username, namespace = ns, name, record = %record.id, error = %e, "break-glass removal of the audit finalizer; the forced record could NOT be stored")
-                        }
-                    }
-                    ("forced", review_json(&review.uid, true, None, None))
+        // Every other verdict has been carried out into Allow or Deny by now.
+        _ => review_json(&review.uid, true, None, None),
+    }
+}
+
+/// Performs what the verdict asks for; returns the metric outcome and the final verdict.
+async fn carry_out(state: &AppState, review: &Review, verdict: Verdict) -> (&'static str, Verdict) {
+    let outcome = |v: &Verdict, done: &'static str| match v {
+        Verdict::Deny { .. } => "denied",
+        _ => done,
+    };
+    match verdict {
+        Verdict::Allow => ("allowed", Verdict::Allow),
+        deny @ Verdict::Deny { .. } => ("denied", deny),
+        Verdict::AllowIfRecordHeld => {
+            let v = check_record_held(state, review).await;
+            (outcome(&v, "allowed"), v)
+        }
+        Verdict::StoreThenAllow => {
+            let v = store_unguarded_delete(state, review).await;
+            (outcome(&v, "stored"), v)
+        }
+        Verdict::RecordBreakGlassThenAllow => {
+            let v = record_break_glass(state, review).await;
+            (outcome(&v, "forced"), v)
+        }
+    }
+}
+
+fn old_uid(review: &Review) -> String {
+    review.old_object.as_ref().and_then(|o| o.metadata.uid.clone()).unwrap_or_default()
+}
+
+/// The controller's removal: this process's confirmed set first, then Data Storage.
+async fn check_record_held(state: &AppState, review: &Review) -> Verdict {
+    let uid = old_uid(review);
+    if !uid.is_empty() && state.confirmed.contains(&uid) {
+        metrics::RECORD_CHECKS.with_label_values(&["cache", "held"]).inc();
+        return Verdict::Allow;
+    }
+    let check = match review.old_object.as_ref() {
+        _ if uid.is_empty() => RecordCheck::Missing,
+        None => RecordCheck::Missing,
+        Some(old) => {
+            let remediation_id = (state.build_record)(old, Trigger::Deletion, Utc::now()).remediation_id;
+            match state.ds.record_held(&uid, &remediation_id).await {
+                Ok(true) => {
+                    state.confirmed.insert(&uid);
+                    RecordCheck::Held
                 }
-                (false, Ok(())) => {
-                    tracing::info!(namespace = ns, name, record = %record.id, "audit record stored before deletion");
-                    ("stored", review_json(&review.uid, true, None, None))
-                }
-                (false, Err(e)) => {
-                    metrics::DENIALS.with_label_values(&[DenyReason::StoreUnavailable.as_str()]).inc();
-                    tracing::warn!(namespace = ns, name, record = %record.id, error = %e, "deletion refused: audit record not stored");
-                    let msg = decisions::store_unavailable_message(&e.to_string());
-                    (
-                        "denied",
-                        review_json(&review.uid, false, Some((503, "ServiceUnavailable", msg)), None),
-                    )
-                }
+                Ok(false) => RecordCheck::Missing,
+                Err(e) => RecordCheck::Unavailable(e.to_string()),
+            }
+        }
+    };
+    let result = match check {
+        RecordCheck::Held => "held",
+        RecordCheck::Missing => "missing",
+        RecordCheck::Unavailable(_) => "error",
+    };
+    metrics::RECORD_CHECKS.with_label_values(&["datastorage", result]).inc();
+    if check == RecordCheck::Missing {
+        tracing::warn!(user = %review.username, namespace = %review.namespace, name = %review.name, %uid, "finalizer removal under the controller's identity refused: no record stored");
+    }
+    decisions::record_check_verdict(&check, &uid)
+}
+
+/// Reads the live object the review is about and judges it; Ok carries the live object.
+async fn live_object(state: &AppState, review: &Review, purpose: Purpose) -> Result<SignalProcessing, Verdict> {
+    let unavailable = |e: String| Verdict::Deny {
+        code: 503,
+        reason: DenyReason::StoreUnavailable,
+        message: format!("could not read this SignalProcessing from the API server to check it ({e}); nothing was stored, retry"),
+    };
+    if !decisions::valid_object_ref(&review.namespace, &review.name) {
+        // Not a name the API server could hold: no such object, and no such URL is requested.
+        decisions::judge_live(purpose, &old_uid(review), &Live::NotFound)?;
+    }
+    let api: Api<SignalProcessing> = Api::namespaced(state.kube.clone(), &review.namespace);
+    let live = api.get_opt(&review.name).await.map_err(|e| unavailable(e.to_string()))?;
+    decisions::judge_live(purpose, &old_uid(review), &Live::of(live.as_ref()))?;
+    live.ok_or_else(|| unavailable("the object vanished".into()))
+}
+
+/// A DELETE of a CR without the finalizer: the live object's record is stored first.
+async fn store_unguarded_delete(state: &AppState, review: &Review) -> Verdict {
+    let live = match live_object(state, review, Purpose::UnguardedDelete).await {
+        Ok(live) => live,
+        Err(verdict) => return verdict,
+    };
+    let record = (state.build_record)(&live, Trigger::Deletion, Utc::now());
+    match persist(&state.ds, &record).await {
+        Ok(persisted) => {
+            state.confirmed.insert(&record.id);
+            if let Persisted::Amended { differing, .. } = &persisted {
+                crate::metrics::RECORD_CONFLICTS.with_label_values(&["webhook"]).inc();
+                tracing::warn!(namespace = %review.namespace, name = %review.name, record = %record.id, ?differing, "audit record conflict on an unguarded DELETE; amendment stored");
+            }
+            tracing::info!(namespace = %review.namespace, name = %review.name, record = %record.id, "audit record stored before deletion");
+            Verdict::Allow
+        }
+        Err(e) => {
+            tracing::warn!(namespace = %review.namespace, name = %review.name, record = %record.id, error = %e, "deletion refused: audit record not stored");
+            Verdict::Deny {
+                code: 503,
+                reason: DenyReason::StoreUnavailable,
+                message: decisions::store_unavailable_message(&e.to_string()),
             }
         }
     }
+}
+
+fn write_result(result: &Result<Stored, ClientError>) -> WriteResult {
+    match result {
+        Ok(Stored::Created | Stored::AlreadyStored) => WriteResult::Stored,
+        Ok(Stored::Conflict { .. }) => WriteResult::Conflict,
+        Err(e) if e.permanent => WriteResult::Permanent(e.message.clone()),
+        Err(e) => WriteResult::Transient(e.message.clone()),
+    }
+}
+
+/// A break-glass removal: the event naming the actor, then the live object's forced record.
+async fn record_break_glass(state: &AppState, review: &Review) -> Verdict {
+    let live = match live_object(state, review, Purpose::BreakGlass).await {
+        Ok(live) => live,
+        Err(verdict) => return verdict,
+    };
+    let event = BreakGlassEvent {
+        id: review.uid.clone(),
+        user: review.username.clone(),
+        groups: review.groups.clone(),
+        namespace: review.namespace.clone(),
+        name: review.name.clone(),
+        uid: live.metadata.uid.clone().unwrap_or_default(),
+        at: Utc::now(),
+    };
+    let event_result = write_result(&state.ds.store_break_glass(&event).await);
+    let record_result = if event_result == WriteResult::Stored {
+        let record = (state.build_record)(&live, Trigger::Forced, Utc::now());
+        let result = write_result(&state.ds.store_one(&record).await);
+        if let WriteResult::Permanent(e) = &result {
+            tracing::error!(user = %event.user, namespace = %event.namespace, name = %event.name, record = %record.id, error = %e, "break-glass removal: Data Storage rejected the forced record for good; the break-glass event is stored");
+        }
+        Some(result)
+    } else {
+        None
+    };
+    let verdict = decisions::break_glass_verdict(&event_result, record_result.as_ref());
+    if verdict == Verdict::Allow {
+        metrics::FORCED_REMOVALS.inc();
+        tracing::warn!(user = %event.user, groups = ?event.groups, namespace = %event.namespace, name = %event.name, uid = %event.uid, event = %event.id, "break-glass removal of the audit finalizer; break-glass event stored");
+    }
+    verdict
 }

@@ -56,6 +56,21 @@ pub static FORCED_REMOVALS: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
+/// How the validating webhook learnt whether Data Storage holds a record the controller's
+/// identity is releasing: from this process's confirmed set, or by asking Data Storage.
+pub static RECORD_CHECKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(
+            Opts::new(
+                "audit_guard_webhook_record_checks_total",
+                "Checks that a released SignalProcessing's record is held, by source (cache|datastorage) and result (held|missing|error)",
+            ),
+            &["source", "result"],
+        )
+        .expect("valid metric"),
+    )
+});
+
 pub static CERT_RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register(
         IntCounterVec::new(

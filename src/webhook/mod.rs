@@ -17,18 +17,26 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::from_cr::{self, RecordBuilder};
-use crate::audit::RecordSink;
-use crate::certs::{self, ReloadingResolver};
+use crate::certs::{self, ReloadingClientVerifier, ReloadingResolver};
+use crate::client::DataStorageClient;
 use crate::config::ServeArgs;
+use crate::confirmed::ConfirmedRecords;
+use crate::https::ListenerLimits;
 use decisions::Policy;
+use handlers::BodyLimits;
 
 pub use handlers::{MUTATE_PATH, VALIDATE_PATH};
 
 #[derive(Clone, Debug)]
 pub struct WebhookSettings {
     pub cert_dir: PathBuf,
+    /// When set, only clients with a certificate this CA signed (the API server, through its
+    /// admission configuration) complete the TLS handshake.
+    pub client_ca_file: Option<PathBuf>,
     pub addr: SocketAddr,
-    pub max_body_bytes: usize,
+    pub limits: BodyLimits,
+    /// Connections, HTTP/2 streams and header read time, sized with `limits` to the pod's memory.
+    pub listener: ListenerLimits,
     pub policy: Policy,
     pub build_record: RecordBuilder,
     /// Bound on finishing in-flight reviews at shutdown.
@@ -39,8 +47,19 @@ impl WebhookSettings {
     pub fn from_args(args: &ServeArgs) -> Self {
         Self {
             cert_dir: args.cert_dir.clone(),
+            client_ca_file: args.client_ca_file.clone(),
             addr: args.webhook_addr,
-            max_body_bytes: args.max_body_bytes,
+            limits: BodyLimits {
+                max_bytes: args.max_body_bytes,
+                read_timeout: args.body_read_timeout,
+                in_flight_bytes: args.max_in_flight_review_bytes,
+            },
+            listener: ListenerLimits {
+                max_connections: args.webhook_max_connections,
+                h2_max_concurrent_streams: args.webhook_max_streams,
+                header_read_timeout: args.body_read_timeout,
+                ..ListenerLimits::default()
+            },
             policy: Policy {
                 controller_identity: args.controller_identity.clone(),
                 break_glass_group: args.break_glass_group.clone(),
@@ -49,6 +68,15 @@ impl WebhookSettings {
             drain_timeout: args.shutdown_timeout,
         }
     }
+}
+
+/// What the webhook talks to: the API server (to read the live object), Data Storage, and
+/// the set of uids whose records this process has seen confirmed.
+#[derive(Clone)]
+pub struct WebhookDeps {
+    pub kube: kube::Client,
+    pub ds: Arc<DataStorageClient>,
+    pub confirmed: Arc<ConfirmedRecords>,
 }
 
 /// True once the listener is bound and a certificate is loaded; false again at shutdown.
@@ -69,23 +97,33 @@ pub struct Webhook {
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     resolver: Arc<ReloadingResolver>,
+    client_ca: Option<Arc<ReloadingClientVerifier>>,
     app: axum::Router,
     drain_timeout: Duration,
+    listener_limits: ListenerLimits,
     ready: Readiness,
 }
 
 impl Webhook {
-    /// Loads the certificate and binds the listener; readiness turns true here.
-    pub async fn bind(settings: WebhookSettings, sink: Arc<dyn RecordSink>, ready: Readiness) -> anyhow::Result<Self> {
+    /// Loads the certificate (and client CA) and binds the listener; readiness turns true here.
+    pub async fn bind(settings: WebhookSettings, deps: WebhookDeps, ready: Readiness) -> anyhow::Result<Self> {
         let resolver = ReloadingResolver::load(&settings.cert_dir).context("loading the webhook serving certificate")?;
-        let tls = Arc::new(certs::server_config(resolver.clone())?);
+        let client_ca = match &settings.client_ca_file {
+            Some(path) => Some(ReloadingClientVerifier::load(path).context("loading the webhook client CA")?),
+            None => None,
+        };
+        let tls = Arc::new(certs::server_config_verifying_clients(resolver.clone(), client_ca.clone())?);
         let listener = TcpListener::bind(settings.addr)
             .await
             .with_context(|| format!("binding the webhook listener on {}", settings.addr))?;
         let state = Arc::new(handlers::AppState {
             policy: settings.policy,
-            sink,
+            ds: deps.ds,
+            kube: deps.kube,
+            confirmed: deps.confirmed,
             build_record: settings.build_record,
+            budget: handlers::AppState::budget_for(&settings.limits),
+            limits: settings.limits,
         });
         // Bound and holding a certificate: connections queue in the backlog until serve() accepts.
         ready.set(true);
@@ -93,8 +131,10 @@ impl Webhook {
             listener,
             tls,
             resolver,
-            app: handlers::router(state, settings.max_body_bytes),
+            client_ca,
+            app: handlers::router(state),
             drain_timeout: settings.drain_timeout,
+            listener_limits: settings.listener,
             ready,
         })
     }
@@ -106,19 +146,29 @@ impl Webhook {
     /// Serves until `shutdown`, then finishes in-flight reviews (bounded).
     pub async fn serve(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         self.resolver.spawn_reloader(shutdown.clone());
-        tracing::info!(addr = %self.listener.local_addr()?, "admission webhook listening (TLS)");
-        let result = crate::https::serve(self.listener, self.tls, self.app, shutdown, self.drain_timeout).await;
+        if let Some(ca) = &self.client_ca {
+            ca.spawn_reloader(shutdown.clone());
+        }
+        tracing::info!(
+            addr = %self.listener.local_addr()?,
+            client_certificates = self.client_ca.is_some(),
+            "admission webhook listening (TLS)"
+        );
+        let result = crate::https::serve_with(
+            self.listener,
+            Some(self.tls),
+            self.app,
+            shutdown,
+            self.drain_timeout,
+            &self.listener_limits,
+        )
+        .await;
         self.ready.set(false);
         result
     }
 }
 
 /// Binds and serves the webhook until `shutdown`.
-pub async fn run(
-    settings: WebhookSettings,
-    sink: Arc<dyn RecordSink>,
-    shutdown: CancellationToken,
-    ready: Readiness,
-) -> anyhow::Result<()> {
-    Webhook::bind(settings, sink, ready).await?.serve(shutdown).await
+pub async fn run(settings: WebhookSettings, deps: WebhookDeps, shutdown: CancellationToken, ready: Readiness) -> anyhow::Result<()> {
+    Webhook::bind(settings, deps, ready).await?.serve(shutdown).await
 }

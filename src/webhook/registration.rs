@@ -5,7 +5,12 @@
 //!
 //! `matchConditions` send the API server only the requests whose decision is not a foregone
 //! "allow": the webhook would answer the others the same way, but during a mass cleanup each
-//! skipped call is one less round trip per object on the API server's hot path.
+//! skipped call is one less round trip per object on the API server's hot path. No identity
+//! is exempt: the controller's own removals are checked too (Data Storage must hold the
+//! record), so a token for its ServiceAccount cannot strip the finalizer unseen.
+//!
+//! The shipped configurations have no `namespaceSelector`: every namespace is covered, the
+//! webhook's own included (it only matches SignalProcessings, so no bootstrap deadlock).
 
 use serde_json::{json, Value};
 
@@ -26,50 +31,40 @@ pub fn mutating_match_conditions() -> Value {
 }
 
 /// Match conditions of the validating webhook: a DELETE of an object without the finalizer
-/// (its record must be stored first), or an UPDATE that takes the finalizer off — unless it
-/// is the controller's own, which is always allowed.
-pub fn validating_match_conditions(controller_identity: &str) -> Value {
+/// (its record must be stored first), or an UPDATE that takes the finalizer off, by anyone.
+pub fn validating_match_conditions() -> Value {
     let old = carries_finalizer("oldObject");
     let new = carries_finalizer("object");
-    json!([
-        {
-            "name": "unguarded-delete-or-finalizer-removal",
-            "expression": format!("request.operation == 'DELETE' ? !{old} : ({old} && !{new})")
-        },
-        {
-            "name": "not-the-controller",
-            "expression": format!("request.userInfo.username != '{controller_identity}'")
-        }
-    ])
+    json!([{
+        "name": "unguarded-delete-or-finalizer-removal",
+        "expression": format!("request.operation == 'DELETE' ? !{old} : ({old} && !{new})")
+    }])
 }
 
-fn webhook(name: &str, client_config: Value, operations: &[&str], namespace_selector: &Value, match_conditions: Value) -> Value {
-    json!({
+fn webhook(name: &str, client_config: Value, operations: &[&str], namespace_selector: &Option<Value>, match_conditions: Value) -> Value {
+    let mut hook = json!({
         "name": name,
         "admissionReviewVersions": ["v1"],
         "sideEffects": "NoneOnDryRun",
         "failurePolicy": "Fail",
         "timeoutSeconds": 10,
         "clientConfig": client_config,
-        "namespaceSelector": namespace_selector,
         "matchConditions": match_conditions,
         "rules": [{
             "apiGroups": ["kubernaut.ai"], "apiVersions": ["v1alpha1"], "resources": ["signalprocessings"],
             "operations": operations, "scope": "Namespaced"
         }]
-    })
+    });
+    if let Some(selector) = namespace_selector {
+        hook["namespaceSelector"] = selector.clone();
+    }
+    hook
 }
 
 /// Both configurations, named `name`, calling the webhook at `base_url` (e.g.
 /// `https://127.0.0.1:9443`) with `ca_bundle` (base64 PEM), for namespaces matched by
-/// `namespace_selector`.
-pub fn url_configurations(
-    name: &str,
-    base_url: &str,
-    ca_bundle: &str,
-    namespace_selector: Value,
-    controller_identity: &str,
-) -> (Value, Value) {
+/// `namespace_selector` (None: every namespace, as shipped).
+pub fn url_configurations(name: &str, base_url: &str, ca_bundle: &str, namespace_selector: Option<Value>) -> (Value, Value) {
     let client_config = |path: &str| json!({ "url": format!("{base_url}{path}"), "caBundle": ca_bundle });
     let mut mutating = webhook(
         MUTATING_WEBHOOK_NAME,
@@ -84,7 +79,7 @@ pub fn url_configurations(
         client_config(VALIDATE_PATH),
         &["UPDATE", "DELETE"],
         &namespace_selector,
-        validating_match_conditions(controller_identity),
+        validating_match_conditions(),
     );
     (
         json!({
@@ -109,14 +104,7 @@ mod tests {
         let docs: Vec<Value> = serde_yaml::Deserializer::from_str(text)
             .map(|d| serde_yaml::with::singleton_map_recursive::deserialize(d).unwrap())
             .collect();
-        let selector = docs[0]["webhooks"][0]["namespaceSelector"].clone();
-        let (mutating, validating) = url_configurations(
-            "audit-guard",
-            "https://x",
-            "",
-            selector,
-            "system:serviceaccount:audit-guard:audit-guard",
-        );
+        let (mutating, validating) = url_configurations("audit-guard", "https://x", "", None);
         for (shipped, generated) in docs.iter().zip([&mutating, &validating]) {
             let (s, g) = (&shipped["webhooks"][0], &generated["webhooks"][0]);
             assert_eq!(shipped["kind"], generated["kind"]);
@@ -128,6 +116,7 @@ mod tests {
                 "rules",
                 "matchConditions",
                 "reinvocationPolicy",
+                "namespaceSelector",
             ] {
                 assert_eq!(s[key], g[key], "{} {key}", shipped["kind"]);
             }
@@ -138,10 +127,15 @@ mod tests {
         }
     }
 
+    /// Every namespace is covered and no identity is exempt from the validating webhook.
     #[test]
-    fn conditions_name_the_finalizer_and_the_controller() {
-        let v = validating_match_conditions("system:serviceaccount:a:b").to_string();
-        assert!(v.contains(FINALIZER));
-        assert!(v.contains("system:serviceaccount:a:b"));
+    fn no_namespace_and_no_identity_is_exempt() {
+        let (mutating, validating) = url_configurations("audit-guard", "https://x", "", None);
+        for config in [&mutating, &validating] {
+            assert!(config["webhooks"][0].get("namespaceSelector").is_none(), "{config}");
+        }
+        let conditions = validating_match_conditions().to_string();
+        assert!(conditions.contains(FINALIZER));
+        assert!(!conditions.contains("userInfo"), "{conditions}");
     }
 }

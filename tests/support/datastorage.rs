@@ -1,5 +1,6 @@
 //! Child processes of the real binary for end-to-end tests: `audit-guard datastorage`
-//! (embedded SQLite, no auth) and `audit-guard serve --disable-webhook`.
+//! (embedded SQLite without auth, or with the arguments a test gives) and
+//! `audit-guard serve --disable-webhook`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -18,7 +19,10 @@ pub fn binary() -> String {
 }
 
 async fn wait_healthy(url: String, what: &str) -> Result<()> {
-    let http = reqwest::Client::new();
+    wait_healthy_with(reqwest::Client::new(), url, what).await
+}
+
+async fn wait_healthy_with(http: reqwest::Client, url: String, what: &str) -> Result<()> {
     wait_for(what, Duration::from_secs(60), || {
         let http = http.clone();
         let url = url.clone();
@@ -37,6 +41,10 @@ pub struct DataStorage {
     http: reqwest::Client,
     /// Storage and auth arguments; empty means SQLite in `dir` without auth.
     backend: Vec<String>,
+    /// Environment of the child (e.g. KUBECONFIG for TokenReview).
+    env: Vec<(String, String)>,
+    /// Bearer token for the test's own reads, when Data Storage wants one.
+    pub token: Option<String>,
 }
 
 impl DataStorage {
@@ -47,14 +55,36 @@ impl DataStorage {
     /// As [`DataStorage::start`], with other storage and auth arguments, e.g.
     /// `--database-url <url> --tokens-file <file>`.
     pub async fn start_with(cp: &ControlPlane, name: &str, backend: &[&str]) -> Result<Self> {
+        Self::start_with_env(cp, name, backend, &[]).await
+    }
+
+    /// As [`DataStorage::start_with`], with environment variables for the child. Without a
+    /// `--database-url` in `backend`, the records go to SQLite in the data directory; without
+    /// `--tls-cert-dir <dir>`, it serves plain HTTP (with it, the test trusts `<dir>/ca.crt`).
+    pub async fn start_with_env(cp: &ControlPlane, name: &str, backend: &[&str], env: &[(&str, &str)]) -> Result<Self> {
         let port = free_port()?;
+        let tls_dir = backend.iter().position(|a| *a == "--tls-cert-dir").and_then(|i| backend.get(i + 1));
+        let (url, http) = match tls_dir {
+            Some(dir) => {
+                let ca = std::fs::read(std::path::Path::new(dir).join("ca.crt"))?;
+                let http = reqwest::Client::builder()
+                    .use_rustls_tls()
+                    .tls_built_in_root_certs(false)
+                    .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
+                    .build()?;
+                (format!("https://127.0.0.1:{port}"), http)
+            }
+            None => (format!("http://127.0.0.1:{port}"), reqwest::Client::new()),
+        };
         let ds = Self {
             name: name.to_string(),
             port,
-            url: format!("http://127.0.0.1:{port}"),
+            url,
             dir: tempfile::tempdir()?,
-            http: reqwest::Client::new(),
+            http,
             backend: backend.iter().map(|s| s.to_string()).collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            token: None,
         };
         ds.resume(cp).await?;
         Ok(ds)
@@ -66,15 +96,21 @@ impl DataStorage {
         cmd.arg("datastorage")
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
-            .arg("--plain-http")
             .env_remove("DATABASE_URL");
+        if !self.backend.iter().any(|a| a == "--tls-cert-dir") {
+            cmd.arg("--plain-http");
+        }
         if self.backend.is_empty() {
             cmd.arg("--data-dir").arg(self.dir.path()).arg("--insecure-no-auth");
         } else {
+            if !self.backend.iter().any(|a| a == "--database-url") {
+                cmd.arg("--data-dir").arg(self.dir.path());
+            }
             cmd.args(&self.backend);
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cp.spawn(&self.name, cmd)?;
-        wait_healthy(format!("{}/readyz", self.url), "datastorage ready").await
+        wait_healthy_with(self.http.clone(), format!("{}/readyz", self.url), "datastorage ready").await
     }
 
     /// SIGKILL: Data Storage is simply gone.
@@ -82,18 +118,49 @@ impl DataStorage {
         cp.kill(&self.name)
     }
 
-    /// The stored record with this id, if any.
-    pub async fn record(&self, id: &str) -> Result<Option<Value>> {
+    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.get(format!("{}{path}", self.url));
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    /// POSTs `body` to `path` with `token` (Data Storage's CA trusted); the answer's status.
+    pub async fn post(&self, path: &str, token: &str, body: &Value) -> Result<u16> {
         let resp = self
             .http
-            .get(format!("{}/api/v1/audit/signal-processing/{id}", self.url))
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .json(body)
             .send()
             .await?;
+        Ok(resp.status().as_u16())
+    }
+
+    /// The stored record with this id (with its `amendments`, if any), if any.
+    pub async fn record(&self, id: &str) -> Result<Option<Value>> {
+        let resp = self.get(&format!("/api/v1/audit/signal-processing/{id}")).send().await?;
         match resp.status().as_u16() {
             200 => Ok(Some(resp.json().await?)),
             404 => Ok(None),
             s => bail!("GET record {id}: {s}: {}", resp.text().await.unwrap_or_default()),
         }
+    }
+
+    /// The break-glass events stored for a SignalProcessing uid.
+    pub async fn break_glass_events(&self, uid: &str) -> Result<Vec<Value>> {
+        let resp = self.get("/api/v1/audit/break-glass-events").send().await?;
+        if resp.status() != 200 {
+            bail!(
+                "GET break-glass events: {}: {}",
+                resp.status(),
+                resp.text().await.unwrap_or_default()
+            );
+        }
+        let page: Value = resp.json().await?;
+        let items = page.get("items").unwrap_or(&page).as_array().cloned().unwrap_or_default();
+        Ok(items.into_iter().filter(|e| e["uid"] == uid).collect())
     }
 
     pub fn data_dir(&self) -> PathBuf {

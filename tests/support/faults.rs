@@ -150,8 +150,7 @@ async fn proxy(State(st): State<Arc<ProxyState>>, req: Request) -> Response {
 pub async fn register_url_webhooks(client: &kube::Client, name: &str, base_url: &str, ca_pem: &str, label: (&str, &str)) -> Result<()> {
     let ca_bundle = audit_guard::certs::ca_bundle(ca_pem);
     let selector = json!({ "matchLabels": { label.0: label.1 } });
-    // The tests' controller runs as the admin user (serve --controller-identity admin).
-    let (mutating, validating) = audit_guard::webhook::registration::url_configurations(name, base_url, &ca_bundle, selector, "admin");
+    let (mutating, validating) = audit_guard::webhook::registration::url_configurations(name, base_url, &ca_bundle, Some(selector));
     let pp = PatchParams::apply("audit-guard-faults").force();
     let mutating: MutatingWebhookConfiguration = serde_json::from_value(mutating)?;
     Api::<MutatingWebhookConfiguration>::all(client.clone())

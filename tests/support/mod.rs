@@ -138,3 +138,61 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The shipped RBAC (rbac.yaml, datastorage-rbac.yaml) applied in namespace audit-guard, as
+/// the manifests install it; once per test binary.
+pub fn install_shipped_rbac(cp: &ControlPlane) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| apply_shipped_rbac(cp));
+}
+
+fn apply_shipped_rbac(cp: &ControlPlane) {
+    let _ = cp.kubectl(&["create", "namespace", "audit-guard"]);
+    let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base");
+    let (rbac, ds_rbac) = (base.join("rbac.yaml"), base.join("datastorage-rbac.yaml"));
+    cp.kubectl(&[
+        "apply",
+        "--server-side",
+        "-n",
+        "audit-guard",
+        "-f",
+        rbac.to_str().unwrap(),
+        "-f",
+        ds_rbac.to_str().unwrap(),
+    ])
+    .unwrap();
+}
+
+/// A token from the TokenRequest API for a ServiceAccount in namespace audit-guard.
+pub fn sa_token(cp: &ControlPlane, sa: &str, audience: Option<&str>) -> String {
+    let mut args = vec!["create", "token", sa, "-n", "audit-guard", "--duration=1h"];
+    if let Some(a) = audience {
+        args.extend(["--audience", a]);
+    }
+    cp.kubectl(&args).unwrap().trim().to_string()
+}
+
+pub fn token_kubeconfig(cp: &ControlPlane, name: &str, token: &str) -> std::path::PathBuf {
+    let path = cp.dir.join(format!("{name}.kubeconfig"));
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\n",
+            cp.server,
+            cp.dir.join("ca.crt").display(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Patches every finalizer off a SignalProcessing (where a webhook guards it, its rules apply).
+pub async fn strip_finalizers(api: &Api<audit_guard::crd::SignalProcessing>, name: &str) {
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
+    )
+    .await
+    .unwrap();
+}

@@ -120,13 +120,12 @@ dsKey: {{ $dsCert.Key | quote }}
 
 {{/* Webhooks' namespaceSelector: the watched namespaces when listed, else all but this one. */}}
 {{- define "audit-guard.webhookNamespaceSelector" -}}
+{{- /* Every namespace, the release's own included, unless the controller watches only some. */ -}}
+{{- if .Values.controller.watchNamespaces }}
 namespaceSelector:
   matchExpressions:
-  {{- if .Values.controller.watchNamespaces }}
   - key: kubernetes.io/metadata.name
     operator: In
     values: {{ toJson .Values.controller.watchNamespaces }}
-  {{- else }}
-  - {key: kubernetes.io/metadata.name, operator: NotIn, values: [{{ .Release.Namespace | quote }}]}
-  {{- end }}
+{{- end }}
 {{- end -}}
