@@ -107,6 +107,11 @@ pub struct ServeArgs {
     /// Group whose members may force the finalizer off (recorded as a `forced` audit record).
     #[arg(long, env = "AUDIT_GUARD_BREAK_GLASS_GROUP", default_value = "audit-guard:break-glass")]
     pub break_glass_group: String,
+    /// Publish a Normal `AuditPersisted` Event for every stored record. Off by default: Events
+    /// are for warnings and notable changes, and in a mass cleanup these are one extra API
+    /// write per object (Warnings — AuditPersistFailed, AuditRecordConflict — are always sent).
+    #[arg(long, env = "AUDIT_GUARD_SUCCESS_EVENTS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub success_events: bool,
     /// Whether /readyz also requires Data Storage to answer its /readyz.
     #[arg(long, env = "AUDIT_GUARD_READYZ_CHECKS_DATASTORAGE", default_value_t = false, action = clap::ArgAction::Set)]
     pub readyz_checks_datastorage: bool,
@@ -363,5 +368,16 @@ mod tests {
             (a.max_client_connections, a.header_read_timeout),
             (l.max_connections, l.header_read_timeout)
         );
+    }
+
+    #[test]
+    fn success_events_are_off_unless_asked_for() {
+        let serve = |extra: &[&str]| match Cli::try_parse_from(["audit-guard", "serve"].iter().chain(extra)).map(|c| c.command) {
+            Ok(Command::Serve(a)) => a,
+            other => panic!("{other:?}"),
+        };
+        assert!(!serve(&[]).success_events);
+        assert!(serve(&["--success-events", "true"]).success_events);
+        assert!(!serve(&["--success-events", "false"]).success_events);
     }
 }

@@ -211,13 +211,10 @@ async fn term(
         },
         confirmed.clone(),
     ));
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        ds.clone(),
-        writer.clone(),
-        confirmed.clone(),
-        elector.identity(),
-    ));
+    let ctx = Arc::new(
+        Context::new(client.clone(), ds.clone(), writer.clone(), confirmed.clone(), elector.identity())
+            .with_success_events(args.success_events),
+    );
     let namespaces = args.namespaces.clone();
     let ctl = tokio::spawn({
         let stop = stop.clone();

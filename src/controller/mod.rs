@@ -56,6 +56,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Shared with the webhook: a uid here lets it allow our release without asking Data Storage.
     pub confirmed: Arc<ConfirmedRecords>,
+    /// Whether a Normal `AuditPersisted` Event follows every stored record (`--success-events`).
+    pub success_events: bool,
     enqueued: UidSet,
     alarmed: UidSet,
     attempts: Mutex<HashMap<String, u32>>,
@@ -79,10 +81,17 @@ impl Context {
             ds,
             writer,
             confirmed,
+            success_events: false,
             enqueued: UidSet::new(ENQUEUED_MEMORY),
             alarmed: UidSet::new(ALARMED_MEMORY),
             attempts: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Turns the per-record success Event on or off (off unless `--success-events true`).
+    pub fn with_success_events(mut self, on: bool) -> Self {
+        self.success_events = on;
+        self
     }
 
     fn next_attempt(&self, uid: &str) -> u32 {
@@ -184,19 +193,29 @@ async fn reconcile(sp: Arc<SignalProcessing>, ctx: Arc<Context>) -> Result<Reque
                 }
             }
             ctx.succeeded(&uid);
-            let note = match persisted {
-                Persisted::Stored => format!("audit record {} stored ({})", record.id, record.status.as_str()),
-                Persisted::Amended { .. } => format!("audit record {} stored as an amendment ({})", record.id, record.status.as_str()),
-            };
             // The success Event is for people reading `kubectl describe`; the reconcile (and a
             // mass cleanup behind it) need not wait for the API server to take it.
-            let (event_ctx, event_sp) = (ctx.clone(), sp.clone());
-            tokio::spawn(async move { event_ctx.event(&event_sp, EventType::Normal, "AuditPersisted", note).await });
+            if let Some(note) = success_event_note(ctx.success_events, &persisted, &record) {
+                let (event_ctx, event_sp) = (ctx.clone(), sp.clone());
+                tokio::spawn(async move { event_ctx.event(&event_sp, EventType::Normal, "AuditPersisted", note).await });
+            }
             outcome("persisted");
             tracing::info!(%ns, %name, id = %record.id, status = record.status.as_str(), "audit record stored, finalizer removed");
             Ok(Requeue::await_change())
         }
     }
+}
+
+/// The note of the Normal `AuditPersisted` Event after a stored record, or None when success
+/// Events are off (the default: one Event per record is one more API write per deleted object).
+fn success_event_note(enabled: bool, persisted: &Persisted, record: &crate::audit::SignalProcessingAudit) -> Option<String> {
+    if !enabled {
+        return None;
+    }
+    Some(match persisted {
+        Persisted::Stored => format!("audit record {} stored ({})", record.id, record.status.as_str()),
+        Persisted::Amended { .. } => format!("audit record {} stored as an amendment ({})", record.id, record.status.as_str()),
+    })
 }
 
 fn error_policy(sp: Arc<SignalProcessing>, err: &ReconcileError, ctx: Arc<Context>) -> Requeue {
@@ -252,5 +271,41 @@ async fn waiting_gauges(stores: Vec<Store<SignalProcessing>>, stop: Cancellation
         let (count, oldest) = waiting_summary(times, Utc::now());
         metrics::WAITING_DELETIONS.set(count);
         metrics::OLDEST_WAITING_SECONDS.set(oldest);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> crate::audit::SignalProcessingAudit {
+        serde_json::from_value(serde_json::json!({
+            "id": "u-1", "remediation_id": "rr", "signal_fingerprint": "fp", "processing_phases": [],
+            "completed_at": "2025-11-27T10:00:02Z", "status": "completed"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn success_events_are_opt_in() {
+        let rec = record();
+        assert_eq!(success_event_note(false, &Persisted::Stored, &rec), None);
+        let amended = Persisted::Amended {
+            differing: vec!["status".into()],
+            new: true,
+        };
+        assert_eq!(
+            success_event_note(false, &amended, &rec),
+            None,
+            "the conflict's Warning is separate"
+        );
+        assert_eq!(
+            success_event_note(true, &Persisted::Stored, &rec).as_deref(),
+            Some("audit record u-1 stored (completed)")
+        );
+        assert_eq!(
+            success_event_note(true, &amended, &rec).as_deref(),
+            Some("audit record u-1 stored as an amendment (completed)")
+        );
     }
 }
