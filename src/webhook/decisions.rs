@@ -111,41 +111,51 @@ struct WireUser {
     groups: Option<Vec<String>>,
 }
 
-/// Parses an `admission.k8s.io/v1` AdmissionReview request body.
-pub fn parse_review(body: &[u8]) -> Result<Review, BadReview> {
+/// A review body decoded into `T` (empty or malformed bodies named as such).
+fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, BadReview> {
     if body.is_empty() {
         return Err(bad("empty body: expected an admission.k8s.io/v1 AdmissionReview"));
     }
-    let wire: WireReview = serde_json::from_slice(body).map_err(|e| bad(format!("malformed AdmissionReview JSON: {e}")))?;
-    if wire.api_version.as_deref() != Some(API_VERSION) {
+    serde_json::from_slice(body).map_err(|e| bad(format!("malformed AdmissionReview JSON: {e}")))
+}
+
+fn check_envelope(api_version: Option<&str>, kind: Option<&str>) -> Result<(), BadReview> {
+    if api_version != Some(API_VERSION) {
         return Err(bad(format!(
             "apiVersion must be {API_VERSION}, got {}",
-            wire.api_version.as_deref().unwrap_or("nothing")
+            api_version.unwrap_or("nothing")
         )));
     }
-    if wire.kind.as_deref() != Some(KIND) {
-        return Err(bad(format!(
-            "kind must be {KIND}, got {}",
-            wire.kind.as_deref().unwrap_or("nothing")
-        )));
+    if kind != Some(KIND) {
+        return Err(bad(format!("kind must be {KIND}, got {}", kind.unwrap_or("nothing"))));
     }
+    Ok(())
+}
+
+fn operation(op: Option<&str>) -> Result<Operation, BadReview> {
+    match op {
+        Some("CREATE") => Ok(Operation::Create),
+        Some("UPDATE") => Ok(Operation::Update),
+        Some("DELETE") => Ok(Operation::Delete),
+        Some("CONNECT") => Ok(Operation::Connect),
+        other => Err(bad(format!(
+            "request.operation must be CREATE, UPDATE, DELETE or CONNECT, got {other:?}"
+        ))),
+    }
+}
+
+fn is_signalprocessing(group: &str, kind: &str) -> bool {
+    group == "kubernaut.ai" && kind == "SignalProcessing"
+}
+
+/// Parses an `admission.k8s.io/v1` AdmissionReview request body.
+pub fn parse_review(body: &[u8]) -> Result<Review, BadReview> {
+    let wire: WireReview = decode(body)?;
+    check_envelope(wire.api_version.as_deref(), wire.kind.as_deref())?;
     let req = wire.request.ok_or_else(|| bad("AdmissionReview has no request"))?;
     let uid = req.uid.filter(|u| !u.is_empty()).ok_or_else(|| bad("request.uid is missing"))?;
-    let operation = match req.operation.as_deref() {
-        Some("CREATE") => Operation::Create,
-        Some("UPDATE") => Operation::Update,
-        Some("DELETE") => Operation::Delete,
-        Some("CONNECT") => Operation::Connect,
-        other => {
-            return Err(bad(format!(
-                "request.operation must be CREATE, UPDATE, DELETE or CONNECT, got {other:?}"
-            )))
-        }
-    };
-    let is_signalprocessing = req
-        .kind
-        .as_ref()
-        .is_some_and(|k| k.group == "kubernaut.ai" && k.kind == "SignalProcessing");
+    let operation = operation(req.operation.as_deref())?;
+    let is_signalprocessing = req.kind.as_ref().is_some_and(|k| is_signalprocessing(&k.group, &k.kind));
     let (mut object, mut old_object) = (None, None);
     if is_signalprocessing {
         let needs_object = matches!(operation, Operation::Create | Operation::Update);
@@ -186,6 +196,113 @@ fn typed(value: Option<Value>, field: &str, required: bool) -> Result<Option<Sig
     }
 }
 
+/// The mutating path's view of a review: only what [`mutate`] decides on, decoded straight
+/// from the body without building the object (the hot path of every CREATE in the cluster).
+/// The same structural checks as [`parse_review`]; the object's metadata must still decode
+/// (a malformed finalizer list is refused), the rest of it is skipped, not checked: the
+/// API server validates the object against the CRD schema after mutation anyway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MutateReview {
+    pub uid: String,
+    pub operation: Operation,
+    /// The base64 of the JSON Patch to answer with, or None to allow unchanged.
+    pub patch: Option<&'static str>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MutateWire<'a> {
+    #[serde(borrow, default)]
+    api_version: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    request: Option<MutateWireRequest<'a>>,
+}
+
+#[derive(Deserialize)]
+struct MutateWireRequest<'a> {
+    #[serde(borrow, default)]
+    uid: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    kind: Option<MutateGvk<'a>>,
+    #[serde(borrow, default)]
+    operation: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    object: Option<MetadataOnly>,
+}
+
+#[derive(Deserialize)]
+struct MutateGvk<'a> {
+    #[serde(borrow, default)]
+    group: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    kind: std::borrow::Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct MetadataOnly {
+    #[serde(default)]
+    metadata: MetadataFields,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct MetadataFields {
+    #[serde(default)]
+    finalizers: Option<Vec<String>>,
+    #[serde(default)]
+    deletion_timestamp: Option<serde::de::IgnoredAny>,
+}
+
+/// The two patches [`mutate`] can answer, serialised and base64-encoded once.
+fn encoded_patches() -> &'static (String, String) {
+    use base64::Engine;
+    static PATCHES: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+    PATCHES.get_or_init(|| {
+        let enc = |p: Vec<Value>| base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&p).unwrap_or_default());
+        (enc(new_list_patch()), enc(append_patch()))
+    })
+}
+
+fn new_list_patch() -> Vec<Value> {
+    vec![json!({"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]})]
+}
+
+fn append_patch() -> Vec<Value> {
+    vec![json!({"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER})]
+}
+
+/// Parses a review for the mutating path and decides it: [`parse_review`] + [`mutate`] without
+/// the object model.
+pub fn parse_mutate(body: &[u8]) -> Result<MutateReview, BadReview> {
+    let wire: MutateWire = decode(body)?;
+    check_envelope(wire.api_version.as_deref(), wire.kind.as_deref())?;
+    let req = wire.request.ok_or_else(|| bad("AdmissionReview has no request"))?;
+    let uid = req.uid.filter(|u| !u.is_empty()).ok_or_else(|| bad("request.uid is missing"))?;
+    let operation = operation(req.operation.as_deref())?;
+    let is_signalprocessing = req.kind.as_ref().is_some_and(|k| is_signalprocessing(&k.group, &k.kind));
+    let mut patch = None;
+    if is_signalprocessing && matches!(operation, Operation::Create | Operation::Update) {
+        let meta = req.object.ok_or_else(|| bad("request.object is missing"))?.metadata;
+        let finalizers = meta.finalizers.unwrap_or_default();
+        // A deleting object may only lose finalizers; adding one would be refused and would stall deletion.
+        if meta.deletion_timestamp.is_none() && !finalizers.iter().any(|f| f == FINALIZER) {
+            let (new_list, append) = encoded_patches();
+            patch = Some(if finalizers.is_empty() {
+                new_list.as_str()
+            } else {
+                append.as_str()
+            });
+        }
+    }
+    Ok(MutateReview {
+        uid: uid.into_owned(),
+        operation,
+        patch,
+    })
+}
+
 /// The JSON Patch that adds our finalizer, or None when nothing must change.
 pub fn mutate(review: &Review) -> Option<Vec<Value>> {
     if !review.is_signalprocessing || !matches!(review.operation, Operation::Create | Operation::Update) {
@@ -197,8 +314,8 @@ pub fn mutate(review: &Review) -> Option<Vec<Value>> {
         return None;
     }
     Some(match &obj.metadata.finalizers {
-        Some(list) if !list.is_empty() => vec![json!({"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER})],
-        _ => vec![json!({"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]})],
+        Some(list) if !list.is_empty() => append_patch(),
+        _ => new_list_patch(),
     })
 }
 
@@ -559,6 +676,38 @@ mod tests {
         assert_eq!(mutate(&review("UPDATE", "alice", &[], false, Some(once.clone()), Some(obj))), None);
     }
 
+    /// The mutating hot path (metadata-only decode, patch encoded once) answers exactly what
+    /// `mutate` over the full parse answers.
+    #[test]
+    fn the_mutating_fast_path_agrees_with_the_full_parse() {
+        use base64::Engine;
+        let mut other_kind = review_json("CREATE", "u", &[], false, Some(json!({"metadata": {}})), None);
+        other_kind["request"]["kind"] = json!({ "group": "", "version": "v1", "kind": "ConfigMap" });
+        let mut escaped_uid = review_json("CREATE", "u", &[], false, Some(sp(None, false)), None);
+        escaped_uid["request"]["uid"] = json!("a\"b\u{e9}");
+        let bodies = vec![
+            review_json("CREATE", "u", &[], false, Some(sp(None, false)), None),
+            review_json("CREATE", "u", &[], false, Some(sp(Some(vec![]), false)), None),
+            review_json("CREATE", "u", &[], false, Some(sp(Some(vec!["a/b"]), false)), None),
+            review_json("CREATE", "u", &[], false, Some(sp(Some(vec!["a/b", FINALIZER]), false)), None),
+            review_json("UPDATE", "u", &[], false, Some(sp(None, false)), Some(sp(None, false))),
+            review_json("UPDATE", "u", &[], false, Some(sp(None, true)), Some(sp(None, true))),
+            review_json("DELETE", "u", &[], false, None, Some(sp(None, false))),
+            review_json("CONNECT", "u", &[], false, None, None),
+            other_kind,
+            escaped_uid,
+        ];
+        for body in bodies {
+            let bytes = serde_json::to_vec(&body).unwrap();
+            let full = parse_review(&bytes).unwrap();
+            let fast = parse_mutate(&bytes).unwrap();
+            assert_eq!(fast.uid, full.uid);
+            assert_eq!(fast.operation, full.operation);
+            let want = mutate(&full).map(|p| base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&p).unwrap()));
+            assert_eq!(fast.patch.map(str::to_string), want, "{body}");
+        }
+    }
+
     #[test]
     fn mutation_never_touches_deleting_objects_deletes_or_other_kinds() {
         let deleting = sp(None, true);
@@ -833,9 +982,17 @@ mod tests {
             ),
         ];
         for (body, want) in cases {
-            let err = parse_review(&serde_json::to_vec(&body).unwrap()).unwrap_err();
+            let bytes = serde_json::to_vec(&body).unwrap();
+            let err = parse_review(&bytes).unwrap_err();
             assert!(err.0.contains(want), "{want}: {}", err.0);
+            // The mutating path's decoder refuses the same bodies (the metadata-only decode
+            // names a malformed object as malformed JSON).
+            let err = parse_mutate(&bytes).unwrap_err();
+            let want = if want == "not a SignalProcessing" { "malformed" } else { want };
+            assert!(err.0.contains(want), "mutate path, {want}: {}", err.0);
         }
+        assert!(parse_mutate(b"").unwrap_err().0.contains("empty"));
+        assert!(parse_mutate(b"{not json").unwrap_err().0.contains("malformed"));
         assert!(parse_review(b"").unwrap_err().0.contains("empty"));
         assert!(parse_review(b"{not json").unwrap_err().0.contains("malformed"));
     }

@@ -168,40 +168,45 @@ async fn read_review(
     req: Request,
     started: Instant,
 ) -> Result<(Review, Vec<OwnedSemaphorePermit>), Response> {
+    let (bytes, permits) = match read_body(state, req).await {
+        Ok(read) => read,
+        Err(error) => return Err(body_error(state, path, error, started)),
+    };
+    match decisions::parse_review(&bytes) {
+        Ok(review) => Ok((review, permits)),
+        Err(e) => {
+            metrics::observe(path, "", "bad_request", started.elapsed().as_secs_f64());
+            Err(plain(StatusCode::BAD_REQUEST, e.0))
+        }
+    }
+}
+
+/// The HTTP answer to a body that could not be read (and its metric).
+fn body_error(state: &AppState, path: &str, error: BodyError, started: Instant) -> Response {
     let failed = |code: StatusCode, outcome: &str, msg: String| {
         metrics::observe(path, "", outcome, started.elapsed().as_secs_f64());
         plain(code, msg)
     };
-    let (bytes, permits) = match read_body(state, req).await {
-        Ok(read) => read,
-        Err(error) => {
-            let response = match error {
-                BodyError::TooLarge => failed(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large",
-                    format!(
-                        "request body too large for an AdmissionReview (at most {} bytes)",
-                        state.limits.max_bytes
-                    ),
-                ),
-                BodyError::TooSlow => failed(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "too_slow",
-                    format!("request body not received within {:?}", state.limits.read_timeout),
-                ),
-                BodyError::Busy => failed(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "busy",
-                    "too many review bytes in flight; retry".into(),
-                ),
-                BodyError::Broken(e) => failed(StatusCode::BAD_REQUEST, "bad_request", format!("reading the request body: {e}")),
-            };
-            return Err(response);
-        }
-    };
-    match decisions::parse_review(&bytes) {
-        Ok(review) => Ok((review, permits)),
-        Err(e) => Err(failed(StatusCode::BAD_REQUEST, "bad_request", e.0)),
+    match error {
+        BodyError::TooLarge => failed(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "request body too large for an AdmissionReview (at most {} bytes)",
+                state.limits.max_bytes
+            ),
+        ),
+        BodyError::TooSlow => failed(
+            StatusCode::REQUEST_TIMEOUT,
+            "too_slow",
+            format!("request body not received within {:?}", state.limits.read_timeout),
+        ),
+        BodyError::Busy => failed(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "too many review bytes in flight; retry".into(),
+        ),
+        BodyError::Broken(e) => failed(StatusCode::BAD_REQUEST, "bad_request", format!("reading the request body: {e}")),
     }
 }
 
@@ -218,16 +223,45 @@ fn review_json(uid: &str, allowed: bool, status: Option<(u16, &str, String)>, pa
     axum::Json(json!({ "apiVersion": decisions::API_VERSION, "kind": decisions::KIND, "response": response })).into_response()
 }
 
+/// The mutating path: every CREATE and UPDATE in the watched scope comes here, so it decodes
+/// only what the decision needs ([`decisions::parse_mutate`]: no object model) and writes the
+/// answer directly around the patch encoded once.
 async fn mutate_handler(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let started = Instant::now();
-    let (review, _permits) = match read_review(&state, "mutate", req, started).await {
-        Ok(r) => r,
-        Err(resp) => return resp,
+    let (bytes, _permits) = match read_body(&state, req).await {
+        Ok(read) => read,
+        Err(error) => return body_error(&state, "mutate", error, started),
     };
-    let patch = decisions::mutate(&review);
-    let outcome = if patch.is_some() { "patched" } else { "allowed" };
+    let review = match decisions::parse_mutate(&bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            metrics::observe("mutate", "", "bad_request", started.elapsed().as_secs_f64());
+            return plain(StatusCode::BAD_REQUEST, e.0);
+        }
+    };
+    let outcome = if review.patch.is_some() { "patched" } else { "allowed" };
     metrics::observe("mutate", review.operation.as_str(), outcome, started.elapsed().as_secs_f64());
-    review_json(&review.uid, true, None, patch)
+    mutate_answer(&review)
+}
+
+/// `{"apiVersion":…,"kind":…,"response":{"uid":…,"allowed":true[,"patchType":"JSONPatch","patch":…]}}`
+fn mutate_answer(review: &decisions::MutateReview) -> Response {
+    let uid = serde_json::to_string(&review.uid).unwrap_or_else(|_| "\"\"".into());
+    let mut out = String::with_capacity(160 + uid.len() + review.patch.map_or(0, str::len));
+    out.push_str("{\"apiVersion\":\"");
+    out.push_str(decisions::API_VERSION);
+    out.push_str("\",\"kind\":\"");
+    out.push_str(decisions::KIND);
+    out.push_str("\",\"response\":{\"uid\":");
+    out.push_str(&uid);
+    out.push_str(",\"allowed\":true");
+    if let Some(patch) = review.patch {
+        out.push_str(",\"patchType\":\"JSONPatch\",\"patch\":\"");
+        out.push_str(patch);
+        out.push('"');
+    }
+    out.push_str("}}");
+    ([(header::CONTENT_TYPE, "application/json")], out).into_response()
 }
 
 async fn validate_handler(State(state): State<Arc<AppState>>, req: Request) -> Response {
