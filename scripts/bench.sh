@@ -5,7 +5,9 @@
 #   examples/bench_webhook.rs      admission reviews over TLS (oha, HTTP/1.1 + HTTP/2), RSS
 #   examples/bench_datastorage.rs  batch ingestion into PostgreSQL, COPY ceiling, single POST,
 #                                  single POST under 50 statistics readers + 500 idle connections
-#   examples/bench_cleanup.rs      1,000 SignalProcessings deleted with and without audit-guard
+#   examples/bench_cleanup.rs      1,000 SignalProcessings deleted: (a) no finalizer, (b) the floor
+#                                  controller (examples/floor_controller.rs), (c) the controller-runtime
+#                                  peer from ../shared/peers/cleanup-controller, (d) audit-guard serve
 #   examples/bench_writer.rs       buffered writer enqueue cost and memory
 #
 # BENCH_ONLY="webhook writer" runs a subset (results.md then lists only those).
@@ -26,9 +28,35 @@ say() { printf '\n>> %s\n' "$*" >&2; }
 
 say "building in release mode (audit-guard and the benchmark examples; several minutes on a cold cache)"
 "$cargo" build --release --bin audit-guard \
-  --example bench_webhook --example bench_datastorage --example bench_cleanup --example bench_writer
+  --example bench_webhook --example bench_datastorage --example bench_cleanup --example bench_writer \
+  --example floor_controller
 bin="$target_dir/release/audit-guard"
 ex="$target_dir/release/examples"
+
+# The Go peers (controller-runtime) the cleanup and webhook benchmarks compare against: built from
+# ../shared/peers with Go and the module proxy, binaries cached outside the repository. Absent
+# ../shared (or Go): those rows are skipped with a note.
+peers_src="${BENCH_PEERS_SRC:-$root/../shared/peers}"
+peers_bin="${AUDIT_GUARD_CACHE:-$HOME/.cache/audit-guard}/peers"
+export BENCH_PEER_CLEANUP="" BENCH_PEER_WEBHOOK=""
+if [ -d "$peers_src" ] && command -v go >/dev/null 2>&1; then
+  mkdir -p "$peers_bin"
+  for p in cleanup-controller webhook; do
+    if [ -f "$peers_src/$p/go.mod" ]; then
+      say "building the Go peer $p ($peers_src/$p)"
+      if (cd "$peers_src/$p" && go build -o "$peers_bin/$p" .) >&2; then
+        case $p in
+          cleanup-controller) BENCH_PEER_CLEANUP="$peers_bin/$p" ;;
+          webhook) BENCH_PEER_WEBHOOK="$peers_bin/$p" ;;
+        esac
+      else
+        say "the Go peer $p did not build: its rows are skipped"
+      fi
+    fi
+  done
+else
+  say "no $peers_src (or no go): the controller-runtime peer rows are skipped"
+fi
 
 if [ ! -x "$oha" ]; then
   if command -v oha >/dev/null 2>&1; then
@@ -62,7 +90,7 @@ run() {
   echo "   ($((SECONDS - start)) s)" >&2
 }
 
-export AUDIT_GUARD_BIN="$bin" OHA="$oha" DATABASE_URL_TEST="$db_url"
+export AUDIT_GUARD_BIN="$bin" OHA="$oha" DATABASE_URL_TEST="$db_url" BENCH_FLOOR_BIN="$ex/floor_controller"
 for b in $only; do
   case "$b" in
     webhook) run webhook "$ex/bench_webhook" ;;
