@@ -8,6 +8,12 @@
 //! review (status change, finalizer kept: both object and oldObject) for the validating path.
 //! Fixed open-loop rates (oha -q, latency corrected for coordinated omission), then the peak
 //! rate (closed loop). The server's RSS is sampled from /proc/<pid>/status throughout.
+//!
+//! Then side by side, interleaved in two rounds (issue 18), HTTP/1.1 with 32 keep-alive
+//! connections: the mutating path; the same server's null-handler ceiling (the same body POSTed
+//! to an unknown path: TLS + HTTP + routing, answered 404 without reading it); and the
+//! controller-runtime peer (`../shared/peers/webhook`, binary in `BENCH_PEER_WEBHOOK`, same
+//! certificate, same body) — skipped with a note when absent. Peak (closed loop) and p99 at 2,000/s.
 //! Prints markdown rows, then `TARGET` lines (tab-separated) for scripts/bench.sh.
 
 use std::fs;
@@ -16,6 +22,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod common;
+use common::median;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
@@ -81,6 +90,7 @@ fn rss_kib(pid: u32, key: &str) -> u64 {
 
 struct Run {
     rps: f64,
+    /// Answers with the expected status (200, or 404 for the null handler).
     p50: f64,
     p99: f64,
     p999: f64,
@@ -91,6 +101,10 @@ struct Run {
 }
 
 fn oha(oha: &str, url: &str, body: &Path, http2: bool, rate: Option<u64>, secs: u64) -> Result<Run> {
+    oha_expect(oha, url, body, http2, rate, secs, "200")
+}
+
+fn oha_expect(oha: &str, url: &str, body: &Path, http2: bool, rate: Option<u64>, secs: u64, expect: &str) -> Result<Run> {
     let mut cmd = Command::new(oha);
     cmd.args([
         "--no-tui",
@@ -122,7 +136,7 @@ fn oha(oha: &str, url: &str, body: &Path, http2: bool, rate: Option<u64>, secs: 
     let v: Value = serde_json::from_slice(&out.stdout).context("oha JSON output")?;
     let pct = |k: &str| v["latencyPercentiles"][k].as_f64().unwrap_or(f64::NAN) * 1e3;
     let codes = v["statusCodeDistribution"].as_object().cloned().unwrap_or_default();
-    let ok = codes.get("200").and_then(Value::as_u64).unwrap_or(0);
+    let ok = codes.get(expect).and_then(Value::as_u64).unwrap_or(0);
     let total = codes.values().filter_map(Value::as_u64).sum::<u64>()
         + v["errorDistribution"]
             .as_object()
@@ -284,6 +298,9 @@ fn main() -> Result<()> {
     }
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.join();
+    let side = side_by_side(&oha_bin, wh, &certs, &dir, &mutate_body)?;
+    let decode = decode_cost(&fs::read(&mutate_body)?)?;
+    let side_targets: Vec<String> = side.iter().filter(|l| l.starts_with("TARGET")).cloned().collect();
     let hwm = rss_kib(pid, "VmHWM:");
     let max = max_rss.load(Ordering::Relaxed);
     let mib = |k: u64| k as f64 / 1024.0;
@@ -312,6 +329,158 @@ fn main() -> Result<()> {
         mib(hwm),
         met(mib(hwm) <= 32.0)
     );
+    for line in side {
+        if !line.starts_with("TARGET") {
+            println!("{line}");
+        }
+    }
+    println!("\n{decode}");
+    for line in side_targets {
+        println!("{line}");
+    }
     let _ = fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// In-process cost of deciding one CREATE review, single thread: the full parse (object model)
+/// + `mutate`, as the validating path still does, against the mutating path's metadata-only
+/// decode with the patch encoded once. A profile of the handler's own share, TLS and HTTP aside.
+fn decode_cost(body: &[u8]) -> Result<String> {
+    use audit_guard::webhook::decisions::{mutate, parse_mutate, parse_review};
+    use base64::Engine;
+    const N: u32 = 20_000;
+    let time = |f: &dyn Fn() -> usize| {
+        let mut best = f64::MAX;
+        for _ in 0..3 {
+            let start = Instant::now();
+            let mut sink = 0usize;
+            for _ in 0..N {
+                sink = sink.wrapping_add(f());
+            }
+            std::hint::black_box(sink);
+            best = best.min(start.elapsed().as_secs_f64() / f64::from(N));
+        }
+        best * 1e6
+    };
+    let full = time(&|| {
+        let review = parse_review(body).expect("review");
+        let patch = mutate(&review).map(|p| base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&p).unwrap_or_default()));
+        let answer = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {"uid": review.uid, "allowed": true, "patchType": "JSONPatch", "patch": patch}});
+        serde_json::to_vec(&answer).map(|v| v.len()).unwrap_or(0)
+    });
+    let fast = time(&|| {
+        let review = parse_mutate(body).expect("review");
+        review.uid.len() + review.patch.map_or(0, str::len)
+    });
+    Ok(format!(
+        "| what (one CREATE review of {} B, one thread, best of 3 × {N}) | µs per review |\n|---|---|\n| full parse (serde_json::Value, then the SignalProcessing model) + mutate + answer serialised | {full:.1} |\n| mutating fast path: metadata-only decode, patch base64 computed once (the answer's string building not included) | {fast:.1} |",
+        body.len()
+    ))
+}
+
+/// Mutate vs the same server's null handler vs the Go peer: markdown lines, then TARGET lines.
+fn side_by_side(oha_bin: &str, wh: u16, certs: &Path, dir: &Path, body: &Path) -> Result<Vec<String>> {
+    let mutate = format!("https://127.0.0.1:{wh}/mutate-kubernaut-ai-v1alpha1-signalprocessing");
+    let null = format!("https://127.0.0.1:{wh}/no-such-path");
+    let peer_bin = std::env::var("BENCH_PEER_WEBHOOK").ok().map(PathBuf::from).filter(|p| p.exists());
+    let mut _peer_guard = None;
+    let peer_url = match &peer_bin {
+        Some(bin) => {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            let log = fs::File::create(dir.join("peer.log"))?;
+            let child = Command::new(bin)
+                .arg("--cert-dir")
+                .arg(certs)
+                .args(["--port", &port.to_string()])
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .context("starting the Go peer webhook")?;
+            _peer_guard = Some(Serve(child));
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                if Instant::now() > deadline {
+                    bail!("the peer webhook did not listen");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            Some(format!("https://127.0.0.1:{port}/mutate-kubernaut-ai-v1alpha1-signalprocessing"))
+        }
+        None => None,
+    };
+    let mut targets: Vec<(&str, String, &str)> = vec![
+        ("audit-guard null handler (unknown path → 404)", null, "404"),
+        ("audit-guard mutate (CREATE)", mutate, "200"),
+    ];
+    if let Some(url) = peer_url {
+        targets.push(("controller-runtime peer mutate (CREATE)", url, "200"));
+    }
+    let mut peaks: Vec<Vec<f64>> = vec![vec![]; targets.len()];
+    for _round in 0..2 {
+        for (i, (name, url, code)) in targets.iter().enumerate() {
+            let r = oha_expect(oha_bin, url, body, false, None, PEAK_SECS, code)?;
+            if r.ok != r.total {
+                bail!("{name}: {} of {} answered {code}", r.ok, r.total);
+            }
+            eprintln!("| side by side: {name}, HTTP/1.1 peak, 32 conns | {:.0}/s |", r.rps);
+            peaks[i].push(r.rps);
+        }
+    }
+    let mut p99s = vec![f64::NAN; targets.len()];
+    for (i, (name, url, code)) in targets.iter().enumerate().skip(1) {
+        let r = oha_expect(oha_bin, url, body, false, Some(2_000), FIXED_SECS, code)?;
+        eprintln!("| side by side: {name}, HTTP/1.1 2000/s | p99 {:.3} ms |", r.p99);
+        p99s[i] = r.p99;
+    }
+    let mut out = vec![
+        String::new(),
+        "### side by side: mutate vs its own transport ceiling vs the controller-runtime peer".into(),
+        String::new(),
+        "HTTP/1.1, 32 keep-alive connections, the same CREATE body and certificate; two interleaved peak runs of 6 s each (both shown, median used), then 8 s at 2,000/s open loop.".into(),
+        String::new(),
+        "| server | peak /s (runs) | median peak /s | × null handler | p99 at 2,000/s |".into(),
+        "|---|---|---|---|---|".into(),
+    ];
+    let null_peak = median(peaks[0].clone());
+    for (i, (name, _, _)) in targets.iter().enumerate() {
+        let m = median(peaks[i].clone());
+        out.push(format!(
+            "| {name} | {} | {m:.0} | {:.2} | {} |",
+            peaks[i].iter().map(|p| format!("{p:.0}")).collect::<Vec<_>>().join(", "),
+            m / null_peak,
+            if p99s[i].is_nan() {
+                "-".into()
+            } else {
+                format!("{:.3} ms", p99s[i])
+            }
+        ));
+    }
+    if targets.len() < 3 {
+        out.push(
+            "| controller-runtime peer | skipped: `../shared/peers/webhook` not present (BENCH_PEER_WEBHOOK unset or missing) | | | |"
+                .into(),
+        );
+    }
+    let mutate_peak = median(peaks[1].clone());
+    let ratio = mutate_peak / null_peak;
+    let met = |b: bool| if b { "yes" } else { "**no**" };
+    out.push(format!(
+        "TARGET\twebhook mutate peak vs the same server's null handler (HTTP/1.1, 32 conns)\t≥ 0.70\t{mutate_peak:.0}/s vs {null_peak:.0}/s = {ratio:.2}{}\t{}",
+        match targets.get(2) {
+            Some(_) => format!("; controller-runtime peer {:.0}/s (mutate {:.1}× the peer)", median(peaks[2].clone()), mutate_peak / median(peaks[2].clone())),
+            None => "; peer skipped".into(),
+        },
+        met(ratio >= 0.70)
+    ));
+    out.push(format!(
+        "TARGET\twebhook mutate p99 at 2,000/s, side by side (HTTP/1.1)\t≤ 1 ms\t{:.3} ms{}\t{}",
+        p99s[1],
+        match p99s.get(2) {
+            Some(p) => format!(" (peer {p:.3} ms)"),
+            None => String::new(),
+        },
+        met(p99s[1] <= 1.0)
+    ));
+    Ok(out)
 }
