@@ -343,7 +343,7 @@ fn main() -> Result<()> {
 }
 
 /// In-process cost of deciding one CREATE review, single thread: the full parse (object model)
-/// + `mutate`, as the validating path still does, against the mutating path's metadata-only
+/// and `mutate`, as the validating path still does, against the mutating path's metadata-only
 /// decode with the patch encoded once. A profile of the handler's own share, TLS and HTTP aside.
 fn decode_cost(body: &[u8]) -> Result<String> {
     use audit_guard::webhook::decisions::{mutate, parse_mutate, parse_review};
