@@ -410,6 +410,26 @@ fn by_name(a: &[Value]) -> Option<BTreeMap<String, &Value>> {
     (m.len() == a.len() && !a.is_empty()).then_some(m)
 }
 
+/// Lists of named entries (volumes, env, containers...) where a name appears twice: the API
+/// server's server-side apply refuses such an object ("duplicate entries for key"), and
+/// client-side apply silently keeps one of them.
+fn duplicate_names(path: &str, v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => m.iter().for_each(|(k, x)| duplicate_names(&format!("{path}.{k}"), x, out)),
+        Value::Array(a) => {
+            let names: Vec<&str> = a.iter().filter_map(|x| x.get("name").and_then(Value::as_str)).collect();
+            if names.len() == a.len() {
+                let mut seen = BTreeSet::new();
+                out.extend(names.iter().filter(|n| !seen.insert(**n)).map(|n| format!("{path}[name={n}]")));
+            }
+            a.iter()
+                .enumerate()
+                .for_each(|(i, x)| duplicate_names(&format!("{path}[{i}]"), x, out));
+        }
+        _ => {}
+    }
+}
+
 /// Every difference between two values: (path, in kustomize, in chart).
 fn diff(path: &str, k: Option<&Value>, c: Option<&Value>, out: &mut Vec<(String, String, String)>) {
     let show = |v: Option<&Value>| v.map_or("(absent)".to_string(), |v| v.to_string());
@@ -453,6 +473,18 @@ fn assert_no_drift(overlay: &str, chart_args: &[&str]) {
     args.extend_from_slice(chart_args);
     let (chart, sources) = render_chart_with_sources(&args);
     let chart: Vec<Value> = chart.into_iter().map(normalize_chart).collect();
+
+    let mut duplicates = Vec::new();
+    for (side, objs) in [("kustomize", &kustomize), ("chart", &chart)] {
+        for o in objs {
+            duplicate_names(&format!("{side}: {}", key(o)), o, &mut duplicates);
+        }
+    }
+    assert!(
+        duplicates.is_empty(),
+        "entries named twice in one list:\n  {}",
+        duplicates.join("\n  ")
+    );
 
     let k: BTreeMap<String, &Value> = kustomize.iter().map(|o| (key(o), o)).collect();
     let c: BTreeMap<String, &Value> = chart.iter().map(|o| (key(o), o)).collect();
