@@ -24,7 +24,7 @@ use crate::{metrics, retention};
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     metrics::init();
     let shutdown = CancellationToken::new();
-    tokio::spawn(on_signal(shutdown.clone()));
+    tokio::spawn(crate::shutdown::cancel_on_signal(shutdown.clone()));
 
     let client = kube::Client::try_default().await.context("building the Kubernetes client")?;
     let ds = Arc::new(DataStorageClient::new(&args.datastorage).context("building the Data Storage client")?);
@@ -81,26 +81,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     .await;
     tracing::info!("stopped");
     Ok(())
-}
-
-async fn on_signal(shutdown: CancellationToken) {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = term => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    tracing::info!("shutdown signal received");
-    shutdown.cancel();
 }
 
 async fn listen(addr: SocketAddr, app: Router, shutdown: CancellationToken) -> anyhow::Result<tokio::task::JoinHandle<()>> {
