@@ -266,7 +266,8 @@ const KUBERNAUT_NS: &str = "kubernaut";
 
 /// Kubernaut's side of the cluster, once per binary: its namespace, a stand-in for its client
 /// ClusterRole (`create`/`get` on its Service), and the kubernaut overlay's RoleBinding of
-/// audit-guard's ServiceAccount to it, as rendered from manifests/overlays/kubernaut.
+/// audit-guard's ServiceAccount to it, as rendered from manifests/overlays/kubernaut; and the
+/// right for the break-glass user to edit SignalProcessings.
 fn install_kubernaut_side(cp: &ControlPlane) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
@@ -284,12 +285,32 @@ fn install_kubernaut_side(cp: &ControlPlane) {
             .filter(|o| o["kind"] == "RoleBinding" && o["metadata"]["namespace"] == KUBERNAUT_NS)
             .collect();
         assert_eq!(bindings.len(), 1, "the kubernaut overlay binds audit-guard to Kubernaut's client role");
-        let items: Vec<Value> = std::iter::once(role).chain(bindings).collect();
+        // bob (the harness's break-glass user) may edit SignalProcessings: RBAC is not what stops him.
+        let editor = json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": { "name": "audit-guard-events-e2e-editor" },
+            "rules": [{ "apiGroups": ["kubernaut.ai"], "resources": ["signalprocessings"], "verbs": ["get", "list", "watch", "update", "patch", "delete"] }]
+        });
+        let editor_binding = json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": { "name": "audit-guard-events-e2e-editor" },
+            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "audit-guard-events-e2e-editor" },
+            "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bob" }]
+        });
+        let items: Vec<Value> = [role, editor, editor_binding].into_iter().chain(bindings).collect();
         let list = json!({ "apiVersion": "v1", "kind": "List", "items": items });
         let file = dir.join("kubernaut-side.json");
         std::fs::write(&file, list.to_string()).unwrap();
         cp.kubectl(&["apply", "--server-side", "-f", file.to_str().unwrap()]).unwrap();
     });
+}
+
+/// A token from the TokenRequest API for a ServiceAccount in namespace audit-guard (after the
+/// shipped RBAC and Kubernaut's side are installed).
+fn token(sa: &str, audience: Option<&str>) -> String {
+    let cp = control_plane();
+    install_kubernaut_side(cp);
+    sa_token(cp, sa, audience)
 }
 
 /// One scenario's world: a Kubernaut Data Storage double with real auth, namespaces, tokens.
@@ -427,7 +448,7 @@ async fn events_with(client: &Client, ns: &str, uid: &str, reason: &str) -> usiz
 #[tokio::test]
 async fn pending_eight_days_old_and_forced_each_end_with_exactly_one_event() {
     let cp = control_plane();
-    let w = World::new("ev-one", &sa_token(cp, "audit-guard", None)).await;
+    let w = World::new("ev-one", &token("audit-guard", None)).await;
     // A second namespace the webhooks cover but no controller watches: deletions wait there
     // until break-glass.
     let held_ns = fresh_namespace(&w.client, "ev-held").await.unwrap();
@@ -527,7 +548,7 @@ async fn pending_eight_days_old_and_forced_each_end_with_exactly_one_event() {
 #[tokio::test]
 async fn a_20s_write_outage_ends_with_one_event_per_cr() {
     let cp = control_plane();
-    let w = World::new("ev-outage", &sa_token(cp, "audit-guard", None)).await;
+    let w = World::new("ev-outage", &token("audit-guard", None)).await;
     let serve = w.serve("ev-outage", &["--disable-webhook"]).await;
     let api = w.api();
     let names: Vec<String> = (0..6).map(|i| format!("sp-{i}")).collect();
@@ -619,7 +640,7 @@ async fn refused_then_fixed(tag: &str, bad_token: String, metric_name: &str, rea
         }
     }
     // Fixed (a token Kubernaut takes, for an identity it allows): stored once, then released.
-    let good = dir_token(&w.dir, &sa_token(cp, "audit-guard", None));
+    let good = dir_token(&w.dir, &token("audit-guard", None));
     std::fs::rename(good, &w.token_file).unwrap();
     wait_gone(&api, "held").await;
     assert_eq!(w.ds.record_events(&uid).len(), 1);
@@ -637,7 +658,7 @@ fn dir_token(dir: &Path, token: &str) -> std::path::PathBuf {
 /// from Kubernaut's TokenReview, which names no audience.
 #[tokio::test]
 async fn a_401_raises_its_own_metric_and_event_and_keeps_the_finalizer() {
-    let token = sa_token(control_plane(), "audit-guard", Some("audit-guard-datastorage"));
+    let token = token("audit-guard", Some("audit-guard-datastorage"));
     refused_then_fixed(
         "ev-401",
         token,
@@ -651,7 +672,7 @@ async fn a_401_raises_its_own_metric_and_event_and_keeps_the_finalizer() {
 /// Acceptance 3: an identity without the RoleBinding to Kubernaut's client role gets 403.
 #[tokio::test]
 async fn a_403_raises_its_own_metric_and_event_and_keeps_the_finalizer() {
-    let token = sa_token(control_plane(), "audit-guard-datastorage", None);
+    let token = token("audit-guard-datastorage", None);
     refused_then_fixed(
         "ev-403",
         token,

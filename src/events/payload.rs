@@ -40,8 +40,9 @@ pub enum PhaseSource {
 }
 
 /// The payload's `phase`: the CR's own when it is one the enum allows; else `Completed` /
-/// `Failed` from the record's status; else the last processing phase whose start or end the
-/// record carries (the CR had reached it); else `Pending` (nothing shows it started).
+/// `Failed` from the record's status; else the last processing phase the record shows the CR
+/// reached (classifying or categorizing with a start or an end; enriching with an end — its
+/// start falls back to the CR's creation, which says nothing about processing); else `Pending`.
 pub fn payload_phase(cr_phase: Option<&str>, status: AuditStatus, phases: &[ProcessingPhase]) -> (&'static str, PhaseSource) {
     if let Some(p) = cr_phase.and_then(|p| PHASES.iter().find(|v| v.eq_ignore_ascii_case(p.trim()))) {
         return (p, PhaseSource::Cr);
@@ -51,16 +52,12 @@ pub fn payload_phase(cr_phase: Option<&str>, status: AuditStatus, phases: &[Proc
         AuditStatus::Failed => return ("Failed", PhaseSource::Status),
         AuditStatus::Incomplete | AuditStatus::Forced => {}
     }
-    let reached = phases
-        .iter()
-        .rev()
-        .filter(|p| p.start_time.is_some() || p.end_time.is_some())
-        .find_map(|p| match p.phase.as_str() {
-            "enriching" => Some("Enriching"),
-            "classifying" => Some("Classifying"),
-            "categorizing" => Some("Categorizing"),
-            _ => None,
-        });
+    let reached = phases.iter().rev().find_map(|p| match p.phase.as_str() {
+        "enriching" if p.end_time.is_some() => Some("Enriching"),
+        "classifying" if p.start_time.is_some() || p.end_time.is_some() => Some("Classifying"),
+        "categorizing" if p.start_time.is_some() || p.end_time.is_some() => Some("Categorizing"),
+        _ => None,
+    });
     match reached {
         Some(p) => (p, PhaseSource::Timestamps),
         None => ("Pending", PhaseSource::Initial),
@@ -266,6 +263,10 @@ mod tests {
     fn phase_is_the_crs_else_the_closest_honest_value() {
         use AuditStatus::*;
         let none = [phase("enriching", false), phase("classifying", false), phase("categorizing", false)];
+        // A CR without status: its enrichment "start" is its creation, which shows nothing.
+        let created = [phase("enriching", true), phase("classifying", false), phase("categorizing", false)];
+        let mut enriched = created.clone();
+        enriched[0].end_time = Some("2025-11-27T10:00:01Z".parse().unwrap());
         let classifying = [phase("enriching", true), phase("classifying", true), phase("categorizing", false)];
         let cases: Vec<(&str, Option<&str>, AuditStatus, &[ProcessingPhase], (&str, PhaseSource))> = vec![
             ("the CR's own", Some("Enriching"), Incomplete, &none, ("Enriching", PhaseSource::Cr)),
@@ -307,6 +308,15 @@ mod tests {
                 ("Classifying", PhaseSource::Timestamps),
             ),
             ("nothing at all", None, Incomplete, &none, ("Pending", PhaseSource::Initial)),
+            ("created only", None, Incomplete, &created, ("Pending", PhaseSource::Initial)),
+            ("created only, forced", None, Forced, &created, ("Pending", PhaseSource::Initial)),
+            (
+                "enrichment ended",
+                None,
+                Incomplete,
+                &enriched,
+                ("Enriching", PhaseSource::Timestamps),
+            ),
             ("no phases", None, Forced, &[], ("Pending", PhaseSource::Initial)),
         ];
         for (name, cr, status, phases, want) in cases {
@@ -324,6 +334,26 @@ mod tests {
             "completed_at": "2025-11-27T10:00:02Z", "status": "completed", "namespace": "prod", "name": "sp-1"
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_cr_without_status_is_pending_whichever_path_records_it() {
+        let sp: crate::crd::SignalProcessing = serde_json::from_value(json!({
+            "apiVersion": "kubernaut.ai/v1alpha1", "kind": "SignalProcessing",
+            "metadata": { "name": "a", "namespace": "ns", "uid": "u-1",
+                "creationTimestamp": "2026-01-01T10:00:00Z", "deletionTimestamp": "2026-01-01T10:05:00Z" },
+            "spec": { "remediationRequestRef": { "name": "rr" } }
+        }))
+        .unwrap();
+        let now: DateTime<Utc> = "2026-01-01T10:06:00Z".parse().unwrap();
+        for trigger in [crate::audit::Trigger::Deletion, crate::audit::Trigger::Forced] {
+            let record = crate::audit::from_cr::build_record(&sp, trigger, now);
+            assert!(
+                record.processing_phases[0].start_time.is_some(),
+                "the creation stands in for the start"
+            );
+            assert_eq!(payload(&record)["phase"], "Pending", "{trigger:?}");
+        }
     }
 
     #[test]
