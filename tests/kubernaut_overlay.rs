@@ -63,6 +63,15 @@ fn the_kubernaut_overlay_writes_events_to_kubernauts_data_storage_and_ships_none
     );
     let volumes = pod["volumes"].as_array().unwrap();
     assert!(!volumes.iter().any(|v| v["name"] == "datastorage-ca"), "{volumes:?}");
+    // Each volume once (the API server refuses a pod with two of a name), each mount backed by one.
+    let mut vnames: Vec<&str> = volumes.iter().map(|v| v["name"].as_str().unwrap()).collect();
+    vnames.sort();
+    let count = vnames.len();
+    vnames.dedup();
+    assert_eq!(vnames.len(), count, "a volume named twice: {volumes:?}");
+    for m in pod["containers"][0]["volumeMounts"].as_array().unwrap() {
+        assert!(vnames.contains(&m["name"].as_str().unwrap()), "mount without a volume: {m}");
+    }
     let token = volumes.iter().find(|v| v["name"] == "datastorage-token").unwrap();
     let sa_token = &token["projected"]["sources"][0]["serviceAccountToken"];
     assert_eq!(sa_token["path"], "token");
