@@ -1,7 +1,8 @@
 //! Every event the client can build, validated against Kubernaut's Data Storage OpenAPI file —
 //! the real file, read at test time (`KUBERNAUT_OPENAPI`, else
-//! `../shared/reference/kubernaut-data-storage-v1.openapi.yaml` beside the repository). The file
-//! is not part of the repository: where it is absent the test says so loudly and checks nothing.
+//! `shared/reference/kubernaut-data-storage-v1.openapi.yaml` in a folder above the repository).
+//! The file is not part of the repository: where it is absent the test fails under CI (which has
+//! shared/ beside its clone) and elsewhere says so loudly and checks nothing.
 //!
 //! OpenAPI 3.0 schemas are read as JSON Schema with the two differences made explicit: a
 //! `nullable: true` schema also admits null, and a `discriminator` picks the one schema its
@@ -20,10 +21,20 @@ use crate::audit::from_cr::build_record;
 use crate::audit::Trigger;
 use crate::crd::SignalProcessing;
 
+const OPENAPI_IN_SHARED: &str = "shared/reference/kubernaut-data-storage-v1.openapi.yaml";
+
+/// `KUBERNAUT_OPENAPI`, else `shared/reference/…` in the nearest folder above the repository
+/// that has it (beside a clone, or two levels up from a worktree).
 fn openapi_path() -> PathBuf {
-    std::env::var_os("KUBERNAUT_OPENAPI")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/kubernaut-data-storage-v1.openapi.yaml"))
+    if let Some(p) = std::env::var_os("KUBERNAUT_OPENAPI") {
+        return PathBuf::from(p);
+    }
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    repo.ancestors()
+        .skip(1)
+        .map(|dir| dir.join(OPENAPI_IN_SHARED))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| repo.join("..").join(OPENAPI_IN_SHARED))
 }
 
 /// OpenAPI 3.0's `nullable` as JSON Schema: `type: X` becomes `type: [X, "null"]`.
@@ -54,6 +65,9 @@ impl Spec {
         let path = openapi_path();
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
+            Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+                panic!("CI has shared/ beside the clone, yet Kubernaut's OpenAPI file is not at {}: {e}", path.display())
+            }
             Err(e) => {
                 // Straight to the process's stderr: the test harness captures eprintln! of a passing test.
                 use std::io::Write as _;
