@@ -66,7 +66,10 @@ impl Spec {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-                panic!("CI has shared/ beside the clone, yet Kubernaut's OpenAPI file is not at {}: {e}", path.display())
+                panic!(
+                    "CI has shared/ beside the clone, yet Kubernaut's OpenAPI file is not at {}: {e}",
+                    path.display()
+                )
             }
             Err(e) => {
                 // Straight to the process's stderr: the test harness captures eprintln! of a passing test.
