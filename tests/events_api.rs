@@ -544,12 +544,14 @@ async fn pending_eight_days_old_and_forced_each_end_with_exactly_one_event() {
 }
 
 /// Acceptance 2: writes fail for 20 s while reads work; the writer and the deletion path both
-/// meet 202s; once the queue drains, each CR has exactly one event and is gone.
+/// meet 202s; the leader is killed while the events wait in the queue and another `serve` takes
+/// over (it reads the CRs' marks, so it polls too); once the queue drains, each CR has exactly
+/// one event and is gone.
 #[tokio::test]
 async fn a_20s_write_outage_ends_with_one_event_per_cr() {
     let cp = control_plane();
     let w = World::new("ev-outage", &token("audit-guard", None)).await;
-    let serve = w.serve("ev-outage", &["--disable-webhook"]).await;
+    let first = w.serve("ev-outage", &["--disable-webhook"]).await;
     let api = w.api();
     let names: Vec<String> = (0..6).map(|i| format!("sp-{i}")).collect();
     let mut uids = Vec::new();
@@ -570,17 +572,27 @@ async fn a_20s_write_outage_ends_with_one_event_per_cr() {
     for n in &names {
         api.delete(n, &DeleteParams::default()).await.unwrap();
     }
-    wait_for("every CR's event to be queued", WAIT, || async {
-        Ok((w.ds.queued() >= 6).then_some(()))
+    wait_for("every CR marked with the time its event was queued", WAIT, || async {
+        let marked = api
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|sp| sp.annotations().contains_key(ANNOTATION_QUEUED_AT))
+            .count();
+        Ok((marked == names.len()).then_some(()))
     })
     .await
     .unwrap();
-    let marked = api.get(&names[4]).await.unwrap();
-    assert!(
-        marked.annotations().contains_key(ANNOTATION_QUEUED_AT),
-        "the CR carries the time queued: {:?}",
-        marked.metadata.annotations
-    );
+    assert_eq!(w.ds.queued(), names.len(), "one copy each, by the writer or the deletion path");
+    let m = first.metrics().await.unwrap();
+    assert!(metric(&m, "audit_guard_events_queued_total") >= 2.0, "{m}");
+    assert!(events_with(&w.client, &w.ns, &uids[4], "AuditEventQueued").await >= 1);
+
+    // A new leader knows only what the CRs say.
+    cp.kill(&first.name).unwrap();
+    let _second = w.serve("ev-outage-2", &["--disable-webhook"]).await;
+    let posts = w.ds.write_requests();
     tokio::time::sleep(Duration::from_secs(20).saturating_sub(outage.elapsed())).await;
     for n in &names {
         assert!(api.get(n).await.unwrap().has_finalizer(), "{n} released without a stored event");
@@ -589,20 +601,17 @@ async fn a_20s_write_outage_ends_with_one_event_per_cr() {
     for n in &names {
         wait_gone(&api, n).await;
     }
+    assert_eq!(w.ds.write_requests(), posts, "the new leader polled; it POSTed nothing");
     assert_eq!(w.ds.queued(), 0);
     for uid in &uids {
         let ev = w.ds.record_events(uid);
         assert_eq!(ev.len(), 1, "{uid}: {ev:?}");
     }
     assert_eq!(w.ds.stored().len(), names.len(), "no extra copy anywhere");
-    let m = serve.metrics().await.unwrap();
-    assert!(metric(&m, "audit_guard_events_queued_total") >= 2.0, "{m}");
-    assert!(events_with(&w.client, &w.ns, &uids[4], "AuditEventQueued").await >= 1);
     delete_namespace(&w.client, &w.ns).await;
 }
 
 async fn refused_then_fixed(tag: &str, bad_token: String, metric_name: &str, reason: &str, refusal: &str) {
-    let cp = control_plane();
     let w = World::new(tag, &bad_token).await;
     let serve = w.serve(tag, &["--disable-webhook"]).await;
     let api = w.api();
