@@ -10,6 +10,7 @@
 //! Beyond the schema: every key sent must be a property the schema declares (Kubernaut's
 //! decoder drops the rest), and `event_timestamp` must lie within the last 7 days.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use chrono::{DateTime, Duration, Utc};
@@ -167,10 +168,8 @@ fn days_ago(now: DateTime<Utc>, d: i64) -> String {
     (now - Duration::days(d)).to_rfc3339()
 }
 
-#[test]
-fn every_event_the_client_builds_is_one_kubernauts_data_storage_accepts() {
-    let Some(spec) = Spec::load() else { return };
-    let now = Utc::now();
+/// Every kind of event the client builds, from CRs of every shape it meets, written `now`.
+fn events_built(now: DateTime<Utc>) -> Vec<(&'static str, Value)> {
     let recent = days_ago(now, 1);
     let moved = |v: &mut Value| {
         let text = v.to_string().replace("2025-11-27T", &recent[..11]);
@@ -255,6 +254,14 @@ fn every_event_the_client_builds_is_one_kubernauts_data_storage_accepts() {
         "break-glass",
         break_glass_event_for(&bg, &build_record(&deleting(&pending), Trigger::Forced, now)),
     ));
+    cases
+}
+
+#[test]
+fn every_event_the_client_builds_is_one_kubernauts_data_storage_accepts() {
+    let Some(spec) = Spec::load() else { return };
+    let now = Utc::now();
+    let cases = events_built(now);
     let mut failures = Vec::new();
     for (name, event) in &cases {
         for v in spec.violations(event, now) {
@@ -277,4 +284,68 @@ fn every_event_the_client_builds_is_one_kubernauts_data_storage_accepts() {
     for what in ["/event_data/phase", "event_data.audit_record", "7-day window"] {
         assert!(v.iter().any(|x| x.contains(what)), "{what} not caught: {v:?}");
     }
+}
+
+/// The backticked names in the first cell of each row of the table under `### {heading}` in the
+/// events section of docs/audit-mapping.md.
+fn documented(doc: &str, heading: &str) -> BTreeSet<String> {
+    let section = doc
+        .split("\n## ")
+        .find(|s| s.starts_with("In Kubernaut's unified events API"))
+        .expect("docs/audit-mapping.md has the events section");
+    let table = section
+        .split("\n### ")
+        .find(|s| s.starts_with(heading))
+        .unwrap_or_else(|| panic!("the events section has no ### {heading}"));
+    table
+        .lines()
+        .filter(|l| l.starts_with('|') && !l.starts_with("|---"))
+        .skip(1)
+        .filter_map(|row| row.split('|').nth(1))
+        .flat_map(|cell| cell.split('`').skip(1).step_by(2).map(str::to_string).collect::<Vec<_>>())
+        .collect()
+}
+
+/// Acceptance 4 of issue 15: docs/audit-mapping.md lists, field by field, what the events mode
+/// stores — every key of every event the client builds has its row, and (with Kubernaut's
+/// OpenAPI file) every field the payload schema has is either mapped or said never to be sent,
+/// and no row names a field the schema does not have.
+#[test]
+fn the_mapping_doc_lists_every_field_the_events_mode_stores() {
+    let doc =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/audit-mapping.md")).expect("docs/audit-mapping.md");
+    let envelope = documented(&doc, "Envelope");
+    let payload = documented(&doc, "Payload");
+    let mut missing = BTreeSet::new();
+    for (name, event) in events_built(Utc::now()) {
+        for key in event.as_object().into_iter().flat_map(|m| m.keys()) {
+            if !envelope.contains(key) {
+                missing.insert(format!("{key} (envelope, sent in {name})"));
+            }
+        }
+        for key in event["event_data"].as_object().into_iter().flat_map(|m| m.keys()) {
+            if !payload.contains(key) {
+                missing.insert(format!("event_data.{key} (sent in {name})"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "sent but not in docs/audit-mapping.md: {missing:?}");
+    let Some(spec) = Spec::load() else { return };
+    let fields: BTreeSet<String> = spec.properties("SignalProcessingAuditPayload").into_iter().collect();
+    let undocumented: Vec<&String> = fields.difference(&payload).collect();
+    assert!(
+        undocumented.is_empty(),
+        "payload fields the doc does not account for: {undocumented:?}"
+    );
+    let invented: Vec<&String> = payload.difference(&fields).collect();
+    assert!(
+        invented.is_empty(),
+        "the doc's payload table names fields the schema lacks: {invented:?}"
+    );
+    let request: BTreeSet<String> = spec.properties("AuditEventRequest").into_iter().collect();
+    let invented: Vec<&String> = envelope.difference(&request).collect();
+    assert!(
+        invented.is_empty(),
+        "the doc's envelope table names fields the request lacks: {invented:?}"
+    );
 }
