@@ -443,8 +443,9 @@ async fn events_with(client: &Client, ns: &str, uid: &str, reason: &str) -> usiz
         .count()
 }
 
-/// Acceptance 1: a CR deleted while Pending, one completed 8 days ago, and a break-glass removal
-/// each end with exactly one valid event, stored, and the CR gone.
+/// Acceptance 1: a CR deleted while Pending, one completed 8 days ago, a CR without the finalizer
+/// deleted (the webhook's unguarded path) and a break-glass removal each end with exactly one
+/// valid event, stored, and the CR gone.
 #[tokio::test]
 async fn pending_eight_days_old_and_forced_each_end_with_exactly_one_event() {
     let cp = control_plane();
@@ -453,6 +454,11 @@ async fn pending_eight_days_old_and_forced_each_end_with_exactly_one_event() {
     // until break-glass.
     let held_ns = fresh_namespace(&w.client, "ev-held").await.unwrap();
     label(&w.client, &held_ns, "ev-one").await;
+    // Created before the webhooks: no finalizer, so its DELETE is the webhook's unguarded path.
+    let held: Api<SignalProcessing> = Api::namespaced(w.client.clone(), &held_ns);
+    let unguarded = held.create(&PostParams::default(), &bare("unguarded")).await.unwrap();
+    assert!(!unguarded.has_finalizer());
+    let unguarded = unguarded.metadata.uid.unwrap();
     let issued = webhook_support::issue_certs(&w.dir.join("certs"), false);
     let port = support::controlplane::free_port().unwrap();
     let addr = format!("127.0.0.1:{port}");
@@ -507,8 +513,15 @@ async fn pending_eight_days_old_and_forced_each_end_with_exactly_one_event() {
     let at = chrono::DateTime::parse_from_rfc3339(ev[0]["event_timestamp"].as_str().unwrap()).unwrap();
     assert!(Utc::now().signed_duration_since(at) < chrono::Duration::hours(1), "{at}");
 
+    // An unguarded DELETE (the webhook stores the record of the CR, still Pending, first).
+    held.delete("unguarded", &DeleteParams::default()).await.unwrap();
+    wait_gone(&held, "unguarded").await;
+    let ev = w.ds.record_events(&unguarded);
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0]["event_data"]["phase"], "Pending");
+    assert_eq!(ev[0]["event_action"], "incomplete");
+
     // Break-glass in the unwatched namespace: the forced record and the break-glass event.
-    let held: Api<SignalProcessing> = Api::namespaced(w.client.clone(), &held_ns);
     held.create(&PostParams::default(), &bare("forced")).await.unwrap();
     let sp = held.get("forced").await.unwrap();
     assert!(sp.has_finalizer(), "the mutating webhook added it");
