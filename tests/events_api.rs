@@ -443,6 +443,18 @@ async fn events_with(client: &Client, ns: &str, uid: &str, reason: &str) -> usiz
         .count()
 }
 
+/// Deletes `name` (uid `uid`), waits until it is gone, and returns its one stored event, checked
+/// for the payload's `phase` and the `event_action`.
+async fn delete_to_one_event(w: &World, api: &Api<SignalProcessing>, name: &str, uid: &str, phase: &str, action: &str) -> Value {
+    api.delete(name, &DeleteParams::default()).await.unwrap();
+    wait_gone(api, name).await;
+    let ev = w.ds.record_events(uid);
+    assert_eq!(ev.len(), 1, "{name}: {ev:?}");
+    assert_eq!(ev[0]["event_data"]["phase"], phase, "{name}");
+    assert_eq!(ev[0]["event_action"], action, "{name}");
+    ev[0].clone()
+}
+
 /// Acceptance 1: a CR deleted while Pending, one completed 8 days ago, a CR without the finalizer
 /// deleted (the webhook's unguarded path) and a break-glass removal each end with exactly one
 /// valid event, stored, and the CR gone.
@@ -488,13 +500,8 @@ async fn pending_eight_days_old_and_forced_each_end_with_exactly_one_event() {
 
     // Deleted while Pending (no status at all).
     let pending = create_guarded(&api, "pending").await;
-    api.delete("pending", &DeleteParams::default()).await.unwrap();
-    wait_gone(&api, "pending").await;
-    let ev = w.ds.record_events(&pending);
-    assert_eq!(ev.len(), 1, "{ev:?}");
-    assert_eq!(ev[0]["event_data"]["phase"], "Pending");
-    assert_eq!(ev[0]["event_action"], "incomplete");
-    assert_eq!(ev[0]["event_outcome"], "pending");
+    let ev = delete_to_one_event(&w, &api, "pending", &pending, "Pending", "incomplete").await;
+    assert_eq!(ev["event_outcome"], "pending");
 
     // Completed 8 days ago: its event carries the write time, inside Kubernaut's window.
     let old = create_guarded(&api, "old").await;
@@ -514,12 +521,7 @@ async fn pending_eight_days_old_and_forced_each_end_with_exactly_one_event() {
     assert!(Utc::now().signed_duration_since(at) < chrono::Duration::hours(1), "{at}");
 
     // An unguarded DELETE (the webhook stores the record of the CR, still Pending, first).
-    held.delete("unguarded", &DeleteParams::default()).await.unwrap();
-    wait_gone(&held, "unguarded").await;
-    let ev = w.ds.record_events(&unguarded);
-    assert_eq!(ev.len(), 1, "{ev:?}");
-    assert_eq!(ev[0]["event_data"]["phase"], "Pending");
-    assert_eq!(ev[0]["event_action"], "incomplete");
+    delete_to_one_event(&w, &held, "unguarded", &unguarded, "Pending", "incomplete").await;
 
     // Break-glass in the unwatched namespace: the forced record and the break-glass event.
     held.create(&PostParams::default(), &bare("forced")).await.unwrap();
