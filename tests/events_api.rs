@@ -245,7 +245,7 @@ async fn a_batch_posts_only_missing_events_and_a_202_leaves_them_queued() {
     assert_eq!(outcome.stored.len(), 2);
     assert_eq!(outcome.queued, vec!["uid-c".to_string()]);
     let posts = ds.write_requests();
-    let outcome = client.store_batch(&[c.clone()]).await.unwrap();
+    let outcome = client.store_batch(std::slice::from_ref(&c)).await.unwrap();
     assert_eq!(outcome.queued, vec!["uid-c".to_string()]);
     assert_eq!(ds.write_requests(), posts, "no second copy");
     ds.set_writes_failing(false);

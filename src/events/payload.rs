@@ -268,7 +268,9 @@ mod tests {
         let mut enriched = created.clone();
         enriched[0].end_time = Some("2025-11-27T10:00:01Z".parse().unwrap());
         let classifying = [phase("enriching", true), phase("classifying", true), phase("categorizing", false)];
-        let cases: Vec<(&str, Option<&str>, AuditStatus, &[ProcessingPhase], (&str, PhaseSource))> = vec![
+        /// (case, the CR's phase, the record's status, its phases, the payload's phase and its source)
+        type Case<'a> = (&'a str, Option<&'a str>, AuditStatus, &'a [ProcessingPhase], (&'a str, PhaseSource));
+        let cases: Vec<Case> = vec![
             ("the CR's own", Some("Enriching"), Incomplete, &none, ("Enriching", PhaseSource::Cr)),
             (
                 "any letter case",

@@ -137,7 +137,9 @@ mod tests {
             queued_at: t(q),
             repost_at: t(r),
         };
-        let cases: Vec<(&str, Option<&str>, Option<&str>, &str, Step)> = vec![
+        /// (case, queued at, last trouble, now, the step)
+        type Case<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a str, Step);
+        let cases: Vec<Case> = vec![
             ("never queued", None, None, "10:00:00", Step::Post),
             ("never queued, trouble elsewhere", None, Some("10:00:00"), "10:00:01", Step::Post),
             ("just queued", Some("10:00:00"), None, "10:00:05", wait("10:00:00", "10:10:00")),
