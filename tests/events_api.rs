@@ -568,23 +568,25 @@ async fn a_20s_write_outage_ends_with_one_event_per_cr() {
     let w = World::new("ev-outage", &token("audit-guard", None)).await;
     let first = w.serve("ev-outage", &["--disable-webhook"]).await;
     let api = w.api();
-    let names: Vec<String> = (0..6).map(|i| format!("sp-{i}")).collect();
+    let names: Vec<String> = (0..7).map(|i| format!("sp-{i}")).collect();
+    // Six are deleted during the outage; the last completes and stays until the end.
+    let (deleted, kept) = names.split_at(6);
     let mut uids = Vec::new();
     for n in &names {
         uids.push(create_guarded(&api, n).await);
     }
     w.ds.set_writes_failing(true);
     let outage = std::time::Instant::now();
-    // Half complete during the outage: the buffered writer meets the 202s.
-    for n in &names[..3] {
+    // Some complete during the outage: the buffered writer meets the 202s.
+    for n in deleted[..3].iter().chain(kept) {
         complete(&api, n, 0).await;
     }
     wait_for("the writer's batch to be queued", WAIT, || async {
-        Ok((w.ds.queued() >= 3).then_some(()))
+        Ok((w.ds.queued() >= 4).then_some(()))
     })
     .await
     .unwrap();
-    for n in &names {
+    for n in deleted {
         api.delete(n, &DeleteParams::default()).await.unwrap();
     }
     wait_for("every CR marked with the time its event was queued", WAIT, || async {
@@ -604,18 +606,26 @@ async fn a_20s_write_outage_ends_with_one_event_per_cr() {
     assert!(metric(&m, "audit_guard_events_queued_total") >= 2.0, "{m}");
     assert!(events_with(&w.client, &w.ns, &uids[4], "AuditEventQueued").await >= 1);
 
-    // A new leader knows only what the CRs say.
+    // A new leader knows only what the CRs say: its controller (the deleting CRs) and its
+    // writer (the completed one it finds at start) both poll.
     cp.kill(&first.name).unwrap();
     let _second = w.serve("ev-outage-2", &["--disable-webhook"]).await;
     let posts = w.ds.write_requests();
     tokio::time::sleep(Duration::from_secs(20).saturating_sub(outage.elapsed())).await;
-    for n in &names {
+    for n in deleted {
         assert!(api.get(n).await.unwrap().has_finalizer(), "{n} released without a stored event");
     }
     w.ds.set_writes_failing(false);
-    for n in &names {
+    for n in deleted {
         wait_gone(&api, n).await;
     }
+    wait_for("the kept CR's event to be replayed", WAIT, || async {
+        Ok((!w.ds.record_events(&uids[6]).is_empty()).then_some(()))
+    })
+    .await
+    .unwrap();
+    api.delete(&kept[0], &DeleteParams::default()).await.unwrap();
+    wait_gone(&api, &kept[0]).await;
     assert_eq!(w.ds.write_requests(), posts, "the new leader polled; it POSTed nothing");
     assert_eq!(w.ds.queued(), 0);
     for uid in &uids {

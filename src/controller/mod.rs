@@ -137,6 +137,9 @@ async fn reconcile(sp: Arc<SignalProcessing>, ctx: Arc<Context>) -> Result<Reque
             Ok(Requeue::await_change())
         }
         Action::EnqueueRecord => {
+            // Events mode: an event another process's writer met a 202 for is polled for, not
+            // POSTed again (a new leader meets every completed CR at start).
+            crate::events::mark::seed(&ctx.ds, &sp);
             if ctx.writer.enqueue(build_record(&sp, Trigger::Completion, Utc::now())) {
                 ctx.enqueued.insert(&uid);
                 outcome("enqueued");
