@@ -14,6 +14,7 @@ pub mod controller;
 pub mod crd;
 pub mod datastorage;
 pub mod duration;
+pub mod events;
 pub mod https;
 pub mod leader;
 pub mod metrics;

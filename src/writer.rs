@@ -230,6 +230,14 @@ impl Worker {
                 Ok(outcome) => {
                     self.written(&outcome.stored);
                     self.conflicted(&outcome.conflicts);
+                    if !outcome.queued.is_empty() {
+                        // Queued by Data Storage (202): POSTing again would store a second copy
+                        // once its dead-letter queue replays; the deletion path polls for them.
+                        tracing::info!(
+                            records = outcome.queued.len(),
+                            "Data Storage queued audit events in its dead-letter queue; left to the deletion path, which polls for them"
+                        );
+                    }
                     let rest: Vec<&SignalProcessingAudit> = batch.iter().filter(|r| outcome.unconfirmed.contains(&r.id)).collect();
                     self.settle(n - rest.len() as u64);
                     if !rest.is_empty() {
@@ -275,6 +283,9 @@ impl Worker {
             match answer {
                 Ok(Stored::Conflict { .. }) => self.conflicted(std::slice::from_ref(&r.id)),
                 Ok(_) => self.written(std::slice::from_ref(&r.id)),
+                Err(e) if e.kind == crate::client::FailureKind::Queued => {
+                    tracing::info!(id = %r.id, "Data Storage queued the audit event; left to the deletion path, which polls for it");
+                }
                 Err(e) => {
                     self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                     metrics::DROPPED.inc();
@@ -380,18 +391,13 @@ mod tests {
     }
 
     fn perm() -> ClientError {
-        ClientError {
-            permanent: true,
-            message: "bad".into(),
-            retry_after: None,
-        }
+        ClientError::permanent("bad")
     }
 
     fn transient(retry_after: Option<Duration>) -> ClientError {
         ClientError {
-            permanent: false,
-            message: "down".into(),
             retry_after,
+            ..ClientError::transient("down")
         }
     }
 

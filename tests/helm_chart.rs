@@ -522,11 +522,13 @@ fn assert_no_drift(overlay: &str, chart_args: &[&str]) {
             )
         })
         .collect();
+    // Which expected differences each overlay can show: only self-managed keeps the CA in the
+    // webhook's Secret; the kubernaut overlay ships no Data Storage (so no database Secrets).
+    let applies =
+        |eo: &str, ep: &str| (overlay == "self-managed" || ep != "data.ca.crt") && !(overlay == "kubernaut" && eo.contains("datastorage"));
     let stale: Vec<String> = EXPECTED
         .iter()
-        .filter(|(eo, ep, es, _)| {
-            (overlay == "self-managed" || *ep != "data.ca.crt") && !found.iter().any(|(o, p, s, _)| o == eo && p == ep && s == es)
-        })
+        .filter(|(eo, ep, es, _)| applies(eo, ep) && !found.iter().any(|(o, p, s, _)| o == eo && p == ep && s == es))
         .map(|(o, p, s, why)| format!("  {o} {p} (only in {s}: {why})"))
         .collect();
     assert!(
@@ -574,4 +576,27 @@ fn the_chart_renders_what_the_cert_manager_overlay_renders() {
 #[test]
 fn the_chart_renders_what_the_self_managed_overlay_renders() {
     assert_no_drift("self-managed", &["--set", "certs.mode=self-signed"]);
+}
+
+/// Kubernaut's own Data Storage in events mode: no Data Storage of audit-guard's, the token for
+/// the API server's own audiences, the RoleBinding to Kubernaut's client role.
+#[test]
+fn the_chart_renders_what_the_kubernaut_overlay_renders() {
+    assert_no_drift(
+        "kubernaut",
+        &[
+            "--set",
+            "certs.mode=cert-manager",
+            "--set",
+            "datastorage.enabled=false",
+            "--set",
+            "datastorage.externalURL=http://data-storage-service.kubernaut.svc.cluster.local:8080",
+            "--set",
+            "datastorage.apiMode=events",
+            "--set",
+            "datastorage.tokenAudience=",
+            "--set",
+            "datastorage.kubernautClientRole.enabled=true",
+        ],
+    );
 }

@@ -1,6 +1,7 @@
 //! The finalizer controller: kube-runtime wiring around the decisions in [`decisions`].
 
 pub mod decisions;
+pub mod persist_failure;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -154,6 +155,9 @@ async fn reconcile_once(sp: Arc<SignalProcessing>, ctx: Arc<Context>) -> Result<
             Ok(Requeue::await_change())
         }
         Action::EnqueueRecord => {
+            // Events mode: an event another process's writer met a 202 for is polled for, not
+            // POSTed again (a new leader meets every completed CR at start).
+            crate::events::mark::seed(&ctx.ds, &sp);
             if ctx.writer.enqueue(build_record(&sp, Trigger::Completion, Utc::now())) {
                 ctx.enqueued.insert(&uid);
                 outcome("enqueued");
@@ -163,15 +167,12 @@ async fn reconcile_once(sp: Arc<SignalProcessing>, ctx: Arc<Context>) -> Result<
             Ok(Requeue::await_change())
         }
         Action::PersistAndRelease => {
+            // Events mode: an event queued earlier (by any replica) is polled for, not POSTed again.
+            crate::events::mark::seed(&ctx.ds, &sp);
             let record = build_record(&sp, Trigger::Deletion, Utc::now());
             let persisted = match persist(&ctx.ds, &record).await {
                 Ok(p) => p,
-                Err(e) => {
-                    let note = format!("audit record {} not stored, deletion waits and retries: {e}", record.id);
-                    ctx.event(&sp, EventType::Warning, "AuditPersistFailed", note).await;
-                    outcome("persist_failed");
-                    return Err(StoreError::from(e).into());
-                }
+                Err(e) => return persist_failure::on_failure(&ctx, &sp, &record.id, e).await,
             };
             if let Persisted::Amended { differing, new } = &persisted {
                 // Counted once per CR, also when an earlier attempt stored the amendment but
