@@ -216,6 +216,11 @@ fn run_guarded(
     (plain, cpu_plain): (Duration, &str),
 ) -> Result<()> {
     let ds_addr = format!("127.0.0.1:{}", free_port()?);
+    let key = cp.dir.join("bench-chain.key");
+    std::fs::write(
+        &key,
+        audit_guard::datastorage::chain::generate_key_line("bench").map_err(anyhow::Error::msg)?,
+    )?;
     let mut ds = Command::new(bin);
     ds.env("RUST_LOG", "warn").args([
         "datastorage",
@@ -225,6 +230,8 @@ fn run_guarded(
         &ds_addr,
         "--database-url",
         url,
+        "--chain-key-file",
+        file_arg(&key)?,
     ]);
     cp.spawn("datastorage", ds)?;
     wait_http(&format!("http://{ds_addr}/readyz"))?;
