@@ -21,9 +21,14 @@ pub use controlplane::ControlPlane;
 
 static CONTROL_PLANE: OnceLock<ControlPlane> = OnceLock::new();
 
-/// The control plane of this test binary, started on first use.
+/// The control plane of this test binary, started on first use; its API server writes an audit
+/// log with the shipped policy (what `audit-guard witness` reads).
 pub fn control_plane() -> &'static ControlPlane {
-    CONTROL_PLANE.get_or_init(|| match ControlPlane::start() {
+    let options = controlplane::Options {
+        audit_policy: Some(controlplane::shipped_audit_policy()),
+        ..Default::default()
+    };
+    CONTROL_PLANE.get_or_init(|| match ControlPlane::start_with(options) {
         Ok(cp) => cp,
         Err(e) => panic!("could not start the control plane: {e:#}"),
     })
