@@ -124,15 +124,7 @@ async fn deletions_complete_while_readers_and_idle_connections_load_both_servers
 
     // A real serve: controller and webhook (TLS), writing to Data Storage over TLS with a token.
     let dir = tempfile::tempdir().unwrap();
-    audit_guard::certs::issue(&audit_guard::config::CertsArgs {
-        out_dir: dir.path().join("webhook-certs"),
-        service: "audit-guard-webhook".into(),
-        namespace: "audit-guard".into(),
-        extra_san: vec!["127.0.0.1".into()],
-        days: 2,
-        reuse_ca: false,
-    })
-    .unwrap();
+    issue_certs(&dir.path().join("webhook-certs"));
     std::fs::write(dir.path().join("token"), TOKEN).unwrap();
     let webhook_addr = format!("127.0.0.1:{}", free_port());
     let ds_url = format!("https://127.0.0.1:{}", svc.port);

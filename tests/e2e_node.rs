@@ -257,14 +257,21 @@ async fn install_chart<'a>(previous: Installed<'a>, pg: Option<&(NodePostgres, V
     println!("the overlay's install removed (its SignalProcessings released by its controller first)");
 
     // As an admin would: the namespace (restricted Pod Security, as the overlay has it), the
-    // database Secret the chart is told about, the database Service.
+    // database Secrets the chart is told about (the runtime role's and the owner's), the
+    // database Service.
     let ns_doc = find(&overlay, "Namespace", NAMESPACE).context("no Namespace in the overlay")?;
     apply_docs(cp, std::slice::from_ref(ns_doc), "namespace.yaml")?;
-    let secret = overlay
+    let secrets: Vec<Value> = overlay
         .iter()
-        .find(|d| d["kind"] == "Secret" && d["metadata"]["name"] == "audit-guard-datastorage-db")
-        .context("no database Secret in the overlay")?;
-    apply_docs(cp, std::slice::from_ref(secret), "database-secret.yaml")?;
+        .filter(|d| {
+            d["kind"] == "Secret"
+                && ["audit-guard-datastorage-db", "audit-guard-datastorage-db-owner"]
+                    .contains(&d["metadata"]["name"].as_str().unwrap_or(""))
+        })
+        .cloned()
+        .collect();
+    ensure!(!secrets.is_empty(), "no database Secret in the overlay");
+    apply_docs(cp, &secrets, "database-secrets.yaml")?;
     database_services(cp, urls, server)?;
 
     let kubeconfig = cp.kubeconfig.to_str().context("path")?;
@@ -639,7 +646,11 @@ async fn lifecycle(i: &Installed<'_>) -> Result<String> {
     ensure!(stored >= 1.0, "the controller counted no successful storage");
     let ds_posts: f64 = pods_of(cp, NAMESPACE, "audit-guard-datastorage")?
         .iter()
-        .map(|p| pod_metrics(cp, NAMESPACE, &name(p), 8085).map(|t| metric(&t, "datastorage_http_requests_total", &[("method", "POST")])))
+        .map(|p| {
+            // Data Storage serves TLS: the API server's pod proxy speaks https to it.
+            pod_metrics(cp, NAMESPACE, &format!("https:{}", name(p)), 8085)
+                .map(|t| metric(&t, "datastorage_http_requests_total", &[("method", "POST")]))
+        })
         .collect::<Result<Vec<_>>>()?
         .into_iter()
         .sum();

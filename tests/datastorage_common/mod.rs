@@ -158,6 +158,20 @@ pub fn tokens_csv() -> String {
     )
 }
 
+/// `audit-guard certs` into `dir`: a CA, the webhook's and Data Storage's certificates, for
+/// their Service names and 127.0.0.1.
+pub fn issue_certs(dir: &Path) -> audit_guard::certs::Issued {
+    audit_guard::certs::issue(&audit_guard::config::CertsArgs {
+        out_dir: dir.to_path_buf(),
+        service: "audit-guard-webhook".into(),
+        namespace: "audit-guard".into(),
+        extra_san: vec!["127.0.0.1".into()],
+        days: 2,
+        reuse_ca: false,
+    })
+    .unwrap()
+}
+
 /// The name Data Storage's certificate is issued for (`audit-guard certs`); the TLS test
 /// client resolves it to 127.0.0.1, so the name check is real.
 pub const DS_HOST: &str = "audit-guard-datastorage.audit-guard.svc";
@@ -194,15 +208,7 @@ impl Service {
             .stderr(Stdio::from(std::fs::File::create(dir.path().join("log")).unwrap()));
         let mut ca_pem = None;
         if tls {
-            let issued = audit_guard::certs::issue(&audit_guard::config::CertsArgs {
-                out_dir: dir.path().join("certs"),
-                service: "audit-guard-webhook".into(),
-                namespace: "audit-guard".into(),
-                extra_san: vec!["127.0.0.1".into()],
-                days: 2,
-                reuse_ca: false,
-            })
-            .unwrap();
+            let issued = issue_certs(&dir.path().join("certs"));
             ca_pem = Some(issued.ca_pem);
             cmd.arg("--tls-cert-dir")
                 .arg(dir.path().join("certs").join(audit_guard::certs::DATASTORAGE_DIR));

@@ -116,10 +116,13 @@ pub fn accepted_audience(docs: &[Value]) -> Result<String> {
     datastorage_token_audience(docs).context("no projected token for Data Storage")
 }
 
-/// Every PostgreSQL URL in the rendered Secrets.
+/// Every PostgreSQL URL in the rendered Secrets, the owner's (a Secret named `*-owner`) first:
+/// the first URL's role owns the database.
 pub fn database_urls(docs: &[Value]) -> Vec<reqwest::Url> {
     let mut urls = Vec::new();
-    for secret in docs.iter().filter(|d| d["kind"] == "Secret") {
+    let mut secrets: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Secret").collect();
+    secrets.sort_by_key(|s| !s["metadata"]["name"].as_str().is_some_and(|n| n.ends_with("-owner")));
+    for secret in secrets {
         for (field, decode) in [("stringData", false), ("data", true)] {
             for v in secret[field].as_object().into_iter().flat_map(|m| m.values()) {
                 let Some(text) = v.as_str() else { continue };
@@ -180,6 +183,14 @@ pub fn database_services(cp: &ControlPlane, urls: &[reqwest::Url], pg: &NodePost
         };
         if !seen.insert((svc.to_string(), ns.to_string())) {
             continue;
+        }
+        // sslmode=verify-full checks the server against the CA the URL's sslrootcert names: the
+        // manifests mount it from the optional Secret audit-guard-datastorage-db-ca.
+        if url.query_pairs().any(|(k, _)| k == "sslrootcert") {
+            let ca = cp.ca_pem.lines().map(|l| format!("    {l}\n")).collect::<String>();
+            objects.push_str(&format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: audit-guard-datastorage-db-ca, namespace: {ns}}}\nstringData:\n  ca.crt: |\n{ca}---\n"
+            ));
         }
         objects.push_str(&format!(
             "apiVersion: v1\nkind: Service\nmetadata: {{name: {svc}, namespace: {ns}}}\nspec:\n  ports: [{{name: postgresql, port: {port}, protocol: TCP}}]\n---\n\
