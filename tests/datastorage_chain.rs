@@ -444,3 +444,206 @@ async fn sqlite_chain_verify_and_export() {
     let (code, _, err) = cli(&["verify", "--sqlite", p(&file)]);
     assert_eq!(code, 2, "{err}");
 }
+
+/// `completed_at` on `day` (0 = yesterday, 1 = the day before, UTC) at `hour`.
+fn on_day(day: i64, hour: u32) -> String {
+    let date = (chrono::Utc::now() - chrono::Duration::days(day + 1)).date_naive();
+    date.and_hms_opt(hour, 0, 0)
+        .unwrap()
+        .and_utc()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[tokio::test]
+async fn postgres_report_of_a_known_period_gives_the_right_numbers() {
+    let db = TestDb::create().await;
+    db.migrate(&[]);
+    let svc = Service::start(Some(&db.runtime_url())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = reader_token_file(dir.path());
+    let (d1, d2) = (1, 0); // the day before yesterday, yesterday
+    let mut rows = vec![];
+    let mut add = |id: &str, day: i64, hour: u32, env: &str, prio: &str, patch: Value| {
+        let mut r = record(id, "fp", env, prio, &on_day(day, hour), json!("1.5s"));
+        for (k, v) in patch.as_object().unwrap() {
+            r[k] = v.clone();
+        }
+        rows.push(r);
+    };
+    // Day 1: two completions. Day 2: two deletions (waits of about 20 s and 5 s), a failure
+    // routed elsewhere, a forced removal, an anomalous record.
+    add("c1", d1, 9, "production", "P0", json!({}));
+    add("c2", d1, 10, "staging", "P1", json!({}));
+    add(
+        "c3",
+        d2,
+        9,
+        "production",
+        "P1",
+        json!({"trigger": "deletion", "deleted_at": ago(20)}),
+    );
+    add("c4", d2, 10, "staging", "P1", json!({"trigger": "deletion", "deleted_at": ago(5)}));
+    add(
+        "f1",
+        d2,
+        11,
+        "production",
+        "P0",
+        json!({"status": "failed", "error_message": "enrichment timed out", "routed_to_service": "manual-review", "routing_priority": 2}),
+    );
+    add(
+        "x1",
+        d2,
+        12,
+        "production",
+        "P1",
+        json!({"status": "forced", "trigger": "forced", "deleted_at": ago(30)}),
+    );
+    add(
+        "a1",
+        d2,
+        13,
+        "staging",
+        "P1",
+        json!({"anomalies": [{"field": "priority_score", "value": 500}]}),
+    );
+    // Outside the period: counted nowhere.
+    add("old", 2, 12, "production", "P0", json!({}));
+    let mut changed = rows[1].clone();
+    post_batch(&svc, rows).await;
+    // A conflict: c2 posted again with other content is kept as an amendment.
+    changed["status"] = json!("failed");
+    changed["error_message"] = json!("reported late");
+    let (s, _, v) = svc.post_json(&format!("{BASE}/c2/amendments"), &changed).await;
+    assert_eq!(s, 201, "{v}");
+    let (s, _, v) = svc
+        .post_json(BREAK_GLASS, &break_glass_event("rev-x1", "alice", "x1", &on_day(d2, 12)))
+        .await;
+    assert_eq!(s, 201, "{v}");
+
+    let since = on_day(d1, 0);
+    // Until now: the amendment is of the period by the time it was stored (today).
+    let until = (chrono::Utc::now() + chrono::Duration::minutes(5)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let report = |format: &str| {
+        let out = dir.path().join(format!("report.{format}"));
+        let (code, stdout, stderr) = cli(&[
+            "report",
+            "--url",
+            &svc.base,
+            "--token-file",
+            p(&token),
+            "--since",
+            &since,
+            "--until",
+            &until,
+            "--format",
+            format,
+            "--out",
+            p(&out),
+        ]);
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        std::fs::read_to_string(out).unwrap()
+    };
+    let r: Value = serde_json::from_str(&report("json")).unwrap();
+    assert_eq!(r["records"]["total"], 7, "{:#}", r["records"]);
+    assert_eq!(r["records"]["by_status"], json!({"completed": 5, "failed": 1, "forced": 1}));
+    assert_eq!(r["records"]["by_trigger"], json!({"completion": 4, "deletion": 2, "forced": 1}));
+    let day = |d: i64| on_day(d, 0)[..10].to_string();
+    let classification: Vec<(String, String, u64, f64)> = r["classification_by_day"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let avg = (c["avg_confidence"].as_f64().unwrap() * 100.0).round() / 100.0;
+            (
+                c["day"].as_str().unwrap().into(),
+                c["environment"].as_str().unwrap().into(),
+                c["count"].as_u64().unwrap(),
+                avg,
+            )
+        })
+        .collect();
+    assert_eq!(
+        classification,
+        [
+            (day(d1), "production".into(), 1, 0.9),
+            (day(d1), "staging".into(), 1, 0.7),
+            (day(d2), "production".into(), 3, 0.9),
+            (day(d2), "staging".into(), 2, 0.7)
+        ]
+    );
+    let priority: Vec<(String, String, u64, f64)> = r["priority_by_day"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["day"].as_str().unwrap().into(),
+                c["priority"].as_str().unwrap().into(),
+                c["count"].as_u64().unwrap(),
+                c["avg_score"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        priority,
+        [
+            (day(d1), "P0".into(), 1, 100.0),
+            (day(d1), "P1".into(), 1, 50.0),
+            (day(d2), "P0".into(), 1, 100.0),
+            (day(d2), "P1".into(), 4, 50.0)
+        ]
+    );
+    assert_eq!(
+        r["routing"]["by_service"],
+        json!([{"value": "ai-analysis", "count": 6}, {"value": "manual-review", "count": 1}])
+    );
+    assert_eq!(
+        r["routing"]["by_priority"],
+        json!([{"value": 1, "count": 6}, {"value": 2, "count": 1}])
+    );
+    assert_eq!(r["forced_removals"]["forced_records"], 1);
+    assert_eq!(r["forced_removals"]["by_user"], json!({"alice": 1}));
+    assert_eq!(r["forced_removals"]["events"][0]["uid"], "x1");
+    assert_eq!(r["amendments"]["total"], 1);
+    assert_eq!(r["amendments"]["items"][0]["record_id"], "c2");
+    assert_eq!(r["amendments"]["items"][0]["changed"], json!(["error_message", "status"]));
+    assert_eq!(r["anomalies"]["records"], 1);
+    assert_eq!(r["anomalies"]["items"][0]["id"], "a1");
+    assert_eq!(r["anomalies"]["by_field"], json!({"priority_score": 1}));
+    // Deletions that waited on Data Storage: c3 and c4 (x1 was forced, not a deletion write).
+    let waits = &r["deletion_waits"];
+    assert_eq!(waits["deletions"], 2, "{waits:#}");
+    assert_eq!(waits["longest"]["id"], "c3");
+    let longest = waits["longest"]["seconds"].as_f64().unwrap();
+    assert!((19.0..60.0).contains(&longest), "{longest}");
+    assert!(r["writer_drops"]["dropped"].is_null() && r["writer_drops"]["note"].as_str().unwrap().contains("--prometheus-url"));
+    assert_eq!(r["chain"]["result"], "intact");
+    assert_eq!(
+        r["chain"]["checked"],
+        json!({"records": 7, "amendments": 1, "break_glass_events": 1})
+    );
+
+    // The same numbers in the other renderings; the HTML is self-contained (no fetched fonts,
+    // scripts or styles) and carries its charts inline.
+    let md = report("markdown");
+    assert!(
+        md.contains("manual-review") && md.contains("alice") && md.contains("intact"),
+        "{md}"
+    );
+    let html = report("html");
+    assert!(
+        html.starts_with("<!DOCTYPE html>") || html.starts_with("<!doctype html>"),
+        "{}",
+        &html[..80.min(html.len())]
+    );
+    assert!(html.contains("<svg"), "a chart");
+    let svg_namespaces = html.matches("xmlns=\"http://www.w3.org/2000/svg\"").count();
+    assert_eq!(html.matches("http://").count(), svg_namespaces, "no URL but the SVG namespace");
+    assert!(
+        !html.contains("https://") && !html.contains("<link") && !html.contains("@import"),
+        "nothing fetched"
+    );
+    drop(svc);
+    db.drop_db().await;
+}
