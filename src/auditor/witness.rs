@@ -44,12 +44,12 @@ pub struct AuditEvent {
     pub kind: String,
     #[serde(default)]
     pub api_version: String,
-    #[serde(default)]
+    #[serde(default, rename = "auditID")]
     pub audit_id: String,
     #[serde(default)]
     pub stage: String,
     pub verb: String,
-    #[serde(default)]
+    #[serde(default, rename = "requestURI")]
     pub request_uri: String,
     pub user: UserInfo,
     #[serde(default)]
@@ -100,6 +100,13 @@ impl AuditEvent {
             .filter(|o| o.resource == RESOURCE && o.api_group == GROUP && o.subresource.is_empty())
     }
 
+    /// A dry-run request (`?dryRun=All`) changes nothing: no object is created or deleted.
+    fn dry_run(&self) -> bool {
+        self.request_uri
+            .split_once('?')
+            .is_some_and(|(_, q)| q.split('&').any(|kv| kv.split('=').next() == Some("dryRun")))
+    }
+
     fn succeeded(&self) -> bool {
         self.response_status.as_ref().is_some_and(|s| (200..300).contains(&s.code))
     }
@@ -146,7 +153,7 @@ pub fn read_events<'a>(lines: impl Iterator<Item = &'a str>, stats: &mut LogStat
             stats.first = Some(stats.first.map_or(ev.stage_timestamp, |f| f.min(ev.stage_timestamp)));
             stats.last = Some(stats.last.map_or(ev.stage_timestamp, |l| l.max(ev.stage_timestamp)));
         }
-        if ev.stage == "ResponseComplete" && ev.object().is_some() {
+        if ev.stage == "ResponseComplete" && ev.object().is_some() && !ev.dry_run() {
             stats.signalprocessing_events += 1;
             out.push(ev);
         }
@@ -704,6 +711,11 @@ mod tests {
         ]);
         assert!(events.is_empty());
         assert_eq!((stats.lines, stats.unreadable, stats.signalprocessing_events), (4, 2, 0));
+        // A dry run creates nothing (the webhook probes of a test or of `kubectl --dry-run=server`).
+        let mut dry = serde_json::from_str::<serde_json::Value>(&ev("create", "ns", "probe", "x", "2026-01-01T10:00:00Z", 201)).unwrap();
+        dry["requestURI"] = json!("/apis/kubernaut.ai/v1alpha1/namespaces/ns/signalprocessings?dryRun=All&fieldManager=x");
+        let (events, _) = read(&[dry.to_string()]);
+        assert!(events.is_empty(), "{events:?}");
         assert_eq!(stats.first, Some(t("2026-01-01T10:00:00Z")));
     }
 }
