@@ -639,7 +639,7 @@ pub mod tests {
         assert_eq!(problems(walk(&k, &changed).0), [(Problem::BadLink, Some("b".into()))]);
 
         let mut retimed = links.clone();
-        retimed[2].stored_at = retimed[2].stored_at + chrono::Duration::seconds(1);
+        retimed[2].stored_at += chrono::Duration::seconds(1);
         assert_eq!(problems(walk(&k, &retimed).0), [(Problem::BadLink, Some("c".into()))]);
 
         let deleted: Vec<Link> = links.iter().filter(|l| l.id != "b").cloned().collect();

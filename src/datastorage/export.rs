@@ -412,54 +412,52 @@ impl ExportJob {
         if csv {
             sink.send(csv_bytes(&[], true)?).await?;
         }
-        let mut after = None;
-        loop {
-            let page = self.store.record_rows(self.range, after, PAGE).await?;
-            counts.records += page.len() as u64;
-            counts.unchained += page.iter().filter(|r| r.link.is_none()).count() as u64;
-            let chunk = if csv {
-                csv_bytes(&page.iter().map(csv_record).collect::<Vec<_>>(), false)?
-            } else {
-                page.iter().map(ndjson_record).collect::<String>().into_bytes()
-            };
-            sink.send(chunk).await?;
-            match page.last() {
-                Some(r) if page.len() == PAGE as usize => after = Some((r.columns.completed_at, r.id.clone())),
-                _ => break,
-            }
-        }
-        let mut after = None;
-        loop {
-            let page = self.store.amendment_rows(self.range, after, PAGE).await?;
-            counts.amendments += page.len() as u64;
-            counts.unchained += page.iter().filter(|r| r.link.is_none()).count() as u64;
-            let chunk = if csv {
-                csv_bytes(&page.iter().map(csv_amendment).collect::<Vec<_>>(), false)?
-            } else {
-                page.iter().map(ndjson_amendment).collect::<String>().into_bytes()
-            };
-            sink.send(chunk).await?;
-            match page.last() {
-                Some(r) if page.len() == PAGE as usize => after = Some((r.amended_at, r.amendment_id.clone())),
-                _ => break,
-            }
-        }
-        let mut after = None;
-        loop {
-            let page = self.store.event_rows(self.range, after, PAGE).await?;
-            counts.break_glass_events += page.len() as u64;
-            counts.unchained += page.iter().filter(|r| r.link.is_none()).count() as u64;
-            let chunk = if csv {
-                csv_bytes(&page.iter().map(csv_event).collect::<Vec<_>>(), false)?
-            } else {
-                page.iter().map(ndjson_event).collect::<String>().into_bytes()
-            };
-            sink.send(chunk).await?;
-            match page.last() {
-                Some(r) if page.len() == PAGE as usize => after = Some((r.at, r.id.clone())),
-                _ => break,
-            }
-        }
+        let (store, range) = (&self.store, self.range);
+        stream_pages(
+            &mut sink,
+            |after| store.record_rows(range, after, PAGE),
+            |r: &RecordRow| ((r.columns.completed_at, r.id.clone()), r.link.is_none()),
+            |page| {
+                counts.records += page.len() as u64;
+                if csv {
+                    csv_bytes(&page.iter().map(csv_record).collect::<Vec<_>>(), false)
+                } else {
+                    Ok(page.iter().map(ndjson_record).collect::<String>().into_bytes())
+                }
+            },
+            &mut counts.unchained,
+        )
+        .await?;
+        stream_pages(
+            &mut sink,
+            |after| store.amendment_rows(range, after, PAGE),
+            |r: &AmendmentRow| ((r.amended_at, r.amendment_id.clone()), r.link.is_none()),
+            |page| {
+                counts.amendments += page.len() as u64;
+                if csv {
+                    csv_bytes(&page.iter().map(csv_amendment).collect::<Vec<_>>(), false)
+                } else {
+                    Ok(page.iter().map(ndjson_amendment).collect::<String>().into_bytes())
+                }
+            },
+            &mut counts.unchained,
+        )
+        .await?;
+        stream_pages(
+            &mut sink,
+            |after| store.event_rows(range, after, PAGE),
+            |r: &EventRow| ((r.at, r.id.clone()), r.link.is_none()),
+            |page| {
+                counts.break_glass_events += page.len() as u64;
+                if csv {
+                    csv_bytes(&page.iter().map(csv_event).collect::<Vec<_>>(), false)
+                } else {
+                    Ok(page.iter().map(ndjson_event).collect::<String>().into_bytes())
+                }
+            },
+            &mut counts.unchained,
+        )
+        .await?;
         let manifest = Manifest {
             format: MANIFEST_FORMAT.into(),
             export_id: self.export_id.clone(),
@@ -487,6 +485,34 @@ impl ExportJob {
             })
             .await?;
         Ok(manifest)
+    }
+}
+
+/// Keyset position of a row: its own time and id.
+type Position = (DateTime<Utc>, String);
+
+/// Reads `fetch` page by page (each page strictly after the last row's `position`) until a
+/// short page, sending each rendered page to the sink and counting rows without a link.
+async fn stream_pages<R, Fetch, Fut>(
+    sink: &mut Sink,
+    mut fetch: Fetch,
+    position: impl Fn(&R) -> (Position, bool),
+    mut render: impl FnMut(&[R]) -> Result<Vec<u8>, DbError>,
+    unchained: &mut u64,
+) -> Result<(), DbError>
+where
+    Fetch: FnMut(Option<Position>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<R>, DbError>>,
+{
+    let mut after = None;
+    loop {
+        let page = fetch(after).await?;
+        *unchained += page.iter().filter(|r| position(r).1).count() as u64;
+        sink.send(render(&page)?).await?;
+        match page.last() {
+            Some(r) if page.len() == PAGE as usize => after = Some(position(r).0),
+            _ => return Ok(()),
+        }
     }
 }
 

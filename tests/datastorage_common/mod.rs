@@ -232,17 +232,20 @@ impl Service {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().unwrap();
+        // Idle connections are dropped before the service's own idle bound (10 s) closes them, so
+        // a request never races that close on a pooled connection (hyper: IncompleteMessage).
+        let client = || reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(5));
         let (base, http) = match &ca_pem {
             Some(ca) => (
                 format!("https://{DS_HOST}:{port}"),
-                reqwest::Client::builder()
+                client()
                     .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
                     .tls_built_in_root_certs(false)
                     .resolve(DS_HOST, ([127, 0, 0, 1], port).into())
                     .build()
                     .unwrap(),
             ),
-            None => (format!("http://127.0.0.1:{port}"), reqwest::Client::new()),
+            None => (format!("http://127.0.0.1:{port}"), client().build().unwrap()),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
