@@ -41,12 +41,12 @@ postgres:
 ## tests, the chart, and the shipped manifests and chart as pods on a real node (e2e_node, as root).
 test: controlplane helm node image postgres lint
 	@mkdir -p $(CARGO_TARGET_DIR)
-	set -o pipefail; $(CARGO) test --workspace --lib --bins --tests -- --test-threads=4 2>&1 | tee $(CARGO_TARGET_DIR)/test-output.log
+	set -o pipefail; $(CARGO) test --no-fail-fast --workspace --lib --bins --tests -- --test-threads=4 2>&1 | tee $(CARGO_TARGET_DIR)/test-output.log
 	@bash scripts/test-summary.sh $(CARGO_TARGET_DIR)/test-output.log
 
 ## The fault scenarios alone (real control plane, PostgreSQL restarts, a 60 s outage); writes bench/faults.md.
 test-faults: controlplane postgres
-	$(CARGO) test --test faults -- --nocapture --test-threads=1
+	AUDIT_GUARD_FAULTS_TABLE=$(CURDIR)/bench/faults.md $(CARGO) test --test faults -- --nocapture --test-threads=1
 
 ## The shipped manifests as pods on a real node (root; tests/e2e_node.rs): install, lifecycle,
 ## leader loss and rollout during mass operations, NetworkPolicies.
@@ -60,9 +60,17 @@ node-clean:
 test-unit:
 	$(CARGO) test --workspace --lib --bins
 
-lint:
+MACHETE := $(HOME)/.cache/audit-guard/tools/bin/cargo-machete
+
+lint: $(MACHETE)
 	$(CARGO) fmt --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(MACHETE)
+
+## cargo-machete (unused dependencies), built once from crates.io into the home cache.
+$(MACHETE):
+	@echo "building cargo-machete (first time only)"
+	CARGO_TARGET_DIR=$(HOME)/.cache/audit-guard/target-tools $(CARGO) install cargo-machete --locked --version 0.9.2 --root $(HOME)/.cache/audit-guard/tools
 
 fmt:
 	$(CARGO) fmt

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make manifests: regenerate the CRD component (and the chart's copy) from the Rust types, make sure the self-managed
-# overlay has certificates (make certs), render both overlays with kustomize and check them.
+# overlay has certificates (make certs), render the overlays with kustomize and check them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kubectl="$(bash controlplane/build.sh)/kubectl"
@@ -13,7 +13,7 @@ if [ ! -f "$gen/tls.crt" ] || [ ! -f "$gen/datastorage/tls.crt" ]; then
   bash scripts/certs.sh
 fi
 mkdir -p manifests/rendered
-for overlay in self-managed cert-manager; do
+for overlay in self-managed cert-manager kubernaut; do
   out="manifests/rendered/$overlay.yaml"
   "$kubectl" kustomize "manifests/overlays/$overlay" > "$out"
   kinds=$(grep -c '^kind:' "$out")
@@ -22,4 +22,7 @@ done
 # The rendered self-managed overlay must carry a real caBundle on both webhook configurations.
 test "$(grep -c 'caBundle: [A-Za-z0-9+/=]\{100,\}' manifests/rendered/self-managed.yaml)" -ge 2
 grep -q 'cert-manager.io/inject-ca-from: audit-guard/audit-guard-webhook' manifests/rendered/cert-manager.yaml
+# The kubernaut overlay writes events to Kubernaut's Data Storage and ships none of its own.
+grep -q 'value: events' manifests/rendered/kubernaut.yaml
+! grep -q 'name: audit-guard-datastorage' manifests/rendered/kubernaut.yaml
 echo "manifests ok"

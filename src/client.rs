@@ -1,28 +1,65 @@
 //! The Data Storage client: reqwest + rustls (trusting only the configured CA when one is
 //! given), bearer token from a file that may rotate, and a plain classification of every
 //! answer: stored (created, or the same content already there), a conflict (a different
-//! record holds the id: not stored), permanent or transient failure.
+//! record holds the id: not stored), or a failure of a kind ([`FailureKind`]): transient,
+//! queued (202), refused for good (400/413/422), unauthenticated (401) or forbidden (403).
+//! Kubernaut's events API (`--datastorage-api events`) is in [`crate::events`].
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
+use chrono::{DateTime, Utc};
 use reqwest::{header, StatusCode};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::Mutex;
 
 use crate::audit::break_glass::BreakGlassEvent;
-use crate::audit::{AuditStatus, SignalProcessingAudit, StoreError};
+use crate::audit::{SignalProcessingAudit, StoreError};
 use crate::config::{ApiMode, DataStorageClientArgs};
+use crate::events::queue::QueuedEvents;
 use crate::metrics;
 
 const SP_PATH: &str = "/api/v1/audit/signal-processing";
 const SP_BATCH_PATH: &str = "/api/v1/audit/signal-processing/batch";
 const BREAK_GLASS_PATH: &str = "/api/v1/audit/break-glass-events";
-const EVENTS_PATH: &str = "/api/v1/audit/events";
-const EVENTS_BATCH_PATH: &str = "/api/v1/audit/events/batch";
-pub const EVENT_TYPE: &str = "signalprocessing.signal.processed";
-pub const EVENT_CATEGORY: &str = "signalprocessing";
+pub use crate::events::payload::{EVENT_CATEGORY, EVENT_TYPE};
+
+/// What kind of failure an answer (or its absence) is. Only `Rejected` is permanent; every
+/// kind delays a deletion and none releases it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Network trouble, a timeout before anything was sent, 5xx, 429, 404 ...: retry.
+    Transient,
+    /// Sent, but no answer came (a timeout): it may have been stored or queued.
+    NoAnswer,
+    /// 202 from the events API: queued in Data Storage's dead-letter queue, not stored yet.
+    Queued,
+    /// 400, 413, 422: Data Storage refuses this request as it is.
+    Rejected,
+    /// 401: Data Storage does not accept audit-guard's token.
+    Unauthenticated,
+    /// 403: the token is accepted but its identity may not do this.
+    Forbidden,
+}
+
+impl FailureKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Transient => "transient",
+            Self::NoAnswer => "no_answer",
+            Self::Queued => "queued",
+            Self::Rejected => "rejected",
+            Self::Unauthenticated => "unauthenticated",
+            Self::Forbidden => "forbidden",
+        }
+    }
+
+    /// A refusal that a retry alone will not change (the install or the record must be fixed).
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Self::Rejected | Self::Unauthenticated | Self::Forbidden)
+    }
+}
 
 /// Why a write did not go through, with what the server said about retrying.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,22 +69,24 @@ pub struct ClientError {
     pub message: String,
     /// From a Retry-After header (seconds form).
     pub retry_after: Option<Duration>,
+    pub kind: FailureKind,
 }
 
 impl ClientError {
-    fn transient(message: impl Into<String>) -> Self {
-        Self {
-            permanent: false,
-            message: message.into(),
-            retry_after: None,
-        }
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self::of(FailureKind::Transient, message)
     }
 
-    fn permanent(message: impl Into<String>) -> Self {
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self::of(FailureKind::Rejected, message)
+    }
+
+    pub fn of(kind: FailureKind, message: impl Into<String>) -> Self {
         Self {
-            permanent: true,
+            permanent: kind == FailureKind::Rejected,
             message: message.into(),
             retry_after: None,
+            kind,
         }
     }
 }
@@ -60,6 +99,15 @@ impl From<ClientError> for StoreError {
             StoreError::Transient(e.message)
         }
     }
+}
+
+/// The last refusal Data Storage answered (401, 403, or a permanent rejection), until an
+/// answer that is not one: what `/readyz/datastorage` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub kind: FailureKind,
+    pub since: DateTime<Utc>,
+    pub message: String,
 }
 
 /// What Data Storage answered to something it was asked to store under an id.
@@ -90,6 +138,9 @@ pub struct BatchOutcome {
     /// No result for these (an answer without per-record results, or one that skipped them):
     /// not confirmed, so not counted as stored.
     pub unconfirmed: Vec<String>,
+    /// Events mode: queued in Data Storage's dead-letter queue (202), or waiting for an earlier
+    /// copy to be replayed. Not stored yet and not to be POSTed again: the deletion path polls.
+    pub queued: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -106,8 +157,9 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &str, accepted_is_
     match status {
         200 | 201 => Ok(Stored::Created),
         202 if accepted_is_stored => Ok(Stored::Created),
-        202 => Err(ClientError::transient(
-            "Data Storage queued the record (202) but has not stored it yet",
+        202 => Err(ClientError::of(
+            FailureKind::Queued,
+            "Data Storage queued the record in its dead-letter queue (202) but has not stored it yet",
         )),
         409 => match serde_json::from_str::<DuplicateAnswer>(body) {
             Ok(DuplicateAnswer { identical: Some(true), .. }) => Ok(Stored::AlreadyStored),
@@ -120,14 +172,28 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &str, accepted_is_
                 "Data Storage answered 409 without saying whether the stored record is identical: {snippet}"
             ))),
         },
-        400 | 413 | 422 => Err(ClientError::permanent(format!(
-            "Data Storage rejected the record ({status}): {snippet}"
-        ))),
         _ => Err(ClientError {
-            permanent: false,
-            message: format!("Data Storage answered {status}: {snippet}"),
             retry_after: retry_after.and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs),
+            ..failure(status, &snippet)
         }),
+    }
+}
+
+/// The failure an error status is: 400/413/422 refused for good, 401 and 403 refusals of
+/// audit-guard's identity (retried: fixing the install releases the waiting deletions), the
+/// rest transient.
+pub fn failure(status: u16, snippet: &str) -> ClientError {
+    match status {
+        400 | 413 | 422 => ClientError::permanent(format!("Data Storage rejected the record ({status}): {snippet}")),
+        401 => ClientError::of(
+            FailureKind::Unauthenticated,
+            format!("Data Storage refused audit-guard's token (401; check the token's audience): {snippet}"),
+        ),
+        403 => ClientError::of(
+            FailureKind::Forbidden,
+            format!("Data Storage forbids audit-guard this request (403; check its RBAC): {snippet}"),
+        ),
+        _ => ClientError::transient(format!("Data Storage answered {status}: {snippet}")),
     }
 }
 
@@ -177,20 +243,9 @@ pub struct DataStorageClient {
     base: reqwest::Url,
     mode: ApiMode,
     token: Option<TokenFile>,
-}
-
-#[derive(Deserialize)]
-struct EventsPage {
-    #[serde(default)]
-    data: Vec<Value>,
-    #[serde(default)]
-    pagination: Option<Pagination>,
-}
-
-#[derive(Deserialize)]
-struct Pagination {
-    #[serde(default)]
-    has_more: bool,
+    /// Events mode: the events Data Storage queued (202) and this process waits for.
+    queued: Option<QueuedEvents>,
+    refusal: std::sync::Mutex<Option<Refusal>>,
 }
 
 impl DataStorageClient {
@@ -212,6 +267,8 @@ impl DataStorageClient {
                 path,
                 cached: Mutex::new(None),
             }),
+            queued: (args.api_mode == ApiMode::Events).then(|| QueuedEvents::new(args.events_replay_window)),
+            refusal: std::sync::Mutex::new(None),
         })
     }
 
@@ -220,7 +277,7 @@ impl DataStorageClient {
     }
 
     /// The URL of `path` under the base, each of `segments` appended percent-encoded.
-    fn url(&self, path: &str, segments: &[&str]) -> Result<reqwest::Url, ClientError> {
+    pub(crate) fn url(&self, path: &str, segments: &[&str]) -> Result<reqwest::Url, ClientError> {
         let mut url = self.base.clone();
         {
             let mut parts = url
@@ -239,7 +296,7 @@ impl DataStorageClient {
         Ok(url)
     }
 
-    async fn request(&self, method: reqwest::Method, url: reqwest::Url) -> Result<reqwest::RequestBuilder, ClientError> {
+    pub(crate) async fn request(&self, method: reqwest::Method, url: reqwest::Url) -> Result<reqwest::RequestBuilder, ClientError> {
         let mut req = self.http.request(method, url);
         if let Some(t) = &self.token {
             req = req.bearer_auth(t.token().await?);
@@ -247,14 +304,56 @@ impl DataStorageClient {
         Ok(req)
     }
 
+    /// Events mode: the events queued in Data Storage's dead-letter queue that this process
+    /// waits for (None in the signal-processing mode, whose 202 means stored).
+    pub fn queued_events(&self) -> Option<&QueuedEvents> {
+        self.queued.as_ref()
+    }
+
+    /// The refusal Data Storage keeps answering, if its last answer was one.
+    pub fn refusal(&self) -> Option<Refusal> {
+        self.refusal.lock().ok().and_then(|r| r.clone())
+    }
+
+    /// Counts an answer: a refusal in its own metric (and remembered for readiness), a 202 as
+    /// queued; any answer that is not a refusal clears the remembered one.
+    pub(crate) fn observe(&self, result: Result<(), &ClientError>) {
+        let kind = result.err().map(|e| e.kind);
+        match kind {
+            Some(FailureKind::Unauthenticated) => metrics::DS_UNAUTHENTICATED.inc(),
+            Some(FailureKind::Forbidden) => metrics::DS_FORBIDDEN.inc(),
+            Some(FailureKind::Rejected) => metrics::DS_REJECTED.inc(),
+            Some(FailureKind::Queued) => metrics::EVENTS_QUEUED.inc(),
+            _ => {}
+        }
+        let Ok(mut refusal) = self.refusal.lock() else { return };
+        match result {
+            Err(e) if e.kind.is_refusal() => {
+                let since = match refusal.as_ref() {
+                    Some(r) if r.kind == e.kind => r.since,
+                    _ => Utc::now(),
+                };
+                *refusal = Some(Refusal {
+                    kind: e.kind,
+                    since,
+                    message: e.message.clone(),
+                });
+            }
+            // No answer at all says nothing about whether Data Storage still refuses.
+            Err(e) if matches!(e.kind, FailureKind::Transient | FailureKind::NoAnswer) => {}
+            _ => *refusal = None,
+        }
+    }
+
     /// POSTs `body` and classifies the answer, counting the attempt in the design document's metrics.
-    async fn post(&self, url: reqwest::Url, body: &Value, accepted_is_stored: bool) -> Result<(Stored, Value), ClientError> {
+    pub(crate) async fn post(&self, url: reqwest::Url, body: &Value, accepted_is_stored: bool) -> Result<(Stored, Value), ClientError> {
         let started = Instant::now();
         let result = self.post_inner(url.clone(), body, accepted_is_stored).await;
         metrics::observe_attempt(result.is_ok(), started.elapsed().as_secs_f64());
+        self.observe(result.as_ref().map(|_| ()));
         if let Err(e) = &result {
-            if e.permanent {
-                tracing::error!(path = url.path(), error = %e, "Data Storage permanently rejected an audit write");
+            if e.kind.is_refusal() {
+                tracing::error!(path = url.path(), kind = e.kind.as_str(), error = %e, "Data Storage refused an audit write");
             }
         }
         result
@@ -279,17 +378,45 @@ impl DataStorageClient {
         Ok((stored, serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
 
+    /// GETs `url` (with `query`): the body of a 200, None for a 404, else the failure.
+    pub(crate) async fn get_json(&self, url: reqwest::Url, query: &[(&str, String)], what: &str) -> Result<Option<Value>, ClientError> {
+        let result = async {
+            let resp = self
+                .request(reqwest::Method::GET, url)
+                .await?
+                .query(query)
+                .send()
+                .await
+                .map_err(unreachable)?;
+            let status = resp.status();
+            if status == StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            let text = resp.text().await.unwrap_or_default();
+            if status != StatusCode::OK {
+                let snippet: String = text.chars().take(300).collect();
+                let e = failure(status.as_u16(), &snippet);
+                // A read Data Storage cannot answer is never the record's fault.
+                let e = if e.permanent { ClientError::transient(e.message) } else { e };
+                return Err(ClientError {
+                    message: format!("{what}: {}", e.message),
+                    ..e
+                });
+            }
+            serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| ClientError::transient(format!("{what}: {e}")))
+        }
+        .await;
+        self.observe(result.as_ref().map(|_| ()));
+        result
+    }
+
     /// Stores one record: created, already stored with the same content, or a conflict.
     pub async fn store_one(&self, record: &SignalProcessingAudit) -> Result<Stored, ClientError> {
         match self.mode {
             ApiMode::SignalProcessing => Ok(self.post(self.url(SP_PATH, &[])?, &to_json(record)?, true).await?.0),
-            ApiMode::Events => {
-                // Kubernaut's events carry no content comparison: an event for this CR is taken as the record.
-                if self.event_exists(&record.id, &record.remediation_id).await? {
-                    return Ok(Stored::AlreadyStored);
-                }
-                Ok(self.post(self.url(EVENTS_PATH, &[])?, &event_for(record), false).await?.0)
-            }
+            ApiMode::Events => self.events_store_one(record).await,
         }
     }
 
@@ -298,9 +425,7 @@ impl DataStorageClient {
     /// content already there; anything else is an error.
     pub async fn amend(&self, record: &SignalProcessingAudit) -> Result<Stored, ClientError> {
         if self.mode == ApiMode::Events {
-            return Err(ClientError::permanent(
-                "Kubernaut's events API has no amendments (never asked for: it reports no conflicts)",
-            ));
+            return self.events_amend(record).await;
         }
         let url = self.url(SP_PATH, &[&record.id, "amendments"])?;
         match self.post(url, &to_json(record)?, true).await?.0 {
@@ -315,30 +440,23 @@ impl DataStorageClient {
     /// Whether Data Storage holds a record under `id` (`remediation_id` finds it in the events API).
     pub async fn record_held(&self, id: &str, remediation_id: &str) -> Result<bool, ClientError> {
         if self.mode == ApiMode::Events {
-            return self.event_exists(id, remediation_id).await;
+            return self.events_record_held(id, remediation_id).await;
         }
-        let resp = self
-            .request(reqwest::Method::GET, self.url(SP_PATH, &[id])?)
-            .await?
-            .send()
-            .await
-            .map_err(unreachable)?;
-        match resp.status() {
-            StatusCode::OK => Ok(true),
-            StatusCode::NOT_FOUND => Ok(false),
-            s => Err(ClientError::transient(format!("looking up record {id}: Data Storage answered {s}"))),
-        }
+        let found = self
+            .get_json(self.url(SP_PATH, &[id])?, &[], &format!("looking up record {id}"))
+            .await?;
+        Ok(found.is_some())
     }
 
-    /// Stores a break-glass event. In the events API it becomes an event of the CR, by the user.
-    pub async fn store_break_glass(&self, event: &BreakGlassEvent) -> Result<Stored, ClientError> {
-        let body = serde_json::to_value(event).map_err(|e| ClientError::transient(e.to_string()))?;
+    /// Stores a break-glass event; `forced` is the CR's forced record (the events API makes the
+    /// event one of the CR's, by the user, with the CR's state as its payload).
+    pub async fn store_break_glass(&self, event: &BreakGlassEvent, forced: &SignalProcessingAudit) -> Result<Stored, ClientError> {
         match self.mode {
-            ApiMode::SignalProcessing => Ok(self.post(self.url(BREAK_GLASS_PATH, &[])?, &body, true).await?.0),
-            ApiMode::Events => Ok(self
-                .post(self.url(EVENTS_PATH, &[])?, &break_glass_event_for(event), false)
-                .await?
-                .0),
+            ApiMode::SignalProcessing => {
+                let body = serde_json::to_value(event).map_err(|e| ClientError::transient(e.to_string()))?;
+                Ok(self.post(self.url(BREAK_GLASS_PATH, &[])?, &body, true).await?.0)
+            }
+            ApiMode::Events => self.events_store_break_glass(event, forced).await,
         }
     }
 
@@ -353,64 +471,8 @@ impl DataStorageClient {
                 let (_, answer) = self.post(self.url(SP_BATCH_PATH, &[])?, &body, true).await?;
                 Ok(batch_outcome(&answer, records))
             }
-            ApiMode::Events => {
-                let mut outcome = BatchOutcome::default();
-                let mut missing = Vec::new();
-                for r in records {
-                    if self.event_exists(&r.id, &r.remediation_id).await? {
-                        outcome.stored.push(r.id.clone());
-                    } else {
-                        missing.push(r);
-                    }
-                }
-                if !missing.is_empty() {
-                    let events = missing.iter().map(|r| event_for(r)).collect();
-                    self.post(self.url(EVENTS_BATCH_PATH, &[])?, &Value::Array(events), false).await?;
-                    outcome.stored.extend(missing.iter().map(|r| r.id.clone()));
-                }
-                Ok(outcome)
-            }
+            ApiMode::Events => self.events_store_batch(records).await,
         }
-    }
-
-    /// The events API is not idempotent: before writing, look for this CR's event.
-    async fn event_exists(&self, id: &str, correlation_id: &str) -> Result<bool, ClientError> {
-        const PAGE: usize = 1000;
-        let mut offset = 0usize;
-        // Bounded: one remediation has a handful of SignalProcessings, never thousands of pages.
-        for _ in 0..50 {
-            let resp = self
-                .request(reqwest::Method::GET, self.url(EVENTS_PATH, &[])?)
-                .await?
-                .query(&[
-                    ("event_type", EVENT_TYPE),
-                    ("correlation_id", correlation_id),
-                    ("limit", &PAGE.to_string()),
-                    ("offset", &offset.to_string()),
-                ])
-                .send()
-                .await
-                .map_err(unreachable)?;
-            if resp.status() != StatusCode::OK {
-                return Err(ClientError::transient(format!("querying existing events: {}", resp.status())));
-            }
-            let page: EventsPage = resp
-                .json()
-                .await
-                .map_err(|e| ClientError::transient(format!("querying existing events: {e}")))?;
-            let is_record = |ev: &Value| {
-                ev.get("resource_id").and_then(Value::as_str) == Some(id)
-                    && ev.get("event_action").and_then(Value::as_str) != Some(BREAK_GLASS_ACTION)
-            };
-            if page.data.iter().any(is_record) {
-                return Ok(true);
-            }
-            if !page.pagination.is_some_and(|p| p.has_more) || page.data.is_empty() {
-                return Ok(false);
-            }
-            offset += page.data.len();
-        }
-        Err(ClientError::transient("too many events to search for an existing one"))
     }
 
     /// Whether Data Storage answers its /readyz.
@@ -432,7 +494,13 @@ fn unreachable(e: reqwest::Error) -> ClientError {
         message.push_str(&format!(": {cause}"));
         source = cause.source();
     }
-    ClientError::transient(message)
+    // A timeout after the connection was made: the request may have been received and acted on.
+    let kind = if e.is_timeout() && !e.is_connect() {
+        FailureKind::NoAnswer
+    } else {
+        FailureKind::Transient
+    };
+    ClientError::of(kind, message)
 }
 
 fn to_json(record: &SignalProcessingAudit) -> Result<Value, ClientError> {
@@ -464,62 +532,10 @@ fn batch_outcome(answer: &Value, records: &[SignalProcessingAudit]) -> BatchOutc
     outcome
 }
 
-/// The record as one of Kubernaut's unified audit events.
-pub fn event_for(record: &SignalProcessingAudit) -> Value {
-    let (outcome, phase) = match record.status {
-        AuditStatus::Completed => ("success", Some("Completed")),
-        AuditStatus::Failed => ("failure", Some("Failed")),
-        // The record does not say which phase an unfinished CR was in.
-        AuditStatus::Incomplete | AuditStatus::Forced => ("pending", None),
-    };
-    json!({
-        "version": "1.0",
-        "event_type": EVENT_TYPE,
-        "event_timestamp": record.completed_at,
-        "event_category": EVENT_CATEGORY,
-        "event_action": "processed",
-        "event_outcome": outcome,
-        "actor_type": "service",
-        "actor_id": "audit-guard",
-        "resource_type": "SignalProcessing",
-        "resource_id": record.id,
-        "correlation_id": record.remediation_id,
-        "namespace": record.namespace,
-        "error_message": record.error_message,
-        "event_data": {
-            "event_type": EVENT_TYPE,
-            "phase": phase,
-            "signal": record.signal_fingerprint,
-            "audit_record": record,
-        },
-    })
-}
-
-const BREAK_GLASS_ACTION: &str = "break_glass";
-
-/// A break-glass use as one of Kubernaut's unified audit events: an event of the CR, whose
-/// actor is the user (the CR's remediation is not known here, so it correlates by the CR's uid).
-pub fn break_glass_event_for(event: &BreakGlassEvent) -> Value {
-    json!({
-        "version": "1.0",
-        "event_type": EVENT_TYPE,
-        "event_timestamp": event.at,
-        "event_category": EVENT_CATEGORY,
-        "event_action": BREAK_GLASS_ACTION,
-        "event_outcome": "success",
-        "actor_type": "user",
-        "actor_id": event.user,
-        "resource_type": "SignalProcessing",
-        "resource_id": event.uid,
-        "correlation_id": event.uid,
-        "namespace": event.namespace,
-        "event_data": { "event_type": EVENT_TYPE, "phase": null, "signal": null, "break_glass": event },
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn classification_follows_the_spec() {
@@ -533,6 +549,20 @@ mod tests {
         }
         for s in [401, 403, 404, 429, 500, 502, 503] {
             assert!(!classify(s, None, "", true).unwrap_err().permanent, "{s}");
+        }
+        let kind = |s: u16, accepted_is_stored: bool| classify(s, None, "", accepted_is_stored).unwrap_err().kind;
+        let kinds = [
+            (202, false, FailureKind::Queued),
+            (400, true, FailureKind::Rejected),
+            (413, true, FailureKind::Rejected),
+            (422, true, FailureKind::Rejected),
+            (401, true, FailureKind::Unauthenticated),
+            (403, true, FailureKind::Forbidden),
+            (404, true, FailureKind::Transient),
+            (500, true, FailureKind::Transient),
+        ];
+        for (s, accepted_is_stored, want) in kinds {
+            assert_eq!(kind(s, accepted_is_stored), want, "{s}");
         }
         assert_eq!(
             classify(429, Some("7"), "", true).unwrap_err().retry_after,
@@ -590,7 +620,7 @@ mod tests {
         let want = BatchOutcome {
             stored: ids(&["a", "b"]),
             conflicts: ids(&["c"]),
-            unconfirmed: vec![],
+            ..Default::default()
         };
         assert_eq!(batch_outcome(&all, &recs), want);
         assert_eq!(batch_outcome(&json!({ "results": all }), &recs), want);
@@ -600,8 +630,8 @@ mod tests {
             batch_outcome(&partial, &recs),
             BatchOutcome {
                 stored: ids(&["a"]),
-                conflicts: vec![],
                 unconfirmed: ids(&["b", "c"]),
+                ..Default::default()
             }
         );
         for bare in [Value::Null, json!({}), json!({ "created": 3 })] {
@@ -617,6 +647,7 @@ mod tests {
             token_file: None,
             timeout: Duration::from_secs(1),
             api_mode: ApiMode::SignalProcessing,
+            events_replay_window: crate::events::queue::DEFAULT_REPLAY_WINDOW,
         })
         .unwrap();
         assert_eq!(
@@ -630,17 +661,6 @@ mod tests {
         for bad in ["", ".", ".."] {
             assert!(client.url(SP_PATH, &[bad]).unwrap_err().permanent, "{bad:?}");
         }
-    }
-
-    #[test]
-    fn event_carries_the_binding_fields() {
-        let ev = event_for(&record("uid-1"));
-        assert_eq!(ev["event_type"], EVENT_TYPE);
-        assert_eq!(ev["event_category"], EVENT_CATEGORY);
-        assert_eq!(ev["correlation_id"], "rr");
-        assert_eq!(ev["resource_id"], "uid-1");
-        assert_eq!(ev["event_outcome"], "success");
-        assert_eq!(ev["event_data"]["audit_record"]["id"], "uid-1");
     }
 
     #[tokio::test]

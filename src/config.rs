@@ -196,6 +196,11 @@ pub struct DataStorageClientArgs {
     /// Which Data Storage API to write to.
     #[arg(long = "datastorage-api", env = "DATASTORAGE_API", value_enum, default_value_t = ApiMode::SignalProcessing)]
     pub api_mode: ApiMode,
+    /// Events mode: after Data Storage queued an event (202, its dead-letter queue), poll until
+    /// it appears and POST it again only once this long has passed with no write queued or
+    /// failed (the queue replays every copy it holds; its first replay comes after about a minute).
+    #[arg(long = "events-replay-window", env = "DATASTORAGE_EVENTS_REPLAY_WINDOW", default_value = "10m", value_parser = parse_duration)]
+    pub events_replay_window: Duration,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -381,6 +386,18 @@ mod tests {
 
     fn datastorage(extra: &[&str]) -> DataStorageArgs {
         datastorage_args(extra)
+    }
+
+    #[test]
+    fn the_events_replay_window_defaults_to_the_documented_value() {
+        let Ok(Cli {
+            command: Command::Serve(serve),
+            ..
+        }) = Cli::try_parse_from(["audit-guard", "serve"])
+        else {
+            panic!("serve does not parse")
+        };
+        assert_eq!(serve.datastorage.events_replay_window, crate::events::queue::DEFAULT_REPLAY_WINDOW);
     }
 
     #[test]

@@ -100,6 +100,35 @@ pub static RECORD_CONFLICTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// Data Storage refused audit-guard's token (401): every write and read waits until fixed.
+pub static DS_UNAUTHENTICATED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "audit_guard_datastorage_unauthenticated_total",
+        "Answers 401 from Data Storage: it does not accept audit-guard's token (its audience, expiry or issuer).",
+    )
+});
+/// Data Storage accepted the token but forbids the request (403): an RBAC binding is missing.
+pub static DS_FORBIDDEN: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "audit_guard_datastorage_forbidden_total",
+        "Answers 403 from Data Storage: audit-guard's identity lacks the permission its access check wants.",
+    )
+});
+/// Data Storage refused a record for good (400/413/422); the deletion still waits.
+pub static DS_REJECTED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "audit_guard_datastorage_rejected_total",
+        "Answers 400, 413 or 422 from Data Storage: a record or event it refuses as it is (the deletion waits).",
+    )
+});
+/// Events mode: Data Storage queued an event in its dead-letter queue (202).
+pub static EVENTS_QUEUED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "audit_guard_events_queued_total",
+        "Events Kubernaut's Data Storage answered 202 for (queued in its dead-letter queue, not stored yet); audit-guard polls for them.",
+    )
+});
+
 pub static IS_LEADER: LazyLock<IntGauge> =
     LazyLock::new(|| gauge("audit_guard_leader", "1 while this replica holds the controller Lease."));
 
@@ -126,7 +155,16 @@ pub fn init() {
         STORAGE_ATTEMPTS.with_label_values(&[status]);
     }
     LazyLock::force(&STORAGE_DURATION);
-    for c in [&WRITTEN, &DROPPED, &BATCHES_FAILED, &RETENTION_DELETES] {
+    for c in [
+        &WRITTEN,
+        &DROPPED,
+        &BATCHES_FAILED,
+        &RETENTION_DELETES,
+        &DS_UNAUTHENTICATED,
+        &DS_FORBIDDEN,
+        &DS_REJECTED,
+        &EVENTS_QUEUED,
+    ] {
         LazyLock::force(c);
     }
     for g in [&BUFFER_SIZE, &WAITING_DELETIONS, &OLDEST_WAITING_SECONDS, &IS_LEADER] {

@@ -4,14 +4,32 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use kube::api::{Api, DeleteParams, ListParams, Preconditions};
 use kube::ResourceExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::controller::decisions::should_expire;
 use crate::crd::SignalProcessing;
 use crate::metrics;
+
+/// Should the retention cleaner delete this CR now? Only a finished one past the retention,
+/// not already being deleted, and already guarded by the finalizer: deleting one the
+/// controller has not backfilled yet could lose its record where no webhook stands in the way.
+pub fn should_expire(sp: &SignalProcessing, retention: Duration, now: DateTime<Utc>) -> bool {
+    !sp.is_deleting() && sp.has_finalizer() && expired(sp.status.as_ref().and_then(|s| s.completion_time), retention, now)
+}
+
+/// Whether `completion` lies more than `retention` before `now`; a zero retention never expires.
+pub fn expired(completion: Option<DateTime<Utc>>, retention: Duration, now: DateTime<Utc>) -> bool {
+    if retention.is_zero() {
+        return false;
+    }
+    let Some(done) = completion else { return false };
+    let Ok(retention) = chrono::Duration::from_std(retention) else {
+        return false;
+    };
+    now.signed_duration_since(done) > retention
+}
 
 /// Deletes what is expired now; returns how many deletions were issued.
 pub async fn sweep(client: &kube::Client, namespaces: &[String], retention: Duration) -> Result<usize, kube::Error> {
@@ -73,5 +91,52 @@ pub async fn run(client: kube::Client, namespaces: Vec<String>, retention: Durat
         if let Err(e) = sweep(&client, &namespaces, retention).await {
             tracing::warn!(error = %e, "retention sweep failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::FINALIZER;
+    use serde_json::{json, Value};
+
+    fn sp(meta: Value, phase: Option<&str>) -> SignalProcessing {
+        let mut v = json!({ "apiVersion": "kubernaut.ai/v1alpha1", "kind": "SignalProcessing", "metadata": meta, "spec": {} });
+        if let Some(p) = phase {
+            v["status"] = json!({ "phase": p });
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn retention_expires_only_guarded_finished_crs_past_the_retention() {
+        let day = Duration::from_secs(86_400);
+        let now: DateTime<Utc> = "2025-01-03T00:00:00Z".parse().unwrap();
+        let with_completion = |meta: Value, done: &str| {
+            let mut o = sp(meta, Some("Completed"));
+            o.status.as_mut().unwrap().completion_time = Some(done.parse().unwrap());
+            o
+        };
+        let guarded = json!({ "name": "a", "finalizers": [FINALIZER] });
+        assert!(should_expire(&with_completion(guarded.clone(), "2025-01-01T00:00:00Z"), day, now));
+        assert!(!should_expire(&with_completion(guarded.clone(), "2025-01-02T12:00:00Z"), day, now));
+        assert!(!should_expire(
+            &with_completion(json!({ "name": "a" }), "2025-01-01T00:00:00Z"),
+            day,
+            now
+        ));
+        let deleting = json!({ "name": "a", "finalizers": [FINALIZER], "deletionTimestamp": "2025-01-02T00:00:00Z" });
+        assert!(!should_expire(&with_completion(deleting, "2025-01-01T00:00:00Z"), day, now));
+        assert!(!should_expire(&sp(guarded, Some("Completed")), day, now));
+    }
+
+    #[test]
+    fn retention() {
+        let now: DateTime<Utc> = "2025-11-28T12:00:00Z".parse().unwrap();
+        let day = Duration::from_secs(86_400);
+        assert!(expired(Some("2025-11-27T11:59:00Z".parse().unwrap()), day, now));
+        assert!(!expired(Some("2025-11-27T12:01:00Z".parse().unwrap()), day, now));
+        assert!(!expired(None, day, now));
+        assert!(!expired(Some("2020-01-01T00:00:00Z".parse().unwrap()), Duration::ZERO, now));
     }
 }

@@ -13,18 +13,19 @@ use axum::Router;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::DataStorageClient;
-use crate::config::ServeArgs;
+use crate::config::{ApiMode, ServeArgs};
 use crate::confirmed::{confirmed_records, ConfirmedRecords};
 use crate::controller::{self, Context};
+use crate::events::MarkingSink;
 use crate::leader::LeaderElector;
 use crate::webhook::{Readiness, Webhook, WebhookDeps, WebhookSettings};
-use crate::writer::{AuditWriter, WriterConfig};
+use crate::writer::{AuditWriter, BatchSink, WriterConfig};
 use crate::{metrics, retention};
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     metrics::init();
     let shutdown = CancellationToken::new();
-    tokio::spawn(on_signal(shutdown.clone()));
+    tokio::spawn(crate::shutdown::cancel_on_signal(shutdown.clone()));
 
     let client = kube::Client::try_default().await.context("building the Kubernetes client")?;
     let ds = Arc::new(DataStorageClient::new(&args.datastorage).context("building the Data Storage client")?);
@@ -42,6 +43,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let health_app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/readyz/datastorage", get(readyz_datastorage))
         .with_state(health);
     let health_srv = listen(args.health_addr, health_app, shutdown.clone()).await?;
 
@@ -83,26 +85,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn on_signal(shutdown: CancellationToken) {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = term => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    tracing::info!("shutdown signal received");
-    shutdown.cancel();
-}
-
 async fn listen(addr: SocketAddr, app: Router, shutdown: CancellationToken) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -125,14 +107,43 @@ struct Health {
     webhook: Option<Readiness>,
 }
 
-async fn readyz(State(h): State<Arc<Health>>) -> (StatusCode, &'static str) {
+async fn readyz(State(h): State<Arc<Health>>) -> (StatusCode, String) {
     if h.webhook.as_ref().is_some_and(|w| !w.is_ready()) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "webhook listener not up or no certificate loaded");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "webhook listener not up or no certificate loaded".into(),
+        );
     }
-    if h.check_ds && !h.ds.ready().await {
-        return (StatusCode::SERVICE_UNAVAILABLE, "Data Storage not ready");
+    if h.check_ds {
+        if let Some(r) = h.ds.refusal() {
+            return (StatusCode::SERVICE_UNAVAILABLE, refusal_text(&r));
+        }
+        if !h.ds.ready().await {
+            return (StatusCode::SERVICE_UNAVAILABLE, "Data Storage not ready".into());
+        }
     }
-    (StatusCode::OK, "ok")
+    (StatusCode::OK, "ok".into())
+}
+
+fn refusal_text(r: &crate::client::Refusal) -> String {
+    format!(
+        "Data Storage refuses audit-guard ({}) since {}: {}",
+        r.kind.as_str(),
+        r.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        r.message
+    )
+}
+
+/// Whether Data Storage accepts what audit-guard sends it: 503 while its last answer was a
+/// refusal (401, 403, or a record refused for good), with which one and since when. Apart from
+/// /readyz (unless --readyz-checks-datastorage): taking the webhook out of its Service would
+/// refuse every SignalProcessing write in the cluster (failurePolicy Fail), while deletions
+/// already wait safely.
+async fn readyz_datastorage(State(h): State<Arc<Health>>) -> (StatusCode, String) {
+    match h.ds.refusal() {
+        Some(r) => (StatusCode::SERVICE_UNAVAILABLE, refusal_text(&r)),
+        None => (StatusCode::OK, "ok: Data Storage accepted audit-guard's last request".into()),
+    }
 }
 
 fn default_identity() -> String {
@@ -201,8 +212,16 @@ async fn term(
     tracing::info!(identity = elector.identity(), "became leader");
     metrics::IS_LEADER.set(1);
     let stop = CancellationToken::new();
+    // Events mode: the writer marks every CR whose event Data Storage queued (202).
+    let sink: Arc<dyn BatchSink> = match ds.mode() {
+        ApiMode::Events => Arc::new(MarkingSink {
+            ds: ds.clone(),
+            kube: client.clone(),
+        }),
+        ApiMode::SignalProcessing => ds.clone(),
+    };
     let writer = Arc::new(AuditWriter::start(
-        ds.clone(),
+        sink,
         WriterConfig {
             buffer_size: args.buffer_size,
             batch_size: args.batch_size,

@@ -4,7 +4,7 @@
 //! set); a conflict (a different record under the id) is counted and left to the deletion
 //! path, which stores its own record as an amendment.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::SignalProcessingAudit;
 use crate::client::{BatchOutcome, ClientError, DataStorageClient, Stored};
 use crate::confirmed::ConfirmedRecords;
-use crate::controller::decisions::backoff;
 use crate::metrics;
+use crate::retry::backoff;
 
 /// Where the writer sends its batches.
 pub trait BatchSink: Send + Sync + 'static {
@@ -63,6 +63,9 @@ pub struct Stats {
     pub batches_failed: AtomicU64,
     /// Records refused because a different record holds their id.
     pub conflicts: AtomicU64,
+    /// Records accepted and not yet settled (stored, conflicted or dropped): queued, or in the
+    /// batch being written. What an aborted worker leaves behind.
+    pub pending: AtomicI64,
 }
 
 pub struct AuditWriter {
@@ -101,12 +104,15 @@ impl AuditWriter {
 
     /// Hands a record to the worker; never waits. False (and counted) when the buffer is full.
     pub fn enqueue(&self, record: SignalProcessingAudit) -> bool {
+        // Counted before the send: the worker may settle the record before this returns.
+        self.stats.pending.fetch_add(1, Ordering::Relaxed);
         match self.tx.try_send(record) {
             Ok(()) => {
                 metrics::BUFFER_SIZE.inc();
                 true
             }
             Err(e) => {
+                self.stats.pending.fetch_sub(1, Ordering::Relaxed);
                 let why = match e {
                     mpsc::error::TrySendError::Full(_) => "buffer full",
                     mpsc::error::TrySendError::Closed(_) => "writer stopped",
@@ -154,10 +160,13 @@ impl AuditWriter {
             handle.abort();
             // Wait for the aborted worker to be dropped, so the buffer is closed from here on.
             let _ = handle.await;
-            let left = self.tx.max_capacity() - self.tx.capacity();
+            // What is still queued and the batch the aborted worker held: neither will be
+            // written by this writer, and both were counted into the buffer gauge. (The queue
+            // itself cannot tell: dropping the receiver emptied it.)
+            let left = self.stats.pending.swap(0, Ordering::Relaxed).max(0);
             tracing::warn!(left, "buffered writer did not flush within the shutdown bound");
             self.count_dropped(left as u64);
-            metrics::BUFFER_SIZE.sub(left as i64);
+            metrics::BUFFER_SIZE.sub(left);
         }
     }
 }
@@ -221,12 +230,21 @@ impl Worker {
                 Ok(outcome) => {
                     self.written(&outcome.stored);
                     self.conflicted(&outcome.conflicts);
-                    if !outcome.unconfirmed.is_empty() {
+                    if !outcome.queued.is_empty() {
+                        // Queued by Data Storage (202): POSTing again would store a second copy
+                        // once its dead-letter queue replays; the deletion path polls for them.
+                        tracing::info!(
+                            records = outcome.queued.len(),
+                            "Data Storage queued audit events in its dead-letter queue; left to the deletion path, which polls for them"
+                        );
+                    }
+                    let rest: Vec<&SignalProcessingAudit> = batch.iter().filter(|r| outcome.unconfirmed.contains(&r.id)).collect();
+                    self.settle(n - rest.len() as u64);
+                    if !rest.is_empty() {
                         tracing::warn!(
-                            records = outcome.unconfirmed.len(),
+                            records = rest.len(),
                             "Data Storage answered a batch without confirming some records; storing those one by one"
                         );
-                        let rest: Vec<&SignalProcessingAudit> = batch.iter().filter(|r| outcome.unconfirmed.contains(&r.id)).collect();
                         self.one_by_one(rest).await;
                     }
                     break;
@@ -249,15 +267,25 @@ impl Worker {
                 }
             }
         }
-        metrics::BUFFER_SIZE.sub(n as i64);
         batch.clear();
+    }
+
+    /// `n` records of the batch are answered for: out of the buffer gauge and no longer pending.
+    fn settle(&self, n: u64) {
+        self.stats.pending.fetch_sub(n as i64, Ordering::Relaxed);
+        metrics::BUFFER_SIZE.sub(n as i64);
     }
 
     async fn one_by_one(&self, records: Vec<&SignalProcessingAudit>) {
         for r in records {
-            match self.sink.store_one(r).await {
+            let answer = self.sink.store_one(r).await;
+            self.settle(1);
+            match answer {
                 Ok(Stored::Conflict { .. }) => self.conflicted(std::slice::from_ref(&r.id)),
                 Ok(_) => self.written(std::slice::from_ref(&r.id)),
+                Err(e) if e.kind == crate::client::FailureKind::Queued => {
+                    tracing::info!(id = %r.id, "Data Storage queued the audit event; left to the deletion path, which polls for it");
+                }
                 Err(e) => {
                     self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                     metrics::DROPPED.inc();
@@ -363,18 +391,13 @@ mod tests {
     }
 
     fn perm() -> ClientError {
-        ClientError {
-            permanent: true,
-            message: "bad".into(),
-            retry_after: None,
-        }
+        ClientError::permanent("bad")
     }
 
     fn transient(retry_after: Option<Duration>) -> ClientError {
         ClientError {
-            permanent: false,
-            message: "down".into(),
             retry_after,
+            ..ClientError::transient("down")
         }
     }
 
@@ -473,7 +496,50 @@ mod tests {
         assert_eq!(w.stats().dropped.load(Ordering::Relaxed), (10 - accepted) as u64);
         // Shutdown is bounded even though the sink hangs.
         w.shutdown(Duration::from_secs(2)).await;
+        assert_eq!(
+            w.stats().dropped.load(Ordering::Relaxed),
+            10,
+            "the accepted ones too, once the worker is aborted"
+        );
         assert!(!w.enqueue(rec(99)));
+    }
+
+    /// Leadership lost mid-flush: the batch the aborted worker held is counted as dropped and
+    /// leaves the buffer gauge with what was still queued (it used to stay in the gauge).
+    #[tokio::test(start_paused = true)]
+    async fn an_aborted_flush_counts_its_batch_as_dropped() {
+        let sink = Arc::new(FakeSink {
+            gate: Some(tokio::sync::Semaphore::new(0)),
+            ..Default::default()
+        });
+        let w = AuditWriter::start(sink, cfg(100, 2), confirmed());
+        for i in 0..5 {
+            assert!(w.enqueue(rec(i)));
+        }
+        // The worker takes the first batch of 2 and hangs on the sink; 3 stay queued.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(w.stats().pending.load(Ordering::Relaxed), 5);
+        w.shutdown(Duration::from_secs(1)).await;
+        assert_eq!(w.stats().dropped.load(Ordering::Relaxed), 5, "2 in flight + 3 queued");
+        assert_eq!(w.stats().pending.load(Ordering::Relaxed), 0);
+        assert_eq!(w.stats().written.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_settled_flush_leaves_nothing_in_flight() {
+        let sink = Arc::new(FakeSink {
+            reject_id: Some("id-2".into()),
+            unanswered_ids: vec!["id-3".into()],
+            ..Default::default()
+        });
+        let w = AuditWriter::start(sink, cfg(100, 500), confirmed());
+        for i in 1..=4 {
+            w.enqueue(rec(i));
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(w.stats().pending.load(Ordering::Relaxed), 0);
+        w.shutdown(Duration::from_secs(1)).await;
+        assert_eq!(w.stats().pending.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test(start_paused = true)]

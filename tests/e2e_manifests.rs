@@ -1,7 +1,8 @@
-//! The shipped manifests on a real API server: the rendered self-managed overlay (with the
-//! CRD component) is accepted object by object, the ServiceAccounts hold exactly the
-//! permissions their workloads need (SubjectAccessReview, each check listed below), and
-//! the controller runs a full create → complete → delete cycle on its ServiceAccount's token.
+//! The shipped manifests on a real API server, installed once per test binary: the rendered
+//! self-managed overlay (with the CRD component) is accepted object by object, the
+//! ServiceAccounts hold exactly the permissions their workloads need (SubjectAccessReview,
+//! each check listed below), and the controller runs a full create → complete → delete cycle
+//! on its ServiceAccount's token. One test per concern.
 
 mod support;
 #[path = "support/tools.rs"]
@@ -56,17 +57,55 @@ async fn can(client: &kube::Client, user: &str, verb: &str, group: &str, resourc
     answer.status.map(|s| s.allowed).unwrap_or(false)
 }
 
-#[tokio::test]
-async fn the_self_managed_overlay_installs_with_least_privilege_and_the_controller_runs_on_its_token() {
-    let cp = control_plane();
-    let client = admin_client().await;
-    install_monitoring_crds(&client).await;
+/// What installing the overlay printed, and the rendered text.
+struct Installed {
+    rendered: String,
+    applied: String,
+    /// `kubectl get -f` of the rendered file, before the webhook configurations were removed.
+    names: String,
+}
 
-    // 1. Every rendered object is accepted and created.
-    let rendered = render_self_managed();
-    let file = cp.dir.join("self-managed.yaml");
-    std::fs::write(&file, &rendered).unwrap();
-    let applied = cp.kubectl(&["apply", "--server-side", "-f", file.to_str().unwrap()]).unwrap();
+static INSTALLED: tokio::sync::OnceCell<Installed> = tokio::sync::OnceCell::const_new();
+
+/// Installs the rendered self-managed overlay (server-side apply, as an admin would) once for
+/// all tests here, then takes the webhook configurations out again: no pods run on this
+/// control plane (no kubelet), so the webhook Service has no endpoints, and the tests below
+/// create SignalProcessings.
+async fn installed() -> &'static Installed {
+    INSTALLED
+        .get_or_init(|| async {
+            let cp = control_plane();
+            install_monitoring_crds(&admin_client().await).await;
+            let rendered = render_self_managed();
+            let file = cp.dir.join("self-managed.yaml");
+            std::fs::write(&file, &rendered).unwrap();
+            let applied = cp.kubectl(&["apply", "--server-side", "-f", file.to_str().unwrap()]).unwrap();
+            let names = cp.kubectl(&["get", "-f", file.to_str().unwrap(), "-o", "name"]).unwrap();
+            let bundle = cp
+                .kubectl(&[
+                    "get",
+                    "validatingwebhookconfiguration",
+                    "audit-guard",
+                    "-o",
+                    "jsonpath={.webhooks[0].clientConfig.caBundle}",
+                ])
+                .unwrap();
+            assert!(bundle.len() > 100, "caBundle set");
+            cp.kubectl(&[
+                "delete",
+                "mutatingwebhookconfiguration,validatingwebhookconfiguration",
+                "audit-guard",
+            ])
+            .unwrap();
+            Installed { rendered, applied, names }
+        })
+        .await
+}
+
+#[tokio::test]
+async fn every_rendered_object_is_accepted_and_created() {
+    let cp = control_plane();
+    let Installed { rendered, applied, names } = installed().await;
     let expected_kinds = [
         "namespace/audit-guard",
         "customresourcedefinition.apiextensions.k8s.io/signalprocessings.kubernaut.ai",
@@ -89,7 +128,6 @@ async fn the_self_managed_overlay_installs_with_least_privilege_and_the_controll
     for kind in expected_kinds {
         assert!(applied.contains(kind), "{kind} not applied:\n{applied}");
     }
-    let names = cp.kubectl(&["get", "-f", file.to_str().unwrap(), "-o", "name"]).unwrap();
     assert_eq!(
         names.lines().count(),
         rendered.matches("\nkind: ").count() + usize::from(rendered.starts_with("kind: ")),
@@ -99,26 +137,12 @@ async fn the_self_managed_overlay_installs_with_least_privilege_and_the_controll
         .kubectl(&["get", "secret", "-n", "audit-guard", "-o", "jsonpath={.items[*].type}"])
         .unwrap();
     assert!(tls.contains("kubernetes.io/tls"), "the webhook's TLS Secret: {tls}");
-    let bundle = cp
-        .kubectl(&[
-            "get",
-            "validatingwebhookconfiguration",
-            "audit-guard",
-            "-o",
-            "jsonpath={.webhooks[0].clientConfig.caBundle}",
-        ])
-        .unwrap();
-    assert!(bundle.len() > 100, "caBundle set");
-    // No pods run here (no kubelet), so the webhook Service has no endpoints: take the
-    // configurations out again before this test creates SignalProcessings.
-    cp.kubectl(&[
-        "delete",
-        "mutatingwebhookconfiguration,validatingwebhookconfiguration",
-        "audit-guard",
-    ])
-    .unwrap();
+}
 
-    // 2. Least privilege, check by check.
+#[tokio::test]
+async fn the_service_accounts_hold_exactly_what_their_workloads_need() {
+    installed().await;
+    let client = admin_client().await;
     let sp = ("kubernaut.ai", "signalprocessings");
     let checks: &[Check] = &[
         // The controller: watch and patch SignalProcessings everywhere, delete (retention), Events, its Lease.
@@ -229,8 +253,13 @@ async fn the_self_managed_overlay_installs_with_least_privilege_and_the_controll
         }
     }
     assert!(wrong.is_empty(), "RBAC differs from what the workloads need:\n{}", wrong.join("\n"));
+}
 
-    // 3. The controller on its ServiceAccount's token: create → complete → delete.
+#[tokio::test]
+async fn the_controller_runs_a_whole_cycle_on_its_service_accounts_token() {
+    installed().await;
+    let cp = control_plane();
+    let client = admin_client().await;
     let token = cp
         .kubectl(&["create", "token", "audit-guard", "-n", "audit-guard", "--duration=1h"])
         .unwrap();

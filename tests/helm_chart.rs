@@ -410,6 +410,26 @@ fn by_name(a: &[Value]) -> Option<BTreeMap<String, &Value>> {
     (m.len() == a.len() && !a.is_empty()).then_some(m)
 }
 
+/// Lists of named entries (volumes, env, containers...) where a name appears twice: the API
+/// server's server-side apply refuses such an object ("duplicate entries for key"), and
+/// client-side apply silently keeps one of them.
+fn duplicate_names(path: &str, v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => m.iter().for_each(|(k, x)| duplicate_names(&format!("{path}.{k}"), x, out)),
+        Value::Array(a) => {
+            let names: Vec<&str> = a.iter().filter_map(|x| x.get("name").and_then(Value::as_str)).collect();
+            if names.len() == a.len() {
+                let mut seen = BTreeSet::new();
+                out.extend(names.iter().filter(|n| !seen.insert(**n)).map(|n| format!("{path}[name={n}]")));
+            }
+            a.iter()
+                .enumerate()
+                .for_each(|(i, x)| duplicate_names(&format!("{path}[{i}]"), x, out));
+        }
+        _ => {}
+    }
+}
+
 /// Every difference between two values: (path, in kustomize, in chart).
 fn diff(path: &str, k: Option<&Value>, c: Option<&Value>, out: &mut Vec<(String, String, String)>) {
     let show = |v: Option<&Value>| v.map_or("(absent)".to_string(), |v| v.to_string());
@@ -454,6 +474,18 @@ fn assert_no_drift(overlay: &str, chart_args: &[&str]) {
     let (chart, sources) = render_chart_with_sources(&args);
     let chart: Vec<Value> = chart.into_iter().map(normalize_chart).collect();
 
+    let mut duplicates = Vec::new();
+    for (side, objs) in [("kustomize", &kustomize), ("chart", &chart)] {
+        for o in objs {
+            duplicate_names(&format!("{side}: {}", key(o)), o, &mut duplicates);
+        }
+    }
+    assert!(
+        duplicates.is_empty(),
+        "entries named twice in one list:\n  {}",
+        duplicates.join("\n  ")
+    );
+
     let k: BTreeMap<String, &Value> = kustomize.iter().map(|o| (key(o), o)).collect();
     let c: BTreeMap<String, &Value> = chart.iter().map(|o| (key(o), o)).collect();
     let mut found: Vec<(String, String, String, String)> = Vec::new(); // (object, path, side, text)
@@ -490,11 +522,13 @@ fn assert_no_drift(overlay: &str, chart_args: &[&str]) {
             )
         })
         .collect();
+    // Which expected differences each overlay can show: only self-managed keeps the CA in the
+    // webhook's Secret; the kubernaut overlay ships no Data Storage (so no database Secrets).
+    let applies =
+        |eo: &str, ep: &str| (overlay == "self-managed" || ep != "data.ca.crt") && !(overlay == "kubernaut" && eo.contains("datastorage"));
     let stale: Vec<String> = EXPECTED
         .iter()
-        .filter(|(eo, ep, es, _)| {
-            (overlay == "self-managed" || *ep != "data.ca.crt") && !found.iter().any(|(o, p, s, _)| o == eo && p == ep && s == es)
-        })
+        .filter(|(eo, ep, es, _)| applies(eo, ep) && !found.iter().any(|(o, p, s, _)| o == eo && p == ep && s == es))
         .map(|(o, p, s, why)| format!("  {o} {p} (only in {s}: {why})"))
         .collect();
     assert!(
@@ -542,4 +576,27 @@ fn the_chart_renders_what_the_cert_manager_overlay_renders() {
 #[test]
 fn the_chart_renders_what_the_self_managed_overlay_renders() {
     assert_no_drift("self-managed", &["--set", "certs.mode=self-signed"]);
+}
+
+/// Kubernaut's own Data Storage in events mode: no Data Storage of audit-guard's, the token for
+/// the API server's own audiences, the RoleBinding to Kubernaut's client role.
+#[test]
+fn the_chart_renders_what_the_kubernaut_overlay_renders() {
+    assert_no_drift(
+        "kubernaut",
+        &[
+            "--set",
+            "certs.mode=cert-manager",
+            "--set",
+            "datastorage.enabled=false",
+            "--set",
+            "datastorage.externalURL=http://data-storage-service.kubernaut.svc.cluster.local:8080",
+            "--set",
+            "datastorage.apiMode=events",
+            "--set",
+            "datastorage.tokenAudience=",
+            "--set",
+            "datastorage.kubernautClientRole.enabled=true",
+        ],
+    );
 }

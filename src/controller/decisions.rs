@@ -1,7 +1,4 @@
 //! The controller's decisions as plain functions over plain data.
-
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, TestOperation};
 use serde_json::Value;
@@ -95,33 +92,6 @@ fn ptr(path: &str) -> json_patch::jsonptr::PointerBuf {
     json_patch::jsonptr::PointerBuf::parse(path).unwrap_or_default()
 }
 
-/// Exponential backoff from `base`, capped at `cap`, with "full jitter" scaled by
-/// `jitter` in [0, 1): the delay is drawn from [d/2, d) so that replicas and CRs spread out.
-pub fn backoff(attempt: u32, base: Duration, cap: Duration, jitter: f64) -> Duration {
-    let exp = base.saturating_mul(2u32.saturating_pow(attempt.min(20)));
-    let d = exp.min(cap);
-    d.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
-}
-
-/// Whether a finished CR is past retention and should be deleted (None retention: disabled).
-/// Should the retention cleaner delete this CR now? Only a finished one past the retention,
-/// not already being deleted, and already guarded by the finalizer: deleting one the
-/// controller has not backfilled yet could lose its record where no webhook stands in the way.
-pub fn should_expire(sp: &SignalProcessing, retention: Duration, now: DateTime<Utc>) -> bool {
-    !sp.is_deleting() && sp.has_finalizer() && expired(sp.status.as_ref().and_then(|s| s.completion_time), retention, now)
-}
-
-pub fn expired(completion: Option<DateTime<Utc>>, retention: Duration, now: DateTime<Utc>) -> bool {
-    if retention.is_zero() {
-        return false;
-    }
-    let Some(done) = completion else { return false };
-    let Ok(retention) = chrono::Duration::from_std(retention) else {
-        return false;
-    };
-    now.signed_duration_since(done) > retention
-}
-
 /// Number of CRs waiting in deletion on their audit and the age of the oldest, in seconds.
 pub fn waiting_summary(deletion_times: impl IntoIterator<Item = DateTime<Utc>>, now: DateTime<Utc>) -> (i64, i64) {
     let mut count = 0;
@@ -149,28 +119,6 @@ mod tests {
     fn apply(obj: &SignalProcessing, patch: &Patch) -> Result<Value, json_patch::PatchError> {
         let mut doc = serde_json::to_value(obj).unwrap();
         json_patch::patch(&mut doc, patch).map(|_| doc)
-    }
-
-    #[test]
-    fn retention_expires_only_guarded_finished_crs_past_the_retention() {
-        let day = Duration::from_secs(86_400);
-        let now: DateTime<Utc> = "2025-01-03T00:00:00Z".parse().unwrap();
-        let with_completion = |meta: Value, done: &str| {
-            let mut o = sp(meta, Some("Completed"));
-            o.status.as_mut().unwrap().completion_time = Some(done.parse().unwrap());
-            o
-        };
-        let guarded = json!({ "name": "a", "finalizers": [FINALIZER] });
-        assert!(should_expire(&with_completion(guarded.clone(), "2025-01-01T00:00:00Z"), day, now));
-        assert!(!should_expire(&with_completion(guarded.clone(), "2025-01-02T12:00:00Z"), day, now));
-        assert!(!should_expire(
-            &with_completion(json!({ "name": "a" }), "2025-01-01T00:00:00Z"),
-            day,
-            now
-        ));
-        let deleting = json!({ "name": "a", "finalizers": [FINALIZER], "deletionTimestamp": "2025-01-02T00:00:00Z" });
-        assert!(!should_expire(&with_completion(deleting, "2025-01-01T00:00:00Z"), day, now));
-        assert!(!should_expire(&sp(guarded, Some("Completed")), day, now));
     }
 
     #[test]
@@ -232,26 +180,6 @@ mod tests {
         let moved = sp(json!({ "name": "a", "finalizers": ["x", "y"] }), None);
         assert!(apply(&moved, &patch).is_err());
         assert!(release_patch(&moved, "u", at).is_none());
-    }
-
-    #[test]
-    fn backoff_grows_caps_and_jitters() {
-        let base = Duration::from_millis(100);
-        let cap = Duration::from_secs(30);
-        assert_eq!(backoff(0, base, cap, 1.0), Duration::from_millis(100));
-        assert_eq!(backoff(0, base, cap, 0.0), Duration::from_millis(50));
-        assert_eq!(backoff(3, base, cap, 1.0), Duration::from_millis(800));
-        assert_eq!(backoff(40, base, cap, 1.0), cap);
-    }
-
-    #[test]
-    fn retention() {
-        let now: DateTime<Utc> = "2025-11-28T12:00:00Z".parse().unwrap();
-        let day = Duration::from_secs(86_400);
-        assert!(expired(Some("2025-11-27T11:59:00Z".parse().unwrap()), day, now));
-        assert!(!expired(Some("2025-11-27T12:01:00Z".parse().unwrap()), day, now));
-        assert!(!expired(None, day, now));
-        assert!(!expired(Some("2020-01-01T00:00:00Z".parse().unwrap()), Duration::ZERO, now));
     }
 
     #[test]

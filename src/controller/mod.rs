@@ -1,6 +1,7 @@
 //! The finalizer controller: kube-runtime wiring around the decisions in [`decisions`].
 
 pub mod decisions;
+pub mod persist_failure;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,8 +24,9 @@ use crate::confirmed::{ConfirmedRecords, UidSet};
 use crate::conflict::{persist, Persisted};
 use crate::crd::SignalProcessing;
 use crate::metrics;
+use crate::retry::backoff;
 use crate::writer::AuditWriter;
-use decisions::{add_finalizer_patch, backoff, decide, release_patch, waiting_summary, Action};
+use decisions::{add_finalizer_patch, decide, release_patch, waiting_summary, Action};
 
 const MANAGER: &str = "audit-guard";
 /// Uids remembered as already handed to the writer; older ones are forgotten (a repeat
@@ -58,7 +60,30 @@ pub struct Context {
     pub confirmed: Arc<ConfirmedRecords>,
     enqueued: UidSet,
     alarmed: UidSet,
-    attempts: Mutex<HashMap<String, u32>>,
+    attempts: RetryCounts,
+}
+
+/// Failed reconciles in a row, per uid: the exponent of the next retry's backoff. Any
+/// successful reconcile of the uid ends the run, so failures of an earlier episode (a
+/// finalizer patch refused last week) never lengthen the backoff of a later one.
+#[derive(Default)]
+struct RetryCounts(Mutex<HashMap<String, u32>>);
+
+impl RetryCounts {
+    /// The number of failures before this one, counting this one for the next call.
+    fn next(&self, uid: &str) -> u32 {
+        let Ok(mut a) = self.0.lock() else { return 0 };
+        let n = a.entry(uid.to_string()).or_insert(0);
+        let current = *n;
+        *n = n.saturating_add(1);
+        current
+    }
+
+    fn reset(&self, uid: &str) {
+        if let Ok(mut a) = self.0.lock() {
+            a.remove(uid);
+        }
+    }
 }
 
 impl Context {
@@ -81,21 +106,7 @@ impl Context {
             confirmed,
             enqueued: UidSet::new(ENQUEUED_MEMORY),
             alarmed: UidSet::new(ALARMED_MEMORY),
-            attempts: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn next_attempt(&self, uid: &str) -> u32 {
-        let Ok(mut a) = self.attempts.lock() else { return 0 };
-        let n = a.entry(uid.to_string()).or_insert(0);
-        let current = *n;
-        *n = n.saturating_add(1);
-        current
-    }
-
-    fn succeeded(&self, uid: &str) {
-        if let Ok(mut a) = self.attempts.lock() {
-            a.remove(uid);
+            attempts: RetryCounts::default(),
         }
     }
 
@@ -118,6 +129,14 @@ fn outcome(label: &str) {
 }
 
 async fn reconcile(sp: Arc<SignalProcessing>, ctx: Arc<Context>) -> Result<Requeue, ReconcileError> {
+    let result = reconcile_once(sp.clone(), ctx.clone()).await;
+    if let (Ok(_), Some(uid)) = (&result, sp.uid()) {
+        ctx.attempts.reset(&uid);
+    }
+    result
+}
+
+async fn reconcile_once(sp: Arc<SignalProcessing>, ctx: Arc<Context>) -> Result<Requeue, ReconcileError> {
     let (Some(ns), Some(uid)) = (sp.namespace(), sp.uid()) else {
         return Err(ReconcileError::Incomplete);
     };
@@ -136,6 +155,9 @@ async fn reconcile(sp: Arc<SignalProcessing>, ctx: Arc<Context>) -> Result<Reque
             Ok(Requeue::await_change())
         }
         Action::EnqueueRecord => {
+            // Events mode: an event another process's writer met a 202 for is polled for, not
+            // POSTed again (a new leader meets every completed CR at start).
+            crate::events::mark::seed(&ctx.ds, &sp);
             if ctx.writer.enqueue(build_record(&sp, Trigger::Completion, Utc::now())) {
                 ctx.enqueued.insert(&uid);
                 outcome("enqueued");
@@ -145,15 +167,12 @@ async fn reconcile(sp: Arc<SignalProcessing>, ctx: Arc<Context>) -> Result<Reque
             Ok(Requeue::await_change())
         }
         Action::PersistAndRelease => {
+            // Events mode: an event queued earlier (by any replica) is polled for, not POSTed again.
+            crate::events::mark::seed(&ctx.ds, &sp);
             let record = build_record(&sp, Trigger::Deletion, Utc::now());
             let persisted = match persist(&ctx.ds, &record).await {
                 Ok(p) => p,
-                Err(e) => {
-                    let note = format!("audit record {} not stored, deletion waits and retries: {e}", record.id);
-                    ctx.event(&sp, EventType::Warning, "AuditPersistFailed", note).await;
-                    outcome("persist_failed");
-                    return Err(StoreError::from(e).into());
-                }
+                Err(e) => return persist_failure::on_failure(&ctx, &sp, &record.id, e).await,
             };
             if let Persisted::Amended { differing, new } = &persisted {
                 // Counted once per CR, also when an earlier attempt stored the amendment but
@@ -183,7 +202,6 @@ async fn reconcile(sp: Arc<SignalProcessing>, ctx: Arc<Context>) -> Result<Reque
                     }
                 }
             }
-            ctx.succeeded(&uid);
             let note = match persisted {
                 Persisted::Stored => format!("audit record {} stored ({})", record.id, record.status.as_str()),
                 Persisted::Amended { .. } => format!("audit record {} stored as an amendment ({})", record.id, record.status.as_str()),
@@ -201,7 +219,7 @@ async fn reconcile(sp: Arc<SignalProcessing>, ctx: Arc<Context>) -> Result<Reque
 
 fn error_policy(sp: Arc<SignalProcessing>, err: &ReconcileError, ctx: Arc<Context>) -> Requeue {
     let uid = sp.uid().unwrap_or_default();
-    let delay = backoff(ctx.next_attempt(&uid), RETRY_BASE, RETRY_CAP, rand::random::<f64>());
+    let delay = backoff(ctx.attempts.next(&uid), RETRY_BASE, RETRY_CAP, rand::random::<f64>());
     tracing::warn!(ns = ?sp.namespace(), name = %sp.name_any(), error = %err, ?delay, "reconcile failed; retrying");
     Requeue::requeue(delay)
 }
@@ -252,5 +270,19 @@ async fn waiting_gauges(stores: Vec<Store<SignalProcessing>>, stop: Cancellation
         let (count, oldest) = waiting_summary(times, Utc::now());
         metrics::WAITING_DELETIONS.set(count);
         metrics::OLDEST_WAITING_SECONDS.set(oldest);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_counts_grow_per_uid_and_a_success_starts_over() {
+        let counts = RetryCounts::default();
+        assert_eq!((counts.next("a"), counts.next("a"), counts.next("a")), (0, 1, 2));
+        assert_eq!(counts.next("b"), 0, "per uid");
+        counts.reset("a");
+        assert_eq!(counts.next("a"), 0, "a later failure starts from the base backoff");
     }
 }

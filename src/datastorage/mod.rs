@@ -320,34 +320,12 @@ pub async fn run(args: DataStorageArgs) -> anyhow::Result<()> {
         header_read_timeout: args.header_read_timeout,
         ..Default::default()
     };
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        stop.cancel();
-    });
+    tokio::spawn(crate::shutdown::cancel_on_signal(shutdown.clone()));
     https::serve_with(listener, tls, api::router(state, lanes), shutdown, args.request_timeout, &limits)
         .await
         .context("serving")?;
     tracing::info!("Data Storage stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use super::metrics;
 use crate::audit::break_glass::BreakGlassEvent;
 use crate::audit::from_cr::RecordBuilder;
 use crate::audit::Trigger;
-use crate::client::{ClientError, DataStorageClient, Stored};
+use crate::client::{ClientError, DataStorageClient, FailureKind, Stored};
 use crate::confirmed::ConfirmedRecords;
 use crate::conflict::{persist, Persisted};
 use crate::crd::SignalProcessing;
@@ -340,8 +340,13 @@ async fn store_unguarded_delete(state: &AppState, review: &Review) -> Verdict {
         Ok(live) => live,
         Err(verdict) => return verdict,
     };
+    crate::events::mark::seed(&state.ds, &live);
     let record = (state.build_record)(&live, Trigger::Deletion, Utc::now());
-    match persist(&state.ds, &record).await {
+    let result = persist(&state.ds, &record).await;
+    if let Err(e) = &result {
+        remember_queued(state, &live, e).await;
+    }
+    match result {
         Ok(persisted) => {
             state.confirmed.insert(&record.id);
             if let Persisted::Amended { differing, .. } = &persisted {
@@ -358,6 +363,16 @@ async fn store_unguarded_delete(state: &AppState, review: &Review) -> Verdict {
                 reason: DenyReason::StoreUnavailable,
                 message: decisions::store_unavailable_message(&e.to_string()),
             }
+        }
+    }
+}
+
+/// Events mode: a record event Data Storage queued (202) is marked on the live object, so that
+/// the retry (on any replica) polls for it instead of POSTing a second copy.
+async fn remember_queued(state: &AppState, live: &SignalProcessing, e: &ClientError) {
+    if matches!(e.kind, FailureKind::Queued | FailureKind::NoAnswer) {
+        if let Err(err) = crate::events::mark::mark(&state.kube, &state.ds, live).await {
+            tracing::warn!(name = ?live.metadata.name, error = %err, "could not mark the CR's queued event (this process still remembers it)");
         }
     }
 }
@@ -386,10 +401,15 @@ async fn record_break_glass(state: &AppState, review: &Review) -> Verdict {
         uid: live.metadata.uid.clone().unwrap_or_default(),
         at: Utc::now(),
     };
-    let event_result = write_result(&state.ds.store_break_glass(&event).await);
+    crate::events::mark::seed(&state.ds, &live);
+    let record = (state.build_record)(&live, Trigger::Forced, Utc::now());
+    let event_result = write_result(&state.ds.store_break_glass(&event, &record).await);
     let record_result = if event_result == WriteResult::Stored {
-        let record = (state.build_record)(&live, Trigger::Forced, Utc::now());
-        let result = write_result(&state.ds.store_one(&record).await);
+        let stored = state.ds.store_one(&record).await;
+        if let Err(e) = &stored {
+            remember_queued(state, &live, e).await;
+        }
+        let result = write_result(&stored);
         if let WriteResult::Permanent(e) = &result {
             tracing::error!(user = %event.user, namespace = %event.namespace, name = %event.name, record = %record.id, error = %e, "break-glass removal: Data Storage rejected the forced record for good; the break-glass event is stored");
         }

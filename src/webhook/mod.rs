@@ -167,8 +167,3 @@ impl Webhook {
         result
     }
 }
-
-/// Binds and serves the webhook until `shutdown`.
-pub async fn run(settings: WebhookSettings, deps: WebhookDeps, shutdown: CancellationToken, ready: Readiness) -> anyhow::Result<()> {
-    Webhook::bind(settings, deps, ready).await?.serve(shutdown).await
-}

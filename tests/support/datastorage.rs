@@ -217,6 +217,8 @@ pub struct Serve {
     pub name: String,
     pub identity: String,
     pub metrics_url: String,
+    /// `http://127.0.0.1:<health port>`.
+    pub health_base: String,
 }
 
 impl Serve {
@@ -271,7 +273,13 @@ impl Serve {
             name: name.to_string(),
             identity: name.to_string(),
             metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
+            health_base: format!("http://127.0.0.1:{health_port}"),
         })
+    }
+
+    /// A URL on the health listener (`/healthz`, `/readyz`, `/readyz/datastorage`).
+    pub fn health_url(&self, path: &str) -> String {
+        format!("{}{path}", self.health_base)
     }
 
     pub async fn metrics(&self) -> Result<String> {

@@ -5,6 +5,7 @@
 pub use audit_guard_harness::controlplane;
 pub mod datastorage;
 pub mod faults;
+pub mod kubernaut_ds;
 pub mod node;
 
 use std::sync::OnceLock;

@@ -46,6 +46,7 @@ pub fn datastorage_client(url: &str, token_file: Option<PathBuf>, ca_file: Optio
             token_file,
             timeout: Duration::from_secs(5),
             api_mode: ApiMode::SignalProcessing,
+            events_replay_window: audit_guard::events::queue::DEFAULT_REPLAY_WINDOW,
         })
         .expect("Data Storage client"),
     )

@@ -1,0 +1,204 @@
+//! The Data Storage client's `events` mode: Kubernaut's `/api/v1/audit/events` (and `/batch`).
+//! Every write first reads the events of the CR's remediation ([`matching`]); an event not yet
+//! stored is POSTed only when the 202 rule allows it ([`queue`]).
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::matching::{self, find_record, Found};
+use super::payload::{amendment, break_glass_event_for, event_for, EVENT_TYPE};
+use super::queue::{self, Step};
+use crate::audit::break_glass::BreakGlassEvent;
+use crate::audit::SignalProcessingAudit;
+use crate::client::{BatchOutcome, ClientError, DataStorageClient, FailureKind, Stored};
+
+const EVENTS_PATH: &str = "/api/v1/audit/events";
+const EVENTS_BATCH_PATH: &str = "/api/v1/audit/events/batch";
+/// The query API's largest page.
+const PAGE: usize = 1000;
+/// Pages read at most for one remediation (it has a handful of SignalProcessings and events).
+const MAX_PAGES: usize = 50;
+
+#[derive(Deserialize)]
+struct EventsPage {
+    #[serde(default)]
+    data: Vec<Value>,
+    #[serde(default)]
+    pagination: Option<Pagination>,
+}
+
+#[derive(Deserialize)]
+struct Pagination {
+    #[serde(default)]
+    has_more: bool,
+}
+
+impl DataStorageClient {
+    fn queue(&self) -> Result<&queue::QueuedEvents, ClientError> {
+        self.queued_events()
+            .ok_or_else(|| ClientError::permanent("the events API is used only in --datastorage-api events mode"))
+    }
+
+    /// Notes what a failed write says about the queue: a 202 (or a write whose answer never
+    /// came, which may have been queued) marks `uids` as queued; any trouble delays re-POSTs.
+    fn after_failed_write(&self, uids: &[&str], e: &ClientError, now: DateTime<Utc>) {
+        let Some(q) = self.queued_events() else { return };
+        match e.kind {
+            FailureKind::Queued | FailureKind::NoAnswer => {
+                for uid in uids {
+                    q.note(uid, now);
+                }
+                q.trouble(now);
+            }
+            FailureKind::Transient => q.trouble(now),
+            FailureKind::Rejected | FailureKind::Unauthenticated | FailureKind::Forbidden => {}
+        }
+    }
+
+    /// Every `signalprocessing.signal.processed` event of one remediation.
+    pub(crate) async fn events_of(&self, correlation_id: &str) -> Result<Vec<Value>, ClientError> {
+        let mut all = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let query = [
+                ("event_type", EVENT_TYPE.to_string()),
+                ("correlation_id", correlation_id.to_string()),
+                ("limit", PAGE.to_string()),
+                ("offset", all.len().to_string()),
+            ];
+            let found = self
+                .get_json(self.url(EVENTS_PATH, &[])?, &query, "querying existing events")
+                .await
+                .inspect_err(|e| self.after_failed_write(&[], e, Utc::now()))?;
+            let page: EventsPage = serde_json::from_value(found.unwrap_or(Value::Null))
+                .map_err(|e| ClientError::transient(format!("querying existing events: {e}")))?;
+            let more = page.pagination.is_some_and(|p| p.has_more) && !page.data.is_empty();
+            all.extend(page.data);
+            if !more {
+                return Ok(all);
+            }
+        }
+        Err(ClientError::transient("too many events to search for an existing one"))
+    }
+
+    /// POSTs one event of the CR `uid` if the 202 rule allows it.
+    async fn post_event(&self, uid: &str, body: Value, now: DateTime<Utc>) -> Result<Stored, ClientError> {
+        if let Step::Wait { queued_at, repost_at } = self.queue()?.step(uid, now) {
+            return Err(ClientError::of(
+                FailureKind::Queued,
+                format!(
+                    "Data Storage queued the event of {uid} at {queued_at} (202) and has not stored it yet; polling until its \
+                     dead-letter queue replays it (no new POST before {repost_at})"
+                ),
+            ));
+        }
+        match self.post(self.url(EVENTS_PATH, &[])?, &body, false).await {
+            Ok((stored, _)) => Ok(stored),
+            Err(e) => {
+                self.after_failed_write(&[uid], &e, now);
+                Err(e)
+            }
+        }
+    }
+
+    pub(crate) async fn events_store_one(&self, record: &SignalProcessingAudit) -> Result<Stored, ClientError> {
+        let now = Utc::now();
+        let ours = event_for(record, now);
+        match find_record(&self.events_of(&record.remediation_id).await?, &ours) {
+            Found::Same => {
+                self.queue()?.clear(&record.id);
+                Ok(Stored::AlreadyStored)
+            }
+            Found::Different(existing) => Ok(Stored::Conflict { existing }),
+            Found::Nothing => self.post_event(&record.id, ours, now).await,
+        }
+    }
+
+    /// Stores our event linked to the different one already stored (its `parent_event_id`).
+    pub(crate) async fn events_amend(&self, record: &SignalProcessingAudit) -> Result<Stored, ClientError> {
+        let now = Utc::now();
+        let ours = event_for(record, now);
+        match find_record(&self.events_of(&record.remediation_id).await?, &ours) {
+            Found::Same => {
+                self.queue()?.clear(&record.id);
+                Ok(Stored::AlreadyStored)
+            }
+            Found::Different(existing) => self.post_event(&record.id, amendment(ours, &existing), now).await,
+            Found::Nothing => self.post_event(&record.id, ours, now).await,
+        }
+    }
+
+    /// Whether an event of the CR `id` (not a break-glass one) is stored.
+    pub(crate) async fn events_record_held(&self, id: &str, remediation_id: &str) -> Result<bool, ClientError> {
+        Ok(self.events_of(remediation_id).await?.iter().any(|ev| matching::is_about(ev, id)))
+    }
+
+    /// A break-glass event: one per use (per admission review), so no search and no queue rule;
+    /// a 202 leaves the removal refused, and the user's retry is another use.
+    pub(crate) async fn events_store_break_glass(
+        &self,
+        event: &BreakGlassEvent,
+        forced: &SignalProcessingAudit,
+    ) -> Result<Stored, ClientError> {
+        let now = Utc::now();
+        match self
+            .post(self.url(EVENTS_PATH, &[])?, &break_glass_event_for(event, forced), false)
+            .await
+        {
+            Ok((stored, _)) => Ok(stored),
+            Err(e) => {
+                self.after_failed_write(&[], &e, now);
+                Err(e)
+            }
+        }
+    }
+
+    pub(crate) async fn events_store_batch(&self, records: &[SignalProcessingAudit]) -> Result<BatchOutcome, ClientError> {
+        let now = Utc::now();
+        let q = self.queue()?;
+        let mut outcome = BatchOutcome::default();
+        let mut pages: HashMap<&str, Vec<Value>> = HashMap::new();
+        let mut posting: Vec<(&str, Value)> = Vec::new();
+        let mut seen = HashSet::new();
+        for r in records {
+            if !seen.insert(r.id.as_str()) {
+                continue;
+            }
+            if !pages.contains_key(r.remediation_id.as_str()) {
+                let events = self.events_of(&r.remediation_id).await?;
+                pages.insert(r.remediation_id.as_str(), events);
+            }
+            let events = pages.get(r.remediation_id.as_str()).map(Vec::as_slice).unwrap_or_default();
+            let ours = event_for(r, now);
+            match find_record(events, &ours) {
+                Found::Same => {
+                    q.clear(&r.id);
+                    outcome.stored.push(r.id.clone());
+                }
+                Found::Different(_) => outcome.conflicts.push(r.id.clone()),
+                Found::Nothing => match q.step(&r.id, now) {
+                    Step::Wait { .. } => outcome.queued.push(r.id.clone()),
+                    Step::Post => posting.push((r.id.as_str(), ours)),
+                },
+            }
+        }
+        if posting.is_empty() {
+            return Ok(outcome);
+        }
+        let uids: Vec<&str> = posting.iter().map(|(id, _)| *id).collect();
+        let body = Value::Array(posting.into_iter().map(|(_, ev)| ev).collect());
+        match self.post(self.url(EVENTS_BATCH_PATH, &[])?, &body, false).await {
+            Ok(_) => outcome.stored.extend(uids.iter().map(|s| s.to_string())),
+            Err(e) => {
+                self.after_failed_write(&uids, &e, now);
+                if !matches!(e.kind, FailureKind::Queued | FailureKind::NoAnswer) {
+                    return Err(e);
+                }
+                outcome.queued.extend(uids.iter().map(|s| s.to_string()));
+            }
+        }
+        Ok(outcome)
+    }
+}
