@@ -726,8 +726,8 @@ fn witness(stack: &Stack) -> (i32, serde_json::Value, String) {
 
 /// The independent witness: after a fault scenario (Data Storage answering 500 half of the
 /// time during a mass deletion) the API server's own audit log shows no deletion without its
-/// record; after a deliberate bypass (webhook configurations removed, the finalizer stripped
-/// as an admin, the CR deleted) it names exactly that CR.
+/// record; after a deliberate bypass (audit-guard stopped, webhook configurations removed, the
+/// finalizer stripped as an admin, the CR deleted) it names exactly that CR.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn witness_finds_none_missing_after_a_fault_and_names_a_bypass() {
     let _serial = SERIAL.lock().await;
@@ -751,7 +751,10 @@ async fn witness_finds_none_missing_after_a_fault_and_names_a_bypass() {
     assert!(report["gone"].as_u64().unwrap() >= N as u64, "{out}");
     assert!(report["cluster_checked"].as_bool().unwrap());
 
-    // The bypass: no webhooks, the finalizer stripped by an admin, then the deletion.
+    // The bypass: audit-guard out of the way (its controller stopped — a running one now notices a
+    // stripped finalizer and stores a record itself — and no webhooks), the finalizer stripped by
+    // an admin, then the deletion.
+    control_plane().kill(&serve.name).unwrap();
     unregister_webhooks(&stack.client, WEBHOOKS).await;
     let victim = "extra-0001";
     let victim_uid = stack.api.get(victim).await.unwrap().metadata.uid.unwrap();
