@@ -257,6 +257,11 @@ fn main() -> Result<()> {
     rt.block_on(sqlx::query(&format!("CREATE DATABASE {db}")).execute(&mut pg))?;
     let result = (|| {
         let ds_addr = format!("127.0.0.1:{}", free_port()?);
+        let key = cp.dir.join("bench-chain.key");
+        fs::write(
+            &key,
+            audit_guard::datastorage::chain::generate_key_line("bench").map_err(anyhow::Error::msg)?,
+        )?;
         let mut ds = Command::new(&bin);
         ds.env("RUST_LOG", "warn").args([
             "datastorage",
@@ -266,6 +271,8 @@ fn main() -> Result<()> {
             &ds_addr,
             "--database-url",
             &db_url,
+            "--chain-key-file",
+            file_arg(&key)?,
         ]);
         cp.spawn("datastorage", ds)?;
         wait_http(&format!("http://{ds_addr}/readyz"))?;

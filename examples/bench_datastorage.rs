@@ -413,6 +413,14 @@ async fn main() -> Result<()> {
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let listen = format!("127.0.0.1:{port}");
+    // Every record is chained (issue 14): the rates below include the hash chain.
+    let keys = tempfile::tempdir()?;
+    let chain_key = keys.path().join("chain.key");
+    std::fs::write(
+        &chain_key,
+        audit_guard::datastorage::chain::generate_key_line("bench").map_err(anyhow::Error::msg)?,
+    )?;
+    let chain_key = chain_key.to_str().context("key path")?;
     let cli = Cli::parse_from([
         "audit-guard",
         "datastorage",
@@ -422,6 +430,8 @@ async fn main() -> Result<()> {
         &listen,
         "--database-url",
         &url,
+        "--chain-key-file",
+        chain_key,
     ]);
     let Command::Datastorage(args) = cli.command else {
         bail!("not the datastorage command")

@@ -9,6 +9,8 @@
 #                                  controller (examples/floor_controller.rs), (c) the controller-runtime
 #                                  peer from ../shared/peers/cleanup-controller, (d) audit-guard serve
 #   examples/bench_writer.rs       buffered writer enqueue cost and memory
+#   examples/bench_evidence.rs     issue 14: ingestion with the hash chain, verify of 1,000,000
+#                                  records (BENCH_EVIDENCE_RECORDS), RSS of a 100,000-record export
 #
 # BENCH_ONLY="webhook writer" runs a subset (results.md then lists only those).
 set -euo pipefail
@@ -18,7 +20,7 @@ cargo="${CARGO:-cargo}"
 tools="${AUDIT_GUARD_CACHE:-$HOME/.cache/audit-guard}/tools"
 oha="${OHA:-$tools/bin/oha}"
 db_url="${DATABASE_URL_TEST:-postgres://audit_guard:audit_guard@127.0.0.1:5432/audit_guard}"
-only="${BENCH_ONLY:-webhook datastorage cleanup writer}"
+only="${BENCH_ONLY:-webhook datastorage cleanup writer evidence}"
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 out_dir="$root/bench"
 work="$(mktemp -d)"
@@ -28,7 +30,7 @@ say() { printf '\n>> %s\n' "$*" >&2; }
 
 say "building in release mode (audit-guard and the benchmark examples; several minutes on a cold cache)"
 "$cargo" build --release --bin audit-guard \
-  --example bench_webhook --example bench_datastorage --example bench_cleanup --example bench_writer \
+  --example bench_webhook --example bench_datastorage --example bench_cleanup --example bench_writer --example bench_evidence \
   --example floor_controller
 bin="$target_dir/release/audit-guard"
 ex="$target_dir/release/examples"
@@ -97,6 +99,7 @@ for b in $only; do
     datastorage) run datastorage "$ex/bench_datastorage" "$db_url" ;;
     cleanup) run cleanup "$ex/bench_cleanup" "$db_url" ;;
     writer) run writer "$ex/bench_writer" ;;
+    evidence) run evidence "$ex/bench_evidence" "$db_url" ;;
     *) echo "unknown benchmark $b" >&2; exit 2 ;;
   esac
 done

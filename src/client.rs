@@ -220,6 +220,24 @@ impl TokenFile {
     }
 }
 
+/// An HTTP client builder (rustls) that, given a CA file, trusts that CA and nothing else: a
+/// certificate any public CA issued for the name must not pass.
+pub fn http_builder(ca_file: Option<&std::path::Path>) -> anyhow::Result<reqwest::ClientBuilder> {
+    let mut builder = reqwest::Client::builder().use_rustls_tls();
+    if let Some(ca) = ca_file {
+        let pem = std::fs::read(ca).map_err(|e| anyhow::anyhow!("reading CA file {}: {e}", ca.display()))?;
+        let roots = reqwest::Certificate::from_pem_bundle(&pem)?;
+        if roots.is_empty() {
+            anyhow::bail!("no certificate in CA file {}", ca.display());
+        }
+        builder = builder.tls_built_in_root_certs(false);
+        for cert in roots {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    Ok(builder)
+}
+
 pub struct DataStorageClient {
     http: reqwest::Client,
     base: reqwest::Url,
@@ -232,23 +250,10 @@ pub struct DataStorageClient {
 
 impl DataStorageClient {
     pub fn new(args: &DataStorageClientArgs) -> anyhow::Result<Self> {
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
+        let builder = http_builder(args.ca_file.as_deref())?
             .timeout(args.timeout)
             .connect_timeout(args.timeout)
             .pool_idle_timeout(Duration::from_secs(30));
-        if let Some(ca) = &args.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| anyhow::anyhow!("reading CA file {}: {e}", ca.display()))?;
-            let roots = reqwest::Certificate::from_pem_bundle(&pem)?;
-            if roots.is_empty() {
-                anyhow::bail!("no certificate in CA file {}", ca.display());
-            }
-            // Only this CA: a certificate any public CA issued for the name must not pass.
-            builder = builder.tls_built_in_root_certs(false);
-            for cert in roots {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
         let base =
             reqwest::Url::parse(args.url.trim_end_matches('/')).map_err(|e| anyhow::anyhow!("--datastorage-url {:?}: {e}", args.url))?;
         if base.scheme() != "https" {

@@ -38,6 +38,20 @@ pub enum Command {
     Certs(CertsArgs),
     /// Print the SignalProcessing CRD this project ships, generated from its Rust types.
     Crd,
+    /// Auditor: recompute the hash chain and check every stored row of a period, through Data
+    /// Storage's API or straight from its database (read-only); exit 1 unless intact.
+    Verify(Box<crate::auditor::cli::VerifyArgs>),
+    /// Auditor: download a signed export (NDJSON or CSV) and its signed manifest.
+    Export(Box<crate::auditor::cli::ExportArgs>),
+    /// Auditor: check an export against its manifest and signature, offline; exit 1 if not.
+    VerifyExport(crate::auditor::cli::VerifyExportArgs),
+    /// Auditor: the period report (markdown, JSON or HTML).
+    Report(Box<crate::auditor::cli::ReportArgs>),
+    /// Auditor: hold the Kubernetes API server's audit log against Data Storage's records:
+    /// deletions without a record, records without a deletion; exit 1 if any.
+    Witness(Box<crate::auditor::cli::WitnessArgs>),
+    /// Generate a chain key file and an export signing key pair.
+    Keys(crate::auditor::cli::KeysArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq, Default)]
@@ -283,6 +297,32 @@ pub struct DataStorageArgs {
     /// Connections of the read pool (listings and statistics), separate so readers never starve writes.
     #[arg(long, env = "DATASTORAGE_MAX_READ_CONNECTIONS", default_value_t = 2)]
     pub max_read_connections: u32,
+    /// The hash chain's keys, `key_id:base64-secret` per line, the last one active (generate
+    /// with `audit-guard keys`). Kept outside the database: whoever can change rows cannot
+    /// re-chain them. Required with PostgreSQL; with SQLite, `<data-dir>/chain.key` is created
+    /// when absent.
+    #[arg(long, env = "DATASTORAGE_CHAIN_KEY_FILE")]
+    pub chain_key_file: Option<PathBuf>,
+    /// Chains written side by side (PostgreSQL): concurrent writers each take a free one.
+    #[arg(long, env = "DATASTORAGE_CHAIN_SHARDS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub chain_shards: u32,
+    /// Ed25519 private key (PKCS#8 PEM) that signs export manifests; its public key is served
+    /// at /.well-known/audit-guard/export-signing-key.pem. Without it exports are refused
+    /// (with SQLite, `<data-dir>/signing-key.pem` is created when absent).
+    #[arg(long, env = "DATASTORAGE_SIGNING_KEY_FILE")]
+    pub signing_key_file: Option<PathBuf>,
+    /// Auditors' requests (verify, export, report) handled at once; more get 503.
+    #[arg(long, env = "DATASTORAGE_MAX_CONCURRENT_AUDITS", default_value_t = 2)]
+    pub max_concurrent_audits: usize,
+    /// Bound of an auditor's request until its answer starts (an export then streams).
+    #[arg(long, env = "DATASTORAGE_AUDIT_REQUEST_TIMEOUT", default_value = "15m", value_parser = parse_duration)]
+    pub audit_request_timeout: Duration,
+    /// PostgreSQL statement timeout of the auditors' own pool.
+    #[arg(long, env = "DATASTORAGE_AUDIT_STATEMENT_TIMEOUT", default_value = "2m", value_parser = parse_duration)]
+    pub audit_statement_timeout: Duration,
+    /// Widest since..until of one report.
+    #[arg(long, env = "DATASTORAGE_REPORT_MAX_RANGE", default_value = "400days", value_parser = parse_duration)]
+    pub report_max_range: Duration,
 }
 
 #[derive(Subcommand, Debug, Clone)]

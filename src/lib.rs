@@ -2,9 +2,11 @@
 //!
 //! Data flows one way: CR ([`crd`]) → audit record ([`audit`]) → Data Storage client
 //! ([`client`], via the buffered [`writer`] or synchronously on deletion) → Data Storage
-//! server ([`datastorage`]) → store backend.
+//! server ([`datastorage`]) → store backend. The [`auditor`]'s tools check that trail from
+//! outside: the chain, signed exports, the period report, the API server's own audit log.
 
 pub mod audit;
+pub mod auditor;
 pub mod certs;
 pub mod client;
 pub mod config;

@@ -14,6 +14,17 @@ async fn main() -> ExitCode {
         Command::Certs(args) => audit_guard::certs::generate(&args),
         Command::Serve(args) => audit_guard::serve::run(*args).await,
         Command::Datastorage(args) => audit_guard::datastorage::run(*args).await,
+        auditor => {
+            // The auditor's checks: 0 passed, 1 the check failed, 2 could not check.
+            return match audit_guard::auditor::cli::run(auditor).await {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -24,15 +24,6 @@ use support::*;
 
 const WAIT: Duration = Duration::from_secs(90);
 
-/// A fixture CR with its times moved from the day they were written to yesterday: Data Storage
-/// accepts times within 400 days only, and the record builder lists older ones as anomalies.
-fn fixture(name: &str) -> Value {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    let yesterday = (chrono::Utc::now() - chrono::Duration::days(1)).format("%Y-%m-%dT").to_string();
-    let text = std::fs::read_to_string(path).unwrap().replace("2025-11-27T", &yesterday);
-    serde_json::from_str(&text).unwrap()
-}
-
 /// A namespace to watch, a namespace for the Lease, and a Data Storage.
 async fn setup(tag: &str) -> (Client, String, String, DataStorage) {
     let client = admin_client().await;
@@ -146,7 +137,7 @@ async fn completed_cr_is_recorded_by_the_buffered_writer() {
     let uid = sp.metadata.uid.clone().unwrap();
     assert!(ds.record(&uid).await.unwrap().is_none(), "nothing is written before completion");
 
-    let mut status = fixture("kubernaut-today.json")["status"].clone();
+    let mut status = fixture_dated_yesterday("kubernaut-today.json")["status"].clone();
     status["phase"] = json!("Completed");
     set_status(&api, "done", status).await;
     let rec = wait_record(&ds, &uid).await;
@@ -181,7 +172,7 @@ async fn deletion_stores_the_record_then_releases_the_object() {
         api,
     } = one_replica("delete").await;
     for (name, file) in [("today", "kubernaut-today.json"), ("design", "design-doc.json")] {
-        create_from(&api, fixture(file), name).await;
+        create_from(&api, fixture_dated_yesterday(file), name).await;
         let sp = wait_finalizer(&api, name).await;
         let uid = sp.metadata.uid.clone().unwrap();
         api.delete(name, &DeleteParams::default()).await.unwrap();
@@ -266,7 +257,7 @@ async fn deleting_the_owner_records_the_signalprocessing() {
     )
     .unwrap();
     let rr_uid = rr_api.create(&PostParams::default(), &rr).await.unwrap().metadata.uid.unwrap();
-    let mut obj = fixture("kubernaut-today.json");
+    let mut obj = fixture_dated_yesterday("kubernaut-today.json");
     obj["spec"]["remediationRequestRef"]["name"] = json!("rr-1");
     let sp = create_from(&api, obj, "owned").await;
     api.patch(

@@ -12,11 +12,6 @@ use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{json, Value};
 use support::*;
 
-fn fixture(name: &str) -> Value {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("fixture json")
-}
-
 /// Installs the CRD exactly as `audit-guard crd` prints it.
 async fn install_printed_crd(client: &kube::Client) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_audit-guard"))

@@ -48,7 +48,11 @@ type Outcome = Result<String, String>;
 fn the_shipped_manifests_run_as_pods_on_a_real_node_and_the_lifecycle_passes_through_them() {
     let started = Instant::now();
     let ip = node::host_ip().unwrap();
-    let cp = ControlPlane::start_with(Options { node_ip: Some(ip) }).unwrap();
+    let cp = ControlPlane::start_with(Options {
+        node_ip: Some(ip),
+        ..Default::default()
+    })
+    .unwrap();
     let node = Node::start(&cp).unwrap();
     println!(
         "node {NODE_NAME} Ready {:.1}s after kubelet started",

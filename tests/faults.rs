@@ -99,11 +99,16 @@ impl Stack {
         let dir = cp.dir.join(format!("faults-{ns}"));
         std::fs::create_dir_all(&dir)?;
         let token = format!("faults-{}", uuid::Uuid::new_v4().simple());
+        // The writers' token (serve's) and a reader's (the auditor's witness).
+        let reader = format!("faults-reader-{}", uuid::Uuid::new_v4().simple());
         std::fs::write(
             dir.join("tokens.csv"),
-            format!("{token},audit-guard,2001,\"audit-guard:datastorage-writers\"\n"),
+            format!(
+                "{token},audit-guard,2001,\"audit-guard:datastorage-writers\"\n{reader},auditor,2002,\"audit-guard:datastorage-readers\"\n"
+            ),
         )?;
         std::fs::write(dir.join("token"), &token)?;
+        std::fs::write(dir.join("reader-token"), &reader)?;
         let db = TestDb::create().await;
         let tokens = dir.join("tokens.csv");
         let ds = DataStorage::start_with(
@@ -697,4 +702,80 @@ async fn datastorage_refuses_unauthenticated_batch_writes_and_query_reads() {
     }
     drop(svc);
     db.drop_db().await;
+}
+
+/// `audit-guard witness` over the control plane's audit log for this scenario's namespace, as
+/// an auditor runs it (reader token, kubeconfig for the API server's current state).
+fn witness(stack: &Stack) -> (i32, serde_json::Value, String) {
+    let cp = control_plane();
+    let reader = stack.dir.join("reader-token");
+    let out = std::process::Command::new(support::datastorage::binary())
+        .args(["witness", "--json", "--namespace", &stack.ns, "--url", &stack.ds.url])
+        .arg("--token-file")
+        .arg(&reader)
+        .arg("--audit-log")
+        .arg(cp.audit_log())
+        .env("KUBECONFIG", &cp.kubeconfig)
+        .output()
+        .expect("running audit-guard witness");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let json = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.code().unwrap_or(-1), json, format!("{stdout}{stderr}"))
+}
+
+/// The independent witness: after a fault scenario (Data Storage answering 500 half of the
+/// time during a mass deletion) the API server's own audit log shows no deletion without its
+/// record; after a deliberate bypass (audit-guard stopped, webhook configurations removed, the
+/// finalizer stripped as an admin, the CR deleted) it names exactly that CR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn witness_finds_none_missing_after_a_fault_and_names_a_bypass() {
+    let _serial = SERIAL.lock().await;
+    const N: usize = 60;
+    let (stack, serve, proxy) = single("f-witness", true, &[]).await;
+    let mass = stack.create("mass", N).await.unwrap();
+    let kept = stack.create("extra", 3).await.unwrap();
+    stack.complete_half("mass", N).await.unwrap();
+    let proxy = proxy.expect("proxy");
+    proxy.faults.set_fail_percent(50);
+    stack.start_deletion("mass").await.unwrap().unwrap();
+    stack.wait_remaining_at_most("mass", 0, STUCK).await.unwrap();
+    proxy.faults.set_fail_percent(0);
+    let stored = stored_records(&stack.db.url).await.unwrap();
+    assert!(mass.iter().all(|u| stored.ids.contains(u)), "every deleted CR has its record");
+
+    let (code, report, out) = witness(&stack);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(report["missing"], json!([]), "{out}");
+    assert_eq!(report["records_without_deletion"], json!([]), "{out}");
+    assert!(report["gone"].as_u64().unwrap() >= N as u64, "{out}");
+    assert!(report["cluster_checked"].as_bool().unwrap());
+
+    // The bypass: audit-guard out of the way (its controller stopped — a running one now notices a
+    // stripped finalizer and stores a record itself — and no webhooks), the finalizer stripped by
+    // an admin, then the deletion.
+    control_plane().kill(&serve.name).unwrap();
+    unregister_webhooks(&stack.client, WEBHOOKS).await;
+    let victim = "extra-0001";
+    let victim_uid = stack.api.get(victim).await.unwrap().metadata.uid.unwrap();
+    assert!(kept.contains(&victim_uid));
+    strip_finalizers(&stack.api, victim).await;
+    stack.api.delete(victim, &DeleteParams::default()).await.unwrap();
+    wait_for("the bypassed CR gone", WAIT, || async {
+        Ok(stack.api.get_opt(victim).await?.is_none().then_some(()))
+    })
+    .await
+    .unwrap();
+    let (code, report, out) = witness(&stack);
+    assert_eq!(code, 1, "{out}");
+    let missing: Vec<(&str, &str)> = report["missing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["namespace"].as_str().unwrap_or(""), m["name"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(missing, [(stack.ns.as_str(), victim)], "{out}");
+    let uid = &report["missing"][0]["uid"];
+    assert!(uid.is_null() || *uid == json!(victim_uid), "{out}");
+    stack.finish(&[&serve.name]).await;
 }

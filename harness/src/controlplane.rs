@@ -61,6 +61,15 @@ pub struct Options {
     /// pods need (deployments, replica sets, EndpointSlices, kube-root-ca.crt, node IPAM,
     /// disruption, pod GC).
     pub node_ip: Option<std::net::IpAddr>,
+    /// An audit policy file: the API server then writes its audit log (JSON lines) to
+    /// [`ControlPlane::audit_log`], e.g. with the policy the project ships for its witness
+    /// ([`shipped_audit_policy`]).
+    pub audit_policy: Option<PathBuf>,
+}
+
+/// The audit policy in manifests/audit/ (SignalProcessing changes at Metadata level).
+pub fn shipped_audit_policy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/audit/policy.yaml")
 }
 
 /// The pod network of a control plane started with [`Options::node_ip`] (node IPAM hands the
@@ -353,7 +362,18 @@ impl ControlPlane {
                 "--enable-priority-and-fairness=false",
                 "--storage-media-type=application/vnd.kubernetes.protobuf",
             ]);
+        if let Some(policy) = &self.options.audit_policy {
+            // One file, never rotated: a restarted API server appends to it.
+            api.arg(format!("--audit-policy-file={}", policy.display()))
+                .arg(format!("--audit-log-path={}", self.audit_log().display()))
+                .args(["--audit-log-format=json", "--audit-log-maxsize=0", "--audit-log-mode=blocking"]);
+        }
         self.spawn("kube-apiserver", api)
+    }
+
+    /// Where the API server writes its audit log (with [`Options::audit_policy`]).
+    pub fn audit_log(&self) -> PathBuf {
+        self.dir.join("audit.log")
     }
 
     /// A certificate and key signed by this control plane's CA (PEM): a client certificate

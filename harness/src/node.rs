@@ -1,4 +1,4 @@
-//! A real Kubernetes node beside a [`ControlPlane`] started with [`Options::node_ip`]:
+//! A real Kubernetes node beside a [`ControlPlane`] started with [`Options::node_ip`](crate::controlplane::Options::node_ip):
 //! containerd (Debian's 1.6) + runc + the CNI bridge, host-local, loopback and portmap
 //! plugins, kubelet, kube-scheduler, kube-proxy (iptables mode), kube-router (NetworkPolicy
 //! firewall only) and CoreDNS (a Deployment in kube-system). The Kubernetes and add-on
@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::controlplane::{script_output, ControlPlane, Options, CLUSTER_CIDR};
+use crate::controlplane::{script_output, ControlPlane, CLUSTER_CIDR};
 use crate::hoststate::{self, BRIDGE, CGROUP_ROOT, LIB_DIR, RUN_DIR};
 
 /// The node's name (and kubelet's hostname override).
@@ -150,7 +150,7 @@ fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<b
 impl<'a> Node<'a> {
     /// Starts the node and CoreDNS; returns when the node is Ready and cluster DNS serves.
     pub fn start(cp: &'a ControlPlane) -> Result<Self> {
-        let Options { node_ip: Some(ip) } = cp.options.clone() else {
+        let Some(ip) = cp.options.node_ip else {
             bail!("the control plane was not started for a node (Options::node_ip)");
         };
         preflight()?;

@@ -17,10 +17,12 @@ use chrono::{DateTime, Utc};
 
 use super::auth::{AuthError, Authenticator};
 use super::authz::{self, Authorizer};
+use super::chain::ChainKeys;
+use super::export::Signer;
 use super::limits::{self, Lanes};
 use super::problem::{json_path, Problem};
 use super::store::{Prepared, Store};
-use super::{break_glass, metrics, records, stats};
+use super::{break_glass, export, metrics, records, report, stats};
 use crate::audit::{SignalProcessingAudit, TimeWindow};
 
 pub const BASE: &str = "/api/v1/audit/signal-processing";
@@ -37,12 +39,18 @@ pub struct ApiLimits {
     pub window: TimeWindow,
     /// Widest `since`..`until` range a statistic may cover.
     pub stats_max_range: Duration,
+    /// Widest period of one report.
+    pub report_max_range: Duration,
 }
 
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub auth: Authenticator,
     pub authz: Authorizer,
+    /// The chain's keys (appending is the store's; verifying is [`super::verify`]'s).
+    pub keys: Arc<ChainKeys>,
+    /// Signs export manifests; None: exports are refused.
+    pub signer: Option<Arc<Signer>>,
     pub limits: ApiLimits,
 }
 
@@ -53,6 +61,10 @@ pub fn router(state: Arc<AppState>, lanes: Arc<Lanes>) -> Router {
         .route(&format!("{BASE}/stats/classification"), get(stats::classification))
         .route(&format!("{BASE}/stats/priority"), get(stats::priority))
         .route(&format!("{BASE}/stats/slow-phases"), get(stats::slow_phases))
+        .route(&format!("{BASE}/verify"), get(report::verify))
+        .route(&format!("{BASE}/report"), get(report::report))
+        .route(&format!("{BASE}/export"), get(export::export))
+        .route(&format!("{BASE}/exports/{{id}}"), get(export::manifest))
         .route(&format!("{BASE}/{{id}}"), get(records::get_one))
         .route(&format!("{BASE}/{{id}}/amendments"), post(records::amend))
         .route(BREAK_GLASS, post(break_glass::create).get(break_glass::list))
@@ -65,6 +77,7 @@ pub fn router(state: Arc<AppState>, lanes: Arc<Lanes>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(|| async { metrics::render() }))
+        .route(export::PUBLIC_KEY_PATH, get(export::public_key))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async { Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint") })
         .layer(middleware::from_fn(track))
@@ -104,8 +117,13 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
     let verb = authz::verb_for(req.method(), &route);
-    let header = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let user = match state.auth.authenticate(header).await {
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let mut req = req;
+    let user = match state.auth.authenticate(header.as_deref()).await {
         Ok(None) => return next.run(req).await,
         Ok(Some(user)) => user,
         Err(e @ (AuthError::Missing | AuthError::Unknown)) => {
@@ -116,6 +134,8 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
     match state.authz.allows(&user, verb).await {
         Ok(true) => {
             tracing::debug!(user = %user.name, verb = verb.as_str(), route = %route, "authorized");
+            // Who asked, for the endpoints that record it (an export's manifest).
+            req.extensions_mut().insert(user);
             next.run(req).await
         }
         Ok(false) => {

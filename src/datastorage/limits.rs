@@ -1,6 +1,7 @@
-//! Bounds on the work one caller can cause: two lanes of concurrency (writes and reads, each
-//! with its own permits and its own database pool, so readers saturating the service never
-//! delay the deletion path's writes), a bounded wait for a permit and a per-request timeout.
+//! Bounds on the work one caller can cause: three lanes of concurrency (writes, reads, and the
+//! auditors' long requests — each with its own permits and its own database pool, so readers
+//! or an export of millions of rows never delay the deletion path's writes), a bounded wait
+//! for a permit and a per-request timeout.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
+use super::api::BASE;
 use super::metrics;
 use super::problem::Problem;
 use super::store::Lane;
@@ -19,24 +21,39 @@ use super::store::Lane;
 pub struct LaneSettings {
     pub max_concurrent_writes: usize,
     pub max_concurrent_reads: usize,
+    pub max_concurrent_audits: usize,
     /// How long a write may wait for a permit (writes are the deletion path: they wait longer).
     pub write_wait: Duration,
     /// How long a read may wait for a permit before a 503 with Retry-After.
     pub read_wait: Duration,
     /// Whole-request bound once admitted.
     pub request_timeout: Duration,
+    /// The same for auditors' requests, until their answer starts (an export then streams,
+    /// holding its permit until the last byte).
+    pub audit_request_timeout: Duration,
 }
 
 pub struct Lanes {
     writes: Semaphore,
     reads: Semaphore,
+    audits: Arc<Semaphore>,
     settings: LaneSettings,
 }
 
-/// Writes (every POST) and reads (everything else) go through different lanes.
-pub fn lane_for(method: &Method) -> Lane {
+/// The auditors' endpoints (they read everything of a period: their own lane and pool).
+pub const AUDIT_PATHS: &[&str] = &["verify", "export", "report", "exports/"];
+
+/// Writes (every POST), auditors' requests and reads (everything else) go through different lanes.
+pub fn lane_for(method: &Method, path: &str) -> Lane {
     if method == Method::POST {
-        Lane::Write
+        return Lane::Write;
+    }
+    let audit = path
+        .strip_prefix(BASE)
+        .and_then(|p| p.strip_prefix('/'))
+        .is_some_and(|p| AUDIT_PATHS.iter().any(|a| p == *a || (a.ends_with('/') && p.starts_with(a))));
+    if audit {
+        Lane::Audit
     } else {
         Lane::Read
     }
@@ -47,6 +64,7 @@ impl Lanes {
         Self {
             writes: Semaphore::new(settings.max_concurrent_writes.max(1)),
             reads: Semaphore::new(settings.max_concurrent_reads.max(1)),
+            audits: Arc::new(Semaphore::new(settings.max_concurrent_audits.max(1))),
             settings,
         }
     }
@@ -56,6 +74,7 @@ fn busy(lane: Lane) -> Response {
     let what = match lane {
         Lane::Write => "writes",
         Lane::Read => "reads",
+        Lane::Audit => "verifications, exports and reports",
     };
     let mut resp = Problem::new(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -68,10 +87,13 @@ fn busy(lane: Lane) -> Response {
 
 /// Middleware: a permit of the request's lane, then the request under the timeout.
 pub async fn admit(State(lanes): State<Arc<Lanes>>, req: Request, next: Next) -> Response {
-    let lane = lane_for(req.method());
+    let lane = lane_for(req.method(), req.uri().path());
+    if lane == Lane::Audit {
+        return admit_audit(&lanes, req, next).await;
+    }
     let (sem, wait, label) = match lane {
         Lane::Write => (&lanes.writes, lanes.settings.write_wait, "write"),
-        Lane::Read => (&lanes.reads, lanes.settings.read_wait, "read"),
+        _ => (&lanes.reads, lanes.settings.read_wait, "read"),
     };
     let permit = match tokio::time::timeout(wait, sem.acquire()).await {
         Ok(Ok(p)) => p,
@@ -99,14 +121,49 @@ pub async fn admit(State(lanes): State<Arc<Lanes>>, req: Request, next: Next) ->
     resp
 }
 
+/// An auditor's request: its permit is held until the body has been sent in full (an export
+/// streams long after its head), so at most `max_concurrent_audits` run, streams included.
+async fn admit_audit(lanes: &Lanes, req: Request, next: Next) -> Response {
+    let permit = match tokio::time::timeout(lanes.settings.read_wait, lanes.audits.clone().acquire_owned()).await {
+        Ok(Ok(p)) => p,
+        _ => {
+            metrics::SHED.with_label_values(&["audit", "busy"]).inc();
+            return busy(Lane::Audit);
+        }
+    };
+    let timeout = lanes.settings.audit_request_timeout;
+    match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(resp) => resp.map(|body| {
+            let stream = futures::StreamExt::map(body.into_data_stream(), move |chunk| {
+                let _held = &permit;
+                chunk
+            });
+            axum::body::Body::from_stream(stream)
+        }),
+        Err(_) => {
+            metrics::SHED.with_label_values(&["audit", "timeout"]).inc();
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the request took longer than {timeout:?} (--audit-request-timeout) and was abandoned; ask for a shorter period"),
+            )
+            .into_response()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn posts_write_everything_else_reads() {
-        assert_eq!(lane_for(&Method::POST), Lane::Write);
-        assert_eq!(lane_for(&Method::GET), Lane::Read);
-        assert_eq!(lane_for(&Method::HEAD), Lane::Read);
+    fn posts_write_auditors_have_their_lane_everything_else_reads() {
+        assert_eq!(lane_for(&Method::POST, BASE), Lane::Write);
+        assert_eq!(lane_for(&Method::GET, BASE), Lane::Read);
+        assert_eq!(lane_for(&Method::HEAD, &format!("{BASE}/stats/priority")), Lane::Read);
+        for p in ["verify", "export", "report", "exports/abc"] {
+            assert_eq!(lane_for(&Method::GET, &format!("{BASE}/{p}")), Lane::Audit, "{p}");
+        }
+        assert_eq!(lane_for(&Method::GET, &format!("{BASE}/exportx")), Lane::Read);
+        assert_eq!(lane_for(&Method::GET, &format!("{BASE}/verify-abc")), Lane::Read);
     }
 }

@@ -89,7 +89,7 @@ pub static FORBIDDEN: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub static SHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "datastorage_shed_requests_total",
-        "Requests answered 503 by a bound: lane (read, write), reason (busy: no permit in time; timeout: over --request-timeout)",
+        "Requests answered 503 by a bound: lane (read, write, audit), reason (busy: no permit in time; timeout: over --request-timeout)",
         &["lane", "reason"]
     )
     .expect(ONCE)
@@ -125,7 +125,7 @@ pub fn init() {
     for verb in ["create", "get", "list"] {
         FORBIDDEN.with_label_values(&[verb]);
     }
-    for lane in ["read", "write"] {
+    for lane in ["read", "write", "audit"] {
         for reason in ["busy", "timeout"] {
             SHED.with_label_values(&[lane, reason]);
         }

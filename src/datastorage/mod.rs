@@ -5,6 +5,8 @@ pub mod auth;
 pub mod authz;
 pub mod break_glass;
 pub mod cache;
+pub mod chain;
+pub mod export;
 pub mod limits;
 pub mod metrics;
 pub mod migrate;
@@ -12,9 +14,11 @@ pub mod postgres;
 pub mod problem;
 pub mod query;
 pub mod records;
+pub mod report;
 pub mod sqlite;
 pub mod stats;
 pub mod store;
+pub mod verify;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -84,7 +88,73 @@ fn window(args: &DataStorageArgs) -> TimeWindow {
     }
 }
 
-async fn open_store(args: &DataStorageArgs) -> anyhow::Result<Arc<dyn Store>> {
+/// A key file beside the SQLite database, created when absent (local use: the file lives on
+/// the same disk as the records, so it protects less than a key mounted from elsewhere).
+fn local_key_file(
+    dir: &Path,
+    name: &str,
+    what: &str,
+    create: impl FnOnce() -> anyhow::Result<String>,
+) -> anyhow::Result<std::path::PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(name);
+    if !path.exists() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        f.write_all(create()?.as_bytes())?;
+        tracing::warn!(
+            file = %path.display(),
+            "created a {what} beside the SQLite database; keep a copy elsewhere (an auditor's verify needs it), and in production mount one from outside"
+        );
+    }
+    Ok(path)
+}
+
+/// The chain's keys: `--chain-key-file`, or (SQLite only) one beside the database.
+pub fn chain_keys(args: &DataStorageArgs, sqlite: bool) -> anyhow::Result<chain::ChainKeys> {
+    let path = match (&args.chain_key_file, sqlite) {
+        (Some(p), _) => p.clone(),
+        (None, true) => local_key_file(&args.data_dir, "chain.key", "chain key", || {
+            chain::generate_key_line("local-1").map_err(anyhow::Error::msg)
+        })?,
+        (None, false) => anyhow::bail!(
+            "PostgreSQL needs --chain-key-file: the key of the records' hash chain, kept outside the database \
+             (create one with `audit-guard keys --chain-key <file>` and mount it as a Secret)"
+        ),
+    };
+    let keys = chain::ChainKeys::load(&path)?;
+    tracing::info!(file = %path.display(), active = %keys.active().id, keys = ?keys.ids(), "hash chain keys loaded");
+    Ok(keys)
+}
+
+/// The export signing key: `--signing-key-file`, or (SQLite only) one beside the database.
+fn signer(args: &DataStorageArgs, sqlite: bool) -> anyhow::Result<Option<export::Signer>> {
+    let path = match (&args.signing_key_file, sqlite) {
+        (Some(p), _) => p.clone(),
+        (None, true) => local_key_file(&args.data_dir, "signing-key.pem", "export signing key", || {
+            Ok(export::generate_signing_key()?.0)
+        })?,
+        (None, false) => {
+            tracing::warn!("no --signing-key-file: exports are refused (503) until Data Storage has a signing key");
+            return Ok(None);
+        }
+    };
+    let signer = export::Signer::load(&path)?;
+    tracing::info!(file = %path.display(), key_id = %signer.key_id, "export signing key loaded");
+    Ok(Some(signer))
+}
+
+fn is_sqlite(args: &DataStorageArgs) -> anyhow::Result<bool> {
+    Ok(database_url(args.database_url.as_deref(), args.database_url_file.as_deref())?.is_none())
+}
+
+async fn open_store(args: &DataStorageArgs, keys: Arc<chain::ChainKeys>) -> anyhow::Result<Arc<dyn Store>> {
     match database_url(args.database_url.as_deref(), args.database_url_file.as_deref())? {
         Some(url) => {
             let mode = migrate::prepare(&url, args.time_window_past).await?;
@@ -93,8 +163,14 @@ async fn open_store(args: &DataStorageArgs) -> anyhow::Result<Arc<dyn Store>> {
                 write_connections: args.max_connections,
                 read_connections: args.max_read_connections,
                 statement_timeout: args.statement_timeout,
+                audit_connections: u32::try_from(args.max_concurrent_audits.max(1)).unwrap_or(u32::MAX),
+                audit_statement_timeout: args.audit_statement_timeout,
             };
-            let store = Arc::new(postgres::PgStore::connect(&settings).await?);
+            let writer = postgres::ChainWriter {
+                keys,
+                shards: args.chain_shards,
+            };
+            let store = Arc::new(postgres::PgStore::connect(&settings, writer).await?);
             store.spawn_partition_upkeep();
             tracing::info!(
                 database = %postgres::redact(&url),
@@ -116,7 +192,7 @@ async fn open_store(args: &DataStorageArgs) -> anyhow::Result<Arc<dyn Store>> {
             Ok(store)
         }
         None => {
-            let store = sqlite::SqliteStore::open(&args.data_dir, args.max_read_connections).await?;
+            let store = sqlite::SqliteStore::open(&args.data_dir, args.max_read_connections, keys).await?;
             let file = args.data_dir.join("audit.db");
             tracing::info!(
                 file = %file.display(),
@@ -200,7 +276,10 @@ pub async fn run(args: DataStorageArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let tls = tls(&args, &shutdown)?;
     metrics::init();
-    let store = open_store(&args).await?;
+    let sqlite = is_sqlite(&args)?;
+    let keys = Arc::new(chain_keys(&args, sqlite)?);
+    let signer = signer(&args, sqlite)?.map(Arc::new);
+    let store = open_store(&args, keys.clone()).await?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -216,20 +295,25 @@ pub async fn run(args: DataStorageArgs) -> anyhow::Result<()> {
         store,
         auth,
         authz,
+        keys,
+        signer,
         limits: api::ApiLimits {
             max_batch: args.max_batch,
             max_body_bytes: args.max_body_bytes,
             body_read_timeout: args.body_read_timeout,
             window: window(&args),
             stats_max_range: args.stats_max_range,
+            report_max_range: args.report_max_range,
         },
     });
     let lanes = Arc::new(Lanes::new(LaneSettings {
         max_concurrent_writes: args.max_concurrent_writes,
         max_concurrent_reads: args.max_concurrent_reads,
+        max_concurrent_audits: args.max_concurrent_audits,
         write_wait: args.request_timeout,
         read_wait: Duration::from_secs(1),
         request_timeout: args.request_timeout,
+        audit_request_timeout: args.audit_request_timeout,
     }));
     let limits = https::ListenerLimits {
         max_connections: args.max_client_connections,

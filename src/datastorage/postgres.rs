@@ -9,14 +9,15 @@ use std::time::Duration;
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Row};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{PgConnection, PgPool, Row};
 
+use super::chain::{self, ChainKeys, EntryKind, Head, Link};
 use super::store::*;
 
 const PARENT: &str = "signal_processing_audit";
 
-/// Connection settings of the service's two pools.
+/// Connection settings of the service's pools.
 #[derive(Debug, Clone)]
 pub struct PgSettings {
     pub url: String,
@@ -24,11 +25,113 @@ pub struct PgSettings {
     pub read_connections: u32,
     /// Every statement of the service is cancelled by PostgreSQL after this long.
     pub statement_timeout: Duration,
+    pub audit_connections: u32,
+    /// The same bound for the auditors' pool (a report's aggregates over a quarter take longer).
+    pub audit_statement_timeout: Duration,
+}
+
+/// What appending to the chain needs.
+#[derive(Debug, Clone)]
+pub struct ChainWriter {
+    pub keys: std::sync::Arc<ChainKeys>,
+    /// Chains written side by side; a writer takes whichever is free.
+    pub shards: u32,
+}
+
+/// Advisory lock class of the chain shards (`pg_advisory_xact_lock(CHAIN_LOCK, shard)`).
+const CHAIN_LOCK: i32 = 0x6167_6368;
+/// Attempts of a batch whose ids another writer claimed between the check and the insert.
+const INSERT_ATTEMPTS: u32 = 5;
+
+/// Takes a free shard for the rest of the transaction, or waits for a random one when all
+/// are taken. The lock ends with the transaction, so a writer that dies releases it.
+async fn lock_shard(conn: &mut PgConnection, shards: u32) -> DbResult<i32> {
+    let shards = i32::try_from(shards.max(1)).unwrap_or(i32::MAX);
+    let free: Option<i32> =
+        sqlx::query_scalar("SELECT s FROM generate_series(0, $1 - 1) AS s WHERE pg_try_advisory_xact_lock($2, s) LIMIT 1")
+            .bind(shards)
+            .bind(CHAIN_LOCK)
+            .fetch_optional(&mut *conn)
+            .await?;
+    if let Some(s) = free {
+        return Ok(s);
+    }
+    let s = rand::random_range(0..shards);
+    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+        .bind(CHAIN_LOCK)
+        .bind(s)
+        .execute(&mut *conn)
+        .await?;
+    Ok(s)
+}
+
+/// The last link of `shard` over all three kinds. Read after the lock, in a statement of its
+/// own: its snapshot then includes whatever the lock's previous holder committed.
+const HEAD: &str = "SELECT chain_seq, chain_hash FROM (
+    (SELECT chain_seq, chain_hash FROM signal_processing_audit_ids WHERE chain_shard = $1 ORDER BY chain_seq DESC LIMIT 1)
+    UNION ALL (SELECT chain_seq, chain_hash FROM signal_processing_audit_amendments WHERE chain_shard = $1 ORDER BY chain_seq DESC LIMIT 1)
+    UNION ALL (SELECT chain_seq, chain_hash FROM break_glass_events WHERE chain_shard = $1 ORDER BY chain_seq DESC LIMIT 1)
+) h ORDER BY chain_seq DESC LIMIT 1";
+
+async fn read_head<'e, E: sqlx::PgExecutor<'e>>(conn: E, shard: i32) -> DbResult<Option<Head>> {
+    let row: Option<(i64, Vec<u8>)> = sqlx::query_as(HEAD).bind(shard).fetch_optional(conn).await?;
+    Ok(row.map(|(seq, hash)| Head {
+        shard,
+        seq,
+        hash: chain::hash_from(&hash).unwrap_or(chain::GENESIS),
+    }))
+}
+
+/// Whether a database error is a unique violation (another writer claimed the id first).
+fn unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23505"))
+}
+
+/// Chain columns of a row, `None` when it has no link.
+fn link_from(row: &PgRow, first: usize, kind: EntryKind, id: String, at: DateTime<Utc>) -> DbResult<Option<Link>> {
+    let shard: Option<i32> = row.try_get(first)?;
+    let Some(shard) = shard else { return Ok(None) };
+    let digest: Option<Vec<u8>> = row.try_get(first + 4)?;
+    let hash: Option<Vec<u8>> = row.try_get(first + 5)?;
+    let stored_at: Option<DateTime<Utc>> = row.try_get(first + 3)?;
+    Ok(Some(Link {
+        shard,
+        seq: row.try_get::<Option<i64>, _>(first + 1)?.unwrap_or(0),
+        kind,
+        id,
+        at,
+        stored_at: stored_at.unwrap_or(DateTime::<Utc>::UNIX_EPOCH),
+        key_id: row.try_get::<Option<String>, _>(first + 2)?.unwrap_or_default(),
+        // A malformed value cannot verify; it is reported, never a crash.
+        digest: digest.as_deref().and_then(chain::hash_from).unwrap_or(chain::GENESIS),
+        hash: hash.as_deref().and_then(chain::hash_from).unwrap_or(chain::GENESIS),
+    }))
+}
+
+/// The chain columns in the order [`link_from`] reads them.
+const LINK_COLUMNS: &str = "chain_shard, chain_seq, chain_key_id, chain_stored_at, chain_digest, chain_hash";
+
+/// An open range's ends inside PostgreSQL's timestamp range, so the range stays an index condition.
+fn range_ends(r: &TimeRange) -> (DateTime<Utc>, DateTime<Utc>) {
+    let far_past = month_start(1, 1).unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+    let far_future = month_start(9999, 12).unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+    (r.since.unwrap_or(far_past), r.until.unwrap_or(far_future))
+}
+
+/// Page position: strictly after `after`, or from the start of the range.
+fn page_start(r: &TimeRange, after: Option<(DateTime<Utc>, String)>) -> (DateTime<Utc>, String) {
+    after.unwrap_or_else(|| (range_ends(r).0, String::new()))
 }
 
 pub struct PgStore {
     write: PgPool,
     read: PgPool,
+    /// Auditors' long reads (verify, export, report): a pool of their own, with a longer
+    /// statement timeout, so they never take a connection from the lanes.
+    audit: PgPool,
+    /// Keys and shard count for appending to the chain; None: a read-only store (the
+    /// auditor's `verify` on a read-only role).
+    chain: Option<ChainWriter>,
     /// Months that have their own partition (refreshed from the catalog when a new one shows up).
     months: Mutex<HashSet<(i32, u32)>>,
     /// Months without a partition already reported, so a past month is not looked up per insert.
@@ -139,18 +242,130 @@ pub async fn create_next_partitions(pool: &PgPool) -> DbResult<Vec<String>> {
 }
 
 impl PgStore {
-    /// Opens both pools on a schema that is already migrated (see [`super::migrate::prepare`]).
-    pub async fn connect(settings: &PgSettings) -> anyhow::Result<Self> {
-        let write = pool(&settings.url, settings.write_connections, settings.statement_timeout).await?;
-        let read = pool_with(&settings.url, settings.read_connections, settings.statement_timeout, READ_SESSION).await?;
-        let store = Self {
-            write,
-            read,
-            months: Mutex::new(HashSet::new()),
-            missing_reported: Mutex::new(HashSet::new()),
-        };
+    /// Opens the pools on a schema that is already migrated (see [`super::migrate::prepare`]).
+    pub async fn connect(settings: &PgSettings, chain: ChainWriter) -> anyhow::Result<Self> {
+        let store = Self::open(settings, Some(chain)).await?;
         store.refresh_partitions().await;
         Ok(store)
+    }
+
+    /// For reading only (an auditor's role may hold nothing but SELECT): no partition upkeep,
+    /// and every write fails.
+    pub async fn connect_read_only(url: &str, statement_timeout: Duration) -> anyhow::Result<Self> {
+        let settings = PgSettings {
+            url: url.to_string(),
+            write_connections: 1,
+            read_connections: 1,
+            statement_timeout,
+            audit_connections: 1,
+            audit_statement_timeout: statement_timeout,
+        };
+        Self::open(&settings, None).await
+    }
+
+    async fn open(settings: &PgSettings, chain: Option<ChainWriter>) -> anyhow::Result<Self> {
+        let write = pool(&settings.url, settings.write_connections, settings.statement_timeout).await?;
+        let read = pool_with(&settings.url, settings.read_connections, settings.statement_timeout, READ_SESSION).await?;
+        let audit = pool_with(
+            &settings.url,
+            settings.audit_connections,
+            settings.audit_statement_timeout,
+            READ_SESSION,
+        )
+        .await?;
+        Ok(Self {
+            write,
+            read,
+            audit,
+            chain,
+            months: Mutex::new(HashSet::new()),
+            missing_reported: Mutex::new(HashSet::new()),
+        })
+    }
+
+    fn writer(&self) -> DbResult<&ChainWriter> {
+        self.chain
+            .as_ref()
+            .ok_or_else(|| DbError::Value("this store was opened read-only".into()))
+    }
+
+    /// A transaction holding a shard of the chain, and that shard's head.
+    async fn chain_tx(&self) -> DbResult<(sqlx::Transaction<'_, sqlx::Postgres>, i32, Option<Head>)> {
+        let shards = self.writer()?.shards;
+        let mut tx = self.write.begin().await?;
+        let shard = lock_shard(&mut tx, shards).await?;
+        let head = read_head(&mut *tx, shard).await?;
+        Ok((tx, shard, head))
+    }
+
+    /// One attempt at storing a batch: under a shard's lock, finds which ids are new, chains
+    /// them and writes ids and records in one statement. `Ok(None)`: another writer claimed one
+    /// of the ids meanwhile (retry).
+    async fn try_insert(&self, records: &[Prepared]) -> DbResult<Option<HashSet<String>>> {
+        let writer = self.writer()?;
+        let (mut tx, shard, head) = self.chain_tx().await?;
+        let ids: Vec<&str> = records.iter().map(|p| p.rec.id.as_str()).collect();
+        let taken: Vec<String> = sqlx::query_scalar("SELECT id FROM signal_processing_audit_ids WHERE id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?;
+        let taken: HashSet<String> = taken.into_iter().collect();
+        let new: Vec<&Prepared> = records.iter().filter(|p| !taken.contains(&p.rec.id)).collect();
+        if new.is_empty() {
+            tx.rollback().await?;
+            return Ok(Some(HashSet::new()));
+        }
+        let stored_at = stored_now();
+        let entries = record_entries(new.iter().copied(), stored_at);
+        let key = writer.keys.active();
+        let links = chain::extend(key, shard, head.as_ref(), &entries);
+        let text = |f: fn(&Prepared) -> &str| new.iter().map(|p| f(p)).collect::<Vec<_>>();
+        let opt = |f: fn(&Prepared) -> Option<&str>| new.iter().map(|p| f(p)).collect::<Vec<_>>();
+        let done = sqlx::query(INSERT)
+            .bind(text(|p| &p.rec.id))
+            .bind(text(|p| &p.rec.remediation_id))
+            .bind(text(|p| &p.rec.signal_fingerprint))
+            .bind(text(|p| &p.phases_text))
+            .bind(new.iter().map(|p| p.rec.enrichment_quality).collect::<Vec<_>>())
+            .bind(opt(|p| p.sources_text.as_deref()))
+            .bind(new.iter().map(|p| p.rec.context_size_bytes).collect::<Vec<_>>())
+            .bind(opt(|p| p.rec.environment.as_deref()))
+            .bind(new.iter().map(|p| p.rec.confidence).collect::<Vec<_>>())
+            .bind(opt(|p| p.rec.business_criticality.as_deref()))
+            .bind(opt(|p| p.rec.sla_requirement.as_deref()))
+            .bind(opt(|p| p.rec.priority.as_deref()))
+            .bind(new.iter().map(|p| p.rec.priority_score).collect::<Vec<_>>())
+            .bind(opt(|p| p.rec.routed_to_service.as_deref()))
+            .bind(new.iter().map(|p| p.rec.routing_priority).collect::<Vec<_>>())
+            .bind(new.iter().map(|p| p.rec.completed_at).collect::<Vec<_>>())
+            .bind(text(|p| p.rec.status.as_str()))
+            .bind(opt(|p| p.rec.error_message.as_deref()))
+            .bind(opt(|p| p.rec.namespace.as_deref()))
+            .bind(opt(|p| p.rec.name.as_deref()))
+            .bind(opt(|p| p.rec.uid.as_deref()))
+            .bind(opt(|p| p.rec.trigger.map(trigger_str)))
+            .bind(new.iter().map(|p| p.rec.deleted_at).collect::<Vec<_>>())
+            .bind(text(|p| &p.record_text))
+            .bind(opt(|p| p.anomalies_text.as_deref()))
+            .bind(links.iter().map(|l| l.seq).collect::<Vec<_>>())
+            .bind(links.iter().map(|l| l.digest.to_vec()).collect::<Vec<_>>())
+            .bind(links.iter().map(|l| l.hash.to_vec()).collect::<Vec<_>>())
+            .bind(shard)
+            .bind(&key.id)
+            .bind(stored_at)
+            .execute(&mut *tx)
+            .await;
+        match done {
+            Ok(_) => {
+                tx.commit().await?;
+                Ok(Some(new.iter().map(|p| p.rec.id.clone()).collect()))
+            }
+            Err(e) if unique_violation(&e) => {
+                tx.rollback().await?;
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub fn write_pool(&self) -> &PgPool {
@@ -161,6 +376,7 @@ impl PgStore {
         match lane {
             Lane::Write => &self.write,
             Lane::Read => &self.read,
+            Lane::Audit => &self.audit,
         }
     }
 
@@ -255,29 +471,33 @@ pub fn spawn_retention(pool: PgPool, keep_months: u32) {
     });
 }
 
-/// One statement, so atomic: claim new ids in the id table, then store only the rows whose
-/// id was claimed. Existing ids come back as `exists`. JSON travels as text and is cast here.
+/// One statement, so atomic: the new ids with their links into the ids table (the chain of
+/// records lives there, so it outlives partitions that retention drops), the records into
+/// their partitions. Only ids found new under the shard's lock are sent; one claimed by
+/// another writer meanwhile fails the statement (unique violation) and the batch is retried.
+/// JSON travels as text and is cast here.
 const INSERT: &str = "WITH u AS (
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::text[], $7::int8[], $8::text[],
         $9::float8[], $10::text[], $11::text[], $12::text[], $13::int8[], $14::text[], $15::int8[], $16::timestamptz[],
-        $17::text[], $18::text[], $19::text[], $20::text[], $21::text[], $22::text[], $23::timestamptz[], $24::text[], $25::text[])
+        $17::text[], $18::text[], $19::text[], $20::text[], $21::text[], $22::text[], $23::timestamptz[], $24::text[], $25::text[],
+        $26::int8[], $27::bytea[], $28::bytea[])
     AS t(id, remediation_id, signal_fingerprint, processing_phases, enrichment_quality, enrichment_sources, context_size_bytes,
          environment, confidence, business_criticality, sla_requirement, priority, priority_score, routed_to_service,
-         routing_priority, completed_at, status, error_message, namespace, name, uid, trigger, deleted_at, record, anomalies)
-), claimed AS (
-    INSERT INTO signal_processing_audit_ids (id, completed_at) SELECT id, completed_at FROM u
-    ON CONFLICT (id) DO NOTHING RETURNING id
+         routing_priority, completed_at, status, error_message, namespace, name, uid, trigger, deleted_at, record, anomalies,
+         chain_seq, chain_digest, chain_hash)
+), ids AS (
+    INSERT INTO signal_processing_audit_ids (id, completed_at, chain_shard, chain_seq, chain_key_id, chain_stored_at, chain_digest, chain_hash)
+    SELECT id, completed_at, $29, chain_seq, $30, $31, chain_digest, chain_hash FROM u
 )
 INSERT INTO signal_processing_audit (id, remediation_id, signal_fingerprint, processing_phases, enrichment_quality,
     enrichment_sources, context_size_bytes, environment, confidence, business_criticality, sla_requirement, priority,
     priority_score, routed_to_service, routing_priority, completed_at, status, error_message, namespace, name, uid,
-    trigger, deleted_at, record, anomalies)
+    trigger, deleted_at, record, anomalies, stored_at)
 SELECT u.id, u.remediation_id, u.signal_fingerprint, u.processing_phases::jsonb, u.enrichment_quality,
     u.enrichment_sources::jsonb, u.context_size_bytes, u.environment, u.confidence, u.business_criticality, u.sla_requirement,
     u.priority, u.priority_score, u.routed_to_service, u.routing_priority, u.completed_at, u.status, u.error_message,
-    u.namespace, u.name, u.uid, u.trigger, u.deleted_at, u.record::json, u.anomalies::jsonb
-FROM u JOIN claimed c ON c.id = u.id
-RETURNING id";
+    u.namespace, u.name, u.uid, u.trigger, u.deleted_at, u.record::json, u.anomalies::jsonb, $31
+FROM u";
 
 const AMENDMENT_COLUMNS: &str = "amendment_id, record_id, amended_at, record";
 
@@ -312,38 +532,15 @@ impl Store for PgStore {
                     .collect(),
             )
             .await;
-            let text = |f: fn(&Prepared) -> &str| records.iter().map(f).collect::<Vec<_>>();
-            let opt = |f: fn(&Prepared) -> Option<&str>| records.iter().map(f).collect::<Vec<_>>();
-            let rows = sqlx::query(INSERT)
-                .bind(text(|p| &p.rec.id))
-                .bind(text(|p| &p.rec.remediation_id))
-                .bind(text(|p| &p.rec.signal_fingerprint))
-                .bind(text(|p| &p.phases_text))
-                .bind(records.iter().map(|p| p.rec.enrichment_quality).collect::<Vec<_>>())
-                .bind(opt(|p| p.sources_text.as_deref()))
-                .bind(records.iter().map(|p| p.rec.context_size_bytes).collect::<Vec<_>>())
-                .bind(opt(|p| p.rec.environment.as_deref()))
-                .bind(records.iter().map(|p| p.rec.confidence).collect::<Vec<_>>())
-                .bind(opt(|p| p.rec.business_criticality.as_deref()))
-                .bind(opt(|p| p.rec.sla_requirement.as_deref()))
-                .bind(opt(|p| p.rec.priority.as_deref()))
-                .bind(records.iter().map(|p| p.rec.priority_score).collect::<Vec<_>>())
-                .bind(opt(|p| p.rec.routed_to_service.as_deref()))
-                .bind(records.iter().map(|p| p.rec.routing_priority).collect::<Vec<_>>())
-                .bind(records.iter().map(|p| p.rec.completed_at).collect::<Vec<_>>())
-                .bind(text(|p| p.rec.status.as_str()))
-                .bind(opt(|p| p.rec.error_message.as_deref()))
-                .bind(opt(|p| p.rec.namespace.as_deref()))
-                .bind(opt(|p| p.rec.name.as_deref()))
-                .bind(opt(|p| p.rec.uid.as_deref()))
-                .bind(opt(|p| p.rec.trigger.map(trigger_str)))
-                .bind(records.iter().map(|p| p.rec.deleted_at).collect::<Vec<_>>())
-                .bind(text(|p| &p.record_text))
-                .bind(opt(|p| p.anomalies_text.as_deref()))
-                .fetch_all(&self.write)
-                .await?;
-            let created: HashSet<String> = rows.iter().map(|r| r.try_get::<String, _>(0)).collect::<Result<_, _>>()?;
-            Ok(outcomes(records, &created))
+            for attempt in 1..=INSERT_ATTEMPTS {
+                if let Some(created) = self.try_insert(records).await? {
+                    return Ok(outcomes(records, &created));
+                }
+                tracing::debug!(attempt, "an id of the batch was stored by another writer meanwhile; retrying");
+            }
+            Err(DbError::Value(format!(
+                "the batch's ids kept being claimed by other writers ({INSERT_ATTEMPTS} attempts)"
+            )))
         }
         .boxed()
     }
@@ -379,10 +576,15 @@ impl Store for PgStore {
 
     fn insert_amendment<'a>(&'a self, a: &'a NewAmendment) -> BoxFuture<'a, DbResult<AmendmentOutcome>> {
         async move {
+            let key = self.writer()?.keys.active();
+            let (mut tx, shard, head) = self.chain_tx().await?;
+            let links = chain::extend(key, shard, head.as_ref(), &[amendment_entry(a)]);
+            let link = &links[0];
+            // A repeat of the same content inserts nothing, so its link is never written.
             let inserted = sqlx::query(&format!(
-                "INSERT INTO signal_processing_audit_amendments (amendment_id, record_id, content_sha256, record, anomalies, amended_at) \
-                 VALUES ($1, $2, $3, $4::json, $5::jsonb, $6) ON CONFLICT (record_id, content_sha256) DO NOTHING \
-                 RETURNING {AMENDMENT_COLUMNS}"
+                "INSERT INTO signal_processing_audit_amendments (amendment_id, record_id, content_sha256, record, anomalies, amended_at, \
+                 {LINK_COLUMNS}) VALUES ($1, $2, $3, $4::json, $5::jsonb, $6, $7, $8, $9, $10, $11, $12) \
+                 ON CONFLICT (record_id, content_sha256) DO NOTHING RETURNING {AMENDMENT_COLUMNS}"
             ))
             .bind(&a.amendment_id)
             .bind(&a.prepared.rec.id)
@@ -390,8 +592,15 @@ impl Store for PgStore {
             .bind(&a.prepared.record_text)
             .bind(a.prepared.anomalies_text.as_deref())
             .bind(a.amended_at)
-            .fetch_optional(&self.write)
+            .bind(link.shard)
+            .bind(link.seq)
+            .bind(&link.key_id)
+            .bind(link.stored_at)
+            .bind(link.digest.to_vec())
+            .bind(link.hash.to_vec())
+            .fetch_optional(&mut *tx)
             .await?;
+            tx.commit().await?;
             if let Some(row) = inserted {
                 return Ok(AmendmentOutcome::Created(amendment_row(&row)?));
             }
@@ -510,10 +719,14 @@ impl Store for PgStore {
     fn insert_event<'a>(&'a self, e: &'a PreparedEvent) -> BoxFuture<'a, DbResult<Outcome>> {
         async move {
             let ev = &e.event;
-            let done = sqlx::query(
-                "INSERT INTO break_glass_events (id, user_name, groups, namespace, name, uid, at, event) \
-                 VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7, $8::json) ON CONFLICT (id) DO NOTHING",
-            )
+            let key = self.writer()?.keys.active();
+            let (mut tx, shard, head) = self.chain_tx().await?;
+            let links = chain::extend(key, shard, head.as_ref(), &[event_entry(e, stored_now())]);
+            let link = &links[0];
+            let done = sqlx::query(&format!(
+                "INSERT INTO break_glass_events (id, user_name, groups, namespace, name, uid, at, event, stored_at, {LINK_COLUMNS}) \
+                 VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7, $8::json, $12, $9, $10, $11, $12, $13, $14) ON CONFLICT (id) DO NOTHING"
+            ))
             .bind(&ev.id)
             .bind(&ev.user)
             .bind(&e.groups_text)
@@ -522,8 +735,15 @@ impl Store for PgStore {
             .bind(&ev.uid)
             .bind(ev.at)
             .bind(&e.event_text)
-            .execute(&self.write)
+            .bind(link.shard)
+            .bind(link.seq)
+            .bind(&link.key_id)
+            .bind(link.stored_at)
+            .bind(link.digest.to_vec())
+            .bind(link.hash.to_vec())
+            .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
             Ok(Outcome::of_rows_affected(done.rows_affected()))
         }
         .boxed()
@@ -563,6 +783,278 @@ impl Store for PgStore {
         }
         .boxed()
     }
+
+    fn chain_links(&self, after: Option<(i32, i64)>, limit: u32) -> BoxFuture<'_, DbResult<Vec<Link>>> {
+        async move {
+            let (shard, seq) = after.unwrap_or((i32::MIN, 0));
+            let rows = sqlx::query(&format!(
+                "SELECT kind, id, at, {LINK_COLUMNS} FROM ( \
+                   SELECT 'record' AS kind, id, completed_at AS at, {LINK_COLUMNS} FROM signal_processing_audit_ids \
+                   UNION ALL SELECT 'amendment', amendment_id, amended_at, {LINK_COLUMNS} FROM signal_processing_audit_amendments \
+                   UNION ALL SELECT 'break_glass', id, at, {LINK_COLUMNS} FROM break_glass_events \
+                 ) c WHERE (chain_shard, chain_seq) > ($1, $2) ORDER BY chain_shard, chain_seq LIMIT $3"
+            ))
+            .bind(shard)
+            .bind(seq)
+            .bind(i64::from(limit))
+            .fetch_all(&self.audit)
+            .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let kind = EntryKind::parse(row.try_get(0)?).unwrap_or(EntryKind::Record);
+                if let Some(link) = link_from(row, 3, kind, row.try_get(1)?, row.try_get(2)?)? {
+                    out.push(link);
+                }
+            }
+            Ok(out)
+        }
+        .boxed()
+    }
+
+    fn chain_heads(&self) -> BoxFuture<'_, DbResult<Vec<Head>>> {
+        async move {
+            // The highest shard number through each index, then each shard's head through it.
+            let max: Option<i32> = sqlx::query_scalar(
+                "SELECT max(s) FROM (SELECT max(chain_shard) AS s FROM signal_processing_audit_ids \
+                 UNION ALL SELECT max(chain_shard) FROM signal_processing_audit_amendments \
+                 UNION ALL SELECT max(chain_shard) FROM break_glass_events) m",
+            )
+            .fetch_one(&self.audit)
+            .await?;
+            let mut heads = vec![];
+            for shard in 0..=max.unwrap_or(-1) {
+                if let Some(h) = read_head(&self.audit, shard).await? {
+                    heads.push(h);
+                }
+            }
+            Ok(heads)
+        }
+        .boxed()
+    }
+
+    fn record_rows(&self, range: TimeRange, after: Option<(DateTime<Utc>, String)>, limit: u32) -> BoxFuture<'_, DbResult<Vec<RecordRow>>> {
+        async move {
+            let (_, until) = range_ends(&range);
+            let (after_ts, after_id) = page_start(&range, after);
+            let rows = sqlx::query(
+                "SELECT a.id, a.record::text, a.remediation_id, a.signal_fingerprint, a.processing_phases, a.enrichment_quality, \
+                    a.enrichment_sources, a.context_size_bytes, a.environment, a.confidence, a.business_criticality, a.sla_requirement, \
+                    a.priority, a.priority_score, a.routed_to_service, a.routing_priority, a.completed_at, a.status, a.error_message, \
+                    a.namespace, a.name, a.uid, a.trigger, a.deleted_at, a.anomalies, a.stored_at, \
+                    i.chain_shard, i.chain_seq, i.chain_key_id, i.chain_stored_at, i.chain_digest, i.chain_hash \
+                 FROM signal_processing_audit a \
+                 LEFT JOIN signal_processing_audit_ids i ON i.id = a.id AND i.completed_at = a.completed_at \
+                 WHERE a.completed_at < $1 AND (a.completed_at, a.id) > ($2, $3) \
+                 ORDER BY a.completed_at, a.id LIMIT $4",
+            )
+            .bind(until)
+            .bind(after_ts)
+            .bind(after_id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.audit)
+            .await?;
+            rows.iter().map(record_row).collect()
+        }
+        .boxed()
+    }
+
+    fn amendment_rows(
+        &self,
+        range: TimeRange,
+        after: Option<(DateTime<Utc>, String)>,
+        limit: u32,
+    ) -> BoxFuture<'_, DbResult<Vec<AmendmentRow>>> {
+        async move {
+            let (_, until) = range_ends(&range);
+            let (after_ts, after_id) = page_start(&range, after);
+            let rows = sqlx::query(&format!(
+                "SELECT amendment_id, record_id, amended_at, content_sha256, record::text, anomalies, {LINK_COLUMNS} \
+                 FROM signal_processing_audit_amendments WHERE amended_at < $1 AND (amended_at, amendment_id) > ($2, $3) \
+                 ORDER BY amended_at, amendment_id LIMIT $4"
+            ))
+            .bind(until)
+            .bind(after_ts)
+            .bind(after_id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.audit)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    let amendment_id: String = row.try_get(0)?;
+                    let amended_at: DateTime<Utc> = row.try_get(2)?;
+                    Ok(AmendmentRow {
+                        link: link_from(row, 6, EntryKind::Amendment, amendment_id.clone(), amended_at)?,
+                        amendment_id,
+                        record_id: row.try_get(1)?,
+                        amended_at,
+                        content_sha256: row.try_get(3)?,
+                        record_text: row.try_get(4)?,
+                        anomalies: row.try_get(5)?,
+                    })
+                })
+                .collect()
+        }
+        .boxed()
+    }
+
+    fn event_rows(&self, range: TimeRange, after: Option<(DateTime<Utc>, String)>, limit: u32) -> BoxFuture<'_, DbResult<Vec<EventRow>>> {
+        async move {
+            let (_, until) = range_ends(&range);
+            let (after_ts, after_id) = page_start(&range, after);
+            let rows = sqlx::query(&format!(
+                "SELECT id, user_name, groups, namespace, name, uid, at, stored_at, event::text, {LINK_COLUMNS} \
+                 FROM break_glass_events WHERE at < $1 AND (at, id) > ($2, $3) ORDER BY at, id LIMIT $4"
+            ))
+            .bind(until)
+            .bind(after_ts)
+            .bind(after_id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.audit)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    let id: String = row.try_get(0)?;
+                    let at: DateTime<Utc> = row.try_get(6)?;
+                    Ok(EventRow {
+                        link: link_from(row, 9, EntryKind::BreakGlass, id.clone(), at)?,
+                        id,
+                        user_name: row.try_get(1)?,
+                        groups: row.try_get(2)?,
+                        namespace: row.try_get(3)?,
+                        name: row.try_get(4)?,
+                        uid: row.try_get(5)?,
+                        at,
+                        stored_at: row.try_get(7)?,
+                        event_text: row.try_get(8)?,
+                    })
+                })
+                .collect()
+        }
+        .boxed()
+    }
+
+    fn records_without_rows(&self, range: TimeRange, sample: u32) -> BoxFuture<'_, DbResult<MissingRecords>> {
+        async move {
+            let (since, until) = range_ends(&range);
+            const GONE: &str = "FROM signal_processing_audit_ids i \
+                 WHERE i.completed_at >= $1 AND i.completed_at < $2 AND i.chain_shard IS NOT NULL \
+                 AND NOT EXISTS (SELECT 1 FROM signal_processing_audit a WHERE a.id = i.id AND a.completed_at = i.completed_at)";
+            let months: Vec<(f64, f64, i64)> = sqlx::query_as(&format!(
+                "SELECT extract(year FROM i.completed_at AT TIME ZONE 'UTC')::float8 AS y, \
+                        extract(month FROM i.completed_at AT TIME ZONE 'UTC')::float8 AS m, count(*) {GONE} GROUP BY 1, 2 ORDER BY 1, 2"
+            ))
+            .bind(since)
+            .bind(until)
+            .fetch_all(&self.audit)
+            .await?;
+            if months.is_empty() {
+                return Ok(MissingRecords::default());
+            }
+            let present: HashSet<(i32, u32)> = partition_names(&self.audit)
+                .await?
+                .iter()
+                .filter_map(|n| parse_partition_name(n))
+                .collect();
+            let rows = sqlx::query(&format!(
+                "SELECT i.id, i.completed_at, {} {GONE} ORDER BY i.chain_shard, i.chain_seq LIMIT $3",
+                LINK_COLUMNS.replace("chain_", "i.chain_")
+            ))
+            .bind(since)
+            .bind(until)
+            .bind(i64::from(sample))
+            .fetch_all(&self.audit)
+            .await?;
+            let mut sample = vec![];
+            for row in &rows {
+                if let Some(link) = link_from(row, 2, EntryKind::Record, row.try_get(0)?, row.try_get(1)?)? {
+                    sample.push(link);
+                }
+            }
+            Ok(MissingRecords {
+                by_month: months
+                    .into_iter()
+                    .map(|(y, m, n)| {
+                        let ym = (y as i32, m as u32);
+                        (ym.0, ym.1, n.max(0) as u64, present.contains(&ym))
+                    })
+                    .collect(),
+                sample,
+            })
+        }
+        .boxed()
+    }
+
+    fn insert_manifest<'a>(&'a self, m: &'a StoredManifest) -> BoxFuture<'a, DbResult<()>> {
+        async move {
+            sqlx::query(
+                "INSERT INTO export_manifests (export_id, created_at, created_by, manifest, signature) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&m.export_id)
+            .bind(m.created_at)
+            .bind(&m.created_by)
+            .bind(&m.manifest)
+            .bind(&m.signature)
+            .execute(&self.write)
+            .await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn manifest(&self, export_id: String) -> BoxFuture<'_, DbResult<Option<StoredManifest>>> {
+        async move {
+            let row: Option<(String, DateTime<Utc>, String, String, String)> =
+                sqlx::query_as("SELECT export_id, created_at, created_by, manifest, signature FROM export_manifests WHERE export_id = $1")
+                    .bind(export_id)
+                    .fetch_optional(&self.read)
+                    .await?;
+            Ok(row.map(|(export_id, created_at, created_by, manifest, signature)| StoredManifest {
+                export_id,
+                created_at,
+                created_by,
+                manifest,
+                signature,
+            }))
+        }
+        .boxed()
+    }
+}
+
+/// A row of [`Store::record_rows`]' query.
+fn record_row(row: &PgRow) -> DbResult<RecordRow> {
+    let id: String = row.try_get(0)?;
+    let completed_at: DateTime<Utc> = row.try_get(16)?;
+    Ok(RecordRow {
+        link: link_from(row, 26, EntryKind::Record, id.clone(), completed_at)?,
+        id,
+        record_text: row.try_get(1)?,
+        columns: RecordColumns {
+            remediation_id: row.try_get(2)?,
+            signal_fingerprint: row.try_get(3)?,
+            processing_phases: row.try_get(4)?,
+            enrichment_quality: row.try_get(5)?,
+            enrichment_sources: row.try_get(6)?,
+            context_size_bytes: row.try_get(7)?,
+            environment: row.try_get(8)?,
+            confidence: row.try_get(9)?,
+            business_criticality: row.try_get(10)?,
+            sla_requirement: row.try_get(11)?,
+            priority: row.try_get(12)?,
+            priority_score: row.try_get(13)?,
+            routed_to_service: row.try_get(14)?,
+            routing_priority: row.try_get(15)?,
+            completed_at,
+            status: row.try_get(17)?,
+            error_message: row.try_get(18)?,
+            namespace: row.try_get(19)?,
+            name: row.try_get(20)?,
+            uid: row.try_get(21)?,
+            trigger: row.try_get(22)?,
+            deleted_at: row.try_get(23)?,
+            anomalies: row.try_get(24)?,
+            stored_at: row.try_get(25)?,
+        },
+    })
 }
 
 #[cfg(test)]

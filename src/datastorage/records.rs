@@ -278,7 +278,7 @@ pub async fn amend(
     }
     let new = NewAmendment {
         amendment_id: uuid::Uuid::new_v4().to_string(),
-        amended_at: Utc::now(),
+        amended_at: super::store::stored_now(),
         digest: prepared.rec.content_digest(),
         prepared,
     };

@@ -12,16 +12,22 @@ use futures::FutureExt;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+use super::chain::{self, ChainKeys, EntryKind, Head, Link};
 use super::store::*;
+
+/// SQLite's one chain: there is one writer, so one shard is never a bottleneck.
+const SHARD: i32 = 0;
 
 pub struct SqliteStore {
     /// SQLite has one writer at a time: one connection, so writes queue here, not on busy_timeout.
     write: SqlitePool,
     read: SqlitePool,
+    /// None: opened read-only (an auditor's `verify`).
+    keys: Option<std::sync::Arc<ChainKeys>>,
 }
 
 impl SqliteStore {
-    pub async fn open(data_dir: &Path, read_connections: u32) -> anyhow::Result<Self> {
+    pub async fn open(data_dir: &Path, read_connections: u32, keys: std::sync::Arc<ChainKeys>) -> anyhow::Result<Self> {
         std::fs::create_dir_all(data_dir).map_err(|e| anyhow::anyhow!("creating data dir {}: {e}", data_dir.display()))?;
         let file = data_dir.join("audit.db");
         let opts = SqliteConnectOptions::from_str("sqlite:")?
@@ -37,13 +43,38 @@ impl SqliteStore {
             .max_connections(read_connections.max(1))
             .connect_with(opts)
             .await?;
-        Ok(Self { write, read })
+        Ok(Self {
+            write,
+            read,
+            keys: Some(keys),
+        })
+    }
+
+    /// An existing file, opened for reading only (no migrations, no writes).
+    pub async fn open_read_only(file: &Path) -> anyhow::Result<Self> {
+        let opts = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(file)
+            .read_only(true)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?;
+        Ok(Self {
+            write: pool.clone(),
+            read: pool,
+            keys: None,
+        })
+    }
+
+    fn key(&self) -> DbResult<&chain::ChainKey> {
+        self.keys
+            .as_ref()
+            .map(|k| k.active())
+            .ok_or_else(|| DbError::Value("this store was opened read-only".into()))
     }
 
     fn pool(&self, lane: Lane) -> &SqlitePool {
         match lane {
             Lane::Write => &self.write,
-            Lane::Read => &self.read,
+            Lane::Read | Lane::Audit => &self.read,
         }
     }
 }
@@ -62,7 +93,68 @@ fn placeholders(n: usize) -> String {
 const INSERT: &str = "INSERT INTO signal_processing_audit (id, remediation_id, signal_fingerprint, processing_phases, \
      enrichment_quality, enrichment_sources, context_size_bytes, environment, confidence, business_criticality, sla_requirement, \
      priority, priority_score, routed_to_service, routing_priority, completed_at, status, error_message, namespace, name, uid, \
-     trigger, deleted_at, record, anomalies) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO NOTHING";
+     trigger, deleted_at, record, anomalies, stored_at, chain_shard, chain_seq, chain_key_id, chain_stored_at, chain_digest, chain_hash) \
+     VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+
+/// The chain columns in the order [`link_from`] reads them.
+const LINK_COLUMNS: &str = "chain_shard, chain_seq, chain_key_id, chain_stored_at, chain_digest, chain_hash";
+
+/// The last link of the shard over all three kinds (read inside the writer's transaction).
+const HEAD: &str = "SELECT chain_seq, chain_hash FROM ( \
+    SELECT chain_seq, chain_hash FROM signal_processing_audit WHERE chain_shard = ?1 \
+    UNION ALL SELECT chain_seq, chain_hash FROM signal_processing_audit_amendments WHERE chain_shard = ?1 \
+    UNION ALL SELECT chain_seq, chain_hash FROM break_glass_events WHERE chain_shard = ?1) ORDER BY chain_seq DESC LIMIT 1";
+
+async fn read_head(conn: &mut sqlx::SqliteConnection) -> DbResult<Option<Head>> {
+    let row: Option<(i64, Vec<u8>)> = sqlx::query_as(HEAD).bind(SHARD).fetch_optional(conn).await?;
+    Ok(row.map(|(seq, hash)| Head {
+        shard: SHARD,
+        seq,
+        hash: chain::hash_from(&hash).unwrap_or(chain::GENESIS),
+    }))
+}
+
+/// Chain columns of a row, `None` when it has no link. A malformed value cannot verify; it is
+/// reported, never a crash.
+fn link_from(row: &SqliteRow, first: usize, kind: EntryKind, id: String, at: DateTime<Utc>) -> DbResult<Option<Link>> {
+    let shard: Option<i32> = row.try_get(first)?;
+    let Some(shard) = shard else { return Ok(None) };
+    let stored_at: Option<String> = row.try_get(first + 3)?;
+    let digest: Option<Vec<u8>> = row.try_get(first + 4)?;
+    let hash: Option<Vec<u8>> = row.try_get(first + 5)?;
+    Ok(Some(Link {
+        shard,
+        seq: row.try_get::<Option<i64>, _>(first + 1)?.unwrap_or(0),
+        kind,
+        id,
+        at,
+        stored_at: stored_at
+            .as_deref()
+            .and_then(|s| parse_ts(s).ok())
+            .unwrap_or(DateTime::<Utc>::UNIX_EPOCH),
+        key_id: row.try_get::<Option<String>, _>(first + 2)?.unwrap_or_default(),
+        digest: digest.as_deref().and_then(chain::hash_from).unwrap_or(chain::GENESIS),
+        hash: hash.as_deref().and_then(chain::hash_from).unwrap_or(chain::GENESIS),
+    }))
+}
+
+fn opt_ts(row: &SqliteRow, i: usize) -> DbResult<Option<DateTime<Utc>>> {
+    row.try_get::<Option<&str>, _>(i)?.map(parse_ts).transpose()
+}
+
+fn opt_json(row: &SqliteRow, i: usize) -> DbResult<Option<serde_json::Value>> {
+    Ok(row.try_get::<Option<&str>, _>(i)?.map(serde_json::from_str).transpose()?)
+}
+
+/// Range bounds as fixed-width text (an open end compares below or above every time).
+fn range_text(range: &TimeRange, after: Option<(DateTime<Utc>, String)>) -> (String, String, String) {
+    let until = range.until.map(fixed_ts).unwrap_or_else(|| "~".into());
+    let (at, id) = match after {
+        Some((t, id)) => (fixed_ts(t), id),
+        None => (range.since.map(fixed_ts).unwrap_or_default(), String::new()),
+    };
+    (until, at, id)
+}
 
 const AMENDMENT_COLUMNS: &str = "amendment_id, record_id, amended_at, record";
 
@@ -99,11 +191,25 @@ impl Store for SqliteStore {
 
     fn insert<'a>(&'a self, records: &'a [Prepared]) -> BoxFuture<'a, DbResult<Vec<Outcome>>> {
         async move {
+            let key = self.key()?;
+            // One writer connection: nobody else can claim an id or extend the chain meanwhile.
             let mut tx = self.write.begin().await?;
-            let mut created = HashSet::new();
-            for p in records {
+            let mut taken = HashSet::new();
+            for chunk in records.chunks(500) {
+                let sql = format!("SELECT id FROM signal_processing_audit WHERE id IN ({})", placeholders(chunk.len()));
+                let mut q = sqlx::query_scalar::<_, String>(&sql);
+                for p in chunk {
+                    q = q.bind(&p.rec.id);
+                }
+                taken.extend(q.fetch_all(&mut *tx).await?);
+            }
+            let new: Vec<&Prepared> = records.iter().filter(|p| !taken.contains(&p.rec.id)).collect();
+            let head = read_head(&mut tx).await?;
+            let stored_at = stored_now();
+            let links = chain::extend(key, SHARD, head.as_ref(), &record_entries(new.iter().copied(), stored_at));
+            for (p, link) in new.iter().zip(&links) {
                 let r = &p.rec;
-                let done = sqlx::query(INSERT)
+                sqlx::query(INSERT)
                     .bind(&r.id)
                     .bind(&r.remediation_id)
                     .bind(&r.signal_fingerprint)
@@ -129,13 +235,18 @@ impl Store for SqliteStore {
                     .bind(r.deleted_at.map(fixed_ts))
                     .bind(&p.record_text)
                     .bind(&p.anomalies_text)
+                    .bind(fixed_ts(stored_at))
+                    .bind(link.shard)
+                    .bind(link.seq)
+                    .bind(&link.key_id)
+                    .bind(fixed_ts(link.stored_at))
+                    .bind(link.digest.to_vec())
+                    .bind(link.hash.to_vec())
                     .execute(&mut *tx)
                     .await?;
-                if done.rows_affected() == 1 {
-                    created.insert(r.id.clone());
-                }
             }
             tx.commit().await?;
+            let created: HashSet<String> = new.iter().map(|p| p.rec.id.clone()).collect();
             Ok(outcomes(records, &created))
         }
         .boxed()
@@ -187,18 +298,31 @@ impl Store for SqliteStore {
 
     fn insert_amendment<'a>(&'a self, a: &'a NewAmendment) -> BoxFuture<'a, DbResult<AmendmentOutcome>> {
         async move {
-            let done = sqlx::query(
-                "INSERT INTO signal_processing_audit_amendments (amendment_id, record_id, content_sha256, record, anomalies, amended_at) \
-                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (record_id, content_sha256) DO NOTHING",
-            )
+            let key = self.key()?;
+            let mut tx = self.write.begin().await?;
+            let head = read_head(&mut tx).await?;
+            let links = chain::extend(key, SHARD, head.as_ref(), &[amendment_entry(a)]);
+            let link = &links[0];
+            // A repeat of the same content inserts nothing, so its link is never written.
+            let done = sqlx::query(&format!(
+                "INSERT INTO signal_processing_audit_amendments (amendment_id, record_id, content_sha256, record, anomalies, amended_at, \
+                 {LINK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (record_id, content_sha256) DO NOTHING"
+            ))
             .bind(&a.amendment_id)
             .bind(&a.prepared.rec.id)
             .bind(&a.digest)
             .bind(&a.prepared.record_text)
             .bind(&a.prepared.anomalies_text)
             .bind(fixed_ts(a.amended_at))
-            .execute(&self.write)
+            .bind(link.shard)
+            .bind(link.seq)
+            .bind(&link.key_id)
+            .bind(fixed_ts(link.stored_at))
+            .bind(link.digest.to_vec())
+            .bind(link.hash.to_vec())
+            .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
             let row = sqlx::query(&format!(
                 "SELECT {AMENDMENT_COLUMNS} FROM signal_processing_audit_amendments WHERE record_id = ? AND content_sha256 = ?"
             ))
@@ -313,10 +437,15 @@ impl Store for SqliteStore {
     fn insert_event<'a>(&'a self, e: &'a PreparedEvent) -> BoxFuture<'a, DbResult<Outcome>> {
         async move {
             let ev = &e.event;
-            let done = sqlx::query(
-                "INSERT INTO break_glass_events (id, user_name, groups, namespace, name, uid, at, event) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-            )
+            let key = self.key()?;
+            let mut tx = self.write.begin().await?;
+            let head = read_head(&mut tx).await?;
+            let links = chain::extend(key, SHARD, head.as_ref(), &[event_entry(e, stored_now())]);
+            let link = &links[0];
+            let done = sqlx::query(&format!(
+                "INSERT INTO break_glass_events (id, user_name, groups, namespace, name, uid, at, event, stored_at, {LINK_COLUMNS}) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?12, ?9, ?10, ?11, ?12, ?13, ?14) ON CONFLICT (id) DO NOTHING"
+            ))
             .bind(&ev.id)
             .bind(&ev.user)
             .bind(&e.groups_text)
@@ -325,8 +454,15 @@ impl Store for SqliteStore {
             .bind(&ev.uid)
             .bind(fixed_ts(ev.at))
             .bind(&e.event_text)
-            .execute(&self.write)
+            .bind(link.shard)
+            .bind(link.seq)
+            .bind(&link.key_id)
+            .bind(fixed_ts(link.stored_at))
+            .bind(link.digest.to_vec())
+            .bind(link.hash.to_vec())
+            .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
             Ok(Outcome::of_rows_affected(done.rows_affected()))
         }
         .boxed()
@@ -368,6 +504,214 @@ impl Store for SqliteStore {
         }
         .boxed()
     }
+
+    fn chain_links(&self, after: Option<(i32, i64)>, limit: u32) -> BoxFuture<'_, DbResult<Vec<Link>>> {
+        async move {
+            let (shard, seq) = after.unwrap_or((i32::MIN, 0));
+            let rows = sqlx::query(&format!(
+                "SELECT kind, id, at, {LINK_COLUMNS} FROM ( \
+                   SELECT 'record' AS kind, id, completed_at AS at, {LINK_COLUMNS} FROM signal_processing_audit \
+                   UNION ALL SELECT 'amendment', amendment_id, amended_at, {LINK_COLUMNS} FROM signal_processing_audit_amendments \
+                   UNION ALL SELECT 'break_glass', id, at, {LINK_COLUMNS} FROM break_glass_events \
+                 ) WHERE chain_shard IS NOT NULL AND (chain_shard, chain_seq) > (?1, ?2) ORDER BY chain_shard, chain_seq LIMIT ?3"
+            ))
+            .bind(shard)
+            .bind(seq)
+            .bind(i64::from(limit))
+            .fetch_all(&self.read)
+            .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let kind = EntryKind::parse(row.try_get(0)?).unwrap_or(EntryKind::Record);
+                let at = parse_ts(row.try_get::<&str, _>(2)?)?;
+                if let Some(link) = link_from(row, 3, kind, row.try_get(1)?, at)? {
+                    out.push(link);
+                }
+            }
+            Ok(out)
+        }
+        .boxed()
+    }
+
+    fn chain_heads(&self) -> BoxFuture<'_, DbResult<Vec<Head>>> {
+        async move {
+            let mut conn = self.read.acquire().await?;
+            Ok(read_head(&mut conn).await?.into_iter().collect())
+        }
+        .boxed()
+    }
+
+    fn record_rows(&self, range: TimeRange, after: Option<(DateTime<Utc>, String)>, limit: u32) -> BoxFuture<'_, DbResult<Vec<RecordRow>>> {
+        async move {
+            let (until, after_ts, after_id) = range_text(&range, after);
+            let rows = sqlx::query(&format!(
+                "SELECT id, record, remediation_id, signal_fingerprint, processing_phases, enrichment_quality, enrichment_sources, \
+                    context_size_bytes, environment, confidence, business_criticality, sla_requirement, priority, priority_score, \
+                    routed_to_service, routing_priority, completed_at, status, error_message, namespace, name, uid, trigger, deleted_at, \
+                    anomalies, stored_at, {LINK_COLUMNS} \
+                 FROM signal_processing_audit WHERE completed_at < ?1 AND (completed_at, id) > (?2, ?3) \
+                 ORDER BY completed_at, id LIMIT ?4"
+            ))
+            .bind(until)
+            .bind(after_ts)
+            .bind(after_id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.read)
+            .await?;
+            rows.iter().map(record_row).collect()
+        }
+        .boxed()
+    }
+
+    fn amendment_rows(
+        &self,
+        range: TimeRange,
+        after: Option<(DateTime<Utc>, String)>,
+        limit: u32,
+    ) -> BoxFuture<'_, DbResult<Vec<AmendmentRow>>> {
+        async move {
+            let (until, after_ts, after_id) = range_text(&range, after);
+            let rows = sqlx::query(&format!(
+                "SELECT amendment_id, record_id, amended_at, content_sha256, record, anomalies, {LINK_COLUMNS} \
+                 FROM signal_processing_audit_amendments WHERE amended_at < ?1 AND (amended_at, amendment_id) > (?2, ?3) \
+                 ORDER BY amended_at, amendment_id LIMIT ?4"
+            ))
+            .bind(until)
+            .bind(after_ts)
+            .bind(after_id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.read)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    let amendment_id: String = row.try_get(0)?;
+                    let amended_at = parse_ts(row.try_get::<&str, _>(2)?)?;
+                    Ok(AmendmentRow {
+                        link: link_from(row, 6, EntryKind::Amendment, amendment_id.clone(), amended_at)?,
+                        amendment_id,
+                        record_id: row.try_get(1)?,
+                        amended_at,
+                        content_sha256: row.try_get(3)?,
+                        record_text: row.try_get(4)?,
+                        anomalies: opt_json(row, 5)?,
+                    })
+                })
+                .collect()
+        }
+        .boxed()
+    }
+
+    fn event_rows(&self, range: TimeRange, after: Option<(DateTime<Utc>, String)>, limit: u32) -> BoxFuture<'_, DbResult<Vec<EventRow>>> {
+        async move {
+            let (until, after_ts, after_id) = range_text(&range, after);
+            let rows = sqlx::query(&format!(
+                "SELECT id, user_name, groups, namespace, name, uid, at, stored_at, event, {LINK_COLUMNS} \
+                 FROM break_glass_events WHERE at < ?1 AND (at, id) > (?2, ?3) ORDER BY at, id LIMIT ?4"
+            ))
+            .bind(until)
+            .bind(after_ts)
+            .bind(after_id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.read)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    let id: String = row.try_get(0)?;
+                    let at = parse_ts(row.try_get::<&str, _>(6)?)?;
+                    Ok(EventRow {
+                        link: link_from(row, 9, EntryKind::BreakGlass, id.clone(), at)?,
+                        id,
+                        user_name: row.try_get(1)?,
+                        groups: serde_json::from_str(row.try_get::<&str, _>(2)?)?,
+                        namespace: row.try_get(3)?,
+                        name: row.try_get(4)?,
+                        uid: row.try_get(5)?,
+                        at,
+                        stored_at: parse_ts(row.try_get::<&str, _>(7)?)?,
+                        event_text: row.try_get(8)?,
+                    })
+                })
+                .collect()
+        }
+        .boxed()
+    }
+
+    fn records_without_rows(&self, _range: TimeRange, _sample: u32) -> BoxFuture<'_, DbResult<MissingRecords>> {
+        async move { Ok(MissingRecords::default()) }.boxed()
+    }
+
+    fn insert_manifest<'a>(&'a self, m: &'a StoredManifest) -> BoxFuture<'a, DbResult<()>> {
+        async move {
+            sqlx::query("INSERT INTO export_manifests (export_id, created_at, created_by, manifest, signature) VALUES (?, ?, ?, ?, ?)")
+                .bind(&m.export_id)
+                .bind(fixed_ts(m.created_at))
+                .bind(&m.created_by)
+                .bind(&m.manifest)
+                .bind(&m.signature)
+                .execute(&self.write)
+                .await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn manifest(&self, export_id: String) -> BoxFuture<'_, DbResult<Option<StoredManifest>>> {
+        async move {
+            let row =
+                sqlx::query("SELECT export_id, created_at, created_by, manifest, signature FROM export_manifests WHERE export_id = ?")
+                    .bind(export_id)
+                    .fetch_optional(&self.read)
+                    .await?;
+            row.map(|row| {
+                Ok(StoredManifest {
+                    export_id: row.try_get(0)?,
+                    created_at: parse_ts(row.try_get::<&str, _>(1)?)?,
+                    created_by: row.try_get(2)?,
+                    manifest: row.try_get(3)?,
+                    signature: row.try_get(4)?,
+                })
+            })
+            .transpose()
+        }
+        .boxed()
+    }
+}
+
+/// A row of [`Store::record_rows`]' query.
+fn record_row(row: &SqliteRow) -> DbResult<RecordRow> {
+    let id: String = row.try_get(0)?;
+    let completed_at = parse_ts(row.try_get::<&str, _>(16)?)?;
+    Ok(RecordRow {
+        link: link_from(row, 26, EntryKind::Record, id.clone(), completed_at)?,
+        id,
+        record_text: row.try_get(1)?,
+        columns: RecordColumns {
+            remediation_id: row.try_get(2)?,
+            signal_fingerprint: row.try_get(3)?,
+            processing_phases: serde_json::from_str(row.try_get::<&str, _>(4)?)?,
+            enrichment_quality: row.try_get(5)?,
+            enrichment_sources: opt_json(row, 6)?,
+            context_size_bytes: row.try_get(7)?,
+            environment: row.try_get(8)?,
+            confidence: row.try_get(9)?,
+            business_criticality: row.try_get(10)?,
+            sla_requirement: row.try_get(11)?,
+            priority: row.try_get(12)?,
+            priority_score: row.try_get(13)?,
+            routed_to_service: row.try_get(14)?,
+            routing_priority: row.try_get(15)?,
+            completed_at,
+            status: row.try_get(17)?,
+            error_message: row.try_get(18)?,
+            namespace: row.try_get(19)?,
+            name: row.try_get(20)?,
+            uid: row.try_get(21)?,
+            trigger: row.try_get(22)?,
+            deleted_at: opt_ts(row, 23)?,
+            anomalies: opt_json(row, 24)?,
+            stored_at: parse_ts(row.try_get::<&str, _>(25)?)?,
+        },
+    })
 }
 
 #[cfg(test)]
@@ -378,7 +722,9 @@ mod tests {
     #[tokio::test]
     async fn every_connection_is_wal_with_full_sync() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path(), 2).await.unwrap();
+        let store = SqliteStore::open(dir.path(), 2, std::sync::Arc::new(chain::tests::keys()))
+            .await
+            .unwrap();
         for pool in [&store.write, &store.read] {
             let sync: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(pool).await.unwrap();
             assert_eq!(sync, 2, "FULL");

@@ -6,6 +6,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use futures::future::BoxFuture;
 use serde::Serialize;
 
+use super::chain::{self, Hash, Head, Link};
 use crate::audit::break_glass::BreakGlassEvent;
 use crate::audit::SignalProcessingAudit;
 
@@ -21,6 +22,8 @@ pub struct Prepared {
     pub sources_text: Option<String>,
     /// The anomalies list, or None when there are none (a NULL column is cheap to count).
     pub anomalies_text: Option<String>,
+    /// SHA-256 of `record_text`: what the chain links (computed here, outside any lock).
+    pub digest: Hash,
 }
 
 impl Prepared {
@@ -39,6 +42,7 @@ impl Prepared {
             .then(|| serde_json::to_string(&rec.anomalies))
             .transpose()?;
         Ok(Self {
+            digest: chain::content_digest(record_text.as_bytes()),
             record_text,
             phases_text: phases.to_string(),
             sources_text,
@@ -73,6 +77,8 @@ impl Outcome {
 pub enum Lane {
     Write,
     Read,
+    /// Auditors' long requests (verify, export, report): permits and a pool of their own.
+    Audit,
 }
 
 /// An amendment as stored: a full record under an existing id, linked to the original.
@@ -119,16 +125,156 @@ pub struct PreparedEvent {
     pub event: BreakGlassEvent,
     pub event_text: String,
     pub groups_text: String,
+    pub digest: Hash,
 }
 
 impl PreparedEvent {
     pub fn new(event: BreakGlassEvent) -> Result<Self, serde_json::Error> {
+        let event_text = serde_json::to_string(&event)?;
         Ok(Self {
-            event_text: serde_json::to_string(&event)?,
+            digest: chain::content_digest(event_text.as_bytes()),
+            event_text,
             groups_text: serde_json::to_string(&event.groups)?,
             event,
         })
     }
+}
+
+/// The moment an entry is stored, as every backend keeps it (microseconds).
+pub fn stored_now() -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    Utc::now().trunc_subsecs(6)
+}
+
+/// `[since, until)` on an entry's own time (a record's completed_at, an amendment's
+/// amended_at, an event's at); either end open.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TimeRange {
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// Every column of a stored record, as the database returns it (JSON columns parsed), so
+/// verification can hold each against the record text it was written from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordColumns {
+    pub remediation_id: String,
+    pub signal_fingerprint: String,
+    pub processing_phases: serde_json::Value,
+    pub enrichment_quality: Option<f64>,
+    pub enrichment_sources: Option<serde_json::Value>,
+    pub context_size_bytes: Option<i64>,
+    pub environment: Option<String>,
+    pub confidence: Option<f64>,
+    pub business_criticality: Option<String>,
+    pub sla_requirement: Option<String>,
+    pub priority: Option<String>,
+    pub priority_score: Option<i64>,
+    pub routed_to_service: Option<String>,
+    pub routing_priority: Option<i64>,
+    pub completed_at: DateTime<Utc>,
+    pub status: String,
+    pub error_message: Option<String>,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub uid: Option<String>,
+    pub trigger: Option<String>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub anomalies: Option<serde_json::Value>,
+    pub stored_at: DateTime<Utc>,
+}
+
+/// A stored record with its link (None: no link points at it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordRow {
+    pub id: String,
+    pub record_text: String,
+    pub columns: RecordColumns,
+    pub link: Option<Link>,
+}
+
+/// A stored amendment with its link.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AmendmentRow {
+    pub amendment_id: String,
+    pub record_id: String,
+    pub amended_at: DateTime<Utc>,
+    pub content_sha256: String,
+    pub record_text: String,
+    pub anomalies: Option<serde_json::Value>,
+    pub link: Option<Link>,
+}
+
+/// A stored break-glass event with its link.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    pub id: String,
+    pub user_name: String,
+    pub groups: serde_json::Value,
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub at: DateTime<Utc>,
+    pub stored_at: DateTime<Utc>,
+    pub event_text: String,
+    pub link: Option<Link>,
+}
+
+/// Chained records whose rows are gone.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MissingRecords {
+    /// (year, month, how many, whether that month still has its own partition).
+    pub by_month: Vec<(i32, u32, u64, bool)>,
+    /// The first of them in chain order.
+    pub sample: Vec<Link>,
+}
+
+/// The chain entry of a new amendment (stored at the moment it is amended).
+pub fn amendment_entry(a: &NewAmendment) -> chain::NewEntry {
+    chain::NewEntry {
+        kind: chain::EntryKind::Amendment,
+        id: a.amendment_id.clone(),
+        at: a.amended_at,
+        stored_at: a.amended_at,
+        digest: a.prepared.digest,
+    }
+}
+
+/// The chain entry of a new break-glass event.
+pub fn event_entry(e: &PreparedEvent, stored_at: DateTime<Utc>) -> chain::NewEntry {
+    chain::NewEntry {
+        kind: chain::EntryKind::BreakGlass,
+        id: e.event.id.clone(),
+        at: e.event.at,
+        stored_at,
+        digest: e.digest,
+    }
+}
+
+/// The chain entries of new records, all stored at one moment.
+pub fn record_entries<'a>(records: impl IntoIterator<Item = &'a Prepared>, stored_at: DateTime<Utc>) -> Vec<chain::NewEntry> {
+    records
+        .into_iter()
+        .map(|p| chain::NewEntry {
+            kind: chain::EntryKind::Record,
+            id: p.rec.id.clone(),
+            at: p.rec.completed_at,
+            stored_at,
+            digest: p.digest,
+        })
+        .collect()
+}
+
+/// A signed export manifest as kept by Data Storage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredManifest {
+    pub export_id: String,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+    /// The exact bytes that were signed.
+    pub manifest: String,
+    /// Base64 of the Ed25519 signature over `manifest`.
+    pub signature: String,
 }
 
 /// A time range and keyset position shared by the record and event listings.
@@ -254,6 +400,31 @@ pub trait Store: Send + Sync + 'static {
     fn event(&self, id: String, lane: Lane) -> BoxFuture<'_, DbResult<Option<serde_json::Value>>>;
     /// Break-glass events, newest `at` first.
     fn list_events(&self, page: Page) -> BoxFuture<'_, DbResult<Vec<Listed>>>;
+
+    // The chain, read for verification and export (the read lane's pool for auditors).
+
+    /// Links of every kind in (shard, seq) order, strictly after `after`.
+    fn chain_links(&self, after: Option<(i32, i64)>, limit: u32) -> BoxFuture<'_, DbResult<Vec<Link>>>;
+    /// The last link of every shard.
+    fn chain_heads(&self) -> BoxFuture<'_, DbResult<Vec<Head>>>;
+    /// Records with `completed_at` in `range`, oldest first (then id), strictly after `after`.
+    fn record_rows(&self, range: TimeRange, after: Option<(DateTime<Utc>, String)>, limit: u32) -> BoxFuture<'_, DbResult<Vec<RecordRow>>>;
+    /// Amendments with `amended_at` in `range`, oldest first (then amendment id).
+    fn amendment_rows(
+        &self,
+        range: TimeRange,
+        after: Option<(DateTime<Utc>, String)>,
+        limit: u32,
+    ) -> BoxFuture<'_, DbResult<Vec<AmendmentRow>>>;
+    /// Break-glass events with `at` in `range`, oldest first (then id).
+    fn event_rows(&self, range: TimeRange, after: Option<(DateTime<Utc>, String)>, limit: u32) -> BoxFuture<'_, DbResult<Vec<EventRow>>>;
+    /// Chained records in `range` whose row is gone (SQLite keeps a record and its link in
+    /// one row, so there a deleted record is a gap in the chain instead: always empty).
+    fn records_without_rows(&self, range: TimeRange, sample: u32) -> BoxFuture<'_, DbResult<MissingRecords>>;
+
+    /// Keeps a signed export manifest (append-only).
+    fn insert_manifest<'a>(&'a self, m: &'a StoredManifest) -> BoxFuture<'a, DbResult<()>>;
+    fn manifest(&self, export_id: String) -> BoxFuture<'_, DbResult<Option<StoredManifest>>>;
 }
 
 /// Fixed-width UTC timestamps, so text comparison is time comparison (SQLite) and both

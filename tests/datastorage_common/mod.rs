@@ -123,6 +123,26 @@ pub fn free_port() -> u16 {
     audit_guard_harness::free_port().unwrap()
 }
 
+/// A chain key file in `dir` (generated at run time, never committed).
+pub fn chain_key_file(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("chain.key");
+    if !path.exists() {
+        std::fs::write(&path, audit_guard::datastorage::chain::generate_key_line("test-1").unwrap()).unwrap();
+    }
+    path
+}
+
+/// An export signing key in `dir` (and its public key beside it as `signing-key.pem.pub`).
+pub fn signing_key_file(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("signing-key.pem");
+    if !path.exists() {
+        let (private, public) = audit_guard::datastorage::export::generate_signing_key().unwrap();
+        std::fs::write(&path, private).unwrap();
+        std::fs::write(dir.join("signing-key.pem.pub"), public).unwrap();
+    }
+    path
+}
+
 pub fn tokens_file(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("tokens.csv");
     std::fs::write(&path, tokens_csv()).unwrap();
@@ -200,23 +220,32 @@ impl Service {
         }
         if let Some(url) = database_url {
             cmd.arg("--database-url").arg(url);
+            if !extra.contains(&"--chain-key-file") {
+                cmd.arg("--chain-key-file").arg(chain_key_file(dir.path()));
+            }
+            if !extra.contains(&"--signing-key-file") {
+                cmd.arg("--signing-key-file").arg(signing_key_file(dir.path()));
+            }
         }
         cmd.args(extra);
         for (k, v) in env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().unwrap();
+        // Idle connections are dropped before the service's own idle bound (10 s) closes them, so
+        // a request never races that close on a pooled connection (hyper: IncompleteMessage).
+        let client = || reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(5));
         let (base, http) = match &ca_pem {
             Some(ca) => (
                 format!("https://{DS_HOST}:{port}"),
-                reqwest::Client::builder()
+                client()
                     .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
                     .tls_built_in_root_certs(false)
                     .resolve(DS_HOST, ([127, 0, 0, 1], port).into())
                     .build()
                     .unwrap(),
             ),
-            None => (format!("http://127.0.0.1:{port}"), reqwest::Client::new()),
+            None => (format!("http://127.0.0.1:{port}"), client().build().unwrap()),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -243,6 +272,35 @@ impl Service {
 
     pub fn dir(&self) -> &Path {
         self._dir.path()
+    }
+
+    /// The chain key file the service runs with (PostgreSQL; SQLite keeps its own beside the
+    /// database: [`Service::data_dir`]`/chain.key`).
+    pub fn chain_key_file(&self) -> std::path::PathBuf {
+        let pg = self._dir.path().join("chain.key");
+        if pg.exists() {
+            pg
+        } else {
+            self.data_dir().join("chain.key")
+        }
+    }
+
+    /// The export signing public key (PEM) of the service.
+    pub fn public_key_file(&self) -> std::path::PathBuf {
+        let pg = self._dir.path().join("signing-key.pem.pub");
+        if pg.exists() {
+            return pg;
+        }
+        // SQLite: the key beside the database; its public half derived here.
+        let private = std::fs::read_to_string(self.data_dir().join("signing-key.pem")).unwrap();
+        let signer = audit_guard::datastorage::export::Signer::from_pem(&private).unwrap();
+        let path = self._dir.path().join("sqlite-signing-key.pub");
+        std::fs::write(&path, &signer.public_pem).unwrap();
+        path
+    }
+
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("data")
     }
 
     /// The CA of a TLS service's certificate (`start_tls`).

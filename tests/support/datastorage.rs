@@ -105,6 +105,10 @@ impl DataStorage {
         } else {
             if !self.backend.iter().any(|a| a == "--database-url") {
                 cmd.arg("--data-dir").arg(self.dir.path());
+            } else if !self.backend.iter().any(|a| a == "--chain-key-file") {
+                // PostgreSQL needs the chain's key from outside the database.
+                cmd.arg("--chain-key-file").arg(self.chain_key_file());
+                cmd.arg("--signing-key-file").arg(self.signing_key_file());
             }
             cmd.args(&self.backend);
         }
@@ -165,6 +169,46 @@ impl DataStorage {
 
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().to_path_buf()
+    }
+
+    /// The chain key file: the one SQLite creates in the data directory, or (PostgreSQL) one
+    /// generated here at first start.
+    pub fn chain_key_file(&self) -> PathBuf {
+        let path = self.dir.path().join("chain.key");
+        if !path.exists() {
+            let _ = std::fs::write(
+                &path,
+                audit_guard::datastorage::chain::generate_key_line("test-1").unwrap_or_default(),
+            );
+        }
+        path
+    }
+
+    /// The export signing key: SQLite's in the data directory, or (PostgreSQL) one generated here.
+    pub fn signing_key_file(&self) -> PathBuf {
+        let path = self.dir.path().join("signing-key.pem");
+        if !path.exists() {
+            if let Ok((private, _)) = audit_guard::datastorage::export::generate_signing_key() {
+                let _ = std::fs::write(&path, private);
+            }
+        }
+        path
+    }
+
+    /// The export signing public key (PEM), written beside the private one.
+    pub fn public_key_file(&self) -> PathBuf {
+        let path = self.dir.path().join("signing-key.pub");
+        if let Ok(private) = std::fs::read_to_string(self.signing_key_file()) {
+            if let Ok(signer) = audit_guard::datastorage::export::Signer::from_pem(&private) {
+                let _ = std::fs::write(&path, signer.public_pem);
+            }
+        }
+        path
+    }
+
+    /// A client trusting this Data Storage (its CA when it serves TLS).
+    pub fn http(&self) -> reqwest::Client {
+        self.http.clone()
     }
 }
 

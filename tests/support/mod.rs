@@ -16,15 +16,20 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::Client;
-use serde_json::json;
+use serde_json::{json, Value};
 
 pub use controlplane::ControlPlane;
 
 static CONTROL_PLANE: OnceLock<ControlPlane> = OnceLock::new();
 
-/// The control plane of this test binary, started on first use.
+/// The control plane of this test binary, started on first use; its API server writes an audit
+/// log with the shipped policy (what `audit-guard witness` reads).
 pub fn control_plane() -> &'static ControlPlane {
-    CONTROL_PLANE.get_or_init(|| match ControlPlane::start() {
+    let options = controlplane::Options {
+        audit_policy: Some(controlplane::shipped_audit_policy()),
+        ..Default::default()
+    };
+    CONTROL_PLANE.get_or_init(|| match ControlPlane::start_with(options) {
         Ok(cp) => cp,
         Err(e) => panic!("could not start the control plane: {e:#}"),
     })
@@ -196,4 +201,20 @@ pub async fn strip_finalizers(api: &Api<audit_guard::crd::SignalProcessing>, nam
     )
     .await
     .unwrap();
+}
+
+/// A CR from tests/fixtures, as written.
+#[allow(dead_code)] // not every test binary reads fixtures
+pub fn fixture(name: &str) -> Value {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("fixture json")
+}
+
+/// A fixture CR with its times moved from the day they were written to yesterday: Data Storage
+/// accepts times within 400 days only, and the record builder lists older ones as anomalies.
+#[allow(dead_code)]
+pub fn fixture_dated_yesterday(name: &str) -> Value {
+    let yesterday = (chrono::Utc::now() - chrono::Duration::days(1)).format("%Y-%m-%dT").to_string();
+    let text = serde_json::to_string(&fixture(name)).expect("fixture json");
+    serde_json::from_str(&text.replace("2025-11-27T", &yesterday)).expect("fixture json")
 }

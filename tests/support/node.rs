@@ -170,7 +170,7 @@ pub fn database_for(node: &Node, urls: &[reqwest::Url]) -> Result<NodePostgres> 
 }
 
 /// For each `<svc>.<ns>.svc` host the URLs name, a Service without selector whose EndpointSlice
-/// points at the node's PostgreSQL.
+/// points at the node's PostgreSQL, and in that namespace Data Storage's key Secrets.
 pub fn database_services(cp: &ControlPlane, urls: &[reqwest::Url], pg: &NodePostgres) -> Result<()> {
     let mut objects = String::new();
     let mut seen = std::collections::BTreeSet::new();
@@ -184,6 +184,17 @@ pub fn database_services(cp: &ControlPlane, urls: &[reqwest::Url], pg: &NodePost
         if !seen.insert((svc.to_string(), ns.to_string())) {
             continue;
         }
+        // Data Storage's evidence keys (the hash chain's and the export signing key), as an admin
+        // creates them with `audit-guard keys`: generated here, never committed.
+        let indent = |text: &str| text.lines().map(|l| format!("    {l}\n")).collect::<String>();
+        let chain_key = audit_guard::datastorage::chain::generate_key_line("e2e-1").map_err(anyhow::Error::msg)?;
+        let (signing_key, _) = audit_guard::datastorage::export::generate_signing_key()?;
+        objects.push_str(&format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: audit-guard-datastorage-chain-key, namespace: {ns}}}\nstringData:\n  chain.key: |\n{}---\n\
+             apiVersion: v1\nkind: Secret\nmetadata: {{name: audit-guard-datastorage-signing-key, namespace: {ns}}}\nstringData:\n  signing-key.pem: |\n{}---\n",
+            indent(&chain_key),
+            indent(&signing_key)
+        ));
         // sslmode=verify-full checks the server against the CA the URL's sslrootcert names: the
         // manifests mount it from the optional Secret audit-guard-datastorage-db-ca.
         if url.query_pairs().any(|(k, _)| k == "sslrootcert") {

@@ -1,0 +1,742 @@
+//! The auditor's commands. Each returns whether its check passed (`Ok(false)`: exit 1) or an
+//! error when it could not check at all (exit 2).
+//!
+//! `verify` runs either way, on purpose: through Data Storage's API with a reader's token (no
+//! database access needed, but the answer is the service's), or straight from the database
+//! with a read-only role and a copy of the chain key — then the auditor's own binary does the
+//! recomputation and a compromised service cannot answer for it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use clap::{Args, ValueEnum};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::exportfile::check_export;
+use super::report::{self, PeriodReport};
+use super::witness::{self, Live, LiveObject, LogStats, RecordRef};
+use crate::config::{parse_duration, Command};
+use crate::datastorage::chain::{self, ChainKeys, Head};
+use crate::datastorage::export::{self, Manifest, SignedManifest};
+use crate::datastorage::store::{Store, TimeRange};
+use crate::datastorage::verify::{self, Verdict, VerifyOptions, VerifyReport};
+use crate::datastorage::{postgres, sqlite};
+
+/// How to reach Data Storage's API.
+#[derive(Args, Debug, Clone)]
+pub struct ApiArgs {
+    /// Data Storage's base URL, e.g. https://audit-guard-datastorage.audit-guard.svc:8085.
+    #[arg(long = "url", env = "AUDIT_GUARD_DATASTORAGE_URL")]
+    pub url: Option<String>,
+    /// A file holding a bearer token that may read (`get`, `list`): an auditor bound to the
+    /// ClusterRole audit-guard-datastorage-reader, or a member of the readers group.
+    #[arg(long = "token-file", env = "AUDIT_GUARD_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The CA Data Storage's certificate must be signed by (the only one trusted).
+    #[arg(long = "ca-file", env = "AUDIT_GUARD_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Longest wait for one answer (a verification of millions of rows takes a while).
+    #[arg(long = "timeout", default_value = "30m", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// How to read the database directly (read-only).
+#[derive(Args, Debug, Clone)]
+pub struct DbArgs {
+    /// PostgreSQL URL of a role that may SELECT the audit tables.
+    #[arg(long, env = "AUDIT_GUARD_VERIFY_DATABASE_URL", conflicts_with_all = ["database_url_file", "sqlite"])]
+    pub database_url: Option<String>,
+    /// A file holding that URL.
+    #[arg(long, conflicts_with = "sqlite")]
+    pub database_url_file: Option<PathBuf>,
+    /// Data Storage's SQLite file (audit.db), opened read-only.
+    #[arg(long)]
+    pub sqlite: Option<PathBuf>,
+    /// The chain key file (a copy of Data Storage's): needed to recompute the links.
+    #[arg(long, env = "AUDIT_GUARD_CHAIN_KEY_FILE")]
+    pub chain_key_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct VerifyArgs {
+    /// Rows with their own time (a record's completed_at) from this moment (RFC 3339)...
+    #[arg(long)]
+    pub since: Option<DateTime<Utc>>,
+    /// ...until before this one. The chain's links are walked in full either way.
+    #[arg(long)]
+    pub until: Option<DateTime<Utc>>,
+    /// Months older than this may be gone with their partition (the retention you expect); 0: none may.
+    #[arg(long, default_value_t = 0)]
+    pub retention_months: u32,
+    /// Heads published earlier that must still be in the chain, as they were: a file written
+    /// by `verify --output` or an export's `.manifest.json`. Catches a chain cut back.
+    #[arg(long = "anchor")]
+    pub anchors: Vec<PathBuf>,
+    /// Write the full JSON result here ("-": stdout).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub api: ApiArgs,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum ExportFormat {
+    Ndjson,
+    Csv,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ExportArgs {
+    /// Rows from this moment (RFC 3339; records by completed_at, amendments by amended_at,
+    /// break-glass events by at).
+    #[arg(long)]
+    pub since: Option<DateTime<Utc>>,
+    /// Rows before this moment.
+    #[arg(long)]
+    pub until: Option<DateTime<Utc>>,
+    #[arg(long, value_enum, default_value_t = ExportFormat::Ndjson)]
+    pub format: ExportFormat,
+    /// The export file; `<out>.manifest.json` and `<out>.sig` are written beside it.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct VerifyExportArgs {
+    /// The export file.
+    pub file: PathBuf,
+    /// Its manifest (default `<file>.manifest.json`).
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
+    /// The Ed25519 signature over the manifest, 64 raw bytes (default `<file>.sig`).
+    #[arg(long)]
+    pub signature: Option<PathBuf>,
+    /// Data Storage's export signing public key (PEM), obtained out of band.
+    #[arg(long)]
+    pub public_key: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum ReportFormat {
+    Markdown,
+    Json,
+    Html,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ReportArgs {
+    /// Start of the period (RFC 3339, inclusive).
+    #[arg(long)]
+    pub since: DateTime<Utc>,
+    /// End of the period (exclusive).
+    #[arg(long)]
+    pub until: DateTime<Utc>,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Markdown)]
+    pub format: ReportFormat,
+    /// Write the report here (default: stdout).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Prometheus that scrapes `audit-guard serve`: the buffered writers' drops come from it.
+    #[arg(long)]
+    pub prometheus_url: Option<String>,
+    /// As for `verify`.
+    #[arg(long, default_value_t = 0)]
+    pub retention_months: u32,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WitnessArgs {
+    /// The API server's audit log files (audit.k8s.io/v1 Event JSON lines), rotated ones included.
+    #[arg(long = "audit-log", required = true)]
+    pub audit_logs: Vec<PathBuf>,
+    /// Only these namespaces (default: all).
+    #[arg(long = "namespace")]
+    pub namespaces: Vec<String>,
+    /// Do not read the API server's current state: every deletion the log shows counts as
+    /// completed (for auditors without API access; a deletion still waiting shows as missing).
+    #[arg(long)]
+    pub no_cluster: bool,
+    /// Records are read from this verified NDJSON export instead of Data Storage's API.
+    #[arg(long)]
+    pub export: Option<PathBuf>,
+    /// How far before the log's first event to read records (a CR completed days before it
+    /// was deleted has its record from then).
+    #[arg(long, default_value = "31days", value_parser = parse_duration)]
+    pub lookback: Duration,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct KeysArgs {
+    /// Chain key file: created with one key, or (if it exists) a new key appended — the new
+    /// key signs from the next restart; the old ones keep verifying (rotation).
+    #[arg(long)]
+    pub chain_key: Option<PathBuf>,
+    /// The new chain key's id (default: the date and time).
+    #[arg(long)]
+    pub key_id: Option<String>,
+    /// Export signing key: writes this file (PKCS#8 PEM, mode 0600) and `<file>.pub`.
+    #[arg(long)]
+    pub signing_key: Option<PathBuf>,
+}
+
+pub async fn run(cmd: Command) -> anyhow::Result<bool> {
+    match cmd {
+        Command::Verify(a) => verify_cmd(*a).await,
+        Command::Export(a) => export_cmd(*a).await,
+        Command::VerifyExport(a) => verify_export_cmd(&a),
+        Command::Report(a) => report_cmd(*a).await,
+        Command::Witness(a) => witness_cmd(*a).await,
+        Command::Keys(a) => keys_cmd(&a),
+        _ => bail!("not an auditor command"),
+    }
+}
+
+/// Data Storage's API with a reader's token.
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Api {
+    pub fn new(args: &ApiArgs) -> anyhow::Result<Self> {
+        let url = args.url.clone().context("--url (Data Storage's base URL) is required")?;
+        let token = args
+            .token_file
+            .as_ref()
+            .map(|f| {
+                std::fs::read_to_string(f)
+                    .map(|t| t.trim().to_string())
+                    .with_context(|| format!("reading {}", f.display()))
+            })
+            .transpose()?;
+        Ok(Self {
+            http: crate::client::http_builder(args.ca_file.as_deref())?
+                .timeout(args.timeout)
+                .connect_timeout(Duration::from_secs(10))
+                .build()?,
+            base: url.trim_end_matches('/').to_string(),
+            token,
+        })
+    }
+
+    /// GET `path` (with its query); any answer but 2xx is an error naming Data Storage's detail.
+    pub async fn get(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.with_context(|| format!("GET {path}"))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            let detail = serde_json::from_str::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(String::from))
+                .unwrap_or(body);
+            bail!("GET {path}: {status}: {detail}");
+        }
+        Ok(resp)
+    }
+
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let resp = self.get(path).await?;
+        resp.json().await.with_context(|| format!("reading the answer of GET {path}"))
+    }
+}
+
+/// `?since=..&until=..` and further pairs, URL-encoded; absent values left out.
+pub fn query(pairs: &[(&str, Option<String>)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", url_encode(v))))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn rfc3339(t: Option<DateTime<Utc>>) -> Option<String> {
+    t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+}
+
+/// Heads from a file: an earlier `verify --output`, an export manifest, or a signed manifest.
+pub fn anchors_from(text: &str) -> Result<Vec<Head>, String> {
+    let v: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let inner: Value = match v.get("manifest").and_then(|m| m.as_str()) {
+        Some(m) => serde_json::from_str(m).map_err(|e| format!("the signed manifest is not JSON: {e}"))?,
+        None => v,
+    };
+    let heads = inner
+        .get("heads")
+        .or_else(|| inner.get("chain_heads"))
+        .ok_or("no heads (expected a verify result or an export manifest)")?;
+    serde_json::from_value(heads.clone()).map_err(|e| format!("the heads are not heads: {e}"))
+}
+
+/// The API's form of anchors: `shard:seq:hash,...`.
+pub fn anchors_param(anchors: &[Head]) -> Option<String> {
+    (!anchors.is_empty()).then(|| {
+        anchors
+            .iter()
+            .map(|h| format!("{}:{}:{}", h.shard, h.seq, chain::hex(&h.hash)))
+            .collect::<Vec<_>>()
+            .join(",")
+    })
+}
+
+fn write_out(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if path == Path::new("-") {
+        std::io::stdout().write_all(bytes)?;
+        return Ok(());
+    }
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+fn print_verify(report: &VerifyReport) {
+    println!("{}", report.summary());
+    for f in report.findings.iter().take(20) {
+        println!(
+            "  {:?} {} {}{} — {}",
+            f.problem,
+            f.kind.map_or("", |k| k.as_str()),
+            f.id.as_deref().unwrap_or(""),
+            match (f.shard, f.seq) {
+                (Some(s), Some(q)) => format!(" (shard {s} seq {q})"),
+                _ => String::new(),
+            },
+            f.detail
+        );
+    }
+    println!("heads: {}", serde_json::to_string(&report.heads).unwrap_or_default());
+}
+
+async fn open_db(db: &DbArgs) -> anyhow::Result<Box<dyn Store>> {
+    if let Some(file) = &db.sqlite {
+        return Ok(Box::new(sqlite::SqliteStore::open_read_only(file).await?));
+    }
+    let url = crate::datastorage::database_url(db.database_url.as_deref(), db.database_url_file.as_deref())?
+        .context("give --url (the API), or --database-url / --database-url-file / --sqlite (the database)")?;
+    Ok(Box::new(
+        postgres::PgStore::connect_read_only(&url, Duration::from_secs(120)).await?,
+    ))
+}
+
+async fn verify_cmd(a: VerifyArgs) -> anyhow::Result<bool> {
+    let mut anchors = vec![];
+    for f in &a.anchors {
+        let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        anchors.extend(anchors_from(&text).map_err(|e| anyhow::anyhow!("anchor file {}: {e}", f.display()))?);
+    }
+    let direct = a.db.database_url.is_some() || a.db.database_url_file.is_some() || a.db.sqlite.is_some();
+    let report: VerifyReport = if direct {
+        let key_file =
+            a.db.chain_key_file
+                .as_ref()
+                .context("reading the database directly needs --chain-key-file")?;
+        let keys = ChainKeys::load(key_file)?;
+        let store = open_db(&a.db).await?;
+        let opts = VerifyOptions {
+            range: TimeRange {
+                since: a.since,
+                until: a.until,
+            },
+            retention_months: a.retention_months,
+            anchors,
+        };
+        verify::verify(store.as_ref(), &keys, &opts, Utc::now()).await?
+    } else {
+        let api = Api::new(&a.api)?;
+        let q = query(&[
+            ("since", rfc3339(a.since)),
+            ("until", rfc3339(a.until)),
+            ("retention_months", Some(a.retention_months.to_string())),
+            ("anchors", anchors_param(&anchors)),
+        ]);
+        api.get_json(&format!("{}/verify{q}", crate::datastorage::api::BASE)).await?
+    };
+    print_verify(&report);
+    if let Some(out) = &a.output {
+        write_out(out, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    }
+    Ok(report.result == Verdict::Intact)
+}
+
+fn sibling(file: &Path, suffix: &str) -> PathBuf {
+    let mut s = file.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+async fn export_cmd(a: ExportArgs) -> anyhow::Result<bool> {
+    use tokio::io::AsyncWriteExt;
+    let api = Api::new(&a.api)?;
+    let format = match a.format {
+        ExportFormat::Ndjson => "ndjson",
+        ExportFormat::Csv => "csv",
+    };
+    let q = query(&[
+        ("since", rfc3339(a.since)),
+        ("until", rfc3339(a.until)),
+        ("format", Some(format.into())),
+    ]);
+    let resp = api.get(&format!("{}/export{q}", crate::datastorage::api::BASE)).await?;
+    let export_id = resp
+        .headers()
+        .get(export::EXPORT_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
+        .context("the answer names no export id")?;
+    let mut file = tokio::fs::File::create(&a.out)
+        .await
+        .with_context(|| format!("creating {}", a.out.display()))?;
+    let mut hasher = Sha256::new();
+    let mut bytes = 0u64;
+    let mut resp = resp;
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .context("the export stream broke off (no manifest is stored for it)")?
+    {
+        hasher.update(&chunk);
+        bytes += chunk.len() as u64;
+        file.write_all(&chunk).await?;
+    }
+    file.flush().await?;
+    let signed: SignedManifest = api
+        .get_json(&format!("{}/exports/{export_id}", crate::datastorage::api::BASE))
+        .await?;
+    let signature = base64::engine::general_purpose::STANDARD
+        .decode(&signed.signature)
+        .context("the signature is not base64")?;
+    let (manifest_path, sig_path) = (sibling(&a.out, ".manifest.json"), sibling(&a.out, ".sig"));
+    std::fs::write(&manifest_path, signed.manifest.as_bytes())?;
+    std::fs::write(&sig_path, &signature)?;
+    let manifest: Manifest = serde_json::from_str(&signed.manifest).context("the manifest is not a manifest")?;
+    let digest = chain::hex(&hasher.finalize());
+    let whole = digest == manifest.content_sha256 && bytes == manifest.content_bytes;
+    println!(
+        "export {export_id}: {bytes} bytes, {} records, {} amendments, {} break-glass events -> {} (+ {}, {}); SHA-256 {digest} {}",
+        manifest.counts.records,
+        manifest.counts.amendments,
+        manifest.counts.break_glass_events,
+        a.out.display(),
+        manifest_path.display(),
+        sig_path.display(),
+        if whole {
+            "matches the manifest"
+        } else {
+            "DOES NOT match the manifest"
+        }
+    );
+    println!(
+        "check it offline: audit-guard verify-export {} --public-key <Data Storage's export signing key>",
+        a.out.display()
+    );
+    Ok(whole)
+}
+
+fn verify_export_cmd(a: &VerifyExportArgs) -> anyhow::Result<bool> {
+    let manifest_path = a.manifest.clone().unwrap_or_else(|| sibling(&a.file, ".manifest.json"));
+    let sig_path = a.signature.clone().unwrap_or_else(|| sibling(&a.file, ".sig"));
+    let manifest = std::fs::read_to_string(&manifest_path).with_context(|| format!("reading {}", manifest_path.display()))?;
+    let signature = std::fs::read(&sig_path).with_context(|| format!("reading {}", sig_path.display()))?;
+    let pem = std::fs::read_to_string(&a.public_key).with_context(|| format!("reading {}", a.public_key.display()))?;
+    let public = export::public_key_from_pem(&pem)?;
+    let file = std::fs::File::open(&a.file).with_context(|| format!("opening {}", a.file.display()))?;
+    match check_export(file, &manifest, &signature, &public) {
+        Ok(c) => {
+            println!(
+                "OK: {} is export {} signed by key {} ({} to {}): {} records, {} amendments, {} break-glass events, {} bytes, SHA-256 {}",
+                a.file.display(),
+                c.manifest.export_id,
+                c.manifest.signing_key_id,
+                rfc3339(c.manifest.since).unwrap_or_else(|| "the beginning".into()),
+                rfc3339(c.manifest.until).unwrap_or_else(|| "the end".into()),
+                c.counted.records,
+                c.counted.amendments,
+                c.counted.break_glass_events,
+                c.manifest.content_bytes,
+                c.manifest.content_sha256
+            );
+            Ok(true)
+        }
+        Err(why) => {
+            println!("FAILED: {}: {why}", a.file.display());
+            Ok(false)
+        }
+    }
+}
+
+/// The buffered writers' drops over the period, from Prometheus.
+async fn writer_drops(prometheus: &str, r: &PeriodReport, ca: Option<&Path>) -> anyhow::Result<f64> {
+    let q = report::drops_query(r.since, r.until);
+    let http = crate::client::http_builder(ca)?.timeout(Duration::from_secs(30)).build()?;
+    let url = format!(
+        "{}/api/v1/query{}",
+        prometheus.trim_end_matches('/'),
+        query(&[("query", Some(q)), ("time", rfc3339(Some(r.until)))])
+    );
+    let answer: Value = http
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("asking Prometheus at {prometheus}"))?
+        .json()
+        .await
+        .context("reading Prometheus' answer")?;
+    report::prometheus_scalar(&answer).map_err(anyhow::Error::msg)
+}
+
+async fn report_cmd(a: ReportArgs) -> anyhow::Result<bool> {
+    let api = Api::new(&a.api)?;
+    let q = query(&[
+        ("since", rfc3339(Some(a.since))),
+        ("until", rfc3339(Some(a.until))),
+        ("format", Some("json".into())),
+        ("retention_months", Some(a.retention_months.to_string())),
+    ]);
+    let mut r: PeriodReport = api.get_json(&format!("{}/report{q}", crate::datastorage::api::BASE)).await?;
+    if let Some(prom) = &a.prometheus_url {
+        let dropped = writer_drops(prom, &r, a.api.ca_file.as_deref()).await?;
+        r.writer_drops.dropped = Some(dropped);
+        r.writer_drops.note = format!("{} from {prom}", report::drops_query(r.since, r.until));
+    }
+    let text = match a.format {
+        ReportFormat::Markdown => report::to_markdown(&r),
+        ReportFormat::Json => serde_json::to_string_pretty(&r)?,
+        ReportFormat::Html => report::to_html(&r),
+    };
+    match &a.out {
+        Some(p) => write_out(p, text.as_bytes())?,
+        None => print!("{text}"),
+    }
+    if a.out.is_some() {
+        eprintln!("{}", r.chain.summary());
+    }
+    Ok(r.chain.result == Verdict::Intact)
+}
+
+/// Records of a period, through the API's keyset pages.
+async fn records_from_api(api: &Api, since: DateTime<Utc>, until: DateTime<Utc>) -> anyhow::Result<Vec<RecordRef>> {
+    let base = crate::datastorage::api::BASE;
+    let mut out = vec![];
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = query(&[
+            ("since", rfc3339(Some(since))),
+            ("until", rfc3339(Some(until))),
+            ("limit", Some("1000".into())),
+            ("cursor", cursor.clone()),
+        ]);
+        let page: Value = api.get_json(&format!("{base}{q}")).await?;
+        for item in page.get("items").and_then(|i| i.as_array()).into_iter().flatten() {
+            out.push(serde_json::from_value(item.clone()).context("a listed record is not a record")?);
+        }
+        match page.get("next_cursor").and_then(|c| c.as_str()) {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// Records from an NDJSON export (check it with `verify-export` first).
+pub fn records_from_export(text: &str) -> anyhow::Result<Vec<RecordRef>> {
+    let mut out = vec![];
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line).with_context(|| format!("export line {}", n + 1))?;
+        if v.get("kind").and_then(|k| k.as_str()) == Some("record") {
+            let rec = v.get("record").cloned().unwrap_or_default();
+            out.push(serde_json::from_value(rec).with_context(|| format!("export line {}: not a record", n + 1))?);
+        }
+    }
+    Ok(out)
+}
+
+/// Which SignalProcessings the API server has now.
+async fn live_state(namespaces: &[String]) -> anyhow::Result<Live> {
+    use kube::api::{Api as KubeApi, ListParams};
+    let client = kube::Client::try_default()
+        .await
+        .context("reading the API server's current state needs a kubeconfig (or pass --no-cluster)")?;
+    let apis: Vec<KubeApi<crate::crd::SignalProcessing>> = if namespaces.is_empty() {
+        vec![KubeApi::all(client)]
+    } else {
+        namespaces.iter().map(|ns| KubeApi::namespaced(client.clone(), ns)).collect()
+    };
+    let mut live = Live::new();
+    for api in apis {
+        let list = api.list(&ListParams::default()).await.context("listing signalprocessings")?;
+        for sp in list.items {
+            let m = sp.metadata;
+            if let (Some(ns), Some(name), Some(uid), Some(created)) = (m.namespace, m.name, m.uid, m.creation_timestamp) {
+                live.insert(
+                    (ns, name),
+                    LiveObject {
+                        uid,
+                        created: created.0,
+                        deleting: m.deletion_timestamp.is_some(),
+                    },
+                );
+            }
+        }
+    }
+    Ok(live)
+}
+
+async fn witness_cmd(a: WitnessArgs) -> anyhow::Result<bool> {
+    let mut stats = LogStats::default();
+    let mut events = vec![];
+    for f in &a.audit_logs {
+        let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        witness::read_events(text.lines(), &mut stats, &mut events);
+    }
+    let (Some(first), Some(last)) = (stats.first, stats.last) else {
+        bail!(
+            "no audit events in {} ({} lines, {} unreadable): is the API server run with the audit policy?",
+            a.audit_logs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+            stats.lines,
+            stats.unreadable
+        );
+    };
+    let lifecycles = witness::lifecycles(&events);
+    let records = match &a.export {
+        Some(f) => records_from_export(&std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?)?,
+        None => {
+            let api = Api::new(&a.api)?;
+            let lookback = chrono::Duration::from_std(a.lookback).unwrap_or(chrono::Duration::days(31));
+            records_from_api(&api, first - lookback, last + chrono::Duration::minutes(5)).await?
+        }
+    };
+    let live = if a.no_cluster {
+        None
+    } else {
+        Some(live_state(&a.namespaces).await?)
+    };
+    let report = witness::judge(&lifecycles, &stats, live.as_ref(), &records, &a.namespaces);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", witness::to_text(&report));
+    }
+    Ok(report.ok())
+}
+
+fn create_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {} (an existing key is never overwritten)", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+fn keys_cmd(a: &KeysArgs) -> anyhow::Result<bool> {
+    if a.chain_key.is_none() && a.signing_key.is_none() {
+        bail!("give --chain-key <file> and/or --signing-key <file>");
+    }
+    if let Some(path) = &a.chain_key {
+        let id = a.key_id.clone().unwrap_or_else(|| Utc::now().format("%Y%m%dT%H%M%S").to_string());
+        let line = chain::generate_key_line(&id).map_err(anyhow::Error::msg)?;
+        if path.exists() {
+            let mut text = std::fs::read_to_string(path)?;
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(&line);
+            ChainKeys::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            std::fs::write(path, text)?;
+            println!(
+                "appended chain key {id} to {} (active from the next restart; earlier keys keep verifying)",
+                path.display()
+            );
+        } else {
+            create_private(path, &line)?;
+            println!("wrote chain key {id} to {}", path.display());
+        }
+    }
+    if let Some(path) = &a.signing_key {
+        let (private, public) = export::generate_signing_key()?;
+        create_private(path, &private)?;
+        let pub_path = sibling(path, ".pub");
+        std::fs::write(&pub_path, &public)?;
+        let id = export::key_id(&export::public_key_from_pem(&public)?);
+        println!(
+            "wrote export signing key {id} to {} and its public key to {}",
+            path.display(),
+            pub_path.display()
+        );
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anchors_come_from_verify_results_and_manifests() {
+        let h = Head {
+            shard: 1,
+            seq: 5,
+            hash: [3; 32],
+        };
+        let from_verify = serde_json::json!({"result": "intact", "heads": [h]}).to_string();
+        assert_eq!(anchors_from(&from_verify).unwrap(), vec![h.clone()]);
+        let manifest = serde_json::json!({"chain_heads": [h]}).to_string();
+        assert_eq!(anchors_from(&manifest).unwrap(), vec![h.clone()]);
+        let signed = serde_json::json!({"manifest": manifest, "signature": ""}).to_string();
+        assert_eq!(anchors_from(&signed).unwrap(), vec![h.clone()]);
+        assert!(anchors_from("{}").is_err());
+        assert_eq!(anchors_param(&[h]).unwrap(), format!("1:5:{}", "03".repeat(32)));
+    }
+
+    #[test]
+    fn queries_are_encoded_and_skip_absent_values() {
+        assert_eq!(
+            query(&[("since", Some("2026-01-01T00:00:00+01:00".into())), ("until", None)]),
+            "?since=2026-01-01T00%3A00%3A00%2B01%3A00"
+        );
+        assert_eq!(query(&[("a", None)]), "");
+    }
+
+    #[test]
+    fn records_are_read_from_an_ndjson_export() {
+        let text = "{\"kind\":\"record\",\"id\":\"a\",\"record\":{\"id\":\"a\",\"namespace\":\"ns\",\"name\":\"sp\",\"completed_at\":\"2026-01-01T00:00:00Z\"}}\n\
+                    {\"kind\":\"break_glass\",\"id\":\"e\",\"event\":{}}\n";
+        let recs = records_from_export(text).unwrap();
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].name.as_deref(), Some("sp"));
+        assert!(records_from_export("{").is_err());
+    }
+}

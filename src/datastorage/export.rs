@@ -1,0 +1,743 @@
+//! Signed exports for auditors: `GET .../export?since=&until=&format=ndjson|csv` streams every
+//! record (by `completed_at`), amendment (by `amended_at`) and break-glass event (by `at`) of
+//! the period, each with its chain link, in constant memory (keyset pages through a bounded
+//! channel).
+//!
+//! **How the signature reaches the client.** Ed25519 signs a message it reads twice (the nonce
+//! is derived from the whole message), so it cannot sign a stream of millions of rows as it
+//! goes. The service hashes the content (SHA-256) while streaming and, after the last row,
+//! signs a small manifest — the export's id, period, format, content SHA-256 and byte count,
+//! counts, the chain's heads, who asked — and stores it (append-only) *before* the body ends.
+//! The response's `audit-guard-export-id` header names it; `GET .../exports/{id}` returns the
+//! manifest's exact bytes and the signature from any replica. A body cut short never gets a
+//! manifest. The public key is served at [`PUBLIC_KEY_PATH`]; `audit-guard verify-export`
+//! (or `openssl pkeyutl -verify -rawin` and `sha256sum`) checks both offline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use super::api::{db_problem, AppState, BASE};
+use super::auth::User;
+use super::chain::{self, Head, Link};
+use super::problem::Problem;
+use super::query;
+use super::store::{AmendmentRow, DbError, EventRow, RecordRow, Store, StoredManifest, TimeRange};
+
+/// Where the export signing public key is published (no token needed).
+pub const PUBLIC_KEY_PATH: &str = "/.well-known/audit-guard/export-signing-key.pem";
+/// Header naming the export's id in the streamed answer.
+pub const EXPORT_ID_HEADER: &str = "audit-guard-export-id";
+pub const MANIFEST_FORMAT: &str = "audit-guard-export-manifest/v1";
+/// Rows per page read from the database.
+const PAGE: u32 = 1_000;
+/// Chunks buffered between the database reader and the client: memory is bounded by this
+/// many pages, whatever the export's size.
+const CHANNEL: usize = 4;
+/// A client that reads nothing for this long loses its export (and its permit).
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The export signing key and its id.
+pub struct Signer {
+    key: SigningKey,
+    pub key_id: String,
+    pub public_pem: String,
+}
+
+/// A short, stable id of a public key: the first 16 hex digits of SHA-256 of its 32 bytes.
+pub fn key_id(key: &VerifyingKey) -> String {
+    chain::hex(&Sha256::digest(key.as_bytes())[..8])
+}
+
+/// A new Ed25519 key pair as (private PKCS#8 PEM, public SPKI PEM).
+pub fn generate_signing_key() -> anyhow::Result<(String, String)> {
+    let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    let private = key
+        .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+        .map_err(|e| anyhow::anyhow!("encoding the signing key: {e}"))?;
+    let public = key
+        .verifying_key()
+        .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+        .map_err(|e| anyhow::anyhow!("encoding the public key: {e}"))?;
+    Ok((private.to_string(), public))
+}
+
+impl Signer {
+    pub fn from_pem(pem: &str) -> anyhow::Result<Self> {
+        let key = SigningKey::from_pkcs8_pem(pem).map_err(|e| anyhow::anyhow!("not an Ed25519 private key in PKCS#8 PEM: {e}"))?;
+        let public_pem = key
+            .verifying_key()
+            .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+            .map_err(|e| anyhow::anyhow!("encoding the public key: {e}"))?;
+        Ok(Self {
+            key_id: key_id(&key.verifying_key()),
+            public_pem,
+            key,
+        })
+    }
+
+    pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
+        let pem = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading the signing key {}: {e}", path.display()))?;
+        Self::from_pem(&pem).map_err(|e| anyhow::anyhow!("signing key {}: {e}", path.display()))
+    }
+
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        self.key.sign(message).to_bytes()
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Ndjson,
+    Csv,
+}
+
+impl Format {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ndjson" => Some(Self::Ndjson),
+            "csv" => Some(Self::Csv),
+            _ => None,
+        }
+    }
+
+    pub fn content_type(&self) -> &'static str {
+        match self {
+            Self::Ndjson => "application/x-ndjson",
+            Self::Csv => "text/csv; charset=utf-8",
+        }
+    }
+
+    pub fn extension(&self) -> &'static str {
+        match self {
+            Self::Ndjson => "ndjson",
+            Self::Csv => "csv",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub records: u64,
+    pub amendments: u64,
+    pub break_glass_events: u64,
+    /// Rows without a chain link (exported as stored; `verify` reports them).
+    pub unchained: u64,
+}
+
+/// What is signed: everything an auditor needs to hold the file to.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Manifest {
+    pub format: String,
+    pub export_id: String,
+    pub created_at: DateTime<Utc>,
+    /// The user Data Storage authenticated for the request.
+    pub created_by: String,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub content_format: Format,
+    /// Hex SHA-256 of the exported bytes.
+    pub content_sha256: String,
+    pub content_bytes: u64,
+    pub counts: Counts,
+    /// The chain's heads when the export ended: anchors for a later `verify --anchor`.
+    pub chain_heads: Vec<Head>,
+    pub signing_key_id: String,
+}
+
+/// The CSV columns, one row per record, amendment or break-glass event.
+pub const CSV_COLUMNS: &[&str] = &[
+    "kind",
+    "id",
+    "record_id",
+    "at",
+    "stored_at",
+    "status",
+    "trigger",
+    "namespace",
+    "name",
+    "uid",
+    "environment",
+    "confidence",
+    "priority",
+    "priority_score",
+    "routed_to_service",
+    "routing_priority",
+    "deleted_at",
+    "user",
+    "groups",
+    "chain_shard",
+    "chain_seq",
+    "chain_key_id",
+    "chain_hash",
+    "json",
+];
+
+fn link_json(link: Option<&Link>) -> serde_json::Value {
+    link.map_or(
+        serde_json::Value::Null,
+        |l| json!({"shard": l.shard, "seq": l.seq, "key_id": l.key_id, "hash": chain::hex(&l.hash)}),
+    )
+}
+
+/// A JSON string literal (serialising a `&str` cannot fail).
+fn js(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+/// One NDJSON line; the stored JSON goes in verbatim, byte for byte.
+fn ndjson_line(head: serde_json::Value, key: &str, stored_json: &str) -> String {
+    let mut head = head.to_string();
+    head.pop(); // the closing brace: the stored JSON goes in before it
+    format!("{head},{}:{stored_json}}}\n", js(key))
+}
+
+pub fn ndjson_record(r: &RecordRow) -> String {
+    ndjson_line(
+        json!({"kind": "record", "id": r.id, "at": r.columns.completed_at, "stored_at": r.columns.stored_at, "chain": link_json(r.link.as_ref())}),
+        "record",
+        &r.record_text,
+    )
+}
+
+pub fn ndjson_amendment(a: &AmendmentRow) -> String {
+    ndjson_line(
+        json!({"kind": "amendment", "id": a.amendment_id, "record_id": a.record_id, "at": a.amended_at, "chain": link_json(a.link.as_ref())}),
+        "record",
+        &a.record_text,
+    )
+}
+
+pub fn ndjson_event(e: &EventRow) -> String {
+    ndjson_line(
+        json!({"kind": "break_glass", "id": e.id, "at": e.at, "stored_at": e.stored_at, "chain": link_json(e.link.as_ref())}),
+        "event",
+        &e.event_text,
+    )
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    super::store::fixed_ts(t)
+}
+
+fn chain_cells(link: Option<&Link>) -> [String; 4] {
+    match link {
+        Some(l) => [l.shard.to_string(), l.seq.to_string(), l.key_id.clone(), chain::hex(&l.hash)],
+        None => Default::default(),
+    }
+}
+
+fn csv_bytes(rows: &[[String; 24]], header: bool) -> Result<Vec<u8>, DbError> {
+    let mut w = csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(Vec::with_capacity(rows.len() * 2048));
+    let err = |e: csv::Error| DbError::Value(format!("writing CSV: {e}"));
+    if header {
+        w.write_record(CSV_COLUMNS).map_err(err)?;
+    }
+    for r in rows {
+        w.write_record(r).map_err(err)?;
+    }
+    w.into_inner().map_err(|e| DbError::Value(format!("writing CSV: {e}")))
+}
+
+fn opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map(ToString::to_string).unwrap_or_default()
+}
+
+pub fn csv_record(r: &RecordRow) -> [String; 24] {
+    let c = &r.columns;
+    let [shard, seq, key, hash] = chain_cells(r.link.as_ref());
+    [
+        "record".into(),
+        r.id.clone(),
+        r.id.clone(),
+        ts(c.completed_at),
+        ts(c.stored_at),
+        c.status.clone(),
+        opt(&c.trigger),
+        opt(&c.namespace),
+        opt(&c.name),
+        opt(&c.uid),
+        opt(&c.environment),
+        opt(&c.confidence),
+        opt(&c.priority),
+        opt(&c.priority_score),
+        opt(&c.routed_to_service),
+        opt(&c.routing_priority),
+        c.deleted_at.map(ts).unwrap_or_default(),
+        String::new(),
+        String::new(),
+        shard,
+        seq,
+        key,
+        hash,
+        r.record_text.clone(),
+    ]
+}
+
+pub fn csv_amendment(a: &AmendmentRow) -> [String; 24] {
+    let rec: Option<crate::audit::SignalProcessingAudit> = serde_json::from_str(&a.record_text).ok();
+    let field = |f: fn(&crate::audit::SignalProcessingAudit) -> String| rec.as_ref().map(f).unwrap_or_default();
+    let [shard, seq, key, hash] = chain_cells(a.link.as_ref());
+    [
+        "amendment".into(),
+        a.amendment_id.clone(),
+        a.record_id.clone(),
+        ts(a.amended_at),
+        ts(a.amended_at),
+        field(|r| r.status.as_str().into()),
+        field(|r| r.trigger.map(|t| super::store::trigger_str(t).to_string()).unwrap_or_default()),
+        field(|r| opt(&r.namespace)),
+        field(|r| opt(&r.name)),
+        field(|r| opt(&r.uid)),
+        field(|r| opt(&r.environment)),
+        field(|r| opt(&r.confidence)),
+        field(|r| opt(&r.priority)),
+        field(|r| opt(&r.priority_score)),
+        field(|r| opt(&r.routed_to_service)),
+        field(|r| opt(&r.routing_priority)),
+        field(|r| r.deleted_at.map(ts).unwrap_or_default()),
+        String::new(),
+        String::new(),
+        shard,
+        seq,
+        key,
+        hash,
+        a.record_text.clone(),
+    ]
+}
+
+pub fn csv_event(e: &EventRow) -> [String; 24] {
+    let groups = e
+        .groups
+        .as_array()
+        .map(|g| g.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(";"))
+        .unwrap_or_default();
+    let [shard, seq, key, hash] = chain_cells(e.link.as_ref());
+    let mut row: [String; 24] = Default::default();
+    let cells = [
+        (0, "break_glass".to_string()),
+        (1, e.id.clone()),
+        (3, ts(e.at)),
+        (4, ts(e.stored_at)),
+        (7, e.namespace.clone()),
+        (8, e.name.clone()),
+        (9, e.uid.clone()),
+        (17, e.user_name.clone()),
+        (18, groups),
+        (19, shard),
+        (20, seq),
+        (21, key),
+        (22, hash),
+        (23, e.event_text.clone()),
+    ];
+    for (i, v) in cells {
+        row[i] = v;
+    }
+    row
+}
+
+/// Streams one export into `tx`: content chunks, then (once the manifest is signed and
+/// stored) the end of the stream. Errors end the stream with an error, so the client sees a
+/// broken body rather than a short file that looks whole.
+pub struct ExportJob {
+    pub store: Arc<dyn Store>,
+    pub signer: Arc<Signer>,
+    pub range: TimeRange,
+    pub format: Format,
+    pub export_id: String,
+    pub created_by: String,
+}
+
+struct Sink {
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl Sink {
+    async fn send(&mut self, chunk: Vec<u8>) -> Result<(), DbError> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        self.hasher.update(&chunk);
+        self.bytes += chunk.len() as u64;
+        match tokio::time::timeout(SEND_TIMEOUT, self.tx.send(Ok(Bytes::from(chunk)))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(DbError::Value("the client went away".into())),
+            Err(_) => Err(DbError::Value(format!("the client read nothing for {SEND_TIMEOUT:?}"))),
+        }
+    }
+}
+
+impl ExportJob {
+    pub async fn run(self, tx: mpsc::Sender<Result<Bytes, std::io::Error>>) {
+        let id = self.export_id.clone();
+        let fail = tx.clone();
+        match self.produce(tx).await {
+            Ok(m) => tracing::info!(
+                export_id = %id, records = m.counts.records, amendments = m.counts.amendments,
+                events = m.counts.break_glass_events, bytes = m.content_bytes, "export signed and stored"
+            ),
+            Err(e) => {
+                tracing::warn!(export_id = %id, error = %e, "export abandoned; no manifest stored");
+                let _ = fail.send(Err(std::io::Error::other(e.to_string()))).await;
+            }
+        }
+    }
+
+    async fn produce(&self, tx: mpsc::Sender<Result<Bytes, std::io::Error>>) -> Result<Manifest, DbError> {
+        let mut sink = Sink {
+            tx,
+            hasher: Sha256::new(),
+            bytes: 0,
+        };
+        let mut counts = Counts::default();
+        let csv = self.format == Format::Csv;
+        if csv {
+            sink.send(csv_bytes(&[], true)?).await?;
+        }
+        let (store, range) = (&self.store, self.range);
+        stream_pages(
+            &mut sink,
+            |after| store.record_rows(range, after, PAGE),
+            |r: &RecordRow| ((r.columns.completed_at, r.id.clone()), r.link.is_none()),
+            |page| {
+                counts.records += page.len() as u64;
+                if csv {
+                    csv_bytes(&page.iter().map(csv_record).collect::<Vec<_>>(), false)
+                } else {
+                    Ok(page.iter().map(ndjson_record).collect::<String>().into_bytes())
+                }
+            },
+            &mut counts.unchained,
+        )
+        .await?;
+        stream_pages(
+            &mut sink,
+            |after| store.amendment_rows(range, after, PAGE),
+            |r: &AmendmentRow| ((r.amended_at, r.amendment_id.clone()), r.link.is_none()),
+            |page| {
+                counts.amendments += page.len() as u64;
+                if csv {
+                    csv_bytes(&page.iter().map(csv_amendment).collect::<Vec<_>>(), false)
+                } else {
+                    Ok(page.iter().map(ndjson_amendment).collect::<String>().into_bytes())
+                }
+            },
+            &mut counts.unchained,
+        )
+        .await?;
+        stream_pages(
+            &mut sink,
+            |after| store.event_rows(range, after, PAGE),
+            |r: &EventRow| ((r.at, r.id.clone()), r.link.is_none()),
+            |page| {
+                counts.break_glass_events += page.len() as u64;
+                if csv {
+                    csv_bytes(&page.iter().map(csv_event).collect::<Vec<_>>(), false)
+                } else {
+                    Ok(page.iter().map(ndjson_event).collect::<String>().into_bytes())
+                }
+            },
+            &mut counts.unchained,
+        )
+        .await?;
+        let manifest = Manifest {
+            format: MANIFEST_FORMAT.into(),
+            export_id: self.export_id.clone(),
+            created_at: super::store::stored_now(),
+            created_by: self.created_by.clone(),
+            since: self.range.since,
+            until: self.range.until,
+            content_format: self.format,
+            content_sha256: chain::hex(&sink.hasher.clone().finalize()),
+            content_bytes: sink.bytes,
+            counts,
+            chain_heads: self.store.chain_heads().await?,
+            signing_key_id: self.signer.key_id.clone(),
+        };
+        let text = serde_json::to_string(&manifest)?;
+        let signature = base64::engine::general_purpose::STANDARD.encode(self.signer.sign(text.as_bytes()));
+        // Stored before the body ends: a client that saw the whole body can fetch the signature.
+        self.store
+            .insert_manifest(&StoredManifest {
+                export_id: manifest.export_id.clone(),
+                created_at: manifest.created_at,
+                created_by: manifest.created_by.clone(),
+                manifest: text,
+                signature,
+            })
+            .await?;
+        Ok(manifest)
+    }
+}
+
+/// Keyset position of a row: its own time and id.
+type Position = (DateTime<Utc>, String);
+
+/// Reads `fetch` page by page (each page strictly after the last row's `position`) until a
+/// short page, sending each rendered page to the sink and counting rows without a link.
+async fn stream_pages<R, Fetch, Fut>(
+    sink: &mut Sink,
+    mut fetch: Fetch,
+    position: impl Fn(&R) -> (Position, bool),
+    mut render: impl FnMut(&[R]) -> Result<Vec<u8>, DbError>,
+    unchained: &mut u64,
+) -> Result<(), DbError>
+where
+    Fetch: FnMut(Option<Position>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<R>, DbError>>,
+{
+    let mut after = None;
+    loop {
+        let page = fetch(after).await?;
+        *unchained += page.iter().filter(|r| position(r).1).count() as u64;
+        sink.send(render(&page)?).await?;
+        match page.last() {
+            Some(r) if page.len() == PAGE as usize => after = Some(position(r).0),
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// `since` (inclusive) and `until` (exclusive), both optional, RFC 3339.
+pub fn period(p: &query::Params) -> Result<TimeRange, Problem> {
+    let range = TimeRange {
+        since: p.time("since")?,
+        until: p.time("until")?,
+    };
+    if let (Some(s), Some(u)) = (range.since, range.until) {
+        if s >= u {
+            return Err(Problem::field("since", "since: must be before until"));
+        }
+    }
+    Ok(range)
+}
+
+fn caller(user: Option<Extension<User>>) -> String {
+    user.map_or_else(|| "anonymous (authentication disabled)".to_string(), |Extension(u)| u.name)
+}
+
+pub async fn export(State(state): State<Arc<AppState>>, user: Option<Extension<User>>, uri: Uri) -> Result<Response, Problem> {
+    let p = query::params(&uri, &["since", "until", "format"])?;
+    let range = period(&p)?;
+    let format = match p.get("format") {
+        None => Format::Ndjson,
+        Some(f) => Format::parse(f).ok_or_else(|| Problem::field("format", "format: expected ndjson or csv"))?,
+    };
+    let Some(signer) = state.signer.clone() else {
+        return Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "exports are signed, and this Data Storage has no signing key: start it with --signing-key-file",
+        ));
+    };
+    let export_id = uuid::Uuid::new_v4().to_string();
+    let (tx, rx) = mpsc::channel(CHANNEL);
+    let job = ExportJob {
+        store: state.store.clone(),
+        signer,
+        range,
+        format,
+        export_id: export_id.clone(),
+        created_by: caller(user),
+    };
+    tokio::spawn(job.run(tx));
+    let body = Body::from_stream(tokio_stream_from(rx));
+    let mut resp = Response::new(body);
+    let headers = resp.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+    for (name, value) in [
+        (EXPORT_ID_HEADER.to_string(), export_id.clone()),
+        ("audit-guard-export-manifest".to_string(), format!("{BASE}/exports/{export_id}")),
+        (
+            header::CONTENT_DISPOSITION.to_string(),
+            format!("attachment; filename=\"audit-export-{export_id}.{}\"", format.extension()),
+        ),
+    ] {
+        if let (Ok(n), Ok(v)) = (axum::http::HeaderName::try_from(name.as_str()), HeaderValue::from_str(&value)) {
+            headers.insert(n, v);
+        }
+    }
+    Ok(resp)
+}
+
+fn tokio_stream_from(
+    mut rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// The manifest of a finished export and its signature.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct SignedManifest {
+    pub export_id: String,
+    /// The exact signed bytes (a JSON document, kept as text so nothing re-serialises it).
+    pub manifest: String,
+    /// Base64 of the 64-byte Ed25519 signature over `manifest`.
+    pub signature: String,
+}
+
+pub async fn manifest(State(state): State<Arc<AppState>>, Path(id): Path<String>, uri: Uri) -> Result<Response, Problem> {
+    query::params(&uri, &[])?;
+    match state.store.manifest(id.clone()).await.map_err(|e| db_problem("manifest", e))? {
+        Some(m) => Ok(Json(SignedManifest {
+            export_id: m.export_id,
+            manifest: m.manifest,
+            signature: m.signature,
+        })
+        .into_response()),
+        None => Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            format!("no export {id:?}: it never existed, or its body did not complete (no manifest is stored then)"),
+        )),
+    }
+}
+
+pub async fn public_key(State(state): State<Arc<AppState>>) -> Response {
+    match &state.signer {
+        Some(s) => (
+            [
+                (header::CONTENT_TYPE, HeaderValue::from_static("application/x-pem-file")),
+                (
+                    header::HeaderName::from_static("audit-guard-signing-key-id"),
+                    HeaderValue::from_str(&s.key_id).unwrap_or(HeaderValue::from_static("")),
+                ),
+            ],
+            s.public_pem.clone(),
+        )
+            .into_response(),
+        None => Problem::new(StatusCode::NOT_FOUND, "this Data Storage signs no exports (no --signing-key-file)").into_response(),
+    }
+}
+
+/// Checks a signed manifest against a public key: the manifest, if the signature is its.
+pub fn verify_manifest(signed: &str, signature: &[u8], public: &VerifyingKey) -> Result<Manifest, String> {
+    let sig = ed25519_dalek::Signature::from_slice(signature).map_err(|e| format!("not an Ed25519 signature: {e}"))?;
+    public
+        .verify_strict(signed.as_bytes(), &sig)
+        .map_err(|_| "the signature does not match the manifest and this public key".to_string())?;
+    let m: Manifest = serde_json::from_str(signed).map_err(|e| format!("the manifest is not a manifest: {e}"))?;
+    if m.format != MANIFEST_FORMAT {
+        return Err(format!("unknown manifest format {:?}", m.format));
+    }
+    if m.signing_key_id != key_id(public) {
+        return Err(format!(
+            "the manifest names signing key {} but the public key given is {}",
+            m.signing_key_id,
+            key_id(public)
+        ));
+    }
+    Ok(m)
+}
+
+pub fn public_key_from_pem(pem: &str) -> anyhow::Result<VerifyingKey> {
+    use ed25519_dalek::pkcs8::DecodePublicKey;
+    VerifyingKey::from_public_key_pem(pem).map_err(|e| anyhow::anyhow!("not an Ed25519 public key in PEM: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datastorage::store::RecordColumns;
+
+    fn row() -> RecordRow {
+        RecordRow {
+            id: "a\"b".into(),
+            record_text: r#"{"id":"a\"b","status":"completed"}"#.into(),
+            columns: RecordColumns {
+                remediation_id: "rr".into(),
+                signal_fingerprint: "fp".into(),
+                processing_phases: json!([]),
+                enrichment_quality: None,
+                enrichment_sources: None,
+                context_size_bytes: None,
+                environment: Some("prod,\"x\"".into()),
+                confidence: Some(0.5),
+                business_criticality: None,
+                sla_requirement: None,
+                priority: None,
+                priority_score: None,
+                routed_to_service: None,
+                routing_priority: None,
+                completed_at: "2026-01-01T00:00:00Z".parse().unwrap(),
+                status: "completed".into(),
+                error_message: None,
+                namespace: None,
+                name: None,
+                uid: None,
+                trigger: None,
+                deleted_at: None,
+                anomalies: None,
+                stored_at: "2026-01-01T00:00:01Z".parse().unwrap(),
+            },
+            link: None,
+        }
+    }
+
+    #[test]
+    fn ndjson_lines_carry_the_stored_json_verbatim() {
+        let line = ndjson_record(&row());
+        assert!(line.ends_with(&format!(",\"record\":{}}}\n", row().record_text)), "{line}");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["kind"], "record");
+        assert_eq!(v["id"], "a\"b");
+        assert_eq!(v["chain"], serde_json::Value::Null);
+        assert_eq!(v["record"]["status"], "completed");
+    }
+
+    #[test]
+    fn csv_rows_quote_and_have_every_column() {
+        let bytes = csv_bytes(&[csv_record(&row())], true).unwrap();
+        let mut rdr = csv::Reader::from_reader(bytes.as_slice());
+        assert_eq!(rdr.headers().unwrap().len(), CSV_COLUMNS.len());
+        let rec = rdr.records().next().unwrap().unwrap();
+        assert_eq!(&rec[0], "record");
+        assert_eq!(&rec[10], "prod,\"x\"");
+        assert_eq!(&rec[23], row().record_text);
+    }
+
+    #[test]
+    fn a_signed_manifest_verifies_only_unchanged_and_with_its_key() {
+        let (private, public) = generate_signing_key().unwrap();
+        let signer = Signer::from_pem(&private).unwrap();
+        let public = public_key_from_pem(&public).unwrap();
+        let m = Manifest {
+            format: MANIFEST_FORMAT.into(),
+            export_id: "e".into(),
+            created_at: "2026-01-01T00:00:00Z".parse().unwrap(),
+            created_by: "auditor".into(),
+            since: None,
+            until: None,
+            content_format: Format::Ndjson,
+            content_sha256: chain::hex(&[0; 32]),
+            content_bytes: 0,
+            counts: Counts::default(),
+            chain_heads: vec![],
+            signing_key_id: signer.key_id.clone(),
+        };
+        let text = serde_json::to_string(&m).unwrap();
+        let sig = signer.sign(text.as_bytes());
+        assert_eq!(verify_manifest(&text, &sig, &public).unwrap(), m);
+        assert!(verify_manifest(&text.replace("auditor", "auditos"), &sig, &public).is_err());
+        let (_, other) = generate_signing_key().unwrap();
+        assert!(verify_manifest(&text, &sig, &public_key_from_pem(&other).unwrap()).is_err());
+        assert!(verify_manifest(&text, &sig[..10], &public).is_err());
+        assert!(Signer::from_pem("not a key").is_err());
+    }
+}
