@@ -335,3 +335,19 @@ mod tests {
         );
     }
 }
+
+/// Objects for the unit tests of the modules that decide over SignalProcessings.
+#[cfg(test)]
+pub mod test_support {
+    use super::SignalProcessing;
+    use serde_json::{json, Value};
+
+    /// A SignalProcessing with this metadata and, if given, this status phase.
+    pub fn sp(meta: Value, phase: Option<&str>) -> SignalProcessing {
+        let mut v = json!({ "apiVersion": "kubernaut.ai/v1alpha1", "kind": "SignalProcessing", "metadata": meta, "spec": {} });
+        if let Some(p) = phase {
+            v["status"] = json!({ "phase": p });
+        }
+        serde_json::from_value(v).expect("a SignalProcessing")
+    }
+}

@@ -97,16 +97,9 @@ pub async fn run(client: kube::Client, namespaces: Vec<String>, retention: Durat
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::test_support::sp;
     use crate::crd::FINALIZER;
     use serde_json::{json, Value};
-
-    fn sp(meta: Value, phase: Option<&str>) -> SignalProcessing {
-        let mut v = json!({ "apiVersion": "kubernaut.ai/v1alpha1", "kind": "SignalProcessing", "metadata": meta, "spec": {} });
-        if let Some(p) = phase {
-            v["status"] = json!({ "phase": p });
-        }
-        serde_json::from_value(v).unwrap()
-    }
 
     #[test]
     fn retention_expires_only_guarded_finished_crs_past_the_retention() {

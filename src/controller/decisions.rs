@@ -106,15 +106,8 @@ pub fn waiting_summary(deletion_times: impl IntoIterator<Item = DateTime<Utc>>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::test_support::sp;
     use serde_json::json;
-
-    fn sp(meta: Value, phase: Option<&str>) -> SignalProcessing {
-        let mut v = json!({ "apiVersion": "kubernaut.ai/v1alpha1", "kind": "SignalProcessing", "metadata": meta, "spec": {} });
-        if let Some(p) = phase {
-            v["status"] = json!({ "phase": p });
-        }
-        serde_json::from_value(v).unwrap()
-    }
 
     fn apply(obj: &SignalProcessing, patch: &Patch) -> Result<Value, json_patch::PatchError> {
         let mut doc = serde_json::to_value(obj).unwrap();
