@@ -6,6 +6,10 @@
 //! (enrichmentResults, classification/categorization start and end times, categorization).
 //! Every field is optional so that either shape deserializes, and spec and status preserve
 //! unknown fields so that nothing a newer Kubernaut writes is pruned by our CRD.
+//!
+//! `skip_serializing_none` leaves absent fields out of what we write. A field with its own
+//! `schema_with` also says `serde(default)`: schemars cannot see the `Option` through it and
+//! would otherwise mark the field required.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +18,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_with::skip_serializing_none;
 
 use crate::duration::GoDuration;
 
@@ -24,6 +29,7 @@ pub const ANNOTATION_RECORD_ID: &str = "audit.kubernaut.ai/record-id";
 /// Set, in the same patch that removes the finalizer, to when the record was stored.
 pub const ANNOTATION_PERSISTED_AT: &str = "audit.kubernaut.ai/persisted-at";
 
+#[skip_serializing_none]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "kubernaut.ai",
@@ -43,62 +49,46 @@ pub const ANNOTATION_PERSISTED_AT: &str = "audit.kubernaut.ai/persisted-at";
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
 pub struct SignalProcessingSpec {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remediation_request_ref: Option<RemediationRequestRef>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<Signal>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enrichment_config: Option<EnrichmentConfig>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub times_out_at: Option<DateTime<Utc>>,
 }
 
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RemediationRequestRef {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     #[serde(default)]
     pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
 }
 
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Signal {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub severity: Option<String>,
-    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "type")]
     pub signal_type: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_type: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_resource: Option<TargetResource>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub received_time: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firing_time: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<BTreeMap<String, String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<BTreeMap<String, String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider_data: Option<String>,
-    #[serde(default, rename = "clusterID", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "clusterID")]
     pub cluster_id: Option<String>,
 }
 
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TargetResource {
@@ -106,80 +96,64 @@ pub struct TargetResource {
     pub kind: String,
     #[serde(default)]
     pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
 }
 
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
 pub struct EnrichmentConfig {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enable_cluster_state: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enable_historical: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enable_metrics: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(schema_with = "crate::duration::int_or_string")]
     pub timeout: Option<GoDuration>,
     /// The design document counts these for `contextSources`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(schema_with = "free_form_array")]
     pub context_sources: Option<Vec<Value>>,
 }
 
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
 pub struct SignalProcessingStatus {
     /// Pending, Enriching, Classifying, Categorizing, Completed or Failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conditions: Option<Vec<Condition>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment_classification: Option<EnvironmentClassification>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_assignment: Option<PriorityAssignment>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub business_classification: Option<BusinessClassification>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_info: Option<FailureInfo>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(schema_with = "free_form_object")]
     pub kubernetes_context: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(schema_with = "free_form_object")]
     pub signal_classification: Option<Value>,
 
     // The design document's shape.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enrichment_results: Option<EnrichmentResults>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub classification_start_time: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub classification_end_time: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(schema_with = "crate::duration::int_or_string")]
     pub classification_duration: Option<GoDuration>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub categorization_start_time: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub categorization_end_time: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(schema_with = "crate::duration::int_or_string")]
     pub categorization_duration: Option<GoDuration>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub categorization: Option<Categorization>,
 }
 
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
@@ -187,100 +161,78 @@ pub struct Condition {
     pub condition_type: String,
     #[serde(default)]
     pub status: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition_time: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 }
 
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EnvironmentClassification {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub classified_at: Option<DateTime<Utc>>,
     /// Design document only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confidence: Option<f64>,
     /// Design document only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub business_criticality: Option<String>,
     /// Design document only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sla_requirement: Option<String>,
 }
 
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PriorityAssignment {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assigned_at: Option<DateTime<Utc>>,
 }
 
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BusinessClassification {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub business_unit: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub criticality: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_owner: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sla_requirement: Option<String>,
 }
 
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FailureInfo {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consecutive_failures: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure_time: Option<DateTime<Utc>>,
 }
 
 /// The design document's `status.enrichmentResults`.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
 pub struct EnrichmentResults {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schemars(schema_with = "crate::duration::int_or_string")]
     pub duration: Option<GoDuration>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enrichment_quality: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enrichment_sources: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_size_bytes: Option<i64>,
 }
 
 /// The design document's `status.categorization` (DD-CATEGORIZATION-001).
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Categorization {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_score: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub categorization_source: Option<String>,
 }
 
