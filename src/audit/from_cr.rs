@@ -103,10 +103,8 @@ pub fn build_record(sp: &SignalProcessing, trigger: Trigger, now: DateTime<Utc>)
     let mut check = Sanitizer::new(now);
     let deleted_at = check.time("deleted_at", meta.deletion_timestamp.as_ref().map(|t| t.0));
     let env = st.environment_classification.as_ref();
-    let business = st.business_classification.as_ref();
     let enrichment = st.enrichment_results.as_ref();
     let categorization = st.categorization.as_ref();
-    let assignment = st.priority_assignment.as_ref();
 
     let status = audit_status(sp, trigger);
     let error_message = (status == AuditStatus::Failed).then(|| failure_message(st)).flatten();
@@ -121,19 +119,11 @@ pub fn build_record(sp: &SignalProcessing, trigger: Trigger, now: DateTime<Utc>)
         enrichment_quality: check.fraction("enrichment_quality", enrichment.and_then(|e| e.enrichment_quality)),
         enrichment_sources: enrichment.and_then(|e| e.enrichment_sources.clone()),
         context_size_bytes: check.non_negative("context_size_bytes", enrichment.and_then(|e| e.context_size_bytes)),
-        environment: lower(env.and_then(|e| e.environment.as_deref())),
+        environment: environment(st),
         confidence: check.fraction("confidence", env.and_then(|e| e.confidence)),
-        business_criticality: lower(
-            env.and_then(|e| e.business_criticality.as_deref())
-                .or_else(|| business.and_then(|b| b.criticality.as_deref())),
-        ),
-        sla_requirement: lower(
-            env.and_then(|e| e.sla_requirement.as_deref())
-                .or_else(|| business.and_then(|b| b.sla_requirement.as_deref())),
-        ),
-        priority: categorization
-            .and_then(|c| c.priority.clone())
-            .or_else(|| assignment.and_then(|a| a.priority.clone())),
+        business_criticality: business_criticality(st),
+        sla_requirement: sla_requirement(st),
+        priority: priority(st),
         priority_score: check.non_negative("priority_score", categorization.and_then(|c| c.priority_score)),
         // Neither CR shape carries a routing decision.
         routed_to_service: None,
@@ -230,6 +220,39 @@ fn failure_message(st: &SignalProcessingStatus) -> Option<String> {
     })
 }
 
+// Each classification value is read in one place, for the record's top level and for its
+// phases alike, so that the two cannot drift apart. The design document's field comes first,
+// Kubernaut's as it ships today second.
+
+fn environment(st: &SignalProcessingStatus) -> Option<String> {
+    lower(st.environment_classification.as_ref().and_then(|e| e.environment.as_deref()))
+}
+
+fn business_criticality(st: &SignalProcessingStatus) -> Option<String> {
+    let env = st.environment_classification.as_ref();
+    let business = st.business_classification.as_ref();
+    lower(
+        env.and_then(|e| e.business_criticality.as_deref())
+            .or_else(|| business.and_then(|b| b.criticality.as_deref())),
+    )
+}
+
+fn sla_requirement(st: &SignalProcessingStatus) -> Option<String> {
+    let env = st.environment_classification.as_ref();
+    let business = st.business_classification.as_ref();
+    lower(
+        env.and_then(|e| e.sla_requirement.as_deref())
+            .or_else(|| business.and_then(|b| b.sla_requirement.as_deref())),
+    )
+}
+
+fn priority(st: &SignalProcessingStatus) -> Option<String> {
+    st.categorization
+        .as_ref()
+        .and_then(|c| c.priority.clone())
+        .or_else(|| st.priority_assignment.as_ref().and_then(|a| a.priority.clone()))
+}
+
 fn lower(s: Option<&str>) -> Option<String> {
     s.filter(|v| !v.is_empty()).map(str::to_lowercase)
 }
@@ -315,15 +338,12 @@ fn phases(sp: &SignalProcessing, st: &SignalProcessingStatus, check: &mut Saniti
         duration: phase_duration(check, 1, class_start, class_end, st.classification_duration),
         enrichment_results: None,
         classification_results: Some(ClassificationPhaseResults {
-            environment: lower(env.and_then(|e| e.environment.as_deref())),
+            environment: environment(st),
             confidence: check.fraction(
                 "processing_phases[1].classificationResults.confidence",
                 env.and_then(|e| e.confidence),
             ),
-            business_criticality: lower(
-                env.and_then(|e| e.business_criticality.as_deref())
-                    .or_else(|| st.business_classification.as_ref().and_then(|b| b.criticality.as_deref())),
-            ),
+            business_criticality: business_criticality(st),
             classification_method: env.and_then(|e| e.source.clone()),
         }),
         categorization_results: None,
@@ -340,9 +360,7 @@ fn phases(sp: &SignalProcessing, st: &SignalProcessingStatus, check: &mut Saniti
         enrichment_results: None,
         classification_results: None,
         categorization_results: Some(CategorizationPhaseResults {
-            priority: categorization
-                .and_then(|c| c.priority.clone())
-                .or_else(|| assignment.and_then(|a| a.priority.clone())),
+            priority: priority(st),
             priority_score: check.non_negative(
                 "processing_phases[2].categorizationResults.priorityScore",
                 categorization.and_then(|c| c.priority_score),
