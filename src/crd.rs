@@ -262,6 +262,12 @@ impl SignalProcessing {
     pub fn phase(&self) -> Option<&str> {
         self.status.as_ref().and_then(|s| s.phase.as_deref())
     }
+
+    /// Completed or Failed (Kubernaut writes them capitalised; case is not trusted).
+    pub fn is_terminal(&self) -> bool {
+        self.phase()
+            .is_some_and(|p| p.eq_ignore_ascii_case("completed") || p.eq_ignore_ascii_case("failed"))
+    }
 }
 
 pub fn has_finalizer(finalizers: Option<&[String]>) -> bool {

@@ -161,7 +161,7 @@ fn finish_time(
     check: &mut Sanitizer,
 ) -> Option<DateTime<Utc>> {
     let completion = check.time("completed_at", st.completion_time);
-    let last_phase_end = || is_terminal(sp).then(|| phases.iter().rev().find_map(|p| p.end_time)).flatten();
+    let last_phase_end = || sp.is_terminal().then(|| phases.iter().rev().find_map(|p| p.end_time)).flatten();
     completion.or_else(last_phase_end)
 }
 /// Completed/Failed as the CR says; a forced removal is `forced`; anything else that is
@@ -175,11 +175,6 @@ pub fn audit_status(sp: &SignalProcessing, trigger: Trigger) -> AuditStatus {
         Some(p) if p.eq_ignore_ascii_case("failed") => AuditStatus::Failed,
         _ => AuditStatus::Incomplete,
     }
-}
-
-/// Whether the CR reached a terminal phase (its record can be written ahead of deletion).
-pub fn is_terminal(sp: &SignalProcessing) -> bool {
-    matches!(audit_status(sp, Trigger::Completion), AuditStatus::Completed | AuditStatus::Failed)
 }
 
 /// spec.remediationRequestRef.name; else the owning RemediationRequest's name (the

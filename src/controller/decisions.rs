@@ -21,12 +21,12 @@ pub enum Action {
 /// written now would carry a completed_at of now, differ from the deletion-time record, and
 /// raise a false conflict.
 pub fn decide(sp: &SignalProcessing, already_enqueued: bool, now: DateTime<Utc>) -> Action {
-    use crate::audit::from_cr::{finished_at, is_terminal};
+    use crate::audit::from_cr::finished_at;
     match (sp.is_deleting(), sp.has_finalizer()) {
         (true, true) => Action::PersistAndRelease,
         (true, false) => Action::Nothing,
         (false, false) => Action::AddFinalizer,
-        (false, true) if is_terminal(sp) && !already_enqueued && finished_at(sp, now).is_some() => Action::EnqueueRecord,
+        (false, true) if sp.is_terminal() && !already_enqueued && finished_at(sp, now).is_some() => Action::EnqueueRecord,
         (false, true) => Action::Nothing,
     }
 }
