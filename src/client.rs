@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 
 use crate::audit::break_glass::BreakGlassEvent;
-use crate::audit::{SignalProcessingAudit, StoreError};
+use crate::audit::SignalProcessingAudit;
 use crate::config::{ApiMode, DataStorageClientArgs};
 use crate::events::queue::QueuedEvents;
 use crate::metrics;
@@ -87,16 +87,6 @@ impl ClientError {
             message: message.into(),
             retry_after: None,
             kind,
-        }
-    }
-}
-
-impl From<ClientError> for StoreError {
-    fn from(e: ClientError) -> Self {
-        if e.permanent {
-            StoreError::Permanent(e.message)
-        } else {
-            StoreError::Transient(e.message)
         }
     }
 }

@@ -494,20 +494,3 @@ mod tests {
         assert!(serde_json::from_value::<SignalProcessingAudit>(v).is_err());
     }
 }
-
-/// Why a record could not be confirmed as stored.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StoreError {
-    /// Retrying the same request cannot succeed (400, 413, 422): surface it loudly.
-    #[error("audit record rejected: {0}")]
-    Permanent(String),
-    /// Retrying may succeed (network, timeout, 401, 403, 429, 5xx, 202 queued-not-stored).
-    #[error("audit record not stored yet: {0}")]
-    Transient(String),
-}
-
-/// Somewhere an audit record can be stored synchronously: `Ok` means Data Storage
-/// confirmed the record is stored (a 201, or a 409 for the same id).
-pub trait RecordSink: Send + Sync + 'static {
-    fn store<'a>(&'a self, record: &'a SignalProcessingAudit) -> futures::future::BoxFuture<'a, Result<(), StoreError>>;
-}

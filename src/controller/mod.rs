@@ -18,8 +18,8 @@ use kube::{Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::from_cr::build_record;
-use crate::audit::{StoreError, Trigger};
-use crate::client::DataStorageClient;
+use crate::audit::Trigger;
+use crate::client::{ClientError, DataStorageClient};
 use crate::confirmed::{ConfirmedRecords, UidSet};
 use crate::conflict::{persist, Persisted};
 use crate::crd::SignalProcessing;
@@ -45,10 +45,19 @@ const RETRY_CAP: Duration = Duration::from_secs(60);
 pub enum ReconcileError {
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
-    #[error(transparent)]
-    Store(#[from] StoreError),
+    /// Data Storage did not confirm the record; `permanent` says whether retrying can help.
+    #[error("audit record {}: {}", store_failure(.0), .0)]
+    Store(#[from] ClientError),
     #[error("object has no namespace or uid")]
     Incomplete,
+}
+
+fn store_failure(e: &ClientError) -> &'static str {
+    if e.permanent {
+        "rejected"
+    } else {
+        "not stored yet"
+    }
 }
 
 pub struct Context {

@@ -8,7 +8,6 @@ use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::EventType;
 
 use super::{outcome, Context, ReconcileError};
-use crate::audit::StoreError;
 use crate::client::{ClientError, FailureKind};
 use crate::config::ApiMode;
 use crate::crd::SignalProcessing;
@@ -68,7 +67,7 @@ pub(super) async fn on_failure(ctx: &Context, sp: &SignalProcessing, record_id: 
     };
     let note = format!("audit record {record_id} not stored, deletion waits and retries: {e}{hint}");
     ctx.event(sp, EventType::Warning, r.reason, note).await;
-    Err(StoreError::from(e).into())
+    Err(e.into())
 }
 
 #[cfg(test)]
