@@ -64,8 +64,24 @@ pub struct Stats {
     /// Records refused because a different record holds their id.
     pub conflicts: AtomicU64,
     /// Records accepted and not yet settled (stored, conflicted or dropped): queued, or in the
-    /// batch being written. What an aborted worker leaves behind.
+    /// batch being written. What an aborted worker leaves behind. Changed only through
+    /// [`Stats::add_pending`] and [`Stats::take_pending`], which move the process-wide
+    /// `audit_buffer_size` gauge by the same amount, so the two cannot drift apart.
     pub pending: AtomicI64,
+}
+
+impl Stats {
+    fn add_pending(&self, n: i64) {
+        self.pending.fetch_add(n, Ordering::Relaxed);
+        metrics::BUFFER_SIZE.add(n);
+    }
+
+    /// Everything still pending, now counted out.
+    fn take_pending(&self) -> i64 {
+        let left = self.pending.swap(0, Ordering::Relaxed).max(0);
+        metrics::BUFFER_SIZE.sub(left);
+        left
+    }
 }
 
 pub struct AuditWriter {
@@ -105,14 +121,11 @@ impl AuditWriter {
     /// Hands a record to the worker; never waits. False (and counted) when the buffer is full.
     pub fn enqueue(&self, record: SignalProcessingAudit) -> bool {
         // Counted before the send: the worker may settle the record before this returns.
-        self.stats.pending.fetch_add(1, Ordering::Relaxed);
+        self.stats.add_pending(1);
         match self.tx.try_send(record) {
-            Ok(()) => {
-                metrics::BUFFER_SIZE.inc();
-                true
-            }
+            Ok(()) => true,
             Err(e) => {
-                self.stats.pending.fetch_sub(1, Ordering::Relaxed);
+                self.stats.add_pending(-1);
                 let why = match e {
                     mpsc::error::TrySendError::Full(_) => "buffer full",
                     mpsc::error::TrySendError::Closed(_) => "writer stopped",
@@ -163,10 +176,9 @@ impl AuditWriter {
             // What is still queued and the batch the aborted worker held: neither will be
             // written by this writer, and both were counted into the buffer gauge. (The queue
             // itself cannot tell: dropping the receiver emptied it.)
-            let left = self.stats.pending.swap(0, Ordering::Relaxed).max(0);
+            let left = self.stats.take_pending();
             tracing::warn!(left, "buffered writer did not flush within the shutdown bound");
             self.count_dropped(left as u64);
-            metrics::BUFFER_SIZE.sub(left);
         }
     }
 }
@@ -272,8 +284,7 @@ impl Worker {
 
     /// `n` records of the batch are answered for: out of the buffer gauge and no longer pending.
     fn settle(&self, n: u64) {
-        self.stats.pending.fetch_sub(n as i64, Ordering::Relaxed);
-        metrics::BUFFER_SIZE.sub(n as i64);
+        self.stats.add_pending(-(n as i64));
     }
 
     async fn one_by_one(&self, records: Vec<&SignalProcessingAudit>) {
