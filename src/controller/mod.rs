@@ -5,7 +5,7 @@ pub mod persist_failure;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::StreamExt;
@@ -77,22 +77,46 @@ pub struct Context {
 /// Failed reconciles in a row, per uid: the exponent of the next retry's backoff. Any
 /// successful reconcile of the uid ends the run, so failures of an earlier episode (a
 /// finalizer patch refused last week) never lengthen the backoff of a later one.
+///
+/// A uid whose object went away while failing (someone else removed the finalizer) is never
+/// reconciled again, so it is never reset: entries untouched for [`RETRY_STALE`] (far beyond
+/// the longest backoff, so no live retry run is cut) are forgotten whenever the map has grown
+/// to twice its size after the last such sweep.
 #[derive(Default)]
-struct RetryCounts(Mutex<HashMap<String, u32>>);
+struct RetryCounts(Mutex<RetryMap>);
+
+#[derive(Default)]
+struct RetryMap {
+    runs: HashMap<String, (u32, Instant)>,
+    sweep_at: usize,
+}
+
+/// Retries come at most [`RETRY_CAP`] apart; an entry this old belongs to no live run.
+const RETRY_STALE: Duration = Duration::from_secs(600);
+const RETRY_SWEEP_MIN: usize = 1024;
 
 impl RetryCounts {
     /// The number of failures before this one, counting this one for the next call.
     fn next(&self, uid: &str) -> u32 {
-        let Ok(mut a) = self.0.lock() else { return 0 };
-        let n = a.entry(uid.to_string()).or_insert(0);
+        self.next_at(uid, Instant::now())
+    }
+
+    fn next_at(&self, uid: &str, now: Instant) -> u32 {
+        let Ok(mut map) = self.0.lock() else { return 0 };
+        if map.runs.len() >= map.sweep_at.max(RETRY_SWEEP_MIN) {
+            map.runs.retain(|_, (_, last)| now.saturating_duration_since(*last) < RETRY_STALE);
+            map.sweep_at = map.runs.len() * 2;
+        }
+        let (n, last) = map.runs.entry(uid.to_string()).or_insert((0, now));
         let current = *n;
         *n = n.saturating_add(1);
+        *last = now;
         current
     }
 
     fn reset(&self, uid: &str) {
-        if let Ok(mut a) = self.0.lock() {
-            a.remove(uid);
+        if let Ok(mut map) = self.0.lock() {
+            map.runs.remove(uid);
         }
     }
 }
@@ -343,5 +367,20 @@ mod tests {
         assert_eq!(counts.next("b"), 0, "per uid");
         counts.reset("a");
         assert_eq!(counts.next("a"), 0, "a later failure starts from the base backoff");
+    }
+
+    #[test]
+    fn retry_counts_forget_uids_that_stopped_failing_long_ago() {
+        let counts = RetryCounts::default();
+        let t0 = Instant::now();
+        for i in 1..RETRY_SWEEP_MIN {
+            counts.next_at(&format!("gone-{i}"), t0);
+        }
+        counts.next_at("live", t0 + RETRY_STALE / 2);
+        let later = t0 + RETRY_STALE + Duration::from_secs(1);
+        assert_eq!(counts.next_at("live", later), 1, "a live run keeps its count");
+        let runs = counts.0.lock().map(|m| m.runs.len()).unwrap_or_default();
+        assert_eq!(runs, 1, "the stale uids are forgotten once the map is full");
+        assert_eq!(counts.next_at("gone-1", later), 0);
     }
 }
