@@ -274,6 +274,50 @@ pub fn has_finalizer(finalizers: Option<&[String]>) -> bool {
     finalizers.is_some_and(|f| f.iter().any(|x| x == FINALIZER))
 }
 
+/// A JSON pointer to one of our own paths.
+pub(crate) fn json_pointer(path: &str) -> json_patch::jsonptr::PointerBuf {
+    // Every path we build starts with '/', so parsing cannot fail; fall back to root otherwise.
+    json_patch::jsonptr::PointerBuf::parse(path).unwrap_or_default()
+}
+
+/// Whether [`add_finalizer_patch`] first tests the list it appends to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListGuard {
+    /// An API update: a concurrent change makes the patch fail (the next reconcile sees the
+    /// new list) instead of overwriting someone else's finalizer.
+    TestFirst,
+    /// An admission patch applies to exactly the object it was computed for: no test, and the
+    /// patch is the same for every object, so it can be encoded once.
+    None,
+}
+
+/// The one JSON Patch that adds [`FINALIZER`] to an object whose list is `finalizers`, for the
+/// controller and the mutating webhook alike.
+pub fn add_finalizer_patch(finalizers: Option<&[String]>, guard: ListGuard) -> json_patch::Patch {
+    use json_patch::{AddOperation, PatchOperation, TestOperation};
+    let append = |list: &[String]| {
+        let mut ops = Vec::with_capacity(2);
+        if guard == ListGuard::TestFirst {
+            ops.push(PatchOperation::Test(TestOperation {
+                path: json_pointer("/metadata/finalizers"),
+                value: Value::from(list.to_vec()),
+            }));
+        }
+        ops.push(PatchOperation::Add(AddOperation {
+            path: json_pointer("/metadata/finalizers/-"),
+            value: Value::from(FINALIZER),
+        }));
+        ops
+    };
+    json_patch::Patch(match finalizers {
+        Some(list) if !list.is_empty() || guard == ListGuard::TestFirst => append(list),
+        _ => vec![PatchOperation::Add(AddOperation {
+            path: json_pointer("/metadata/finalizers"),
+            value: Value::from(vec![FINALIZER]),
+        })],
+    })
+}
+
 /// The CRD as YAML, the way `audit-guard crd` prints it.
 pub fn crd_yaml() -> anyhow::Result<String> {
     use kube::CustomResourceExt;

@@ -3,7 +3,7 @@ use chrono::{DateTime, Utc};
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, TestOperation};
 use serde_json::Value;
 
-use crate::crd::{SignalProcessing, ANNOTATION_PERSISTED_AT, ANNOTATION_RECORD_ID, FINALIZER};
+use crate::crd::{json_pointer, SignalProcessing, ANNOTATION_PERSISTED_AT, ANNOTATION_RECORD_ID, FINALIZER};
 
 /// What one reconcile of a SignalProcessing should do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,28 +31,6 @@ pub fn decide(sp: &SignalProcessing, already_enqueued: bool, now: DateTime<Utc>)
     }
 }
 
-/// JSON Patch adding the finalizer; `test`s the list so that a concurrent change makes it fail
-/// (and the next reconcile sees the new list) rather than overwrite someone else's finalizer.
-pub fn add_finalizer_patch(finalizers: Option<&[String]>) -> Patch {
-    let ops = match finalizers {
-        Some(list) => vec![
-            PatchOperation::Test(TestOperation {
-                path: ptr("/metadata/finalizers"),
-                value: Value::from(list.to_vec()),
-            }),
-            PatchOperation::Add(AddOperation {
-                path: ptr("/metadata/finalizers/-"),
-                value: Value::from(FINALIZER),
-            }),
-        ],
-        None => vec![PatchOperation::Add(AddOperation {
-            path: ptr("/metadata/finalizers"),
-            value: Value::from(vec![FINALIZER]),
-        })],
-    };
-    Patch(ops)
-}
-
 /// JSON Patch that removes our finalizer at its index (testing that it is still there, so
 /// another party's finalizer is never removed) and records where the audit record went.
 /// None when the finalizer is not present.
@@ -61,21 +39,21 @@ pub fn release_patch(sp: &SignalProcessing, record_id: &str, persisted_at: DateT
     let path = format!("/metadata/finalizers/{index}");
     let mut ops = vec![
         PatchOperation::Test(TestOperation {
-            path: ptr(&path),
+            path: json_pointer(&path),
             value: Value::from(FINALIZER),
         }),
-        PatchOperation::Remove(RemoveOperation { path: ptr(&path) }),
+        PatchOperation::Remove(RemoveOperation { path: json_pointer(&path) }),
     ];
     if sp.metadata.annotations.is_none() {
         ops.push(PatchOperation::Add(AddOperation {
-            path: ptr("/metadata/annotations"),
+            path: json_pointer("/metadata/annotations"),
             value: Value::Object(Default::default()),
         }));
     }
     let persisted = persisted_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     for (key, value) in [(ANNOTATION_RECORD_ID, record_id.to_string()), (ANNOTATION_PERSISTED_AT, persisted)] {
         ops.push(PatchOperation::Add(AddOperation {
-            path: ptr(&format!("/metadata/annotations/{}", escape(key))),
+            path: json_pointer(&format!("/metadata/annotations/{}", escape(key))),
             value: Value::from(value),
         }));
     }
@@ -85,11 +63,6 @@ pub fn release_patch(sp: &SignalProcessing, record_id: &str, persisted_at: DateT
 /// RFC 6901 escaping of one path segment.
 pub fn escape(segment: &str) -> String {
     segment.replace('~', "~0").replace('/', "~1")
-}
-
-fn ptr(path: &str) -> json_patch::jsonptr::PointerBuf {
-    // Every path built here starts with '/', so parsing cannot fail; fall back to root otherwise.
-    json_patch::jsonptr::PointerBuf::parse(path).unwrap_or_default()
 }
 
 /// Number of CRs waiting in deletion on their audit and the age of the oldest, in seconds.
@@ -107,6 +80,7 @@ pub fn waiting_summary(deletion_times: impl IntoIterator<Item = DateTime<Utc>>, 
 mod tests {
     use super::*;
     use crate::crd::test_support::sp;
+    use crate::crd::{add_finalizer_patch, ListGuard};
     use serde_json::json;
 
     fn apply(obj: &SignalProcessing, patch: &Patch) -> Result<Value, json_patch::PatchError> {
@@ -144,13 +118,13 @@ mod tests {
     #[test]
     fn add_finalizer_keeps_others_and_handles_absent_list() {
         let none = sp(json!({ "name": "a" }), None);
-        let out = apply(&none, &add_finalizer_patch(None)).unwrap();
+        let out = apply(&none, &add_finalizer_patch(None, ListGuard::TestFirst)).unwrap();
         assert_eq!(out["metadata"]["finalizers"], json!([FINALIZER]));
         let some = sp(json!({ "name": "a", "finalizers": ["x"] }), None);
-        let out = apply(&some, &add_finalizer_patch(Some(&["x".to_string()]))).unwrap();
+        let out = apply(&some, &add_finalizer_patch(Some(&["x".to_string()]), ListGuard::TestFirst)).unwrap();
         assert_eq!(out["metadata"]["finalizers"], json!(["x", FINALIZER]));
         // The list changed since we read it: the test op fails instead of clobbering.
-        assert!(apply(&some, &add_finalizer_patch(Some(&[]))).is_err());
+        assert!(apply(&some, &add_finalizer_patch(Some(&[]), ListGuard::TestFirst)).is_err());
     }
 
     #[test]

@@ -22,11 +22,11 @@ use crate::audit::Trigger;
 use crate::client::{ClientError, DataStorageClient};
 use crate::confirmed::{ConfirmedRecords, UidSet};
 use crate::conflict::{persist, Persisted};
-use crate::crd::SignalProcessing;
+use crate::crd::{add_finalizer_patch, ListGuard, SignalProcessing};
 use crate::metrics;
 use crate::retry::backoff;
 use crate::writer::AuditWriter;
-use decisions::{add_finalizer_patch, decide, release_patch, waiting_summary, Action};
+use decisions::{decide, release_patch, waiting_summary, Action};
 
 const MANAGER: &str = "audit-guard";
 /// Uids remembered as already handed to the writer; older ones are forgotten (a repeat
@@ -190,7 +190,7 @@ async fn reconcile_once(sp: Arc<SignalProcessing>, ctx: Arc<Context>) -> Result<
             Ok(Requeue::await_change())
         }
         Action::AddFinalizer => {
-            let patch = add_finalizer_patch(sp.metadata.finalizers.as_deref());
+            let patch = add_finalizer_patch(sp.metadata.finalizers.as_deref(), ListGuard::TestFirst);
             api.patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch)).await?;
             tracing::debug!(%ns, %name, "finalizer added");
             outcome("finalizer_added");

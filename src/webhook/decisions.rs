@@ -14,9 +14,9 @@
 //! | `AllowIfRecordHeld` (the controller's removal) | this process's confirmed set, else GET the record from Data Storage | [`record_check_verdict`] |
 
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::crd::{SignalProcessing, FINALIZER};
+use crate::crd::{add_finalizer_patch, ListGuard, SignalProcessing, FINALIZER};
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 pub const KIND: &str = "AdmissionReview";
@@ -255,22 +255,18 @@ struct MetadataFields {
     deletion_timestamp: Option<serde::de::IgnoredAny>,
 }
 
-/// The two patches [`mutate`] can answer, serialised and base64-encoded once.
+/// The two patches [`mutate`] can answer (to an absent or empty list, and to any other list),
+/// serialised and base64-encoded once.
 fn encoded_patches() -> &'static (String, String) {
     use base64::Engine;
     static PATCHES: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
     PATCHES.get_or_init(|| {
-        let enc = |p: Vec<Value>| base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&p).unwrap_or_default());
-        (enc(new_list_patch()), enc(append_patch()))
+        let enc = |list: Option<&[String]>| {
+            let patch = add_finalizer_patch(list, ListGuard::None);
+            base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&patch).unwrap_or_default())
+        };
+        (enc(None), enc(Some(&[String::new()])))
     })
-}
-
-fn new_list_patch() -> Vec<Value> {
-    vec![json!({"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]})]
-}
-
-fn append_patch() -> Vec<Value> {
-    vec![json!({"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER})]
 }
 
 /// Parses a review for the mutating path and decides it: [`parse_review`] + [`mutate`] without
@@ -304,7 +300,7 @@ pub fn parse_mutate(body: &[u8]) -> Result<MutateReview, BadReview> {
 }
 
 /// The JSON Patch that adds our finalizer, or None when nothing must change.
-pub fn mutate(review: &Review) -> Option<Vec<Value>> {
+pub fn mutate(review: &Review) -> Option<json_patch::Patch> {
     if !review.is_signalprocessing || !matches!(review.operation, Operation::Create | Operation::Update) {
         return None;
     }
@@ -313,10 +309,7 @@ pub fn mutate(review: &Review) -> Option<Vec<Value>> {
     if obj.is_deleting() || obj.has_finalizer() {
         return None;
     }
-    Some(match &obj.metadata.finalizers {
-        Some(list) if !list.is_empty() => append_patch(),
-        _ => new_list_patch(),
-    })
+    Some(add_finalizer_patch(obj.metadata.finalizers.as_deref(), ListGuard::None))
 }
 
 /// Who may take the finalizer off a deleting object.
@@ -613,6 +606,7 @@ pub fn store_unavailable_message(err: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn sp(finalizers: Option<Vec<&str>>, deleting: bool) -> Value {
         let mut meta = json!({ "name": "sp", "namespace": "ns", "uid": "u-1" });
@@ -650,10 +644,9 @@ mod tests {
     }
 
     /// Applies a patch the way the API server would.
-    fn apply(obj: &Value, patch: &[Value]) -> Value {
+    fn apply(obj: &Value, patch: &json_patch::Patch) -> Value {
         let mut out = obj.clone();
-        let patch: json_patch::Patch = serde_json::from_value(Value::Array(patch.to_vec())).unwrap();
-        json_patch::patch(&mut out, &patch).unwrap();
+        json_patch::patch(&mut out, patch).unwrap();
         out
     }
 
