@@ -10,10 +10,10 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use base64::Engine;
 use chrono::Utc;
 use kube::api::Api;
-use serde_json::{json, Value};
+use kube::core::admission::AdmissionResponse;
+use kube::core::{Status, TypeMeta};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::decisions::{self, DenyReason, Live, Policy, Purpose, RecordCheck, Review, Verdict, WriteResult};
@@ -210,17 +210,29 @@ fn body_error(state: &AppState, path: &str, error: BodyError, started: Instant) 
     }
 }
 
-fn review_json(uid: &str, allowed: bool, status: Option<(u16, &str, String)>, patch: Option<Vec<Value>>) -> Response {
-    let mut response = json!({ "uid": uid, "allowed": allowed });
-    if let Some((code, reason, message)) = status {
-        response["status"] = json!({ "code": code, "reason": reason, "message": message });
+/// A validating answer in kube's admission types: allowed, or denied with the HTTP code and
+/// reason the API server hands to the client.
+fn review_response(uid: &str, denial: Option<(u16, &str, String)>) -> Response {
+    axum::Json(admission_response(uid, denial).into_review()).into_response()
+}
+
+fn admission_response(uid: &str, denial: Option<(u16, &str, String)>) -> AdmissionResponse {
+    // `invalid` is kube's only constructor that needs no typed request (this path parses its own
+    // review, naming the field it cannot read); everything it sets is replaced here.
+    let mut response = AdmissionResponse::invalid("");
+    response.types = TypeMeta {
+        api_version: decisions::API_VERSION.into(),
+        kind: decisions::KIND.into(),
+    };
+    response.uid = uid.to_owned();
+    match denial {
+        Some((code, reason, message)) => response.result = Status::failure(&message, reason).with_code(code),
+        None => {
+            response.allowed = true;
+            response.result = Status::default();
+        }
     }
-    if let Some(patch) = patch {
-        let bytes = serde_json::to_vec(&patch).unwrap_or_default();
-        response["patchType"] = json!("JSONPatch");
-        response["patch"] = json!(base64::engine::general_purpose::STANDARD.encode(bytes));
-    }
-    axum::Json(json!({ "apiVersion": decisions::API_VERSION, "kind": decisions::KIND, "response": response })).into_response()
+    response
 }
 
 /// The mutating path: every CREATE and UPDATE in the watched scope comes here, so it decodes
@@ -244,7 +256,9 @@ async fn mutate_handler(State(state): State<Arc<AppState>>, req: Request) -> Res
     mutate_answer(&review)
 }
 
-/// `{"apiVersion":…,"kind":…,"response":{"uid":…,"allowed":true[,"patchType":"JSONPatch","patch":…]}}`
+/// `{"apiVersion":…,"kind":…,"response":{"uid":…,"allowed":true[,"patchType":"JSONPatch","patch":…]}}`,
+/// written directly: this is the hot path, and a test holds it to what kube's admission types
+/// write for the same answer.
 fn mutate_answer(review: &decisions::MutateReview) -> Response {
     let uid = serde_json::to_string(&review.uid).unwrap_or_else(|_| "\"\"".into());
     let mut out = String::with_capacity(160 + uid.len() + review.patch.map_or(0, str::len));
@@ -282,10 +296,10 @@ fn answer(review: &Review, verdict: Verdict) -> Response {
         Verdict::Deny { code, reason, message } => {
             metrics::DENIALS.with_label_values(&[reason.as_str()]).inc();
             tracing::info!(uid = %review.uid, user = %review.username, reason = reason.as_str(), "admission denied");
-            review_json(&review.uid, false, Some((code, reason.status_reason(), message)), None)
+            review_response(&review.uid, Some((code, reason.status_reason(), message)))
         }
         // Every other verdict has been carried out into Allow or Deny by now.
-        _ => review_json(&review.uid, true, None, None),
+        _ => review_response(&review.uid, None),
     }
 }
 
@@ -457,4 +471,73 @@ async fn record_break_glass(state: &AppState, review: &Review) -> Verdict {
         tracing::warn!(user = %event.user, groups = ?event.groups, namespace = %event.namespace, name = %event.name, uid = %event.uid, event = %event.id, "break-glass removal of the audit finalizer; break-glass event stored");
     }
     verdict
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{add_finalizer_patch, ListGuard};
+    use base64::Engine;
+    use kube::core::admission::AdmissionReview;
+    use kube::core::DynamicObject;
+    use serde_json::{json, Value};
+
+    async fn body_json(resp: Response) -> Value {
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    /// The hand-written mutating answer is what kube's admission types write for the same
+    /// answer, and its patch is the one finalizer patch.
+    #[tokio::test]
+    async fn the_mutating_answer_is_what_kubes_admission_types_write() {
+        for uid in ["u-1", "a\"b\u{e9}\\"] {
+            let plain = decisions::MutateReview {
+                uid: uid.into(),
+                operation: decisions::Operation::Update,
+                patch: None,
+            };
+            let ours = body_json(mutate_answer(&plain)).await;
+            let mut theirs = serde_json::to_value(admission_response(uid, None).into_review()).unwrap();
+            // kube writes an allowed answer's empty status as `{}`; the API server reads its
+            // absence the same way.
+            let status = theirs["response"].as_object_mut().and_then(|r| r.remove("status"));
+            assert_eq!(status, Some(json!({})));
+            assert_eq!(ours, theirs);
+        }
+        let patched = decisions::parse_mutate(
+            &serde_json::to_vec(&json!({
+                "apiVersion": decisions::API_VERSION, "kind": decisions::KIND,
+                "request": {"uid": "u-2", "operation": "CREATE",
+                    "kind": {"group": "kubernaut.ai", "version": "v1alpha1", "kind": "SignalProcessing"},
+                    "object": {"metadata": {"name": "sp"}}}
+            }))
+            .unwrap(),
+        )
+        .unwrap();
+        let ours = body_json(mutate_answer(&patched)).await;
+        assert_eq!(ours["response"]["patchType"], "JSONPatch", "{ours}");
+        let patch = base64::engine::general_purpose::STANDARD
+            .decode(ours["response"]["patch"].as_str().unwrap())
+            .unwrap();
+        let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
+        assert_eq!(patch, add_finalizer_patch(None, ListGuard::None));
+    }
+
+    #[tokio::test]
+    async fn a_denial_carries_code_reason_and_message_in_kubes_status() {
+        let out = body_json(review_response("u-3", Some((409, "Conflict", "not yet".into())))).await;
+        let read: AdmissionReview<DynamicObject> = serde_json::from_value(out.clone()).unwrap();
+        let response = read.response.unwrap();
+        assert!(!response.allowed, "{out}");
+        assert_eq!(
+            (
+                response.result.code,
+                response.result.reason.as_str(),
+                response.result.message.as_str()
+            ),
+            (409, "Conflict", "not yet")
+        );
+        assert_eq!(out["response"]["uid"], "u-3");
+    }
 }
