@@ -24,7 +24,18 @@ pub enum Persisted {
     Amended { differing: Vec<String>, new: bool },
 }
 
-/// Stores `record`; on a conflict, stores it as an amendment of what is there.
+/// Stores `record`; on a conflict, stores it as an amendment of what is there. The span names
+/// the record, so the Data Storage requests made for it (and their retries) can be followed.
+#[tracing::instrument(
+    name = "persist",
+    skip_all,
+    fields(
+        id = %record.id,
+        namespace = record.namespace.as_deref().unwrap_or_default(),
+        name = record.name.as_deref().unwrap_or_default(),
+        trigger = ?record.trigger,
+    )
+)]
 pub async fn persist(ds: &DataStorageClient, record: &SignalProcessingAudit) -> Result<Persisted, ClientError> {
     match ds.store_one(record).await? {
         Stored::Created | Stored::AlreadyStored => Ok(Persisted::Stored),

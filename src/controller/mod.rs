@@ -170,6 +170,18 @@ fn outcome(label: &str) {
     metrics::RECONCILES.with_label_values(&[label]).inc();
 }
 
+/// One reconcile, in a span naming the object, so that everything it logs (the Data Storage
+/// request included) can be followed by uid; `action` is what [`decide`] chose.
+#[tracing::instrument(
+    name = "reconcile",
+    skip_all,
+    fields(
+        uid = sp.metadata.uid.as_deref().unwrap_or_default(),
+        namespace = sp.metadata.namespace.as_deref().unwrap_or_default(),
+        name = sp.metadata.name.as_deref().unwrap_or_default(),
+        action = tracing::field::Empty,
+    )
+)]
 async fn reconcile(sp: Arc<SignalProcessing>, ctx: Arc<Context>) -> Result<Requeue, ReconcileError> {
     let result = reconcile_once(sp.clone(), ctx.clone()).await;
     if let (Ok(_), Some(uid)) = (&result, sp.uid()) {
@@ -184,7 +196,9 @@ async fn reconcile_once(sp: Arc<SignalProcessing>, ctx: Arc<Context>) -> Result<
     };
     let name = sp.name_any();
     let api: Api<SignalProcessing> = Api::namespaced(ctx.client.clone(), &ns);
-    match decide(&sp, ctx.enqueued.contains(&uid), Utc::now()) {
+    let action = decide(&sp, ctx.enqueued.contains(&uid), Utc::now());
+    tracing::Span::current().record("action", tracing::field::debug(&action));
+    match action {
         Action::Nothing => {
             outcome("noop");
             Ok(Requeue::await_change())

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use chrono::{DateTime, Utc};
+use tracing::Instrument;
 
 use super::auth::{AuthError, Authenticator};
 use super::authz::{self, Authorizer};
@@ -92,8 +93,11 @@ async fn track(req: Request, next: Next) -> Response {
         .unwrap_or_else(|| "unmatched".into());
     let method = req.method().as_str().to_string();
     let start = Instant::now();
-    let resp = next.run(req).await;
+    // One span per request: what the handlers and the store log inside it names the request.
+    let span = tracing::info_span!("request", %method, %route, status = tracing::field::Empty);
+    let resp = next.run(req).instrument(span.clone()).await;
     let status = resp.status().as_u16().to_string();
+    span.record("status", status.as_str());
     metrics::REQUESTS.with_label_values(&[&route, &method, &status]).inc();
     metrics::REQUEST_SECONDS
         .with_label_values(&[&route, &status])
