@@ -164,21 +164,6 @@ fn exempt_controller() -> bool {
     std::env::var("BENCH_EXEMPT_CONTROLLER").is_ok_and(|v| v == "1")
 }
 
-fn wait_http(url: &str) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        let ok = Command::new("curl")
-            .args(["-sf", "-o", "/dev/null", url])
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    bail!("{url} did not answer")
-}
-
 fn file_arg(p: &Path) -> Result<&str> {
     p.to_str().context("non-UTF-8 path")
 }
@@ -275,7 +260,7 @@ fn main() -> Result<()> {
             file_arg(&key)?,
         ]);
         cp.spawn("datastorage", ds)?;
-        wait_http(&format!("http://{ds_addr}/readyz"))?;
+        common::wait_http(&format!("http://{ds_addr}/readyz"), Duration::from_secs(30))?;
         let certs = cp.dir.join("webhook-certs");
         let st = Command::new(&bin)
             .args(["certs", "--extra-san", "127.0.0.1,localhost", "--out-dir", file_arg(&certs)?])
@@ -337,7 +322,7 @@ impl Bench<'_> {
                     .args(["--metrics-addr", &format!("127.0.0.1:{metrics}")])
                     .args(["--health-addr", &format!("127.0.0.1:{health}")]);
                 self.cp.spawn("peer", cmd)?;
-                wait_http(&format!("http://127.0.0.1:{health}/readyz"))?;
+                common::wait_http(&format!("http://127.0.0.1:{health}/readyz"), Duration::from_secs(30))?;
                 "peer"
             }
             'd' => {
@@ -425,7 +410,7 @@ impl Bench<'_> {
             serve.args(extra.split_whitespace());
         }
         self.cp.spawn("audit-guard", serve)?;
-        wait_http(&format!("http://127.0.0.1:{health}/readyz"))?;
+        common::wait_http(&format!("http://127.0.0.1:{health}/readyz"), Duration::from_secs(30))?;
         let ca = base64::engine::general_purpose::STANDARD.encode(fs::read(self.certs.join("ca.crt"))?);
         fs::write(&self.hooks, serde_json::to_vec(&webhook_configs(&wh_addr, &ca))?)?;
         self.cp.kubectl(&["apply", "-f", file_arg(&self.hooks)?])?;

@@ -16,6 +16,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use anyhow::{bail, Context, Result};
 use audit_guard::audit::SignalProcessingAudit;
 use audit_guard::config::{Cli, Command};
@@ -439,18 +441,7 @@ async fn main() -> Result<()> {
     let server = tokio::spawn(audit_guard::datastorage::run(*args));
     let base = format!("http://{listen}");
     let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        if Instant::now() > deadline || server.is_finished() {
-            bail!("datastorage did not start");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_ready(&http, &base, Duration::from_secs(30), || server.is_finished()).await?;
 
     let mut rows = vec![];
     let mut rates = vec![];

@@ -20,6 +20,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
@@ -274,18 +276,7 @@ async fn run(url: &str, dir: &Path, total: usize) -> Result<()> {
     let pid = server.0.id();
     let base = format!("http://{listen}");
     let http = reqwest::Client::builder().pool_max_idle_per_host(16).build()?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        if Instant::now() > deadline {
-            bail!("datastorage did not start");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::wait_ready(&http, &base, Duration::from_secs(60), || false).await?;
     let day = export_day();
     let rate = ingest(&http, &base, total, day).await?;
     let ex = export(&http, &base, pid, day).await?;

@@ -6,7 +6,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod common;
 
 use anyhow::{bail, Context, Result};
 use audit_guard::webhook::registration;
@@ -61,7 +63,7 @@ fn main() -> Result<()> {
         .arg("--tokens-file")
         .arg(run.join("tokens.csv"));
     cp.spawn("datastorage", ds)?;
-    wait_http(&format!("http://{DATASTORAGE}/readyz"), Duration::from_secs(30))?;
+    common::wait_http(&format!("http://{DATASTORAGE}/readyz"), Duration::from_secs(30))?;
 
     say("installing the SignalProcessing CRD");
     let crd = run.join("crd.yaml");
@@ -102,7 +104,7 @@ fn main() -> Result<()> {
         .arg("--datastorage-token-file")
         .arg(run.join("datastorage.token"));
     cp.spawn("audit-guard", serve)?;
-    wait_http(&format!("http://{HEALTH}/readyz"), Duration::from_secs(30))?;
+    common::wait_http(&format!("http://{HEALTH}/readyz"), Duration::from_secs(30))?;
 
     say("registering the mutating and validating webhooks");
     let ca = base64::engine::general_purpose::STANDARD.encode(fs::read(certs.join("ca.crt"))?);
@@ -186,21 +188,6 @@ fn output(cmd: &mut Command) -> Result<Vec<u8>> {
         bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(out.stdout)
-}
-
-fn wait_http(url: &str, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if Command::new("curl")
-            .args(["-sf", "-o", "/dev/null", url])
-            .status()
-            .is_ok_and(|s| s.success())
-        {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    bail!("{url} did not answer within {timeout:?}")
 }
 
 fn wait_for_ctrl_c() {
