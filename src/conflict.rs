@@ -9,6 +9,7 @@ use crate::audit::SignalProcessingAudit;
 use crate::client::{ClientError, DataStorageClient, Stored};
 use crate::config::ApiMode;
 use crate::events::payload::event_for;
+use crate::group_commit::GroupCommit;
 
 /// Keys that say where a record came from rather than what it says; Data Storage compares
 /// records without them (a completion-time and a deletion-time record of one CR match).
@@ -24,7 +25,8 @@ pub enum Persisted {
     Amended { differing: Vec<String>, new: bool },
 }
 
-/// Stores `record`; on a conflict, stores it as an amendment of what is there. The span names
+/// Stores `record` (through `group`, the deletion path's group commit, when given); on a
+/// conflict, stores it as an amendment of what is there. The span names
 /// the record, so the Data Storage requests made for it (and their retries) can be followed.
 #[tracing::instrument(
     name = "persist",
@@ -36,8 +38,16 @@ pub enum Persisted {
         trigger = ?record.trigger,
     )
 )]
-pub async fn persist(ds: &DataStorageClient, record: &SignalProcessingAudit) -> Result<Persisted, ClientError> {
-    match ds.store_one(record).await? {
+pub async fn persist(
+    ds: &DataStorageClient,
+    group: Option<&GroupCommit>,
+    record: &SignalProcessingAudit,
+) -> Result<Persisted, ClientError> {
+    let first = match group {
+        Some(group) => group.store(record).await?,
+        None => ds.store_one(record).await?,
+    };
+    match first {
         Stored::Created | Stored::AlreadyStored => Ok(Persisted::Stored),
         Stored::Conflict { existing } => {
             let differing = match ds.mode() {

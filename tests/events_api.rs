@@ -215,7 +215,7 @@ async fn a_different_event_for_the_uid_is_a_conflict_and_ours_is_stored_linked_t
         Stored::Conflict { existing } => assert_eq!(existing["event_id"], planted["event_id"]),
         other => panic!("a different event was taken as ours: {other:?}"),
     }
-    match persist(&client, &record).await.unwrap() {
+    match persist(&client, None, &record).await.unwrap() {
         Persisted::Amended { differing, new } => {
             assert_eq!(differing, vec!["event_data.priority".to_string()]);
             assert!(new);
@@ -228,7 +228,7 @@ async fn a_different_event_for_the_uid_is_a_conflict_and_ours_is_stored_linked_t
     assert_eq!(ours["parent_event_id"], planted["event_id"]);
     assert_eq!(ours["parent_event_date"], planted["event_timestamp"]);
     // A retry finds our amendment: stored, nothing more written.
-    assert_eq!(persist(&client, &record).await.unwrap(), Persisted::Stored);
+    assert_eq!(persist(&client, None, &record).await.unwrap(), Persisted::Stored);
     assert_eq!(ds.record_events("uid-conflict").len(), 2);
 }
 

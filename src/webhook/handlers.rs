@@ -408,7 +408,7 @@ async fn store_unguarded_delete(state: &AppState, review: &Review) -> Verdict {
     };
     crate::events::mark::seed(&state.ds, &live);
     let record = (state.build_record)(&live, Trigger::Deletion, Utc::now());
-    let result = persist(&state.ds, &record).await;
+    let result = persist(&state.ds, None, &record).await;
     if let Err(e) = &result {
         remember_queued(state, &live, e).await;
     }
