@@ -1,11 +1,11 @@
 //! One API suite, run against the embedded SQLite backend and against PostgreSQL.
 
-mod datastorage_common;
+mod support;
 
-use datastorage_common::*;
 use serde_json::json;
+use support::datastorage::*;
 
-async fn suite(svc: &Service) {
+async fn suite(svc: &DataStorage) {
     // Single POST: 201, Location, the stored record back.
     let a = record("rec-a", "fp-1", "production", "P0", &ago(300), json!(1_500_000_000i64));
     let (s, h, body) = svc.post_json(BASE, &a).await;
@@ -233,9 +233,9 @@ async fn suite(svc: &Service) {
 
     // Health and metrics need no token.
     for path in ["/healthz", "/readyz"] {
-        assert_eq!(svc.http.get(svc.url(path)).send().await.unwrap().status(), 200);
+        assert_eq!(svc.http.get(svc.endpoint(path)).send().await.unwrap().status(), 200);
     }
-    let metrics = svc.http.get(svc.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = svc.http.get(svc.endpoint("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("datastorage_http_requests_total{method=\"POST\",route=\"/api/v1/audit/signal-processing\",status=\"201\"} 4"));
     assert!(metrics.contains("datastorage_rows_written_total 6"), "{metrics}");
     assert!(metrics.contains("datastorage_store_duration_seconds_bucket"));
@@ -247,11 +247,11 @@ async fn suite(svc: &Service) {
 
 #[tokio::test]
 async fn api_suite_on_sqlite() {
-    let svc = Service::start(None).await;
+    let svc = DataStorage::launch(Options::sqlite()).await;
     suite(&svc).await;
 
     // The file is in WAL mode, and its rows are immutable there too.
-    let file = svc.dir().join("data/audit.db");
+    let file = svc.data_dir().join("audit.db");
     let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!("sqlite://{}", file.display()))
         .await
         .unwrap();
@@ -272,7 +272,7 @@ async fn api_suite_on_sqlite() {
 async fn api_suite_on_postgres() {
     let db = TestDb::create().await;
     db.migrate(&[]);
-    let svc = Service::start_tls(Some(&db.runtime_url()), &[]).await;
+    let svc = DataStorage::launch(Options::postgres(&db.runtime_url()).tls(Tls::Issued)).await;
     suite(&svc).await;
 
     // Only TLS is spoken, and only a client trusting the CA gets an answer.
@@ -297,7 +297,7 @@ async fn api_suite_on_postgres() {
 #[tokio::test]
 async fn api_suite_on_postgres_single_role() {
     let db = TestDb::create().await;
-    let svc = Service::start(Some(&db.url)).await;
+    let svc = DataStorage::launch(Options::postgres(&db.url)).await;
     suite(&svc).await;
     drop(svc);
     db.drop_db().await;

@@ -1,11 +1,11 @@
 //! Every bad input gets its status and a problem+json body naming the field, and changes nothing.
 
-mod datastorage_common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use datastorage_common::*;
 use serde_json::{json, Value};
+use support::datastorage::*;
 
 fn assert_problem(what: &str, got: (u16, &reqwest::header::HeaderMap, &Value), status: u16, field: Option<&str>) {
     let (s, h, body) = got;
@@ -25,7 +25,7 @@ fn assert_problem(what: &str, got: (u16, &reqwest::header::HeaderMap, &Value), s
 /// (what, path, content type, body, expected status, expected field)
 type Case<'a> = (&'a str, &'a str, &'a str, Vec<u8>, u16, Option<&'a str>);
 
-async fn suite(svc: &Service) {
+async fn suite(svc: &DataStorage) {
     let single = BASE.to_string();
     let batch = format!("{BASE}/batch");
     let good = record("g1", "fp", "production", "P0", &ago(10), json!("1s"));
@@ -151,7 +151,7 @@ async fn suite(svc: &Service) {
         ),
     ];
     for (what, path, ct, body, status, field) in cases {
-        let mut req = svc.http.post(svc.url(path)).bearer_auth(TOKEN).body(body);
+        let mut req = svc.http.post(svc.endpoint(path)).bearer_auth(TOKEN).body(body);
         if !ct.is_empty() {
             req = req.header("content-type", ct);
         }
@@ -164,21 +164,21 @@ async fn suite(svc: &Service) {
         (
             "no token, POST",
             svc.http
-                .post(svc.url(BASE))
+                .post(svc.endpoint(BASE))
                 .header("content-type", "application/json")
                 .body(good.to_string()),
         ),
         (
             "wrong token, POST",
             svc.http
-                .post(svc.url(BASE))
+                .post(svc.endpoint(BASE))
                 .bearer_auth("nope")
                 .header("content-type", "application/json")
                 .body(good.to_string()),
         ),
-        ("no token, GET", svc.http.get(svc.url(&format!("{BASE}/g1")))),
-        ("wrong token, GET", svc.http.get(svc.url(BASE)).bearer_auth("nope")),
-        ("basic auth, GET", svc.http.get(svc.url(BASE)).basic_auth(TOKEN, Some("x"))),
+        ("no token, GET", svc.http.get(svc.endpoint(&format!("{BASE}/g1")))),
+        ("wrong token, GET", svc.http.get(svc.endpoint(BASE)).bearer_auth("nope")),
+        ("basic auth, GET", svc.http.get(svc.endpoint(BASE)).basic_auth(TOKEN, Some("x"))),
     ] {
         let (s, h, v) = split(req.send().await.unwrap()).await;
         assert_problem(what, (s, &h, &v), 401, None);
@@ -260,11 +260,11 @@ async fn suite(svc: &Service) {
     assert_problem("break-glass event without user", (s, &h, &v), 400, Some("user"));
 
     // Wrong method, unknown path, bad query parameters.
-    let get = |path: String| svc.http.get(svc.url(&path)).bearer_auth(TOKEN);
+    let get = |path: String| svc.http.get(svc.endpoint(&path)).bearer_auth(TOKEN);
     let checks = [
         (
             "DELETE",
-            svc.http.delete(svc.url(&format!("{BASE}/g1"))).bearer_auth(TOKEN),
+            svc.http.delete(svc.endpoint(&format!("{BASE}/g1"))).bearer_auth(TOKEN),
             405,
             None,
         ),
@@ -308,7 +308,7 @@ async fn suite(svc: &Service) {
         (
             "a parameter on a POST",
             svc.http
-                .post(svc.url(&format!("{BASE}?dry_run=true")))
+                .post(svc.endpoint(&format!("{BASE}?dry_run=true")))
                 .bearer_auth(TOKEN)
                 .header("content-type", "application/json")
                 .body(good.to_string()),
@@ -337,7 +337,7 @@ async fn suite(svc: &Service) {
     for i in 0..10 {
         let r = svc
             .http
-            .post(svc.url(BASE))
+            .post(svc.endpoint(BASE))
             .bearer_auth(TOKEN)
             .header("content-type", "application/json")
             .body(big.clone())
@@ -360,20 +360,23 @@ async fn suite(svc: &Service) {
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let r = svc.http.get(svc.url(BASE)).bearer_auth("rotated-token").send().await.unwrap();
+        let r = svc.http.get(svc.endpoint(BASE)).bearer_auth("rotated-token").send().await.unwrap();
         if r.status() == 200 {
             break;
         }
         assert!(Instant::now() < deadline, "rotated token never accepted");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(svc.http.get(svc.url(BASE)).bearer_auth(TOKEN).send().await.unwrap().status(), 401);
+    assert_eq!(
+        svc.http.get(svc.endpoint(BASE)).bearer_auth(TOKEN).send().await.unwrap().status(),
+        401
+    );
     // A broken tokens file does not keep the old tokens alive unseen: every token is refused
     // (503, retryable), /readyz fails and the gauge says so, until the file is fixed.
     std::fs::write(svc.dir().join("tokens.csv"), "rotated-token,ds-tester\n").unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let r = svc.http.get(svc.url(BASE)).bearer_auth("rotated-token").send().await.unwrap();
+        let r = svc.http.get(svc.endpoint(BASE)).bearer_auth("rotated-token").send().await.unwrap();
         if r.status() == 503 {
             let (_, h, v) = split(r).await;
             assert_eq!(h["content-type"], "application/problem+json");
@@ -383,14 +386,14 @@ async fn suite(svc: &Service) {
         assert!(Instant::now() < deadline, "a broken tokens file kept the old tokens");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(svc.http.get(svc.url("/readyz")).send().await.unwrap().status(), 503);
-    let metrics = svc.http.get(svc.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(svc.http.get(svc.endpoint("/readyz")).send().await.unwrap().status(), 503);
+    let metrics = svc.http.get(svc.endpoint("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("datastorage_tokens_file_valid 0"), "{metrics}");
     std::fs::remove_file(svc.dir().join("tokens.csv")).unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         svc.http
-            .get(svc.url(BASE))
+            .get(svc.endpoint(BASE))
             .bearer_auth("rotated-token")
             .send()
             .await
@@ -401,11 +404,11 @@ async fn suite(svc: &Service) {
     );
     std::fs::write(svc.dir().join("tokens.csv"), tokens_csv()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while svc.http.get(svc.url(BASE)).bearer_auth(TOKEN).send().await.unwrap().status() != 200 {
+    while svc.http.get(svc.endpoint(BASE)).bearer_auth(TOKEN).send().await.unwrap().status() != 200 {
         assert!(Instant::now() < deadline, "restored token never accepted");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(svc.http.get(svc.url("/readyz")).send().await.unwrap().status(), 200);
+    assert_eq!(svc.http.get(svc.endpoint("/readyz")).send().await.unwrap().status(), 200);
 
     // And the service still works.
     let (s, _, v) = svc.post_json(BASE, &good).await;
@@ -414,9 +417,9 @@ async fn suite(svc: &Service) {
 }
 
 /// POSTs `body` with Transfer-Encoding: chunked over a raw connection; returns the status line.
-async fn chunked_post(svc: &Service, body: &str) -> String {
+async fn chunked_post(svc: &DataStorage, body: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = svc.base.trim_start_matches("http://");
+    let addr = svc.url.trim_start_matches("http://");
     let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!(
         "POST {BASE} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -441,7 +444,7 @@ const LIMITS: &[&str] = &["--max-batch", "5", "--max-body-bytes", "65536"];
 
 #[tokio::test]
 async fn bad_input_on_sqlite() {
-    let svc = Service::start_with(None, LIMITS, &[]).await;
+    let svc = DataStorage::launch(Options::sqlite().args(LIMITS)).await;
     suite(&svc).await;
 }
 
@@ -449,7 +452,7 @@ async fn bad_input_on_sqlite() {
 async fn bad_input_on_postgres() {
     let db = TestDb::create().await;
     db.migrate(&[]);
-    let svc = Service::start_with(Some(&db.runtime_url()), LIMITS, &[]).await;
+    let svc = DataStorage::launch(Options::postgres(&db.runtime_url()).args(LIMITS)).await;
     suite(&svc).await;
     let pool = db.pool().await;
     for table in ["signal_processing_audit", "signal_processing_audit_ids"] {

@@ -1,14 +1,14 @@
 //! PostgreSQL specifics: the design document's post-mortem SQL run verbatim on what went in
 //! through the API, database-enforced immutability, monthly partitions and retention.
 
-mod datastorage_common;
+mod support;
 
 use std::collections::BTreeMap;
 
-use datastorage_common::*;
 use serde_json::json;
 use sqlx::postgres::PgRow;
 use sqlx::Row;
+use support::datastorage::*;
 
 // The design document's four queries, verbatim.
 const Q_BY_SIGNAL: &str = "-- Find all signal processing records for a specific signal
@@ -77,7 +77,7 @@ async fn design_document_queries_immutability_partitions_and_retention() {
     // A window wide enough for a record 800 days old (the retention check below).
     let migrated = db.migrate(&["--time-window-past", "1000days"]);
     assert!(migrated.contains("runtime role audit_guard_app: INSERT and SELECT"), "{migrated}");
-    let svc = Service::start_with(Some(&db.runtime_url()), &["--time-window-past", "1000days"], &[]).await;
+    let svc = DataStorage::launch(Options::postgres(&db.runtime_url()).args(&["--time-window-past", "1000days"])).await;
     let pool = db.pool().await;
     let runtime = db.runtime_pool().await;
 
@@ -436,7 +436,7 @@ async fn the_runtime_role_cannot_migrate_and_retention_belongs_to_the_owner() {
 #[tokio::test]
 async fn database_gone_gives_500_problem_and_not_ready() {
     let db = TestDb::create().await;
-    let svc = Service::start(Some(&db.url)).await;
+    let svc = DataStorage::launch(Options::postgres(&db.url)).await;
     db.drop_db().await;
 
     let (s, h, body) = svc
@@ -445,9 +445,9 @@ async fn database_gone_gives_500_problem_and_not_ready() {
     assert_eq!(s, 500, "{body}");
     assert_eq!(h["content-type"], "application/problem+json");
     assert!(body["detail"].as_str().unwrap().contains("nothing was written"), "{body}");
-    let r = svc.http.get(svc.url("/readyz")).send().await.unwrap();
+    let r = svc.http.get(svc.endpoint("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 503);
-    assert_eq!(svc.http.get(svc.url("/healthz")).send().await.unwrap().status(), 200);
-    let metrics = svc.http.get(svc.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(svc.http.get(svc.endpoint("/healthz")).send().await.unwrap().status(), 200);
+    let metrics = svc.http.get(svc.endpoint("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("datastorage_errors_total{kind=\"database\"} 1"), "{metrics}");
 }
