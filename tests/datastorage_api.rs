@@ -4,89 +4,24 @@
 //! fresh SQLite file or a fresh database, so they run in parallel, and the metrics one reads
 //! are that test's alone.
 
+#[macro_use]
 mod support;
 
 use serde_json::{json, Value};
 use support::datastorage::*;
 
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Sqlite,
-    /// As deployed: migrated by the owner, served by the runtime role (INSERT and SELECT
-    /// only), over TLS with a certificate from `audit-guard certs`.
-    Postgres,
-    /// Single-URL mode (local use): the service's role owns the tables and migrates them itself.
-    PostgresSingleRole,
-}
-
-/// A Data Storage of the test's own, and its database (dropped by `finish`).
-struct Running {
-    svc: DataStorage,
-    db: Option<TestDb>,
-}
-
+/// PostgreSQL as deployed also serves TLS, with a certificate from `audit-guard certs`.
 async fn start(backend: Backend) -> Running {
-    match backend {
-        Backend::Sqlite => Running {
-            svc: DataStorage::launch(Options::sqlite()).await,
-            db: None,
-        },
-        Backend::Postgres => {
-            let db = TestDb::create().await;
-            db.migrate(&[]);
-            let svc = DataStorage::launch(Options::postgres(&db.runtime_url()).tls(Tls::Issued)).await;
-            Running { svc, db: Some(db) }
-        }
-        Backend::PostgresSingleRole => {
-            let db = TestDb::create().await;
-            let svc = DataStorage::launch(Options::postgres(&db.url)).await;
-            Running { svc, db: Some(db) }
-        }
-    }
+    Running::start(backend, |o| match backend {
+        Backend::Postgres => o.tls(Tls::Issued),
+        _ => o,
+    })
+    .await
 }
 
-impl Running {
-    async fn finish(self) {
-        let Running { svc, db } = self;
-        drop(svc);
-        if let Some(db) = db {
-            db.drop_db().await;
-        }
-    }
-}
-
-/// For each behaviour `b(svc)`, a module `b` with one test per backend (`b::sqlite`,
-/// `b::postgres`, `b::postgres_single_role`), so a failure names both.
-macro_rules! on_every_backend {
-    ($($behaviour:ident),* $(,)?) => {$(
-        mod $behaviour {
-            use super::{start, Backend};
-
-            #[tokio::test]
-            async fn sqlite() {
-                let running = start(Backend::Sqlite).await;
-                super::$behaviour(&running.svc).await;
-                running.finish().await;
-            }
-
-            #[tokio::test]
-            async fn postgres() {
-                let running = start(Backend::Postgres).await;
-                super::$behaviour(&running.svc).await;
-                running.finish().await;
-            }
-
-            #[tokio::test]
-            async fn postgres_single_role() {
-                let running = start(Backend::PostgresSingleRole).await;
-                super::$behaviour(&running.svc).await;
-                running.finish().await;
-            }
-        }
-    )*};
-}
-
-on_every_backend!(
+behaviours_on!(
+    start,
+    [sqlite = Sqlite, postgres = Postgres, postgres_single_role = PostgresSingleRole],
     a_post_answers_201_with_its_location_and_the_record,
     a_second_post_of_an_id_answers_409_saying_whether_the_content_is_identical,
     go_duration_strings_come_back_as_integer_nanoseconds,

@@ -471,6 +471,14 @@ impl DataStorage {
         }
     }
 
+    /// The PostgreSQL URL it serves from, if it does.
+    pub fn database_url(&self) -> Option<&str> {
+        match &self.options.store {
+            Store::Postgres(url) => Some(url),
+            Store::Sqlite => None,
+        }
+    }
+
     pub fn endpoint(&self, path: &str) -> String {
         format!("{}{path}", self.url)
     }
@@ -709,4 +717,74 @@ impl Serve {
     pub async fn metrics(&self) -> Result<String> {
         Ok(reqwest::get(&self.metrics_url).await?.text().await?)
     }
+}
+
+/// The backends a behaviour runs on (see [`behaviours_on`]).
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Sqlite,
+    /// As deployed: migrated by the owner, served by the runtime role (INSERT and SELECT only).
+    Postgres,
+    /// Single-URL mode (local use): the service's role owns the tables and migrates them itself.
+    PostgresSingleRole,
+}
+
+/// A Data Storage of one test's own and its database, dropped by [`Running::finish`].
+pub struct Running {
+    pub svc: DataStorage,
+    pub db: Option<TestDb>,
+}
+
+impl Running {
+    /// A fresh SQLite file or a fresh database for `backend`; `configure` adds to the options.
+    pub async fn start(backend: Backend, configure: impl FnOnce(Options) -> Options) -> Running {
+        match backend {
+            Backend::Sqlite => Running {
+                svc: DataStorage::launch(configure(Options::sqlite())).await,
+                db: None,
+            },
+            Backend::Postgres => {
+                let db = TestDb::create().await;
+                db.migrate(&[]);
+                let svc = DataStorage::launch(configure(Options::postgres(&db.runtime_url()))).await;
+                Running { svc, db: Some(db) }
+            }
+            Backend::PostgresSingleRole => {
+                let db = TestDb::create().await;
+                let svc = DataStorage::launch(configure(Options::postgres(&db.url))).await;
+                Running { svc, db: Some(db) }
+            }
+        }
+    }
+
+    pub async fn finish(self) {
+        let Running { svc, db } = self;
+        drop(svc);
+        if let Some(db) = db {
+            db.drop_db().await;
+        }
+    }
+}
+
+/// `behaviours_on!(start, [sqlite = Sqlite, postgres = Postgres], b1, b2)`: for each behaviour
+/// `async fn b(svc: &DataStorage)`, a module `b` with one `#[tokio::test]` per backend
+/// (`b::sqlite`, `b::postgres`), each on a `start(Backend::…).await` ([`Running`]) of its own,
+/// so a failure names both the behaviour and the backend.
+#[allow(unused_macros)] // only the suites that run per backend use it
+macro_rules! behaviours_on {
+    (@one $start:ident, $behaviour:ident, [$($test:ident = $backend:ident),*]) => {
+        mod $behaviour {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let running = super::$start(super::Backend::$backend).await;
+                    super::$behaviour(&running.svc).await;
+                    running.finish().await;
+                }
+            )*
+        }
+    };
+    ($start:ident, $backends:tt, $($behaviour:ident),* $(,)?) => {
+        $( behaviours_on!(@one $start, $behaviour, $backends); )*
+    };
 }
