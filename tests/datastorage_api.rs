@@ -1,26 +1,124 @@
-//! One API suite, run against the embedded SQLite backend and against PostgreSQL.
+//! The Data Storage API, one test per behaviour, each run on every backend: embedded SQLite,
+//! PostgreSQL as deployed (migrated by the owner, served by the runtime role over TLS) and
+//! PostgreSQL in single-URL mode. Every test starts its own `audit-guard datastorage` on a
+//! fresh SQLite file or a fresh database, so they run in parallel, and the metrics one reads
+//! are that test's alone.
 
-mod datastorage_common;
+#[macro_use]
+mod support;
 
-use datastorage_common::*;
-use serde_json::json;
+use serde_json::{json, Value};
+use support::datastorage::*;
 
-async fn suite(svc: &Service) {
-    // Single POST: 201, Location, the stored record back.
-    let a = record("rec-a", "fp-1", "production", "P0", &ago(300), json!(1_500_000_000i64));
+/// PostgreSQL as deployed also serves TLS, with a certificate from `audit-guard certs`.
+async fn start(backend: Backend) -> Running {
+    Running::start(backend, |o| match backend {
+        Backend::Postgres => o.tls(Tls::Issued),
+        _ => o,
+    })
+    .await
+}
+
+behaviours_on!(
+    start,
+    [sqlite = Sqlite, postgres = Postgres, postgres_single_role = PostgresSingleRole],
+    a_post_answers_201_with_its_location_and_the_record,
+    a_second_post_of_an_id_answers_409_saying_whether_the_content_is_identical,
+    go_duration_strings_come_back_as_integer_nanoseconds,
+    a_batch_answers_per_record_in_order_and_stores_no_conflicting_record,
+    an_unknown_id_answers_404_problem,
+    the_list_is_newest_first,
+    the_list_pages_with_an_opaque_cursor,
+    the_list_filters_by_fingerprint_remediation_environment_priority_status_and_since,
+    a_different_record_under_a_stored_id_is_kept_beside_it_as_an_amendment,
+    a_record_keeps_its_anomalies,
+    break_glass_events_are_append_only_idempotent_and_listed_newest_first,
+    classification_stats_average_confidence_per_environment,
+    priority_stats_count_and_average_score_per_priority,
+    slow_phase_stats_list_the_phases_over_the_minimum_duration,
+    concurrent_posts_of_one_new_id_store_exactly_one,
+    health_and_metrics_need_no_token,
+    metrics_count_requests_rows_conflicts_amendments_and_break_glass_events,
+);
+
+// The records the behaviours use; each call reads the clock, so a test makes each once.
+
+fn rec_a() -> Value {
+    record("rec-a", "fp-1", "production", "P0", &ago(300), json!(1_500_000_000i64))
+}
+
+fn rec_b() -> Value {
+    record("rec-b", "fp-1", "staging", "P2", &ago(200), json!("2.5s"))
+}
+
+fn rec_c() -> Value {
+    record("rec-c", "fp-2", "production", "P0", &ago(100), json!("3m"))
+}
+
+fn rec_d() -> Value {
+    record("rec-d", "fp-2", "development", "P3", &ago(50), json!(null))
+}
+
+/// A record with anomalies (its confidence and a duration the schema cannot hold).
+fn rec_odd() -> Value {
+    let mut odd = record("rec-odd", "fp-odd", "staging", "P2", &ago(30), json!(1));
+    odd["confidence"] = json!(null);
+    odd["anomalies"] = json!([{"field": "confidence", "value": 5}, {"field": "processing_phases[0].duration", "value": -3}]);
+    odd
+}
+
+/// `v` with `key` set to `value`.
+fn with(v: &Value, key: &str, value: Value) -> Value {
+    let mut v = v.clone();
+    v[key] = value;
+    v
+}
+
+/// The same record as the deletion path sends it: other provenance, same content.
+fn at_deletion(v: &Value) -> Value {
+    with(&with(v, "trigger", json!("deletion")), "deleted_at", json!(ago(1)))
+}
+
+async fn created(svc: &DataStorage, path: &str, body: &Value) -> Value {
+    let (s, _, answer) = svc.post_json(path, body).await;
+    assert_eq!(s, 201, "{path}: {answer}");
+    answer
+}
+
+/// rec-a and rec-b one by one, rec-c and rec-d in a batch.
+async fn store_four(svc: &DataStorage) -> [Value; 4] {
+    let (a, b, c, d) = (rec_a(), rec_b(), rec_c(), rec_d());
+    created(svc, BASE, &a).await;
+    created(svc, BASE, &b).await;
+    let (s, _, res) = svc.post_json(&format!("{BASE}/batch"), &json!([c, d])).await;
+    assert!(s == 200 || s == 201, "{res}");
+    [a, b, c, d]
+}
+
+fn ids(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn a_post_answers_201_with_its_location_and_the_record(svc: &DataStorage) {
+    let a = rec_a();
     let (s, h, body) = svc.post_json(BASE, &a).await;
     assert_eq!(s, 201, "{body}");
     assert_eq!(h["location"], format!("{BASE}/rec-a").as_str());
     assert_eq!(body, a);
+}
 
-    // The same id again: 409 problem saying whether the stored original has the same content
-    // (provenance keys aside), with the original attached; the record is unchanged.
-    let mut at_deletion = a.clone();
-    at_deletion["trigger"] = json!("deletion");
-    at_deletion["deleted_at"] = json!(ago(1));
-    let mut changed = a.clone();
-    changed["status"] = json!("failed");
-    for (again, identical) in [(&a, true), (&at_deletion, true), (&changed, false)] {
+/// 409 problem saying whether the stored original has the same content (provenance keys
+/// aside), with the original attached; the record is unchanged.
+async fn a_second_post_of_an_id_answers_409_saying_whether_the_content_is_identical(svc: &DataStorage) {
+    let a = rec_a();
+    created(svc, BASE, &a).await;
+    let changed = with(&a, "status", json!("failed"));
+    for (again, identical) in [(&a, true), (&at_deletion(&a), true), (&changed, false)] {
         let (s, h, p) = svc.post_json(BASE, again).await;
         assert_eq!(s, 409, "{p}");
         assert_eq!(h["content-type"], "application/problem+json");
@@ -31,23 +129,22 @@ async fn suite(svc: &Service) {
     let (s, got) = svc.get(&format!("{BASE}/rec-a")).await;
     assert_eq!(s, 200);
     assert_eq!(got, a, "GET returns the keys and values posted");
+}
 
-    // Go duration strings come back as integer nanoseconds (the design document's wire form).
-    let b = record("rec-b", "fp-1", "staging", "P2", &ago(200), json!("2.5s"));
-    let (s, _, body) = svc.post_json(BASE, &b).await;
+/// The design document's wire form.
+async fn go_duration_strings_come_back_as_integer_nanoseconds(svc: &DataStorage) {
+    let (s, _, body) = svc.post_json(BASE, &rec_b()).await;
     assert_eq!(s, 201, "{body}");
     assert_eq!(body["processing_phases"][0]["duration"], json!(2_500_000_000i64));
+}
 
-    // Batch: per-record results in order; an id already holding the same content "exists",
-    // one holding different content is a "conflict" and is not stored.
-    let mut b_changed = b.clone();
-    b_changed["confidence"] = json!(0.1);
-    let batch = json!([
-        record("rec-c", "fp-2", "production", "P0", &ago(100), json!("3m")),
-        at_deletion.clone(),
-        record("rec-d", "fp-2", "development", "P3", &ago(50), json!(null)),
-        b_changed.clone(),
-    ]);
+/// An id already holding the same content "exists", one holding different content is a
+/// "conflict" and is not stored.
+async fn a_batch_answers_per_record_in_order_and_stores_no_conflicting_record(svc: &DataStorage) {
+    let (a, b) = (rec_a(), rec_b());
+    created(svc, BASE, &a).await;
+    created(svc, BASE, &b).await;
+    let batch = json!([rec_c(), at_deletion(&a), rec_d(), with(&b, "confidence", json!(0.1))]);
     let (s, _, res) = svc.post_json(&format!("{BASE}/batch"), &batch).await;
     assert!(s == 200 || s == 201, "{res}");
     assert_eq!(
@@ -57,23 +154,23 @@ async fn suite(svc: &Service) {
     );
     let (_, got) = svc.get(&format!("{BASE}/rec-b")).await;
     assert_eq!(got["confidence"], b["confidence"], "the conflicting record was not stored");
+}
 
-    // Unknown id: 404 problem.
+async fn an_unknown_id_answers_404_problem(svc: &DataStorage) {
     let (s, p) = svc.get(&format!("{BASE}/nope")).await;
     assert_eq!((s, p["status"].clone()), (404, json!(404)));
+}
 
-    // Listing: newest first, filters, keyset pagination with an opaque cursor.
+async fn the_list_is_newest_first(svc: &DataStorage) {
+    store_four(svc).await;
     let (s, page) = svc.get(&format!("{BASE}?limit=10")).await;
     assert_eq!(s, 200);
-    let ids: Vec<&str> = page["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, ["rec-d", "rec-c", "rec-b", "rec-a"]);
+    assert_eq!(ids(&page), ["rec-d", "rec-c", "rec-b", "rec-a"]);
     assert!(page["next_cursor"].is_null());
+}
 
+async fn the_list_pages_with_an_opaque_cursor(svc: &DataStorage) {
+    store_four(svc).await;
     let mut seen = vec![];
     let mut cursor: Option<String> = None;
     loop {
@@ -83,29 +180,21 @@ async fn suite(svc: &Service) {
         };
         let (s, page) = svc.get(&q).await;
         assert_eq!(s, 200, "{page}");
-        seen.extend(
-            page["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| r["id"].as_str().unwrap().to_string()),
-        );
+        seen.extend(ids(&page));
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_string()),
             None => break,
         }
     }
     assert_eq!(seen, ["rec-d", "rec-c", "rec-b", "rec-a"]);
+}
 
+async fn the_list_filters_by_fingerprint_remediation_environment_priority_status_and_since(svc: &DataStorage) {
+    store_four(svc).await;
     let filtered = |q: &'static str| async move {
         let (s, page) = svc.get(&format!("{BASE}?{q}")).await;
         assert_eq!(s, 200, "{page}");
-        page["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["id"].as_str().unwrap().to_string())
-            .collect::<Vec<_>>()
+        ids(&page)
     };
     assert_eq!(filtered("signal_fingerprint=fp-1").await, ["rec-b", "rec-a"]);
     assert_eq!(filtered("remediation_id=rr-rec-c").await, ["rec-c"]);
@@ -114,8 +203,13 @@ async fn suite(svc: &Service) {
     let since = ago(150).replace('+', "%2B");
     let (_, page) = svc.get(&format!("{BASE}?since={since}")).await;
     assert_eq!(page["items"].as_array().unwrap().len(), 2, "since keeps rec-c and rec-d");
+}
 
-    // Amendments: a different record under a stored id is appended beside the original, once.
+/// Appended beside the original, once; GET shows the original as stored and its amendments
+/// in order.
+async fn a_different_record_under_a_stored_id_is_kept_beside_it_as_an_amendment(svc: &DataStorage) {
+    let [a, ..] = store_four(svc).await;
+    let changed = with(&a, "status", json!("failed"));
     let amendments = format!("{BASE}/rec-a/amendments");
     let (s, h, am) = svc.post_json(&amendments, &changed).await;
     assert_eq!(s, 201, "{am}");
@@ -125,26 +219,21 @@ async fn suite(svc: &Service) {
     let amendment_id = am["amendment_id"].as_str().unwrap().to_string();
     assert!(am["stored_at"].is_string(), "{am}");
     // A retry (even with other provenance) and the original's own content: 409 identical, nothing added.
-    let mut changed_retry = changed.clone();
-    changed_retry["trigger"] = json!("deletion");
-    for (again, existing_id) in [(&changed_retry, Some(amendment_id.as_str())), (&at_deletion, None)] {
+    let changed_retry = with(&changed, "trigger", json!("deletion"));
+    for (again, existing_id) in [(&changed_retry, Some(amendment_id.as_str())), (&at_deletion(&a), None)] {
         let (s, _, p) = svc.post_json(&amendments, again).await;
         assert_eq!(s, 409, "{p}");
         assert_eq!(p["identical"], true, "{p}");
         assert_eq!(p["existing"]["amendment_id"].as_str(), existing_id, "{p}");
     }
-    let mut incomplete = a.clone();
-    incomplete["status"] = json!("incomplete");
-    let (s, _, second) = svc.post_json(&amendments, &incomplete).await;
+    let (s, _, second) = svc.post_json(&amendments, &with(&a, "status", json!("incomplete"))).await;
     assert_eq!(s, 201, "{second}");
     // The id in the path and in the body must agree; an unknown original cannot be amended.
     let (s, _, p) = svc.post_json(&format!("{BASE}/rec-c/amendments"), &changed).await;
     assert_eq!((s, p["field"].clone()), (400, json!("id")), "{p}");
-    let mut stray = changed.clone();
-    stray["id"] = json!("nobody");
+    let stray = with(&changed, "id", json!("nobody"));
     let (s, _, p) = svc.post_json(&format!("{BASE}/nobody/amendments"), &stray).await;
     assert_eq!(s, 404, "{p}");
-    // GET shows the original as stored and its amendments in order.
     let (s, got) = svc.get(&format!("{BASE}/rec-a")).await;
     assert_eq!(s, 200);
     let listed = got["amendments"].as_array().unwrap().clone();
@@ -159,16 +248,16 @@ async fn suite(svc: &Service) {
     assert_eq!(page["items"][0]["amendments"].as_array().unwrap().len(), 2, "{page}");
     let (_, page) = svc.get(&format!("{BASE}?remediation_id=rr-rec-c")).await;
     assert!(page["items"][0].get("amendments").is_none(), "{page}");
+}
 
-    // A record with anomalies keeps them.
-    let mut odd = record("rec-odd", "fp-odd", "staging", "P2", &ago(30), json!(1));
-    odd["confidence"] = json!(null);
-    odd["anomalies"] = json!([{"field": "confidence", "value": 5}, {"field": "processing_phases[0].duration", "value": -3}]);
+async fn a_record_keeps_its_anomalies(svc: &DataStorage) {
+    let odd = rec_odd();
     let (s, _, body) = svc.post_json(BASE, &odd).await;
     assert_eq!(s, 201, "{body}");
     assert_eq!(svc.get(&format!("{BASE}/rec-odd")).await.1["anomalies"], odd["anomalies"]);
+}
 
-    // Break-glass events: append-only, idempotent by id, listed newest first.
+async fn break_glass_events_are_append_only_idempotent_and_listed_newest_first(svc: &DataStorage) {
     let e1 = break_glass_event("review-1", "bob", "rec-a", &ago(20));
     let e2 = break_glass_event("review-2", "carol", "rec-c", &ago(10));
     for e in [&e1, &e2] {
@@ -177,8 +266,7 @@ async fn suite(svc: &Service) {
         assert_eq!(body, *e);
         assert!(h["location"].to_str().unwrap().ends_with(e["id"].as_str().unwrap()));
     }
-    let mut forged = e1.clone();
-    forged["user"] = json!("mallory");
+    let forged = with(&e1, "user", json!("mallory"));
     for (again, identical) in [(&e1, true), (&forged, false)] {
         let (s, _, p) = svc.post_json(BREAK_GLASS, again).await;
         assert_eq!((s, p["identical"].clone()), (409, json!(identical)), "{p}");
@@ -192,8 +280,11 @@ async fn suite(svc: &Service) {
     assert_eq!(page["items"], json!([e1]));
     assert_eq!(svc.get(&format!("{BREAK_GLASS}/review-1")).await, (200, e1.clone()));
     assert_eq!(svc.get(&format!("{BREAK_GLASS}/nope")).await.0, 404);
+}
 
-    // Use-case queries.
+async fn classification_stats_average_confidence_per_environment(svc: &DataStorage) {
+    store_four(svc).await;
+    created(svc, BASE, &rec_odd()).await;
     let (s, stats) = svc.get(&format!("{BASE}/stats/classification")).await;
     assert_eq!(s, 200, "{stats}");
     assert_eq!(
@@ -204,6 +295,11 @@ async fn suite(svc: &Service) {
             {"environment": "staging", "avg_confidence": 0.7, "total_signals": 2},
         ])
     );
+}
+
+async fn priority_stats_count_and_average_score_per_priority(svc: &DataStorage) {
+    store_four(svc).await;
+    created(svc, BASE, &rec_odd()).await;
     let (s, stats) = svc.get(&format!("{BASE}/stats/priority")).await;
     assert_eq!(s, 200, "{stats}");
     assert_eq!(
@@ -214,6 +310,11 @@ async fn suite(svc: &Service) {
             {"priority": "P3", "count": 1, "avg_score": 50.0},
         ])
     );
+}
+
+async fn slow_phase_stats_list_the_phases_over_the_minimum_duration(svc: &DataStorage) {
+    store_four(svc).await;
+    created(svc, BASE, &rec_odd()).await;
     let (s, slow) = svc.get(&format!("{BASE}/stats/slow-phases?phase=enriching&min_duration=2s")).await;
     assert_eq!(s, 200, "{slow}");
     let slow_ids: Vec<_> = slow["items"]
@@ -223,35 +324,60 @@ async fn suite(svc: &Service) {
         .map(|r| (r["id"].clone(), r["duration"].clone()))
         .collect();
     assert_eq!(slow_ids, [(json!("rec-c"), json!("3m0s")), (json!("rec-b"), json!("2.5s"))]);
+}
 
-    // Concurrent POSTs of one new id: exactly one is stored, the rest are told it exists.
+/// The rest are told it exists.
+async fn concurrent_posts_of_one_new_id_store_exactly_one(svc: &DataStorage) {
     let racer = record("rec-race", "fp-3", "staging", "P2", &ago(400), json!(1));
     let answers = futures::future::join_all((0..8).map(|_| svc.post_json(BASE, &racer))).await;
     let mut codes: Vec<u16> = answers.iter().map(|(s, _, _)| *s).collect();
     codes.sort();
     assert_eq!(codes, [201, 409, 409, 409, 409, 409, 409, 409]);
+}
 
-    // Health and metrics need no token.
-    for path in ["/healthz", "/readyz"] {
-        assert_eq!(svc.http.get(svc.url(path)).send().await.unwrap().status(), 200);
+async fn health_and_metrics_need_no_token(svc: &DataStorage) {
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(svc.http.get(svc.endpoint(path)).send().await.unwrap().status(), 200);
     }
-    let metrics = svc.http.get(svc.url("/metrics")).send().await.unwrap().text().await.unwrap();
+}
+
+/// Four single POSTs stored (rec-a, rec-b, rec-odd, the one racer of eight that won), six rows
+/// (and rec-c, rec-d from a batch), two conflicts (a changed rec-a alone and a changed rec-b in
+/// the batch; the same content again and the racers that lost are none), two amendments, two
+/// break-glass events.
+async fn metrics_count_requests_rows_conflicts_amendments_and_break_glass_events(svc: &DataStorage) {
+    let (a, b) = (rec_a(), rec_b());
+    for r in [&a, &b, &rec_odd()] {
+        created(svc, BASE, r).await;
+    }
+    let racer = record("rec-race", "fp-3", "staging", "P2", &ago(400), json!(1));
+    futures::future::join_all((0..8).map(|_| svc.post_json(BASE, &racer))).await;
+    let batch = json!([rec_c(), at_deletion(&a), rec_d(), with(&b, "confidence", json!(0.1))]);
+    let (s, _, res) = svc.post_json(&format!("{BASE}/batch"), &batch).await;
+    assert!(s == 200 || s == 201, "{res}");
+    let changed = with(&a, "status", json!("failed"));
+    assert_eq!(svc.post_json(BASE, &changed).await.0, 409);
+    let amendments = format!("{BASE}/rec-a/amendments");
+    created(svc, &amendments, &changed).await;
+    created(svc, &amendments, &with(&a, "status", json!("incomplete"))).await;
+    created(svc, BREAK_GLASS, &break_glass_event("review-1", "bob", "rec-a", &ago(20))).await;
+    created(svc, BREAK_GLASS, &break_glass_event("review-2", "carol", "rec-c", &ago(10))).await;
+
+    let metrics = svc.http.get(svc.endpoint("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("datastorage_http_requests_total{method=\"POST\",route=\"/api/v1/audit/signal-processing\",status=\"201\"} 4"));
     assert!(metrics.contains("datastorage_rows_written_total 6"), "{metrics}");
     assert!(metrics.contains("datastorage_store_duration_seconds_bucket"));
-    // a, changed b in the batch, and the 7 racers that lost are not conflicts; changed a and b are.
     assert!(metrics.contains("datastorage_record_conflicts_total 2"), "{metrics}");
     assert!(metrics.contains("datastorage_amendments_total 2"), "{metrics}");
     assert!(metrics.contains("datastorage_break_glass_events_total 2"), "{metrics}");
 }
 
+/// The file is in WAL mode, and its rows are immutable there too.
 #[tokio::test]
-async fn api_suite_on_sqlite() {
-    let svc = Service::start(None).await;
-    suite(&svc).await;
-
-    // The file is in WAL mode, and its rows are immutable there too.
-    let file = svc.dir().join("data/audit.db");
+async fn on_sqlite_the_file_is_in_wal_mode_and_its_rows_are_immutable() {
+    let svc = DataStorage::launch(Options::sqlite()).await;
+    created(&svc, BASE, &rec_a()).await;
+    let file = svc.data_dir().join("audit.db");
     let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!("sqlite://{}", file.display()))
         .await
         .unwrap();
@@ -266,16 +392,11 @@ async fn api_suite_on_sqlite() {
     }
 }
 
-/// As deployed: migrated by the owner, served by the runtime role (INSERT and SELECT only),
-/// over TLS with a certificate from `audit-guard certs`.
+/// Only TLS is spoken, and only a client trusting the CA gets an answer.
 #[tokio::test]
-async fn api_suite_on_postgres() {
-    let db = TestDb::create().await;
-    db.migrate(&[]);
-    let svc = Service::start_tls(Some(&db.runtime_url()), &[]).await;
-    suite(&svc).await;
-
-    // Only TLS is spoken, and only a client trusting the CA gets an answer.
+async fn on_postgres_as_deployed_only_tls_with_the_issued_ca_is_answered() {
+    let running = start(Backend::Postgres).await;
+    let svc = &running.svc;
     let plain = reqwest::Client::new()
         .get(format!("http://127.0.0.1:{}/healthz", svc.port))
         .send()
@@ -289,16 +410,5 @@ async fn api_suite_on_postgres() {
         .send()
         .await;
     assert!(stranger.is_err(), "a client without the CA accepted the certificate: {stranger:?}");
-    drop(svc);
-    db.drop_db().await;
-}
-
-/// Single-URL mode (local use): the service's role owns the tables and migrates them itself.
-#[tokio::test]
-async fn api_suite_on_postgres_single_role() {
-    let db = TestDb::create().await;
-    let svc = Service::start(Some(&db.url)).await;
-    suite(&svc).await;
-    drop(svc);
-    db.drop_db().await;
+    running.finish().await;
 }

@@ -1,11 +1,12 @@
 //! Every bad input gets its status and a problem+json body naming the field, and changes nothing.
 
-mod datastorage_common;
+#[macro_use]
+mod support;
 
 use std::time::{Duration, Instant};
 
-use datastorage_common::*;
 use serde_json::{json, Value};
+use support::datastorage::*;
 
 fn assert_problem(what: &str, got: (u16, &reqwest::header::HeaderMap, &Value), status: u16, field: Option<&str>) {
     let (s, h, body) = got;
@@ -25,20 +26,64 @@ fn assert_problem(what: &str, got: (u16, &reqwest::header::HeaderMap, &Value), s
 /// (what, path, content type, body, expected status, expected field)
 type Case<'a> = (&'a str, &'a str, &'a str, Vec<u8>, u16, Option<&'a str>);
 
-async fn suite(svc: &Service) {
+/// With the small limits below.
+async fn start(backend: Backend) -> Running {
+    Running::start(backend, |o| o.args(LIMITS)).await
+}
+
+const LIMITS: &[&str] = &["--max-batch", "5", "--max-body-bytes", "65536"];
+
+behaviours_on!(
+    start,
+    [sqlite = Sqlite, postgres = Postgres],
+    bad_records_answer_their_status_and_a_problem_naming_the_field,
+    a_missing_or_wrong_token_answers_401_with_a_bearer_challenge,
+    a_reader_reads_but_may_not_write_and_an_outsider_may_do_neither,
+    times_outside_the_window_are_refused_on_every_time_field,
+    wrong_methods_unknown_paths_and_bad_query_parameters_are_refused,
+    an_oversized_chunked_body_is_cut_off_at_the_limit,
+    an_early_413_reaches_a_client_that_is_still_sending,
+    the_tokens_file_is_reread_when_it_changes_and_a_broken_one_refuses_every_token,
+);
+
+/// A good record, and that record with one key set or removed.
+fn good() -> Value {
+    record("g1", "fp", "production", "P0", &ago(10), json!("1s"))
+}
+
+fn with(good: &Value, key: &str, value: Value) -> Value {
+    let mut v = good.clone();
+    v[key] = value;
+    v
+}
+
+fn without(good: &Value, key: &str) -> Value {
+    let mut v = good.clone();
+    v.as_object_mut().unwrap().remove(key);
+    v
+}
+
+/// Nothing but `ids` is stored: through the API, and on PostgreSQL in both tables.
+async fn only_stored(svc: &DataStorage, ids: &[&str]) {
+    assert_eq!(svc.all_ids().await, ids);
+    if let Some(url) = svc.database_url() {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        for table in ["signal_processing_audit", "signal_processing_audit_ids"] {
+            let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert_eq!(n, ids.len() as i64, "{table} holds only {ids:?}");
+        }
+        pool.close().await;
+    }
+}
+
+/// Malformed, mistyped, incomplete and oversized records.
+async fn bad_records_answer_their_status_and_a_problem_naming_the_field(svc: &DataStorage) {
     let single = BASE.to_string();
     let batch = format!("{BASE}/batch");
-    let good = record("g1", "fp", "production", "P0", &ago(10), json!("1s"));
-    let without = |key: &str| {
-        let mut v = good.clone();
-        v.as_object_mut().unwrap().remove(key);
-        v
-    };
-    let with = |key: &str, value: Value| {
-        let mut v = good.clone();
-        v[key] = value;
-        v
-    };
+    let good = good();
     let json_ct = "application/json";
     let cases: Vec<Case> = vec![
         ("malformed JSON", &single, json_ct, b"{\"id\": \"x\",".to_vec(), 400, None),
@@ -46,7 +91,7 @@ async fn suite(svc: &Service) {
             "wrong type",
             &single,
             json_ct,
-            with("priority_score", json!("high")).to_string().into(),
+            with(&good, "priority_score", json!("high")).to_string().into(),
             400,
             Some("priority_score"),
         ),
@@ -66,7 +111,7 @@ async fn suite(svc: &Service) {
             "missing key",
             &single,
             json_ct,
-            without("status").to_string().into(),
+            without(&good, "status").to_string().into(),
             400,
             Some("status"),
         ),
@@ -74,7 +119,7 @@ async fn suite(svc: &Service) {
             "bad enum",
             &single,
             json_ct,
-            with("status", json!("done")).to_string().into(),
+            with(&good, "status", json!("done")).to_string().into(),
             400,
             Some("status"),
         ),
@@ -82,7 +127,7 @@ async fn suite(svc: &Service) {
             "out of range",
             &single,
             json_ct,
-            with("confidence", json!(1.5)).to_string().into(),
+            with(&good, "confidence", json!(1.5)).to_string().into(),
             400,
             Some("confidence"),
         ),
@@ -112,7 +157,7 @@ async fn suite(svc: &Service) {
             "missing key in batch",
             &batch,
             json_ct,
-            json!([good, without("remediation_id")]).to_string().into(),
+            json!([good, without(&good, "remediation_id")]).to_string().into(),
             400,
             Some("[1].remediation_id"),
         ),
@@ -132,7 +177,7 @@ async fn suite(svc: &Service) {
             "oversized body",
             &single,
             json_ct,
-            with("error_message", json!("x".repeat(70_000))).to_string().into(),
+            with(&good, "error_message", json!("x".repeat(70_000))).to_string().into(),
             413,
             None,
         ),
@@ -151,42 +196,52 @@ async fn suite(svc: &Service) {
         ),
     ];
     for (what, path, ct, body, status, field) in cases {
-        let mut req = svc.http.post(svc.url(path)).bearer_auth(TOKEN).body(body);
+        let mut req = svc.http.post(svc.endpoint(path)).bearer_auth(TOKEN).body(body);
         if !ct.is_empty() {
             req = req.header("content-type", ct);
         }
         let (s, h, v) = split(req.send().await.unwrap()).await;
         assert_problem(what, (s, &h, &v), status, field);
     }
+    only_stored(svc, &[]).await;
+}
 
-    // Authentication: missing and wrong tokens, on writes and reads.
+/// Authentication: missing and wrong tokens, on writes and reads.
+async fn a_missing_or_wrong_token_answers_401_with_a_bearer_challenge(svc: &DataStorage) {
+    let good = good();
     for (what, req) in [
         (
             "no token, POST",
             svc.http
-                .post(svc.url(BASE))
+                .post(svc.endpoint(BASE))
                 .header("content-type", "application/json")
                 .body(good.to_string()),
         ),
         (
             "wrong token, POST",
             svc.http
-                .post(svc.url(BASE))
+                .post(svc.endpoint(BASE))
                 .bearer_auth("nope")
                 .header("content-type", "application/json")
                 .body(good.to_string()),
         ),
-        ("no token, GET", svc.http.get(svc.url(&format!("{BASE}/g1")))),
-        ("wrong token, GET", svc.http.get(svc.url(BASE)).bearer_auth("nope")),
-        ("basic auth, GET", svc.http.get(svc.url(BASE)).basic_auth(TOKEN, Some("x"))),
+        ("no token, GET", svc.http.get(svc.endpoint(&format!("{BASE}/g1")))),
+        ("wrong token, GET", svc.http.get(svc.endpoint(BASE)).bearer_auth("nope")),
+        ("basic auth, GET", svc.http.get(svc.endpoint(BASE)).basic_auth(TOKEN, Some("x"))),
     ] {
         let (s, h, v) = split(req.send().await.unwrap()).await;
         assert_problem(what, (s, &h, &v), 401, None);
         assert_eq!(h["www-authenticate"], "Bearer", "{what}");
     }
+    only_stored(svc, &[]).await;
+}
 
-    // Authorization: a reader reads but may not write; an outsider may do neither (403 naming
-    // user, verb and resource); the writer may do both.
+/// Authorization: a reader reads but may not write; an outsider may do neither (403 naming
+/// user, verb and resource); the writer may do both.
+async fn a_reader_reads_but_may_not_write_and_an_outsider_may_do_neither(svc: &DataStorage) {
+    let single = BASE.to_string();
+    let batch = format!("{BASE}/batch");
+    let good = good();
     let batch_body = json!([record("z1", "fp", "staging", "P1", &ago(5), json!(1))]);
     let amend_body = record("g1", "fp", "production", "P0", &ago(10), json!("2s"));
     for (token, user) in [(READER_TOKEN, "ds-auditor"), (OUTSIDER_TOKEN, "ds-outsider")] {
@@ -223,24 +278,30 @@ async fn suite(svc: &Service) {
         };
         assert!(v["detail"].as_str().unwrap().contains(&format!("may not {verb} ")), "{v}");
     }
+    only_stored(svc, &[]).await;
+}
 
-    // Times outside the window, on every time field; unknown and repeated query parameters.
+/// Times outside the window, on every time field of a record and on a break-glass event.
+async fn times_outside_the_window_are_refused_on_every_time_field(svc: &DataStorage) {
+    let single = BASE.to_string();
+    let batch = format!("{BASE}/batch");
+    let good = good();
     let mut phase_in_future = good.clone();
     phase_in_future["processing_phases"][1]["start_time"] = json!(ago(-3600));
     let window_cases: Vec<(&str, Value, &str)> = vec![
         (
             "completed_at in 9999",
-            with("completed_at", json!("9999-01-01T00:00:00Z")),
+            with(&good, "completed_at", json!("9999-01-01T00:00:00Z")),
             "completed_at",
         ),
         (
             "completed_at in 0001",
-            with("completed_at", json!("0001-01-01T00:00:00Z")),
+            with(&good, "completed_at", json!("0001-01-01T00:00:00Z")),
             "completed_at",
         ),
         (
             "deleted_at 401 days ago",
-            with("deleted_at", json!(ago(401 * 86_400))),
+            with(&good, "deleted_at", json!(ago(401 * 86_400))),
             "deleted_at",
         ),
         ("a phase an hour ahead", phase_in_future, "processing_phases[1].start_time"),
@@ -258,13 +319,17 @@ async fn suite(svc: &Service) {
     ancient_event.as_object_mut().unwrap().remove("user");
     let (s, h, v) = svc.post_json(BREAK_GLASS, &ancient_event).await;
     assert_problem("break-glass event without user", (s, &h, &v), 400, Some("user"));
+    only_stored(svc, &[]).await;
+}
 
-    // Wrong method, unknown path, bad query parameters.
-    let get = |path: String| svc.http.get(svc.url(&path)).bearer_auth(TOKEN);
+/// Wrong method, unknown path, bad query parameters.
+async fn wrong_methods_unknown_paths_and_bad_query_parameters_are_refused(svc: &DataStorage) {
+    let good = good();
+    let get = |path: String| svc.http.get(svc.endpoint(&path)).bearer_auth(TOKEN);
     let checks = [
         (
             "DELETE",
-            svc.http.delete(svc.url(&format!("{BASE}/g1"))).bearer_auth(TOKEN),
+            svc.http.delete(svc.endpoint(&format!("{BASE}/g1"))).bearer_auth(TOKEN),
             405,
             None,
         ),
@@ -308,7 +373,7 @@ async fn suite(svc: &Service) {
         (
             "a parameter on a POST",
             svc.http
-                .post(svc.url(&format!("{BASE}?dry_run=true")))
+                .post(svc.endpoint(&format!("{BASE}?dry_run=true")))
                 .bearer_auth(TOKEN)
                 .header("content-type", "application/json")
                 .body(good.to_string()),
@@ -326,18 +391,26 @@ async fn suite(svc: &Service) {
         let (s, h, v) = split(req.send().await.unwrap()).await;
         assert_problem(what, (s, &h, &v), status, field);
     }
+    only_stored(svc, &[]).await;
+}
 
-    // An oversized body without Content-Length (chunked) is cut off at the limit too.
-    let status_line = chunked_post(svc, &with("error_message", json!("y".repeat(70_000))).to_string()).await;
+/// An oversized body without Content-Length (chunked) is cut off at the limit too.
+async fn an_oversized_chunked_body_is_cut_off_at_the_limit(svc: &DataStorage) {
+    let good = good();
+    let status_line = chunked_post(svc, &with(&good, "error_message", json!("y".repeat(70_000))).to_string()).await;
     assert!(status_line.starts_with("HTTP/1.1 413"), "{status_line}");
+    only_stored(svc, &[]).await;
+}
 
-    // An early 413 (refused on Content-Length, before the body is read) reaches the client every
-    // time while it is still sending: the listener lingers instead of resetting the connection.
-    let big = with("error_message", json!("z".repeat(2_000_000))).to_string();
+/// An early 413 (refused on Content-Length, before the body is read) reaches the client every
+/// time while it is still sending: the listener lingers instead of resetting the connection.
+async fn an_early_413_reaches_a_client_that_is_still_sending(svc: &DataStorage) {
+    let good = good();
+    let big = with(&good, "error_message", json!("z".repeat(2_000_000))).to_string();
     for i in 0..10 {
         let r = svc
             .http
-            .post(svc.url(BASE))
+            .post(svc.endpoint(BASE))
             .bearer_auth(TOKEN)
             .header("content-type", "application/json")
             .body(big.clone())
@@ -348,11 +421,13 @@ async fn suite(svc: &Service) {
             Err(e) => panic!("attempt {i}: the 413 was lost: {e:?}"),
         }
     }
+    only_stored(svc, &[]).await;
+}
 
-    // Nothing was written by any of it.
-    assert_eq!(svc.all_ids().await, Vec::<String>::new());
-
-    // The tokens file is re-read when it changes: a new token starts working, the old one stops.
+/// The tokens file is re-read when it changes: a new token starts working, the old one stops;
+/// a broken one refuses every token until it is fixed.
+async fn the_tokens_file_is_reread_when_it_changes_and_a_broken_one_refuses_every_token(svc: &DataStorage) {
+    let good = good();
     std::fs::write(
         svc.dir().join("tokens.csv"),
         "rotated-token,ds-tester,9001,\"audit-guard:datastorage-writers\"\n",
@@ -360,20 +435,23 @@ async fn suite(svc: &Service) {
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let r = svc.http.get(svc.url(BASE)).bearer_auth("rotated-token").send().await.unwrap();
+        let r = svc.http.get(svc.endpoint(BASE)).bearer_auth("rotated-token").send().await.unwrap();
         if r.status() == 200 {
             break;
         }
         assert!(Instant::now() < deadline, "rotated token never accepted");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(svc.http.get(svc.url(BASE)).bearer_auth(TOKEN).send().await.unwrap().status(), 401);
+    assert_eq!(
+        svc.http.get(svc.endpoint(BASE)).bearer_auth(TOKEN).send().await.unwrap().status(),
+        401
+    );
     // A broken tokens file does not keep the old tokens alive unseen: every token is refused
     // (503, retryable), /readyz fails and the gauge says so, until the file is fixed.
     std::fs::write(svc.dir().join("tokens.csv"), "rotated-token,ds-tester\n").unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let r = svc.http.get(svc.url(BASE)).bearer_auth("rotated-token").send().await.unwrap();
+        let r = svc.http.get(svc.endpoint(BASE)).bearer_auth("rotated-token").send().await.unwrap();
         if r.status() == 503 {
             let (_, h, v) = split(r).await;
             assert_eq!(h["content-type"], "application/problem+json");
@@ -383,14 +461,14 @@ async fn suite(svc: &Service) {
         assert!(Instant::now() < deadline, "a broken tokens file kept the old tokens");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(svc.http.get(svc.url("/readyz")).send().await.unwrap().status(), 503);
-    let metrics = svc.http.get(svc.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(svc.http.get(svc.endpoint("/readyz")).send().await.unwrap().status(), 503);
+    let metrics = svc.http.get(svc.endpoint("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("datastorage_tokens_file_valid 0"), "{metrics}");
     std::fs::remove_file(svc.dir().join("tokens.csv")).unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         svc.http
-            .get(svc.url(BASE))
+            .get(svc.endpoint(BASE))
             .bearer_auth("rotated-token")
             .send()
             .await
@@ -401,22 +479,21 @@ async fn suite(svc: &Service) {
     );
     std::fs::write(svc.dir().join("tokens.csv"), tokens_csv()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while svc.http.get(svc.url(BASE)).bearer_auth(TOKEN).send().await.unwrap().status() != 200 {
+    while svc.http.get(svc.endpoint(BASE)).bearer_auth(TOKEN).send().await.unwrap().status() != 200 {
         assert!(Instant::now() < deadline, "restored token never accepted");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(svc.http.get(svc.url("/readyz")).send().await.unwrap().status(), 200);
-
+    assert_eq!(svc.http.get(svc.endpoint("/readyz")).send().await.unwrap().status(), 200);
     // And the service still works.
     let (s, _, v) = svc.post_json(BASE, &good).await;
     assert_eq!(s, 201, "{v}");
-    assert_eq!(svc.all_ids().await, ["g1"]);
+    only_stored(svc, &["g1"]).await;
 }
 
 /// POSTs `body` with Transfer-Encoding: chunked over a raw connection; returns the status line.
-async fn chunked_post(svc: &Service, body: &str) -> String {
+async fn chunked_post(svc: &DataStorage, body: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = svc.base.trim_start_matches("http://");
+    let addr = svc.url.trim_start_matches("http://");
     let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!(
         "POST {BASE} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -435,33 +512,6 @@ async fn chunked_post(svc: &Service, body: &str) -> String {
     let mut buf = vec![0u8; 4096];
     let n = conn.read(&mut buf).await.unwrap();
     String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or_default().to_string()
-}
-
-const LIMITS: &[&str] = &["--max-batch", "5", "--max-body-bytes", "65536"];
-
-#[tokio::test]
-async fn bad_input_on_sqlite() {
-    let svc = Service::start_with(None, LIMITS, &[]).await;
-    suite(&svc).await;
-}
-
-#[tokio::test]
-async fn bad_input_on_postgres() {
-    let db = TestDb::create().await;
-    db.migrate(&[]);
-    let svc = Service::start_with(Some(&db.runtime_url()), LIMITS, &[]).await;
-    suite(&svc).await;
-    let pool = db.pool().await;
-    for table in ["signal_processing_audit", "signal_processing_audit_ids"] {
-        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        assert_eq!(n, 1, "{table} holds only the one good record");
-    }
-    pool.close().await;
-    drop(svc);
-    db.drop_db().await;
 }
 
 #[tokio::test]

@@ -3,14 +3,14 @@
 //! `export` and `verify-export` commands as an auditor runs them. Tampering is done the way
 //! an insider with database access would: as the PostgreSQL superuser, triggers disabled.
 
-mod datastorage_common;
+mod support;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use datastorage_common::*;
 use serde_json::{json, Value};
+use support::datastorage::*;
 
 /// Runs the binary; (exit code, stdout, stderr).
 fn cli(args: &[&str]) -> (i32, String, String) {
@@ -56,10 +56,10 @@ fn p(path: &Path) -> &str {
 }
 
 /// `verify` through the API with the reader's token; (exit code, stdout + stderr, JSON result).
-fn verify_api(svc: &Service, token: &Path, extra: &[&str]) -> (i32, String, Value) {
+fn verify_api(svc: &DataStorage, token: &Path, extra: &[&str]) -> (i32, String, Value) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("verify.json");
-    let mut args = vec!["verify", "--url", &svc.base, "--token-file", p(token), "--output", p(&out)];
+    let mut args = vec!["verify", "--url", &svc.url, "--token-file", p(token), "--output", p(&out)];
     args.extend_from_slice(extra);
     let (code, stdout, stderr) = cli(&args);
     let json = std::fs::read_to_string(&out)
@@ -76,7 +76,7 @@ fn verify_db(url: &str, key: &Path, extra: &[&str]) -> (i32, String) {
     (code, format!("{stdout}{stderr}"))
 }
 
-async fn post_batch(svc: &Service, records: Vec<Value>) {
+async fn post_batch(svc: &DataStorage, records: Vec<Value>) {
     for chunk in records.chunks(1000) {
         let (s, _, v) = svc.post_json(&format!("{BASE}/batch"), &Value::Array(chunk.to_vec())).await;
         assert_eq!(s, 200, "{v}");
@@ -96,7 +96,7 @@ fn rec(i: usize, secs_ago: i64) -> Value {
 }
 
 /// A record, an amendment of it and a break-glass event, so all three kinds are chained.
-async fn seed(svc: &Service, n: usize) {
+async fn seed(svc: &DataStorage, n: usize) {
     post_batch(svc, (0..n).map(|i| rec(i, 600 + i as i64)).collect()).await;
     let mut amended = rec(0, 600);
     amended["status"] = json!("failed");
@@ -113,7 +113,7 @@ async fn seed(svc: &Service, n: usize) {
 async fn postgres_verify_names_every_kind_of_tampering() {
     let db = TestDb::create().await;
     db.migrate(&[]);
-    let svc = Service::start(Some(&db.runtime_url())).await;
+    let svc = DataStorage::launch(Options::postgres(&db.runtime_url())).await;
     let dir = tempfile::tempdir().unwrap();
     let token = reader_token_file(dir.path());
     let key = svc.chain_key_file();
@@ -262,7 +262,7 @@ fn named_of(json: &Value, problem: &str) -> Vec<String> {
 async fn postgres_ten_thousand_records_verify_as_intact() {
     let db = TestDb::create().await;
     db.migrate(&[]);
-    let svc = Service::start(Some(&db.runtime_url())).await;
+    let svc = DataStorage::launch(Options::postgres(&db.runtime_url())).await;
     let dir = tempfile::tempdir().unwrap();
     let token = reader_token_file(dir.path());
     // Four writers at once, so several shards are in use.
@@ -290,12 +290,12 @@ async fn postgres_ten_thousand_records_verify_as_intact() {
 }
 
 /// Downloads an export with the CLI; returns the file.
-fn export(svc: &Service, token: &Path, dir: &Path, format: &str) -> PathBuf {
+fn export(svc: &DataStorage, token: &Path, dir: &Path, format: &str) -> PathBuf {
     let out = dir.join(format!("export.{format}"));
     let (code, stdout, stderr) = cli(&[
         "export",
         "--url",
-        &svc.base,
+        &svc.url,
         "--token-file",
         p(token),
         "--format",
@@ -313,13 +313,13 @@ fn verify_export(file: &Path, public: &Path) -> (i32, String) {
     (code, format!("{stdout}{stderr}"))
 }
 
-async fn signed_exports_hold_and_one_changed_byte_fails(svc: &Service, n: usize) {
+async fn signed_exports_hold_and_one_changed_byte_fails(svc: &DataStorage, n: usize) {
     let dir = tempfile::tempdir().unwrap();
     let token = reader_token_file(dir.path());
     // The public key from the well-known endpoint (no token) is the service's.
     let published = svc
         .http
-        .get(svc.url("/.well-known/audit-guard/export-signing-key.pem"))
+        .get(svc.endpoint("/.well-known/audit-guard/export-signing-key.pem"))
         .send()
         .await
         .unwrap();
@@ -387,7 +387,7 @@ async fn signed_exports_hold_and_one_changed_byte_fails(svc: &Service, n: usize)
 async fn postgres_exports_are_signed_streamed_and_checked_offline() {
     let db = TestDb::create().await;
     db.migrate(&[]);
-    let svc = Service::start(Some(&db.runtime_url())).await;
+    let svc = DataStorage::launch(Options::postgres(&db.runtime_url())).await;
     // More than two of the export's pages.
     seed(&svc, 2_345).await;
     signed_exports_hold_and_one_changed_byte_fails(&svc, 2_345).await;
@@ -402,7 +402,7 @@ async fn postgres_exports_are_signed_streamed_and_checked_offline() {
 
 #[tokio::test]
 async fn sqlite_chain_verify_and_export() {
-    let svc = Service::start(None).await;
+    let svc = DataStorage::launch(Options::sqlite()).await;
     let dir = tempfile::tempdir().unwrap();
     let token = reader_token_file(dir.path());
     seed(&svc, 50).await;
@@ -458,7 +458,7 @@ fn on_day(day: i64, hour: u32) -> String {
 async fn postgres_report_of_a_known_period_gives_the_right_numbers() {
     let db = TestDb::create().await;
     db.migrate(&[]);
-    let svc = Service::start(Some(&db.runtime_url())).await;
+    let svc = DataStorage::launch(Options::postgres(&db.runtime_url())).await;
     let dir = tempfile::tempdir().unwrap();
     let token = reader_token_file(dir.path());
     let (d1, d2) = (1, 0); // the day before yesterday, yesterday
@@ -529,7 +529,7 @@ async fn postgres_report_of_a_known_period_gives_the_right_numbers() {
         let (code, stdout, stderr) = cli(&[
             "report",
             "--url",
-            &svc.base,
+            &svc.url,
             "--token-file",
             p(&token),
             "--since",

@@ -11,7 +11,6 @@
 //! Asserted: the deletion completes and every CR has exactly its record, correct. Nothing
 //! about time: the latency figure under the same load is a benchmark row (bench_datastorage).
 
-mod datastorage_common;
 mod support;
 
 use std::collections::HashMap;
@@ -20,11 +19,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use audit_guard::crd::SignalProcessing;
-use datastorage_common::*;
 use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
-use support::datastorage::Serve;
+use support::datastorage::*;
 use support::{admin_client, control_plane, fresh_namespace, install_signalprocessing_crd, wait_for};
 
 const CRS: usize = 200;
@@ -114,7 +112,7 @@ async fn deletions_complete_while_readers_and_idle_connections_load_both_servers
     // Data Storage as deployed: TLS, runtime role, tokens; 20,000 records in the last 29 days.
     let db = TestDb::create().await;
     db.migrate(&[]);
-    let svc = Service::start_tls(Some(&db.runtime_url()), &[]).await;
+    let svc = DataStorage::launch(Options::postgres(&db.runtime_url()).tls(Tls::Issued)).await;
     let seeds: Vec<Value> = (0..SEEDED).map(seed).collect();
     for chunk in seeds.chunks(1000) {
         let (s, _, body) = svc.post_json(&format!("{BASE}/batch"), &json!(chunk)).await;
@@ -126,7 +124,7 @@ async fn deletions_complete_while_readers_and_idle_connections_load_both_servers
     let dir = tempfile::tempdir().unwrap();
     issue_certs(&dir.path().join("webhook-certs"));
     std::fs::write(dir.path().join("token"), TOKEN).unwrap();
-    let webhook_addr = format!("127.0.0.1:{}", free_port());
+    let webhook_addr = format!("127.0.0.1:{}", support::controlplane::free_port().unwrap());
     let ds_url = format!("https://127.0.0.1:{}", svc.port);
     let path = |p: &str| dir.path().join(p).to_string_lossy().to_string();
     let (certs, token, ca) = (path("webhook-certs"), path("token"), svc.ca_file().to_string_lossy().to_string());
@@ -206,7 +204,7 @@ async fn deletions_complete_while_readers_and_idle_connections_load_both_servers
     let mut load = vec![];
     for n in 0..READERS {
         load.push(tokio::spawn(reader(
-            svc.base.clone(),
+            svc.url.clone(),
             svc.http.clone(),
             n,
             stop.clone(),

@@ -1,14 +1,14 @@
 //! PostgreSQL specifics: the design document's post-mortem SQL run verbatim on what went in
 //! through the API, database-enforced immutability, monthly partitions and retention.
 
-mod datastorage_common;
+mod support;
 
 use std::collections::BTreeMap;
 
-use datastorage_common::*;
 use serde_json::json;
 use sqlx::postgres::PgRow;
 use sqlx::Row;
+use support::datastorage::*;
 
 // The design document's four queries, verbatim.
 const Q_BY_SIGNAL: &str = "-- Find all signal processing records for a specific signal
@@ -70,18 +70,40 @@ async fn count(pool: &sqlx::PgPool, table: &str) -> i64 {
         .unwrap()
 }
 
-/// As the owner migrated it and the runtime role serves it (the deployed shape).
-#[tokio::test]
-async fn design_document_queries_immutability_partitions_and_retention() {
+/// Data Storage as deployed: the owner migrated the database (with a window wide enough for
+/// a record 800 days old, for retention), the runtime role serves it.
+struct Deployed {
+    svc: DataStorage,
+    db: TestDb,
+    /// The owner's.
+    pool: sqlx::PgPool,
+    /// The runtime role's.
+    runtime: sqlx::PgPool,
+}
+
+async fn deployed() -> Deployed {
     let db = TestDb::create().await;
-    // A window wide enough for a record 800 days old (the retention check below).
     let migrated = db.migrate(&["--time-window-past", "1000days"]);
     assert!(migrated.contains("runtime role audit_guard_app: INSERT and SELECT"), "{migrated}");
-    let svc = Service::start_with(Some(&db.runtime_url()), &["--time-window-past", "1000days"], &[]).await;
+    let svc = DataStorage::launch(Options::postgres(&db.runtime_url()).args(&["--time-window-past", "1000days"])).await;
     let pool = db.pool().await;
     let runtime = db.runtime_pool().await;
+    Deployed { svc, db, pool, runtime }
+}
 
-    // Enrichment durations in both wire forms: 1.5 s (ns), 2.5 s (Go), 3 min (Go), exactly 2 s (ns), 5 s ten days ago.
+impl Deployed {
+    async fn finish(self) {
+        let Deployed { svc, db, pool, runtime } = self;
+        drop(svc);
+        pool.close().await;
+        runtime.close().await;
+        db.drop_db().await;
+    }
+}
+
+/// Five records through the API, enrichment durations in both wire forms: 1.5 s (ns), 2.5 s
+/// (Go), 3 min (Go), exactly 2 s (ns), 5 s ten days ago; r1 back.
+async fn store_five(svc: &DataStorage) -> serde_json::Value {
     let r1 = record(
         "r1",
         "mem-pressure-prod-123",
@@ -100,16 +122,46 @@ async fn design_document_queries_immutability_partitions_and_retention() {
     }
     let (st, _, body) = svc.post_json(&format!("{BASE}/batch"), &json!([r3, r4, r5])).await;
     assert!(st == 200 || st == 201, "{body}");
+    r1
+}
 
-    // 1. All records of one signal, newest first.
-    let rows = text_rows(&pool, Q_BY_SIGNAL, &["id", "environment", "priority"]).await;
+/// An amendment of r1 and a break-glass event, so every table holds a row.
+async fn a_row_in_every_table(svc: &DataStorage, r1: &serde_json::Value) {
+    let mut r1_failed = r1.clone();
+    r1_failed["status"] = json!("failed");
+    assert_eq!(svc.post_json(&format!("{BASE}/r1/amendments"), &r1_failed).await.0, 201);
+    assert_eq!(
+        svc.post_json(BREAK_GLASS, &break_glass_event("rv-1", "bob", "r1", &ago(5))).await.0,
+        201
+    );
+}
+
+/// The partition r1 went to.
+async fn partition_of_r1(pool: &sqlx::PgPool) -> String {
+    sqlx::query_scalar("SELECT tableoid::regclass::text FROM signal_processing_audit WHERE id = 'r1'")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_design_documents_query_by_signal_lists_its_records_newest_first() {
+    let d = deployed().await;
+    store_five(&d.svc).await;
+    let rows = text_rows(&d.pool, Q_BY_SIGNAL, &["id", "environment", "priority"]).await;
     assert_eq!(
         rows,
         vec![vec![s("r2"), s("production"), s("P0")], vec![s("r1"), s("production"), s("P0")]]
     );
+    d.finish().await;
+}
 
-    // 2. Classification over the last 7 days (r5 is older).
-    let rows = text_rows(&pool, Q_CLASSIFICATION, &["environment", "avg_confidence", "total_signals"]).await;
+/// r5 is older than its 7 days.
+#[tokio::test]
+async fn the_design_documents_classification_query_covers_the_last_7_days() {
+    let d = deployed().await;
+    store_five(&d.svc).await;
+    let rows = text_rows(&d.pool, Q_CLASSIFICATION, &["environment", "avg_confidence", "total_signals"]).await;
     let got: BTreeMap<_, _> = rows
         .into_iter()
         .map(|r| {
@@ -127,9 +179,14 @@ async fn design_document_queries_immutability_partitions_and_retention() {
     .into_iter()
     .collect();
     assert_eq!(got, want);
+    d.finish().await;
+}
 
-    // 3. Priority distribution over the last 7 days.
-    let rows = text_rows(&pool, Q_PRIORITY, &["priority", "count", "avg_score"]).await;
+#[tokio::test]
+async fn the_design_documents_priority_query_covers_the_last_7_days() {
+    let d = deployed().await;
+    store_five(&d.svc).await;
+    let rows = text_rows(&d.pool, Q_PRIORITY, &["priority", "count", "avg_score"]).await;
     let got: BTreeMap<_, _> = rows
         .into_iter()
         .map(|r| {
@@ -147,9 +204,15 @@ async fn design_document_queries_immutability_partitions_and_retention() {
     .into_iter()
     .collect();
     assert_eq!(got, want);
+    d.finish().await;
+}
 
-    // 4. Slow enrichment: 3 min, 5 s, 2.5 s in that order; 1.5 s and exactly 2 s left out.
-    let rows = text_rows(&pool, Q_SLOW, &["remediation_id", "signal_fingerprint", "enrichment_duration"]).await;
+/// 3 min, 5 s, 2.5 s in that order; 1.5 s and exactly 2 s left out.
+#[tokio::test]
+async fn the_design_documents_slow_enrichment_query_lists_the_ones_over_2_seconds_slowest_first() {
+    let d = deployed().await;
+    store_five(&d.svc).await;
+    let rows = text_rows(&d.pool, Q_SLOW, &["remediation_id", "signal_fingerprint", "enrichment_duration"]).await;
     assert_eq!(
         rows,
         vec![
@@ -158,9 +221,17 @@ async fn design_document_queries_immutability_partitions_and_retention() {
             vec![s("rr-r2"), s("mem-pressure-prod-123"), s("00:00:02.5")],
         ]
     );
-    // The service's own slow-phases endpoint agrees, over a range that includes r5.
+    d.finish().await;
+}
+
+/// Over a range that includes r5.
+#[tokio::test]
+async fn the_slow_phases_endpoint_agrees_with_the_design_documents_query() {
+    let d = deployed().await;
+    store_five(&d.svc).await;
     let since = ago(11 * 86_400).replace('+', "%2B");
-    let (st, slow) = svc
+    let (st, slow) = d
+        .svc
         .get(&format!("{BASE}/stats/slow-phases?phase=enriching&min_duration=2s&since={since}"))
         .await;
     assert_eq!(st, 200, "{slow}");
@@ -178,26 +249,28 @@ async fn design_document_queries_immutability_partitions_and_retention() {
             (json!("r2"), json!(2_500_000_000i64))
         ]
     );
+    d.finish().await;
+}
 
-    // An amendment and a break-glass event, so every table holds a row below.
-    let mut r1_failed = r1.clone();
-    r1_failed["status"] = json!("failed");
-    assert_eq!(svc.post_json(&format!("{BASE}/r1/amendments"), &r1_failed).await.0, 201);
-    assert_eq!(
-        svc.post_json(BREAK_GLASS, &break_glass_event("rv-1", "bob", "r1", &ago(5))).await.0,
-        201
-    );
-
-    // Monthly partitions exist for the whole window; nothing fell into DEFAULT.
-    assert_eq!(count(&pool, "signal_processing_audit_default").await, 0);
-    let partition_of_r1: String = sqlx::query_scalar("SELECT tableoid::regclass::text FROM signal_processing_audit WHERE id = 'r1'")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+/// Monthly partitions exist for the whole window; nothing falls into DEFAULT.
+#[tokio::test]
+async fn records_go_to_monthly_partitions_and_none_to_default() {
+    let d = deployed().await;
+    store_five(&d.svc).await;
+    assert_eq!(count(&d.pool, "signal_processing_audit_default").await, 0);
+    let partition_of_r1 = partition_of_r1(&d.pool).await;
     assert!(partition_of_r1.starts_with("signal_processing_audit_y"), "{partition_of_r1}");
+    d.finish().await;
+}
 
-    // Issue 13, acceptance 1: as the runtime role, nothing but INSERT and SELECT through the
-    // parents works — on the parents, on a partition by name, on every other table.
+/// Issue 13, acceptance 1: as the runtime role, nothing but INSERT and SELECT through the
+/// parents works — on the parents, on a partition by name, on every other table.
+#[tokio::test]
+async fn the_runtime_role_can_only_insert_and_select_through_the_parents() {
+    let d = deployed().await;
+    let r1 = store_five(&d.svc).await;
+    a_row_in_every_table(&d.svc, &r1).await;
+    let partition_of_r1 = partition_of_r1(&d.pool).await;
     let insert_into_partition = format!(
         "INSERT INTO {partition_of_r1} (id, remediation_id, signal_fingerprint, processing_phases, completed_at, status, record) \
          VALUES ('sneaky', 'rr', 'fp', '[]', now(), 'completed', '{{}}')"
@@ -233,23 +306,33 @@ async fn design_document_queries_immutability_partitions_and_retention() {
         "CREATE TABLE signal_processing_audit_y2031m01 (LIKE signal_processing_audit)".into(),
     ];
     for sql in &refused_for_runtime {
-        let err = sqlx::raw_sql(sql).execute(&runtime).await.expect_err(sql);
+        let err = sqlx::raw_sql(sql).execute(&d.runtime).await.expect_err(sql);
         let code = err.as_database_error().and_then(|e| e.code()).map(|c| c.to_string());
         assert_eq!(code.as_deref(), Some("42501"), "{sql}: {err}");
     }
     // ... and its own path still works: it can read through the parent and create next month.
-    assert_eq!(count(&runtime, "signal_processing_audit").await, 5);
+    assert_eq!(count(&d.runtime, "signal_processing_audit").await, 5);
     sqlx::query("SELECT * FROM signal_processing_audit_create_next_partitions()")
-        .fetch_all(&runtime)
+        .fetch_all(&d.runtime)
         .await
         .unwrap();
     assert!(
-        audit_guard::datastorage::postgres::drop_old_partitions(&runtime, 1).await.is_err(),
+        audit_guard::datastorage::postgres::drop_old_partitions(&d.runtime, 1)
+            .await
+            .is_err(),
         "retention needs the owner"
     );
+    d.finish().await;
+}
 
-    // Against the owner too, the triggers refuse changes — including TRUNCATE of a partition,
-    // whose guard PostgreSQL does not inherit from the parent (each partition gets its own).
+/// Including TRUNCATE of a partition, whose guard PostgreSQL does not inherit from the parent
+/// (each partition gets its own).
+#[tokio::test]
+async fn the_triggers_refuse_changes_from_the_owner_too() {
+    let d = deployed().await;
+    let r1 = store_five(&d.svc).await;
+    a_row_in_every_table(&d.svc, &r1).await;
+    let partition_of_r1 = partition_of_r1(&d.pool).await;
     for sql in [
         "UPDATE signal_processing_audit SET status = 'failed' WHERE id = 'r1'".to_string(),
         "DELETE FROM signal_processing_audit WHERE id = 'r1'".into(),
@@ -264,24 +347,30 @@ async fn design_document_queries_immutability_partitions_and_retention() {
         "DELETE FROM break_glass_events".into(),
         "TRUNCATE break_glass_events".into(),
     ] {
-        let err = sqlx::raw_sql(&sql).execute(&pool).await.expect_err(&sql);
+        let err = sqlx::raw_sql(&sql).execute(&d.pool).await.expect_err(&sql);
         assert!(err.to_string().contains("immutable"), "{sql}: {err}");
     }
     for table in ["signal_processing_audit", "signal_processing_audit_ids"] {
-        assert_eq!(count(&pool, table).await, 5, "{table}");
+        assert_eq!(count(&d.pool, table).await, 5, "{table}");
     }
-    assert_eq!(count(&pool, "signal_processing_audit_amendments").await, 1);
-    assert_eq!(count(&pool, "break_glass_events").await, 1);
-    let (st, got) = svc.get(&format!("{BASE}/r1")).await;
+    assert_eq!(count(&d.pool, "signal_processing_audit_amendments").await, 1);
+    assert_eq!(count(&d.pool, "break_glass_events").await, 1);
+    let (st, got) = d.svc.get(&format!("{BASE}/r1")).await;
     assert_eq!(st, 200);
     assert_eq!(got["amendments"][0]["status"], "failed");
     let mut original = got.clone();
     original.as_object_mut().unwrap().remove("amendments");
     assert_eq!(original, r1);
+    d.finish().await;
+}
 
-    // Issue 13, acceptance 2: a record dated year 9999 or 0001 is refused naming the field,
-    // nothing is written and no partition appears.
-    let before = partitions(&pool).await;
+/// Issue 13, acceptance 2: a record dated year 9999 or 0001 is refused naming the field,
+/// nothing is written and no partition appears.
+#[tokio::test]
+async fn a_time_outside_the_window_is_refused_naming_the_field_and_makes_no_partition() {
+    let d = deployed().await;
+    store_five(&d.svc).await;
+    let before = partitions(&d.pool).await;
     for (path, body, field) in [
         (
             format!("{BASE}/batch"),
@@ -307,50 +396,60 @@ async fn design_document_queries_immutability_partitions_and_retention() {
             "completed_at",
         ),
     ] {
-        let (st, _, p) = svc.post_json(&path, &body).await;
+        let (st, _, p) = d.svc.post_json(&path, &body).await;
         assert_eq!((st, p["field"].as_str()), (400, Some(field)), "{p}");
     }
-    assert_eq!(partitions(&pool).await, before, "no partition for a refused month");
-    assert_eq!(count(&pool, "signal_processing_audit_ids").await, 5);
+    assert_eq!(partitions(&d.pool).await, before, "no partition for a refused month");
+    assert_eq!(count(&d.pool, "signal_processing_audit_ids").await, 5);
+    d.finish().await;
+}
 
-    // Anomalies get their own nullable column, for counting.
+/// For counting them.
+#[tokio::test]
+async fn anomalies_have_a_nullable_column_of_their_own() {
+    let d = deployed().await;
+    store_five(&d.svc).await;
     let mut odd = record("odd-1", "fp", "staging", "P1", &ago(5), json!(1));
     odd["anomalies"] = json!([{"field": "confidence", "value": 5}]);
-    assert_eq!(svc.post_json(BASE, &odd).await.0, 201);
+    assert_eq!(d.svc.post_json(BASE, &odd).await.0, 201);
     let anomalous: Vec<(String, i32)> =
         sqlx::query_as("SELECT id, jsonb_array_length(anomalies) FROM signal_processing_audit WHERE anomalies IS NOT NULL")
-            .fetch_all(&pool)
+            .fetch_all(&d.pool)
             .await
             .unwrap();
     assert_eq!(anomalous, [("odd-1".to_string(), 1)]);
+    d.finish().await;
+}
 
-    // Retention drops whole old partitions, and only those, as the owner.
+/// As the owner; the dropped record's id stays taken.
+#[tokio::test]
+async fn retention_drops_whole_old_partitions_and_only_those() {
+    let d = deployed().await;
+    store_five(&d.svc).await;
+    let odd = record("odd-1", "fp", "staging", "P1", &ago(5), json!(1));
+    assert_eq!(d.svc.post_json(BASE, &odd).await.0, 201);
     let ancient = (chrono::Utc::now() - chrono::Duration::days(800)).to_rfc3339();
     let old = record("r-old", "ancient", "production", "P0", &ancient, json!("1s"));
-    let (st, _, body) = svc.post_json(BASE, &old).await;
+    let (st, _, body) = d.svc.post_json(BASE, &old).await;
     assert_eq!(st, 201, "{body}");
-    let dropped = audit_guard::datastorage::postgres::drop_old_partitions(&pool, 12).await.unwrap();
+    let dropped = audit_guard::datastorage::postgres::drop_old_partitions(&d.pool, 12).await.unwrap();
     let cutoff = (chrono::Utc::now() - chrono::Duration::days(366)).format("y%Ym%m").to_string();
     assert!(
         !dropped.is_empty() && dropped.iter().all(|p| p["signal_processing_audit_".len()..] < *cutoff),
         "{dropped:?}"
     );
-    assert_eq!(svc.get(&format!("{BASE}/r-old")).await.0, 404);
-    let mut ids = svc.all_ids().await;
+    assert_eq!(d.svc.get(&format!("{BASE}/r-old")).await.0, 404);
+    let mut ids = d.svc.all_ids().await;
     ids.sort();
     assert_eq!(ids, ["odd-1", "r1", "r2", "r3", "r4", "r5"]);
-    // Its id stays taken: the same record again is a 409 that cannot be confirmed identical.
-    let (st, _, p) = svc.post_json(BASE, &old).await;
+    // The same record again is a 409 that cannot be confirmed identical.
+    let (st, _, p) = d.svc.post_json(BASE, &old).await;
     assert_eq!(
         (st, p["identical"].clone(), p["existing"].clone()),
         (409, json!(false), json!(null)),
         "{p}"
     );
-
-    drop(svc);
-    pool.close().await;
-    runtime.close().await;
-    db.drop_db().await;
+    d.finish().await;
 }
 
 /// Runs the binary expecting it to exit with an error; returns its stderr.
@@ -436,7 +535,7 @@ async fn the_runtime_role_cannot_migrate_and_retention_belongs_to_the_owner() {
 #[tokio::test]
 async fn database_gone_gives_500_problem_and_not_ready() {
     let db = TestDb::create().await;
-    let svc = Service::start(Some(&db.url)).await;
+    let svc = DataStorage::launch(Options::postgres(&db.url)).await;
     db.drop_db().await;
 
     let (s, h, body) = svc
@@ -445,9 +544,9 @@ async fn database_gone_gives_500_problem_and_not_ready() {
     assert_eq!(s, 500, "{body}");
     assert_eq!(h["content-type"], "application/problem+json");
     assert!(body["detail"].as_str().unwrap().contains("nothing was written"), "{body}");
-    let r = svc.http.get(svc.url("/readyz")).send().await.unwrap();
+    let r = svc.http.get(svc.endpoint("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 503);
-    assert_eq!(svc.http.get(svc.url("/healthz")).send().await.unwrap().status(), 200);
-    let metrics = svc.http.get(svc.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(svc.http.get(svc.endpoint("/healthz")).send().await.unwrap().status(), 200);
+    let metrics = svc.http.get(svc.endpoint("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("datastorage_errors_total{kind=\"database\"} 1"), "{metrics}");
 }

@@ -6,14 +6,13 @@
 //! reading; a reader-bound one reads; the controller, with a TokenRequest token carrying the
 //! manifests' audience, writes; a token without that audience is refused.
 
-mod datastorage_common;
 mod support;
 
 use std::path::Path;
 
 use audit_guard::datastorage::authz::DEFAULT_TOKEN_AUDIENCE;
-use datastorage_common::*;
 use serde_json::json;
+use support::datastorage::*;
 
 /// A kubeconfig that authenticates with `token`.
 fn token_kubeconfig(cp: &support::ControlPlane, name: &str, token: &str) -> std::path::PathBuf {
@@ -71,7 +70,7 @@ async fn only_the_writer_writes_readers_read_and_the_audience_is_checked() {
     let ds_token = token(cp, "audit-guard-datastorage", "audit-guard", None);
     let kubeconfig = token_kubeconfig(cp, "datastorage-sa", &ds_token);
     let kubeconfig = kubeconfig.to_string_lossy().to_string();
-    let svc = Service::start_with(None, &["--token-review"], &[("KUBECONFIG", kubeconfig.as_str())]).await;
+    let svc = DataStorage::launch(Options::sqlite().auth(Auth::TokenReview).env("KUBECONFIG", kubeconfig.as_str())).await;
 
     let controller = token(cp, "audit-guard", "audit-guard", Some(DEFAULT_TOKEN_AUDIENCE));
     let controller_no_audience = token(cp, "audit-guard", "audit-guard", None);
@@ -150,7 +149,7 @@ async fn only_the_writer_writes_readers_read_and_the_audience_is_checked() {
             401
         );
     }
-    assert_eq!(svc.http.get(svc.url(BASE)).send().await.unwrap().status(), 401);
+    assert_eq!(svc.http.get(svc.endpoint(BASE)).send().await.unwrap().status(), 401);
 
     // Only the controller's record went in.
     let (_, page) = svc.get_as(&controller, BASE).await;
@@ -160,7 +159,15 @@ async fn only_the_writer_writes_readers_read_and_the_audience_is_checked() {
 
     // With the API server gone, an unreviewed token cannot be judged: 503 (retry), never a pass.
     cp.kill("kube-apiserver").unwrap();
-    let (s, h, body) = split(svc.http.get(svc.url(BASE)).bearer_auth("never-seen-token").send().await.unwrap()).await;
+    let (s, h, body) = split(
+        svc.http
+            .get(svc.endpoint(BASE))
+            .bearer_auth("never-seen-token")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 503, "{body}");
     assert_eq!(h["content-type"], "application/problem+json");
 }

@@ -19,7 +19,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
-use support::datastorage::{DataStorage, Serve};
+use support::datastorage::{Auth, DataStorage, Options, Serve, Tls};
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -30,7 +30,9 @@ async fn setup(tag: &str) -> (Client, String, String, DataStorage) {
     install_signalprocessing_crd(&client).await.unwrap();
     let ns = fresh_namespace(&client, tag).await.unwrap();
     let lease_ns = fresh_namespace(&client, &format!("{tag}-lease")).await.unwrap();
-    let ds = DataStorage::start(control_plane(), &format!("ds-{ns}")).await.unwrap();
+    let ds = DataStorage::launch_on(control_plane(), &format!("ds-{ns}"), Options::sqlite().auth(Auth::Insecure))
+        .await
+        .unwrap();
     (client, ns, lease_ns, ds)
 }
 
@@ -549,11 +551,13 @@ async fn authed_trusting(tag: &str, ca_file: Option<std::path::PathBuf>) -> Auth
     let certs = cp.dir.join(format!("certs-{ns}"));
     webhook_support::issue_certs(&certs, false);
     let tls_dir = certs.join(audit_guard::certs::DATASTORAGE_DIR);
-    let mut ds = DataStorage::start_with_env(
+    let mut ds = DataStorage::launch_on(
         cp,
         &format!("ds-{ns}"),
-        &["--token-review", "--tls-cert-dir", tls_dir.to_str().unwrap()],
-        &[("KUBECONFIG", ds_identity.to_str().unwrap())],
+        Options::sqlite()
+            .auth(Auth::TokenReview)
+            .tls(Tls::Dir(tls_dir.clone()))
+            .env("KUBECONFIG", ds_identity.to_str().unwrap()),
     )
     .await
     .unwrap();

@@ -18,7 +18,7 @@ use audit_guard::crd::SignalProcessing;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use support::controlplane::free_port;
-use support::datastorage::{binary, DataStorage, Serve};
+use support::datastorage::{binary, Auth, DataStorage, Options, Serve};
 use support::faults::{metric, register_url_webhooks};
 use support::*;
 use tools::*;
@@ -134,7 +134,9 @@ async fn every_metric_the_dashboard_names_is_exported_by_serve_and_datastorage()
     .unwrap();
 
     // Data Storage, and serve with its webhook on real TLS, registered with the API server.
-    let ds = DataStorage::start(cp, "ds-dashboard").await.unwrap();
+    let ds = DataStorage::launch_on(cp, "ds-dashboard", Options::sqlite().auth(Auth::Insecure))
+        .await
+        .unwrap();
     let certs = tempfile::tempdir().unwrap();
     let issue = |reuse_ca: bool| {
         let mut cmd = Command::new(binary());

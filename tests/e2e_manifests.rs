@@ -14,7 +14,7 @@ use audit_guard::crd::SignalProcessing;
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use support::datastorage::{binary, DataStorage, Serve};
+use support::datastorage::{binary, Auth, DataStorage, Options, Serve};
 use support::*;
 
 /// (user, verb, (group, resource), namespace, name, expected to be allowed)
@@ -275,7 +275,9 @@ async fn the_controller_runs_a_whole_cycle_on_its_service_accounts_token() {
     )
     .unwrap();
     let ns = fresh_namespace(&client, "sa-cycle").await.unwrap();
-    let ds = DataStorage::start(cp, "ds-sa-cycle").await.unwrap();
+    let ds = DataStorage::launch_on(cp, "ds-sa-cycle", Options::sqlite().auth(Auth::Insecure))
+        .await
+        .unwrap();
     let _serve = Serve::start_with_kubeconfig(
         cp,
         "serve-sa-cycle",

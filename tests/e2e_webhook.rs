@@ -17,7 +17,6 @@ mod support;
 #[path = "support/webhook.rs"]
 mod webhook_support;
 
-use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -32,6 +31,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
+use support::datastorage::{Auth, DataStorage, Options, Tls};
 use support::*;
 use webhook_support::*;
 
@@ -41,7 +41,7 @@ const BREAK_GLASS_EVENTS: &str = "/api/v1/audit/break-glass-events";
 
 struct Env {
     ds_base: String,
-    ds: DataStorageProcess,
+    ds: DataStorage,
     /// Data Storage's CA and the writer token the webhook (and the test's reads) use.
     ds_ca: String,
     ds_token: String,
@@ -53,27 +53,6 @@ struct Env {
     open_hook_url: String,
 }
 
-/// How to start (and restart) the Data Storage child.
-struct DataStorageProcess {
-    port: u16,
-    dir: PathBuf,
-    tls_dir: PathBuf,
-    kubeconfig: PathBuf,
-}
-
-impl DataStorageProcess {
-    fn start(&self) {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_audit-guard"));
-        cmd.args(["datastorage", "--token-review", "--listen", &format!("127.0.0.1:{}", self.port)])
-            .arg("--data-dir")
-            .arg(&self.dir)
-            .arg("--tls-cert-dir")
-            .arg(&self.tls_dir)
-            .env("KUBECONFIG", &self.kubeconfig);
-        control_plane().spawn("datastorage", cmd).expect("spawn datastorage");
-    }
-}
-
 /// Data Storage may be stopped by one test; the others hold this shared while they need it.
 static DS_LOCK: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
@@ -82,19 +61,9 @@ fn ds_http() -> reqwest::Client {
     https_client_builder(&env().ds_ca).build().unwrap()
 }
 
-async fn wait_datastorage(base: &str, ca: &str) {
-    let client = https_client_builder(ca).build().unwrap();
-    wait_for("Data Storage /healthz", Duration::from_secs(30), || async {
-        Ok(client
-            .get(format!("{base}/healthz"))
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status() == 200)
-            .map(|_| ()))
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", control_plane().log_tail("datastorage")));
+/// Panics with Data Storage's log when it did not come up.
+fn started(r: anyhow::Result<()>) {
+    r.unwrap_or_else(|e| panic!("{e:#}\n{}", control_plane().log_tail("datastorage")));
 }
 
 fn env() -> &'static Env {
@@ -109,16 +78,14 @@ fn env() -> &'static Env {
                 install_shipped_rbac(cp);
                 let cert_dir = cp.dir.join("webhook-e2e-certs");
                 let issued = issue_certs(&cert_dir, false);
-                let ds = DataStorageProcess {
-                    port: support::controlplane::free_port().unwrap(),
-                    dir: cp.dir.join("webhook-e2e-datastorage"),
-                    tls_dir: cert_dir.join(audit_guard::certs::DATASTORAGE_DIR),
-                    kubeconfig: token_kubeconfig(cp, "webhook-e2e-datastorage", &sa_token(cp, "audit-guard-datastorage", None)),
-                };
-                std::fs::create_dir_all(&ds.dir).unwrap();
-                ds.start();
-                let ds_base = format!("https://127.0.0.1:{}", ds.port);
-                wait_datastorage(&ds_base, &issued.ca_pem).await;
+                let kubeconfig = token_kubeconfig(cp, "webhook-e2e-datastorage", &sa_token(cp, "audit-guard-datastorage", None));
+                let options = Options::sqlite()
+                    .auth(Auth::TokenReview)
+                    .tls(Tls::Dir(cert_dir.join(audit_guard::certs::DATASTORAGE_DIR)))
+                    .env("KUBECONFIG", &kubeconfig.to_string_lossy());
+                let ds = DataStorage::launch_on(cp, "datastorage", options).await;
+                let ds = ds.unwrap_or_else(|e| panic!("{e:#}\n{}", cp.log_tail("datastorage")));
+                let ds_base = ds.url.clone();
 
                 let ds_token = sa_token(cp, "audit-guard", Some(audit_guard::datastorage::authz::DEFAULT_TOKEN_AUDIENCE));
                 let token_file = cp.dir.join("webhook-e2e-datastorage-token");
@@ -126,7 +93,7 @@ fn env() -> &'static Env {
                 let client = cp.client().await.unwrap();
                 let deps = WebhookDeps {
                     kube: client.clone(),
-                    ds: datastorage_client(&ds_base, Some(token_file), Some(ds.tls_dir.join("ca.crt"))),
+                    ds: datastorage_client(&ds_base, Some(token_file), Some(ds.ca_file())),
                     confirmed: Arc::new(confirmed_records()),
                 };
                 let mut guarded = settings(&cert_dir, 4 * 1024 * 1024);
@@ -288,7 +255,7 @@ fn ds() -> Arc<DataStorageClient> {
     datastorage_client(
         &env().ds_base,
         Some(cp.dir.join("webhook-e2e-datastorage-token")),
-        Some(env().ds.tls_dir.join("ca.crt")),
+        Some(env().ds.ca_file()),
     )
 }
 
@@ -685,8 +652,7 @@ async fn with_data_storage_down_the_delete_is_refused_and_the_object_stays() {
     assert!(api.get("old").await.unwrap().metadata.deletion_timestamp.is_none());
 
     // Once Data Storage is back, the retried deletion goes through and the record is there.
-    env.ds.start();
-    wait_datastorage(&env.ds_base, &env.ds_ca).await;
+    started(env.ds.resume(control_plane()).await);
     api.delete("old", &DeleteParams::default()).await.unwrap();
     wait_gone(&api, "old").await;
     assert!(stored_record(&uid).await.is_some());

@@ -11,7 +11,6 @@
 //! Scenarios share one control plane (and PostgreSQL), so they take a lock and run one at
 //! a time even under `--test-threads` > 1. Times are reported, never asserted.
 
-mod datastorage_common;
 mod support;
 
 #[path = "support/webhook.rs"]
@@ -25,7 +24,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use audit_guard::crd::SignalProcessing;
-use datastorage_common::TestDb;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Namespace};
@@ -33,7 +31,8 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::json;
 use support::controlplane::free_port;
-use support::datastorage::{DataStorage, Serve};
+use support::datastorage::TestDb;
+use support::datastorage::{Auth, DataStorage, Options, Serve};
 use support::faults::*;
 use support::*;
 
@@ -111,13 +110,9 @@ impl Stack {
         std::fs::write(dir.join("reader-token"), &reader)?;
         let db = TestDb::create().await;
         let tokens = dir.join("tokens.csv");
-        let ds = DataStorage::start_with(
-            cp,
-            &format!("ds-{ns}"),
-            &["--database-url", &db.url, "--tokens-file", tokens.to_str().context("path")?],
-        )
-        .await
-        .with_context(|| cp.log_tail(&format!("ds-{ns}")))?;
+        let ds = DataStorage::launch_on(cp, &format!("ds-{ns}"), Options::postgres(&db.url).auth(Auth::TokensFile(tokens)))
+            .await
+            .with_context(|| cp.log_tail(&format!("ds-{ns}")))?;
         let issued = webhook_support::issue_certs(&dir.join("certs"), false);
         Ok(Stack {
             tag: tag.to_string(),
@@ -656,10 +651,10 @@ async fn s6b_datastorage_answers_500_half_of_the_time() {
 /// scheme, on PostgreSQL: 401 each time, nothing leaked, nothing written.
 #[tokio::test]
 async fn datastorage_refuses_unauthenticated_batch_writes_and_query_reads() {
-    use datastorage_common::{ago, record, split, Service, BASE, TOKEN};
+    use support::datastorage::{ago, record, split, Options, BASE, TOKEN};
     let _serial = SERIAL.lock().await;
     let db = TestDb::create().await;
-    let svc = Service::start(Some(&db.url)).await;
+    let svc = DataStorage::launch(Options::postgres(&db.url)).await;
     let seed = record("seed-1", "fp-secret", "production", "P0", &ago(60), json!("1s"));
     let (s, _, v) = svc.post_json(BASE, &seed).await;
     assert_eq!(s, 201, "{v}");
@@ -679,13 +674,13 @@ async fn datastorage_refuses_unauthenticated_batch_writes_and_query_reads() {
         ("token without scheme", |r| r.header("authorization", TOKEN)),
     ];
     for (how, auth) in auths {
-        let post = auth(svc.http.post(svc.url(&format!("{BASE}/batch"))))
+        let post = auth(svc.http.post(svc.endpoint(&format!("{BASE}/batch"))))
             .header("content-type", "application/json")
             .body(batch.clone());
         let (s, _, v) = split(post.send().await.unwrap()).await;
         assert_eq!(s, 401, "{how}: batch POST: {v}");
         for path in &reads {
-            let (s, _, v) = split(auth(svc.http.get(svc.url(path))).send().await.unwrap()).await;
+            let (s, _, v) = split(auth(svc.http.get(svc.endpoint(path))).send().await.unwrap()).await;
             assert_eq!(s, 401, "{how}: GET {path}: {v}");
             assert!(!v.to_string().contains("fp-secret"), "{how}: GET {path} leaked a record: {v}");
         }

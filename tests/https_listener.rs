@@ -2,7 +2,7 @@
 //! nothing are closed (TLS handshake timeout, HTTP/1 header-read timeout); at the connection
 //! cap the listener stops accepting, and a waiting client is served as soon as a slot frees.
 
-mod datastorage_common;
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -107,7 +107,7 @@ async fn at_the_cap_a_newcomer_is_served_only_when_a_connection_closes() {
 #[tokio::test]
 async fn a_client_that_never_handshakes_is_dropped() {
     let dir = tempfile::tempdir().unwrap();
-    let issued = datastorage_common::issue_certs(dir.path());
+    let issued = support::datastorage::issue_certs(dir.path());
     let resolver = audit_guard::certs::ReloadingResolver::load(dir.path()).unwrap();
     let tls = Arc::new(audit_guard::certs::server_config(resolver).unwrap());
     let (addr, shutdown) = start(Some(tls), limits(2)).await;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub use audit_guard_harness::controlplane;
+#[macro_use]
 pub mod datastorage;
 pub mod faults;
 pub mod kubernaut_ds;
