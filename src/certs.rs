@@ -7,14 +7,13 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine;
 use chrono::{Datelike, Utc};
 use notify::{RecursiveMode, Watcher};
-use prometheus::{GaugeVec, Opts};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::{CertificateDer, UnixTime};
@@ -25,30 +24,33 @@ use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureSc
 use tokio_util::sync::CancellationToken;
 
 use crate::config::CertsArgs;
-use crate::webhook::metrics;
 
 pub const CERT_FILE: &str = "tls.crt";
 pub const KEY_FILE: &str = "tls.key";
 /// A safety net for missed notifications (e.g. on filesystems without inotify events).
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Seconds until each loaded serving certificate expires, by certificate file: an expired
-/// webhook certificate with `failurePolicy: Fail` blocks every write of the resource, so it
-/// is alarmed well before (PrometheusRule `AuditGuardCertificateExpiresSoon`). Kept current
-/// by the reloader's polling.
-pub static CERT_EXPIRY: LazyLock<GaugeVec> = LazyLock::new(|| {
-    let gauge = GaugeVec::new(
-        Opts::new(
-            "audit_guard_certificate_expiry_seconds",
-            "Seconds until the loaded serving certificate expires (negative once expired), by certificate file",
-        ),
-        &["certificate"],
-    )
-    .unwrap_or_else(|e| panic!("invalid metric definition: {e}"));
-    // A second registration (several servers in one test process) keeps the first one exported.
-    let _ = prometheus::default_registry().register(Box::new(gauge.clone()));
-    gauge
-});
+pub use metrics::CERT_EXPIRY;
+
+/// The serving certificates' metrics, for the webhook's and Data Storage's alike (the idiom is
+/// [`crate::metrics`]'s).
+pub mod metrics {
+    use prometheus::{GaugeVec, IntCounterVec};
+
+    use crate::metrics::{counter_vec, declare, float_gauge_vec};
+
+    declare! {
+        /// Seconds until each loaded serving certificate expires, by certificate file: an expired
+        /// webhook certificate with `failurePolicy: Fail` blocks every write of the resource, so it
+        /// is alarmed well before (PrometheusRule `AuditGuardCertificateExpiresSoon`). Kept current
+        /// by the reloader's polling.
+        pub static CERT_EXPIRY: GaugeVec = float_gauge_vec("audit_guard_certificate_expiry_seconds", "Seconds until the loaded serving certificate expires (negative once expired), by certificate file", &["certificate"]);
+
+        /// Reloads that swapped the served certificate (success) or kept the old one (failure).
+        /// Named after the webhook, whose it first was; Data Storage's reloads count here too.
+        pub static CERT_RELOADS: IntCounterVec = counter_vec("audit_guard_webhook_cert_reloads_total", "Serving certificate reloads by result", &["result"]);
+    }
+}
 
 /// The notAfter of a DER certificate, in Unix seconds.
 pub fn not_after(der: &[u8]) -> Result<i64> {

@@ -20,10 +20,12 @@ use crate::events::MarkingSink;
 use crate::leader::LeaderElector;
 use crate::webhook::{Readiness, Webhook, WebhookDeps, WebhookSettings};
 use crate::writer::{AuditWriter, BatchSink, WriterConfig};
-use crate::{metrics, retention};
+use crate::{certs, metrics, retention, webhook};
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     metrics::init();
+    webhook::metrics::init();
+    certs::metrics::init();
     let shutdown = CancellationToken::new();
     tokio::spawn(crate::shutdown::cancel_on_signal(shutdown.clone()));
 

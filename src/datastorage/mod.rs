@@ -276,6 +276,7 @@ pub async fn run(args: DataStorageArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let tls = tls(&args, &shutdown)?;
     metrics::init();
+    certs::metrics::init();
     let sqlite = is_sqlite(&args)?;
     let keys = Arc::new(chain_keys(&args, sqlite)?);
     let signer = signer(&args, sqlite)?.map(Arc::new);
