@@ -1,19 +1,16 @@
 //! Serving certificates: a rustls config whose certificate follows tls.crt/tls.key in a
-//! directory (Secret volumes swap a `..data` symlink, so the directory is watched and also
-//! polled), optional client-certificate verification against a CA file that is reloaded the
-//! same way, the `audit_guard_certificate_expiry_seconds` gauge, and the `certs` subcommand
-//! that issues a development CA and serving cert.
+//! directory ([`crate::filewatch`]), optional client-certificate verification against a CA
+//! file followed the same way, the certificate metrics, and the `certs` subcommand that issues
+//! a development CA and serving cert.
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine;
 use chrono::{Datelike, Utc};
-use notify::{RecursiveMode, Watcher};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::{CertificateDer, UnixTime};
@@ -24,12 +21,12 @@ use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureSc
 use tokio_util::sync::CancellationToken;
 
 use crate::config::CertsArgs;
+use crate::filewatch;
 
 pub const CERT_FILE: &str = "tls.crt";
 pub const KEY_FILE: &str = "tls.key";
-/// A safety net for missed notifications (e.g. on filesystems without inotify events).
-pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
-
+/// How often the certificate files are re-read without a notification.
+pub use crate::filewatch::POLL_INTERVAL;
 pub use metrics::CERT_EXPIRY;
 
 /// The serving certificates' metrics, for the webhook's and Data Storage's alike (the idiom is
@@ -168,45 +165,11 @@ impl ReloadingResolver {
         self.report_expiry();
     }
 
-    /// Watches the directory (not the files: a Secret update replaces a symlink) and polls.
+    /// Follows the directory (not the files: a Secret update replaces a symlink).
     pub fn spawn_reloader(self: &Arc<Self>, shutdown: CancellationToken) {
         let me = self.clone();
-        spawn_watch(&self.dir, shutdown, move || me.reload_and_report());
+        filewatch::watch(&self.dir, POLL_INTERVAL, shutdown, move || me.reload_and_report());
     }
-}
-
-/// Calls `check` (on a blocking thread) whenever something changes in `dir`, and every
-/// [`POLL_INTERVAL`] in case a change went unnoticed, until `shutdown`.
-fn spawn_watch(dir: &Path, shutdown: CancellationToken, check: impl Fn() + Send + Sync + 'static) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-    let watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
-        let _ = tx.try_send(());
-    })
-    .and_then(|mut w| w.watch(dir, RecursiveMode::NonRecursive).map(|()| w));
-    let watcher = match watcher {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the directory; polling only");
-            None
-        }
-    };
-    let check = Arc::new(check);
-    tokio::spawn(async move {
-        let _keep_watching = watcher;
-        let mut poll = tokio::time::interval(POLL_INTERVAL);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = poll.tick() => {}
-                Some(()) = rx.recv() => {
-                    // Let a multi-file update finish before reading.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-            let check = check.clone();
-            let _ = tokio::task::spawn_blocking(move || check()).await;
-        }
-    });
 }
 
 /// Client-certificate verification against a CA bundle file, reloaded when the file
@@ -263,11 +226,10 @@ impl ReloadingClientVerifier {
             .map_err(|_| rustls::Error::General("client CA unavailable".into()))
     }
 
-    /// Watches the CA file's directory and polls, as the serving certificate is.
+    /// Follows the CA file's directory, as the serving certificate's.
     pub fn spawn_reloader(self: &Arc<Self>, shutdown: CancellationToken) {
         let me = self.clone();
-        let dir = self.path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
-        spawn_watch(&dir, shutdown, move || match me.reload() {
+        filewatch::watch(&filewatch::dir_of(&self.path), POLL_INTERVAL, shutdown, move || match me.reload() {
             Ok(true) => tracing::info!(path = %me.path.display(), "client CA reloaded"),
             Ok(false) => {}
             Err(e) => {

@@ -17,6 +17,7 @@ pub mod crd;
 pub mod datastorage;
 pub mod duration;
 pub mod events;
+pub mod filewatch;
 pub mod https;
 pub mod leader;
 pub mod metrics;
