@@ -20,7 +20,6 @@ use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::CertsArgs;
 use crate::filewatch;
 
 pub const CERT_FILE: &str = "tls.crt";
@@ -305,6 +304,18 @@ pub fn server_config_verifying_clients(
     Ok(config)
 }
 
+/// What the `certs` subcommand issues: into which directory, for which Service in which
+/// namespace (plus extra names), valid how many days, and whether an existing CA is kept.
+#[derive(Debug, Clone)]
+pub struct IssueSettings {
+    pub out_dir: PathBuf,
+    pub service: String,
+    pub namespace: String,
+    pub extra_san: Vec<String>,
+    pub days: u32,
+    pub reuse_ca: bool,
+}
+
 /// What `certs` wrote.
 pub struct Issued {
     pub ca_pem: String,
@@ -357,12 +368,12 @@ pub fn serving_sans(service: &str, namespace: &str, extra: &[String]) -> Vec<Str
     sans
 }
 
-/// Issues (or, with reuse_ca, keeps) a CA and a serving certificate in `args.out_dir`.
-pub fn issue(args: &CertsArgs) -> Result<Issued> {
-    let dir = &args.out_dir;
+/// Issues (or, with reuse_ca, keeps) a CA and a serving certificate in `settings.out_dir`.
+pub fn issue(settings: &IssueSettings) -> Result<Issued> {
+    let dir = &settings.out_dir;
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let ca_key_path = dir.join("ca.key");
-    let ca_key = if args.reuse_ca && ca_key_path.exists() {
+    let ca_key = if settings.reuse_ca && ca_key_path.exists() {
         KeyPair::from_pem(&fs::read_to_string(&ca_key_path)?).context("reading the existing ca.key")?
     } else {
         KeyPair::generate()?
@@ -370,14 +381,14 @@ pub fn issue(args: &CertsArgs) -> Result<Issued> {
     let ca_pem_path = dir.join("ca.crt");
     // With reuse_ca the same key and name re-sign the CA, so the issued cert chains to the existing ca.crt.
     let ca_cert = ca_params(3650)?.self_signed(&ca_key)?;
-    let ca_pem = if args.reuse_ca && ca_pem_path.exists() {
+    let ca_pem = if settings.reuse_ca && ca_pem_path.exists() {
         fs::read_to_string(&ca_pem_path)?
     } else {
         ca_cert.pem()
     };
 
-    let (cert_pem, key_pem) = serving_leaf(&args.service, args, &ca_cert, &ca_key)?;
-    let (datastorage_cert_pem, datastorage_key_pem) = serving_leaf(DATASTORAGE_SERVICE, args, &ca_cert, &ca_key)?;
+    let (cert_pem, key_pem) = serving_leaf(&settings.service, settings, &ca_cert, &ca_key)?;
+    let (datastorage_cert_pem, datastorage_key_pem) = serving_leaf(DATASTORAGE_SERVICE, settings, &ca_cert, &ca_key)?;
     let issued = Issued {
         ca_pem,
         cert_pem,
@@ -397,15 +408,15 @@ pub fn issue(args: &CertsArgs) -> Result<Issued> {
     Ok(issued)
 }
 
-/// A serving certificate for `service` in `args.namespace` (plus the extra SANs), signed by the CA.
-fn serving_leaf(service: &str, args: &CertsArgs, ca_cert: &rcgen::Certificate, ca_key: &KeyPair) -> Result<(String, String)> {
-    let mut leaf = CertificateParams::new(serving_sans(service, &args.namespace, &args.extra_san)).context("invalid SAN")?;
+/// A serving certificate for `service` in `settings.namespace` (plus the extra SANs), signed by the CA.
+fn serving_leaf(service: &str, settings: &IssueSettings, ca_cert: &rcgen::Certificate, ca_key: &KeyPair) -> Result<(String, String)> {
+    let mut leaf = CertificateParams::new(serving_sans(service, &settings.namespace, &settings.extra_san)).context("invalid SAN")?;
     leaf.distinguished_name
-        .push(DnType::CommonName, format!("{service}.{}.svc", args.namespace));
+        .push(DnType::CommonName, format!("{service}.{}.svc", settings.namespace));
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     leaf.use_authority_key_identifier_extension = true;
-    set_validity(&mut leaf, args.days);
+    set_validity(&mut leaf, settings.days);
     let leaf_key = KeyPair::generate()?;
     let leaf_cert = leaf.signed_by(&leaf_key, ca_cert, ca_key)?;
     Ok((leaf_cert.pem(), leaf_key.serialize_pem()))
@@ -432,13 +443,13 @@ pub fn ca_bundle(ca_pem: &str) -> String {
 }
 
 /// The `certs` subcommand.
-pub fn generate(args: &CertsArgs) -> Result<()> {
-    let issued = issue(args)?;
+pub fn generate(settings: &IssueSettings) -> Result<()> {
+    let issued = issue(settings)?;
     eprintln!(
         "wrote ca.crt, ca.key, tls.crt, tls.key to {} for {}, and {DATASTORAGE_DIR}/tls.crt, tls.key, ca.crt for {}; caBundle:",
-        args.out_dir.display(),
-        serving_sans(&args.service, &args.namespace, &args.extra_san).join(", "),
-        serving_sans(DATASTORAGE_SERVICE, &args.namespace, &args.extra_san).join(", ")
+        settings.out_dir.display(),
+        serving_sans(&settings.service, &settings.namespace, &settings.extra_san).join(", "),
+        serving_sans(DATASTORAGE_SERVICE, &settings.namespace, &settings.extra_san).join(", ")
     );
     println!("{}", ca_bundle(&issued.ca_pem));
     Ok(())

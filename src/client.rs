@@ -5,6 +5,7 @@
 //! queued (202), refused for good (400/413/422), unauthenticated (401) or forbidden (403).
 //! Kubernaut's events API (`--datastorage-api events`) is in [`crate::events`].
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -14,7 +15,7 @@ use serde_json::Value;
 
 use crate::audit::break_glass::BreakGlassEvent;
 use crate::audit::SignalProcessingAudit;
-use crate::config::{ApiMode, DataStorageClientArgs};
+use crate::config::ApiMode;
 use crate::events::queue::QueuedEvents;
 use crate::filewatch::StampedFile;
 use crate::metrics;
@@ -186,6 +187,22 @@ pub fn failure(status: u16, snippet: &str) -> ClientError {
     }
 }
 
+/// How `serve` reaches the Data Storage Service (from its flags, see [`crate::config`]).
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    /// Base URL.
+    pub url: String,
+    /// When given, the only CA trusted for an https URL.
+    pub ca_file: Option<PathBuf>,
+    /// Bearer token file; the kubelet rotates a projected ServiceAccount token in place.
+    pub token_file: Option<PathBuf>,
+    /// Timeout of one request.
+    pub timeout: Duration,
+    pub api_mode: ApiMode,
+    /// Events mode: how long after a 202 an event is POSTed again (see [`QueuedEvents`]).
+    pub events_replay_window: Duration,
+}
+
 /// An HTTP client builder (rustls) that, given a CA file, trusts that CA and nothing else: a
 /// certificate any public CA issued for the name must not pass.
 pub fn http_builder(ca_file: Option<&std::path::Path>) -> anyhow::Result<reqwest::ClientBuilder> {
@@ -217,22 +234,22 @@ pub struct DataStorageClient {
 }
 
 impl DataStorageClient {
-    pub fn new(args: &DataStorageClientArgs) -> anyhow::Result<Self> {
-        let builder = http_builder(args.ca_file.as_deref())?
-            .timeout(args.timeout)
-            .connect_timeout(args.timeout)
+    pub fn new(settings: &ClientSettings) -> anyhow::Result<Self> {
+        let builder = http_builder(settings.ca_file.as_deref())?
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout)
             .pool_idle_timeout(Duration::from_secs(30));
-        let base =
-            reqwest::Url::parse(args.url.trim_end_matches('/')).map_err(|e| anyhow::anyhow!("--datastorage-url {:?}: {e}", args.url))?;
+        let base = reqwest::Url::parse(settings.url.trim_end_matches('/'))
+            .map_err(|e| anyhow::anyhow!("--datastorage-url {:?}: {e}", settings.url))?;
         if base.scheme() != "https" {
             tracing::warn!(url = %base, "Data Storage is reached over plain HTTP: whoever can intercept it can answer for it");
         }
         Ok(Self {
             http: builder.build()?,
             base,
-            mode: args.api_mode,
-            token: args.token_file.clone().map(StampedFile::new),
-            queued: (args.api_mode == ApiMode::Events).then(|| QueuedEvents::new(args.events_replay_window)),
+            mode: settings.api_mode,
+            token: settings.token_file.clone().map(StampedFile::new),
+            queued: (settings.api_mode == ApiMode::Events).then(|| QueuedEvents::new(settings.events_replay_window)),
             refusal: std::sync::Mutex::new(None),
         })
     }
@@ -610,7 +627,7 @@ mod tests {
 
     #[test]
     fn record_urls_encode_the_id_and_refuse_dot_segments() {
-        let client = DataStorageClient::new(&DataStorageClientArgs {
+        let client = DataStorageClient::new(&ClientSettings {
             url: "https://ds.example:8085/prefix/".into(),
             ca_file: None,
             token_file: None,
