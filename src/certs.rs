@@ -1,20 +1,16 @@
 //! Serving certificates: a rustls config whose certificate follows tls.crt/tls.key in a
-//! directory (Secret volumes swap a `..data` symlink, so the directory is watched and also
-//! polled), optional client-certificate verification against a CA file that is reloaded the
-//! same way, the `audit_guard_certificate_expiry_seconds` gauge, and the `certs` subcommand
-//! that issues a development CA and serving cert.
+//! directory ([`crate::filewatch`]), optional client-certificate verification against a CA
+//! file followed the same way, the certificate metrics, and the `certs` subcommand that issues
+//! a development CA and serving cert.
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, RwLock};
 
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine;
 use chrono::{Datelike, Utc};
-use notify::{RecursiveMode, Watcher};
-use prometheus::{GaugeVec, Opts};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::{CertificateDer, UnixTime};
@@ -24,31 +20,33 @@ use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::CertsArgs;
-use crate::webhook::metrics;
+use crate::filewatch;
 
 pub const CERT_FILE: &str = "tls.crt";
 pub const KEY_FILE: &str = "tls.key";
-/// A safety net for missed notifications (e.g. on filesystems without inotify events).
-pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
+/// How often the certificate files are re-read without a notification.
+pub use crate::filewatch::POLL_INTERVAL;
+pub use metrics::CERT_EXPIRY;
 
-/// Seconds until each loaded serving certificate expires, by certificate file: an expired
-/// webhook certificate with `failurePolicy: Fail` blocks every write of the resource, so it
-/// is alarmed well before (PrometheusRule `AuditGuardCertificateExpiresSoon`). Kept current
-/// by the reloader's polling.
-pub static CERT_EXPIRY: LazyLock<GaugeVec> = LazyLock::new(|| {
-    let gauge = GaugeVec::new(
-        Opts::new(
-            "audit_guard_certificate_expiry_seconds",
-            "Seconds until the loaded serving certificate expires (negative once expired), by certificate file",
-        ),
-        &["certificate"],
-    )
-    .unwrap_or_else(|e| panic!("invalid metric definition: {e}"));
-    // A second registration (several servers in one test process) keeps the first one exported.
-    let _ = prometheus::default_registry().register(Box::new(gauge.clone()));
-    gauge
-});
+/// The serving certificates' metrics, for the webhook's and Data Storage's alike (the idiom is
+/// [`crate::metrics`]'s).
+pub mod metrics {
+    use prometheus::{GaugeVec, IntCounterVec};
+
+    use crate::metrics::{counter_vec, declare, float_gauge_vec};
+
+    declare! {
+        /// Seconds until each loaded serving certificate expires, by certificate file: an expired
+        /// webhook certificate with `failurePolicy: Fail` blocks every write of the resource, so it
+        /// is alarmed well before (PrometheusRule `AuditGuardCertificateExpiresSoon`). Kept current
+        /// by the reloader's polling.
+        pub static CERT_EXPIRY: GaugeVec = float_gauge_vec("audit_guard_certificate_expiry_seconds", "Seconds until the loaded serving certificate expires (negative once expired), by certificate file", &["certificate"]);
+
+        /// Reloads that swapped the served certificate (success) or kept the old one (failure).
+        /// Named after the webhook, whose it first was; Data Storage's reloads count here too.
+        pub static CERT_RELOADS: IntCounterVec = counter_vec("audit_guard_webhook_cert_reloads_total", "Serving certificate reloads by result", &["result"]);
+    }
+}
 
 /// The notAfter of a DER certificate, in Unix seconds.
 pub fn not_after(der: &[u8]) -> Result<i64> {
@@ -166,45 +164,11 @@ impl ReloadingResolver {
         self.report_expiry();
     }
 
-    /// Watches the directory (not the files: a Secret update replaces a symlink) and polls.
+    /// Follows the directory (not the files: a Secret update replaces a symlink).
     pub fn spawn_reloader(self: &Arc<Self>, shutdown: CancellationToken) {
         let me = self.clone();
-        spawn_watch(&self.dir, shutdown, move || me.reload_and_report());
+        filewatch::watch(&self.dir, POLL_INTERVAL, shutdown, move || me.reload_and_report());
     }
-}
-
-/// Calls `check` (on a blocking thread) whenever something changes in `dir`, and every
-/// [`POLL_INTERVAL`] in case a change went unnoticed, until `shutdown`.
-fn spawn_watch(dir: &Path, shutdown: CancellationToken, check: impl Fn() + Send + Sync + 'static) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-    let watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
-        let _ = tx.try_send(());
-    })
-    .and_then(|mut w| w.watch(dir, RecursiveMode::NonRecursive).map(|()| w));
-    let watcher = match watcher {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the directory; polling only");
-            None
-        }
-    };
-    let check = Arc::new(check);
-    tokio::spawn(async move {
-        let _keep_watching = watcher;
-        let mut poll = tokio::time::interval(POLL_INTERVAL);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = poll.tick() => {}
-                Some(()) = rx.recv() => {
-                    // Let a multi-file update finish before reading.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-            let check = check.clone();
-            let _ = tokio::task::spawn_blocking(move || check()).await;
-        }
-    });
 }
 
 /// Client-certificate verification against a CA bundle file, reloaded when the file
@@ -261,11 +225,10 @@ impl ReloadingClientVerifier {
             .map_err(|_| rustls::Error::General("client CA unavailable".into()))
     }
 
-    /// Watches the CA file's directory and polls, as the serving certificate is.
+    /// Follows the CA file's directory, as the serving certificate's.
     pub fn spawn_reloader(self: &Arc<Self>, shutdown: CancellationToken) {
         let me = self.clone();
-        let dir = self.path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
-        spawn_watch(&dir, shutdown, move || match me.reload() {
+        filewatch::watch(&filewatch::dir_of(&self.path), POLL_INTERVAL, shutdown, move || match me.reload() {
             Ok(true) => tracing::info!(path = %me.path.display(), "client CA reloaded"),
             Ok(false) => {}
             Err(e) => {
@@ -341,6 +304,18 @@ pub fn server_config_verifying_clients(
     Ok(config)
 }
 
+/// What the `certs` subcommand issues: into which directory, for which Service in which
+/// namespace (plus extra names), valid how many days, and whether an existing CA is kept.
+#[derive(Debug, Clone)]
+pub struct IssueSettings {
+    pub out_dir: PathBuf,
+    pub service: String,
+    pub namespace: String,
+    pub extra_san: Vec<String>,
+    pub days: u32,
+    pub reuse_ca: bool,
+}
+
 /// What `certs` wrote.
 pub struct Issued {
     pub ca_pem: String,
@@ -393,12 +368,12 @@ pub fn serving_sans(service: &str, namespace: &str, extra: &[String]) -> Vec<Str
     sans
 }
 
-/// Issues (or, with reuse_ca, keeps) a CA and a serving certificate in `args.out_dir`.
-pub fn issue(args: &CertsArgs) -> Result<Issued> {
-    let dir = &args.out_dir;
+/// Issues (or, with reuse_ca, keeps) a CA and a serving certificate in `settings.out_dir`.
+pub fn issue(settings: &IssueSettings) -> Result<Issued> {
+    let dir = &settings.out_dir;
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let ca_key_path = dir.join("ca.key");
-    let ca_key = if args.reuse_ca && ca_key_path.exists() {
+    let ca_key = if settings.reuse_ca && ca_key_path.exists() {
         KeyPair::from_pem(&fs::read_to_string(&ca_key_path)?).context("reading the existing ca.key")?
     } else {
         KeyPair::generate()?
@@ -406,14 +381,14 @@ pub fn issue(args: &CertsArgs) -> Result<Issued> {
     let ca_pem_path = dir.join("ca.crt");
     // With reuse_ca the same key and name re-sign the CA, so the issued cert chains to the existing ca.crt.
     let ca_cert = ca_params(3650)?.self_signed(&ca_key)?;
-    let ca_pem = if args.reuse_ca && ca_pem_path.exists() {
+    let ca_pem = if settings.reuse_ca && ca_pem_path.exists() {
         fs::read_to_string(&ca_pem_path)?
     } else {
         ca_cert.pem()
     };
 
-    let (cert_pem, key_pem) = serving_leaf(&args.service, args, &ca_cert, &ca_key)?;
-    let (datastorage_cert_pem, datastorage_key_pem) = serving_leaf(DATASTORAGE_SERVICE, args, &ca_cert, &ca_key)?;
+    let (cert_pem, key_pem) = serving_leaf(&settings.service, settings, &ca_cert, &ca_key)?;
+    let (datastorage_cert_pem, datastorage_key_pem) = serving_leaf(DATASTORAGE_SERVICE, settings, &ca_cert, &ca_key)?;
     let issued = Issued {
         ca_pem,
         cert_pem,
@@ -433,15 +408,15 @@ pub fn issue(args: &CertsArgs) -> Result<Issued> {
     Ok(issued)
 }
 
-/// A serving certificate for `service` in `args.namespace` (plus the extra SANs), signed by the CA.
-fn serving_leaf(service: &str, args: &CertsArgs, ca_cert: &rcgen::Certificate, ca_key: &KeyPair) -> Result<(String, String)> {
-    let mut leaf = CertificateParams::new(serving_sans(service, &args.namespace, &args.extra_san)).context("invalid SAN")?;
+/// A serving certificate for `service` in `settings.namespace` (plus the extra SANs), signed by the CA.
+fn serving_leaf(service: &str, settings: &IssueSettings, ca_cert: &rcgen::Certificate, ca_key: &KeyPair) -> Result<(String, String)> {
+    let mut leaf = CertificateParams::new(serving_sans(service, &settings.namespace, &settings.extra_san)).context("invalid SAN")?;
     leaf.distinguished_name
-        .push(DnType::CommonName, format!("{service}.{}.svc", args.namespace));
+        .push(DnType::CommonName, format!("{service}.{}.svc", settings.namespace));
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     leaf.use_authority_key_identifier_extension = true;
-    set_validity(&mut leaf, args.days);
+    set_validity(&mut leaf, settings.days);
     let leaf_key = KeyPair::generate()?;
     let leaf_cert = leaf.signed_by(&leaf_key, ca_cert, ca_key)?;
     Ok((leaf_cert.pem(), leaf_key.serialize_pem()))
@@ -468,13 +443,13 @@ pub fn ca_bundle(ca_pem: &str) -> String {
 }
 
 /// The `certs` subcommand.
-pub fn generate(args: &CertsArgs) -> Result<()> {
-    let issued = issue(args)?;
+pub fn generate(settings: &IssueSettings) -> Result<()> {
+    let issued = issue(settings)?;
     eprintln!(
         "wrote ca.crt, ca.key, tls.crt, tls.key to {} for {}, and {DATASTORAGE_DIR}/tls.crt, tls.key, ca.crt for {}; caBundle:",
-        args.out_dir.display(),
-        serving_sans(&args.service, &args.namespace, &args.extra_san).join(", "),
-        serving_sans(DATASTORAGE_SERVICE, &args.namespace, &args.extra_san).join(", ")
+        settings.out_dir.display(),
+        serving_sans(&settings.service, &settings.namespace, &settings.extra_san).join(", "),
+        serving_sans(DATASTORAGE_SERVICE, &settings.namespace, &settings.extra_san).join(", ")
     );
     println!("{}", ca_bundle(&issued.ca_pem));
     Ok(())

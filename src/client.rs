@@ -6,18 +6,18 @@
 //! Kubernaut's events API (`--datastorage-api events`) is in [`crate::events`].
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use reqwest::{header, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::sync::Mutex;
 
 use crate::audit::break_glass::BreakGlassEvent;
 use crate::audit::SignalProcessingAudit;
-use crate::config::{ApiMode, DataStorageClientArgs};
+use crate::config::ApiMode;
 use crate::events::queue::QueuedEvents;
+use crate::filewatch::StampedFile;
 use crate::metrics;
 
 const SP_PATH: &str = "/api/v1/audit/signal-processing";
@@ -187,27 +187,20 @@ pub fn failure(status: u16, snippet: &str) -> ClientError {
     }
 }
 
-/// A bearer token file, re-read whenever its modification time changes (projected
-/// ServiceAccount tokens are rotated in place by the kubelet).
-struct TokenFile {
-    path: PathBuf,
-    cached: Mutex<Option<(SystemTime, String)>>,
-}
-
-impl TokenFile {
-    async fn token(&self) -> Result<String, ClientError> {
-        let read_err = |e: std::io::Error| ClientError::transient(format!("reading token file {}: {e}", self.path.display()));
-        let mtime = tokio::fs::metadata(&self.path).await.and_then(|m| m.modified()).map_err(read_err)?;
-        let mut cached = self.cached.lock().await;
-        if let Some((at, token)) = cached.as_ref() {
-            if *at == mtime {
-                return Ok(token.clone());
-            }
-        }
-        let token = tokio::fs::read_to_string(&self.path).await.map_err(read_err)?.trim().to_string();
-        *cached = Some((mtime, token.clone()));
-        Ok(token)
-    }
+/// How `serve` reaches the Data Storage Service (from its flags, see [`crate::config`]).
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    /// Base URL.
+    pub url: String,
+    /// When given, the only CA trusted for an https URL.
+    pub ca_file: Option<PathBuf>,
+    /// Bearer token file; the kubelet rotates a projected ServiceAccount token in place.
+    pub token_file: Option<PathBuf>,
+    /// Timeout of one request.
+    pub timeout: Duration,
+    pub api_mode: ApiMode,
+    /// Events mode: how long after a 202 an event is POSTed again (see [`QueuedEvents`]).
+    pub events_replay_window: Duration,
 }
 
 /// An HTTP client builder (rustls) that, given a CA file, trusts that CA and nothing else: a
@@ -232,32 +225,31 @@ pub struct DataStorageClient {
     http: reqwest::Client,
     base: reqwest::Url,
     mode: ApiMode,
-    token: Option<TokenFile>,
+    /// Read at every request (a `stat`; re-read when it changed), so a rotated token is sent
+    /// from the first request after the rotation.
+    token: Option<StampedFile>,
     /// Events mode: the events Data Storage queued (202) and this process waits for.
     queued: Option<QueuedEvents>,
     refusal: std::sync::Mutex<Option<Refusal>>,
 }
 
 impl DataStorageClient {
-    pub fn new(args: &DataStorageClientArgs) -> anyhow::Result<Self> {
-        let builder = http_builder(args.ca_file.as_deref())?
-            .timeout(args.timeout)
-            .connect_timeout(args.timeout)
+    pub fn new(settings: &ClientSettings) -> anyhow::Result<Self> {
+        let builder = http_builder(settings.ca_file.as_deref())?
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout)
             .pool_idle_timeout(Duration::from_secs(30));
-        let base =
-            reqwest::Url::parse(args.url.trim_end_matches('/')).map_err(|e| anyhow::anyhow!("--datastorage-url {:?}: {e}", args.url))?;
+        let base = reqwest::Url::parse(settings.url.trim_end_matches('/'))
+            .map_err(|e| anyhow::anyhow!("--datastorage-url {:?}: {e}", settings.url))?;
         if base.scheme() != "https" {
             tracing::warn!(url = %base, "Data Storage is reached over plain HTTP: whoever can intercept it can answer for it");
         }
         Ok(Self {
             http: builder.build()?,
             base,
-            mode: args.api_mode,
-            token: args.token_file.clone().map(|path| TokenFile {
-                path,
-                cached: Mutex::new(None),
-            }),
-            queued: (args.api_mode == ApiMode::Events).then(|| QueuedEvents::new(args.events_replay_window)),
+            mode: settings.api_mode,
+            token: settings.token_file.clone().map(StampedFile::new),
+            queued: (settings.api_mode == ApiMode::Events).then(|| QueuedEvents::new(settings.events_replay_window)),
             refusal: std::sync::Mutex::new(None),
         })
     }
@@ -289,7 +281,11 @@ impl DataStorageClient {
     pub(crate) async fn request(&self, method: reqwest::Method, url: reqwest::Url) -> Result<reqwest::RequestBuilder, ClientError> {
         let mut req = self.http.request(method, url);
         if let Some(t) = &self.token {
-            req = req.bearer_auth(t.token().await?);
+            let token = t
+                .read()
+                .await
+                .map_err(|e| ClientError::transient(format!("reading token file {}: {e}", t.path().display())))?;
+            req = req.bearer_auth(token);
         }
         Ok(req)
     }
@@ -631,7 +627,7 @@ mod tests {
 
     #[test]
     fn record_urls_encode_the_id_and_refuse_dot_segments() {
-        let client = DataStorageClient::new(&DataStorageClientArgs {
+        let client = DataStorageClient::new(&ClientSettings {
             url: "https://ds.example:8085/prefix/".into(),
             ca_file: None,
             token_file: None,
@@ -651,26 +647,5 @@ mod tests {
         for bad in ["", ".", ".."] {
             assert!(client.url(SP_PATH, &[bad]).unwrap_err().permanent, "{bad:?}");
         }
-    }
-
-    #[tokio::test]
-    async fn token_file_is_reread_when_it_changes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("token");
-        std::fs::write(&path, "one\n").unwrap();
-        let tf = TokenFile {
-            path: path.clone(),
-            cached: Mutex::new(None),
-        };
-        assert_eq!(tf.token().await.unwrap(), "one");
-        std::fs::write(&path, "two").unwrap();
-        let later = SystemTime::now() + Duration::from_secs(5);
-        std::fs::File::options()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_modified(later)
-            .unwrap();
-        assert_eq!(tf.token().await.unwrap(), "two");
     }
 }

@@ -375,6 +375,63 @@ pub struct CertsArgs {
     pub reuse_ca: bool,
 }
 
+// The library modules take settings structs of their own and know nothing of clap; what each
+// flag means to them is said here.
+
+impl From<&DataStorageClientArgs> for crate::client::ClientSettings {
+    fn from(a: &DataStorageClientArgs) -> Self {
+        Self {
+            url: a.url.clone(),
+            ca_file: a.ca_file.clone(),
+            token_file: a.token_file.clone(),
+            timeout: a.timeout,
+            api_mode: a.api_mode,
+            events_replay_window: a.events_replay_window,
+        }
+    }
+}
+
+impl From<&CertsArgs> for crate::certs::IssueSettings {
+    fn from(a: &CertsArgs) -> Self {
+        Self {
+            out_dir: a.out_dir.clone(),
+            service: a.service.clone(),
+            namespace: a.namespace.clone(),
+            extra_san: a.extra_san.clone(),
+            days: a.days,
+            reuse_ca: a.reuse_ca,
+        }
+    }
+}
+
+impl From<&ServeArgs> for crate::webhook::WebhookSettings {
+    fn from(a: &ServeArgs) -> Self {
+        use crate::webhook::{decisions::Policy, handlers::BodyLimits};
+        Self {
+            cert_dir: a.cert_dir.clone(),
+            client_ca_file: a.client_ca_file.clone(),
+            addr: a.webhook_addr,
+            limits: BodyLimits {
+                max_bytes: a.max_body_bytes,
+                read_timeout: a.body_read_timeout,
+                in_flight_bytes: a.max_in_flight_review_bytes,
+            },
+            listener: crate::https::ListenerLimits {
+                max_connections: a.webhook_max_connections,
+                h2_max_concurrent_streams: a.webhook_max_streams,
+                header_read_timeout: a.body_read_timeout,
+                ..crate::https::ListenerLimits::default()
+            },
+            policy: Policy {
+                controller_identity: a.controller_identity.clone(),
+                break_glass_group: a.break_glass_group.clone(),
+            },
+            build_record: crate::audit::from_cr::build_record,
+            drain_timeout: a.shutdown_timeout,
+        }
+    }
+}
+
 /// `audit-guard datastorage <extra>` parsed, for unit tests.
 #[cfg(test)]
 pub fn datastorage_args(extra: &[&str]) -> DataStorageArgs {

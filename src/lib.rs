@@ -17,6 +17,7 @@ pub mod crd;
 pub mod datastorage;
 pub mod duration;
 pub mod events;
+pub mod filewatch;
 pub mod group_commit;
 pub mod https;
 pub mod leader;

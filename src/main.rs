@@ -11,7 +11,7 @@ async fn main() -> ExitCode {
     telemetry::init(cli.log_format);
     let result = match cli.command {
         Command::Crd => crd::crd_yaml().map(|yaml| print!("{yaml}")),
-        Command::Certs(args) => audit_guard::certs::generate(&args),
+        Command::Certs(args) => audit_guard::certs::generate(&(&args).into()),
         Command::Serve(args) => audit_guard::serve::run(*args).await,
         Command::Datastorage(args) => audit_guard::datastorage::run(*args).await,
         auditor => {

@@ -20,15 +20,17 @@ use crate::events::MarkingSink;
 use crate::leader::LeaderElector;
 use crate::webhook::{Readiness, Webhook, WebhookDeps, WebhookSettings};
 use crate::writer::{AuditWriter, BatchSink, WriterConfig};
-use crate::{metrics, retention};
+use crate::{certs, metrics, retention, webhook};
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     metrics::init();
+    webhook::metrics::init();
+    certs::metrics::init();
     let shutdown = CancellationToken::new();
     tokio::spawn(crate::shutdown::cancel_on_signal(shutdown.clone()));
 
     let client = kube::Client::try_default().await.context("building the Kubernetes client")?;
-    let ds = Arc::new(DataStorageClient::new(&args.datastorage).context("building the Data Storage client")?);
+    let ds = Arc::new(DataStorageClient::new(&(&args.datastorage).into()).context("building the Data Storage client")?);
     // One set for the webhook and every leadership term of the controller.
     let confirmed = Arc::new(confirmed_records());
 
@@ -57,7 +59,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ds: ds.clone(),
             confirmed: confirmed.clone(),
         };
-        let hook = Webhook::bind(WebhookSettings::from_args(&args), deps, webhook_ready).await?;
+        let hook = Webhook::bind(WebhookSettings::from(&args), deps, webhook_ready).await?;
         let stop = shutdown.clone();
         Some(tokio::spawn(async move {
             if let Err(e) = hook.serve(stop).await {

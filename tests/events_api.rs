@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use audit_guard::audit::from_cr::build_record;
 use audit_guard::audit::{SignalProcessingAudit, Trigger};
-use audit_guard::client::{DataStorageClient, FailureKind, Stored};
-use audit_guard::config::{ApiMode, DataStorageClientArgs};
+use audit_guard::client::{ClientSettings, DataStorageClient, FailureKind, Stored};
+use audit_guard::config::ApiMode;
 use audit_guard::conflict::{persist, Persisted};
 use audit_guard::crd::SignalProcessing;
 use audit_guard::events::mark::ANNOTATION_QUEUED_AT;
@@ -41,7 +41,7 @@ const WAIT: Duration = Duration::from_secs(120);
 
 fn client_for(url: &str, window: Duration, token_file: Option<&Path>) -> Arc<DataStorageClient> {
     Arc::new(
-        DataStorageClient::new(&DataStorageClientArgs {
+        DataStorageClient::new(&ClientSettings {
             url: url.into(),
             ca_file: None,
             token_file: token_file.map(Path::to_path_buf),

@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
 use kube::api::{Api, PostParams};
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 
 use super::cache::TtlCache;
 use super::metrics;
+use crate::filewatch;
 
 /// An authenticated caller, as Kubernetes describes users.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
@@ -151,61 +153,56 @@ pub fn read_tokens(path: &std::path::Path) -> (Option<String>, TokensState) {
     }
 }
 
-/// A tokens file, re-read whenever its content changes. Polled rather than watched: a
-/// mounted Secret swaps a symlink, which file watches miss.
+/// A tokens file, followed through [`filewatch`] (a mounted Secret swaps a symlink in the
+/// directory) and re-parsed when what it says changes.
 ///
 /// When the file becomes unreadable or invalid, no token is accepted until it is fixed
 /// (every `/api/` call gets 503, /readyz fails, `datastorage_tokens_file_valid` drops to 0,
 /// an error is logged): keeping the old set would let a revoked token keep working unseen.
 pub struct TokensFile {
+    path: PathBuf,
     state: Arc<RwLock<TokensState>>,
 }
 
 impl TokensFile {
-    /// Loads the file once (the service does not start with a broken one) and polls it.
+    /// Loads the file once: the service does not start with a broken one.
     pub fn load(path: PathBuf) -> anyhow::Result<Self> {
-        let (text, state) = read_tokens(&path);
+        let (_, state) = read_tokens(&path);
         let users = match &state {
             TokensState::Valid(t) => t.len(),
             TokensState::Invalid(reason) => anyhow::bail!("{reason}"),
         };
         tracing::info!(path = %path.display(), users, "loaded bearer tokens");
         metrics::TOKENS_FILE_VALID.set(1);
-        let state = Arc::new(RwLock::new(state));
-        let weak = Arc::downgrade(&state);
-        tokio::spawn(async move {
-            let mut last = text;
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                let Some(shared) = weak.upgrade() else { return };
-                let p = path.clone();
-                let Ok((text, state)) = tokio::task::spawn_blocking(move || read_tokens(&p)).await else {
-                    continue;
-                };
-                if text.is_some() && text == last {
-                    continue;
+        Ok(Self {
+            path,
+            state: Arc::new(RwLock::new(state)),
+        })
+    }
+
+    /// Re-reads the file whenever it may have changed, until `shutdown`.
+    pub fn spawn_reloader(&self, shutdown: CancellationToken) {
+        let (path, shared) = (self.path.clone(), self.state.clone());
+        filewatch::watch(&filewatch::dir_of(&self.path), filewatch::POLL_INTERVAL, shutdown, move || {
+            let (_, state) = read_tokens(&path);
+            // Unchanged (the same tokens, or broken for the same reason): nothing to say again.
+            if shared.read().is_ok_and(|current| *current == state) {
+                return;
+            }
+            match &state {
+                TokensState::Valid(tokens) => {
+                    tracing::info!(path = %path.display(), users = tokens.len(), "reloaded bearer tokens");
+                    metrics::TOKENS_FILE_VALID.set(1);
                 }
-                let was_valid = matches!(shared.read().as_deref(), Ok(TokensState::Valid(_)));
-                match &state {
-                    TokensState::Valid(tokens) => {
-                        tracing::info!(path = %path.display(), users = tokens.len(), "reloaded bearer tokens");
-                        metrics::TOKENS_FILE_VALID.set(1);
-                    }
-                    TokensState::Invalid(reason) => {
-                        if was_valid || text != last {
-                            tracing::error!(error = %reason, "refusing every token until the tokens file is fixed");
-                        }
-                        metrics::TOKENS_FILE_VALID.set(0);
-                    }
+                TokensState::Invalid(reason) => {
+                    tracing::error!(error = %reason, "refusing every token until the tokens file is fixed");
+                    metrics::TOKENS_FILE_VALID.set(0);
                 }
-                if let Ok(mut guard) = shared.write() {
-                    *guard = state;
-                }
-                last = text;
+            }
+            if let Ok(mut guard) = shared.write() {
+                *guard = state;
             }
         });
-        Ok(Self { state })
     }
 
     fn lookup(&self, token: &str) -> Result<User, AuthError> {

@@ -208,7 +208,7 @@ async fn open_store(args: &DataStorageArgs, keys: Arc<chain::ChainKeys>) -> anyh
     }
 }
 
-async fn authentication(args: &DataStorageArgs) -> anyhow::Result<(Authenticator, Authorizer)> {
+async fn authentication(args: &DataStorageArgs, shutdown: &CancellationToken) -> anyhow::Result<(Authenticator, Authorizer)> {
     let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
     Ok(match choose_auth(args, in_cluster)? {
         AuthChoice::Insecure => {
@@ -220,8 +220,10 @@ async fn authentication(args: &DataStorageArgs) -> anyhow::Result<(Authenticator
                 writers = %args.writers_group, readers = %args.readers_group,
                 "tokens file: the groups column decides who writes and who reads"
             );
+            let tokens = TokensFile::load(path)?;
+            tokens.spawn_reloader(shutdown.clone());
             (
-                Authenticator::Tokens(TokensFile::load(path)?),
+                Authenticator::Tokens(tokens),
                 Authorizer::Groups {
                     writers: args.writers_group.clone(),
                     readers: args.readers_group.clone(),
@@ -272,10 +274,11 @@ pub async fn run(args: DataStorageArgs) -> anyhow::Result<()> {
     if let Some(DataStorageCommand::Migrate(m)) = &args.command {
         return migrate::run(m).await;
     }
-    let (auth, authz) = authentication(&args).await?;
     let shutdown = CancellationToken::new();
+    let (auth, authz) = authentication(&args, &shutdown).await?;
     let tls = tls(&args, &shutdown)?;
     metrics::init();
+    certs::metrics::init();
     let sqlite = is_sqlite(&args)?;
     let keys = Arc::new(chain_keys(&args, sqlite)?);
     let signer = signer(&args, sqlite)?.map(Arc::new);

@@ -16,10 +16,9 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::from_cr::{self, RecordBuilder};
+use crate::audit::from_cr::RecordBuilder;
 use crate::certs::{self, ReloadingClientVerifier, ReloadingResolver};
 use crate::client::DataStorageClient;
-use crate::config::ServeArgs;
 use crate::confirmed::ConfirmedRecords;
 use crate::https::ListenerLimits;
 use decisions::Policy;
@@ -27,6 +26,7 @@ use handlers::BodyLimits;
 
 pub use handlers::{MUTATE_PATH, VALIDATE_PATH};
 
+/// What the webhook is configured with (`serve`'s flags, see [`crate::config`]).
 #[derive(Clone, Debug)]
 pub struct WebhookSettings {
     pub cert_dir: PathBuf,
@@ -41,33 +41,6 @@ pub struct WebhookSettings {
     pub build_record: RecordBuilder,
     /// Bound on finishing in-flight reviews at shutdown.
     pub drain_timeout: Duration,
-}
-
-impl WebhookSettings {
-    pub fn from_args(args: &ServeArgs) -> Self {
-        Self {
-            cert_dir: args.cert_dir.clone(),
-            client_ca_file: args.client_ca_file.clone(),
-            addr: args.webhook_addr,
-            limits: BodyLimits {
-                max_bytes: args.max_body_bytes,
-                read_timeout: args.body_read_timeout,
-                in_flight_bytes: args.max_in_flight_review_bytes,
-            },
-            listener: ListenerLimits {
-                max_connections: args.webhook_max_connections,
-                h2_max_concurrent_streams: args.webhook_max_streams,
-                header_read_timeout: args.body_read_timeout,
-                ..ListenerLimits::default()
-            },
-            policy: Policy {
-                controller_identity: args.controller_identity.clone(),
-                break_glass_group: args.break_glass_group.clone(),
-            },
-            build_record: from_cr::build_record,
-            drain_timeout: args.shutdown_timeout,
-        }
-    }
 }
 
 /// What the webhook talks to: the API server (to read the live object), Data Storage, and

@@ -167,7 +167,7 @@ pub fn tokens_csv() -> String {
 /// `audit-guard certs` into `dir`: a CA, the webhook's and Data Storage's certificates, for
 /// their Service names and 127.0.0.1.
 pub fn issue_certs(dir: &Path) -> audit_guard::certs::Issued {
-    audit_guard::certs::issue(&audit_guard::config::CertsArgs {
+    audit_guard::certs::issue(&audit_guard::certs::IssueSettings {
         out_dir: dir.to_path_buf(),
         service: "audit-guard-webhook".into(),
         namespace: "audit-guard".into(),

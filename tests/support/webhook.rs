@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use audit_guard::client::DataStorageClient;
-use audit_guard::config::{ApiMode, CertsArgs, DataStorageClientArgs};
+use audit_guard::certs::IssueSettings;
+use audit_guard::client::{ClientSettings, DataStorageClient};
+use audit_guard::config::ApiMode;
 use audit_guard::confirmed::confirmed_records;
 use audit_guard::webhook::decisions::Policy;
 use audit_guard::webhook::handlers::BodyLimits;
@@ -26,7 +27,7 @@ pub const NOWHERE: &str = "https://127.0.0.1:1";
 
 /// Issues a CA and a serving cert for 127.0.0.1 into `dir` (reusing the CA already there if asked).
 pub fn issue_certs(dir: &Path, reuse_ca: bool) -> audit_guard::certs::Issued {
-    audit_guard::certs::issue(&CertsArgs {
+    audit_guard::certs::issue(&IssueSettings {
         out_dir: dir.to_path_buf(),
         service: "audit-guard-webhook".into(),
         namespace: "audit-guard".into(),
@@ -40,7 +41,7 @@ pub fn issue_certs(dir: &Path, reuse_ca: bool) -> audit_guard::certs::Issued {
 /// A Data Storage client for `url`, with an optional token file and CA.
 pub fn datastorage_client(url: &str, token_file: Option<PathBuf>, ca_file: Option<PathBuf>) -> Arc<DataStorageClient> {
     Arc::new(
-        DataStorageClient::new(&DataStorageClientArgs {
+        DataStorageClient::new(&ClientSettings {
             url: url.into(),
             ca_file,
             token_file,
