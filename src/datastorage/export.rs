@@ -650,6 +650,27 @@ pub async fn public_key(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
+#[cfg(test)]
+impl Manifest {
+    /// The manifest of an export of `content` that `signer` would sign, for tests.
+    pub fn for_test(signer: &Signer, format: Format, content: &[u8], counts: Counts) -> Self {
+        Self {
+            format: MANIFEST_FORMAT.into(),
+            export_id: "e".into(),
+            created_at: "2026-01-01T00:00:00Z".parse().unwrap(),
+            created_by: "auditor".into(),
+            since: None,
+            until: None,
+            content_format: format,
+            content_sha256: chain::hex(&Sha256::digest(content)),
+            content_bytes: content.len() as u64,
+            counts,
+            chain_heads: vec![],
+            signing_key_id: signer.key_id.clone(),
+        }
+    }
+}
+
 /// Checks a signed manifest against a public key: the manifest, if the signature is its.
 pub fn verify_manifest(signed: &str, signature: &[u8], public: &VerifyingKey) -> Result<Manifest, String> {
     let sig = ed25519_dalek::Signature::from_slice(signature).map_err(|e| format!("not an Ed25519 signature: {e}"))?;
@@ -684,30 +705,10 @@ mod tests {
             id: "a\"b".into(),
             record_text: r#"{"id":"a\"b","status":"completed"}"#.into(),
             columns: RecordColumns {
-                remediation_id: "rr".into(),
-                signal_fingerprint: "fp".into(),
-                processing_phases: json!([]),
-                enrichment_quality: None,
-                enrichment_sources: None,
-                context_size_bytes: None,
                 environment: Some("prod,\"x\"".into()),
                 confidence: Some(0.5),
-                business_criticality: None,
-                sla_requirement: None,
-                priority: None,
-                priority_score: None,
-                routed_to_service: None,
-                routing_priority: None,
-                completed_at: "2026-01-01T00:00:00Z".parse().unwrap(),
-                status: "completed".into(),
-                error_message: None,
-                namespace: None,
-                name: None,
-                uid: None,
-                trigger: None,
-                deleted_at: None,
-                anomalies: None,
                 stored_at: "2026-01-01T00:00:01Z".parse().unwrap(),
+                ..RecordColumns::sample("2026-01-01T00:00:00Z".parse().unwrap())
             },
             link: None,
         }
@@ -740,20 +741,7 @@ mod tests {
         let (private, public) = generate_signing_key().unwrap();
         let signer = Signer::from_pem(&private).unwrap();
         let public = public_key_from_pem(&public).unwrap();
-        let m = Manifest {
-            format: MANIFEST_FORMAT.into(),
-            export_id: "e".into(),
-            created_at: "2026-01-01T00:00:00Z".parse().unwrap(),
-            created_by: "auditor".into(),
-            since: None,
-            until: None,
-            content_format: Format::Ndjson,
-            content_sha256: chain::hex(&[0; 32]),
-            content_bytes: 0,
-            counts: Counts::default(),
-            chain_heads: vec![],
-            signing_key_id: signer.key_id.clone(),
-        };
+        let m = Manifest::for_test(&signer, Format::Ndjson, b"", Counts::default());
         let text = serde_json::to_string(&m).unwrap();
         let sig = signer.sign(text.as_bytes());
         assert_eq!(verify_manifest(&text, &sig, &public).unwrap(), m);

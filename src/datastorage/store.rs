@@ -188,6 +188,39 @@ pub struct RecordColumns {
     pub stored_at: DateTime<Utc>,
 }
 
+#[cfg(test)]
+impl RecordColumns {
+    /// A completed record's columns with every optional one empty, for tests to fill in.
+    pub fn sample(completed_at: DateTime<Utc>) -> Self {
+        Self {
+            remediation_id: "rr".into(),
+            signal_fingerprint: "fp".into(),
+            processing_phases: serde_json::json!([]),
+            enrichment_quality: None,
+            enrichment_sources: None,
+            context_size_bytes: None,
+            environment: None,
+            confidence: None,
+            business_criticality: None,
+            sla_requirement: None,
+            priority: None,
+            priority_score: None,
+            routed_to_service: None,
+            routing_priority: None,
+            completed_at,
+            status: "completed".into(),
+            error_message: None,
+            namespace: None,
+            name: None,
+            uid: None,
+            trigger: None,
+            deleted_at: None,
+            anomalies: None,
+            stored_at: completed_at,
+        }
+    }
+}
+
 /// A stored record with its link (None: no link points at it).
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct RecordRow {
