@@ -737,6 +737,43 @@ mod tests {
     }
 
     #[test]
+    fn amendment_csv_rows_carry_their_records_columns() {
+        let text = json!({
+            "id": "r", "remediation_id": "rr", "signal_fingerprint": "fp", "processing_phases": [],
+            "completed_at": "2026-01-01T00:00:00Z", "status": "failed", "trigger": "deletion",
+            "deleted_at": "2026-01-01T00:00:05.123456789Z", "namespace": "ns", "confidence": 0.75, "priority_score": 60
+        })
+        .to_string();
+        let mut a = AmendmentRow {
+            amendment_id: "am".into(),
+            record_id: "r".into(),
+            amended_at: "2026-01-02T00:00:00Z".parse().unwrap(),
+            content_sha256: String::new(),
+            record_text: text.clone(),
+            anomalies: None,
+            link: None,
+        };
+        let row = a.csv();
+        assert_eq!(
+            row[..6],
+            [
+                "amendment",
+                "am",
+                "r",
+                "2026-01-02T00:00:00.000000Z",
+                "2026-01-02T00:00:00.000000Z",
+                "failed"
+            ]
+        );
+        assert_eq!((row[6].as_str(), row[7].as_str()), ("deletion", "ns"));
+        assert_eq!((row[11].as_str(), row[13].as_str()), ("0.75", "60"));
+        assert_eq!(row[16], "2026-01-01T00:00:05.123456Z");
+        assert_eq!(row[23], text);
+        a.record_text = "not a record".into();
+        assert!(a.csv()[5..17].iter().all(String::is_empty));
+    }
+
+    #[test]
     fn a_signed_manifest_verifies_only_unchanged_and_with_its_key() {
         let (private, public) = generate_signing_key().unwrap();
         let signer = Signer::from_pem(&private).unwrap();
