@@ -122,25 +122,12 @@ pub fn check_export(content: impl Read, manifest_text: &str, signature: &[u8], p
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datastorage::export::{generate_signing_key, public_key_from_pem, Signer, MANIFEST_FORMAT};
+    use crate::datastorage::export::{generate_signing_key, public_key_from_pem, Signer};
 
     fn signed(content: &[u8], format: Format, counts: Counts) -> (String, [u8; 64], VerifyingKey) {
         let (private, public) = generate_signing_key().unwrap();
         let signer = Signer::from_pem(&private).unwrap();
-        let m = Manifest {
-            format: MANIFEST_FORMAT.into(),
-            export_id: "e".into(),
-            created_at: "2026-01-01T00:00:00Z".parse().unwrap(),
-            created_by: "auditor".into(),
-            since: None,
-            until: None,
-            content_format: format,
-            content_sha256: hex(&Sha256::digest(content)),
-            content_bytes: content.len() as u64,
-            counts,
-            chain_heads: vec![],
-            signing_key_id: signer.key_id.clone(),
-        };
+        let m = Manifest::for_test(&signer, format, content, counts);
         let text = serde_json::to_string(&m).unwrap();
         let sig = signer.sign(text.as_bytes());
         (text, sig, public_key_from_pem(&public).unwrap())

@@ -35,7 +35,7 @@ use super::auth::User;
 use super::chain::{self, Head, Link};
 use super::problem::Problem;
 use super::query;
-use super::store::{AmendmentRow, DbError, EventRow, RecordRow, Store, StoredManifest, TimeRange};
+use super::store::{AmendmentRow, DbError, EventRow, RecordColumns, RecordRow, Store, StoredManifest, TimeRange};
 
 /// Where the export signing public key is published (no token needed).
 pub const PUBLIC_KEY_PATH: &str = "/.well-known/audit-guard/export-signing-key.pem";
@@ -206,28 +206,22 @@ fn ndjson_line(head: serde_json::Value, key: &str, stored_json: &str) -> String 
     format!("{head},{}:{stored_json}}}\n", js(key))
 }
 
-pub fn ndjson_record(r: &RecordRow) -> String {
-    ndjson_line(
-        json!({"kind": "record", "id": r.id, "at": r.columns.completed_at, "stored_at": r.columns.stored_at, "chain": link_json(r.link.as_ref())}),
-        "record",
-        &r.record_text,
-    )
-}
+/// What an export needs of each kind's rows.
+trait ExportRow {
+    /// Its keyset position: its own time and id.
+    fn position(&self) -> Position;
+    fn link(&self) -> Option<&Link>;
+    fn csv(&self) -> [String; 24];
+    /// The NDJSON line's own fields (`chain` is added to them), the stored JSON's key and text.
+    fn ndjson_parts(&self) -> (serde_json::Value, &'static str, &str);
 
-pub fn ndjson_amendment(a: &AmendmentRow) -> String {
-    ndjson_line(
-        json!({"kind": "amendment", "id": a.amendment_id, "record_id": a.record_id, "at": a.amended_at, "chain": link_json(a.link.as_ref())}),
-        "record",
-        &a.record_text,
-    )
-}
-
-pub fn ndjson_event(e: &EventRow) -> String {
-    ndjson_line(
-        json!({"kind": "break_glass", "id": e.id, "at": e.at, "stored_at": e.stored_at, "chain": link_json(e.link.as_ref())}),
-        "event",
-        &e.event_text,
-    )
+    fn ndjson(&self) -> String {
+        let (mut head, key, stored_json) = self.ndjson_parts();
+        if let Some(fields) = head.as_object_mut() {
+            fields.insert("chain".into(), link_json(self.link()));
+        }
+        ndjson_line(head, key, stored_json)
+    }
 }
 
 fn ts(t: DateTime<Utc>) -> String {
@@ -259,97 +253,141 @@ fn opt<T: ToString>(v: &Option<T>) -> String {
     v.as_ref().map(ToString::to_string).unwrap_or_default()
 }
 
-pub fn csv_record(r: &RecordRow) -> [String; 24] {
-    let c = &r.columns;
-    let [shard, seq, key, hash] = chain_cells(r.link.as_ref());
+/// A CSV row of a record or an amendment: `head` (kind, id, record_id, at, stored_at), then
+/// the record's columns (empty when an amendment's text is not a record).
+fn record_csv(head: [String; 5], c: Option<&RecordColumns>, link: Option<&Link>, text: &str) -> [String; 24] {
+    let cell = |f: fn(&RecordColumns) -> String| c.map(f).unwrap_or_default();
+    let [kind, id, record_id, at, stored_at] = head;
+    let [shard, seq, key, hash] = chain_cells(link);
     [
-        "record".into(),
-        r.id.clone(),
-        r.id.clone(),
-        ts(c.completed_at),
-        ts(c.stored_at),
-        c.status.clone(),
-        opt(&c.trigger),
-        opt(&c.namespace),
-        opt(&c.name),
-        opt(&c.uid),
-        opt(&c.environment),
-        opt(&c.confidence),
-        opt(&c.priority),
-        opt(&c.priority_score),
-        opt(&c.routed_to_service),
-        opt(&c.routing_priority),
-        c.deleted_at.map(ts).unwrap_or_default(),
+        kind,
+        id,
+        record_id,
+        at,
+        stored_at,
+        cell(|c| c.status.clone()),
+        cell(|c| opt(&c.trigger)),
+        cell(|c| opt(&c.namespace)),
+        cell(|c| opt(&c.name)),
+        cell(|c| opt(&c.uid)),
+        cell(|c| opt(&c.environment)),
+        cell(|c| opt(&c.confidence)),
+        cell(|c| opt(&c.priority)),
+        cell(|c| opt(&c.priority_score)),
+        cell(|c| opt(&c.routed_to_service)),
+        cell(|c| opt(&c.routing_priority)),
+        cell(|c| c.deleted_at.map(ts).unwrap_or_default()),
         String::new(),
         String::new(),
         shard,
         seq,
         key,
         hash,
-        r.record_text.clone(),
+        text.to_string(),
     ]
 }
 
-pub fn csv_amendment(a: &AmendmentRow) -> [String; 24] {
-    let rec: Option<crate::audit::SignalProcessingAudit> = serde_json::from_str(&a.record_text).ok();
-    let field = |f: fn(&crate::audit::SignalProcessingAudit) -> String| rec.as_ref().map(f).unwrap_or_default();
-    let [shard, seq, key, hash] = chain_cells(a.link.as_ref());
-    [
-        "amendment".into(),
-        a.amendment_id.clone(),
-        a.record_id.clone(),
-        ts(a.amended_at),
-        ts(a.amended_at),
-        field(|r| r.status.as_str().into()),
-        field(|r| r.trigger.map(|t| super::store::trigger_str(t).to_string()).unwrap_or_default()),
-        field(|r| opt(&r.namespace)),
-        field(|r| opt(&r.name)),
-        field(|r| opt(&r.uid)),
-        field(|r| opt(&r.environment)),
-        field(|r| opt(&r.confidence)),
-        field(|r| opt(&r.priority)),
-        field(|r| opt(&r.priority_score)),
-        field(|r| opt(&r.routed_to_service)),
-        field(|r| opt(&r.routing_priority)),
-        field(|r| r.deleted_at.map(ts).unwrap_or_default()),
-        String::new(),
-        String::new(),
-        shard,
-        seq,
-        key,
-        hash,
-        a.record_text.clone(),
-    ]
-}
-
-pub fn csv_event(e: &EventRow) -> [String; 24] {
-    let groups = e
-        .groups
-        .as_array()
-        .map(|g| g.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(";"))
-        .unwrap_or_default();
-    let [shard, seq, key, hash] = chain_cells(e.link.as_ref());
-    let mut row: [String; 24] = Default::default();
-    let cells = [
-        (0, "break_glass".to_string()),
-        (1, e.id.clone()),
-        (3, ts(e.at)),
-        (4, ts(e.stored_at)),
-        (7, e.namespace.clone()),
-        (8, e.name.clone()),
-        (9, e.uid.clone()),
-        (17, e.user_name.clone()),
-        (18, groups),
-        (19, shard),
-        (20, seq),
-        (21, key),
-        (22, hash),
-        (23, e.event_text.clone()),
-    ];
-    for (i, v) in cells {
-        row[i] = v;
+impl ExportRow for RecordRow {
+    fn position(&self) -> Position {
+        (self.columns.completed_at, self.id.clone())
     }
-    row
+
+    fn link(&self) -> Option<&Link> {
+        self.link.as_ref()
+    }
+
+    fn ndjson_parts(&self) -> (serde_json::Value, &'static str, &str) {
+        let c = &self.columns;
+        let head = json!({"kind": "record", "id": self.id, "at": c.completed_at, "stored_at": c.stored_at});
+        (head, "record", &self.record_text)
+    }
+
+    fn csv(&self) -> [String; 24] {
+        let c = &self.columns;
+        let head = [
+            "record".into(),
+            self.id.clone(),
+            self.id.clone(),
+            ts(c.completed_at),
+            ts(c.stored_at),
+        ];
+        record_csv(head, Some(c), self.link(), &self.record_text)
+    }
+}
+
+impl ExportRow for AmendmentRow {
+    fn position(&self) -> Position {
+        (self.amended_at, self.amendment_id.clone())
+    }
+
+    fn link(&self) -> Option<&Link> {
+        self.link.as_ref()
+    }
+
+    fn ndjson_parts(&self) -> (serde_json::Value, &'static str, &str) {
+        let head = json!({"kind": "amendment", "id": self.amendment_id, "record_id": self.record_id, "at": self.amended_at});
+        (head, "record", &self.record_text)
+    }
+
+    fn csv(&self) -> [String; 24] {
+        // The amended record's columns, as if stored at the moment it was amended.
+        let columns = serde_json::from_str(&self.record_text)
+            .ok()
+            .and_then(|rec| super::verify::columns_of(&rec, self.amended_at).ok());
+        let head = [
+            "amendment".into(),
+            self.amendment_id.clone(),
+            self.record_id.clone(),
+            ts(self.amended_at),
+            ts(self.amended_at),
+        ];
+        record_csv(head, columns.as_ref(), self.link(), &self.record_text)
+    }
+}
+
+impl ExportRow for EventRow {
+    fn position(&self) -> Position {
+        (self.at, self.id.clone())
+    }
+
+    fn link(&self) -> Option<&Link> {
+        self.link.as_ref()
+    }
+
+    fn ndjson_parts(&self) -> (serde_json::Value, &'static str, &str) {
+        let head = json!({"kind": "break_glass", "id": self.id, "at": self.at, "stored_at": self.stored_at});
+        (head, "event", &self.event_text)
+    }
+
+    fn csv(&self) -> [String; 24] {
+        let groups = self
+            .groups
+            .as_array()
+            .map(|g| g.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(";"))
+            .unwrap_or_default();
+        let [shard, seq, key, hash] = chain_cells(self.link());
+        let mut row: [String; 24] = Default::default();
+        let cells = [
+            (0, "break_glass".to_string()),
+            (1, self.id.clone()),
+            (3, ts(self.at)),
+            (4, ts(self.stored_at)),
+            (7, self.namespace.clone()),
+            (8, self.name.clone()),
+            (9, self.uid.clone()),
+            (17, self.user_name.clone()),
+            (18, groups),
+            (19, shard),
+            (20, seq),
+            (21, key),
+            (22, hash),
+            (23, self.event_text.clone()),
+        ];
+        for (i, v) in cells {
+            row[i] = v;
+        }
+        row
+    }
 }
 
 /// Streams one export into `tx`: content chunks, then (once the manifest is signed and
@@ -413,49 +451,29 @@ impl ExportJob {
             sink.send(csv_bytes(&[], true)?).await?;
         }
         let (store, range) = (&self.store, self.range);
+        let unchained = &mut counts.unchained;
         stream_pages(
             &mut sink,
             |after| store.record_rows(range, after, PAGE),
-            |r: &RecordRow| ((r.columns.completed_at, r.id.clone()), r.link.is_none()),
-            |page| {
-                counts.records += page.len() as u64;
-                if csv {
-                    csv_bytes(&page.iter().map(csv_record).collect::<Vec<_>>(), false)
-                } else {
-                    Ok(page.iter().map(ndjson_record).collect::<String>().into_bytes())
-                }
-            },
-            &mut counts.unchained,
+            csv,
+            &mut counts.records,
+            unchained,
         )
         .await?;
         stream_pages(
             &mut sink,
             |after| store.amendment_rows(range, after, PAGE),
-            |r: &AmendmentRow| ((r.amended_at, r.amendment_id.clone()), r.link.is_none()),
-            |page| {
-                counts.amendments += page.len() as u64;
-                if csv {
-                    csv_bytes(&page.iter().map(csv_amendment).collect::<Vec<_>>(), false)
-                } else {
-                    Ok(page.iter().map(ndjson_amendment).collect::<String>().into_bytes())
-                }
-            },
-            &mut counts.unchained,
+            csv,
+            &mut counts.amendments,
+            unchained,
         )
         .await?;
         stream_pages(
             &mut sink,
             |after| store.event_rows(range, after, PAGE),
-            |r: &EventRow| ((r.at, r.id.clone()), r.link.is_none()),
-            |page| {
-                counts.break_glass_events += page.len() as u64;
-                if csv {
-                    csv_bytes(&page.iter().map(csv_event).collect::<Vec<_>>(), false)
-                } else {
-                    Ok(page.iter().map(ndjson_event).collect::<String>().into_bytes())
-                }
-            },
-            &mut counts.unchained,
+            csv,
+            &mut counts.break_glass_events,
+            unchained,
         )
         .await?;
         let manifest = Manifest {
@@ -491,26 +509,32 @@ impl ExportJob {
 /// Keyset position of a row: its own time and id.
 type Position = (DateTime<Utc>, String);
 
-/// Reads `fetch` page by page (each page strictly after the last row's `position`) until a
-/// short page, sending each rendered page to the sink and counting rows without a link.
-async fn stream_pages<R, Fetch, Fut>(
+/// Reads `fetch` page by page (each page strictly after the last row's position) until a
+/// short page, sending each page rendered as CSV or NDJSON to the sink and counting its rows
+/// and those without a link.
+async fn stream_pages<R: ExportRow, Fut>(
     sink: &mut Sink,
-    mut fetch: Fetch,
-    position: impl Fn(&R) -> (Position, bool),
-    mut render: impl FnMut(&[R]) -> Result<Vec<u8>, DbError>,
+    mut fetch: impl FnMut(Option<Position>) -> Fut,
+    csv: bool,
+    count: &mut u64,
     unchained: &mut u64,
 ) -> Result<(), DbError>
 where
-    Fetch: FnMut(Option<Position>) -> Fut,
     Fut: std::future::Future<Output = Result<Vec<R>, DbError>>,
 {
     let mut after = None;
     loop {
         let page = fetch(after).await?;
-        *unchained += page.iter().filter(|r| position(r).1).count() as u64;
-        sink.send(render(&page)?).await?;
+        *count += page.len() as u64;
+        *unchained += page.iter().filter(|r| r.link().is_none()).count() as u64;
+        let chunk = if csv {
+            csv_bytes(&page.iter().map(R::csv).collect::<Vec<_>>(), false)?
+        } else {
+            page.iter().map(R::ndjson).collect::<String>().into_bytes()
+        };
+        sink.send(chunk).await?;
         match page.last() {
-            Some(r) if page.len() == PAGE as usize => after = Some(position(r).0),
+            Some(r) if page.len() == PAGE as usize => after = Some(r.position()),
             _ => return Ok(()),
         }
     }
@@ -626,6 +650,27 @@ pub async fn public_key(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
+#[cfg(test)]
+impl Manifest {
+    /// The manifest of an export of `content` that `signer` would sign, for tests.
+    pub fn for_test(signer: &Signer, format: Format, content: &[u8], counts: Counts) -> Self {
+        Self {
+            format: MANIFEST_FORMAT.into(),
+            export_id: "e".into(),
+            created_at: "2026-01-01T00:00:00Z".parse().unwrap(),
+            created_by: "auditor".into(),
+            since: None,
+            until: None,
+            content_format: format,
+            content_sha256: chain::hex(&Sha256::digest(content)),
+            content_bytes: content.len() as u64,
+            counts,
+            chain_heads: vec![],
+            signing_key_id: signer.key_id.clone(),
+        }
+    }
+}
+
 /// Checks a signed manifest against a public key: the manifest, if the signature is its.
 pub fn verify_manifest(signed: &str, signature: &[u8], public: &VerifyingKey) -> Result<Manifest, String> {
     let sig = ed25519_dalek::Signature::from_slice(signature).map_err(|e| format!("not an Ed25519 signature: {e}"))?;
@@ -654,37 +699,16 @@ pub fn public_key_from_pem(pem: &str) -> anyhow::Result<VerifyingKey> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datastorage::store::RecordColumns;
 
     fn row() -> RecordRow {
         RecordRow {
             id: "a\"b".into(),
             record_text: r#"{"id":"a\"b","status":"completed"}"#.into(),
             columns: RecordColumns {
-                remediation_id: "rr".into(),
-                signal_fingerprint: "fp".into(),
-                processing_phases: json!([]),
-                enrichment_quality: None,
-                enrichment_sources: None,
-                context_size_bytes: None,
                 environment: Some("prod,\"x\"".into()),
                 confidence: Some(0.5),
-                business_criticality: None,
-                sla_requirement: None,
-                priority: None,
-                priority_score: None,
-                routed_to_service: None,
-                routing_priority: None,
-                completed_at: "2026-01-01T00:00:00Z".parse().unwrap(),
-                status: "completed".into(),
-                error_message: None,
-                namespace: None,
-                name: None,
-                uid: None,
-                trigger: None,
-                deleted_at: None,
-                anomalies: None,
                 stored_at: "2026-01-01T00:00:01Z".parse().unwrap(),
+                ..RecordColumns::sample("2026-01-01T00:00:00Z".parse().unwrap())
             },
             link: None,
         }
@@ -692,7 +716,7 @@ mod tests {
 
     #[test]
     fn ndjson_lines_carry_the_stored_json_verbatim() {
-        let line = ndjson_record(&row());
+        let line = row().ndjson();
         assert!(line.ends_with(&format!(",\"record\":{}}}\n", row().record_text)), "{line}");
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["kind"], "record");
@@ -703,7 +727,7 @@ mod tests {
 
     #[test]
     fn csv_rows_quote_and_have_every_column() {
-        let bytes = csv_bytes(&[csv_record(&row())], true).unwrap();
+        let bytes = csv_bytes(&[row().csv()], true).unwrap();
         let mut rdr = csv::Reader::from_reader(bytes.as_slice());
         assert_eq!(rdr.headers().unwrap().len(), CSV_COLUMNS.len());
         let rec = rdr.records().next().unwrap().unwrap();
@@ -713,24 +737,48 @@ mod tests {
     }
 
     #[test]
+    fn amendment_csv_rows_carry_their_records_columns() {
+        let text = json!({
+            "id": "r", "remediation_id": "rr", "signal_fingerprint": "fp", "processing_phases": [],
+            "completed_at": "2026-01-01T00:00:00Z", "status": "failed", "trigger": "deletion",
+            "deleted_at": "2026-01-01T00:00:05.123456789Z", "namespace": "ns", "confidence": 0.75, "priority_score": 60
+        })
+        .to_string();
+        let mut a = AmendmentRow {
+            amendment_id: "am".into(),
+            record_id: "r".into(),
+            amended_at: "2026-01-02T00:00:00Z".parse().unwrap(),
+            content_sha256: String::new(),
+            record_text: text.clone(),
+            anomalies: None,
+            link: None,
+        };
+        let row = a.csv();
+        assert_eq!(
+            row[..6],
+            [
+                "amendment",
+                "am",
+                "r",
+                "2026-01-02T00:00:00.000000Z",
+                "2026-01-02T00:00:00.000000Z",
+                "failed"
+            ]
+        );
+        assert_eq!((row[6].as_str(), row[7].as_str()), ("deletion", "ns"));
+        assert_eq!((row[11].as_str(), row[13].as_str()), ("0.75", "60"));
+        assert_eq!(row[16], "2026-01-01T00:00:05.123456Z");
+        assert_eq!(row[23], text);
+        a.record_text = "not a record".into();
+        assert!(a.csv()[5..17].iter().all(String::is_empty));
+    }
+
+    #[test]
     fn a_signed_manifest_verifies_only_unchanged_and_with_its_key() {
         let (private, public) = generate_signing_key().unwrap();
         let signer = Signer::from_pem(&private).unwrap();
         let public = public_key_from_pem(&public).unwrap();
-        let m = Manifest {
-            format: MANIFEST_FORMAT.into(),
-            export_id: "e".into(),
-            created_at: "2026-01-01T00:00:00Z".parse().unwrap(),
-            created_by: "auditor".into(),
-            since: None,
-            until: None,
-            content_format: Format::Ndjson,
-            content_sha256: chain::hex(&[0; 32]),
-            content_bytes: 0,
-            counts: Counts::default(),
-            chain_heads: vec![],
-            signing_key_id: signer.key_id.clone(),
-        };
+        let m = Manifest::for_test(&signer, Format::Ndjson, b"", Counts::default());
         let text = serde_json::to_string(&m).unwrap();
         let sig = signer.sign(text.as_bytes());
         assert_eq!(verify_manifest(&text, &sig, &public).unwrap(), m);

@@ -10,9 +10,9 @@ use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgConnection, PgPool};
 
-use super::chain::{self, ChainKeys, EntryKind, Head, Link};
+use super::chain::{self, ChainKeys, Head, Link};
 use super::store::*;
 
 const PARENT: &str = "signal_processing_audit";
@@ -87,29 +87,21 @@ fn unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23505"))
 }
 
-/// Chain columns of a row, `None` when it has no link.
-fn link_from(row: &PgRow, first: usize, kind: EntryKind, id: String, at: DateTime<Utc>) -> DbResult<Option<Link>> {
-    let shard: Option<i32> = row.try_get(first)?;
-    let Some(shard) = shard else { return Ok(None) };
-    let digest: Option<Vec<u8>> = row.try_get(first + 4)?;
-    let hash: Option<Vec<u8>> = row.try_get(first + 5)?;
-    let stored_at: Option<DateTime<Utc>> = row.try_get(first + 3)?;
-    Ok(Some(Link {
-        shard,
-        seq: row.try_get::<Option<i64>, _>(first + 1)?.unwrap_or(0),
-        kind,
-        id,
-        at,
-        stored_at: stored_at.unwrap_or(DateTime::<Utc>::UNIX_EPOCH),
-        key_id: row.try_get::<Option<String>, _>(first + 2)?.unwrap_or_default(),
-        // A malformed value cannot verify; it is reported, never a crash.
-        digest: digest.as_deref().and_then(chain::hash_from).unwrap_or(chain::GENESIS),
-        hash: hash.as_deref().and_then(chain::hash_from).unwrap_or(chain::GENESIS),
-    }))
+/// Binds a link's columns, in [`LINK_COLUMNS`] order.
+trait BindLink<'q> {
+    fn bind_link(self, link: &'q Link) -> Self;
 }
 
-/// The chain columns in the order [`link_from`] reads them.
-const LINK_COLUMNS: &str = "chain_shard, chain_seq, chain_key_id, chain_stored_at, chain_digest, chain_hash";
+impl<'q> BindLink<'q> for sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    fn bind_link(self, link: &'q Link) -> Self {
+        self.bind(link.shard)
+            .bind(link.seq)
+            .bind(&link.key_id)
+            .bind(link.stored_at)
+            .bind(link.digest.to_vec())
+            .bind(link.hash.to_vec())
+    }
+}
 
 /// An open range's ends inside PostgreSQL's timestamp range, so the range stays an index condition.
 fn range_ends(r: &TimeRange) -> (DateTime<Utc>, DateTime<Utc>) {
@@ -380,6 +372,47 @@ impl PgStore {
         }
     }
 
+    /// A statistic's rows: `completed_at` after `range.since` ($1), up to `range.until` ($2).
+    async fn stats<T>(&self, sql: &'static str, range: StatsRange) -> DbResult<Vec<T>>
+    where
+        T: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
+    {
+        Ok(sqlx::query_as(sql)
+            .bind(range.since)
+            .bind(range.until)
+            .fetch_all(&self.read)
+            .await?)
+    }
+
+    /// One keyset page of a kind's rows on the auditors' pool: its time in `range`, strictly
+    /// after `after` by (time, id), oldest first.
+    async fn page<T>(&self, k: Keyset, range: TimeRange, after: Option<(DateTime<Utc>, String)>, limit: u32) -> DbResult<Vec<T>>
+    where
+        T: Chained,
+        Linked<T>: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
+    {
+        let (_, until) = range_ends(&range);
+        let (after_ts, after_id) = page_start(&range, after);
+        let Keyset {
+            columns,
+            text,
+            table,
+            at,
+            id,
+        } = k;
+        let rows: Vec<Linked<T>> = sqlx::query_as(&format!(
+            "SELECT {columns}, {text}::text AS {text}, {LINK_COLUMNS} FROM {table} WHERE {at} < $1 AND ({at}, {id}) > ($2, $3) \
+             ORDER BY {at}, {id} LIMIT $4"
+        ))
+        .bind(until)
+        .bind(after_ts)
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.audit)
+        .await?;
+        Ok(rows.into_iter().map(Linked::into_row).collect())
+    }
+
     /// Creates this and next month's partition if missing (through the owner's function) and
     /// reloads the known months. Failure is not fatal: rows then land in the DEFAULT partition.
     pub async fn refresh_partitions(&self) {
@@ -501,14 +534,12 @@ FROM u";
 
 const AMENDMENT_COLUMNS: &str = "amendment_id, record_id, amended_at, record";
 
-fn amendment_row(row: &sqlx::postgres::PgRow) -> DbResult<StoredAmendment> {
-    Ok(StoredAmendment {
-        amendment_id: row.try_get(0)?,
-        record_id: row.try_get(1)?,
-        amended_at: row.try_get(2)?,
-        record: row.try_get(3)?,
-    })
-}
+/// Records read their links from the ids table (USING keeps `id` and `completed_at`
+/// unqualified: in a LEFT JOIN they are the record's own columns).
+const RECORD_KEYSET_PG: Keyset = Keyset {
+    table: "signal_processing_audit LEFT JOIN signal_processing_audit_ids USING (id, completed_at)",
+    ..RECORD_KEYSET
+};
 
 impl Store for PgStore {
     fn backend(&self) -> &'static str {
@@ -562,14 +593,14 @@ impl Store for PgStore {
 
     fn amendments<'a>(&'a self, ids: &'a [String], lane: Lane) -> BoxFuture<'a, DbResult<HashMap<String, Vec<StoredAmendment>>>> {
         async move {
-            let rows = sqlx::query(&format!(
+            let rows = sqlx::query_as(&format!(
                 "SELECT {AMENDMENT_COLUMNS} FROM signal_processing_audit_amendments WHERE record_id = ANY($1) \
                  ORDER BY record_id, amended_at, amendment_id"
             ))
             .bind(ids)
             .fetch_all(self.pool(lane))
             .await?;
-            Ok(group_amendments(rows.iter().map(amendment_row).collect::<DbResult<_>>()?))
+            Ok(group_amendments(rows))
         }
         .boxed()
     }
@@ -592,26 +623,21 @@ impl Store for PgStore {
             .bind(&a.prepared.record_text)
             .bind(a.prepared.anomalies_text.as_deref())
             .bind(a.amended_at)
-            .bind(link.shard)
-            .bind(link.seq)
-            .bind(&link.key_id)
-            .bind(link.stored_at)
-            .bind(link.digest.to_vec())
-            .bind(link.hash.to_vec())
+            .bind_link(link)
             .fetch_optional(&mut *tx)
             .await?;
             tx.commit().await?;
             if let Some(row) = inserted {
-                return Ok(AmendmentOutcome::Created(amendment_row(&row)?));
+                return Ok(AmendmentOutcome::Created(sqlx::FromRow::from_row(&row)?));
             }
-            let row = sqlx::query(&format!(
+            let stored = sqlx::query_as(&format!(
                 "SELECT {AMENDMENT_COLUMNS} FROM signal_processing_audit_amendments WHERE record_id = $1 AND content_sha256 = $2"
             ))
             .bind(&a.prepared.rec.id)
             .bind(&a.digest)
             .fetch_one(&self.write)
             .await?;
-            Ok(AmendmentOutcome::Duplicate(amendment_row(&row)?))
+            Ok(AmendmentOutcome::Duplicate(stored))
         }
         .boxed()
     }
@@ -622,8 +648,8 @@ impl Store for PgStore {
                 Some((t, id)) => (Some(t), Some(id)),
                 None => (None, None),
             };
-            let rows: Vec<(serde_json::Value, DateTime<Utc>, String)> = sqlx::query_as(
-                "SELECT record, completed_at, id FROM signal_processing_audit \
+            Ok(sqlx::query_as(
+                "SELECT record AS json, completed_at AS at, id FROM signal_processing_audit \
                  WHERE ($1::text IS NULL OR signal_fingerprint = $1) AND ($2::text IS NULL OR remediation_id = $2) \
                  AND ($3::text IS NULL OR environment = $3) AND ($4::text IS NULL OR priority = $4) \
                  AND ($5::text IS NULL OR status = $5) AND ($6::timestamptz IS NULL OR completed_at >= $6) \
@@ -642,39 +668,26 @@ impl Store for PgStore {
             .bind(after_id)
             .bind(i64::from(q.page.limit))
             .fetch_all(&self.read)
-            .await?;
-            Ok(rows.into_iter().map(|(json, at, id)| Listed { json, at, id }).collect())
+            .await?)
         }
         .boxed()
     }
 
     fn classification(&self, range: StatsRange) -> BoxFuture<'_, DbResult<Vec<ClassificationStat>>> {
-        async move {
-            let rows: Vec<(Option<String>, Option<f64>, i64)> = sqlx::query_as(
-                "SELECT environment, AVG(confidence)::float8, COUNT(*) FROM signal_processing_audit \
-                 WHERE completed_at > $1 AND completed_at <= $2 GROUP BY environment ORDER BY environment",
-            )
-            .bind(range.since)
-            .bind(range.until)
-            .fetch_all(&self.read)
-            .await?;
-            Ok(rows.into_iter().map(Into::into).collect())
-        }
+        self.stats(
+            "SELECT environment, AVG(confidence)::float8 AS avg_confidence, COUNT(*) AS total_signals FROM signal_processing_audit \
+             WHERE completed_at > $1 AND completed_at <= $2 GROUP BY environment ORDER BY environment",
+            range,
+        )
         .boxed()
     }
 
     fn priorities(&self, range: StatsRange) -> BoxFuture<'_, DbResult<Vec<PriorityStat>>> {
-        async move {
-            let rows: Vec<(Option<String>, i64, Option<f64>)> = sqlx::query_as(
-                "SELECT priority, COUNT(*), AVG(priority_score)::float8 FROM signal_processing_audit \
-                 WHERE completed_at > $1 AND completed_at <= $2 GROUP BY priority ORDER BY priority",
-            )
-            .bind(range.since)
-            .bind(range.until)
-            .fetch_all(&self.read)
-            .await?;
-            Ok(rows.into_iter().map(Into::into).collect())
-        }
+        self.stats(
+            "SELECT priority, COUNT(*) AS count, AVG(priority_score)::float8 AS avg_score FROM signal_processing_audit \
+             WHERE completed_at > $1 AND completed_at <= $2 GROUP BY priority ORDER BY priority",
+            range,
+        )
         .boxed()
     }
 
@@ -683,9 +696,9 @@ impl Store for PgStore {
             // Filter and order on the JSONB phases (ISO durations, already parsed; compared as
             // intervals, i.e. to the microsecond); only the rows returned read their exact
             // nanoseconds from the record text.
-            let rows: Vec<(String, String, String, DateTime<Utc>, i64)> = sqlx::query_as(
+            Ok(sqlx::query_as(
                 "SELECT a.id, a.remediation_id, a.signal_fingerprint, a.completed_at, \
-                        (a.record->'processing_phases'->(s.n::int - 1)->>'duration')::int8 AS d \
+                        (a.record->'processing_phases'->(s.n::int - 1)->>'duration')::int8 AS duration_nanos \
                  FROM (SELECT a.id, a.completed_at, p.n, (p.v->>'duration')::interval AS iv \
                        FROM signal_processing_audit a, jsonb_array_elements(a.processing_phases) WITH ORDINALITY AS p(v, n) \
                        WHERE a.completed_at >= $3 AND a.completed_at <= $4 AND p.v->>'phase' = $1 \
@@ -693,7 +706,7 @@ impl Store for PgStore {
                          AND (p.v->>'duration')::interval > make_interval(secs => $2::float8 / 1e9) \
                        ORDER BY iv DESC, a.id LIMIT $5) s \
                  JOIN signal_processing_audit a ON a.id = s.id AND a.completed_at = s.completed_at \
-                 ORDER BY d DESC, a.id",
+                 ORDER BY duration_nanos DESC, a.id",
             )
             .bind(q.phase)
             .bind(q.min_duration_nanos)
@@ -701,17 +714,7 @@ impl Store for PgStore {
             .bind(q.range.until)
             .bind(i64::from(q.limit))
             .fetch_all(&self.read)
-            .await?;
-            Ok(rows
-                .into_iter()
-                .map(|(id, remediation_id, signal_fingerprint, completed_at, duration_nanos)| SlowPhase {
-                    id,
-                    remediation_id,
-                    signal_fingerprint,
-                    completed_at,
-                    duration_nanos,
-                })
-                .collect())
+            .await?)
         }
         .boxed()
     }
@@ -735,12 +738,7 @@ impl Store for PgStore {
             .bind(&ev.uid)
             .bind(ev.at)
             .bind(&e.event_text)
-            .bind(link.shard)
-            .bind(link.seq)
-            .bind(&link.key_id)
-            .bind(link.stored_at)
-            .bind(link.digest.to_vec())
-            .bind(link.hash.to_vec())
+            .bind_link(link)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -766,8 +764,8 @@ impl Store for PgStore {
                 Some((t, id)) => (Some(t), Some(id)),
                 None => (None, None),
             };
-            let rows: Vec<(serde_json::Value, DateTime<Utc>, String)> = sqlx::query_as(
-                "SELECT event, at, id FROM break_glass_events \
+            Ok(sqlx::query_as(
+                "SELECT event AS json, at, id FROM break_glass_events \
                  WHERE ($1::timestamptz IS NULL OR at >= $1) AND ($2::timestamptz IS NULL OR at < $2) \
                  AND ($3::timestamptz IS NULL OR (at, id) < ($3, $4::text)) \
                  ORDER BY at DESC, id DESC LIMIT $5",
@@ -778,8 +776,7 @@ impl Store for PgStore {
             .bind(after_id)
             .bind(i64::from(page.limit))
             .fetch_all(&self.read)
-            .await?;
-            Ok(rows.into_iter().map(|(json, at, id)| Listed { json, at, id }).collect())
+            .await?)
         }
         .boxed()
     }
@@ -787,26 +784,17 @@ impl Store for PgStore {
     fn chain_links(&self, after: Option<(i32, i64)>, limit: u32) -> BoxFuture<'_, DbResult<Vec<Link>>> {
         async move {
             let (shard, seq) = after.unwrap_or((i32::MIN, 0));
-            let rows = sqlx::query(&format!(
-                "SELECT kind, id, at, {LINK_COLUMNS} FROM ( \
-                   SELECT 'record' AS kind, id, completed_at AS at, {LINK_COLUMNS} FROM signal_processing_audit_ids \
-                   UNION ALL SELECT 'amendment', amendment_id, amended_at, {LINK_COLUMNS} FROM signal_processing_audit_amendments \
-                   UNION ALL SELECT 'break_glass', id, at, {LINK_COLUMNS} FROM break_glass_events \
-                 ) c WHERE (chain_shard, chain_seq) > ($1, $2) ORDER BY chain_shard, chain_seq LIMIT $3"
+            let rows: Vec<ChainRow> = sqlx::query_as(&format!(
+                "SELECT kind, id, at, {LINK_COLUMNS} FROM ({}) c \
+                 WHERE (chain_shard, chain_seq) > ($1, $2) ORDER BY chain_shard, chain_seq LIMIT $3",
+                chain_entries("signal_processing_audit_ids")
             ))
             .bind(shard)
             .bind(seq)
             .bind(i64::from(limit))
             .fetch_all(&self.audit)
             .await?;
-            let mut out = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let kind = EntryKind::parse(row.try_get(0)?).unwrap_or(EntryKind::Record);
-                if let Some(link) = link_from(row, 3, kind, row.try_get(1)?, row.try_get(2)?)? {
-                    out.push(link);
-                }
-            }
-            Ok(out)
+            Ok(rows.into_iter().filter_map(ChainRow::link).collect())
         }
         .boxed()
     }
@@ -833,29 +821,7 @@ impl Store for PgStore {
     }
 
     fn record_rows(&self, range: TimeRange, after: Option<(DateTime<Utc>, String)>, limit: u32) -> BoxFuture<'_, DbResult<Vec<RecordRow>>> {
-        async move {
-            let (_, until) = range_ends(&range);
-            let (after_ts, after_id) = page_start(&range, after);
-            let rows = sqlx::query(
-                "SELECT a.id, a.record::text, a.remediation_id, a.signal_fingerprint, a.processing_phases, a.enrichment_quality, \
-                    a.enrichment_sources, a.context_size_bytes, a.environment, a.confidence, a.business_criticality, a.sla_requirement, \
-                    a.priority, a.priority_score, a.routed_to_service, a.routing_priority, a.completed_at, a.status, a.error_message, \
-                    a.namespace, a.name, a.uid, a.trigger, a.deleted_at, a.anomalies, a.stored_at, \
-                    i.chain_shard, i.chain_seq, i.chain_key_id, i.chain_stored_at, i.chain_digest, i.chain_hash \
-                 FROM signal_processing_audit a \
-                 LEFT JOIN signal_processing_audit_ids i ON i.id = a.id AND i.completed_at = a.completed_at \
-                 WHERE a.completed_at < $1 AND (a.completed_at, a.id) > ($2, $3) \
-                 ORDER BY a.completed_at, a.id LIMIT $4",
-            )
-            .bind(until)
-            .bind(after_ts)
-            .bind(after_id)
-            .bind(i64::from(limit))
-            .fetch_all(&self.audit)
-            .await?;
-            rows.iter().map(record_row).collect()
-        }
-        .boxed()
+        self.page(RECORD_KEYSET_PG, range, after, limit).boxed()
     }
 
     fn amendment_rows(
@@ -864,73 +830,11 @@ impl Store for PgStore {
         after: Option<(DateTime<Utc>, String)>,
         limit: u32,
     ) -> BoxFuture<'_, DbResult<Vec<AmendmentRow>>> {
-        async move {
-            let (_, until) = range_ends(&range);
-            let (after_ts, after_id) = page_start(&range, after);
-            let rows = sqlx::query(&format!(
-                "SELECT amendment_id, record_id, amended_at, content_sha256, record::text, anomalies, {LINK_COLUMNS} \
-                 FROM signal_processing_audit_amendments WHERE amended_at < $1 AND (amended_at, amendment_id) > ($2, $3) \
-                 ORDER BY amended_at, amendment_id LIMIT $4"
-            ))
-            .bind(until)
-            .bind(after_ts)
-            .bind(after_id)
-            .bind(i64::from(limit))
-            .fetch_all(&self.audit)
-            .await?;
-            rows.iter()
-                .map(|row| {
-                    let amendment_id: String = row.try_get(0)?;
-                    let amended_at: DateTime<Utc> = row.try_get(2)?;
-                    Ok(AmendmentRow {
-                        link: link_from(row, 6, EntryKind::Amendment, amendment_id.clone(), amended_at)?,
-                        amendment_id,
-                        record_id: row.try_get(1)?,
-                        amended_at,
-                        content_sha256: row.try_get(3)?,
-                        record_text: row.try_get(4)?,
-                        anomalies: row.try_get(5)?,
-                    })
-                })
-                .collect()
-        }
-        .boxed()
+        self.page(AMENDMENT_KEYSET, range, after, limit).boxed()
     }
 
     fn event_rows(&self, range: TimeRange, after: Option<(DateTime<Utc>, String)>, limit: u32) -> BoxFuture<'_, DbResult<Vec<EventRow>>> {
-        async move {
-            let (_, until) = range_ends(&range);
-            let (after_ts, after_id) = page_start(&range, after);
-            let rows = sqlx::query(&format!(
-                "SELECT id, user_name, groups, namespace, name, uid, at, stored_at, event::text, {LINK_COLUMNS} \
-                 FROM break_glass_events WHERE at < $1 AND (at, id) > ($2, $3) ORDER BY at, id LIMIT $4"
-            ))
-            .bind(until)
-            .bind(after_ts)
-            .bind(after_id)
-            .bind(i64::from(limit))
-            .fetch_all(&self.audit)
-            .await?;
-            rows.iter()
-                .map(|row| {
-                    let id: String = row.try_get(0)?;
-                    let at: DateTime<Utc> = row.try_get(6)?;
-                    Ok(EventRow {
-                        link: link_from(row, 9, EntryKind::BreakGlass, id.clone(), at)?,
-                        id,
-                        user_name: row.try_get(1)?,
-                        groups: row.try_get(2)?,
-                        namespace: row.try_get(3)?,
-                        name: row.try_get(4)?,
-                        uid: row.try_get(5)?,
-                        at,
-                        stored_at: row.try_get(7)?,
-                        event_text: row.try_get(8)?,
-                    })
-                })
-                .collect()
-        }
-        .boxed()
+        self.page(EVENT_KEYSET, range, after, limit).boxed()
     }
 
     fn records_without_rows(&self, range: TimeRange, sample: u32) -> BoxFuture<'_, DbResult<MissingRecords>> {
@@ -955,8 +859,8 @@ impl Store for PgStore {
                 .iter()
                 .filter_map(|n| parse_partition_name(n))
                 .collect();
-            let rows = sqlx::query(&format!(
-                "SELECT i.id, i.completed_at, {} {GONE} ORDER BY i.chain_shard, i.chain_seq LIMIT $3",
+            let rows: Vec<ChainRow> = sqlx::query_as(&format!(
+                "SELECT 'record'::text AS kind, i.id, i.completed_at AS at, {} {GONE} ORDER BY i.chain_shard, i.chain_seq LIMIT $3",
                 LINK_COLUMNS.replace("chain_", "i.chain_")
             ))
             .bind(since)
@@ -964,12 +868,7 @@ impl Store for PgStore {
             .bind(i64::from(sample))
             .fetch_all(&self.audit)
             .await?;
-            let mut sample = vec![];
-            for row in &rows {
-                if let Some(link) = link_from(row, 2, EntryKind::Record, row.try_get(0)?, row.try_get(1)?)? {
-                    sample.push(link);
-                }
-            }
+            let sample = rows.into_iter().filter_map(ChainRow::link).collect();
             Ok(MissingRecords {
                 by_month: months
                     .into_iter()
@@ -1003,58 +902,15 @@ impl Store for PgStore {
 
     fn manifest(&self, export_id: String) -> BoxFuture<'_, DbResult<Option<StoredManifest>>> {
         async move {
-            let row: Option<(String, DateTime<Utc>, String, String, String)> =
+            Ok(
                 sqlx::query_as("SELECT export_id, created_at, created_by, manifest, signature FROM export_manifests WHERE export_id = $1")
                     .bind(export_id)
                     .fetch_optional(&self.read)
-                    .await?;
-            Ok(row.map(|(export_id, created_at, created_by, manifest, signature)| StoredManifest {
-                export_id,
-                created_at,
-                created_by,
-                manifest,
-                signature,
-            }))
+                    .await?,
+            )
         }
         .boxed()
     }
-}
-
-/// A row of [`Store::record_rows`]' query.
-fn record_row(row: &PgRow) -> DbResult<RecordRow> {
-    let id: String = row.try_get(0)?;
-    let completed_at: DateTime<Utc> = row.try_get(16)?;
-    Ok(RecordRow {
-        link: link_from(row, 26, EntryKind::Record, id.clone(), completed_at)?,
-        id,
-        record_text: row.try_get(1)?,
-        columns: RecordColumns {
-            remediation_id: row.try_get(2)?,
-            signal_fingerprint: row.try_get(3)?,
-            processing_phases: row.try_get(4)?,
-            enrichment_quality: row.try_get(5)?,
-            enrichment_sources: row.try_get(6)?,
-            context_size_bytes: row.try_get(7)?,
-            environment: row.try_get(8)?,
-            confidence: row.try_get(9)?,
-            business_criticality: row.try_get(10)?,
-            sla_requirement: row.try_get(11)?,
-            priority: row.try_get(12)?,
-            priority_score: row.try_get(13)?,
-            routed_to_service: row.try_get(14)?,
-            routing_priority: row.try_get(15)?,
-            completed_at,
-            status: row.try_get(17)?,
-            error_message: row.try_get(18)?,
-            namespace: row.try_get(19)?,
-            name: row.try_get(20)?,
-            uid: row.try_get(21)?,
-            trigger: row.try_get(22)?,
-            deleted_at: row.try_get(23)?,
-            anomalies: row.try_get(24)?,
-            stored_at: row.try_get(25)?,
-        },
-    })
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use futures::FutureExt;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-use super::chain::{self, ChainKeys, EntryKind, Head, Link};
+use super::chain::{self, ChainKeys, Head, Link};
 use super::store::*;
 
 /// SQLite's one chain: there is one writer, so one shard is never a bottleneck.
@@ -77,12 +77,46 @@ impl SqliteStore {
             Lane::Read | Lane::Audit => &self.read,
         }
     }
-}
 
-fn parse_ts(s: &str) -> DbResult<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| DbError::Value(format!("timestamp {s:?}: {e}")))
+    /// A statistic's rows: `completed_at` after `range.since` (?1), up to `range.until` (?2).
+    async fn stats<T>(&self, sql: &'static str, range: StatsRange) -> DbResult<Vec<T>>
+    where
+        T: for<'r> sqlx::FromRow<'r, SqliteRow> + Send + Unpin,
+    {
+        Ok(sqlx::query_as(sql)
+            .bind(fixed_ts(range.since))
+            .bind(fixed_ts(range.until))
+            .fetch_all(&self.read)
+            .await?)
+    }
+
+    /// One keyset page of a kind's rows: its time in `range`, strictly after `after` by (time,
+    /// id), oldest first.
+    async fn page<T>(&self, k: Keyset, range: TimeRange, after: Option<(DateTime<Utc>, String)>, limit: u32) -> DbResult<Vec<T>>
+    where
+        T: Chained,
+        Linked<T>: for<'r> sqlx::FromRow<'r, SqliteRow> + Send + Unpin,
+    {
+        let (until, after_ts, after_id) = range_text(&range, after);
+        let Keyset {
+            columns,
+            text,
+            table,
+            at,
+            id,
+        } = k;
+        let rows: Vec<Linked<T>> = sqlx::query_as(&format!(
+            "SELECT {columns}, {text}, {LINK_COLUMNS} FROM {table} WHERE {at} < ?1 AND ({at}, {id}) > (?2, ?3) \
+             ORDER BY {at}, {id} LIMIT ?4"
+        ))
+        .bind(until)
+        .bind(after_ts)
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.into_iter().map(Linked::into_row).collect())
+    }
 }
 
 /// `?1, ?2, …` for binding a list of ids.
@@ -95,9 +129,6 @@ const INSERT: &str = "INSERT INTO signal_processing_audit (id, remediation_id, s
      priority, priority_score, routed_to_service, routing_priority, completed_at, status, error_message, namespace, name, uid, \
      trigger, deleted_at, record, anomalies, stored_at, chain_shard, chain_seq, chain_key_id, chain_stored_at, chain_digest, chain_hash) \
      VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
-
-/// The chain columns in the order [`link_from`] reads them.
-const LINK_COLUMNS: &str = "chain_shard, chain_seq, chain_key_id, chain_stored_at, chain_digest, chain_hash";
 
 /// The last link of the shard over all three kinds (read inside the writer's transaction).
 const HEAD: &str = "SELECT chain_seq, chain_hash FROM ( \
@@ -114,36 +145,20 @@ async fn read_head(conn: &mut sqlx::SqliteConnection) -> DbResult<Option<Head>> 
     }))
 }
 
-/// Chain columns of a row, `None` when it has no link. A malformed value cannot verify; it is
-/// reported, never a crash.
-fn link_from(row: &SqliteRow, first: usize, kind: EntryKind, id: String, at: DateTime<Utc>) -> DbResult<Option<Link>> {
-    let shard: Option<i32> = row.try_get(first)?;
-    let Some(shard) = shard else { return Ok(None) };
-    let stored_at: Option<String> = row.try_get(first + 3)?;
-    let digest: Option<Vec<u8>> = row.try_get(first + 4)?;
-    let hash: Option<Vec<u8>> = row.try_get(first + 5)?;
-    Ok(Some(Link {
-        shard,
-        seq: row.try_get::<Option<i64>, _>(first + 1)?.unwrap_or(0),
-        kind,
-        id,
-        at,
-        stored_at: stored_at
-            .as_deref()
-            .and_then(|s| parse_ts(s).ok())
-            .unwrap_or(DateTime::<Utc>::UNIX_EPOCH),
-        key_id: row.try_get::<Option<String>, _>(first + 2)?.unwrap_or_default(),
-        digest: digest.as_deref().and_then(chain::hash_from).unwrap_or(chain::GENESIS),
-        hash: hash.as_deref().and_then(chain::hash_from).unwrap_or(chain::GENESIS),
-    }))
+/// Binds a link's columns, in [`LINK_COLUMNS`] order.
+trait BindLink<'q> {
+    fn bind_link(self, link: &'q Link) -> Self;
 }
 
-fn opt_ts(row: &SqliteRow, i: usize) -> DbResult<Option<DateTime<Utc>>> {
-    row.try_get::<Option<&str>, _>(i)?.map(parse_ts).transpose()
-}
-
-fn opt_json(row: &SqliteRow, i: usize) -> DbResult<Option<serde_json::Value>> {
-    Ok(row.try_get::<Option<&str>, _>(i)?.map(serde_json::from_str).transpose()?)
+impl<'q> BindLink<'q> for sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    fn bind_link(self, link: &'q Link) -> Self {
+        self.bind(link.shard)
+            .bind(link.seq)
+            .bind(&link.key_id)
+            .bind(fixed_ts(link.stored_at))
+            .bind(link.digest.to_vec())
+            .bind(link.hash.to_vec())
+    }
 }
 
 /// Range bounds as fixed-width text (an open end compares below or above every time).
@@ -157,23 +172,6 @@ fn range_text(range: &TimeRange, after: Option<(DateTime<Utc>, String)>) -> (Str
 }
 
 const AMENDMENT_COLUMNS: &str = "amendment_id, record_id, amended_at, record";
-
-fn amendment_row(row: &SqliteRow) -> DbResult<StoredAmendment> {
-    Ok(StoredAmendment {
-        amendment_id: row.try_get(0)?,
-        record_id: row.try_get(1)?,
-        amended_at: parse_ts(row.try_get::<&str, _>(2)?)?,
-        record: serde_json::from_str(row.try_get::<&str, _>(3)?)?,
-    })
-}
-
-fn listed(row: &SqliteRow) -> DbResult<Listed> {
-    Ok(Listed {
-        json: serde_json::from_str(row.try_get::<&str, _>(0)?)?,
-        at: parse_ts(row.try_get::<&str, _>(1)?)?,
-        id: row.try_get(2)?,
-    })
-}
 
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
@@ -236,12 +234,7 @@ impl Store for SqliteStore {
                     .bind(&p.record_text)
                     .bind(&p.anomalies_text)
                     .bind(fixed_ts(stored_at))
-                    .bind(link.shard)
-                    .bind(link.seq)
-                    .bind(&link.key_id)
-                    .bind(fixed_ts(link.stored_at))
-                    .bind(link.digest.to_vec())
-                    .bind(link.hash.to_vec())
+                    .bind_link(link)
                     .execute(&mut *tx)
                     .await?;
             }
@@ -283,13 +276,11 @@ impl Store for SqliteStore {
                      ORDER BY record_id, amended_at, amendment_id",
                     placeholders(chunk.len())
                 );
-                let mut q = sqlx::query(&sql);
+                let mut q = sqlx::query_as(&sql);
                 for id in chunk {
                     q = q.bind(id);
                 }
-                for row in q.fetch_all(self.pool(lane)).await? {
-                    rows.push(amendment_row(&row)?);
-                }
+                rows.extend(q.fetch_all(self.pool(lane)).await?);
             }
             Ok(group_amendments(rows))
         }
@@ -314,23 +305,17 @@ impl Store for SqliteStore {
             .bind(&a.prepared.record_text)
             .bind(&a.prepared.anomalies_text)
             .bind(fixed_ts(a.amended_at))
-            .bind(link.shard)
-            .bind(link.seq)
-            .bind(&link.key_id)
-            .bind(fixed_ts(link.stored_at))
-            .bind(link.digest.to_vec())
-            .bind(link.hash.to_vec())
+            .bind_link(link)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
-            let row = sqlx::query(&format!(
+            let stored = sqlx::query_as(&format!(
                 "SELECT {AMENDMENT_COLUMNS} FROM signal_processing_audit_amendments WHERE record_id = ? AND content_sha256 = ?"
             ))
             .bind(&a.prepared.rec.id)
             .bind(&a.digest)
             .fetch_one(&self.write)
             .await?;
-            let stored = amendment_row(&row)?;
             Ok(if done.rows_affected() == 1 {
                 AmendmentOutcome::Created(stored)
             } else {
@@ -346,8 +331,8 @@ impl Store for SqliteStore {
                 Some((t, id)) => (Some(fixed_ts(*t)), Some(id.clone())),
                 None => (None, None),
             };
-            let rows = sqlx::query(
-                "SELECT record, completed_at, id FROM signal_processing_audit \
+            let rows = sqlx::query_as(
+                "SELECT record AS json, completed_at AS at, id FROM signal_processing_audit \
                  WHERE (?1 IS NULL OR signal_fingerprint = ?1) AND (?2 IS NULL OR remediation_id = ?2) \
                  AND (?3 IS NULL OR environment = ?3) AND (?4 IS NULL OR priority = ?4) AND (?5 IS NULL OR status = ?5) \
                  AND (?6 IS NULL OR completed_at >= ?6) AND (?7 IS NULL OR completed_at < ?7) \
@@ -366,51 +351,40 @@ impl Store for SqliteStore {
             .bind(i64::from(q.page.limit))
             .fetch_all(&self.read)
             .await?;
-            rows.iter().map(listed).collect()
+            Ok(rows)
         }
         .boxed()
     }
 
     fn classification(&self, range: StatsRange) -> BoxFuture<'_, DbResult<Vec<ClassificationStat>>> {
-        async move {
-            let rows: Vec<(Option<String>, Option<f64>, i64)> = sqlx::query_as(
-                "SELECT environment, AVG(confidence), COUNT(*) FROM signal_processing_audit \
-                 WHERE completed_at > ? AND completed_at <= ? GROUP BY environment ORDER BY environment",
-            )
-            .bind(fixed_ts(range.since))
-            .bind(fixed_ts(range.until))
-            .fetch_all(&self.read)
-            .await?;
-            Ok(rows.into_iter().map(Into::into).collect())
-        }
+        self.stats(
+            "SELECT environment, AVG(confidence) AS avg_confidence, COUNT(*) AS total_signals FROM signal_processing_audit \
+             WHERE completed_at > ?1 AND completed_at <= ?2 GROUP BY environment ORDER BY environment",
+            range,
+        )
         .boxed()
     }
 
     fn priorities(&self, range: StatsRange) -> BoxFuture<'_, DbResult<Vec<PriorityStat>>> {
-        async move {
-            let rows: Vec<(Option<String>, i64, Option<f64>)> = sqlx::query_as(
-                "SELECT priority, COUNT(*), AVG(priority_score) FROM signal_processing_audit \
-                 WHERE completed_at > ? AND completed_at <= ? GROUP BY priority ORDER BY priority",
-            )
-            .bind(fixed_ts(range.since))
-            .bind(fixed_ts(range.until))
-            .fetch_all(&self.read)
-            .await?;
-            Ok(rows.into_iter().map(Into::into).collect())
-        }
+        self.stats(
+            "SELECT priority, COUNT(*) AS count, AVG(priority_score) AS avg_score FROM signal_processing_audit \
+             WHERE completed_at > ?1 AND completed_at <= ?2 GROUP BY priority ORDER BY priority",
+            range,
+        )
         .boxed()
     }
 
     fn slow_phases(&self, q: SlowPhaseQuery) -> BoxFuture<'_, DbResult<Vec<SlowPhase>>> {
         async move {
             // The record column keeps durations as integer nanoseconds: compare those.
-            let rows = sqlx::query(
-                "SELECT a.id, a.remediation_id, a.signal_fingerprint, a.completed_at, json_extract(p.value, '$.duration') AS d \
+            Ok(sqlx::query_as(
+                "SELECT a.id, a.remediation_id, a.signal_fingerprint, a.completed_at, \
+                        json_extract(p.value, '$.duration') AS duration_nanos \
                  FROM signal_processing_audit a, json_each(a.record, '$.processing_phases') p \
                  WHERE a.completed_at >= ?3 AND a.completed_at <= ?4 \
                  AND json_extract(p.value, '$.phase') = ?1 AND json_type(p.value, '$.duration') = 'integer' \
                  AND json_extract(p.value, '$.duration') > ?2 \
-                 ORDER BY d DESC, a.id LIMIT ?5",
+                 ORDER BY duration_nanos DESC, a.id LIMIT ?5",
             )
             .bind(&q.phase)
             .bind(q.min_duration_nanos)
@@ -418,18 +392,7 @@ impl Store for SqliteStore {
             .bind(fixed_ts(q.range.until))
             .bind(i64::from(q.limit))
             .fetch_all(&self.read)
-            .await?;
-            rows.iter()
-                .map(|row| {
-                    Ok(SlowPhase {
-                        id: row.try_get(0)?,
-                        remediation_id: row.try_get(1)?,
-                        signal_fingerprint: row.try_get(2)?,
-                        completed_at: parse_ts(row.try_get::<&str, _>(3)?)?,
-                        duration_nanos: row.try_get(4)?,
-                    })
-                })
-                .collect()
+            .await?)
         }
         .boxed()
     }
@@ -454,12 +417,7 @@ impl Store for SqliteStore {
             .bind(&ev.uid)
             .bind(fixed_ts(ev.at))
             .bind(&e.event_text)
-            .bind(link.shard)
-            .bind(link.seq)
-            .bind(&link.key_id)
-            .bind(fixed_ts(link.stored_at))
-            .bind(link.digest.to_vec())
-            .bind(link.hash.to_vec())
+            .bind_link(link)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -488,8 +446,8 @@ impl Store for SqliteStore {
                 Some((t, id)) => (Some(fixed_ts(*t)), Some(id.clone())),
                 None => (None, None),
             };
-            let rows = sqlx::query(
-                "SELECT event, at, id FROM break_glass_events \
+            let rows = sqlx::query_as(
+                "SELECT event AS json, at, id FROM break_glass_events \
                  WHERE (?1 IS NULL OR at >= ?1) AND (?2 IS NULL OR at < ?2) AND (?3 IS NULL OR (at, id) < (?3, ?4)) \
                  ORDER BY at DESC, id DESC LIMIT ?5",
             )
@@ -500,7 +458,7 @@ impl Store for SqliteStore {
             .bind(i64::from(page.limit))
             .fetch_all(&self.read)
             .await?;
-            rows.iter().map(listed).collect()
+            Ok(rows)
         }
         .boxed()
     }
@@ -508,27 +466,17 @@ impl Store for SqliteStore {
     fn chain_links(&self, after: Option<(i32, i64)>, limit: u32) -> BoxFuture<'_, DbResult<Vec<Link>>> {
         async move {
             let (shard, seq) = after.unwrap_or((i32::MIN, 0));
-            let rows = sqlx::query(&format!(
-                "SELECT kind, id, at, {LINK_COLUMNS} FROM ( \
-                   SELECT 'record' AS kind, id, completed_at AS at, {LINK_COLUMNS} FROM signal_processing_audit \
-                   UNION ALL SELECT 'amendment', amendment_id, amended_at, {LINK_COLUMNS} FROM signal_processing_audit_amendments \
-                   UNION ALL SELECT 'break_glass', id, at, {LINK_COLUMNS} FROM break_glass_events \
-                 ) WHERE chain_shard IS NOT NULL AND (chain_shard, chain_seq) > (?1, ?2) ORDER BY chain_shard, chain_seq LIMIT ?3"
+            let rows: Vec<ChainRow> = sqlx::query_as(&format!(
+                "SELECT kind, id, at, {LINK_COLUMNS} FROM ({}) \
+                 WHERE chain_shard IS NOT NULL AND (chain_shard, chain_seq) > (?1, ?2) ORDER BY chain_shard, chain_seq LIMIT ?3",
+                chain_entries("signal_processing_audit")
             ))
             .bind(shard)
             .bind(seq)
             .bind(i64::from(limit))
             .fetch_all(&self.read)
             .await?;
-            let mut out = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let kind = EntryKind::parse(row.try_get(0)?).unwrap_or(EntryKind::Record);
-                let at = parse_ts(row.try_get::<&str, _>(2)?)?;
-                if let Some(link) = link_from(row, 3, kind, row.try_get(1)?, at)? {
-                    out.push(link);
-                }
-            }
-            Ok(out)
+            Ok(rows.into_iter().filter_map(ChainRow::link).collect())
         }
         .boxed()
     }
@@ -542,25 +490,7 @@ impl Store for SqliteStore {
     }
 
     fn record_rows(&self, range: TimeRange, after: Option<(DateTime<Utc>, String)>, limit: u32) -> BoxFuture<'_, DbResult<Vec<RecordRow>>> {
-        async move {
-            let (until, after_ts, after_id) = range_text(&range, after);
-            let rows = sqlx::query(&format!(
-                "SELECT id, record, remediation_id, signal_fingerprint, processing_phases, enrichment_quality, enrichment_sources, \
-                    context_size_bytes, environment, confidence, business_criticality, sla_requirement, priority, priority_score, \
-                    routed_to_service, routing_priority, completed_at, status, error_message, namespace, name, uid, trigger, deleted_at, \
-                    anomalies, stored_at, {LINK_COLUMNS} \
-                 FROM signal_processing_audit WHERE completed_at < ?1 AND (completed_at, id) > (?2, ?3) \
-                 ORDER BY completed_at, id LIMIT ?4"
-            ))
-            .bind(until)
-            .bind(after_ts)
-            .bind(after_id)
-            .bind(i64::from(limit))
-            .fetch_all(&self.read)
-            .await?;
-            rows.iter().map(record_row).collect()
-        }
-        .boxed()
+        self.page(RECORD_KEYSET, range, after, limit).boxed()
     }
 
     fn amendment_rows(
@@ -569,71 +499,11 @@ impl Store for SqliteStore {
         after: Option<(DateTime<Utc>, String)>,
         limit: u32,
     ) -> BoxFuture<'_, DbResult<Vec<AmendmentRow>>> {
-        async move {
-            let (until, after_ts, after_id) = range_text(&range, after);
-            let rows = sqlx::query(&format!(
-                "SELECT amendment_id, record_id, amended_at, content_sha256, record, anomalies, {LINK_COLUMNS} \
-                 FROM signal_processing_audit_amendments WHERE amended_at < ?1 AND (amended_at, amendment_id) > (?2, ?3) \
-                 ORDER BY amended_at, amendment_id LIMIT ?4"
-            ))
-            .bind(until)
-            .bind(after_ts)
-            .bind(after_id)
-            .bind(i64::from(limit))
-            .fetch_all(&self.read)
-            .await?;
-            rows.iter()
-                .map(|row| {
-                    let amendment_id: String = row.try_get(0)?;
-                    let amended_at = parse_ts(row.try_get::<&str, _>(2)?)?;
-                    Ok(AmendmentRow {
-                        link: link_from(row, 6, EntryKind::Amendment, amendment_id.clone(), amended_at)?,
-                        amendment_id,
-                        record_id: row.try_get(1)?,
-                        amended_at,
-                        content_sha256: row.try_get(3)?,
-                        record_text: row.try_get(4)?,
-                        anomalies: opt_json(row, 5)?,
-                    })
-                })
-                .collect()
-        }
-        .boxed()
+        self.page(AMENDMENT_KEYSET, range, after, limit).boxed()
     }
 
     fn event_rows(&self, range: TimeRange, after: Option<(DateTime<Utc>, String)>, limit: u32) -> BoxFuture<'_, DbResult<Vec<EventRow>>> {
-        async move {
-            let (until, after_ts, after_id) = range_text(&range, after);
-            let rows = sqlx::query(&format!(
-                "SELECT id, user_name, groups, namespace, name, uid, at, stored_at, event, {LINK_COLUMNS} \
-                 FROM break_glass_events WHERE at < ?1 AND (at, id) > (?2, ?3) ORDER BY at, id LIMIT ?4"
-            ))
-            .bind(until)
-            .bind(after_ts)
-            .bind(after_id)
-            .bind(i64::from(limit))
-            .fetch_all(&self.read)
-            .await?;
-            rows.iter()
-                .map(|row| {
-                    let id: String = row.try_get(0)?;
-                    let at = parse_ts(row.try_get::<&str, _>(6)?)?;
-                    Ok(EventRow {
-                        link: link_from(row, 9, EntryKind::BreakGlass, id.clone(), at)?,
-                        id,
-                        user_name: row.try_get(1)?,
-                        groups: serde_json::from_str(row.try_get::<&str, _>(2)?)?,
-                        namespace: row.try_get(3)?,
-                        name: row.try_get(4)?,
-                        uid: row.try_get(5)?,
-                        at,
-                        stored_at: parse_ts(row.try_get::<&str, _>(7)?)?,
-                        event_text: row.try_get(8)?,
-                    })
-                })
-                .collect()
-        }
-        .boxed()
+        self.page(EVENT_KEYSET, range, after, limit).boxed()
     }
 
     fn records_without_rows(&self, _range: TimeRange, _sample: u32) -> BoxFuture<'_, DbResult<MissingRecords>> {
@@ -657,61 +527,15 @@ impl Store for SqliteStore {
 
     fn manifest(&self, export_id: String) -> BoxFuture<'_, DbResult<Option<StoredManifest>>> {
         async move {
-            let row =
-                sqlx::query("SELECT export_id, created_at, created_by, manifest, signature FROM export_manifests WHERE export_id = ?")
+            Ok(
+                sqlx::query_as("SELECT export_id, created_at, created_by, manifest, signature FROM export_manifests WHERE export_id = ?")
                     .bind(export_id)
                     .fetch_optional(&self.read)
-                    .await?;
-            row.map(|row| {
-                Ok(StoredManifest {
-                    export_id: row.try_get(0)?,
-                    created_at: parse_ts(row.try_get::<&str, _>(1)?)?,
-                    created_by: row.try_get(2)?,
-                    manifest: row.try_get(3)?,
-                    signature: row.try_get(4)?,
-                })
-            })
-            .transpose()
+                    .await?,
+            )
         }
         .boxed()
     }
-}
-
-/// A row of [`Store::record_rows`]' query.
-fn record_row(row: &SqliteRow) -> DbResult<RecordRow> {
-    let id: String = row.try_get(0)?;
-    let completed_at = parse_ts(row.try_get::<&str, _>(16)?)?;
-    Ok(RecordRow {
-        link: link_from(row, 26, EntryKind::Record, id.clone(), completed_at)?,
-        id,
-        record_text: row.try_get(1)?,
-        columns: RecordColumns {
-            remediation_id: row.try_get(2)?,
-            signal_fingerprint: row.try_get(3)?,
-            processing_phases: serde_json::from_str(row.try_get::<&str, _>(4)?)?,
-            enrichment_quality: row.try_get(5)?,
-            enrichment_sources: opt_json(row, 6)?,
-            context_size_bytes: row.try_get(7)?,
-            environment: row.try_get(8)?,
-            confidence: row.try_get(9)?,
-            business_criticality: row.try_get(10)?,
-            sla_requirement: row.try_get(11)?,
-            priority: row.try_get(12)?,
-            priority_score: row.try_get(13)?,
-            routed_to_service: row.try_get(14)?,
-            routing_priority: row.try_get(15)?,
-            completed_at,
-            status: row.try_get(17)?,
-            error_message: row.try_get(18)?,
-            namespace: row.try_get(19)?,
-            name: row.try_get(20)?,
-            uid: row.try_get(21)?,
-            trigger: row.try_get(22)?,
-            deleted_at: opt_ts(row, 23)?,
-            anomalies: opt_json(row, 24)?,
-            stored_at: parse_ts(row.try_get::<&str, _>(25)?)?,
-        },
-    })
 }
 
 #[cfg(test)]

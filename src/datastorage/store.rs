@@ -6,7 +6,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use futures::future::BoxFuture;
 use serde::Serialize;
 
-use super::chain::{self, Hash, Head, Link};
+use super::chain::{self, EntryKind, Hash, Head, Link};
 use crate::audit::break_glass::BreakGlassEvent;
 use crate::audit::SignalProcessingAudit;
 
@@ -82,10 +82,11 @@ pub enum Lane {
 }
 
 /// An amendment as stored: a full record under an existing id, linked to the original.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct StoredAmendment {
     pub amendment_id: String,
     pub record_id: String,
+    #[sqlx(try_from = "Stamp")]
     pub amended_at: DateTime<Utc>,
     pub record: serde_json::Value,
 }
@@ -156,7 +157,7 @@ pub struct TimeRange {
 
 /// Every column of a stored record, as the database returns it (JSON columns parsed), so
 /// verification can hold each against the record text it was written from.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct RecordColumns {
     pub remediation_id: String,
     pub signal_fingerprint: String,
@@ -172,6 +173,7 @@ pub struct RecordColumns {
     pub priority_score: Option<i64>,
     pub routed_to_service: Option<String>,
     pub routing_priority: Option<i64>,
+    #[sqlx(try_from = "Stamp")]
     pub completed_at: DateTime<Utc>,
     pub status: String,
     pub error_message: Option<String>,
@@ -179,34 +181,76 @@ pub struct RecordColumns {
     pub name: Option<String>,
     pub uid: Option<String>,
     pub trigger: Option<String>,
+    #[sqlx(try_from = "Stamp")]
     pub deleted_at: Option<DateTime<Utc>>,
     pub anomalies: Option<serde_json::Value>,
+    #[sqlx(try_from = "Stamp")]
     pub stored_at: DateTime<Utc>,
 }
 
+#[cfg(test)]
+impl RecordColumns {
+    /// A completed record's columns with every optional one empty, for tests to fill in.
+    pub fn sample(completed_at: DateTime<Utc>) -> Self {
+        Self {
+            remediation_id: "rr".into(),
+            signal_fingerprint: "fp".into(),
+            processing_phases: serde_json::json!([]),
+            enrichment_quality: None,
+            enrichment_sources: None,
+            context_size_bytes: None,
+            environment: None,
+            confidence: None,
+            business_criticality: None,
+            sla_requirement: None,
+            priority: None,
+            priority_score: None,
+            routed_to_service: None,
+            routing_priority: None,
+            completed_at,
+            status: "completed".into(),
+            error_message: None,
+            namespace: None,
+            name: None,
+            uid: None,
+            trigger: None,
+            deleted_at: None,
+            anomalies: None,
+            stored_at: completed_at,
+        }
+    }
+}
+
 /// A stored record with its link (None: no link points at it).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct RecordRow {
     pub id: String,
+    #[sqlx(rename = "record")]
     pub record_text: String,
+    #[sqlx(flatten)]
     pub columns: RecordColumns,
+    /// Read apart, from the chain columns (see [`Linked`]).
+    #[sqlx(skip)]
     pub link: Option<Link>,
 }
 
 /// A stored amendment with its link.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct AmendmentRow {
     pub amendment_id: String,
     pub record_id: String,
+    #[sqlx(try_from = "Stamp")]
     pub amended_at: DateTime<Utc>,
     pub content_sha256: String,
+    #[sqlx(rename = "record")]
     pub record_text: String,
     pub anomalies: Option<serde_json::Value>,
+    #[sqlx(skip)]
     pub link: Option<Link>,
 }
 
 /// A stored break-glass event with its link.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct EventRow {
     pub id: String,
     pub user_name: String,
@@ -214,9 +258,13 @@ pub struct EventRow {
     pub namespace: String,
     pub name: String,
     pub uid: String,
+    #[sqlx(try_from = "Stamp")]
     pub at: DateTime<Utc>,
+    #[sqlx(try_from = "Stamp")]
     pub stored_at: DateTime<Utc>,
+    #[sqlx(rename = "event")]
     pub event_text: String,
+    #[sqlx(skip)]
     pub link: Option<Link>,
 }
 
@@ -265,10 +313,220 @@ pub fn record_entries<'a>(records: impl IntoIterator<Item = &'a Prepared>, store
         .collect()
 }
 
+/// The chain columns of every kind's table, as [`LinkColumns`] reads them.
+pub const LINK_COLUMNS: &str = "chain_shard, chain_seq, chain_key_id, chain_stored_at, chain_digest, chain_hash";
+
+/// Every kind's entries with their chain columns as one table (`kind, id, at`, then
+/// [`LINK_COLUMNS`]); `records` is where a backend keeps the records' links.
+pub fn chain_entries(records: &str) -> String {
+    format!(
+        "SELECT 'record' AS kind, id, completed_at AS at, {LINK_COLUMNS} FROM {records} \
+         UNION ALL SELECT 'amendment', amendment_id, amended_at, {LINK_COLUMNS} FROM signal_processing_audit_amendments \
+         UNION ALL SELECT 'break_glass', id, at, {LINK_COLUMNS} FROM break_glass_events"
+    )
+}
+
+/// A stored time as the backends keep it: `timestamptz` in PostgreSQL, the text of
+/// [`fixed_ts`] in SQLite, read strictly as RFC 3339 (another spelling is not what was
+/// written). The parse's outcome is kept: an entry's own time fails the read, while a chain
+/// column reads a malformed one as no time, so verification reports that link instead.
+#[derive(Debug)]
+pub struct Stamp(Result<Option<DateTime<Utc>>, String>);
+
+impl TryFrom<Stamp> for Option<DateTime<Utc>> {
+    type Error = String;
+    fn try_from(s: Stamp) -> Result<Self, String> {
+        s.0
+    }
+}
+
+impl TryFrom<Stamp> for DateTime<Utc> {
+    type Error = String;
+    fn try_from(s: Stamp) -> Result<Self, String> {
+        s.0?.ok_or_else(|| "unexpected NULL".to_string())
+    }
+}
+
+impl sqlx::Type<sqlx::Sqlite> for Stamp {
+    fn type_info() -> sqlx::sqlite::SqliteTypeInfo {
+        <str as sqlx::Type<sqlx::Sqlite>>::type_info()
+    }
+    fn compatible(ty: &sqlx::sqlite::SqliteTypeInfo) -> bool {
+        <str as sqlx::Type<sqlx::Sqlite>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Sqlite> for Stamp {
+    fn decode(v: sqlx::sqlite::SqliteValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        let Some(s) = <Option<&str> as sqlx::Decode<sqlx::Sqlite>>::decode(v)? else {
+            return Ok(Self(Ok(None)));
+        };
+        Ok(Self(
+            DateTime::parse_from_rfc3339(s)
+                .map(|t| Some(t.with_timezone(&Utc)))
+                .map_err(|e| format!("timestamp {s:?}: {e}")),
+        ))
+    }
+}
+
+impl sqlx::Type<sqlx::Postgres> for Stamp {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <DateTime<Utc> as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+        <DateTime<Utc> as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Postgres> for Stamp {
+    fn decode(v: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        Ok(Self(Ok(<Option<DateTime<Utc>> as sqlx::Decode<sqlx::Postgres>>::decode(v)?)))
+    }
+}
+
+/// The chain columns of a row ([`LINK_COLUMNS`]); all NULL when no link points at it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct LinkColumns {
+    chain_shard: Option<i32>,
+    chain_seq: Option<i64>,
+    chain_key_id: Option<String>,
+    chain_stored_at: Stamp,
+    chain_digest: Option<Vec<u8>>,
+    chain_hash: Option<Vec<u8>>,
+}
+
+impl LinkColumns {
+    /// The link of entry `id` at `at`. A malformed value cannot verify; it is reported, never
+    /// a crash.
+    pub fn link(self, kind: EntryKind, id: String, at: DateTime<Utc>) -> Option<Link> {
+        let shard = self.chain_shard?;
+        Some(Link {
+            shard,
+            seq: self.chain_seq.unwrap_or(0),
+            kind,
+            id,
+            at,
+            stored_at: self.chain_stored_at.0.ok().flatten().unwrap_or(DateTime::<Utc>::UNIX_EPOCH),
+            key_id: self.chain_key_id.unwrap_or_default(),
+            digest: self.chain_digest.as_deref().and_then(chain::hash_from).unwrap_or(chain::GENESIS),
+            hash: self.chain_hash.as_deref().and_then(chain::hash_from).unwrap_or(chain::GENESIS),
+        })
+    }
+}
+
+/// A row of the chain's listing: an entry of any kind, by its kind's name.
+#[derive(Debug, sqlx::FromRow)]
+pub struct ChainRow {
+    kind: String,
+    id: String,
+    #[sqlx(try_from = "Stamp")]
+    at: DateTime<Utc>,
+    #[sqlx(flatten)]
+    link: LinkColumns,
+}
+
+impl ChainRow {
+    pub fn link(self) -> Option<Link> {
+        let kind = EntryKind::parse(&self.kind).unwrap_or(EntryKind::Record);
+        self.link.link(kind, self.id, self.at)
+    }
+}
+
+/// What a keyset page of one kind reads: its columns, the stored JSON (`text`, which
+/// PostgreSQL casts), the table, and the (time, id) it is ordered and positioned by.
+#[derive(Debug, Clone, Copy)]
+pub struct Keyset {
+    pub columns: &'static str,
+    pub text: &'static str,
+    pub table: &'static str,
+    pub at: &'static str,
+    pub id: &'static str,
+}
+
+pub const RECORD_KEYSET: Keyset = Keyset {
+    columns: "id, remediation_id, signal_fingerprint, processing_phases, enrichment_quality, enrichment_sources, \
+        context_size_bytes, environment, confidence, business_criticality, sla_requirement, priority, priority_score, \
+        routed_to_service, routing_priority, completed_at, status, error_message, namespace, name, uid, trigger, deleted_at, \
+        anomalies, stored_at",
+    text: "record",
+    table: "signal_processing_audit",
+    at: "completed_at",
+    id: "id",
+};
+
+pub const AMENDMENT_KEYSET: Keyset = Keyset {
+    columns: "amendment_id, record_id, amended_at, content_sha256, anomalies",
+    text: "record",
+    table: "signal_processing_audit_amendments",
+    at: "amended_at",
+    id: "amendment_id",
+};
+
+pub const EVENT_KEYSET: Keyset = Keyset {
+    columns: "id, user_name, groups, namespace, name, uid, at, stored_at",
+    text: "event",
+    table: "break_glass_events",
+    at: "at",
+    id: "id",
+};
+
+/// A row of a keyset page: the entry's own columns, then its chain columns.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Linked<T> {
+    #[sqlx(flatten)]
+    row: T,
+    #[sqlx(flatten)]
+    link: LinkColumns,
+}
+
+/// A stored entry that carries its chain link.
+pub trait Chained {
+    /// Its kind, id and own time: what its link is about.
+    fn entry(&self) -> (EntryKind, String, DateTime<Utc>);
+    fn link_mut(&mut self) -> &mut Option<Link>;
+}
+
+impl<T: Chained> Linked<T> {
+    pub fn into_row(self) -> T {
+        let mut row = self.row;
+        let (kind, id, at) = row.entry();
+        *row.link_mut() = self.link.link(kind, id, at);
+        row
+    }
+}
+
+impl Chained for RecordRow {
+    fn entry(&self) -> (EntryKind, String, DateTime<Utc>) {
+        (EntryKind::Record, self.id.clone(), self.columns.completed_at)
+    }
+    fn link_mut(&mut self) -> &mut Option<Link> {
+        &mut self.link
+    }
+}
+
+impl Chained for AmendmentRow {
+    fn entry(&self) -> (EntryKind, String, DateTime<Utc>) {
+        (EntryKind::Amendment, self.amendment_id.clone(), self.amended_at)
+    }
+    fn link_mut(&mut self) -> &mut Option<Link> {
+        &mut self.link
+    }
+}
+
+impl Chained for EventRow {
+    fn entry(&self) -> (EntryKind, String, DateTime<Utc>) {
+        (EntryKind::BreakGlass, self.id.clone(), self.at)
+    }
+    fn link_mut(&mut self) -> &mut Option<Link> {
+        &mut self.link
+    }
+}
+
 /// A signed export manifest as kept by Data Storage.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct StoredManifest {
     pub export_id: String,
+    #[sqlx(try_from = "Stamp")]
     pub created_at: DateTime<Utc>,
     pub created_by: String,
     /// The exact bytes that were signed.
@@ -298,9 +556,10 @@ pub struct ListQuery {
 }
 
 /// One row of a listing: the stored JSON and its position for the next cursor.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Listed {
     pub json: serde_json::Value,
+    #[sqlx(try_from = "Stamp")]
     pub at: DateTime<Utc>,
     pub id: String,
 }
@@ -313,40 +572,18 @@ pub struct StatsRange {
     pub until: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct ClassificationStat {
     pub environment: Option<String>,
     pub avg_confidence: Option<f64>,
     pub total_signals: i64,
 }
 
-/// From a row `(environment, avg_confidence, total_signals)`.
-impl From<(Option<String>, Option<f64>, i64)> for ClassificationStat {
-    fn from((environment, avg_confidence, total_signals): (Option<String>, Option<f64>, i64)) -> Self {
-        Self {
-            environment,
-            avg_confidence,
-            total_signals,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct PriorityStat {
     pub priority: Option<String>,
     pub count: i64,
     pub avg_score: Option<f64>,
-}
-
-/// From a row `(priority, count, avg_score)`.
-impl From<(Option<String>, i64, Option<f64>)> for PriorityStat {
-    fn from((priority, count, avg_score): (Option<String>, i64, Option<f64>)) -> Self {
-        Self {
-            priority,
-            count,
-            avg_score,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -358,11 +595,12 @@ pub struct SlowPhaseQuery {
     pub limit: u32,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct SlowPhase {
     pub id: String,
     pub remediation_id: String,
     pub signal_fingerprint: String,
+    #[sqlx(try_from = "Stamp")]
     pub completed_at: DateTime<Utc>,
     pub duration_nanos: i64,
 }
@@ -523,6 +761,32 @@ mod tests {
             grouped["r"].iter().map(|a| a.amendment_id.as_str()).collect::<Vec<_>>(),
             ["am-1", "am-2"]
         );
+    }
+
+    /// SQLite keeps times as text: an entry's own time in another spelling fails the read, a
+    /// link's malformed `chain_stored_at` reads as the epoch (verification then reports it).
+    #[tokio::test]
+    async fn sqlite_times_are_read_strictly_and_links_leniently() {
+        let pool = sqlx::SqlitePool::connect("sqlite::memory:").await.unwrap();
+        let row = |at: &str, stored: &str| {
+            format!(
+                "SELECT 'break_glass' AS kind, 'e' AS id, '{at}' AS at, 0 AS chain_shard, 7 AS chain_seq, 'k' AS chain_key_id, \
+                 '{stored}' AS chain_stored_at, NULL AS chain_digest, NULL AS chain_hash"
+            )
+        };
+        let good = "2025-01-01T00:00:00.000000Z";
+        let link = sqlx::query_as::<_, ChainRow>(&row(good, "not a time"))
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .link()
+            .unwrap();
+        assert_eq!((link.kind, link.seq, link.at), (EntryKind::BreakGlass, 7, good.parse().unwrap()));
+        assert_eq!(link.stored_at, DateTime::<Utc>::UNIX_EPOCH);
+        let other_spelling = sqlx::query_as::<_, ChainRow>(&row("2025-01-01 00:00:00", good))
+            .fetch_one(&pool)
+            .await;
+        assert!(other_spelling.is_err());
     }
 
     #[test]
