@@ -1,9 +1,10 @@
 //! audit-guard: no SignalProcessing leaves the cluster before its audit record is stored.
 //!
 //! Data flows one way: CR ([`crd`]) → audit record ([`audit`]) → Data Storage client
-//! ([`client`], via the buffered [`writer`] or synchronously on deletion) → Data Storage
-//! server ([`datastorage`]) → store backend. The [`auditor`]'s tools check that trail from
-//! outside: the chain, signed exports, the period report, the API server's own audit log.
+//! ([`client`], via the buffered [`writer`] or synchronously on deletion, in a [`group_commit`])
+//! → Data Storage server ([`datastorage`]) → store backend. The [`auditor`]'s tools check that
+//! trail from outside: the chain, signed exports, the period report, the API server's own audit
+//! log.
 
 pub mod audit;
 pub mod auditor;
