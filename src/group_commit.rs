@@ -1,7 +1,9 @@
-//! Group commit on the deletion path: deletion-time stores that are waiting at the same moment
-//! ride one batch POST (one Data Storage transaction, one PostgreSQL commit) instead of one
-//! POST each. Every caller waits for its own record's confirmation; nothing is lingered for, so
-//! a lone deletion goes out at once and batches form only while earlier POSTs are in flight.
+//! Group commit on the deletion path: deletion-time stores that come within a short `linger` of
+//! each other ride one batch POST (one Data Storage transaction, one PostgreSQL commit) instead
+//! of one POST each. Every caller waits for its own record's confirmation. The linger is what
+//! makes batches form in a mass cleanup: deletions there arrive a few milliseconds apart, about
+//! as far as one POST takes, so without it most batches would hold one record. It costs a lone
+//! deletion that much time, and a cleanup's throughput nothing (many reconciles are in flight).
 //!
 //! The batch is only a faster way to the same answer. Whatever it does not confirm as stored —
 //! a conflict (the amendment needs the stored record), a record without a result, a batch that
@@ -13,6 +15,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -42,10 +45,11 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// At most `in_flight` batch POSTs at once, each of at most `max_batch` records.
-    pub fn start(sink: Arc<dyn BatchSink>, max_batch: usize, in_flight: usize) -> Self {
+    /// At most `in_flight` batch POSTs at once, each of at most `max_batch` records gathered
+    /// for at most `linger` after the first.
+    pub fn start(sink: Arc<dyn BatchSink>, max_batch: usize, in_flight: usize, linger: Duration) -> Self {
         let (queue, waiting) = mpsc::channel(max_batch.max(1) * in_flight.max(1) * 4);
-        tokio::spawn(run(sink.clone(), waiting, max_batch.max(1), in_flight.max(1)));
+        tokio::spawn(run(sink.clone(), waiting, max_batch.max(1), in_flight.max(1), linger));
         Self { sink, queue }
     }
 
@@ -70,17 +74,19 @@ impl GroupCommit {
     }
 }
 
-async fn run(sink: Arc<dyn BatchSink>, mut waiting: mpsc::Receiver<Waiting>, max_batch: usize, in_flight: usize) {
+async fn run(sink: Arc<dyn BatchSink>, mut waiting: mpsc::Receiver<Waiting>, max_batch: usize, in_flight: usize, linger: Duration) {
     let slots = Arc::new(Semaphore::new(in_flight));
     loop {
         // Wait for a free slot first: while every slot is busy, arrivals gather into the next batch.
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let Some(first) = waiting.recv().await else { return };
         let mut batch = vec![first];
+        let until = tokio::time::Instant::now() + linger;
         while batch.len() < max_batch {
-            match waiting.try_recv() {
-                Ok(w) => batch.push(w),
-                Err(_) => break,
+            // What is already queued is taken even when the linger is zero or over.
+            match tokio::time::timeout_at(until, waiting.recv()).await {
+                Ok(Some(w)) => batch.push(w),
+                Ok(None) | Err(_) => break,
             }
         }
         let sink = sink.clone();
@@ -198,10 +204,32 @@ mod tests {
     #[tokio::test]
     async fn a_lone_store_goes_out_at_once_as_a_batch_of_one() {
         let sink = Arc::new(Script::default());
-        let group = GroupCommit::start(sink.clone(), 100, 1);
+        let group = GroupCommit::start(sink.clone(), 100, 1, Duration::ZERO);
         assert_eq!(group.store(&record("a")).await, Ok(Stored::AlreadyStored));
         assert_eq!(*sink.batches.lock().unwrap(), vec![vec!["a".to_string()]]);
         assert!(sink.singles.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stores_within_the_linger_share_one_batch_and_a_lone_one_waits_the_linger() {
+        let sink = Arc::new(Script::default());
+        let group = Arc::new(GroupCommit::start(sink.clone(), 100, 4, Duration::from_millis(20)));
+        let first = tokio::spawn({
+            let g = group.clone();
+            async move { g.store(&record("a")).await }
+        });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let second = tokio::spawn({
+            let g = group.clone();
+            async move { g.store(&record("b")).await }
+        });
+        assert!(first.await.unwrap().is_ok() && second.await.unwrap().is_ok());
+        assert_eq!(*sink.batches.lock().unwrap(), vec![vec!["a".to_string(), "b".to_string()]]);
+
+        let started = tokio::time::Instant::now();
+        assert!(group.store(&record("c")).await.is_ok());
+        assert_eq!(started.elapsed(), Duration::from_millis(20), "alone, after the linger");
+        assert_eq!(sink.batches.lock().unwrap().len(), 2);
     }
 
     #[tokio::test]
@@ -211,7 +239,7 @@ mod tests {
             hold: Some(hold.clone()),
             ..Script::default()
         });
-        let group = Arc::new(GroupCommit::start(sink.clone(), 100, 1));
+        let group = Arc::new(GroupCommit::start(sink.clone(), 100, 1, Duration::ZERO));
         let first = tokio::spawn({
             let g = group.clone();
             async move { g.store(&record("first")).await }
@@ -246,7 +274,7 @@ mod tests {
             conflict: Some("c"),
             ..Script::default()
         });
-        let group = GroupCommit::start(sink.clone(), 100, 1);
+        let group = GroupCommit::start(sink.clone(), 100, 1, Duration::ZERO);
         assert!(matches!(group.store(&record("c")).await, Ok(Stored::Conflict { .. })));
         assert_eq!(*sink.singles.lock().unwrap(), vec!["c".to_string()]);
     }
@@ -286,7 +314,7 @@ mod tests {
             refuse_batch: Some(ClientError::transient("503")),
             ..Script::default()
         });
-        let group = GroupCommit::start(sink.clone(), 100, 1);
+        let group = GroupCommit::start(sink.clone(), 100, 1, Duration::ZERO);
         assert!(group.store(&record("a")).await.is_err_and(|e| !e.permanent));
         assert!(
             sink.singles.lock().unwrap().is_empty(),

@@ -40,10 +40,12 @@ const ALARMED_MEMORY: usize = 10_000;
 /// Reconciles in flight at once: enough to keep Data Storage's batch-free single POSTs busy
 /// during a mass deletion without opening thousands of connections to it.
 const RECONCILE_CONCURRENCY: u16 = 64;
-/// Deletion-time stores per batch POST, and batch POSTs at once: with 64 reconciles, a mass
-/// cleanup's stores ride batches of about 16; a lone deletion still goes out at once.
+/// Deletion-time stores per batch POST, batch POSTs at once, and how long a batch gathers after
+/// its first record: a mass cleanup's deletions, a few ms apart, ride batches of several; a
+/// lone deletion waits the linger more (its reconcile slot is one of 64).
 const GROUP_COMMIT_BATCH: usize = 100;
 const GROUP_COMMIT_IN_FLIGHT: usize = 4;
+const GROUP_COMMIT_LINGER: Duration = Duration::from_millis(20);
 const RETRY_BASE: Duration = Duration::from_millis(500);
 const RETRY_CAP: Duration = Duration::from_secs(60);
 
@@ -143,8 +145,14 @@ impl Context {
         };
         // In Kubernaut's events mode a deletion-time event may be queued (202) and is then
         // polled for, CR by CR: that path keeps one request per deletion.
-        let group = (ds.mode() == ApiMode::SignalProcessing)
-            .then(|| GroupCommit::start(ds.clone() as Arc<dyn BatchSink>, GROUP_COMMIT_BATCH, GROUP_COMMIT_IN_FLIGHT));
+        let group = (ds.mode() == ApiMode::SignalProcessing).then(|| {
+            GroupCommit::start(
+                ds.clone() as Arc<dyn BatchSink>,
+                GROUP_COMMIT_BATCH,
+                GROUP_COMMIT_IN_FLIGHT,
+                GROUP_COMMIT_LINGER,
+            )
+        });
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
