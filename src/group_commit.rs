@@ -99,44 +99,30 @@ async fn run(sink: Arc<dyn BatchSink>, mut waiting: mpsc::Receiver<Waiting>, max
 
 /// POSTs the batch and tells every waiting caller what it means for its record.
 async fn answer(sink: &dyn BatchSink, batch: Vec<Waiting>) {
-    let (mut posted, mut alone): (Vec<Waiting>, Vec<Waiting>) = (Vec::with_capacity(batch.len()), vec![]);
+    // The records move into the batch (no second copy); each answer stays at its record's index.
+    let mut records = Vec::with_capacity(batch.len());
+    let mut answers = Vec::with_capacity(batch.len());
     let mut ids = HashSet::with_capacity(batch.len());
     for w in batch {
         if ids.insert(w.record.id.clone()) {
-            posted.push(w);
+            records.push(w.record);
+            answers.push(w.answer);
         } else {
-            alone.push(w);
+            let _ = w.answer.send(Answer::Alone);
         }
     }
-    for w in alone {
-        let _ = w.answer.send(Answer::Alone);
-    }
-    let records: Vec<SignalProcessingAudit> = posted.iter().map(|w| w.record.clone()).collect();
-    match sink.store_batch(&records).await {
-        Ok(outcome) => {
-            let stored: HashSet<&str> = outcome.stored.iter().map(String::as_str).collect();
-            for w in posted {
-                let a = if stored.contains(w.record.id.as_str()) {
-                    Answer::Stored
-                } else {
-                    Answer::Alone
-                };
-                let _ = w.answer.send(a);
-            }
-        }
+    let result = sink.store_batch(&records).await;
+    let answer_of = |id: &str| match &result {
+        Ok(outcome) if outcome.stored.iter().any(|s| s == id) => Answer::Stored,
+        Ok(_) => Answer::Alone,
         // A batch of one failed exactly as the record alone would have: no second attempt.
-        Err(e) if posted.len() == 1 => {
-            for w in posted {
-                let _ = w.answer.send(Answer::Failed(e.clone()));
-            }
-        }
+        Err(e) if records.len() == 1 => Answer::Failed(e.clone()),
         // Failed as a whole: each record is tried on its own, so a failure costs no caller more
         // than its own attempt would have, and one bad record holds back only itself.
-        Err(_) => {
-            for w in posted {
-                let _ = w.answer.send(Answer::Alone);
-            }
-        }
+        Err(_) => Answer::Alone,
+    };
+    for (record, answer) in records.iter().zip(answers) {
+        let _ = answer.send(answer_of(&record.id));
     }
 }
 
