@@ -6,10 +6,16 @@ CARGO ?= cargo
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/audit-guard/target
 export DATABASE_URL_TEST ?= postgres://audit_guard:audit_guard@127.0.0.1:5432/audit_guard
 
-.PHONY: build release test test-unit test-e2e test-faults e2e-node lint fmt run certs manifests bench controlplane node image node-clean helm chart postgres clean
+.PHONY: deps build release test test-unit test-e2e test-faults e2e-node lint fmt run certs manifests bench controlplane node image node-clean helm chart postgres clean
 
 build:
 	$(CARGO) build --all-targets
+
+## The Debian packages the tests, the node and the benchmarks need (PostgreSQL, promtool,
+## containerd, runc, CNI plugins, umoci, iptables, ipset, wrk): installed when missing, as root;
+## as another user it prints the exact apt-get line and stops.
+deps:
+	@bash scripts/install-deps.sh
 
 release:
 	$(CARGO) build --release
@@ -19,11 +25,11 @@ controlplane:
 	@bash controlplane/build.sh >/dev/null
 
 ## The node's binaries and images (kubelet, kube-scheduler, kube-proxy, CoreDNS, kube-router, pause, probe), built once.
-node:
+node: deps
 	@bash controlplane/build.sh node >/dev/null
 
 ## The audit-guard image without Docker: a static binary in an OCI archive under ~/.cache/audit-guard/image.
-image:
+image: deps
 	@bash scripts/image.sh >/dev/null
 
 ## The helm client the chart is tested with, built once from its Go module (tools/helm).
@@ -34,23 +40,23 @@ helm:
 chart: controlplane helm
 	$(CARGO) test --test helm_chart --test alerts --test e2e_dashboard --test e2e_helm
 
-postgres:
+postgres: deps
 	@bash scripts/postgres.sh start
 
 ## Everything: lint, unit tests, end-to-end tests on a real control plane and PostgreSQL, fault
 ## tests, the chart, and the shipped manifests and chart as pods on a real node (e2e_node, as root).
-test: controlplane helm node image postgres lint
+test: deps controlplane helm node image postgres lint
 	@mkdir -p $(CARGO_TARGET_DIR)
 	set -o pipefail; $(CARGO) test --no-fail-fast --workspace --lib --bins --tests -- --test-threads=4 2>&1 | tee $(CARGO_TARGET_DIR)/test-output.log
 	@bash scripts/test-summary.sh $(CARGO_TARGET_DIR)/test-output.log
 
 ## The fault scenarios alone (real control plane, PostgreSQL restarts, a 60 s outage); writes bench/faults.md.
-test-faults: controlplane postgres
+test-faults: deps controlplane postgres
 	AUDIT_GUARD_FAULTS_TABLE=$(CURDIR)/bench/faults.md $(CARGO) test --test faults -- --nocapture --test-threads=1
 
 ## The shipped manifests as pods on a real node (root; tests/e2e_node.rs): install, lifecycle,
 ## leader loss and rollout during mass operations, NetworkPolicies.
-e2e-node: controlplane node image certs
+e2e-node: deps controlplane node image certs
 	$(CARGO) test --test e2e_node -- --nocapture
 
 ## Removes what a killed e2e-node run left on this host (processes, mounts, bridge, iptables, ipsets).
@@ -85,7 +91,7 @@ certs:
 manifests:
 	@bash scripts/manifests.sh
 
-bench:
+bench: deps
 	@bash scripts/bench.sh
 
 clean:
