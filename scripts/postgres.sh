@@ -15,6 +15,15 @@ if [ -z "$cluster" ]; then
   pg_createcluster "$version" main >/dev/null
   cluster="$version main"
 fi
+# The tests and the README's URLs use port 5432. A cluster created while another server held
+# that port (a reinstall, say) gets the next free one: move it back when 5432 is free.
+port="$(pg_lsclusters --no-header | awk -v c="$cluster" '$1" "$2 == c {print $3}')"
+if [ "$action" = start ] && [ "$port" != 5432 ] && ! ss -ltn 2>/dev/null | grep -q '127.0.0.1:5432 \|:5432 '; then
+  # shellcheck disable=SC2086
+  pg_conftool $cluster set port 5432
+  # shellcheck disable=SC2086
+  pg_ctlcluster $cluster stop 2>/dev/null || true
+fi
 # shellcheck disable=SC2086
 case "$action" in
   start)
