@@ -107,6 +107,23 @@ pub struct ServeArgs {
     /// of a cluster need a handful.
     #[arg(long, env = "AUDIT_GUARD_WEBHOOK_MAX_CONNECTIONS", default_value_t = 64)]
     pub webhook_max_connections: usize,
+    /// Webhook connections open at once from one peer address (the API server needs a handful;
+    /// at the cap the peer's longest-idle connection is closed, or the newcomer refused).
+    #[arg(long, env = "AUDIT_GUARD_WEBHOOK_MAX_CONNECTIONS_PER_PEER", default_value_t = 32)]
+    pub webhook_max_connections_per_peer: usize,
+    /// TLS handshakes in progress at once on the webhook port; at the cap the oldest unfinished
+    /// one is dropped for the newcomer.
+    #[arg(long, env = "AUDIT_GUARD_WEBHOOK_MAX_HANDSHAKES", default_value_t = 128)]
+    pub webhook_max_handshakes: usize,
+    /// A webhook client must finish its TLS handshake within this.
+    #[arg(long, env = "AUDIT_GUARD_WEBHOOK_HANDSHAKE_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    pub webhook_handshake_timeout: Duration,
+    /// A webhook connection with no review in flight for this long is closed gracefully.
+    #[arg(long, env = "AUDIT_GUARD_WEBHOOK_IDLE_TIMEOUT", default_value = "90s", value_parser = parse_duration)]
+    pub webhook_idle_timeout: Duration,
+    /// Every webhook connection is closed gracefully at this age (the API server reconnects); 0 never.
+    #[arg(long, env = "AUDIT_GUARD_WEBHOOK_MAX_CONNECTION_AGE", default_value = "10m", value_parser = parse_duration)]
+    pub webhook_max_connection_age: Duration,
     /// Concurrent HTTP/2 streams per webhook connection (the API server opens another
     /// connection when it needs more).
     #[arg(long, env = "AUDIT_GUARD_WEBHOOK_MAX_STREAMS", default_value_t = 32)]
@@ -228,6 +245,22 @@ pub struct DataStorageArgs {
     /// A request head (HTTP/1) must arrive within this; also how long an idle connection stays open.
     #[arg(long, env = "DATASTORAGE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
+    /// Client connections open at once from one peer address; at the cap the peer's
+    /// longest-idle connection is closed, or the newcomer refused when all are busy.
+    #[arg(long, env = "DATASTORAGE_MAX_CLIENT_CONNECTIONS_PER_PEER", default_value_t = 512)]
+    pub max_client_connections_per_peer: usize,
+    /// TLS handshakes in progress at once; at the cap the oldest unfinished one is dropped.
+    #[arg(long, env = "DATASTORAGE_MAX_HANDSHAKES", default_value_t = 256)]
+    pub max_handshakes: usize,
+    /// A client must finish its TLS handshake within this.
+    #[arg(long, env = "DATASTORAGE_HANDSHAKE_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+    /// A connection with no request in flight for this long is closed gracefully.
+    #[arg(long, env = "DATASTORAGE_IDLE_TIMEOUT", default_value = "90s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Every connection is closed gracefully at this age (clients reconnect); 0 never.
+    #[arg(long, env = "DATASTORAGE_MAX_CONNECTION_AGE", default_value = "10m", value_parser = parse_duration)]
+    pub max_connection_age: Duration,
     /// PostgreSQL URL of the runtime role; without it (or --database-url-file), an embedded
     /// SQLite file in --data-dir is used.
     #[arg(long, env = "DATABASE_URL", conflicts_with = "database_url_file")]
@@ -417,9 +450,15 @@ impl From<&ServeArgs> for crate::webhook::WebhookSettings {
                 in_flight_bytes: a.max_in_flight_review_bytes,
             },
             listener: crate::https::ListenerLimits {
+                name: "webhook",
                 max_connections: a.webhook_max_connections,
+                max_connections_per_peer: a.webhook_max_connections_per_peer,
+                max_handshakes: a.webhook_max_handshakes,
+                handshake_timeout: a.webhook_handshake_timeout,
                 h2_max_concurrent_streams: a.webhook_max_streams,
                 header_read_timeout: a.body_read_timeout,
+                idle_timeout: a.webhook_idle_timeout,
+                max_connection_age: a.webhook_max_connection_age,
                 ..crate::https::ListenerLimits::default()
             },
             policy: Policy {
@@ -479,8 +518,22 @@ mod tests {
         assert!(Cli::try_parse_from(["audit-guard", "datastorage", "--plain-http", "--tls-cert-dir", "d"]).is_err());
         let l = crate::https::ListenerLimits::default();
         assert_eq!(
-            (a.max_client_connections, a.header_read_timeout),
-            (l.max_connections, l.header_read_timeout)
+            (
+                a.max_client_connections,
+                a.header_read_timeout,
+                a.max_client_connections_per_peer,
+                a.max_handshakes
+            ),
+            (
+                l.max_connections,
+                l.header_read_timeout,
+                l.max_connections_per_peer,
+                l.max_handshakes
+            )
+        );
+        assert_eq!(
+            (a.handshake_timeout, a.idle_timeout, a.max_connection_age),
+            (l.handshake_timeout, l.idle_timeout, l.max_connection_age)
         );
     }
 

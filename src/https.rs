@@ -2,42 +2,80 @@
 //! Storage's explicit `--plain-http`, plain TCP; then HTTP/1.1 or HTTP/2 by ALPN via
 //! hyper-util, with a graceful shutdown that lets in-flight requests finish.
 //!
-//! Bounded against cheap denial of service: at most `max_connections` at once (beyond that
-//! the listener stops accepting and newcomers wait in the kernel backlog), a TLS handshake
-//! timeout, an HTTP/1 header-read timeout (it also closes idle keep-alive connections), a cap
-//! on concurrent HTTP/2 streams, and a lingering close: after the last response the write side
-//! is shut and what the client still sends is read and discarded for a moment, so an early
-//! answer (a 413 before the body was read) reaches the client instead of being destroyed by
-//! the TCP reset a close with unread data causes.
+//! Bounded per client, so no client can hold the listener's resources for long:
+//! - TLS handshakes in progress have a cap of their own and a short timeout; at the cap the
+//!   oldest unfinished handshake is dropped for the newcomer (a real client finishes its
+//!   handshake in milliseconds, a silent one never does), so silent connections cannot keep
+//!   a new API server connection from being accepted.
+//! - Open connections have a cap overall and per peer address. At a cap the connection that
+//!   has been idle longest (no request in flight) is closed gracefully to make room; only when
+//!   every connection is busy is the newcomer refused. Connections that carry reviews stay.
+//! - An HTTP/1 request head must arrive within a timeout (also the keep-alive bound); an
+//!   HTTP/2 connection with no request for the idle timeout is closed, and every connection is
+//!   closed gracefully at a maximum age, so a client's hold is never indefinite.
+//! - A cap on concurrent HTTP/2 streams, and a lingering close: after the last response the
+//!   write side is shut and what the client still sends is read and discarded for a moment, so
+//!   an early answer (a 413 before the body was read) reaches the client instead of being
+//!   destroyed by the TCP reset a close with unread data causes.
+//!
+//! Every connection shed is counted in `audit_guard_listener_shed_total{listener, reason}`.
 
+use std::collections::HashMap;
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+pub mod metrics {
+    use crate::metrics::{counter_vec, declare, gauge_vec};
+    use prometheus::{IntCounterVec, IntGaugeVec};
+
+    declare! {
+        /// Connections the listener closed or refused to protect itself, by listener (webhook|datastorage) and reason.
+        pub static SHED: IntCounterVec = counter_vec("audit_guard_listener_shed_total", "Connections closed or refused by the listener's per-client bounds, by listener and reason (handshake_timeout|handshake_evicted|peer_cap|connection_cap|idle_evicted|idle_timeout|max_age)", &["listener", "reason"]);
+
+        pub static CONNECTIONS: IntGaugeVec = gauge_vec("audit_guard_listener_connections", "Connections held by the listener, by listener and stage (handshaking|open)", &["listener", "stage"]);
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerLimits {
-    /// Connections open at once; at the cap the listener stops accepting until one closes.
+    /// The listener's name in metrics and logs.
+    pub name: &'static str,
+    /// Connections open at once (after the TLS handshake).
     pub max_connections: usize,
-    /// A client that connects but never finishes the TLS handshake is dropped after this.
+    /// Connections open at once from one peer address.
+    pub max_connections_per_peer: usize,
+    /// TLS handshakes in progress at once; at the cap the oldest is dropped for a newcomer.
+    pub max_handshakes: usize,
+    /// A client that connects but does not finish the TLS handshake is dropped after this.
     pub handshake_timeout: Duration,
     /// HTTP/1: the request head must arrive within this (also the idle keep-alive bound).
     pub header_read_timeout: Duration,
     /// HTTP/2: concurrent streams per connection.
     pub h2_max_concurrent_streams: u32,
+    /// A connection with no request in flight for this long is closed gracefully.
+    pub idle_timeout: Duration,
+    /// Every connection is closed gracefully at this age (clients reconnect); zero: never.
+    pub max_connection_age: Duration,
     /// How long a closing connection keeps reading (and discarding) what the client still sends.
     pub linger: Duration,
 }
@@ -45,10 +83,15 @@ pub struct ListenerLimits {
 impl Default for ListenerLimits {
     fn default() -> Self {
         Self {
+            name: "listener",
             max_connections: 1024,
-            handshake_timeout: Duration::from_secs(10),
+            max_connections_per_peer: 512,
+            max_handshakes: 256,
+            handshake_timeout: Duration::from_secs(3),
             header_read_timeout: Duration::from_secs(10),
             h2_max_concurrent_streams: 64,
+            idle_timeout: Duration::from_secs(90),
+            max_connection_age: Duration::from_secs(600),
             linger: Duration::from_secs(2),
         }
     }
@@ -65,6 +108,235 @@ pub async fn serve(
     serve_with(listener, Some(tls), app, shutdown, drain_timeout, &ListenerLimits::default()).await
 }
 
+/// Milliseconds since the first use, for cheap atomic timestamps.
+fn now_ms() -> u64 {
+    static BASE: LazyLock<Instant> = LazyLock::new(Instant::now);
+    BASE.elapsed().as_millis() as u64
+}
+
+/// At the handshake cap, how long the oldest unfinished handshake is left before it is dropped
+/// for a newcomer: far longer than a real client's handshake takes, and it bounds how often a
+/// place turns over.
+const HANDSHAKE_GRACE: Duration = Duration::from_secs(1);
+
+/// One accepted connection as the listener's bookkeeping sees it.
+struct Conn {
+    peer: IpAddr,
+    accepted_ms: u64,
+    /// Requests being answered on it now.
+    in_flight: AtomicUsize,
+    /// When a request last started or ended (or the connection opened).
+    last_active_ms: AtomicU64,
+    open: AtomicBool,
+    /// Cancelled when the listener wants this connection gone (gracefully once open).
+    close: CancellationToken,
+}
+
+impl Conn {
+    fn idle_for_ms(&self, now: u64) -> Option<u64> {
+        (self.in_flight.load(Ordering::Acquire) == 0).then(|| now.saturating_sub(self.last_active_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// Counts a request in flight on a connection for as long as it lives.
+struct InFlight(Arc<Conn>);
+
+impl InFlight {
+    fn enter(conn: &Arc<Conn>) -> Self {
+        conn.in_flight.fetch_add(1, Ordering::AcqRel);
+        conn.last_active_ms.store(now_ms(), Ordering::Relaxed);
+        Self(conn.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.last_active_ms.store(now_ms(), Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Why a connection may not open (yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    PeerCap,
+    ConnectionCap,
+}
+
+/// Which connection, if any, to close so that a newcomer from `peer` fits under the caps: the
+/// longest-idle one (of the same peer when the peer's cap binds). `Ok(None)`: it fits as is.
+/// A plain function over plain data: `(id, peer, idle_ms)` of every open connection not
+/// already closing, `idle_ms` None while a request is in flight.
+fn choose_eviction(open: &[(u64, IpAddr, Option<u64>)], peer: IpAddr, limits: &ListenerLimits) -> Result<Option<u64>, Refusal> {
+    let from_peer = open.iter().filter(|(_, p, _)| *p == peer).count();
+    let (candidates, refusal): (Vec<_>, _) = if from_peer >= limits.max_connections_per_peer.max(1) {
+        (open.iter().filter(|(_, p, _)| *p == peer).collect(), Refusal::PeerCap)
+    } else if open.len() >= limits.max_connections.max(1) {
+        (open.iter().collect(), Refusal::ConnectionCap)
+    } else {
+        return Ok(None);
+    };
+    candidates
+        .into_iter()
+        .filter_map(|(id, _, idle)| idle.map(|idle| (idle, *id)))
+        .max()
+        .map(|(_, id)| Some(id))
+        .ok_or(refusal)
+}
+
+/// The listener's connections: handshaking and open, and the caps over them.
+struct Registry {
+    limits: ListenerLimits,
+    next_id: AtomicU64,
+    conns: Mutex<HashMap<u64, Arc<Conn>>>,
+    /// Woken whenever a connection leaves, for newcomers waiting on a closing one.
+    left: Notify,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Conn>>> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn gauge(&self, stage: &str, delta: i64) {
+        metrics::CONNECTIONS.with_label_values(&[self.limits.name, stage]).add(delta);
+    }
+
+    fn shed(&self, reason: &str) {
+        metrics::SHED.with_label_values(&[self.limits.name, reason]).inc();
+    }
+
+    /// How long to wait before accepting: None when a handshake place is free, or the oldest
+    /// unfinished handshake has had [`HANDSHAKE_GRACE`] and may be dropped for a newcomer.
+    /// (Waiting rather than accepting and dropping keeps clients that reconnect at once from
+    /// turning the cap into a busy loop; newcomers wait in the kernel's backlog meanwhile.)
+    fn handshake_wait(&self) -> Option<Duration> {
+        let conns = self.lock();
+        let handshaking = conns
+            .values()
+            .filter(|c| !c.open.load(Ordering::Relaxed) && !c.close.is_cancelled());
+        let (count, oldest) = handshaking.fold((0usize, u64::MAX), |(n, oldest), c| (n + 1, oldest.min(c.accepted_ms)));
+        if count < self.limits.max_handshakes.max(1) {
+            return None;
+        }
+        let grace = HANDSHAKE_GRACE.min(self.limits.handshake_timeout).as_millis() as u64;
+        let age = now_ms().saturating_sub(oldest);
+        (age < grace).then(|| Duration::from_millis(grace - age))
+    }
+
+    /// Registers an accepted connection as handshaking; at the handshake cap the oldest
+    /// unfinished handshake is told to go.
+    fn accepted(&self, peer: IpAddr) -> (u64, Arc<Conn>) {
+        let now = now_ms();
+        let conn = Arc::new(Conn {
+            peer,
+            accepted_ms: now,
+            in_flight: AtomicUsize::new(0),
+            last_active_ms: AtomicU64::new(now),
+            open: AtomicBool::new(false),
+            close: CancellationToken::new(),
+        });
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut conns = self.lock();
+        let handshaking: Vec<_> = conns
+            .iter()
+            .filter(|(_, c)| !c.open.load(Ordering::Relaxed) && !c.close.is_cancelled())
+            .collect();
+        if handshaking.len() >= self.limits.max_handshakes.max(1) {
+            if let Some((_, oldest)) = handshaking.into_iter().min_by_key(|(id, c)| (c.accepted_ms, **id)) {
+                oldest.close.cancel();
+                self.shed("handshake_evicted");
+            }
+        }
+        conns.insert(id, conn.clone());
+        drop(conns);
+        self.gauge("handshaking", 1);
+        (id, conn)
+    }
+
+    /// Moves a handshaken connection to open, closing the longest-idle one when a cap is
+    /// reached and waiting (within `wait`) for it to leave. Err: refused, every candidate is busy.
+    async fn open(&self, id: u64, conn: &Conn, wait: Duration) -> Result<(), Refusal> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = self.left.notified();
+            tokio::pin!(left);
+            left.as_mut().enable();
+            let refusal = {
+                let conns = self.lock();
+                let now = now_ms();
+                let live = |c: &Conn| c.open.load(Ordering::Relaxed) && !c.close.is_cancelled();
+                let open: Vec<_> = conns
+                    .iter()
+                    .filter(|(other, c)| **other != id && live(c))
+                    .map(|(other, c)| (*other, c.peer, c.idle_for_ms(now)))
+                    .collect();
+                match choose_eviction(&open, conn.peer, &self.limits) {
+                    Ok(None) => {
+                        conn.open.store(true, Ordering::Relaxed);
+                        conn.last_active_ms.store(now, Ordering::Relaxed);
+                        drop(conns);
+                        self.gauge("handshaking", -1);
+                        self.gauge("open", 1);
+                        return Ok(());
+                    }
+                    Ok(Some(victim)) => {
+                        if let Some(v) = conns.get(&victim) {
+                            v.close.cancel();
+                        }
+                        drop(conns);
+                        self.shed("idle_evicted");
+                        None
+                    }
+                    Err(refusal) => {
+                        // A connection already told to go frees a place soon: wait for it.
+                        let closing = conns.values().any(|c| c.open.load(Ordering::Relaxed) && c.close.is_cancelled());
+                        if !closing {
+                            return Err(refusal);
+                        }
+                        Some(refusal)
+                    }
+                }
+            };
+            if tokio::time::timeout_at(deadline, left).await.is_err() {
+                return Err(refusal.unwrap_or(Refusal::ConnectionCap));
+            }
+        }
+    }
+
+    /// Forgets a connection that ended.
+    fn left(&self, id: u64) {
+        let removed = self.lock().remove(&id);
+        if let Some(conn) = removed {
+            let stage = if conn.open.load(Ordering::Relaxed) { "open" } else { "handshaking" };
+            self.gauge(stage, -1);
+        }
+        self.left.notify_waiters();
+    }
+}
+
+/// Forgets the connection when its task ends, however it ends.
+struct Registered {
+    registry: Arc<Registry>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.registry.left(self.id);
+    }
+}
+
+/// What every connection task shares.
+struct Shared {
+    registry: Arc<Registry>,
+    acceptor: Option<TlsAcceptor>,
+    h1: Builder<TokioExecutor>,
+    h2: Builder<TokioExecutor>,
+    app: Router,
+    shutdown: CancellationToken,
+}
+
 /// Serves `app` on `listener`: TLS when `tls` is given, plain HTTP/1.1 otherwise.
 pub async fn serve_with(
     listener: TcpListener,
@@ -74,8 +346,6 @@ pub async fn serve_with(
     drain_timeout: Duration,
     limits: &ListenerLimits,
 ) -> anyhow::Result<()> {
-    let acceptor = tls.map(TlsAcceptor::from);
-    let graceful = GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
     // A timer lets hyper enforce its header-read timeout (HTTP/1) and keep-alive pings (HTTP/2).
     builder
@@ -90,82 +360,209 @@ pub async fn serve_with(
         .keep_alive_timeout(Duration::from_secs(10));
     // The protocol is known from ALPN (or is HTTP/1.1 without TLS): no sniffing of the first
     // bytes, which would wait without a timeout for a client that sends nothing.
-    let h1 = Arc::new(builder.clone().http1_only());
-    let h2 = Arc::new(builder.http2_only());
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let mut last_full_warning: Option<Instant> = None;
+    let shared = Arc::new(Shared {
+        registry: Arc::new(Registry {
+            limits: limits.clone(),
+            next_id: AtomicU64::new(0),
+            conns: Mutex::new(HashMap::new()),
+            left: Notify::new(),
+        }),
+        acceptor: tls.map(TlsAcceptor::from),
+        h1: builder.clone().http1_only(),
+        h2: builder.http2_only(),
+        app,
+        shutdown: shutdown.clone(),
+    });
+    let tasks = TaskTracker::new();
     loop {
-        let slot = match slots.clone().try_acquire_owned() {
-            Ok(s) => s,
-            Err(_) => {
-                if last_full_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                    tracing::warn!(
-                        max = limits.max_connections,
-                        "connection cap reached; not accepting until one closes"
-                    );
-                    last_full_warning = Some(Instant::now());
-                }
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    s = slots.clone().acquire_owned() => match s {
-                        Ok(s) => s,
-                        Err(_) => break,
-                    },
-                }
+        if let Some(wait) = shared.registry.handshake_wait() {
+            let left = shared.registry.left.notified();
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = left => {}
+                _ = tokio::time::sleep(wait) => {}
             }
-        };
+            continue;
+        }
         let (tcp, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
                     // Typically EMFILE: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    tracing::warn!(listener = limits.name, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
         let _ = tcp.set_nodelay(true);
-        let (acceptor, h1, h2) = (acceptor.clone(), h1.clone(), h2.clone());
-        let watcher = graceful.watcher();
-        let svc = TowerToHyperService::new(app.clone());
-        let (handshake_timeout, linger) = (limits.handshake_timeout, limits.linger);
-        tokio::spawn(async move {
-            let _slot = slot;
-            let result = match acceptor {
-                Some(acceptor) => {
-                    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    let builder = if tls.get_ref().1.alpn_protocol() == Some(b"h2") { h2 } else { h1 };
-                    let conn = builder.serve_connection(TokioIo::new(Lingering::new(tls, linger)), svc);
-                    watcher.watch(conn.into_owned()).await
-                }
-                None => {
-                    let conn = h1.serve_connection(TokioIo::new(Lingering::new(tcp, linger)), svc);
-                    watcher.watch(conn.into_owned()).await
-                }
+        let (id, conn) = shared.registry.accepted(peer.ip());
+        let shared = shared.clone();
+        tasks.spawn(async move {
+            let _registered = Registered {
+                registry: shared.registry.clone(),
+                id,
             };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
+            serve_connection(&shared, tcp, peer, id, conn).await;
         });
     }
     drop(listener);
-    tracing::info!("stopped accepting; finishing in-flight requests");
-    if tokio::time::timeout(drain_timeout, graceful.shutdown()).await.is_err() {
-        tracing::warn!(?drain_timeout, "in-flight requests did not finish in time");
+    tasks.close();
+    tracing::info!(listener = limits.name, "stopped accepting; finishing in-flight requests");
+    if tokio::time::timeout(drain_timeout, tasks.wait()).await.is_err() {
+        tracing::warn!(listener = limits.name, ?drain_timeout, "in-flight requests did not finish in time");
     }
     Ok(())
+}
+
+/// A connection's bytes: TLS, or plain TCP for Data Storage's `--plain-http`.
+enum Stream {
+    Tls(Box<TlsStream<TcpStream>>),
+    Plain(TcpStream),
+}
+
+/// Handshake, admission under the caps, then HTTP until the client, a bound or shutdown ends it.
+async fn serve_connection(shared: &Shared, tcp: TcpStream, peer: SocketAddr, id: u64, conn: Arc<Conn>) {
+    let registry = &shared.registry;
+    let limits = &registry.limits;
+    let (stream, h2) = match &shared.acceptor {
+        Some(acceptor) => {
+            let tls = tokio::select! {
+                // Dropped for a newcomer (counted by the registry) or shutting down.
+                _ = conn.close.cancelled() => return,
+                _ = shared.shutdown.cancelled() => return,
+                handshake = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)) => match handshake {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(listener = limits.name, %peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        registry.shed("handshake_timeout");
+                        tracing::debug!(listener = limits.name, %peer, "TLS handshake timed out");
+                        return;
+                    }
+                },
+            };
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            (Stream::Tls(Box::new(tls)), h2)
+        }
+        None => (Stream::Plain(tcp), false),
+    };
+    if let Err(refusal) = registry.open(id, &conn, limits.handshake_timeout).await {
+        let reason = match refusal {
+            Refusal::PeerCap => "peer_cap",
+            Refusal::ConnectionCap => "connection_cap",
+        };
+        registry.shed(reason);
+        tracing::debug!(listener = limits.name, %peer, reason, "connection refused: every connection under the cap is busy");
+        return;
+    }
+    let app = shared.app.clone();
+    let tracked = conn.clone();
+    let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let in_flight = InFlight::enter(&tracked);
+        let call = app.clone().oneshot(req);
+        async move {
+            let answered: Result<axum::response::Response, Infallible> = call.await;
+            drop(in_flight);
+            answered
+        }
+    });
+    let builder = if h2 { &shared.h2 } else { &shared.h1 };
+    let served = builder.serve_connection(TokioIo::new(Lingering::new(stream, limits.linger)), svc);
+    tokio::pin!(served);
+    let mut closing = false;
+    let result = loop {
+        tokio::select! {
+            result = served.as_mut() => break result,
+            reason = close_reason(&conn, limits, &shared.shutdown), if !closing => {
+                if let Some(reason) = reason {
+                    registry.shed(reason);
+                }
+                served.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(listener = limits.name, %peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Resolves when an open connection should be closed gracefully: shutdown or an eviction
+/// (None: already counted), its maximum age, or an idle spell (the reason to count).
+async fn close_reason(conn: &Conn, limits: &ListenerLimits, shutdown: &CancellationToken) -> Option<&'static str> {
+    let age = async {
+        if limits.max_connection_age.is_zero() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(limits.max_connection_age).await;
+    };
+    let idle = async {
+        let limit = limits.idle_timeout.as_millis() as u64;
+        loop {
+            match conn.idle_for_ms(now_ms()) {
+                Some(idle) if idle >= limit => return,
+                Some(idle) => tokio::time::sleep(Duration::from_millis(limit - idle)).await,
+                // Busy: look again after another idle spell's length at most.
+                None => tokio::time::sleep(Duration::from_millis(limit.max(1))).await,
+            }
+        }
+    };
+    tokio::select! {
+        _ = shutdown.cancelled() => None,
+        _ = conn.close.cancelled() => None,
+        _ = age => Some("max_age"),
+        _ = idle, if !limits.idle_timeout.is_zero() => Some("idle_timeout"),
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Tls(s) => s.is_write_vectored(),
+            Stream::Plain(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
 }
 
 enum LingerState {
@@ -292,6 +689,64 @@ mod tests {
         writer.abort();
         let _ = server.await;
         whole
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn under_the_caps_a_newcomer_fits_without_closing_anything() {
+        let limits = ListenerLimits {
+            max_connections: 3,
+            max_connections_per_peer: 2,
+            ..Default::default()
+        };
+        assert_eq!(choose_eviction(&[], ip("10.0.0.1"), &limits), Ok(None));
+        assert_eq!(choose_eviction(&[(1, ip("10.0.0.1"), None)], ip("10.0.0.1"), &limits), Ok(None));
+    }
+
+    #[test]
+    fn at_the_overall_cap_the_longest_idle_connection_of_anyone_goes() {
+        let limits = ListenerLimits {
+            max_connections: 3,
+            max_connections_per_peer: 2,
+            ..Default::default()
+        };
+        let open = [
+            (1, ip("10.0.0.1"), Some(5)),
+            (2, ip("10.0.0.2"), Some(50)),
+            (3, ip("10.0.0.1"), None),
+        ];
+        assert_eq!(choose_eviction(&open, ip("10.0.0.3"), &limits), Ok(Some(2)));
+    }
+
+    #[test]
+    fn at_a_peers_cap_only_that_peers_connections_are_candidates() {
+        let limits = ListenerLimits {
+            max_connections: 10,
+            max_connections_per_peer: 2,
+            ..Default::default()
+        };
+        let open = [
+            (1, ip("10.0.0.1"), Some(5)),
+            (2, ip("10.0.0.2"), Some(50)),
+            (3, ip("10.0.0.1"), Some(1)),
+        ];
+        assert_eq!(choose_eviction(&open, ip("10.0.0.1"), &limits), Ok(Some(1)));
+    }
+
+    #[test]
+    fn busy_connections_are_never_closed_for_a_newcomer() {
+        let limits = ListenerLimits {
+            max_connections: 3,
+            max_connections_per_peer: 2,
+            ..Default::default()
+        };
+        let peer_busy = [(1, ip("10.0.0.1"), None), (3, ip("10.0.0.1"), None), (2, ip("10.0.0.2"), Some(9))];
+        assert_eq!(choose_eviction(&peer_busy, ip("10.0.0.1"), &limits), Err(Refusal::PeerCap));
+        let all_busy = [(1, ip("10.0.0.1"), None), (2, ip("10.0.0.2"), None), (3, ip("10.0.0.3"), None)];
+        assert_eq!(choose_eviction(&all_busy, ip("10.0.0.4"), &limits), Err(Refusal::ConnectionCap));
     }
 
     #[tokio::test]

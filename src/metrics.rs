@@ -60,6 +60,10 @@ pub fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     register(built(name, IntCounterVec::new(Opts::new(name, help), labels)))
 }
 
+pub fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> prometheus::IntGaugeVec {
+    register(built(name, prometheus::IntGaugeVec::new(Opts::new(name, help), labels)))
+}
+
 pub fn float_gauge_vec(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
     register(built(name, GaugeVec::new(Opts::new(name, help), labels)))
 }

@@ -26,6 +26,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     metrics::init();
     webhook::metrics::init();
     certs::metrics::init();
+    crate::https::metrics::init();
     let shutdown = CancellationToken::new();
     tokio::spawn(crate::shutdown::cancel_on_signal(shutdown.clone()));
 

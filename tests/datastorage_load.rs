@@ -121,38 +121,10 @@ async fn deletions_complete_while_readers_and_idle_connections_load_both_servers
     drop(seeds);
 
     // A real serve: controller and webhook (TLS), writing to Data Storage over TLS with a token.
-    let dir = tempfile::tempdir().unwrap();
-    issue_certs(&dir.path().join("webhook-certs"));
-    std::fs::write(dir.path().join("token"), TOKEN).unwrap();
-    let webhook_addr = format!("127.0.0.1:{}", support::controlplane::free_port().unwrap());
-    let ds_url = format!("https://127.0.0.1:{}", svc.port);
-    let path = |p: &str| dir.path().join(p).to_string_lossy().to_string();
-    let (certs, token, ca) = (path("webhook-certs"), path("token"), svc.ca_file().to_string_lossy().to_string());
-    let serve_name = format!("serve-{ns}");
-    Serve::start_full(
-        cp,
-        &serve_name,
-        &cp.kubeconfig,
-        &ds_url,
-        &lease_ns,
-        &ns,
-        &[
-            "--retention",
-            "0",
-            "--webhook-addr",
-            &webhook_addr,
-            "--cert-dir",
-            &certs,
-            "--datastorage-token-file",
-            &token,
-            "--datastorage-ca-file",
-            &ca,
-            "--datastorage-timeout",
-            "5s",
-        ],
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", cp.log_tail(&serve_name)));
+    let guard = GuardingServe::start(cp, &svc, &lease_ns, &ns)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let (serve_name, webhook_addr) = (guard.serve.name.clone(), guard.webhook_addr.clone());
 
     // 200 CRs under the finalizer: half completed, half still pending when deleted.
     let api: Api<SignalProcessing> = Api::namespaced(client.clone(), &ns);

@@ -338,19 +338,8 @@ async fn a_secret_style_symlink_swap_is_picked_up_without_failing_requests() {
 
 /// A TLS connection to the webhook speaking HTTP/1.1 by hand (to send a body in pieces).
 async fn raw_tls(addr: std::net::SocketAddr, ca_pem: &str) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    connector
+    http1_tls_connector(ca_pem)
         .connect(rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(), tcp)
         .await
         .unwrap()
@@ -533,6 +522,34 @@ async fn review_bytes_in_flight_are_bounded() {
     assert_eq!(in_flight.await.unwrap().unwrap().status(), 200);
     let resp = client.post(hook.url(MUTATE_PATH)).json(&create).send().await.unwrap();
     assert_eq!(resp.status(), 200);
+}
+
+/// The review budget is paid for bytes that arrived, not for a declared size: clients that
+/// declare the largest body and send nothing hold none of it, and ordinary reviews pass.
+#[tokio::test]
+async fn declared_sizes_that_never_arrive_hold_no_review_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let issued = issue_certs(dir.path(), false);
+    let mut settings = settings(dir.path(), MAX_BODY);
+    settings.limits.read_timeout = Duration::from_secs(30);
+    settings.limits.in_flight_bytes = 2 * MAX_BODY;
+    let hook = start_with(settings, issued.ca_pem, unreachable_deps()).await;
+    let mut silent = vec![];
+    for _ in 0..4 {
+        let mut tls = raw_tls(hook.addr, &hook.ca_pem).await;
+        let head = format!(
+            "POST {MUTATE_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {MAX_BODY}\r\n\r\n"
+        );
+        tls.write_all(head.as_bytes()).await.unwrap();
+        tls.flush().await.unwrap();
+        silent.push(tls);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let client = https_client(&hook.ca_pem, false);
+    let create = review("CREATE", "alice", &[], Some(sp_json("a", "u1", &[], false)), None);
+    let resp = client.post(hook.url(MUTATE_PATH)).json(&create).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap_or_default());
+    drop(silent);
 }
 
 /// A CA and a client certificate it signed, as PEM.

@@ -279,6 +279,7 @@ pub async fn run(args: DataStorageArgs) -> anyhow::Result<()> {
     let tls = tls(&args, &shutdown)?;
     metrics::init();
     certs::metrics::init();
+    https::metrics::init();
     let sqlite = is_sqlite(&args)?;
     let keys = Arc::new(chain_keys(&args, sqlite)?);
     let signer = signer(&args, sqlite)?.map(Arc::new);
@@ -319,8 +320,14 @@ pub async fn run(args: DataStorageArgs) -> anyhow::Result<()> {
         audit_request_timeout: args.audit_request_timeout,
     }));
     let limits = https::ListenerLimits {
+        name: "datastorage",
         max_connections: args.max_client_connections,
+        max_connections_per_peer: args.max_client_connections_per_peer,
+        max_handshakes: args.max_handshakes,
+        handshake_timeout: args.handshake_timeout,
         header_read_timeout: args.header_read_timeout,
+        idle_timeout: args.idle_timeout,
+        max_connection_age: args.max_connection_age,
         ..Default::default()
     };
     tokio::spawn(crate::shutdown::cancel_on_signal(shutdown.clone()));

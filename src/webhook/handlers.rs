@@ -102,6 +102,9 @@ async fn drain(body: &mut Body, mut read: u64, deadline: tokio::time::Instant) {
     }
 }
 
+/// The most allocated for a body before its bytes arrive.
+const INITIAL_BODY_CAPACITY: usize = 64 * 1024;
+
 /// Reads the whole body within the limits, holding budget permits for what it read.
 async fn read_body(state: &AppState, req: Request) -> Result<(Bytes, Vec<OwnedSemaphorePermit>), BodyError> {
     let limits = &state.limits;
@@ -118,19 +121,12 @@ async fn read_body(state: &AppState, req: Request) -> Result<(Bytes, Vec<OwnedSe
         }
         return Err(BodyError::TooLarge);
     }
+    // The budget is paid as bytes arrive, not for a declared size: a client that declares a
+    // large body and sends nothing holds nothing. The first allocation is bounded likewise.
     let mut permits = Vec::new();
     let mut held_kib = 0usize;
-    // A declared size is paid for before anything is allocated for it.
     let declared = declared.map_or(0, |n| n as usize);
-    if declared > 0 {
-        let want = u32::try_from(declared.div_ceil(1024)).unwrap_or(u32::MAX);
-        match tokio::time::timeout_at(deadline, state.budget.clone().acquire_many_owned(want)).await {
-            Ok(Ok(p)) => permits.push(p),
-            _ => return Err(BodyError::Busy),
-        }
-        held_kib = declared.div_ceil(1024);
-    }
-    let mut buf = Vec::with_capacity(declared.max(8 * 1024).min(limits.max_bytes));
+    let mut buf = Vec::with_capacity(declared.clamp(8 * 1024, INITIAL_BODY_CAPACITY).min(limits.max_bytes));
     loop {
         let frame = match tokio::time::timeout_at(deadline, http_body_util::BodyExt::frame(&mut body)).await {
             Err(_) => return Err(BodyError::TooSlow),
@@ -147,7 +143,7 @@ async fn read_body(state: &AppState, req: Request) -> Result<(Bytes, Vec<OwnedSe
             return Err(BodyError::TooLarge);
         }
         buf.extend_from_slice(&data);
-        // Permits for every KiB now held (beyond what was declared), within the same deadline.
+        // Permits for every KiB now held, within the same deadline.
         let need = buf.len().div_ceil(1024).saturating_sub(held_kib);
         if need > 0 {
             let want = u32::try_from(need).unwrap_or(u32::MAX);

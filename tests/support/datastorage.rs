@@ -719,6 +719,59 @@ impl Serve {
     }
 }
 
+/// A real `serve` as deployed beside `svc`: controller and webhook (TLS, on a port of its own),
+/// writing to Data Storage over TLS with the writer's token, watching `watch_ns`.
+pub struct GuardingServe {
+    pub serve: Serve,
+    pub webhook_addr: String,
+    pub webhook_ca_pem: String,
+    /// Holds the webhook's certificates and the token file.
+    pub dir: tempfile::TempDir,
+}
+
+impl GuardingServe {
+    pub async fn start(cp: &ControlPlane, svc: &DataStorage, lease_ns: &str, watch_ns: &str) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let webhook_ca_pem = issue_certs(&dir.path().join("webhook-certs")).ca_pem;
+        std::fs::write(dir.path().join("token"), TOKEN)?;
+        let webhook_addr = format!("127.0.0.1:{}", free_port()?);
+        let ds_url = format!("https://127.0.0.1:{}", svc.port);
+        let path = |p: &str| dir.path().join(p).to_string_lossy().to_string();
+        let (certs, token, ca) = (path("webhook-certs"), path("token"), svc.ca_file().to_string_lossy().to_string());
+        let name = format!("serve-{watch_ns}");
+        let serve = Serve::start_full(
+            cp,
+            &name,
+            &cp.kubeconfig,
+            &ds_url,
+            lease_ns,
+            watch_ns,
+            &[
+                "--retention",
+                "0",
+                "--webhook-addr",
+                &webhook_addr,
+                "--cert-dir",
+                &certs,
+                "--datastorage-token-file",
+                &token,
+                "--datastorage-ca-file",
+                &ca,
+                "--datastorage-timeout",
+                "5s",
+            ],
+        )
+        .await
+        .with_context(|| cp.log_tail(&name))?;
+        Ok(Self {
+            serve,
+            webhook_addr,
+            webhook_ca_pem,
+            dir,
+        })
+    }
+}
+
 /// The backends a behaviour runs on (see [`behaviours_on`]).
 #[derive(Clone, Copy, Debug)]
 pub enum Backend {
