@@ -98,4 +98,15 @@ mod tests {
         }
         assert!(!UidSet::new(0).contains("x"));
     }
+
+    /// A confirmation is of one version of an object: a later version of the same uid (a
+    /// status write since) is not confirmed by it.
+    #[test]
+    fn a_confirmation_is_of_one_version() {
+        let set = confirmed_records();
+        set.insert(&release_key("u-1", "7"));
+        assert!(set.contains(&release_key("u-1", "7")));
+        assert!(!set.contains(&release_key("u-1", "8")));
+        assert!(!set.contains("u-1"));
+    }
 }
