@@ -36,6 +36,9 @@ impl BatchSink for Hanging {
     fn store_one<'a>(&'a self, _: &'a SignalProcessingAudit) -> BoxFuture<'a, Result<Stored, ClientError>> {
         Box::pin(std::future::pending())
     }
+    fn amend<'a>(&'a self, _: &'a SignalProcessingAudit) -> BoxFuture<'a, Result<Stored, ClientError>> {
+        Box::pin(std::future::pending())
+    }
 }
 
 fn rss_kib() -> u64 {
@@ -111,7 +114,7 @@ async fn main() -> Result<()> {
         flush_interval: Duration::from_millis(50),
         ..WriterConfig::default()
     };
-    let writer = AuditWriter::start(Arc::new(Hanging), cfg, Arc::new(audit_guard::confirmed::confirmed_records()));
+    let writer = AuditWriter::start(Arc::new(Hanging), cfg);
     // Let the worker start and take its first (never-finishing) batch slot.
     tokio::time::sleep(Duration::from_millis(100)).await;
 

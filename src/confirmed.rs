@@ -1,11 +1,16 @@
-//! Uids whose audit record this process has seen Data Storage confirm, shared by the
-//! controller, the buffered writer and the webhook of one `serve`.
+//! Objects whose audit record this process has seen Data Storage confirm, shared by the
+//! controller and the webhook of one `serve`, keyed by uid *and* `resourceVersion`
+//! ([`release_key`]).
 //!
-//! The validating webhook lets the controller take the finalizer off only when Data Storage
-//! holds the record; a hit here spares that check its GET on the deletion hot path. A miss
-//! (another replica stored it, or this process restarted) falls back to the GET, so the set
-//! only has to be fast, bounded and never wrong: only a confirmation from Data Storage adds
-//! a uid, and records are immutable, so a confirmed uid stays confirmed.
+//! The validating webhook lets the controller's identity take the finalizer off only when
+//! Data Storage holds the record of the object as it is; a hit here spares that check its
+//! round trip to Data Storage on the deletion hot path. The key names the exact version of
+//! the object the confirmed record was built from: the controller's release patch tests
+//! that `resourceVersion`, so the object the webhook is asked about is the one whose content
+//! was confirmed. A later version (a status change since) misses and is checked by content.
+//! A miss (another replica stored it, or this process restarted) falls back to that check,
+//! so the set only has to be fast, bounded and never wrong: only a confirmation from Data
+//! Storage adds a key, and one version of an object never changes.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
@@ -58,13 +63,18 @@ impl UidSet {
     }
 }
 
-/// How many confirmed uids one process remembers: a mass cleanup of this many CRs never
-/// needs the GET; beyond it the oldest (long since released) are forgotten. About 100 bytes
+/// How many confirmed object versions one process remembers: a mass cleanup of this many CRs
+/// never needs the check by content; beyond it the oldest (long since released) are forgotten. About 100 bytes
 /// each, so at most ~10 MiB.
 pub const CONFIRMED_CAPACITY: usize = 100_000;
 
-/// The uids whose records Data Storage confirmed to this process.
+/// The object versions whose records Data Storage confirmed to this process.
 pub type ConfirmedRecords = UidSet;
+
+/// The key of a record confirmed as built from the object `uid` at `resource_version`.
+pub fn release_key(uid: &str, resource_version: &str) -> String {
+    format!("{uid}@{resource_version}")
+}
 
 pub fn confirmed_records() -> ConfirmedRecords {
     UidSet::new(CONFIRMED_CAPACITY)
@@ -87,5 +97,16 @@ mod tests {
             assert!(set.contains(uid), "{uid}");
         }
         assert!(!UidSet::new(0).contains("x"));
+    }
+
+    /// A confirmation is of one version of an object: a later version of the same uid (a
+    /// status write since) is not confirmed by it.
+    #[test]
+    fn a_confirmation_is_of_one_version() {
+        let set = confirmed_records();
+        set.insert(&release_key("u-1", "7"));
+        assert!(set.contains(&release_key("u-1", "7")));
+        assert!(!set.contains(&release_key("u-1", "8")));
+        assert!(!set.contains("u-1"));
     }
 }

@@ -185,6 +185,9 @@ mod tests {
                 Ok(Stored::Created)
             })
         }
+        fn amend<'a>(&'a self, _: &'a SignalProcessingAudit) -> BoxFuture<'a, Result<Stored, ClientError>> {
+            Box::pin(async { Err(ClientError::permanent("the group commit never amends")) })
+        }
     }
 
     #[tokio::test]

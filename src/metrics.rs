@@ -118,7 +118,7 @@ declare! {
     pub static OLDEST_WAITING_SECONDS: IntGauge = gauge("audit_guard_oldest_waiting_deletion_seconds", "Age of the oldest deletion waiting on its audit record, in seconds (0 when none).");
     pub static RETENTION_DELETES: IntCounter = counter("audit_guard_retention_deletions_total", "SignalProcessings the retention cleaner deleted.");
     /// Records found under an existing id with different content: never taken as stored.
-    pub static RECORD_CONFLICTS: IntCounterVec = counter_vec("audit_guard_record_conflicts_total", "Audit records Data Storage refused because a different record already holds the CR's uid, by the path that met it (deletion: stored as an amendment, then released; writer: left to the deletion path; webhook: an unguarded DELETE, amended).", &["path"]), zero [["deletion"], ["writer"], ["webhook"]];
+    pub static RECORD_CONFLICTS: IntCounterVec = counter_vec("audit_guard_record_conflicts_total", "Audit records Data Storage refused because a different record already holds the CR's uid, by the path that met it (deletion: stored as an amendment, then released; writer: the completion-time record, stored as an amendment; webhook: an unguarded DELETE or a release under the controller's identity, amended).", &["path"]), zero [["deletion"], ["writer"], ["webhook"]];
 
     /// Data Storage refused audit-guard's token (401): every write and read waits until fixed.
     pub static DS_UNAUTHENTICATED: IntCounter = counter("audit_guard_datastorage_unauthenticated_total", "Answers 401 from Data Storage: it does not accept audit-guard's token (its audience, expiry or issuer).");

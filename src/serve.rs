@@ -231,7 +231,6 @@ async fn term(
             flush_interval: args.flush_interval,
             ..WriterConfig::default()
         },
-        confirmed.clone(),
     ));
     let ctx = Arc::new(
         Context::new(client.clone(), ds.clone(), writer.clone(), confirmed.clone(), elector.identity())

@@ -1,8 +1,10 @@
 //! The buffered audit writer (ADR-038): enqueue never blocks, one worker batches and
 //! retries. A record it drops is not lost: the deletion path stores it synchronously later.
-//! Only what Data Storage confirms per record counts as written (and joins the confirmed
-//! set); a conflict (a different record under the id) is counted and left to the deletion
-//! path, which stores its own record as an amendment.
+//! Only what Data Storage confirms per record counts as written. A conflict (a different
+//! record under the id: typically the deletion path already stored the CR's record from a
+//! later status) is counted and the writer's record is stored as an amendment of it, like
+//! the deletion path does, so the completion-time content is kept too; an identical
+//! amendment already stored is the same content, not a second copy.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,7 +17,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::SignalProcessingAudit;
 use crate::client::{BatchOutcome, ClientError, DataStorageClient, Stored};
-use crate::confirmed::ConfirmedRecords;
 use crate::metrics;
 use crate::retry::backoff;
 
@@ -23,6 +24,9 @@ use crate::retry::backoff;
 pub trait BatchSink: Send + Sync + 'static {
     fn store_batch<'a>(&'a self, records: &'a [SignalProcessingAudit]) -> BoxFuture<'a, Result<BatchOutcome, ClientError>>;
     fn store_one<'a>(&'a self, record: &'a SignalProcessingAudit) -> BoxFuture<'a, Result<Stored, ClientError>>;
+    /// Stores `record` as an amendment of the different record held under its id
+    /// ([`DataStorageClient::amend`]).
+    fn amend<'a>(&'a self, record: &'a SignalProcessingAudit) -> BoxFuture<'a, Result<Stored, ClientError>>;
 }
 
 impl BatchSink for DataStorageClient {
@@ -31,6 +35,9 @@ impl BatchSink for DataStorageClient {
     }
     fn store_one<'a>(&'a self, record: &'a SignalProcessingAudit) -> BoxFuture<'a, Result<Stored, ClientError>> {
         Box::pin(DataStorageClient::store_one(self, record))
+    }
+    fn amend<'a>(&'a self, record: &'a SignalProcessingAudit) -> BoxFuture<'a, Result<Stored, ClientError>> {
+        Box::pin(DataStorageClient::amend(self, record))
     }
 }
 
@@ -63,6 +70,8 @@ pub struct Stats {
     pub batches_failed: AtomicU64,
     /// Records refused because a different record holds their id.
     pub conflicts: AtomicU64,
+    /// Of those, stored as amendments (now, or found already stored with the same content).
+    pub amended: AtomicU64,
     /// Records accepted and not yet settled (stored, conflicted or dropped): queued, or in the
     /// batch being written. What an aborted worker leaves behind. Changed only through
     /// [`Stats::add_pending`] and [`Stats::take_pending`], which move the process-wide
@@ -95,8 +104,8 @@ pub struct AuditWriter {
 }
 
 impl AuditWriter {
-    /// Starts the worker; uids Data Storage confirms join `confirmed`.
-    pub fn start(sink: Arc<dyn BatchSink>, cfg: WriterConfig, confirmed: Arc<ConfirmedRecords>) -> Self {
+    /// Starts the worker.
+    pub fn start(sink: Arc<dyn BatchSink>, cfg: WriterConfig) -> Self {
         let (tx, rx) = mpsc::channel(cfg.buffer_size.max(1));
         let stats = Arc::new(Stats::default());
         let stop = CancellationToken::new();
@@ -105,7 +114,6 @@ impl AuditWriter {
             cfg,
             stats: stats.clone(),
             stop: stop.clone(),
-            confirmed,
         };
         let handle = tokio::spawn(worker.run(rx));
         Self {
@@ -188,7 +196,6 @@ struct Worker {
     cfg: WriterConfig,
     stats: Arc<Stats>,
     stop: CancellationToken,
-    confirmed: Arc<ConfirmedRecords>,
 }
 
 impl Worker {
@@ -241,7 +248,6 @@ impl Worker {
             match self.sink.store_batch(batch).await {
                 Ok(outcome) => {
                     self.written(&outcome.stored);
-                    self.conflicted(&outcome.conflicts);
                     if !outcome.queued.is_empty() {
                         // Queued by Data Storage (202): POSTing again would store a second copy
                         // once its dead-letter queue replays; the deletion path polls for them.
@@ -251,7 +257,12 @@ impl Worker {
                         );
                     }
                     let rest: Vec<&SignalProcessingAudit> = batch.iter().filter(|r| outcome.unconfirmed.contains(&r.id)).collect();
-                    self.settle(n - rest.len() as u64);
+                    let conflicts: Vec<&SignalProcessingAudit> = batch.iter().filter(|r| outcome.conflicts.contains(&r.id)).collect();
+                    self.settle(n - (rest.len() + conflicts.len()) as u64);
+                    for r in conflicts {
+                        self.amend(r).await;
+                        self.settle(1);
+                    }
                     if !rest.is_empty() {
                         tracing::warn!(
                             records = rest.len(),
@@ -290,38 +301,64 @@ impl Worker {
     async fn one_by_one(&self, records: Vec<&SignalProcessingAudit>) {
         for r in records {
             let answer = self.sink.store_one(r).await;
-            self.settle(1);
             match answer {
-                Ok(Stored::Conflict { .. }) => self.conflicted(std::slice::from_ref(&r.id)),
+                Ok(Stored::Conflict { .. }) => self.amend(r).await,
                 Ok(_) => self.written(std::slice::from_ref(&r.id)),
                 Err(e) if e.kind == crate::client::FailureKind::Queued => {
                     tracing::info!(id = %r.id, "Data Storage queued the audit event; left to the deletion path, which polls for it");
                 }
                 Err(e) => {
-                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                    metrics::DROPPED.inc();
+                    self.dropped();
                     tracing::error!(id = %r.id, error = %e, "audit record not stored by the buffered writer; the deletion path will retry it");
+                }
+            }
+            self.settle(1);
+        }
+    }
+
+    fn written(&self, ids: &[String]) {
+        self.stats.written.fetch_add(ids.len() as u64, Ordering::Relaxed);
+        metrics::WRITTEN.inc_by(ids.len() as u64);
+    }
+
+    /// A different record holds the id: counted, and ours stored as its amendment, retrying
+    /// what may pass later with backoff (as a batch is) so that its content is not lost.
+    async fn amend(&self, r: &SignalProcessingAudit) {
+        self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+        metrics::RECORD_CONFLICTS.with_label_values(&["writer"]).inc();
+        let mut attempt = 0u32;
+        loop {
+            match self.sink.amend(r).await {
+                Ok(stored) => {
+                    self.stats.amended.fetch_add(1, Ordering::Relaxed);
+                    let new = stored == Stored::Created;
+                    tracing::warn!(id = %r.id, new, "Data Storage held a different record under this id; the buffered writer's record is stored as its amendment, both are kept");
+                    return;
+                }
+                Err(e) if e.kind == crate::client::FailureKind::Queued => {
+                    tracing::info!(id = %r.id, "Data Storage queued the amendment event; left to the deletion path, which polls for it");
+                    return;
+                }
+                Err(e) if e.permanent => {
+                    self.dropped();
+                    tracing::error!(id = %r.id, error = %e, "Data Storage rejected the buffered writer's amendment for good");
+                    return;
+                }
+                Err(e) => {
+                    let delay = e
+                        .retry_after
+                        .unwrap_or_else(|| backoff(attempt, self.cfg.retry_base, self.cfg.retry_cap, rand::random::<f64>()));
+                    tracing::warn!(id = %r.id, error = %e, ?delay, "amendment not stored; retrying");
+                    attempt = attempt.saturating_add(1);
+                    tokio::time::sleep(delay).await;
                 }
             }
         }
     }
 
-    fn written(&self, ids: &[String]) {
-        for id in ids {
-            self.confirmed.insert(id);
-        }
-        self.stats.written.fetch_add(ids.len() as u64, Ordering::Relaxed);
-        metrics::WRITTEN.inc_by(ids.len() as u64);
-    }
-
-    /// Not stored, not retried: the deletion path meets the same conflict and amends.
-    fn conflicted(&self, ids: &[String]) {
-        if ids.is_empty() {
-            return;
-        }
-        self.stats.conflicts.fetch_add(ids.len() as u64, Ordering::Relaxed);
-        metrics::RECORD_CONFLICTS.with_label_values(&["writer"]).inc_by(ids.len() as u64);
-        tracing::warn!(ids = ?ids, "Data Storage holds different records under these ids; the deletion path will store ours as amendments");
+    fn dropped(&self) {
+        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        metrics::DROPPED.inc();
     }
 
     fn failed_batch(&self) {
@@ -337,12 +374,18 @@ mod tests {
     use std::sync::Mutex;
 
     /// Scripted answers per batch call, then success; remembers what it stored. Ids in
-    /// `conflict_ids` get "conflict", ids in `unanswered_ids` no result at all.
+    /// `conflict_ids` get "conflict", ids in `unanswered_ids` no result at all in a batch (and
+    /// "conflict" on their own when in both). Amendments
+    /// get the scripted answers of `amend_script`, then are stored (once per id: a second one
+    /// is "already stored").
     #[derive(Default)]
     struct FakeSink {
         script: Mutex<Vec<Result<(), ClientError>>>,
         batches: Mutex<Vec<Vec<String>>>,
         singles: Mutex<Vec<String>>,
+        amend_script: Mutex<Vec<ClientError>>,
+        amend_calls: Mutex<usize>,
+        amendments: Mutex<Vec<String>>,
         reject_id: Option<String>,
         conflict_ids: Vec<String>,
         unanswered_ids: Vec<String>,
@@ -373,10 +416,10 @@ mod tests {
                 }
                 let mut outcome = BatchOutcome::default();
                 for r in records {
-                    if self.conflict_ids.contains(&r.id) {
-                        outcome.conflicts.push(r.id.clone());
-                    } else if self.unanswered_ids.contains(&r.id) {
+                    if self.unanswered_ids.contains(&r.id) {
                         outcome.unconfirmed.push(r.id.clone());
+                    } else if self.conflict_ids.contains(&r.id) {
+                        outcome.conflicts.push(r.id.clone());
                     } else {
                         outcome.stored.push(r.id.clone());
                     }
@@ -396,6 +439,24 @@ mod tests {
                     });
                 }
                 self.singles.lock().unwrap().push(record.id.clone());
+                Ok(Stored::Created)
+            })
+        }
+        fn amend<'a>(&'a self, record: &'a SignalProcessingAudit) -> BoxFuture<'a, Result<Stored, ClientError>> {
+            Box::pin(async move {
+                *self.amend_calls.lock().unwrap() += 1;
+                let scripted = {
+                    let mut s = self.amend_script.lock().unwrap();
+                    (!s.is_empty()).then(|| s.remove(0))
+                };
+                if let Some(e) = scripted {
+                    return Err(e);
+                }
+                let mut stored = self.amendments.lock().unwrap();
+                if stored.contains(&record.id) {
+                    return Ok(Stored::AlreadyStored);
+                }
+                stored.push(record.id.clone());
                 Ok(Stored::Created)
             })
         }
@@ -430,14 +491,10 @@ mod tests {
         }
     }
 
-    fn confirmed() -> Arc<ConfirmedRecords> {
-        Arc::new(crate::confirmed::confirmed_records())
-    }
-
     #[tokio::test(start_paused = true)]
     async fn batches_are_bounded_and_everything_is_written() {
         let sink = Arc::new(FakeSink::default());
-        let w = AuditWriter::start(sink.clone(), cfg(100, 4), confirmed());
+        let w = AuditWriter::start(sink.clone(), cfg(100, 4));
         for i in 0..10 {
             assert!(w.enqueue(rec(i)));
         }
@@ -452,7 +509,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_partial_batch_is_flushed_by_the_interval() {
         let sink = Arc::new(FakeSink::default());
-        let w = AuditWriter::start(sink.clone(), cfg(100, 500), confirmed());
+        let w = AuditWriter::start(sink.clone(), cfg(100, 500));
         w.enqueue(rec(1));
         tokio::time::sleep(Duration::from_millis(1500)).await;
         assert_eq!(sink.batches.lock().unwrap().clone(), vec![vec!["id-1".to_string()]]);
@@ -465,7 +522,7 @@ mod tests {
             script: Mutex::new(vec![Err(transient(None)), Err(transient(Some(Duration::from_secs(60))))]),
             ..Default::default()
         });
-        let w = AuditWriter::start(sink.clone(), cfg(100, 500), confirmed());
+        let w = AuditWriter::start(sink.clone(), cfg(100, 500));
         w.enqueue(rec(1));
         tokio::time::sleep(Duration::from_secs(30)).await;
         // Still inside the 60 s Retry-After.
@@ -482,7 +539,7 @@ mod tests {
             reject_id: Some("id-2".into()),
             ..Default::default()
         });
-        let w = AuditWriter::start(sink.clone(), cfg(100, 500), confirmed());
+        let w = AuditWriter::start(sink.clone(), cfg(100, 500));
         for i in 1..=3 {
             w.enqueue(rec(i));
         }
@@ -500,7 +557,7 @@ mod tests {
             gate: Some(tokio::sync::Semaphore::new(0)),
             ..Default::default()
         });
-        let w = AuditWriter::start(sink, cfg(3, 1), confirmed());
+        let w = AuditWriter::start(sink, cfg(3, 1));
         tokio::task::yield_now().await;
         let accepted = (0..10).filter(|i| w.enqueue(rec(*i))).count();
         assert!(accepted <= 4, "accepted {accepted}");
@@ -523,7 +580,7 @@ mod tests {
             gate: Some(tokio::sync::Semaphore::new(0)),
             ..Default::default()
         });
-        let w = AuditWriter::start(sink, cfg(100, 2), confirmed());
+        let w = AuditWriter::start(sink, cfg(100, 2));
         for i in 0..5 {
             assert!(w.enqueue(rec(i)));
         }
@@ -543,7 +600,7 @@ mod tests {
             unanswered_ids: vec!["id-3".into()],
             ..Default::default()
         });
-        let w = AuditWriter::start(sink, cfg(100, 500), confirmed());
+        let w = AuditWriter::start(sink, cfg(100, 500));
         for i in 1..=4 {
             w.enqueue(rec(i));
         }
@@ -556,7 +613,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn shutdown_flushes_what_is_buffered() {
         let sink = Arc::new(FakeSink::default());
-        let w = AuditWriter::start(sink.clone(), cfg(100, 500), confirmed());
+        let w = AuditWriter::start(sink.clone(), cfg(100, 500));
         for i in 0..5 {
             w.enqueue(rec(i));
         }
@@ -564,17 +621,17 @@ mod tests {
         assert_eq!(sink.batches.lock().unwrap().concat().len(), 5);
     }
 
-    /// A conflict is neither written nor retried nor confirmed; a record the answer did not
-    /// confirm is stored on its own before it counts.
+    /// A conflict is not written: the record is stored as an amendment of what Data Storage
+    /// holds (so its content is kept); a record the answer did not confirm is stored on its
+    /// own before it counts.
     #[tokio::test(start_paused = true)]
-    async fn conflicts_are_counted_not_confirmed_and_unanswered_records_are_stored_one_by_one() {
+    async fn conflicts_are_amended_and_unanswered_records_are_stored_one_by_one() {
         let sink = Arc::new(FakeSink {
             conflict_ids: vec!["id-2".into()],
             unanswered_ids: vec!["id-3".into()],
             ..Default::default()
         });
-        let confirmed = confirmed();
-        let w = AuditWriter::start(sink.clone(), cfg(100, 500), confirmed.clone());
+        let w = AuditWriter::start(sink.clone(), cfg(100, 500));
         for i in 1..=3 {
             w.enqueue(rec(i));
         }
@@ -585,11 +642,56 @@ mod tests {
             "one batch, no retry"
         );
         assert_eq!(sink.singles.lock().unwrap().clone(), vec!["id-3".to_string()]);
+        assert_eq!(sink.amendments.lock().unwrap().clone(), vec!["id-2".to_string()]);
         assert_eq!(w.stats().written.load(Ordering::Relaxed), 2);
         assert_eq!(w.stats().conflicts.load(Ordering::Relaxed), 1);
+        assert_eq!(w.stats().amended.load(Ordering::Relaxed), 1);
         assert_eq!(w.stats().dropped.load(Ordering::Relaxed), 0);
-        assert!(confirmed.contains("id-1") && confirmed.contains("id-3"));
-        assert!(!confirmed.contains("id-2"));
+        assert_eq!(w.stats().pending.load(Ordering::Relaxed), 0);
+        w.shutdown(Duration::from_secs(1)).await;
+    }
+
+    /// An amendment Data Storage could not take now is retried until it is stored; one already
+    /// stored with the same content is done (no second copy); one refused for good is dropped
+    /// and counted. A conflict met storing one by one is amended the same way.
+    #[tokio::test(start_paused = true)]
+    async fn amendments_are_retried_never_duplicated() {
+        let sink = Arc::new(FakeSink {
+            conflict_ids: vec!["id-1".into(), "id-2".into()],
+            amend_script: Mutex::new(vec![transient(None), transient(None)]),
+            ..Default::default()
+        });
+        let w = AuditWriter::start(sink.clone(), cfg(100, 500));
+        w.enqueue(rec(1));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(*sink.amend_calls.lock().unwrap(), 3, "two failures, then stored");
+        assert_eq!(sink.amendments.lock().unwrap().clone(), vec!["id-1".to_string()]);
+        // The same record again (a new leader meets the completed CR): already amended.
+        w.enqueue(rec(1));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(sink.amendments.lock().unwrap().clone(), vec!["id-1".to_string()], "no second copy");
+        assert_eq!(w.stats().amended.load(Ordering::Relaxed), 2);
+        sink.amend_script.lock().unwrap().push(perm());
+        w.enqueue(rec(2));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(w.stats().dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(w.stats().conflicts.load(Ordering::Relaxed), 3);
+        assert_eq!(w.stats().pending.load(Ordering::Relaxed), 0);
+        w.shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_conflict_met_one_by_one_is_amended() {
+        let sink = Arc::new(FakeSink {
+            conflict_ids: vec!["id-2".into()],
+            unanswered_ids: vec!["id-2".into()],
+            ..Default::default()
+        });
+        let w = AuditWriter::start(sink.clone(), cfg(100, 500));
+        w.enqueue(rec(2));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(sink.amendments.lock().unwrap().clone(), vec!["id-2".to_string()]);
+        assert_eq!(w.stats().pending.load(Ordering::Relaxed), 0);
         w.shutdown(Duration::from_secs(1)).await;
     }
 }

@@ -68,12 +68,7 @@ async fn one_replica(tag: &str) -> One {
 }
 
 fn bare(name: &str) -> SignalProcessing {
-    serde_json::from_value(json!({
-        "apiVersion": "kubernaut.ai/v1alpha1", "kind": "SignalProcessing",
-        "metadata": { "name": name },
-        "spec": { "remediationRequestRef": { "name": format!("rr-{name}") }, "signal": { "fingerprint": format!("fp-{name}") } }
-    }))
-    .unwrap()
+    bare_signalprocessing(name)
 }
 
 /// Creates the object from a fixture (spec first, then status through the subresource).

@@ -374,27 +374,28 @@ async fn only_break_glass_and_a_controller_whose_record_is_stored_remove_the_fin
     );
     delete_namespace(&client, &ns).await;
 
-    // The controller's identity (here a static token with its username) is refused while
-    // Data Storage holds no record, and allowed once it does.
-    let (api, ns, uid) = deleting_object(&client, "wh-ctrl").await;
-    let ctrl = as_user("controller-token", &ns).await;
-    let err = ctrl.patch("held", &PatchParams::default(), &DROP_FINALIZERS()).await.unwrap_err();
-    let kube::Error::Api(status) = err else {
-        panic!("expected an API error, got {err:?}")
-    };
-    assert_eq!(status.code, 403, "{status:?}");
-    assert!(status.message.contains("holds no audit record"), "{status:?}");
-    assert!(stored_record(&uid).await.is_none());
-    let live = api.get("held").await.unwrap();
-    assert_eq!(
-        ds().store_one(&build_record(&live, Trigger::Deletion, chrono::Utc::now()))
-            .await
-            .unwrap(),
-        Stored::Created
-    );
-    ctrl.patch("held", &PatchParams::default(), &DROP_FINALIZERS()).await.unwrap();
-    wait_gone(&api, "held").await;
-    delete_namespace(&client, &ns).await;
+    // The controller's identity (here a static token with its username): the removal goes
+    // through once Data Storage holds the live object's record, which the webhook stores
+    // first when it is not there; a record already stored with that content is enough.
+    for stored_first in [false, true] {
+        let (api, ns, uid) = deleting_object(&client, "wh-ctrl").await;
+        let live = api.get("held").await.unwrap();
+        if stored_first {
+            let record = build_record(&live, Trigger::Deletion, chrono::Utc::now());
+            assert_eq!(ds().store_one(&record).await.unwrap(), Stored::Created);
+        }
+        let ctrl = as_user("controller-token", &ns).await;
+        ctrl.patch("held", &PatchParams::default(), &DROP_FINALIZERS()).await.unwrap();
+        wait_gone(&api, "held").await;
+        let record = stored_record(&uid).await.expect("the live object's record");
+        assert_eq!(
+            (record["trigger"].as_str(), record["remediation_id"].as_str()),
+            (Some("deletion"), Some("rr-held")),
+            "{record}"
+        );
+        assert_eq!(record["amendments"].as_array().map_or(0, Vec::len), 0, "{record}");
+        delete_namespace(&client, &ns).await;
+    }
 }
 
 /// Break-glass on a CR whose record is already stored (it completed, the writer stored it):
@@ -424,37 +425,77 @@ async fn break_glass_on_a_completed_cr_leaves_a_break_glass_event() {
     delete_namespace(&client, &ns).await;
 }
 
-/// A token the TokenRequest API issues for the controller's own ServiceAccount cannot strip
-/// the finalizer (`finalizers: null`) from a CR whose record Data Storage does not hold.
+/// The controller's ServiceAccount is also Data Storage's writer. With its tokens (one from
+/// the TokenRequest API for the API server, one for Data Storage's audience), POST a
+/// different record under a CR's uid, delete the CR and take the finalizer off at once
+/// (`finalizers: null`): the removal is refused while the record of what the CR says cannot be
+/// stored (Data Storage down), and goes through only once it is, as an amendment beside the
+/// planted record, which stays as what it is; the conflict is counted.
 #[tokio::test]
-async fn a_controller_serviceaccount_token_cannot_strip_the_finalizer_without_a_record() {
-    env();
-    let _ds = DS_LOCK.read().await;
+async fn a_record_planted_with_the_controllers_tokens_does_not_release_the_cr() {
+    let env = env();
+    let _ds = DS_LOCK.write().await;
     let cp = control_plane();
     let client = admin_client().await;
-    // The ServiceAccount as the shipped RBAC makes it: it may patch SignalProcessings.
-    let token = sa_token(cp, "audit-guard", None);
-    let (api, ns, uid) = deleting_object(&client, "wh-sa").await;
-    let sa: Api<SignalProcessing> = Api::namespaced(cp.client_with_token(&token).await.unwrap(), &ns);
-    for patch in [
-        json!({ "metadata": { "finalizers": null } }),
-        json!({ "metadata": { "finalizers": [] } }),
-    ] {
-        let err = sa.patch("held", &PatchParams::default(), &Patch::Merge(patch)).await.unwrap_err();
-        let kube::Error::Api(status) = err else {
-            panic!("expected an API error, got {err:?}")
-        };
-        assert_eq!(status.code, 403, "{status:?}");
-        assert!(status.message.contains("holds no audit record"), "{status:?}");
-    }
-    assert!(api.get("held").await.unwrap().has_finalizer());
-    assert!(stored_record(&uid).await.is_none());
-    // Clean up as break-glass (leaves its evidence, as it should).
-    as_user("breakglass-token", &ns)
-        .await
-        .patch("held", &PatchParams::default(), &DROP_FINALIZERS())
+    let ns = guarded_namespace(&client, "wh-plant").await;
+    let api: Api<SignalProcessing> = Api::namespaced(client.clone(), &ns);
+    api.create(&PostParams::default(), &sp("victim", &[])).await.unwrap();
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let status = json!({ "status": { "phase": "Completed", "startTime": now, "completionTime": now,
+                                     "environmentClassification": { "environment": "production" } } });
+    let live = api
+        .patch_status("victim", &PatchParams::default(), &Patch::Merge(status))
         .await
         .unwrap();
+    let uid = live.metadata.uid.clone().unwrap();
+    let mut planted = serde_json::to_value(build_record(&live, Trigger::Deletion, chrono::Utc::now())).unwrap();
+    planted["status"] = json!("failed");
+    planted["environment"] = json!("planted");
+    planted["error_message"] = json!("planted");
+    let posted = ds_http()
+        .post(format!("{}{RECORDS}", env.ds_base))
+        .bearer_auth(&env.ds_token)
+        .json(&planted)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 201, "{:?}", posted.text().await);
+    let conflicts = || audit_guard::metrics::RECORD_CONFLICTS.with_label_values(&["webhook"]).get();
+    let before = conflicts();
+    api.delete("victim", &DeleteParams::default()).await.unwrap();
+
+    // The ServiceAccount as the shipped RBAC makes it: it may patch SignalProcessings.
+    let sa: Api<SignalProcessing> = Api::namespaced(cp.client_with_token(&sa_token(cp, "audit-guard", None)).await.unwrap(), &ns);
+    let release = || Patch::Merge(json!({ "metadata": { "finalizers": null } }));
+    cp.kill("datastorage").unwrap();
+    let err = sa.patch("victim", &PatchParams::default(), &release()).await.unwrap_err();
+    let kube::Error::Api(status) = err else {
+        panic!("expected an API error, got {err:?}")
+    };
+    assert_eq!(status.code, 503, "{status:?}");
+    assert!(api.get("victim").await.unwrap().has_finalizer());
+
+    started(env.ds.resume(cp).await);
+    sa.patch("victim", &PatchParams::default(), &release()).await.unwrap();
+    wait_gone(&api, "victim").await;
+    let held = stored_record(&uid).await.expect("the planted record");
+    assert_eq!(
+        (held["status"].as_str(), held["environment"].as_str()),
+        (Some("failed"), Some("planted")),
+        "the planted record is kept as what it is: {held}"
+    );
+    let amendments = held["amendments"].as_array().cloned().unwrap_or_default();
+    assert_eq!(amendments.len(), 1, "{held}");
+    assert_eq!(
+        (
+            amendments[0]["status"].as_str(),
+            amendments[0]["environment"].as_str(),
+            amendments[0]["error_message"].as_str()
+        ),
+        (Some("completed"), Some("production"), None),
+        "the amendment carries what the CR said: {held}"
+    );
+    assert!(conflicts() > before, "the conflict is counted");
     delete_namespace(&client, &ns).await;
 }
 
@@ -546,9 +587,9 @@ async fn hand_made_reviews_store_nothing_the_live_object_does_not_say() {
     let out = post_review(&env.open_hook_url, &del, None).await.unwrap();
     assert_eq!(out["response"]["allowed"], false, "{out}");
     assert_eq!(out["response"]["status"]["code"], 409, "{out}");
-    // A break-glass claim on a CR that is not being deleted: refused, no event, no record.
-    // The controller's identity: refused, no record is held.
-    for (user, groups, code) in [("mallory", vec![BREAK_GLASS], 409), (CONTROLLER, vec![], 403)] {
+    // A break-glass claim, or the controller's identity, on a CR that is not being deleted:
+    // refused, no event, no record.
+    for (user, groups, code) in [("mallory", vec![BREAK_GLASS], 409), (CONTROLLER, vec![], 409)] {
         let removal = forged_review(
             "UPDATE",
             user,

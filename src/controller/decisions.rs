@@ -32,12 +32,21 @@ pub fn decide(sp: &SignalProcessing, already_enqueued: bool, now: DateTime<Utc>)
 }
 
 /// JSON Patch that removes our finalizer at its index (testing that it is still there, so
-/// another party's finalizer is never removed) and records where the audit record went.
-/// None when the finalizer is not present.
+/// another party's finalizer is never removed) and records where the audit record went. It
+/// first tests `/metadata/resourceVersion`: the record was built from `sp`, so the object is
+/// released only as it was when the record was built; any change since (a status write)
+/// fails the patch, and the record is built again ([`after_failed_release`]). None when the
+/// finalizer is not present.
 pub fn release_patch(sp: &SignalProcessing, record_id: &str, persisted_at: DateTime<Utc>) -> Option<Patch> {
     let index = sp.metadata.finalizers.as_deref()?.iter().position(|f| f == FINALIZER)?;
     let path = format!("/metadata/finalizers/{index}");
     let mut ops = vec![
+        // Without a resourceVersion (never from the API server) the test fails: nothing is
+        // released unchecked.
+        PatchOperation::Test(TestOperation {
+            path: json_pointer("/metadata/resourceVersion"),
+            value: Value::from(sp.metadata.resource_version.clone()),
+        }),
         PatchOperation::Test(TestOperation {
             path: json_pointer(&path),
             value: Value::from(FINALIZER),
@@ -58,6 +67,34 @@ pub fn release_patch(sp: &SignalProcessing, record_id: &str, persisted_at: DateT
         }));
     }
     Some(Patch(ops))
+}
+
+/// What to do after the API server refused the release patch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterRelease {
+    /// The object is gone: someone (another replica) finished the job.
+    Gone,
+    /// The object changed since the record was built (a failed `test`: 422; or 409): read
+    /// it again, store its record (an amendment when it differs) and release that version.
+    Rebuild,
+    /// Anything else: the reconcile fails and is retried with backoff.
+    Fail,
+}
+
+/// [`AfterRelease`] for the HTTP status of the refused patch (None: no answer).
+pub fn after_failed_release(code: Option<u16>) -> AfterRelease {
+    match code {
+        Some(404) => AfterRelease::Gone,
+        Some(409 | 422) => AfterRelease::Rebuild,
+        _ => AfterRelease::Fail,
+    }
+}
+
+/// Whether the object read again after a refused release still waits for us (same uid, in
+/// deletion, our finalizer on): then its record is built and stored again before the next
+/// release; otherwise there is nothing left to release.
+pub fn still_ours(current: Option<&SignalProcessing>, uid: &str) -> bool {
+    current.is_some_and(|o| o.metadata.uid.as_deref() == Some(uid) && o.is_deleting() && o.has_finalizer())
 }
 
 /// RFC 6901 escaping of one path segment.
@@ -130,7 +167,10 @@ mod tests {
     #[test]
     fn release_removes_only_ours_and_sets_annotations() {
         let at: DateTime<Utc> = "2025-11-27T10:00:00Z".parse().unwrap();
-        let obj = sp(json!({ "name": "a", "finalizers": ["x", FINALIZER, "y"] }), None);
+        let obj = sp(
+            json!({ "name": "a", "resourceVersion": "7", "finalizers": ["x", FINALIZER, "y"] }),
+            None,
+        );
         let patch = release_patch(&obj, "uid-1", at).unwrap();
         let out = apply(&obj, &patch).unwrap();
         assert_eq!(out["metadata"]["finalizers"], json!(["x", "y"]));
@@ -138,15 +178,66 @@ mod tests {
         assert_eq!(out["metadata"]["annotations"][ANNOTATION_PERSISTED_AT], "2025-11-27T10:00:00Z");
         assert!(serde_json::to_string(&patch).unwrap().contains("audit.kubernaut.ai~1record-id"));
 
-        let annotated = sp(json!({ "name": "a", "finalizers": [FINALIZER], "annotations": { "k": "v" } }), None);
+        let annotated = sp(
+            json!({ "name": "a", "resourceVersion": "7", "finalizers": [FINALIZER], "annotations": { "k": "v" } }),
+            None,
+        );
         let out = apply(&annotated, &release_patch(&annotated, "u", at).unwrap()).unwrap();
         assert_eq!(out["metadata"]["annotations"]["k"], "v");
         assert!(out["metadata"]["finalizers"].as_array().unwrap().is_empty());
 
         // Someone reordered the list since we read it: the patch fails rather than remove theirs.
-        let moved = sp(json!({ "name": "a", "finalizers": ["x", "y"] }), None);
+        let moved = sp(json!({ "name": "a", "resourceVersion": "7", "finalizers": ["x", "y"] }), None);
         assert!(apply(&moved, &patch).is_err());
         assert!(release_patch(&moved, "u", at).is_none());
+    }
+
+    /// The release tests the version the record was built from: a status write since (a new
+    /// resourceVersion) fails the patch, and so does an object without a version.
+    #[test]
+    fn release_is_of_the_version_the_record_was_built_from() {
+        let at: DateTime<Utc> = "2025-11-27T10:00:00Z".parse().unwrap();
+        let built_from = sp(json!({ "name": "a", "resourceVersion": "7", "finalizers": [FINALIZER] }), None);
+        let patch = release_patch(&built_from, "u", at).unwrap();
+        let first = serde_json::to_value(&patch.0[0]).unwrap();
+        assert_eq!(first, json!({ "op": "test", "path": "/metadata/resourceVersion", "value": "7" }));
+        assert!(apply(&built_from, &patch).is_ok());
+        let mut changed = sp(
+            json!({ "name": "a", "resourceVersion": "8", "finalizers": [FINALIZER] }),
+            Some("Completed"),
+        );
+        assert!(
+            apply(&changed, &patch).is_err(),
+            "a status change since the build fails the release"
+        );
+        changed.metadata.resource_version = None;
+        let unversioned = release_patch(&changed, "u", at).unwrap();
+        assert!(apply(&changed, &unversioned).is_err(), "no version, no release");
+    }
+
+    #[test]
+    fn a_refused_release_is_rebuilt_only_when_the_object_changed() {
+        let cases = [
+            (Some(422), AfterRelease::Rebuild),
+            (Some(409), AfterRelease::Rebuild),
+            (Some(404), AfterRelease::Gone),
+            (Some(403), AfterRelease::Fail),
+            (Some(500), AfterRelease::Fail),
+            (None, AfterRelease::Fail),
+        ];
+        for (code, want) in cases {
+            assert_eq!(after_failed_release(code), want, "{code:?}");
+        }
+        let deleting = |uid: &str, finalizers: Value| {
+            sp(
+                json!({ "name": "a", "uid": uid, "deletionTimestamp": "2025-01-01T00:00:00Z", "finalizers": finalizers }),
+                None,
+            )
+        };
+        assert!(still_ours(Some(&deleting("u-1", json!([FINALIZER]))), "u-1"));
+        assert!(!still_ours(Some(&deleting("u-1", json!(["other"]))), "u-1"), "released already");
+        assert!(!still_ours(Some(&deleting("u-2", json!([FINALIZER]))), "u-1"), "a namesake");
+        assert!(!still_ours(None, "u-1"), "gone");
     }
 
     #[test]

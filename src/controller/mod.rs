@@ -21,14 +21,14 @@ use crate::audit::from_cr::build_record;
 use crate::audit::Trigger;
 use crate::client::{ClientError, DataStorageClient};
 use crate::config::ApiMode;
-use crate::confirmed::{ConfirmedRecords, UidSet};
+use crate::confirmed::{release_key, ConfirmedRecords, UidSet};
 use crate::conflict::{persist, Persisted};
 use crate::crd::{add_finalizer_patch, ListGuard, SignalProcessing};
 use crate::group_commit::GroupCommit;
 use crate::metrics;
 use crate::retry::backoff;
 use crate::writer::{AuditWriter, BatchSink};
-use decisions::{decide, release_patch, waiting_summary, Action};
+use decisions::{after_failed_release, decide, release_patch, still_ours, waiting_summary, Action, AfterRelease};
 
 const MANAGER: &str = "audit-guard";
 /// Uids remembered as already handed to the writer; older ones are forgotten (a repeat
@@ -58,6 +58,9 @@ pub enum ReconcileError {
     Store(#[from] ClientError),
     #[error("object has no namespace or uid")]
     Incomplete,
+    /// The object kept changing between building its record and releasing it.
+    #[error("the object changed between building its audit record and every release attempt")]
+    Changing,
 }
 
 fn store_failure(e: &ClientError) -> &'static str {
@@ -73,7 +76,8 @@ pub struct Context {
     pub ds: Arc<DataStorageClient>,
     pub writer: Arc<AuditWriter>,
     pub recorder: Recorder,
-    /// Shared with the webhook: a uid here lets it allow our release without asking Data Storage.
+    /// Shared with the webhook: an object version here (uid and resourceVersion) lets it allow
+    /// our release of that version without asking Data Storage.
     pub confirmed: Arc<ConfirmedRecords>,
     /// Whether a Normal `AuditPersisted` Event follows every stored record (`--success-events`).
     pub success_events: bool,
@@ -243,53 +247,92 @@ async fn reconcile_once(sp: Arc<SignalProcessing>, ctx: Arc<Context>) -> Result<
             }
             Ok(Requeue::await_change())
         }
-        Action::PersistAndRelease => {
-            // Events mode: an event queued earlier (by any replica) is polled for, not POSTed again.
-            crate::events::mark::seed(&ctx.ds, &sp);
-            let record = build_record(&sp, Trigger::Deletion, Utc::now());
-            let persisted = match persist(&ctx.ds, ctx.group.as_ref(), &record).await {
-                Ok(p) => p,
-                Err(e) => return persist_failure::on_failure(&ctx, &sp, &record.id, e).await,
-            };
-            if let Persisted::Amended { differing, new } = &persisted {
-                // Counted once per CR, also when an earlier attempt stored the amendment but
-                // failed to release: the alarm must not depend on which attempt got through.
-                if *new || !ctx.alarmed.contains(&uid) {
-                    ctx.alarmed.insert(&uid);
-                    metrics::RECORD_CONFLICTS.with_label_values(&["deletion"]).inc();
-                    let note = format!(
-                        "Data Storage already held a different audit record under {} (differing: {}); audit-guard stored its own as an amendment, both are kept",
-                        record.id,
-                        differing.join(", ")
-                    );
-                    tracing::warn!(%ns, %name, id = %record.id, differing = ?differing, "audit record conflict; amendment stored");
-                    ctx.event(&sp, EventType::Warning, "AuditRecordConflict", note).await;
-                }
+        Action::PersistAndRelease => persist_and_release(&ctx, &api, sp, &uid).await,
+    }
+}
+
+/// Rounds of "store the record, release that version" within one reconcile before it fails
+/// and is retried with backoff (each extra round follows a change to the object).
+const RELEASE_ROUNDS: usize = 5;
+
+/// Stores the record of the object as it is and releases exactly that version (the release
+/// patch tests its `resourceVersion`). When the object changed in between, it is read
+/// again and its record stored too (an amendment when it differs), so whatever the object
+/// said when it was released is recorded.
+async fn persist_and_release(
+    ctx: &Arc<Context>,
+    api: &Api<SignalProcessing>,
+    mut sp: Arc<SignalProcessing>,
+    uid: &str,
+) -> Result<Requeue, ReconcileError> {
+    let name = sp.name_any();
+    let ns = sp.namespace().unwrap_or_default();
+    for _ in 0..RELEASE_ROUNDS {
+        // Events mode: an event queued earlier (by any replica) is polled for, not POSTed again.
+        crate::events::mark::seed(&ctx.ds, &sp);
+        let record = build_record(&sp, Trigger::Deletion, Utc::now());
+        let persisted = match persist(&ctx.ds, ctx.group.as_ref(), &record).await {
+            Ok(p) => p,
+            Err(e) => return persist_failure::on_failure(ctx, &sp, &record.id, e).await,
+        };
+        if let Persisted::Amended { differing, new } = &persisted {
+            // Counted once per CR, also when an earlier attempt stored the amendment but
+            // failed to release: the alarm must not depend on which attempt got through.
+            if *new || !ctx.alarmed.contains(uid) {
+                ctx.alarmed.insert(uid);
+                metrics::RECORD_CONFLICTS.with_label_values(&["deletion"]).inc();
+                let note = format!(
+                    "Data Storage already held a different audit record under {} (differing: {}); audit-guard stored its own as an amendment, both are kept",
+                    record.id,
+                    differing.join(", ")
+                );
+                tracing::warn!(%ns, %name, id = %record.id, differing = ?differing, "audit record conflict; amendment stored");
+                ctx.event(&sp, EventType::Warning, "AuditRecordConflict", note).await;
             }
-            ctx.confirmed.insert(&uid);
-            let persisted_at = Utc::now();
-            if let Some(patch) = release_patch(&sp, &record.id, persisted_at) {
-                match api.patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch)).await {
-                    Ok(_) => {}
-                    // Already gone: someone (another replica) finished the job.
-                    Err(kube::Error::Api(ae)) if ae.code == 404 => {}
-                    Err(e) => {
+        }
+        if let Some(version) = sp.resource_version() {
+            ctx.confirmed.insert(&release_key(uid, &version));
+        }
+        let persisted_at = Utc::now();
+        if let Some(patch) = release_patch(&sp, &record.id, persisted_at) {
+            if let Err(e) = api.patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch)).await {
+                let code = match &e {
+                    kube::Error::Api(ae) => Some(ae.code),
+                    _ => None,
+                };
+                match after_failed_release(code) {
+                    AfterRelease::Gone => {}
+                    AfterRelease::Fail => {
                         outcome("release_failed");
                         return Err(e.into());
                     }
+                    AfterRelease::Rebuild => {
+                        let current = api.get_opt(&name).await?;
+                        if !still_ours(current.as_ref(), uid) {
+                            outcome("noop");
+                            return Ok(Requeue::await_change());
+                        }
+                        tracing::info!(%ns, %name, id = %record.id, "the object changed since its record was built; storing its record again");
+                        if let Some(current) = current {
+                            sp = Arc::new(current);
+                        }
+                        continue;
+                    }
                 }
             }
-            // The success Event is for people reading `kubectl describe`; the reconcile (and a
-            // mass cleanup behind it) need not wait for the API server to take it.
-            if let Some(note) = success_event_note(ctx.success_events, &persisted, &record) {
-                let (event_ctx, event_sp) = (ctx.clone(), sp.clone());
-                tokio::spawn(async move { event_ctx.event(&event_sp, EventType::Normal, "AuditPersisted", note).await });
-            }
-            outcome("persisted");
-            tracing::info!(%ns, %name, id = %record.id, status = record.status.as_str(), "audit record stored, finalizer removed");
-            Ok(Requeue::await_change())
         }
+        // The success Event is for people reading `kubectl describe`; the reconcile (and a
+        // mass cleanup behind it) need not wait for the API server to take it.
+        if let Some(note) = success_event_note(ctx.success_events, &persisted, &record) {
+            let (event_ctx, event_sp) = (ctx.clone(), sp.clone());
+            tokio::spawn(async move { event_ctx.event(&event_sp, EventType::Normal, "AuditPersisted", note).await });
+        }
+        outcome("persisted");
+        tracing::info!(%ns, %name, id = %record.id, status = record.status.as_str(), "audit record stored, finalizer removed");
+        return Ok(Requeue::await_change());
     }
+    outcome("release_failed");
+    Err(ReconcileError::Changing)
 }
 
 /// The note of the Normal `AuditPersisted` Event after a stored record, or None when success

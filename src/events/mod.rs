@@ -46,6 +46,16 @@ impl MarkingSink {
             }
         }
     }
+
+    /// Marks the CR when the write of its record may have been queued; passes the answer on.
+    async fn marked(&self, record: &SignalProcessingAudit, result: Result<Stored, ClientError>) -> Result<Stored, ClientError> {
+        if let Err(e) = &result {
+            if matches!(e.kind, FailureKind::Queued | FailureKind::NoAnswer) {
+                self.mark(std::slice::from_ref(record), std::slice::from_ref(&record.id)).await;
+            }
+        }
+        result
+    }
 }
 
 impl BatchSink for MarkingSink {
@@ -58,14 +68,10 @@ impl BatchSink for MarkingSink {
     }
 
     fn store_one<'a>(&'a self, record: &'a SignalProcessingAudit) -> BoxFuture<'a, Result<Stored, ClientError>> {
-        Box::pin(async move {
-            let result = self.ds.store_one(record).await;
-            if let Err(e) = &result {
-                if matches!(e.kind, FailureKind::Queued | FailureKind::NoAnswer) {
-                    self.mark(std::slice::from_ref(record), std::slice::from_ref(&record.id)).await;
-                }
-            }
-            result
-        })
+        Box::pin(async move { self.marked(record, self.ds.store_one(record).await).await })
+    }
+
+    fn amend<'a>(&'a self, record: &'a SignalProcessingAudit) -> BoxFuture<'a, Result<Stored, ClientError>> {
+        Box::pin(async move { self.marked(record, self.ds.amend(record).await).await })
     }
 }

@@ -11,7 +11,7 @@
 //! | `Allow` / `Deny` | — | as given |
 //! | `StoreThenAllow` (DELETE of a CR without the finalizer) | reads the live object; [`judge_live`]; stores its record (amending a different one under the uid) | allow once stored; deny 503 (retry) if Data Storage does not confirm; deny 409 if the live object is not what the review says |
 //! | `RecordBreakGlassThenAllow` (break-glass removal) | reads the live object; [`judge_live`]; stores the break-glass event, then the `forced` record | [`break_glass_verdict`] |
-//! | `AllowIfRecordHeld` (the controller's removal) | this process's confirmed set, else GET the record from Data Storage | [`record_check_verdict`] |
+//! | `AllowIfRecordHeld` (the controller's identity removes the finalizer) | this process's confirmed set (uid and resourceVersion), else reads the live object; [`judge_live`]; stores its record (amending a different one under the uid, alarmed) | [`record_check_verdict`] |
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -332,7 +332,8 @@ pub enum Verdict {
     /// A break-glass removal: store the break-glass event and the live object's `forced`
     /// record, then allow.
     RecordBreakGlassThenAllow,
-    /// The controller's removal: allow only if Data Storage holds the CR's record.
+    /// The controller's identity removes the finalizer: allow only once Data Storage holds the
+    /// record of the live object, as is or as an amendment (stored now if it does not).
     AllowIfRecordHeld,
 }
 
@@ -340,7 +341,7 @@ pub enum Verdict {
 pub enum DenyReason {
     /// Someone without the right took the finalizer off.
     FinalizerRemoval,
-    /// Data Storage holds no record for the CR the controller's identity is releasing.
+    /// Data Storage refused for good the record of the CR the controller's identity is releasing.
     RecordNotHeld,
     /// The live object is not what the review describes (changed since, or a forged review).
     ObjectChanged,
@@ -396,8 +397,9 @@ fn validate_update(review: &Review, policy: &Policy) -> Verdict {
     if !removes {
         return Verdict::Allow;
     }
-    // The controller's identity gets no pass of its own: whoever holds a token for it must
-    // still find the record stored. (A read only, so dry runs are checked the same way.)
+    // The controller's identity gets no pass of its own: whoever holds a token for it (the
+    // same token writes to Data Storage) must still find the record of the live object's
+    // content stored, not just some record under its uid. Dry runs are checked the same way.
     if review.username == policy.controller_identity {
         return Verdict::AllowIfRecordHeld;
     }
@@ -473,6 +475,8 @@ pub enum Purpose {
     UnguardedDelete,
     /// The review says: a break-glass user takes the finalizer off a deleting CR.
     BreakGlass,
+    /// The review says: the controller's identity takes the finalizer off a deleting CR.
+    ControllerRelease,
 }
 
 /// Whether the live object is the one the review describes, in the state it claims; anything
@@ -488,6 +492,7 @@ pub enum Purpose {
 /// | break-glass | not deleting | deny 409 |
 /// | break-glass | deleting, finalizer already off | deny 409 (nothing left to force) |
 /// | break-glass | deleting, carries the finalizer | proceed: break-glass event, forced record |
+/// | controller release | as for break-glass | proceed: the live object's record (or its amendment) |
 pub fn judge_live(purpose: Purpose, review_uid: &str, live: &Live) -> Result<(), Verdict> {
     let changed = |what: &str| {
         Err(deny(
@@ -512,31 +517,38 @@ pub fn judge_live(purpose: Purpose, review_uid: &str, live: &Live) -> Result<(),
             "this SignalProcessing carries finalizer {FINALIZER} now, so its deletion waits for its audit record"
         )),
         (Purpose::UnguardedDelete, _, false) => Ok(()),
-        (Purpose::BreakGlass, false, _) => changed("this SignalProcessing is not being deleted"),
-        (Purpose::BreakGlass, true, false) => changed(&format!("finalizer {FINALIZER} is already off this SignalProcessing")),
-        (Purpose::BreakGlass, true, true) => Ok(()),
+        (Purpose::BreakGlass | Purpose::ControllerRelease, false, _) => changed("this SignalProcessing is not being deleted"),
+        (Purpose::BreakGlass | Purpose::ControllerRelease, true, false) => {
+            changed(&format!("finalizer {FINALIZER} is already off this SignalProcessing"))
+        }
+        (Purpose::BreakGlass | Purpose::ControllerRelease, true, true) => Ok(()),
     }
 }
 
-/// How looking for the CR's record ended.
+/// How storing the live object's record (the content check of a controller release) ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecordCheck {
+    /// Data Storage holds the record of the object as it is: created now, already there, or
+    /// as an amendment of a different record under the uid.
     Held,
-    Missing,
+    /// Data Storage refused that record for good.
+    Refused(String),
     Unavailable(String),
 }
 
-/// The controller's identity may release a CR only when Data Storage holds its record.
+/// The controller's identity may release a CR only when Data Storage holds the record of
+/// the object as it is (a record under its uid is not enough: the identity that releases
+/// also writes to Data Storage, and could have written any record).
 pub fn record_check_verdict(check: &RecordCheck, uid: &str) -> Verdict {
     match check {
         RecordCheck::Held => Verdict::Allow,
-        RecordCheck::Missing => deny(
+        RecordCheck::Refused(e) => deny(
             403,
             DenyReason::RecordNotHeld,
             format!(
-                "Data Storage holds no audit record for SignalProcessing {uid}, so finalizer {FINALIZER} stays on. \
-                 audit-guard's controller stores the record before it releases the object; a removal under its identity \
-                 without a stored record is refused, whoever makes it."
+                "Data Storage refused the audit record of SignalProcessing {uid} as it is now ({e}), so finalizer {FINALIZER} \
+                 stays on. audit-guard's identity releases an object only once Data Storage holds the record of what it says, \
+                 whoever makes the request."
             ),
         ),
         RecordCheck::Unavailable(e) => deny(
@@ -767,7 +779,7 @@ mod tests {
             deleting,
             has_finalizer,
         };
-        use Purpose::{BreakGlass, UnguardedDelete};
+        use Purpose::{BreakGlass, ControllerRelease, UnguardedDelete};
         let cases: Vec<(&str, Purpose, &str, Live, bool)> = vec![
             ("gone", UnguardedDelete, "u-1", Live::NotFound, false),
             ("a namesake", UnguardedDelete, "u-1", live("u-2", false, false), false),
@@ -780,6 +792,23 @@ mod tests {
             ("break-glass, not deleting", BreakGlass, "u-1", live("u-1", false, true), false),
             ("break-glass, already released", BreakGlass, "u-1", live("u-1", true, false), false),
             ("break-glass, as described", BreakGlass, "u-1", live("u-1", true, true), true),
+            ("controller, gone", ControllerRelease, "u-1", Live::NotFound, false),
+            ("controller, a namesake", ControllerRelease, "u-1", live("u-2", true, true), false),
+            (
+                "controller, not deleting",
+                ControllerRelease,
+                "u-1",
+                live("u-1", false, true),
+                false,
+            ),
+            (
+                "controller, already released",
+                ControllerRelease,
+                "u-1",
+                live("u-1", true, false),
+                false,
+            ),
+            ("controller, as described", ControllerRelease, "u-1", live("u-1", true, true), true),
         ];
         for (name, purpose, uid, live, proceeds) in cases {
             match judge_live(purpose, uid, &live) {
@@ -804,7 +833,12 @@ mod tests {
     fn the_controller_releases_only_what_data_storage_holds() {
         assert_eq!(record_check_verdict(&RecordCheck::Held, "u-1"), Verdict::Allow);
         let cases = [
-            (RecordCheck::Missing, 403, DenyReason::RecordNotHeld, "holds no audit record"),
+            (
+                RecordCheck::Refused("422 bad record".into()),
+                403,
+                DenyReason::RecordNotHeld,
+                "refused the audit record",
+            ),
             (
                 RecordCheck::Unavailable("timeout".into()),
                 503,

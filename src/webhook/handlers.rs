@@ -20,9 +20,10 @@ use super::decisions::{self, DenyReason, Live, Policy, Purpose, RecordCheck, Rev
 use super::metrics;
 use crate::audit::break_glass::BreakGlassEvent;
 use crate::audit::from_cr::RecordBuilder;
+use crate::audit::SignalProcessingAudit;
 use crate::audit::Trigger;
 use crate::client::{ClientError, DataStorageClient, FailureKind, Stored};
-use crate::confirmed::ConfirmedRecords;
+use crate::confirmed::{release_key, ConfirmedRecords};
 use crate::conflict::{persist, Persisted};
 use crate::crd::SignalProcessing;
 
@@ -345,38 +346,63 @@ fn old_uid(review: &Review) -> String {
     review.old_object.as_ref().and_then(|o| o.metadata.uid.clone()).unwrap_or_default()
 }
 
-/// The controller's removal: this process's confirmed set first, then Data Storage.
+/// The controller's identity removes the finalizer: allowed once Data Storage holds the record
+/// of the object as it is. A hit in this process's confirmed set (the uid at the very
+/// `resourceVersion` being released) is that already; otherwise the live object is read, its
+/// record built and stored through the controller's own path: created, or already there, or,
+/// when a different record holds the uid (planted with the same identity's token, or built
+/// from an older version), stored as an amendment and alarmed. The planted record stays in
+/// Data Storage only as what it is, beside the amendment.
 async fn check_record_held(state: &AppState, review: &Review) -> Verdict {
     let uid = old_uid(review);
-    if !uid.is_empty() && state.confirmed.contains(&uid) {
-        metrics::RECORD_CHECKS.with_label_values(&["cache", "held"]).inc();
-        return Verdict::Allow;
-    }
-    let check = match review.old_object.as_ref() {
-        _ if uid.is_empty() => RecordCheck::Missing,
-        None => RecordCheck::Missing,
-        Some(old) => {
-            let remediation_id = (state.build_record)(old, Trigger::Deletion, Utc::now()).remediation_id;
-            match state.ds.record_held(&uid, &remediation_id).await {
-                Ok(true) => {
-                    state.confirmed.insert(&uid);
-                    RecordCheck::Held
-                }
-                Ok(false) => RecordCheck::Missing,
-                Err(e) => RecordCheck::Unavailable(e.to_string()),
-            }
+    let version = review.old_object.as_ref().and_then(|o| o.metadata.resource_version.as_deref());
+    if let Some(version) = version.filter(|_| !uid.is_empty()) {
+        if state.confirmed.contains(&release_key(&uid, version)) {
+            metrics::RECORD_CHECKS.with_label_values(&["cache", "held"]).inc();
+            return Verdict::Allow;
         }
+    }
+    let live = match live_object(state, review, Purpose::ControllerRelease).await {
+        Ok(live) => live,
+        Err(verdict) => return verdict,
+    };
+    let (record, result) = persist_live(state, &live).await;
+    let check = match result {
+        Ok(persisted) => {
+            if let Some(version) = live.metadata.resource_version.as_deref() {
+                state.confirmed.insert(&release_key(&uid, version));
+            }
+            if let Persisted::Amended { differing, new: true } = &persisted {
+                crate::metrics::RECORD_CONFLICTS.with_label_values(&["webhook"]).inc();
+                tracing::warn!(user = %review.username, namespace = %review.namespace, name = %review.name, record = %record.id, ?differing, "a different audit record was held under the uid of a CR released under the controller's identity; the live object's record is stored as an amendment");
+            }
+            RecordCheck::Held
+        }
+        Err(e) if e.permanent => RecordCheck::Refused(e.to_string()),
+        Err(e) => RecordCheck::Unavailable(e.to_string()),
     };
     let result = match check {
         RecordCheck::Held => "held",
-        RecordCheck::Missing => "missing",
+        RecordCheck::Refused(_) => "refused",
         RecordCheck::Unavailable(_) => "error",
     };
     metrics::RECORD_CHECKS.with_label_values(&["datastorage", result]).inc();
-    if check == RecordCheck::Missing {
-        tracing::warn!(user = %review.username, namespace = %review.namespace, name = %review.name, %uid, "finalizer removal under the controller's identity refused: no record stored");
+    if let RecordCheck::Refused(e) = &check {
+        tracing::warn!(user = %review.username, namespace = %review.namespace, name = %review.name, %uid, error = %e, "finalizer removal under the controller's identity refused: Data Storage refused the record");
     }
     decisions::record_check_verdict(&check, &uid)
+}
+
+/// Stores the deletion-time record of `live` (an amendment when a different record holds its
+/// uid) through the controller's path; in events mode a queued event is marked on the object.
+async fn persist_live(state: &AppState, live: &SignalProcessing) -> (SignalProcessingAudit, Result<Persisted, ClientError>) {
+    crate::events::mark::seed(&state.ds, live);
+    let record = (state.build_record)(live, Trigger::Deletion, Utc::now());
+    let result = persist(&state.ds, None, &record).await;
+    if let Err(e) = &result {
+        remember_queued(state, live, e).await;
+    }
+    (record, result)
 }
 
 /// Reads the live object the review is about and judges it; Ok carries the live object.
@@ -402,15 +428,9 @@ async fn store_unguarded_delete(state: &AppState, review: &Review) -> Verdict {
         Ok(live) => live,
         Err(verdict) => return verdict,
     };
-    crate::events::mark::seed(&state.ds, &live);
-    let record = (state.build_record)(&live, Trigger::Deletion, Utc::now());
-    let result = persist(&state.ds, None, &record).await;
-    if let Err(e) = &result {
-        remember_queued(state, &live, e).await;
-    }
+    let (record, result) = persist_live(state, &live).await;
     match result {
         Ok(persisted) => {
-            state.confirmed.insert(&record.id);
             if let Persisted::Amended { differing, .. } = &persisted {
                 crate::metrics::RECORD_CONFLICTS.with_label_values(&["webhook"]).inc();
                 tracing::warn!(namespace = %review.namespace, name = %review.name, record = %record.id, ?differing, "audit record conflict on an unguarded DELETE; amendment stored");

@@ -15,7 +15,7 @@ declare! {
 
     /// How the validating webhook learnt whether Data Storage holds a record the controller's
     /// identity is releasing: from this process's confirmed set, or by asking Data Storage.
-    pub static RECORD_CHECKS: IntCounterVec = counter_vec("audit_guard_webhook_record_checks_total", "Checks that a released SignalProcessing's record is held, by source (cache|datastorage) and result (held|missing|error)", &["source", "result"]);
+    pub static RECORD_CHECKS: IntCounterVec = counter_vec("audit_guard_webhook_record_checks_total", "Checks that the record of a SignalProcessing the controller identity releases is held (by content), by source (cache|datastorage) and result (held|refused|error)", &["source", "result"]);
 }
 
 pub fn observe(path: &str, operation: &str, outcome: &str, seconds: f64) {

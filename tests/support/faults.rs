@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,9 +31,28 @@ pub struct Faults {
     pub failed_before: AtomicU64,
     pub failed_after: AtomicU64,
     pub delayed: AtomicU64,
+    /// When set, the next record POST is held at the proxy until [`Faults::release`].
+    hold: AtomicBool,
+    held: tokio::sync::Notify,
+    released: tokio::sync::Notify,
 }
 
 impl Faults {
+    /// Holds the next POST of audit records (single, batch or amendment) at the proxy.
+    pub fn hold_next_record_post(&self) {
+        self.hold.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits until the held POST has reached the proxy (not forwarded yet).
+    pub async fn held(&self) {
+        self.held.notified().await;
+    }
+
+    /// Forwards the held POST.
+    pub fn release(&self) {
+        self.released.notify_one();
+    }
+
     pub fn set_delay(&self, d: Duration) {
         self.delay_ms.store(d.as_millis() as u64, Ordering::SeqCst);
     }
@@ -104,6 +123,10 @@ async fn proxy(State(st): State<Arc<ProxyState>>, req: Request) -> Response {
         Ok(b) => b,
         Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("proxy: reading body: {e}")),
     };
+    if method == Method::POST && path.starts_with("/api/v1/audit/signal-processing") && st.faults.hold.swap(false, Ordering::SeqCst) {
+        st.faults.held.notify_one();
+        st.faults.released.notified().await;
+    }
     let faulty = path.starts_with("/api/");
     let fail = faulty && rand::rng().random_range(0..100) < st.faults.fail_percent.load(Ordering::SeqCst);
     let after = rand::rng().random_bool(0.5);

@@ -219,3 +219,14 @@ pub fn fixture_dated_yesterday(name: &str) -> Value {
     let text = serde_json::to_string(&fixture(name)).expect("fixture json");
     serde_json::from_str(&text.replace("2025-11-27T", &yesterday)).expect("fixture json")
 }
+
+/// A SignalProcessing with only a name, its RemediationRequest's name (`rr-<name>`) and a
+/// fingerprint (`fp-<name>`).
+pub fn bare_signalprocessing(name: &str) -> audit_guard::crd::SignalProcessing {
+    serde_json::from_value(json!({
+        "apiVersion": "kubernaut.ai/v1alpha1", "kind": "SignalProcessing",
+        "metadata": { "name": name },
+        "spec": { "remediationRequestRef": { "name": format!("rr-{name}") }, "signal": { "fingerprint": format!("fp-{name}") } }
+    }))
+    .expect("a SignalProcessing")
+}
