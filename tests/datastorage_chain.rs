@@ -117,8 +117,8 @@ async fn postgres_verify_names_every_kind_of_tampering() {
     let dir = tempfile::tempdir().unwrap();
     let token = reader_token_file(dir.path());
     let key = svc.chain_key_file();
-    // Two records of two months back, in their own partition; then the rest, the break-glass
-    // event last.
+    // Two records claiming two months back (stored now, in this month's partition with the
+    // rest); then the rest, the break-glass event last.
     post_batch(&svc, (100..102).map(|i| rec(i, 70 * 86_400)).collect()).await;
     seed(&svc, 40).await;
 
@@ -187,17 +187,13 @@ async fn postgres_verify_names_every_kind_of_tampering() {
             .any(|f| f["problem"] == "missing" && f["id"] == "r-00009"),
         "{json:#}"
     );
-    let last_month = chrono::Utc::now() - chrono::Duration::days(70);
-    let partition = format!("signal_processing_audit_y{}", last_month.format("%Ym%m"));
+    // The partition of the month the two records claim holds none of them: dropping it loses
+    // nothing.
+    let claimed_month = chrono::Utc::now() - chrono::Duration::days(70);
+    let partition = format!("signal_processing_audit_y{}", claimed_month.format("%Ym%m"));
     as_superuser(&db.name, &format!("DROP TABLE {partition};"));
     let (_, out, json) = verify_api(&svc, &token, &[]);
-    assert_eq!(named_of(&json, "partition_dropped"), ["r-00100", "r-00101"], "{out}");
-    // ...unless the auditor expects a retention that lets it go.
-    let (_, _, json) = verify_api(&svc, &token, &["--retention-months", "1"]);
-    assert_eq!(
-        (named_of(&json, "partition_dropped").len(), json["expired_by_retention"].as_u64()),
-        (0, Some(2))
-    );
+    assert_eq!(named_of(&json, "partition_dropped").len(), 0, "{out}");
 
     // A record and its link removed together: a gap names the entry after it.
     let (_, _, before) = verify_api(&svc, &token, &[]);
@@ -243,6 +239,17 @@ async fn postgres_verify_names_every_kind_of_tampering() {
     let (code, out) = verify_db(&db.url, &key, &["--anchor", p(&anchors)]);
     assert_eq!(code, 1);
     assert!(out.contains("AnchorMismatch"), "{out}");
+
+    // The month the records were stored in, dropped whole: every chained record still listed
+    // in the ids table is gone with it, and no retention expects that of the current month.
+    let partition = format!("signal_processing_audit_y{}", chrono::Utc::now().format("%Ym%m"));
+    as_superuser(&db.name, &format!("DROP TABLE {partition};"));
+    for retention in ["0", "1", "15"] {
+        let (_, out, json) = verify_api(&svc, &token, &["--retention-months", retention]);
+        assert_eq!(json["findings_by_problem"]["partition_dropped"], 41, "{out}");
+        assert_eq!(json["expired_by_retention"], 0, "{out}");
+        assert!(named_of(&json, "partition_dropped").contains(&"r-00100".to_string()), "{out}");
+    }
 
     drop(svc);
     db.drop_db().await;
@@ -507,7 +514,7 @@ async fn postgres_report_of_a_known_period_gives_the_right_numbers() {
         "P1",
         json!({"anomalies": [{"field": "priority_score", "value": 500}]}),
     );
-    // Outside the period: counted nowhere.
+    // Claims a day before the period, but is stored in it: counted (under the day it claims).
     add("old", 2, 12, "production", "P0", json!({}));
     let mut changed = rows[1].clone();
     post_batch(&svc, rows).await;
@@ -545,9 +552,9 @@ async fn postgres_report_of_a_known_period_gives_the_right_numbers() {
         std::fs::read_to_string(out).unwrap()
     };
     let r: Value = serde_json::from_str(&report("json")).unwrap();
-    assert_eq!(r["records"]["total"], 7, "{:#}", r["records"]);
-    assert_eq!(r["records"]["by_status"], json!({"completed": 5, "failed": 1, "forced": 1}));
-    assert_eq!(r["records"]["by_trigger"], json!({"completion": 4, "deletion": 2, "forced": 1}));
+    assert_eq!(r["records"]["total"], 8, "{:#}", r["records"]);
+    assert_eq!(r["records"]["by_status"], json!({"completed": 6, "failed": 1, "forced": 1}));
+    assert_eq!(r["records"]["by_trigger"], json!({"completion": 5, "deletion": 2, "forced": 1}));
     let day = |d: i64| on_day(d, 0)[..10].to_string();
     let classification: Vec<(String, String, u64, f64)> = r["classification_by_day"]
         .as_array()
@@ -566,6 +573,7 @@ async fn postgres_report_of_a_known_period_gives_the_right_numbers() {
     assert_eq!(
         classification,
         [
+            (day(2), "production".into(), 1, 0.9),
             (day(d1), "production".into(), 1, 0.9),
             (day(d1), "staging".into(), 1, 0.7),
             (day(d2), "production".into(), 3, 0.9),
@@ -588,6 +596,7 @@ async fn postgres_report_of_a_known_period_gives_the_right_numbers() {
     assert_eq!(
         priority,
         [
+            (day(2), "P0".into(), 1, 100.0),
             (day(d1), "P0".into(), 1, 100.0),
             (day(d1), "P1".into(), 1, 50.0),
             (day(d2), "P0".into(), 1, 100.0),
@@ -596,11 +605,11 @@ async fn postgres_report_of_a_known_period_gives_the_right_numbers() {
     );
     assert_eq!(
         r["routing"]["by_service"],
-        json!([{"value": "ai-analysis", "count": 6}, {"value": "manual-review", "count": 1}])
+        json!([{"value": "ai-analysis", "count": 7}, {"value": "manual-review", "count": 1}])
     );
     assert_eq!(
         r["routing"]["by_priority"],
-        json!([{"value": 1, "count": 6}, {"value": 2, "count": 1}])
+        json!([{"value": 1, "count": 7}, {"value": 2, "count": 1}])
     );
     assert_eq!(r["forced_removals"]["forced_records"], 1);
     assert_eq!(r["forced_removals"]["by_user"], json!({"alice": 1}));
@@ -621,7 +630,7 @@ async fn postgres_report_of_a_known_period_gives_the_right_numbers() {
     assert_eq!(r["chain"]["result"], "intact");
     assert_eq!(
         r["chain"]["checked"],
-        json!({"records": 7, "amendments": 1, "break_glass_events": 1})
+        json!({"records": 8, "amendments": 1, "break_glass_events": 1})
     );
 
     // The same numbers in the other renderings; the HTML is self-contained (no fetched fonts,

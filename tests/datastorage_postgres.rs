@@ -422,16 +422,30 @@ async fn anomalies_have_a_nullable_column_of_their_own() {
 }
 
 /// As the owner; the dropped record's id stays taken.
+/// Retention drops the partitions of old months of `stored_at`: a record that only claims an
+/// old `completed_at` stays; one stored in such a month goes with it.
 #[tokio::test]
 async fn retention_drops_whole_old_partitions_and_only_those() {
     let d = deployed().await;
     store_five(&d.svc).await;
     let odd = record("odd-1", "fp", "staging", "P1", &ago(5), json!(1));
     assert_eq!(d.svc.post_json(BASE, &odd).await.0, 201);
-    let ancient = (chrono::Utc::now() - chrono::Duration::days(800)).to_rfc3339();
-    let old = record("r-old", "ancient", "production", "P0", &ancient, json!("1s"));
-    let (st, _, body) = d.svc.post_json(BASE, &old).await;
+    let ancient = chrono::Utc::now() - chrono::Duration::days(800);
+    let claims_old = record("r-claims-old", "ancient", "production", "P0", &ancient.to_rfc3339(), json!("1s"));
+    let (st, _, body) = d.svc.post_json(BASE, &claims_old).await;
     assert_eq!(st, 201, "{body}");
+    // A record stored 800 days ago (written as the owner: the service stores at its own now).
+    let old = record("r-old", "ancient", "production", "P0", &ancient.to_rfc3339(), json!("1s"));
+    sqlx::query(
+        "WITH ids AS (INSERT INTO signal_processing_audit_ids (id, completed_at, stored_at) VALUES ('r-old', $1, $1)) \
+         INSERT INTO signal_processing_audit (id, remediation_id, signal_fingerprint, processing_phases, completed_at, status, \
+         record, stored_at) VALUES ('r-old', 'rr', 'ancient', '[]', $1, 'completed', $2::json, $1)",
+    )
+    .bind(ancient)
+    .bind(old.to_string())
+    .execute(&d.pool)
+    .await
+    .unwrap();
     let dropped = audit_guard::datastorage::postgres::drop_old_partitions(&d.pool, 12).await.unwrap();
     let cutoff = (chrono::Utc::now() - chrono::Duration::days(366)).format("y%Ym%m").to_string();
     assert!(
@@ -441,7 +455,7 @@ async fn retention_drops_whole_old_partitions_and_only_those() {
     assert_eq!(d.svc.get(&format!("{BASE}/r-old")).await.0, 404);
     let mut ids = d.svc.all_ids().await;
     ids.sort();
-    assert_eq!(ids, ["odd-1", "r1", "r2", "r3", "r4", "r5"]);
+    assert_eq!(ids, ["odd-1", "r-claims-old", "r1", "r2", "r3", "r4", "r5"]);
     // The same record again is a 409 that cannot be confirmed identical.
     let (st, _, p) = d.svc.post_json(BASE, &old).await;
     assert_eq!(

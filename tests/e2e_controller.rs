@@ -134,7 +134,7 @@ async fn completed_cr_is_recorded_by_the_buffered_writer() {
     let uid = sp.metadata.uid.clone().unwrap();
     assert!(ds.record(&uid).await.unwrap().is_none(), "nothing is written before completion");
 
-    let mut status = fixture_dated_yesterday("kubernaut-today.json")["status"].clone();
+    let mut status = fixture_dated_now("kubernaut-today.json")["status"].clone();
     status["phase"] = json!("Completed");
     set_status(&api, "done", status).await;
     let rec = wait_record(&ds, &uid).await;
@@ -169,7 +169,7 @@ async fn deletion_stores_the_record_then_releases_the_object() {
         api,
     } = one_replica("delete").await;
     for (name, file) in [("today", "kubernaut-today.json"), ("design", "design-doc.json")] {
-        create_from(&api, fixture_dated_yesterday(file), name).await;
+        create_from(&api, fixture_dated_now(file), name).await;
         let sp = wait_finalizer(&api, name).await;
         let uid = sp.metadata.uid.clone().unwrap();
         api.delete(name, &DeleteParams::default()).await.unwrap();
@@ -254,7 +254,7 @@ async fn deleting_the_owner_records_the_signalprocessing() {
     )
     .unwrap();
     let rr_uid = rr_api.create(&PostParams::default(), &rr).await.unwrap().metadata.uid.unwrap();
-    let mut obj = fixture_dated_yesterday("kubernaut-today.json");
+    let mut obj = fixture_dated_now("kubernaut-today.json");
     obj["spec"]["remediationRequestRef"]["name"] = json!("rr-1");
     let sp = create_from(&api, obj, "owned").await;
     api.patch(

@@ -3,6 +3,9 @@
 //! Values the schema cannot hold (out of range, negative, end before start, a time outside
 //! the window Data Storage accepts) are stored as null and listed in `anomalies` with the raw
 //! value: every record is storable, so no CR status can hold a deletion forever.
+//! A status time outside the object's own life — before its `creationTimestamp`, or after its
+//! deletion (`deletionTimestamp`, or the build time while it is not deleted) — is such a value
+//! too: whoever may write the status cannot move a record's times where the object never was.
 //! The mapping is documented in docs/audit-mapping.md.
 
 use chrono::{DateTime, Utc};
@@ -19,19 +22,58 @@ use crate::events::facts::{Beside, CrFacts};
 /// How a record is built from a CR (the webhook takes it as a parameter, for tests).
 pub type RecordBuilder = fn(&SignalProcessing, Trigger, DateTime<Utc>) -> SignalProcessingAudit;
 
+/// How far a status time may lie outside the object's life before it is an anomaly: the API
+/// server's timestamps have whole seconds (a deletion at 10:00:05.8 reads 10:00:05), and the
+/// controller's clock is not the API server's.
+pub const LIFETIME_SLACK: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The span a status time of `sp` may claim when built at `now`: the window Data Storage
+/// accepts around `now`, narrowed to the object's life (from its `creationTimestamp` to its
+/// `deletionTimestamp`, or to `now` while it is not deleted), each end widened by
+/// [`LIFETIME_SLACK`].
+pub fn status_time_bounds(
+    created: Option<DateTime<Utc>>,
+    deleted: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> (DateTime<Utc>, DateTime<Utc>) {
+    let (earliest, latest) = window(now);
+    let slack = span(LIFETIME_SLACK);
+    let earliest = created.map_or(earliest, |c| earliest.max(c - slack));
+    let latest = latest.min(deleted.unwrap_or(now) + slack);
+    (earliest, latest)
+}
+
+fn span(d: std::time::Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::zero())
+}
+
+/// The window Data Storage accepts around `now`.
+fn window(now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    (now - span(TIME_WINDOW_PAST), now + span(TIME_WINDOW_FUTURE))
+}
+
 /// Keeps values inside the schema's ranges; whatever it refuses is listed as an anomaly.
 struct Sanitizer {
+    /// The window Data Storage accepts (for the API server's own deletion time).
+    window: (DateTime<Utc>, DateTime<Utc>),
+    /// Where the status's times may lie (see [`status_time_bounds`]).
     earliest: DateTime<Utc>,
     latest: DateTime<Utc>,
     anomalies: Vec<Anomaly>,
 }
 
 impl Sanitizer {
-    fn new(now: DateTime<Utc>) -> Self {
-        let span = |d: std::time::Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::zero());
+    fn new(sp: &SignalProcessing, now: DateTime<Utc>) -> Self {
+        let meta = &sp.metadata;
+        let (earliest, latest) = status_time_bounds(
+            meta.creation_timestamp.as_ref().map(|t| t.0),
+            meta.deletion_timestamp.as_ref().map(|t| t.0),
+            now,
+        );
         Self {
-            earliest: now - span(TIME_WINDOW_PAST),
-            latest: now + span(TIME_WINDOW_FUTURE),
+            window: window(now),
+            earliest,
+            latest,
             anomalies: Vec::new(),
         }
     }
@@ -70,9 +112,16 @@ impl Sanitizer {
         self.keep_if(field, value, |d| d.nanos >= 0)
     }
 
-    /// A time inside the window Data Storage accepts around `now`.
+    /// A status time inside the window Data Storage accepts around `now` and inside the
+    /// object's life.
     fn time(&mut self, field: &str, value: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
         let (earliest, latest) = (self.earliest, self.latest);
+        self.keep_if(field, value, |t| t >= earliest && t <= latest)
+    }
+
+    /// A time the API server set, inside the window Data Storage accepts around `now`.
+    fn window_time(&mut self, field: &str, value: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+        let (earliest, latest) = self.window;
         self.keep_if(field, value, |t| t >= earliest && t <= latest)
     }
 
@@ -95,13 +144,14 @@ impl Sanitizer {
 }
 
 /// The record for `sp`, as of `now` (the build time: the time window is judged around it, and
-/// it is `completed_at` when the CR says nothing about when it finished or was deleted).
+/// it is `completed_at` when the CR says nothing believable about when it finished and was not
+/// deleted). `completed_at` is never before `creationTimestamp`.
 pub fn build_record(sp: &SignalProcessing, trigger: Trigger, now: DateTime<Utc>) -> SignalProcessingAudit {
     let default_status = SignalProcessingStatus::default();
     let st = sp.status.as_ref().unwrap_or(&default_status);
     let meta = &sp.metadata;
-    let mut check = Sanitizer::new(now);
-    let deleted_at = check.time("deleted_at", meta.deletion_timestamp.as_ref().map(|t| t.0));
+    let mut check = Sanitizer::new(sp, now);
+    let deleted_at = check.window_time("deleted_at", meta.deletion_timestamp.as_ref().map(|t| t.0));
     let env = st.environment_classification.as_ref();
     let enrichment = st.enrichment_results.as_ref();
     let categorization = st.categorization.as_ref();
@@ -128,7 +178,10 @@ pub fn build_record(sp: &SignalProcessing, trigger: Trigger, now: DateTime<Utc>)
         // Neither CR shape carries a routing decision.
         routed_to_service: None,
         routing_priority: None,
-        completed_at: finished.or(deleted_at).unwrap_or(now),
+        completed_at: not_before(
+            finished.or(deleted_at).unwrap_or(now),
+            meta.creation_timestamp.as_ref().map(|t| t.0),
+        ),
         status,
         error_message,
         namespace: meta.namespace.clone(),
@@ -144,12 +197,12 @@ pub fn build_record(sp: &SignalProcessing, trigger: Trigger, now: DateTime<Utc>)
 /// When the CR says it finished, judged as [`build_record`] judges `completed_at`: its
 /// `status.completionTime`, else (for a Completed or Failed CR) the end of its last phase.
 /// None when the CR does not say, or says something outside the accepted time window around
-/// `now`; the record's `completed_at` then depends on when it is built, so the buffered
+/// `now` or outside the object's life; the record's `completed_at` then depends on when it is built, so the buffered
 /// writer leaves such a record to the deletion path.
 pub fn finished_at(sp: &SignalProcessing, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let default_status = SignalProcessingStatus::default();
     let st = sp.status.as_ref().unwrap_or(&default_status);
-    let mut check = Sanitizer::new(now);
+    let mut check = Sanitizer::new(sp, now);
     let phases = phases(sp, st, &mut check);
     finish_time(sp, st, &phases, &mut check)
 }
@@ -163,6 +216,11 @@ fn finish_time(
     let completion = check.time("completed_at", st.completion_time);
     let last_phase_end = || sp.is_terminal().then(|| phases.iter().rev().find_map(|p| p.end_time)).flatten();
     completion.or_else(last_phase_end)
+}
+
+/// `t`, or `floor` when `t` lies before it.
+fn not_before(t: DateTime<Utc>, floor: Option<DateTime<Utc>>) -> DateTime<Utc> {
+    floor.map_or(t, |f| t.max(f))
 }
 /// Completed/Failed as the CR says; a forced removal is `forced`; anything else that is
 /// being recorded (deleted before it finished) is `incomplete`.
@@ -516,7 +574,9 @@ mod tests {
     #[test]
     fn a_fallback_start_after_the_end_is_dropped_and_listed() {
         let mut sp = cr(fixture("design-doc.json"));
-        sp.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t("2025-11-27T12:00:00Z")));
+        // Created half a second after enrichment ended (the controller's clock is not the API
+        // server's): the end is inside the slack, the start taken from the creation is not.
+        sp.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t("2025-11-27T10:00:02Z")));
         let rec = build_record(&sp, Trigger::Deletion, now());
         let e = &rec.processing_phases[0];
         assert_eq!((e.start_time, e.end_time), (None, Some(t("2025-11-27T10:00:01.5Z"))));
@@ -525,7 +585,7 @@ mod tests {
             rec.anomalies,
             vec![Anomaly {
                 field: "processing_phases[0].start_time".into(),
-                value: json!("2025-11-27T12:00:00Z")
+                value: json!("2025-11-27T10:00:02Z")
             }]
         );
         assert!(rec.validate().is_ok());
@@ -681,6 +741,106 @@ mod tests {
         running["status"]["phase"] = json!("Categorizing");
         running["status"].as_object_mut().unwrap().remove("completionTime");
         assert_eq!(finished_at(&cr(running), now()), None);
+    }
+
+    fn time(s: &str) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t(s))
+    }
+
+    fn fields(rec: &SignalProcessingAudit) -> Vec<(&str, &Value)> {
+        let mut out: Vec<(&str, &Value)> = rec.anomalies.iter().map(|a| (a.field.as_str(), &a.value)).collect();
+        out.sort_by_key(|(f, _)| *f);
+        out
+    }
+
+    #[test]
+    fn status_times_may_lie_only_in_the_objects_life() {
+        let now = t("2026-01-10T00:00:00Z");
+        let minute = chrono::Duration::seconds(60);
+        let created = t("2026-01-01T00:00:00Z");
+        let deleted = t("2026-01-05T00:00:00Z");
+        assert_eq!(
+            status_time_bounds(Some(created), Some(deleted), now),
+            (created - minute, deleted + minute)
+        );
+        assert_eq!(status_time_bounds(Some(created), None, now), (created - minute, now + minute));
+        // Without a creation time, the accepted window is the bound.
+        let (earliest, latest) = status_time_bounds(None, None, now);
+        assert_eq!((now - earliest).num_days(), 400);
+        assert_eq!(latest, now + minute);
+        // A creation older than the window does not widen it.
+        assert_eq!(status_time_bounds(Some(t("2020-01-01T00:00:00Z")), None, now).0, earliest);
+    }
+
+    /// A status writer sets `completionTime` to 399 days ago on a CR created yesterday: the
+    /// claim is kept as an anomaly, and `completed_at` is what the object proves.
+    #[test]
+    fn a_back_dated_completion_is_an_anomaly_and_never_the_records_time() {
+        let now = t("2026-06-15T12:00:00Z");
+        let claimed = now - chrono::Duration::days(399);
+        let mut sp = cr(fixture("kubernaut-today.json"));
+        sp.metadata.creation_timestamp = Some(time("2026-06-14T12:00:00Z"));
+        let status = sp.status.as_mut().unwrap();
+        status.completion_time = Some(claimed);
+        status.start_time = Some(t("2026-06-14T12:00:01Z"));
+        // The other phase times of the fixture (2025-11-27) lie before the creation too.
+        let at_completion = build_record(&sp, Trigger::Completion, now);
+        let claimed_json = json!(claimed);
+        assert!(
+            fields(&at_completion).contains(&("completed_at", &claimed_json)),
+            "{:?}",
+            at_completion.anomalies
+        );
+        assert_eq!(at_completion.completed_at, now, "not deleted: the build time");
+        assert!(at_completion.validate().is_ok());
+        assert_eq!(finished_at(&sp, now), None, "the writer leaves it to the deletion path");
+
+        sp.metadata.deletion_timestamp = Some(time("2026-06-15T11:00:00Z"));
+        let at_deletion = build_record(&sp, Trigger::Deletion, now);
+        assert!(fields(&at_deletion).contains(&("completed_at", &claimed_json)));
+        assert_eq!(at_deletion.completed_at, t("2026-06-15T11:00:00Z"), "the deletion");
+        assert_eq!(at_deletion.deleted_at, Some(t("2026-06-15T11:00:00Z")));
+        let phases: Vec<&str> = fields(&at_deletion)
+            .into_iter()
+            .map(|(f, _)| f)
+            .filter(|f| f.starts_with("processing_phases"))
+            .collect();
+        assert!(phases.contains(&"processing_phases[0].end_time"), "{phases:?}");
+        assert_eq!(at_deletion.processing_phases[0].start_time, Some(t("2026-06-14T12:00:01Z")));
+    }
+
+    #[test]
+    fn a_status_time_after_the_deletion_is_an_anomaly() {
+        let mut v = fixture("design-doc.json");
+        v["metadata"]["deletionTimestamp"] = json!("2025-11-27T10:00:02Z");
+        v["status"]["completionTime"] = json!("2025-11-27T18:00:00Z");
+        v["status"]["categorizationEndTime"] = json!("2025-11-27T17:00:00Z");
+        let rec = build_record(&cr(v), Trigger::Deletion, now());
+        assert_eq!(
+            fields(&rec),
+            [
+                ("completed_at", &json!("2025-11-27T18:00:00Z")),
+                ("processing_phases[2].end_time", &json!("2025-11-27T17:00:00Z")),
+            ]
+        );
+        // The last phase with a believable end: classification's.
+        assert_eq!(rec.completed_at, t("2025-11-27T10:00:02Z"));
+        // Within the slack, nothing is listed.
+        let mut v = fixture("design-doc.json");
+        v["metadata"]["deletionTimestamp"] = json!("2025-11-27T10:00:02Z");
+        let rec = build_record(&cr(v), Trigger::Deletion, now());
+        assert_eq!(fields(&rec), []);
+        assert_eq!(rec.completed_at, t("2025-11-27T10:00:02.25Z"));
+    }
+
+    #[test]
+    fn completed_at_is_never_before_the_creation() {
+        // A status without any time, created after the (skewed) build time.
+        let mut v = fixture("kubernaut-today.json");
+        v["status"] = json!({ "phase": "Completed" });
+        let mut sp = cr(v);
+        sp.metadata.creation_timestamp = Some(time("2025-11-28T00:00:30Z"));
+        assert_eq!(build_record(&sp, Trigger::Deletion, now()).completed_at, t("2025-11-28T00:00:30Z"));
     }
 
     #[test]

@@ -64,7 +64,7 @@ pub struct DbArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct VerifyArgs {
-    /// Rows with their own time (a record's completed_at) from this moment (RFC 3339)...
+    /// Rows of the period (a record by when Data Storage stored it) from this moment (RFC 3339)...
     #[arg(long)]
     pub since: Option<DateTime<Utc>>,
     /// ...until before this one. The chain's links are walked in full either way.
@@ -94,7 +94,7 @@ pub enum ExportFormat {
 
 #[derive(Args, Debug, Clone)]
 pub struct ExportArgs {
-    /// Rows from this moment (RFC 3339; records by completed_at, amendments by amended_at,
+    /// Rows from this moment (RFC 3339; records by when Data Storage stored them, amendments by amended_at,
     /// break-glass events by at).
     #[arg(long)]
     pub since: Option<DateTime<Utc>>,

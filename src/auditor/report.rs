@@ -463,7 +463,7 @@ pub fn to_markdown(r: &PeriodReport) -> String {
         &mut o,
         format!("# Audit report {} – {}\n", r.since.to_rfc3339(), r.until.to_rfc3339()),
     );
-    line(&mut o, format!("Generated {} by Data Storage. Period: `since` inclusive, `until` exclusive, on each entry's own time (records: completed_at).\n", r.generated_at.to_rfc3339()));
+    line(&mut o, format!("Generated {} by Data Storage. Period: `since` inclusive, `until` exclusive, on each entry's own time (records: when Data Storage stored them, stored_at; their days: completed_at).\n", r.generated_at.to_rfc3339()));
     line(&mut o, "## Chain verification\n".into());
     line(&mut o, format!("**{}**\n", md(&r.chain.summary())));
     for f in r.chain.findings.iter().take(20) {

@@ -1,5 +1,5 @@
 //! Signed exports for auditors: `GET .../export?since=&until=&format=ndjson|csv` streams every
-//! record (by `completed_at`), amendment (by `amended_at`) and break-glass event (by `at`) of
+//! record (by when Data Storage stored it, `stored_at`), amendment (by `amended_at`) and break-glass event (by `at`) of
 //! the period, each with its chain link, in constant memory (keyset pages through a bounded
 //! channel).
 //!
@@ -289,7 +289,7 @@ fn record_csv(head: [String; 5], c: Option<&RecordColumns>, link: Option<&Link>,
 
 impl ExportRow for RecordRow {
     fn position(&self) -> Position {
-        (self.columns.completed_at, self.id.clone())
+        (self.columns.stored_at, self.id.clone())
     }
 
     fn link(&self) -> Option<&Link> {

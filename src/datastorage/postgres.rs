@@ -481,9 +481,15 @@ impl PgStore {
 }
 
 /// Drops monthly partitions older than the retention. Deliberate and logged; needs the owner.
+/// The months are those records were stored in, whatever time they claim.
 pub async fn drop_old_partitions(pool: &PgPool, keep_months: u32) -> DbResult<Vec<String>> {
+    drop_old_partitions_at(pool, keep_months, Utc::now()).await
+}
+
+/// [`drop_old_partitions`] as a run at `now` would (a later run, in tests).
+pub async fn drop_old_partitions_at(pool: &PgPool, keep_months: u32, now: DateTime<Utc>) -> DbResult<Vec<String>> {
     let names = partition_names(pool).await?;
-    let doomed = partitions_to_drop(names.iter().map(String::as_str), Utc::now(), keep_months);
+    let doomed = partitions_to_drop(names.iter().map(String::as_str), now, keep_months);
     for name in &doomed {
         tracing::warn!(partition = %name, keep_months, "retention: dropping audit partition");
         sqlx::query(&format!("DROP TABLE {name}")).execute(pool).await?;
@@ -506,7 +512,7 @@ pub fn spawn_retention(pool: PgPool, keep_months: u32) {
 
 /// One statement, so atomic: the new ids with their links into the ids table (the chain of
 /// records lives there, so it outlives partitions that retention drops), the records into
-/// their partitions. Only ids found new under the shard's lock are sent; one claimed by
+/// their partitions (by `stored_at`, the moment of this statement's transaction). Only ids found new under the shard's lock are sent; one claimed by
 /// another writer meanwhile fails the statement (unique violation) and the batch is retried.
 /// JSON travels as text and is cast here.
 const INSERT: &str = "WITH u AS (
@@ -519,8 +525,8 @@ const INSERT: &str = "WITH u AS (
          routing_priority, completed_at, status, error_message, namespace, name, uid, trigger, deleted_at, record, anomalies,
          chain_seq, chain_digest, chain_hash)
 ), ids AS (
-    INSERT INTO signal_processing_audit_ids (id, completed_at, chain_shard, chain_seq, chain_key_id, chain_stored_at, chain_digest, chain_hash)
-    SELECT id, completed_at, $29, chain_seq, $30, $31, chain_digest, chain_hash FROM u
+    INSERT INTO signal_processing_audit_ids (id, completed_at, stored_at, chain_shard, chain_seq, chain_key_id, chain_stored_at, chain_digest, chain_hash)
+    SELECT id, completed_at, $31, $29, chain_seq, $30, $31, chain_digest, chain_hash FROM u
 )
 INSERT INTO signal_processing_audit (id, remediation_id, signal_fingerprint, processing_phases, enrichment_quality,
     enrichment_sources, context_size_bytes, environment, confidence, business_criticality, sla_requirement, priority,
@@ -534,12 +540,20 @@ FROM u";
 
 const AMENDMENT_COLUMNS: &str = "amendment_id, record_id, amended_at, record";
 
-/// Records read their links from the ids table (USING keeps `id` and `completed_at`
-/// unqualified: in a LEFT JOIN they are the record's own columns).
+/// Records read their links from the ids table (USING keeps `id`, `completed_at` and
+/// `stored_at` unqualified: in a LEFT JOIN they are the record's own columns).
 const RECORD_KEYSET_PG: Keyset = Keyset {
-    table: "signal_processing_audit LEFT JOIN signal_processing_audit_ids USING (id, completed_at)",
+    table: "signal_processing_audit LEFT JOIN signal_processing_audit_ids USING (id, completed_at, stored_at)",
     ..RECORD_KEYSET
 };
+
+/// A gone record's link and the time that placed it in its partition.
+#[derive(sqlx::FromRow)]
+struct Placed {
+    #[sqlx(flatten)]
+    row: ChainRow,
+    placed: DateTime<Utc>,
+}
 
 impl Store for PgStore {
     fn backend(&self) -> &'static str {
@@ -556,13 +570,9 @@ impl Store for PgStore {
 
     fn insert<'a>(&'a self, records: &'a [Prepared]) -> BoxFuture<'a, DbResult<Vec<Outcome>>> {
         async move {
-            self.ensure_months(
-                records
-                    .iter()
-                    .map(|p| (p.rec.completed_at.year(), p.rec.completed_at.month()))
-                    .collect(),
-            )
-            .await;
+            // Records go to the partition of the month they are stored in, whatever they claim.
+            let now = Utc::now();
+            self.ensure_months(BTreeSet::from([(now.year(), now.month())])).await;
             for attempt in 1..=INSERT_ATTEMPTS {
                 if let Some(created) = self.try_insert(records).await? {
                     return Ok(outcomes(records, &created));
@@ -578,10 +588,10 @@ impl Store for PgStore {
 
     fn records<'a>(&'a self, ids: &'a [String], lane: Lane) -> BoxFuture<'a, DbResult<HashMap<String, serde_json::Value>>> {
         async move {
-            // Through the ids table, so each id finds its partition by completed_at.
+            // Through the ids table, so each id finds its partition by stored_at.
             let rows: Vec<(String, serde_json::Value)> = sqlx::query_as(
                 "SELECT i.id, a.record FROM signal_processing_audit_ids i JOIN signal_processing_audit a \
-                 ON a.id = i.id AND a.completed_at = i.completed_at WHERE i.id = ANY($1)",
+                 ON a.id = i.id AND a.stored_at = i.stored_at WHERE i.id = ANY($1)",
             )
             .bind(ids)
             .fetch_all(self.pool(lane))
@@ -699,13 +709,13 @@ impl Store for PgStore {
             Ok(sqlx::query_as(
                 "SELECT a.id, a.remediation_id, a.signal_fingerprint, a.completed_at, \
                         (a.record->'processing_phases'->(s.n::int - 1)->>'duration')::int8 AS duration_nanos \
-                 FROM (SELECT a.id, a.completed_at, p.n, (p.v->>'duration')::interval AS iv \
+                 FROM (SELECT a.id, a.stored_at, p.n, (p.v->>'duration')::interval AS iv \
                        FROM signal_processing_audit a, jsonb_array_elements(a.processing_phases) WITH ORDINALITY AS p(v, n) \
                        WHERE a.completed_at >= $3 AND a.completed_at <= $4 AND p.v->>'phase' = $1 \
                          AND jsonb_typeof(p.v->'duration') = 'string' \
                          AND (p.v->>'duration')::interval > make_interval(secs => $2::float8 / 1e9) \
                        ORDER BY iv DESC, a.id LIMIT $5) s \
-                 JOIN signal_processing_audit a ON a.id = s.id AND a.completed_at = s.completed_at \
+                 JOIN signal_processing_audit a ON a.id = s.id AND a.stored_at = s.stored_at \
                  ORDER BY duration_nanos DESC, a.id",
             )
             .bind(q.phase)
@@ -840,12 +850,15 @@ impl Store for PgStore {
     fn records_without_rows(&self, range: TimeRange, sample: u32) -> BoxFuture<'_, DbResult<MissingRecords>> {
         async move {
             let (since, until) = range_ends(&range);
+            // The time that placed the record in its partition: when it was stored (a record
+            // already gone when the table was partitioned by stored_at: its completed_at).
             const GONE: &str = "FROM signal_processing_audit_ids i \
-                 WHERE i.completed_at >= $1 AND i.completed_at < $2 AND i.chain_shard IS NOT NULL \
-                 AND NOT EXISTS (SELECT 1 FROM signal_processing_audit a WHERE a.id = i.id AND a.completed_at = i.completed_at)";
+                 CROSS JOIN LATERAL (SELECT COALESCE(i.stored_at, i.completed_at) AS placed) p \
+                 WHERE p.placed >= $1 AND p.placed < $2 AND i.chain_shard IS NOT NULL \
+                 AND NOT EXISTS (SELECT 1 FROM signal_processing_audit a WHERE a.id = i.id AND a.stored_at = i.stored_at)";
             let months: Vec<(f64, f64, i64)> = sqlx::query_as(&format!(
-                "SELECT extract(year FROM i.completed_at AT TIME ZONE 'UTC')::float8 AS y, \
-                        extract(month FROM i.completed_at AT TIME ZONE 'UTC')::float8 AS m, count(*) {GONE} GROUP BY 1, 2 ORDER BY 1, 2"
+                "SELECT extract(year FROM p.placed AT TIME ZONE 'UTC')::float8 AS y, \
+                        extract(month FROM p.placed AT TIME ZONE 'UTC')::float8 AS m, count(*) {GONE} GROUP BY 1, 2 ORDER BY 1, 2"
             ))
             .bind(since)
             .bind(until)
@@ -859,8 +872,9 @@ impl Store for PgStore {
                 .iter()
                 .filter_map(|n| parse_partition_name(n))
                 .collect();
-            let rows: Vec<ChainRow> = sqlx::query_as(&format!(
-                "SELECT 'record'::text AS kind, i.id, i.completed_at AS at, {} {GONE} ORDER BY i.chain_shard, i.chain_seq LIMIT $3",
+            let rows: Vec<Placed> = sqlx::query_as(&format!(
+                "SELECT 'record'::text AS kind, i.id, i.completed_at AS at, {}, p.placed {GONE} \
+                 ORDER BY i.chain_shard, i.chain_seq LIMIT $3",
                 LINK_COLUMNS.replace("chain_", "i.chain_")
             ))
             .bind(since)
@@ -868,7 +882,13 @@ impl Store for PgStore {
             .bind(i64::from(sample))
             .fetch_all(&self.audit)
             .await?;
-            let sample = rows.into_iter().filter_map(ChainRow::link).collect();
+            let sample = rows
+                .into_iter()
+                .filter_map(|r| {
+                    let month = (r.placed.year(), r.placed.month());
+                    r.row.link().map(|l| (month, l))
+                })
+                .collect();
             Ok(MissingRecords {
                 by_month: months
                     .into_iter()

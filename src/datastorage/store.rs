@@ -147,8 +147,9 @@ pub fn stored_now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
-/// `[since, until)` on an entry's own time (a record's completed_at, an amendment's
-/// amended_at, an event's at); either end open.
+/// `[since, until)` of a period: on when Data Storage stored a record (`stored_at`, never the
+/// `completed_at` it claims), an amendment's amended_at (when it was stored), an event's at;
+/// either end open.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct TimeRange {
     pub since: Option<DateTime<Utc>>,
@@ -273,8 +274,8 @@ pub struct EventRow {
 pub struct MissingRecords {
     /// (year, month, how many, whether that month still has its own partition).
     pub by_month: Vec<(i32, u32, u64, bool)>,
-    /// The first of them in chain order.
-    pub sample: Vec<Link>,
+    /// The first of them in chain order, each with the (year, month) of the partition it was in.
+    pub sample: Vec<((i32, u32), Link)>,
 }
 
 /// The chain entry of a new amendment (stored at the moment it is amended).
@@ -450,7 +451,7 @@ pub const RECORD_KEYSET: Keyset = Keyset {
         anomalies, stored_at",
     text: "record",
     table: "signal_processing_audit",
-    at: "completed_at",
+    at: "stored_at",
     id: "id",
 };
 
@@ -645,7 +646,7 @@ pub trait Store: Send + Sync + 'static {
     fn chain_links(&self, after: Option<(i32, i64)>, limit: u32) -> BoxFuture<'_, DbResult<Vec<Link>>>;
     /// The last link of every shard.
     fn chain_heads(&self) -> BoxFuture<'_, DbResult<Vec<Head>>>;
-    /// Records with `completed_at` in `range`, oldest first (then id), strictly after `after`.
+    /// Records stored (`stored_at`) in `range`, oldest first (then id), strictly after `after`.
     fn record_rows(&self, range: TimeRange, after: Option<(DateTime<Utc>, String)>, limit: u32) -> BoxFuture<'_, DbResult<Vec<RecordRow>>>;
     /// Amendments with `amended_at` in `range`, oldest first (then amendment id).
     fn amendment_rows(

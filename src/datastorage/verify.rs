@@ -392,7 +392,7 @@ pub async fn verify_observed(
         }
         checked.records += page.len() as u64;
         page.iter().for_each(|r| observer.record(r));
-        let next = page.last().map(|r| (r.columns.completed_at, r.id.clone()));
+        let next = page.last().map(|r| (r.columns.stored_at, r.id.clone()));
         let full = page.len() == PAGE as usize;
         pending = Some(tokio::task::spawn_blocking(move || page.iter().flat_map(check_record).collect()));
         match next {
@@ -438,9 +438,8 @@ pub async fn verify_observed(
     let missing = store.records_without_rows(range, MISSING_SAMPLE).await?;
     let mut expired_by_retention = 0;
     let mut listed: HashMap<(i32, u32), u64> = HashMap::new();
-    for link in &missing.sample {
-        let ym = (chrono::Datelike::year(&link.at), chrono::Datelike::month(&link.at));
-        *listed.entry(ym).or_default() += 1;
+    for (ym, _) in &missing.sample {
+        *listed.entry(*ym).or_default() += 1;
     }
     for (y, m, n, present) in &missing.by_month {
         let partition = super::postgres::partition_name(*y, *m);
@@ -461,11 +460,7 @@ pub async fn verify_observed(
                 ),
             )
         };
-        for link in missing
-            .sample
-            .iter()
-            .filter(|l| (chrono::Datelike::year(&l.at), chrono::Datelike::month(&l.at)) == (*y, *m))
-        {
+        for (_, link) in missing.sample.iter().filter(|(ym, _)| *ym == (*y, *m)) {
             findings.push(Finding::at_link(
                 problem,
                 link,

@@ -211,13 +211,29 @@ pub fn fixture(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("fixture json")
 }
 
-/// A fixture CR with its times moved from the day they were written to yesterday: Data Storage
-/// accepts times within 400 days only, and the record builder lists older ones as anomalies.
+/// A fixture CR with its times moved so that 2025-11-27T10:00:00Z, where they start, is now (to
+/// the second): Data Storage accepts times within 400 days only, and the record builder lists
+/// status times outside the CR's life (before its creation, just before) as anomalies.
 #[allow(dead_code)]
-pub fn fixture_dated_yesterday(name: &str) -> Value {
-    let yesterday = (chrono::Utc::now() - chrono::Duration::days(1)).format("%Y-%m-%dT").to_string();
-    let text = serde_json::to_string(&fixture(name)).expect("fixture json");
-    serde_json::from_str(&text.replace("2025-11-27T", &yesterday)).expect("fixture json")
+pub fn fixture_dated_now(name: &str) -> Value {
+    use chrono::SubsecRound;
+    let origin: chrono::DateTime<chrono::Utc> = "2025-11-27T10:00:00Z".parse().expect("origin");
+    let shift = chrono::Utc::now().trunc_subsecs(0) - origin;
+    fn walk(v: &mut Value, shift: chrono::Duration) {
+        match v {
+            Value::String(s) => {
+                if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+                    *s = (t.with_timezone(&chrono::Utc) + shift).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|i| walk(i, shift)),
+            Value::Object(map) => map.values_mut().for_each(|i| walk(i, shift)),
+            _ => {}
+        }
+    }
+    let mut v = fixture(name);
+    walk(&mut v, shift);
+    v
 }
 
 /// A SignalProcessing with only a name, its RemediationRequest's name (`rr-<name>`) and a
