@@ -45,6 +45,7 @@ fn client_for(url: &str, window: Duration, token_file: Option<&Path>) -> Arc<Dat
             url: url.into(),
             ca_file: None,
             token_file: token_file.map(Path::to_path_buf),
+            allow_plain_http_token: false,
             timeout: Duration::from_secs(5),
             api_mode: ApiMode::Events,
             events_replay_window: window,
@@ -366,6 +367,8 @@ impl World {
             "events",
             "--datastorage-token-file",
             self.token_file.to_str().unwrap(),
+            // The Kubernaut Data Storage double serves plain HTTP on loopback, as Kubernaut's does.
+            "--datastorage-allow-plain-http-token",
             "--events-replay-window",
             "60s",
             "--retention",
