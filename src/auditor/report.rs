@@ -450,26 +450,33 @@ fn fmt_le(b: &Bucket) -> String {
 
 /// ASCII punctuation that means something to Markdown (CommonMark and GitHub's extensions)
 /// wherever it stands in a line: code, emphasis, links and images, HTML and entities, headings,
-/// list and quote markers, tables, strikethrough, math, and the bare autolinks (`scheme:`,
-/// `www.`, `user@host`). CommonMark renders any escaped ASCII punctuation as itself.
+/// quote markers, ordered-list dots, tables, strikethrough, math, and the bare autolinks
+/// (`scheme:`, `www.`, `user@host`). CommonMark renders any escaped ASCII punctuation as itself.
 const MD_SPECIAL: &[char] = &[
-    '\\', '`', '*', '_', '{', '}', '[', ']', '<', '>', '#', '+', '-', '.', '!', '|', '~', '&', ':', '@', '$',
+    '\\', '`', '*', '_', '{', '}', '[', ']', '<', '>', '#', '.', '!', '|', '~', '&', ':', '@', '$',
 ];
 
+/// Markers that mean something only at the start of a line (a bullet, a setext underline, a
+/// thematic break): escaped there, left alone inside words such as `team-a`.
+const MD_LEADING: &[char] = &['-', '+', '='];
+
 /// Text from a user or a CR's status, made inert for a Markdown table cell or line: each
-/// character of [`MD_SPECIAL`] backslash-escaped, control characters (line breaks, tabs)
-/// turned into spaces, so it can neither start a construct nor leave its cell or line.
+/// character of [`MD_SPECIAL`] backslash-escaped, a leading [`MD_LEADING`] marker too, control
+/// characters (line breaks, tabs) turned into spaces, so it can neither start a construct nor
+/// leave its cell or line.
 fn md(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + s.len() / 4);
+    let mut leading = true;
     for c in s.chars() {
         if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
             out.push(' ');
-        } else {
-            if MD_SPECIAL.contains(&c) {
-                out.push('\\');
-            }
-            out.push(c);
+            continue;
         }
+        if MD_SPECIAL.contains(&c) || (leading && MD_LEADING.contains(&c)) {
+            out.push('\\');
+        }
+        out.push(c);
+        leading &= c == ' ';
     }
     out
 }
@@ -1130,13 +1137,16 @@ mod tests {
         assert!(html.contains("bob&lt;script&gt;") && !html.contains("bob<script>"));
     }
 
-    /// Every character of [`MD_SPECIAL`] in `out` is preceded by an escaping backslash, and
-    /// nothing in it breaks a line.
+    /// Every character of [`MD_SPECIAL`] in `out`, and a leading [`MD_LEADING`] marker, is
+    /// preceded by an escaping backslash, and nothing in it breaks a line.
     fn inert(out: &str) -> bool {
+        if out.trim_start().starts_with(MD_LEADING) {
+            return false;
+        }
         let mut chars = out.chars();
         while let Some(c) = chars.next() {
             if c == '\\' {
-                if !chars.next().is_some_and(|n| MD_SPECIAL.contains(&n)) {
+                if !chars.next().is_some_and(|n| MD_SPECIAL.contains(&n) || MD_LEADING.contains(&n)) {
                     return false;
                 }
             } else if MD_SPECIAL.contains(&c) || c.is_control() {
@@ -1157,6 +1167,8 @@ mod tests {
         "*bold* _em_ __strong__ ~~gone~~",
         "- item",
         "+ item",
+        "  --- ",
+        "===",
         "1. item",
         "> quote",
         "https://evil.example www.evil.example bob@evil.example",
@@ -1181,7 +1193,9 @@ mod tests {
             let expected: String = s.chars().map(|c| if c.is_control() || c == '\u{2028}' { ' ' } else { c }).collect();
             assert_eq!(back, expected, "the text itself is kept");
         }
-        assert_eq!(md("team-a"), "team\\-a");
+        assert_eq!(md("team-a"), "team-a");
+        assert_eq!(md("- item"), "\\- item");
+        assert_eq!(md("  += x"), "  \\+= x");
         assert_eq!(md("(none)"), "(none)");
     }
 
