@@ -196,11 +196,28 @@ pub struct ClientSettings {
     pub ca_file: Option<PathBuf>,
     /// Bearer token file; the kubelet rotates a projected ServiceAccount token in place.
     pub token_file: Option<PathBuf>,
+    /// Send the token over a plain `http` URL too (see [`token_transport`]).
+    pub allow_plain_http_token: bool,
     /// Timeout of one request.
     pub timeout: Duration,
     pub api_mode: ApiMode,
     /// Events mode: how long after a 202 an event is POSTed again (see [`QueuedEvents`]).
     pub events_replay_window: Duration,
+}
+
+/// Whether a bearer token may go to `url`: never over anything but https unless explicitly
+/// allowed, since whoever reads the traffic holds the token and every right of its identity.
+pub fn token_transport(url: &reqwest::Url, has_token: bool, allow_plain_http: bool) -> Result<(), String> {
+    if !has_token || url.scheme() == "https" || allow_plain_http {
+        return Ok(());
+    }
+    Err(format!(
+        "refusing to send the Data Storage token (--datastorage-token-file) to {url} over plain {}: whoever can read that \
+         traffic would hold the token and every right of its identity. Use an https URL, or pass \
+         --datastorage-allow-plain-http-token (DATASTORAGE_ALLOW_PLAIN_HTTP_TOKEN=true) with a token whose identity may \
+         only write to Data Storage",
+        url.scheme()
+    ))
 }
 
 /// An HTTP client builder (rustls) that, given a CA file, trusts that CA and nothing else: a
@@ -241,8 +258,13 @@ impl DataStorageClient {
             .pool_idle_timeout(Duration::from_secs(30));
         let base = reqwest::Url::parse(settings.url.trim_end_matches('/'))
             .map_err(|e| anyhow::anyhow!("--datastorage-url {:?}: {e}", settings.url))?;
+        token_transport(&base, settings.token_file.is_some(), settings.allow_plain_http_token).map_err(anyhow::Error::msg)?;
         if base.scheme() != "https" {
-            tracing::warn!(url = %base, "Data Storage is reached over plain HTTP: whoever can intercept it can answer for it");
+            tracing::warn!(
+                url = %base,
+                token_sent = settings.token_file.is_some(),
+                "Data Storage is reached over plain HTTP: whoever can intercept it can answer for it, and read any token sent"
+            );
         }
         Ok(Self {
             http: builder.build()?,
@@ -626,11 +648,35 @@ mod tests {
     }
 
     #[test]
+    fn a_token_goes_over_plain_http_only_when_explicitly_allowed() {
+        let http: reqwest::Url = "http://data-storage-service.kubernaut.svc:8080".parse().unwrap();
+        let https: reqwest::Url = "https://ds.example:8085".parse().unwrap();
+        let refused = token_transport(&http, true, false).unwrap_err();
+        assert!(refused.contains("--datastorage-allow-plain-http-token"), "{refused}");
+        assert!(refused.contains("plain http"), "{refused}");
+        assert_eq!(token_transport(&http, true, true), Ok(()));
+        assert_eq!(token_transport(&http, false, false), Ok(()), "no token, nothing to leak");
+        assert_eq!(token_transport(&https, true, false), Ok(()));
+        let settings = |allow| ClientSettings {
+            url: http.to_string(),
+            ca_file: None,
+            token_file: Some("/nonexistent/token".into()),
+            allow_plain_http_token: allow,
+            timeout: Duration::from_secs(1),
+            api_mode: ApiMode::Events,
+            events_replay_window: crate::events::queue::DEFAULT_REPLAY_WINDOW,
+        };
+        assert!(DataStorageClient::new(&settings(false)).is_err());
+        assert!(DataStorageClient::new(&settings(true)).is_ok());
+    }
+
+    #[test]
     fn record_urls_encode_the_id_and_refuse_dot_segments() {
         let client = DataStorageClient::new(&ClientSettings {
             url: "https://ds.example:8085/prefix/".into(),
             ca_file: None,
             token_file: None,
+            allow_plain_http_token: false,
             timeout: Duration::from_secs(1),
             api_mode: ApiMode::SignalProcessing,
             events_replay_window: crate::events::queue::DEFAULT_REPLAY_WINDOW,

@@ -212,6 +212,17 @@ pub struct DataStorageClientArgs {
     /// audience `audit-guard-datastorage`, the audience Data Storage's TokenReview asks for.
     #[arg(long = "datastorage-token-file", env = "DATASTORAGE_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// Send the token even when the Data Storage URL is plain `http://`. Without it `serve`
+    /// refuses to start with an http URL and a token file. Whoever can read the traffic (any
+    /// pod or node on the path) then holds the token until it expires, with every right its
+    /// identity has, and can answer for Data Storage; use only with a token whose identity
+    /// may do nothing but write to Data Storage.
+    #[arg(
+        long = "datastorage-allow-plain-http-token",
+        env = "DATASTORAGE_ALLOW_PLAIN_HTTP_TOKEN",
+        default_value_t = false
+    )]
+    pub allow_plain_http_token: bool,
     /// Timeout of one request to Data Storage.
     #[arg(long = "datastorage-timeout", env = "DATASTORAGE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
@@ -417,6 +428,7 @@ impl From<&DataStorageClientArgs> for crate::client::ClientSettings {
             url: a.url.clone(),
             ca_file: a.ca_file.clone(),
             token_file: a.token_file.clone(),
+            allow_plain_http_token: a.allow_plain_http_token,
             timeout: a.timeout,
             api_mode: a.api_mode,
             events_replay_window: a.events_replay_window,

@@ -128,6 +128,8 @@ declare! {
     pub static DS_REJECTED: IntCounter = counter("audit_guard_datastorage_rejected_total", "Answers 400, 413 or 422 from Data Storage: a record or event it refuses as it is (the deletion waits).");
     /// Events mode: Data Storage queued an event in its dead-letter queue (202).
     pub static EVENTS_QUEUED: IntCounter = counter("audit_guard_events_queued_total", "Events Kubernaut's Data Storage answered 202 for (queued in its dead-letter queue, not stored yet); audit-guard polls for them.");
+    /// Events mode: a CR's queued-event annotation that cannot be true, ignored.
+    pub static EVENT_MARKS_IGNORED: IntCounterVec = counter_vec("audit_guard_event_marks_ignored_total", "Events mode: readings of a SignalProcessing's audit.kubernaut.ai/event-queued-at annotation ignored as impossible, by reason (unparseable|future|before_creation).", &["reason"]), zero [["unparseable"], ["future"], ["before_creation"]];
 
     pub static IS_LEADER: IntGauge = gauge("audit_guard_leader", "1 while this replica holds the controller Lease.");
 }

@@ -30,8 +30,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(crate::shutdown::cancel_on_signal(shutdown.clone()));
 
-    let client = kube::Client::try_default().await.context("building the Kubernetes client")?;
+    // First, so that a refused Data Storage setting (a token over plain HTTP) stops the start
+    // before anything else is tried.
     let ds = Arc::new(DataStorageClient::new(&(&args.datastorage).into()).context("building the Data Storage client")?);
+    let client = kube::Client::try_default().await.context("building the Kubernetes client")?;
     // One set for the webhook and every leadership term of the controller.
     let confirmed = Arc::new(confirmed_records());
 

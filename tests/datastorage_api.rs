@@ -33,6 +33,7 @@ behaviours_on!(
     a_different_record_under_a_stored_id_is_kept_beside_it_as_an_amendment,
     a_record_keeps_its_anomalies,
     break_glass_events_are_append_only_idempotent_and_listed_newest_first,
+    a_break_glass_event_keeps_the_reviews_user_info_extra,
     classification_stats_average_confidence_per_environment,
     priority_stats_count_and_average_score_per_priority,
     slow_phase_stats_list_the_phases_over_the_minimum_duration,
@@ -280,6 +281,31 @@ async fn break_glass_events_are_append_only_idempotent_and_listed_newest_first(s
     assert_eq!(page["items"], json!([e1]));
     assert_eq!(svc.get(&format!("{BREAK_GLASS}/review-1")).await, (200, e1.clone()));
     assert_eq!(svc.get(&format!("{BREAK_GLASS}/nope")).await.0, 404);
+}
+
+/// userInfo.extra is stored whole and exactly (the JSON column keeps the text; no column needed),
+/// and is part of the event's content.
+async fn a_break_glass_event_keeps_the_reviews_user_info_extra(svc: &DataStorage) {
+    let plain = break_glass_event("review-x", "alice", "rec-a", &ago(20));
+    let extra = json!({
+        "authentication.kubernetes.io/credential-id": ["JTI=7f3c9a"],
+        "authentication.kubernetes.io/pod-name": ["debug-pod"],
+        "ticket": ["INC-1", "INC-2"]
+    });
+    let e = with(&plain, "extra", extra.clone());
+    let (s, _, body) = svc.post_json(BREAK_GLASS, &e).await;
+    assert_eq!(s, 201, "{body}");
+    assert_eq!(body, e);
+    let (s, got) = svc.get(&format!("{BREAK_GLASS}/review-x")).await;
+    assert_eq!((s, &got["extra"]), (200, &extra), "{got}");
+    let (s, _, p) = svc.post_json(BREAK_GLASS, &plain).await;
+    assert_eq!(
+        (s, p["identical"].clone()),
+        (409, json!(false)),
+        "the same event without its extra is another: {p}"
+    );
+    let (s, _, p) = svc.post_json(BREAK_GLASS, &with(&plain, "extra", json!({"k": "not a list"}))).await;
+    assert_eq!(s, 400, "{p}");
 }
 
 async fn classification_stats_average_confidence_per_environment(svc: &DataStorage) {

@@ -425,6 +425,35 @@ async fn break_glass_on_a_completed_cr_leaves_a_break_glass_event() {
     delete_namespace(&client, &ns).await;
 }
 
+/// Break-glass by impersonation (the admin acting as alice — an editor, not in the break-glass
+/// group herself — in the break-glass group, with an `Impersonate-Extra-Ticket` header): the API server hands the webhook the impersonated user
+/// and the review's userInfo.extra, which the break-glass event keeps whole. (kube-apiserver
+/// does not put the impersonator's own name in userInfo; its audit log records it.)
+#[tokio::test]
+async fn break_glass_by_impersonation_keeps_the_user_infos_extra() {
+    env();
+    let _ds = DS_LOCK.read().await;
+    let client = admin_client().await;
+    let (api, ns, uid) = deleting_object(&client, "wh-bg-as").await;
+    let kubeconfig = kube::config::Kubeconfig::read_from(&control_plane().kubeconfig).unwrap();
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+    config.auth_info.impersonate = Some("alice".into());
+    config.auth_info.impersonate_groups = Some(vec![BREAK_GLASS.into()]);
+    config.headers.push((
+        http::HeaderName::from_static("impersonate-extra-ticket"),
+        http::HeaderValue::from_static("INC-42"),
+    ));
+    let as_alice: Api<SignalProcessing> = Api::namespaced(kube::Client::try_from(config).unwrap(), &ns);
+    as_alice.patch("held", &PatchParams::default(), &DROP_FINALIZERS()).await.unwrap();
+    wait_gone(&api, "held").await;
+    let events = break_glass_events(&uid).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["user"], "alice");
+    assert_eq!(events[0]["groups"], json!([BREAK_GLASS, "system:authenticated"]));
+    assert_eq!(events[0]["extra"], json!({ "ticket": ["INC-42"] }), "{events:?}");
+    delete_namespace(&client, &ns).await;
+}
+
 /// The controller's ServiceAccount is also Data Storage's writer. With its tokens (one from
 /// the TokenRequest API for the API server, one for Data Storage's audience), POST a
 /// different record under a CR's uid, delete the CR and take the finalizer off at once

@@ -45,6 +45,7 @@ fn client_for(url: &str, window: Duration, token_file: Option<&Path>) -> Arc<Dat
             url: url.into(),
             ca_file: None,
             token_file: token_file.map(Path::to_path_buf),
+            allow_plain_http_token: false,
             timeout: Duration::from_secs(5),
             api_mode: ApiMode::Events,
             events_replay_window: window,
@@ -263,11 +264,15 @@ async fn a_batch_posts_only_missing_events_and_a_202_leaves_them_queued() {
 
 const LABEL: &str = "audit-guard-events-e2e";
 const KUBERNAUT_NS: &str = "kubernaut";
+/// audit-guard's identity for Kubernaut's Data Storage, as the kubernaut overlay creates it.
+const CLIENT_SA: &str = "audit-guard-kubernaut-client";
 
 /// Kubernaut's side of the cluster, once per binary: its namespace, a stand-in for its client
-/// ClusterRole (`create`/`get` on its Service), and the kubernaut overlay's RoleBinding of
-/// audit-guard's ServiceAccount to it, as rendered from manifests/overlays/kubernaut; and the
-/// right for the break-glass user to edit SignalProcessings.
+/// ClusterRole (`create`/`get` on its Service), and the kubernaut overlay's Data Storage identity
+/// (a ServiceAccount of its own) with its RoleBinding to that role, as rendered from
+/// manifests/overlays/kubernaut; and the right for the break-glass user to edit SignalProcessings.
+/// (Its tokens come from the TokenRequest API, with the API server's own audiences, as the
+/// overlay's ServiceAccount-token Secret's do.)
 fn install_kubernaut_side(cp: &ControlPlane) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
@@ -280,11 +285,18 @@ fn install_kubernaut_side(cp: &ControlPlane) {
             "metadata": { "name": "data-storage-client" },
             "rules": [{ "apiGroups": [""], "resources": ["services"], "resourceNames": ["data-storage-service"], "verbs": ["create", "get"] }]
         });
-        let bindings: Vec<Value> = tools::render_overlay("kubernaut", &support::datastorage::binary())
-            .into_iter()
+        let rendered = tools::render_overlay("kubernaut", &support::datastorage::binary());
+        let bindings: Vec<Value> = rendered
+            .iter()
             .filter(|o| o["kind"] == "RoleBinding" && o["metadata"]["namespace"] == KUBERNAUT_NS)
+            .cloned()
             .collect();
         assert_eq!(bindings.len(), 1, "the kubernaut overlay binds audit-guard to Kubernaut's client role");
+        let identity = rendered
+            .iter()
+            .find(|o| o["kind"] == "ServiceAccount" && o["metadata"]["name"] == CLIENT_SA)
+            .cloned()
+            .expect("the kubernaut overlay's Data Storage identity");
         // bob (the harness's break-glass user) may edit SignalProcessings: RBAC is not what stops him.
         let editor = json!({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
@@ -297,7 +309,7 @@ fn install_kubernaut_side(cp: &ControlPlane) {
             "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "audit-guard-events-e2e-editor" },
             "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bob" }]
         });
-        let items: Vec<Value> = [role, editor, editor_binding].into_iter().chain(bindings).collect();
+        let items: Vec<Value> = [role, editor, editor_binding, identity].into_iter().chain(bindings).collect();
         let list = json!({ "apiVersion": "v1", "kind": "List", "items": items });
         let file = dir.join("kubernaut-side.json");
         std::fs::write(&file, list.to_string()).unwrap();
@@ -366,6 +378,8 @@ impl World {
             "events",
             "--datastorage-token-file",
             self.token_file.to_str().unwrap(),
+            // The Kubernaut Data Storage double serves plain HTTP on loopback, as Kubernaut's does.
+            "--datastorage-allow-plain-http-token",
             "--events-replay-window",
             "60s",
             "--retention",
@@ -461,7 +475,7 @@ async fn delete_to_one_event(w: &World, api: &Api<SignalProcessing>, name: &str,
 #[tokio::test]
 async fn pending_eight_days_old_and_forced_each_end_with_exactly_one_event() {
     let cp = control_plane();
-    let w = World::new("ev-one", &token("audit-guard", None)).await;
+    let w = World::new("ev-one", &token(CLIENT_SA, None)).await;
     // A second namespace the webhooks cover but no controller watches: deletions wait there
     // until break-glass.
     let held_ns = fresh_namespace(&w.client, "ev-held").await.unwrap();
@@ -565,7 +579,7 @@ async fn pending_eight_days_old_and_forced_each_end_with_exactly_one_event() {
 #[tokio::test]
 async fn a_20s_write_outage_ends_with_one_event_per_cr() {
     let cp = control_plane();
-    let w = World::new("ev-outage", &token("audit-guard", None)).await;
+    let w = World::new("ev-outage", &token(CLIENT_SA, None)).await;
     let first = w.serve("ev-outage", &["--disable-webhook"]).await;
     let api = w.api();
     let names: Vec<String> = (0..7).map(|i| format!("sp-{i}")).collect();
@@ -674,7 +688,7 @@ async fn refused_then_fixed(tag: &str, bad_token: String, metric_name: &str, rea
         }
     }
     // Fixed (a token Kubernaut takes, for an identity it allows): stored once, then released.
-    let good = dir_token(&w.dir, &token("audit-guard", None));
+    let good = dir_token(&w.dir, &token(CLIENT_SA, None));
     std::fs::rename(good, &w.token_file).unwrap();
     wait_gone(&api, "held").await;
     assert_eq!(w.ds.record_events(&uid).len(), 1);
@@ -692,7 +706,7 @@ fn dir_token(dir: &Path, token: &str) -> std::path::PathBuf {
 /// from Kubernaut's TokenReview, which names no audience.
 #[tokio::test]
 async fn a_401_raises_its_own_metric_and_event_and_keeps_the_finalizer() {
-    let token = token("audit-guard", Some("audit-guard-datastorage"));
+    let token = token(CLIENT_SA, Some("audit-guard-datastorage"));
     refused_then_fixed(
         "ev-401",
         token,
@@ -703,10 +717,11 @@ async fn a_401_raises_its_own_metric_and_event_and_keeps_the_finalizer() {
     .await;
 }
 
-/// Acceptance 3: an identity without the RoleBinding to Kubernaut's client role gets 403.
+/// Acceptance 3: an identity without the RoleBinding to Kubernaut's client role gets 403 — the
+/// controller's own ServiceAccount among them: under the overlay it is not Data Storage's client.
 #[tokio::test]
 async fn a_403_raises_its_own_metric_and_event_and_keeps_the_finalizer() {
-    let token = token("audit-guard-datastorage", None);
+    let token = token("audit-guard", None);
     refused_then_fixed(
         "ev-403",
         token,

@@ -142,6 +142,8 @@ impl Stack {
             "admin",
             "--datastorage-token-file",
             token.to_str().context("path")?,
+            // Data Storage (and the fault proxy in front of it) serve plain HTTP on loopback.
+            "--datastorage-allow-plain-http-token",
         ];
         if webhook {
             args.extend(["--webhook-addr", &addr, "--cert-dir", cert_dir.to_str().context("path")?]);

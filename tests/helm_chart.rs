@@ -578,8 +578,8 @@ fn the_chart_renders_what_the_self_managed_overlay_renders() {
     assert_no_drift("self-managed", &["--set", "certs.mode=self-signed"]);
 }
 
-/// Kubernaut's own Data Storage in events mode: no Data Storage of audit-guard's, the token for
-/// the API server's own audiences, the RoleBinding to Kubernaut's client role.
+/// Kubernaut's own Data Storage in events mode: no Data Storage of audit-guard's, the token of an
+/// identity of its own bound to Kubernaut's client role only, sent over plain HTTP by choice.
 #[test]
 fn the_chart_renders_what_the_kubernaut_overlay_renders() {
     assert_no_drift(
@@ -597,6 +597,8 @@ fn the_chart_renders_what_the_kubernaut_overlay_renders() {
             "datastorage.tokenAudience=",
             "--set",
             "datastorage.kubernautClientRole.enabled=true",
+            "--set",
+            "datastorage.allowPlainHTTPToken=true",
         ],
     );
 }

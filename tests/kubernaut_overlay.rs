@@ -1,7 +1,7 @@
 //! manifests/overlays/kubernaut rendered with kubectl's kustomize: audit-guard for a cluster
 //! that runs Kubernaut's own Data Storage. It writes events to Kubernaut's Service, with a token
-//! Kubernaut's TokenReview (which names no audience) accepts, as an identity bound to Kubernaut's
-//! client role, and ships no Data Storage of its own.
+//! Kubernaut's TokenReview (which names no audience) accepts, as an identity of its own that is
+//! bound to Kubernaut's client role and nothing else, and ships no Data Storage of its own.
 
 #[path = "support/tools.rs"]
 mod tools;
@@ -72,13 +72,22 @@ fn the_kubernaut_overlay_writes_events_to_kubernauts_data_storage_and_ships_none
     for m in pod["containers"][0]["volumeMounts"].as_array().unwrap() {
         assert!(vnames.contains(&m["name"].as_str().unwrap()), "mount without a volume: {m}");
     }
+    // The token sent is the Data Storage identity's, from its ServiceAccount-token Secret (no
+    // audience, as Kubernaut's TokenReview wants), not a projection of the pod's own
+    // ServiceAccount: the controller's token never goes to Data Storage.
     let token = volumes.iter().find(|v| v["name"] == "datastorage-token").unwrap();
-    let sa_token = &token["projected"]["sources"][0]["serviceAccountToken"];
-    assert_eq!(sa_token["path"], "token");
+    assert_eq!(token["secret"]["secretName"], CLIENT_TOKEN_SECRET, "{token}");
+    assert_eq!(token["secret"]["items"], serde_json::json!([{ "key": "token", "path": "token" }]));
     assert!(
-        sa_token.get("audience").is_none(),
-        "Kubernaut's TokenReview names no audience: the token must be for the API server's own ({sa_token})"
+        !volumes.iter().any(|v| v.to_string().contains("serviceAccountToken")),
+        "no token of the pod's own ServiceAccount is projected for Data Storage: {volumes:?}"
     );
+    assert_eq!(
+        pod["serviceAccountName"], "audit-guard",
+        "the controller keeps its own identity for the API"
+    );
+    // The plain-HTTP choice is explicit.
+    assert_eq!(get("DATASTORAGE_ALLOW_PLAIN_HTTP_TOKEN"), Some("true"));
 
     let binding = objs
         .iter()
@@ -89,6 +98,89 @@ fn the_kubernaut_overlay_writes_events_to_kubernauts_data_storage_and_ships_none
     assert_eq!(binding["roleRef"]["name"], "data-storage-client");
     assert_eq!(
         binding["subjects"],
-        serde_json::json!([{ "kind": "ServiceAccount", "name": "audit-guard", "namespace": "audit-guard" }])
+        serde_json::json!([{ "kind": "ServiceAccount", "name": CLIENT_SA, "namespace": "audit-guard" }])
     );
+}
+
+const CLIENT_SA: &str = "audit-guard-kubernaut-client";
+const CLIENT_TOKEN_SECRET: &str = "audit-guard-kubernaut-client-token";
+
+/// Whether a binding's subjects take in `audit-guard:<CLIENT_SA>` (by name, or by a group every
+/// ServiceAccount of the namespace, or every ServiceAccount, is in).
+fn binds_client(binding: &Value) -> bool {
+    binding["subjects"].as_array().into_iter().flatten().any(|s| {
+        let ns = s["namespace"]
+            .as_str()
+            .unwrap_or(binding["metadata"]["namespace"].as_str().unwrap_or(""));
+        match s["kind"].as_str() {
+            Some("ServiceAccount") => s["name"] == CLIENT_SA && ns == "audit-guard",
+            Some("Group") => [
+                "system:serviceaccounts",
+                "system:serviceaccounts:audit-guard",
+                "system:authenticated",
+            ]
+            .contains(&s["name"].as_str().unwrap_or("")),
+            _ => false,
+        }
+    })
+}
+
+#[test]
+fn the_kubernaut_data_storage_identity_is_its_own_and_has_no_api_rights() {
+    let objs = rendered();
+    let sa = objs
+        .iter()
+        .find(|o| o["kind"] == "ServiceAccount" && o["metadata"]["name"] == CLIENT_SA)
+        .expect("the Data Storage identity's ServiceAccount");
+    assert_eq!(sa["metadata"]["namespace"], "audit-guard");
+    assert_eq!(sa["automountServiceAccountToken"], false, "no pod runs as it");
+    let secret = objs
+        .iter()
+        .find(|o| o["kind"] == "Secret" && o["metadata"]["name"] == CLIENT_TOKEN_SECRET)
+        .expect("its token Secret");
+    assert_eq!(secret["metadata"]["namespace"], "audit-guard");
+    assert_eq!(secret["type"], "kubernetes.io/service-account-token");
+    assert_eq!(secret["metadata"]["annotations"]["kubernetes.io/service-account.name"], CLIENT_SA);
+    assert!(
+        secret.get("data").is_none() && secret.get("stringData").is_none(),
+        "the API server fills it in"
+    );
+
+    // Its one binding is to Kubernaut's client role (a ClusterRole Kubernaut ships, not this
+    // overlay); no role rendered here is bound to it, so it has no rights on SignalProcessings.
+    let bindings: Vec<&Value> = objs
+        .iter()
+        .filter(|o| matches!(o["kind"].as_str(), Some("RoleBinding" | "ClusterRoleBinding")) && binds_client(o))
+        .collect();
+    let refs: Vec<(String, String)> = bindings
+        .iter()
+        .map(|b| {
+            (
+                b["roleRef"]["kind"].as_str().unwrap().into(),
+                b["roleRef"]["name"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        refs,
+        [("ClusterRole".to_string(), "data-storage-client".to_string())],
+        "{bindings:?}"
+    );
+    assert!(
+        !objs
+            .iter()
+            .any(|o| matches!(o["kind"].as_str(), Some("Role" | "ClusterRole")) && o["metadata"]["name"] == "data-storage-client"),
+        "Kubernaut's role is Kubernaut's"
+    );
+    // The controller's ServiceAccount (patch/delete on SignalProcessings) is not the client.
+    let controller_rules: Vec<&Value> = objs
+        .iter()
+        .filter(|o| matches!(o["kind"].as_str(), Some("Role" | "ClusterRole")))
+        .filter(|o| o.to_string().contains("signalprocessings"))
+        .collect();
+    assert!(!controller_rules.is_empty(), "the controller's rights are rendered");
+    for role in controller_rules {
+        let name = role["metadata"]["name"].as_str().unwrap();
+        assert!(!refs.iter().any(|(_, r)| r == name), "{name} is bound to the Data Storage identity");
+    }
 }

@@ -2,6 +2,8 @@
 //! SignalProcessing. Stored append-only by Data Storage as evidence of who did it, when, to
 //! which CR — also when the CR's own record already exists.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -9,8 +11,10 @@ use super::{check_id, FieldError, TimeWindow};
 
 /// Longest user, group, namespace, name or uid accepted (Kubernetes names are far shorter).
 pub const MAX_TEXT_LEN: usize = 1024;
-/// Most groups one event may name.
+/// Most groups one event may name; also most values of one `extra` key.
 pub const MAX_GROUPS: usize = 256;
+/// Most `extra` keys one event may carry.
+pub const MAX_EXTRA_KEYS: usize = 64;
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct BreakGlassEvent {
@@ -20,6 +24,12 @@ pub struct BreakGlassEvent {
     pub user: String,
     /// That user's groups.
     pub groups: Vec<String>,
+    /// The review's userInfo.extra, whole: what the authenticator attached to the identity
+    /// (for a ServiceAccount token `authentication.kubernetes.io/credential-id`, `.../pod-name`,
+    /// `.../node-name`), and with impersonation the `Impersonate-Extra-*` values sent. Absent
+    /// from the stored JSON when empty, so events without it keep their exact text.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, Vec<String>>,
     /// The SignalProcessing's namespace, name and uid.
     pub namespace: String,
     pub name: String,
@@ -55,6 +65,23 @@ impl BreakGlassEvent {
         }
         for (i, g) in self.groups.iter().enumerate() {
             check_text(&format!("groups[{i}]"), g)?;
+        }
+        if self.extra.len() > MAX_EXTRA_KEYS {
+            return Err(error("extra", format!("must hold at most {MAX_EXTRA_KEYS} keys")));
+        }
+        for (key, values) in &self.extra {
+            check_text(&format!("extra[{key:?}]"), key)?;
+            if values.len() > MAX_GROUPS {
+                return Err(error(format!("extra[{key:?}]"), format!("must hold at most {MAX_GROUPS} values")));
+            }
+            for (i, v) in values.iter().enumerate() {
+                if v.len() > MAX_TEXT_LEN {
+                    return Err(error(
+                        format!("extra[{key:?}][{i}]"),
+                        format!("must be at most {MAX_TEXT_LEN} bytes"),
+                    ));
+                }
+            }
         }
         check_text("namespace", &self.namespace)?;
         check_text("name", &self.name)?;
@@ -93,6 +120,37 @@ mod tests {
             let mut v = event();
             let key = field.split('[').next().unwrap();
             v[key] = value;
+            let e: BreakGlassEvent = serde_json::from_value(v).unwrap();
+            assert_eq!(e.validate(&w, now).unwrap_err().field, field);
+        }
+    }
+
+    #[test]
+    fn extra_is_kept_whole_and_bounded() {
+        let now: DateTime<Utc> = "2025-11-27T10:01:00Z".parse().unwrap();
+        let w = TimeWindow::default();
+        // Without extra: parses to an empty map and serialises exactly as before.
+        let plain: BreakGlassEvent = serde_json::from_value(event()).unwrap();
+        assert!(plain.extra.is_empty());
+        assert_eq!(serde_json::to_value(&plain).unwrap(), event());
+        let mut v = event();
+        v["extra"] = json!({"authentication.kubernetes.io/credential-id": ["JTI=abc"], "ticket": ["INC-1", "INC-2"]});
+        let e: BreakGlassEvent = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(e.extra["ticket"], ["INC-1", "INC-2"]);
+        assert_eq!(e.validate(&w, now), Ok(()));
+        assert_eq!(serde_json::to_value(&e).unwrap(), v);
+        assert_ne!(e, plain, "the extra is part of the event's content");
+        for (bad, field) in [
+            (json!({"": ["x"]}), "extra[\"\"]"),
+            (json!({"k": ["x".repeat(MAX_TEXT_LEN + 1)]}), "extra[\"k\"][0]"),
+            (json!({"k": vec!["x"; MAX_GROUPS + 1]}), "extra[\"k\"]"),
+            (
+                json!((0..=MAX_EXTRA_KEYS).map(|i| (i.to_string(), vec!["x"])).collect::<BTreeMap<_, _>>()),
+                "extra",
+            ),
+        ] {
+            let mut v = event();
+            v["extra"] = bad;
             let e: BreakGlassEvent = serde_json::from_value(v).unwrap();
             assert_eq!(e.validate(&w, now).unwrap_err().field, field);
         }

@@ -448,9 +448,37 @@ fn fmt_le(b: &Bucket) -> String {
     }
 }
 
-/// Markdown table cell text: pipes and line breaks would break the table.
+/// ASCII punctuation that means something to Markdown (CommonMark and GitHub's extensions)
+/// wherever it stands in a line: code, emphasis, links and images, HTML and entities, headings,
+/// quote markers, ordered-list dots, tables, strikethrough, math, and the bare autolinks
+/// (`scheme:`, `www.`, `user@host`). CommonMark renders any escaped ASCII punctuation as itself.
+const MD_SPECIAL: &[char] = &[
+    '\\', '`', '*', '_', '{', '}', '[', ']', '<', '>', '#', '.', '!', '|', '~', '&', ':', '@', '$',
+];
+
+/// Markers that mean something only at the start of a line (a bullet, a setext underline, a
+/// thematic break): escaped there, left alone inside words such as `team-a`.
+const MD_LEADING: &[char] = &['-', '+', '='];
+
+/// Text from a user or a CR's status, made inert for a Markdown table cell or line: each
+/// character of [`MD_SPECIAL`] backslash-escaped, a leading [`MD_LEADING`] marker too, control
+/// characters (line breaks, tabs) turned into spaces, so it can neither start a construct nor
+/// leave its cell or line.
 fn md(s: &str) -> String {
-    s.replace('|', "\\|").replace(['\n', '\r'], " ")
+    let mut out = String::with_capacity(s.len() + s.len() / 4);
+    let mut leading = true;
+    for c in s.chars() {
+        if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
+            out.push(' ');
+            continue;
+        }
+        if MD_SPECIAL.contains(&c) || (leading && MD_LEADING.contains(&c)) {
+            out.push('\\');
+        }
+        out.push(c);
+        leading &= c == ' ';
+    }
+    out
 }
 
 pub fn to_markdown(r: &PeriodReport) -> String {
@@ -473,7 +501,7 @@ pub fn to_markdown(r: &PeriodReport) -> String {
                 "- {:?} {} {} — {}",
                 f.problem,
                 f.kind.map_or("", |k| k.as_str()),
-                f.id.as_deref().unwrap_or(""),
+                md(f.id.as_deref().unwrap_or("")),
                 md(&f.detail)
             ),
         );
@@ -1107,6 +1135,118 @@ mod tests {
         assert_eq!(r.forced_removals.by_user["bob<script>"], 1);
         let html = to_html(&r);
         assert!(html.contains("bob&lt;script&gt;") && !html.contains("bob<script>"));
+    }
+
+    /// Every character of [`MD_SPECIAL`] in `out`, and a leading [`MD_LEADING`] marker, is
+    /// preceded by an escaping backslash, and nothing in it breaks a line.
+    fn inert(out: &str) -> bool {
+        if out.trim_start().starts_with(MD_LEADING) {
+            return false;
+        }
+        let mut chars = out.chars();
+        while let Some(c) = chars.next() {
+            if c == '\\' {
+                if !chars.next().is_some_and(|n| MD_SPECIAL.contains(&n) || MD_LEADING.contains(&n)) {
+                    return false;
+                }
+            } else if MD_SPECIAL.contains(&c) || c.is_control() {
+                return false;
+            }
+        }
+        true
+    }
+
+    const HOSTILE: &[&str] = &[
+        "[click](https://evil.example/x)",
+        "![img](https://evil.example/i.png)",
+        "<img src=x onerror=alert(1)>",
+        "<script>alert(1)</script>",
+        "a|b|c",
+        "line\n# heading\r\n---",
+        "`code` and ``more``",
+        "*bold* _em_ __strong__ ~~gone~~",
+        "- item",
+        "+ item",
+        "  --- ",
+        "===",
+        "1. item",
+        "> quote",
+        "https://evil.example www.evil.example bob@evil.example",
+        "&lt;b&gt; &#60;",
+        "\\[escaped\\]",
+        "tab\there",
+        "$x^2$",
+        "[ref]: https://evil.example",
+        "bob\u{2028}# heading",
+    ];
+
+    #[test]
+    fn hostile_text_is_inert_in_markdown_and_reads_back_as_itself() {
+        for s in HOSTILE {
+            let out = md(s);
+            assert!(inert(&out), "{s:?} -> {out:?}");
+            let mut back = String::new();
+            let mut chars = out.chars();
+            while let Some(c) = chars.next() {
+                back.push(if c == '\\' { chars.next().unwrap() } else { c });
+            }
+            let expected: String = s.chars().map(|c| if c.is_control() || c == '\u{2028}' { ' ' } else { c }).collect();
+            assert_eq!(back, expected, "the text itself is kept");
+        }
+        assert_eq!(md("team-a"), "team-a");
+        assert_eq!(md("- item"), "\\- item");
+        assert_eq!(md("  += x"), "  \\+= x");
+        assert_eq!(md("(none)"), "(none)");
+    }
+
+    #[test]
+    fn a_hostile_actor_cannot_leave_its_cell_in_the_report() {
+        let mut b = ReportBuilder::default();
+        for (i, user) in HOSTILE.iter().enumerate() {
+            b.event(&EventRow {
+                id: format!("rev-{i}"),
+                user_name: (*user).into(),
+                groups: json!([user, "audit-guard:break-glass"]),
+                namespace: format!("ns{user}"),
+                name: (*user).into(),
+                uid: "u".into(),
+                at: "2026-01-02T00:00:00Z".parse().unwrap(),
+                stored_at: "2026-01-02T00:00:00Z".parse().unwrap(),
+                event_text: String::new(),
+                link: None,
+            });
+        }
+        let r = b.finish(
+            "2026-01-01T00:00:00Z".parse().unwrap(),
+            "2026-01-03T00:00:00Z".parse().unwrap(),
+            chain(),
+            &std::collections::HashMap::new(),
+            "2026-01-03T00:00:00Z".parse().unwrap(),
+        );
+        let md = to_markdown(&r);
+        let rows: Vec<&str> = md.lines().filter(|l| l.contains("| u |")).collect();
+        assert_eq!(rows.len(), HOSTILE.len(), "one line per event:\n{md}");
+        for row in rows {
+            // What Markdown sees as syntax: the row without its escaped characters.
+            let mut bare = String::new();
+            let mut chars = row.chars();
+            while let Some(c) = chars.next() {
+                if c == '\\' {
+                    chars.next();
+                } else {
+                    bare.push(c);
+                }
+            }
+            // Five cells: six pipes; no link, image, HTML, code or emphasis left.
+            assert_eq!(bare.matches('|').count(), 6, "{row}");
+            for syntax in ['[', ']', '<', '>', '`', '*', '_', '!', '#', '&', '~'] {
+                assert!(!bare.contains(syntax), "{syntax} unescaped in {row}");
+            }
+        }
+        assert!(
+            !md.contains("\n# heading") && !md.contains("\n- item") && !md.contains("\n1. item"),
+            "{md}"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! manifest. The public key is served at [`PUBLIC_KEY_PATH`]; `audit-guard verify-export`
 //! (or `openssl pkeyutl -verify -rawin` and `sha256sum`) checks both offline.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -235,6 +236,20 @@ fn chain_cells(link: Option<&Link>) -> [String; 4] {
     }
 }
 
+/// A cell a spreadsheet opens as text, never as a formula: one starting with `=`, `+`, `-`, `@`,
+/// a tab or a carriage return (OWASP's list) gets a leading `'`. Any cell may hold a user's or a
+/// CR status's text, so every cell is checked; a cell that is a plain finite number (a negative
+/// score, say) is a number to a spreadsheet too and is left as it is. The `json` column starts
+/// with `{` and so is never touched: the stored JSON stays byte for byte.
+pub fn spreadsheet_safe(cell: &str) -> Cow<'_, str> {
+    let formula_start = matches!(cell.chars().next(), Some('=' | '+' | '-' | '@' | '\t' | '\r'));
+    if formula_start && !cell.parse::<f64>().is_ok_and(f64::is_finite) {
+        Cow::Owned(format!("'{cell}"))
+    } else {
+        Cow::Borrowed(cell)
+    }
+}
+
 fn csv_bytes(rows: &[[String; 24]], header: bool) -> Result<Vec<u8>, DbError> {
     let mut w = csv::WriterBuilder::new()
         .has_headers(false)
@@ -244,7 +259,11 @@ fn csv_bytes(rows: &[[String; 24]], header: bool) -> Result<Vec<u8>, DbError> {
         w.write_record(CSV_COLUMNS).map_err(err)?;
     }
     for r in rows {
-        w.write_record(r).map_err(err)?;
+        w.write_record(r.iter().map(|c| match spreadsheet_safe(c) {
+            Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
+            Cow::Owned(s) => Cow::Owned(s.into_bytes()),
+        }))
+        .map_err(err)?;
     }
     w.into_inner().map_err(|e| DbError::Value(format!("writing CSV: {e}")))
 }
@@ -734,6 +753,35 @@ mod tests {
         assert_eq!(&rec[0], "record");
         assert_eq!(&rec[10], "prod,\"x\"");
         assert_eq!(&rec[23], row().record_text);
+    }
+
+    #[test]
+    fn csv_cells_that_a_spreadsheet_would_run_are_neutralised() {
+        for hostile in [
+            "=HYPERLINK(\"http://evil\")",
+            "+1+cmd|' /C calc'!A0",
+            "-2+3",
+            "@SUM(A1)",
+            "\t=1",
+            "\r=1",
+            "-inf",
+            "+nan",
+        ] {
+            assert_eq!(spreadsheet_safe(hostile), format!("'{hostile}"), "{hostile:?}");
+        }
+        for kept in ["-0.5", "-12", "+3", "1e3", "prod", "", "{\"a\":1}", "a=b", "'quoted"] {
+            assert_eq!(spreadsheet_safe(kept), kept, "{kept:?}");
+        }
+        // Through a whole row: every user-controlled cell, the stored JSON untouched.
+        let mut r = row();
+        r.columns.environment = Some("=cmd|' /C calc'!A0".into());
+        r.columns.namespace = Some("@ns".into());
+        r.columns.status = "-failed".into();
+        let bytes = csv_bytes(&[r.csv()], true).unwrap();
+        let mut rdr = csv::Reader::from_reader(bytes.as_slice());
+        let rec = rdr.records().next().unwrap().unwrap();
+        assert_eq!((&rec[5], &rec[7], &rec[10]), ("'-failed", "'@ns", "'=cmd|' /C calc'!A0"));
+        assert_eq!(&rec[23], r.record_text);
     }
 
     #[test]

@@ -14,16 +14,81 @@ use crate::crd::SignalProcessing;
 
 pub const ANNOTATION_QUEUED_AT: &str = "audit.kubernaut.ai/event-queued-at";
 
-/// When the CR says its event was queued; None when it does not say, or says nonsense.
+/// How far ahead of this process's clock a mark may lie (another replica's clock, the API
+/// server's): the same allowance Data Storage gives a record's times.
+pub const CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
+
+/// Why a mark on the CR is not believed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ignored {
+    /// Not an RFC 3339 time.
+    Unparseable,
+    /// Later than now (beyond [`CLOCK_SKEW`]): it would hold the POST back until then.
+    Future,
+    /// Before the CR was created (beyond [`CLOCK_SKEW`]): no event of it was queued then.
+    BeforeCreation,
+}
+
+impl Ignored {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unparseable => "unparseable",
+            Self::Future => "future",
+            Self::BeforeCreation => "before_creation",
+        }
+    }
+}
+
+/// Judges what the annotation says, as plain data: `Ok(None)` when there is no mark, `Ok(t)`
+/// when it can be true, else why not. Anyone who may edit the CR's annotations can set it, so
+/// a mark is believed only between the CR's creation and now; an impossible one counts as
+/// none (the record is POSTed, or polled for only as this process itself remembers).
+pub fn judge_mark(raw: Option<&str>, created: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, Ignored> {
+    let Some(raw) = raw else { return Ok(None) };
+    let at = DateTime::parse_from_rfc3339(raw.trim())
+        .map_err(|_| Ignored::Unparseable)?
+        .with_timezone(&Utc);
+    if at > now + CLOCK_SKEW {
+        return Err(Ignored::Future);
+    }
+    if created.is_some_and(|c| at < c - CLOCK_SKEW) {
+        return Err(Ignored::BeforeCreation);
+    }
+    Ok(Some(at))
+}
+
+fn judged(sp: &SignalProcessing, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, Ignored> {
+    let raw = sp.metadata.annotations.as_ref().and_then(|a| a.get(ANNOTATION_QUEUED_AT));
+    let created = sp.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    judge_mark(raw.map(String::as_str), created, now)
+}
+
+/// When the CR says its event was queued; None when it does not say, or says what cannot be
+/// true (see [`judge_mark`]).
 pub fn queued_at(sp: &SignalProcessing) -> Option<DateTime<Utc>> {
-    let v = sp.metadata.annotations.as_ref()?.get(ANNOTATION_QUEUED_AT)?;
-    DateTime::parse_from_rfc3339(v.trim()).ok().map(|t| t.with_timezone(&Utc))
+    judged(sp, Utc::now()).ok().flatten()
 }
 
 /// Hands the CR's mark to the client's memory, so that its next write of the record polls.
+/// An impossible mark is logged, counted and not handed on.
 pub fn seed(ds: &DataStorageClient, sp: &SignalProcessing) {
-    if let (Some(queue), Some(uid), Some(at)) = (ds.queued_events(), sp.metadata.uid.as_deref(), queued_at(sp)) {
-        queue.note(uid, at);
+    let (Some(queue), Some(uid)) = (ds.queued_events(), sp.metadata.uid.as_deref()) else {
+        return;
+    };
+    match judged(sp, Utc::now()) {
+        Ok(Some(at)) => queue.note(uid, at),
+        Ok(None) => {}
+        Err(why) => {
+            crate::metrics::EVENT_MARKS_IGNORED.with_label_values(&[why.as_str()]).inc();
+            tracing::warn!(
+                namespace = sp.metadata.namespace.as_deref().unwrap_or_default(),
+                name = sp.metadata.name.as_deref().unwrap_or_default(),
+                %uid,
+                value = sp.metadata.annotations.as_ref().and_then(|a| a.get(ANNOTATION_QUEUED_AT)).map(String::as_str).unwrap_or_default(),
+                reason = why.as_str(),
+                "ignoring the CR's {ANNOTATION_QUEUED_AT} annotation: it cannot be true"
+            );
+        }
     }
 }
 
@@ -124,6 +189,63 @@ mod tests {
         let mut namesake = serde_json::to_value(sp(None)).unwrap();
         namesake["metadata"]["uid"] = json!("u-2");
         assert!(json_patch::patch(&mut namesake, &mark_patch(&sp(None), t("2026-01-01T11:00:00Z")).unwrap()).is_err());
+    }
+
+    #[test]
+    fn an_impossible_mark_counts_as_none() {
+        let now = t("2026-01-01T10:00:00Z");
+        let created = Some(t("2026-01-01T09:00:00Z"));
+        let judge = |raw: &str| judge_mark(Some(raw), created, now);
+        assert_eq!(judge_mark(None, created, now), Ok(None));
+        assert_eq!(judge("2026-01-01T09:30:00Z"), Ok(Some(t("2026-01-01T09:30:00Z"))));
+        // Within the clock-skew allowance on either side.
+        assert_eq!(judge("2026-01-01T10:04:00Z"), Ok(Some(t("2026-01-01T10:04:00Z"))));
+        assert_eq!(judge("2026-01-01T08:56:00Z"), Ok(Some(t("2026-01-01T08:56:00Z"))));
+        assert_eq!(judge("someday"), Err(Ignored::Unparseable));
+        assert_eq!(judge(""), Err(Ignored::Unparseable));
+        // A far-future mark would hold the POST back until then.
+        assert_eq!(judge("9999-12-31T23:59:59Z"), Err(Ignored::Future));
+        assert_eq!(judge("2026-01-01T10:06:00Z"), Err(Ignored::Future));
+        assert_eq!(judge("2025-12-31T10:00:00Z"), Err(Ignored::BeforeCreation));
+        assert_eq!(
+            judge_mark(Some("1970-01-01T00:00:00Z"), None, now),
+            Ok(Some(t("1970-01-01T00:00:00Z")))
+        );
+
+        // The CR's reading: a future mark is no mark, so the record is POSTed now ...
+        let mut future = sp(Some(json!({ ANNOTATION_QUEUED_AT: "9999-12-31T23:59:59Z" })));
+        future.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t("2026-01-01T09:00:00Z")));
+        assert_eq!(queued_at(&future), None);
+        assert_eq!(
+            crate::events::queue::next_step(queued_at(&future), None, now, std::time::Duration::from_secs(600)),
+            crate::events::queue::Step::Post
+        );
+        // ... and what this process remembers overwrites it.
+        assert_eq!(
+            needs_mark(&future, Some(t("2026-01-01T09:30:00Z"))),
+            Some(t("2026-01-01T09:30:00Z"))
+        );
+    }
+
+    #[test]
+    fn an_impossible_mark_is_counted_and_not_seeded() {
+        let ds = DataStorageClient::new(&crate::client::ClientSettings {
+            url: "https://127.0.0.1:1".into(),
+            ca_file: None,
+            token_file: None,
+            allow_plain_http_token: false,
+            timeout: std::time::Duration::from_secs(1),
+            api_mode: crate::config::ApiMode::Events,
+            events_replay_window: std::time::Duration::from_secs(600),
+        })
+        .unwrap();
+        let counter = || crate::metrics::EVENT_MARKS_IGNORED.with_label_values(&["future"]).get();
+        let before = counter();
+        seed(&ds, &sp(Some(json!({ ANNOTATION_QUEUED_AT: "9999-12-31T23:59:59Z" }))));
+        assert_eq!(ds.queued_events().unwrap().queued_at("u-1"), None);
+        assert!(counter() > before);
+        seed(&ds, &sp(Some(json!({ ANNOTATION_QUEUED_AT: "2020-01-01T00:00:00Z" }))));
+        assert_eq!(ds.queued_events().unwrap().queued_at("u-1"), Some(t("2020-01-01T00:00:00Z")));
     }
 
     #[test]

@@ -240,6 +240,7 @@ fn events_built(now: DateTime<Utc>) -> Vec<(&'static str, Value)> {
         id: "review-1".into(),
         user: "bob".into(),
         groups: vec!["audit-guard:break-glass".into()],
+        extra: Default::default(),
         namespace: "prod".into(),
         name: "sp-1".into(),
         uid: "6f1c2a0e-0000-4000-8000-000000000001".into(),

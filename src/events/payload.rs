@@ -471,6 +471,7 @@ mod tests {
             id: "review-1".into(),
             user: "bob".into(),
             groups: vec!["audit-guard:break-glass".into()],
+            extra: Default::default(),
             namespace: "prod".into(),
             name: "sp-1".into(),
             uid: "u-1".into(),

@@ -13,6 +13,8 @@
 //! | `RecordBreakGlassThenAllow` (break-glass removal) | reads the live object; [`judge_live`]; stores the break-glass event, then the `forced` record | [`break_glass_verdict`] |
 //! | `AllowIfRecordHeld` (the controller's identity removes the finalizer) | this process's confirmed set (uid and resourceVersion), else reads the live object; [`judge_live`]; stores its record (amending a different one under the uid, alarmed) | [`record_check_verdict`] |
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -59,6 +61,8 @@ pub struct Review {
     pub name: String,
     pub username: String,
     pub groups: Vec<String>,
+    /// userInfo.extra, whole (see [`crate::audit::break_glass::BreakGlassEvent::extra`]).
+    pub extra: BTreeMap<String, Vec<String>>,
     pub dry_run: bool,
     /// Present only when the request is about a SignalProcessing.
     pub object: Option<SignalProcessing>,
@@ -109,6 +113,8 @@ struct WireUser {
     username: Option<String>,
     #[serde(default)]
     groups: Option<Vec<String>>,
+    #[serde(default)]
+    extra: Option<BTreeMap<String, Vec<String>>>,
 }
 
 /// A review body decoded into `T` (empty or malformed bodies named as such).
@@ -179,6 +185,7 @@ pub fn parse_review(body: &[u8]) -> Result<Review, BadReview> {
             .unwrap_or_default(),
         username: req.user_info.username.unwrap_or_default(),
         groups: req.user_info.groups.unwrap_or_default(),
+        extra: req.user_info.extra.unwrap_or_default(),
         dry_run: req.dry_run.unwrap_or(false),
         object,
         old_object,
@@ -646,6 +653,33 @@ mod tests {
     fn review(op: &str, user: &str, groups: &[&str], dry_run: bool, object: Option<Value>, old: Option<Value>) -> Review {
         let body = serde_json::to_vec(&review_json(op, user, groups, dry_run, object, old)).unwrap();
         parse_review(&body).unwrap()
+    }
+
+    #[test]
+    fn user_info_extra_is_parsed_whole() {
+        let old = sp(Some(vec![FINALIZER]), true);
+        let mut body = review_json("UPDATE", "carol", &["audit-guard:break-glass"], false, Some(old.clone()), Some(old));
+        assert!(review_from(&body).extra.is_empty(), "no extra: an empty map");
+        body["request"]["userInfo"]["extra"] = json!({
+            "authentication.kubernetes.io/credential-id": ["JTI=7f3c"],
+            "authentication.kubernetes.io/pod-name": ["kubectl-debug"],
+            "ticket": ["INC-1", "INC-2"],
+            "empty": []
+        });
+        let r = review_from(&body);
+        assert_eq!(r.extra.len(), 4);
+        assert_eq!(r.extra["authentication.kubernetes.io/credential-id"], ["JTI=7f3c"]);
+        assert_eq!(r.extra["ticket"], ["INC-1", "INC-2"]);
+        assert!(r.extra["empty"].is_empty());
+        body["request"]["userInfo"]["extra"] = json!({ "k": "not a list" });
+        assert!(
+            parse_review(&serde_json::to_vec(&body).unwrap()).is_err(),
+            "a malformed extra is a bad review"
+        );
+    }
+
+    fn review_from(body: &Value) -> Review {
+        parse_review(&serde_json::to_vec(body).unwrap()).unwrap()
     }
 
     fn policy() -> Policy {

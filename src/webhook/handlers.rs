@@ -478,6 +478,7 @@ async fn record_break_glass(state: &AppState, review: &Review) -> Verdict {
         id: review.uid.clone(),
         user: review.username.clone(),
         groups: review.groups.clone(),
+        extra: review.extra.clone(),
         namespace: review.namespace.clone(),
         name: review.name.clone(),
         uid: live.metadata.uid.clone().unwrap_or_default(),
@@ -502,7 +503,7 @@ async fn record_break_glass(state: &AppState, review: &Review) -> Verdict {
     let verdict = decisions::break_glass_verdict(&event_result, record_result.as_ref());
     if verdict == Verdict::Allow {
         metrics::FORCED_REMOVALS.inc();
-        tracing::warn!(user = %event.user, groups = ?event.groups, namespace = %event.namespace, name = %event.name, uid = %event.uid, event = %event.id, "break-glass removal of the audit finalizer; break-glass event stored");
+        tracing::warn!(user = %event.user, groups = ?event.groups, extra = ?event.extra, namespace = %event.namespace, name = %event.name, uid = %event.uid, event = %event.id, "break-glass removal of the audit finalizer; break-glass event stored");
     }
     verdict
 }
