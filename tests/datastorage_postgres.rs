@@ -317,7 +317,7 @@ async fn the_runtime_role_can_only_insert_and_select_through_the_parents() {
         .await
         .unwrap();
     assert!(
-        audit_guard::datastorage::postgres::drop_old_partitions(&d.runtime, 1)
+        audit_guard::datastorage::postgres::drop_old_partitions(&d.runtime, 1, &Default::default())
             .await
             .is_err(),
         "retention needs the owner"
@@ -432,7 +432,9 @@ async fn retention_drops_whole_old_partitions_and_only_those() {
     let old = record("r-old", "ancient", "production", "P0", &ancient, json!("1s"));
     let (st, _, body) = d.svc.post_json(BASE, &old).await;
     assert_eq!(st, 201, "{body}");
-    let dropped = audit_guard::datastorage::postgres::drop_old_partitions(&d.pool, 12).await.unwrap();
+    let dropped = audit_guard::datastorage::postgres::drop_old_partitions(&d.pool, 12, &Default::default())
+        .await
+        .unwrap();
     let cutoff = (chrono::Utc::now() - chrono::Duration::days(366)).format("y%Ym%m").to_string();
     assert!(
         !dropped.is_empty() && dropped.iter().all(|p| p["signal_processing_audit_".len()..] < *cutoff),
