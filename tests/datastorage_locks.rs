@@ -124,9 +124,6 @@ async fn posts_keep_flowing_while_partition_upkeep_waits_for_a_readers_lock() {
     let failed: Vec<_> = during.iter().filter(|(s, _)| *s != 201).collect();
     assert!(failed.is_empty(), "POSTs failed while the lock was held: {failed:?}");
     assert!(during.len() > POSTERS, "the POSTs flowed");
-    let page = reqwest::get(svc.endpoint("/metrics")).await.unwrap().text().await.unwrap();
-    let gave_up = metric(&page, "datastorage_ddl_lock_waits_given_up_total{what=\"create_next_partitions\"}");
-    assert!(gave_up >= 1.0, "upkeep never gave up a lock wait:\n{page}");
 
     // Released: upkeep's next retry creates the partition.
     wait_for("upkeep to create next month's partition", Duration::from_secs(120), || async {
@@ -134,6 +131,9 @@ async fn posts_keep_flowing_while_partition_upkeep_waits_for_a_readers_lock() {
     })
     .await
     .unwrap();
+    let page = reqwest::get(svc.endpoint("/metrics")).await.unwrap().text().await.unwrap();
+    let gave_up = metric(&page, "datastorage_ddl_lock_waits_given_up_total{what=\"create_next_partitions\"}");
+    assert!(gave_up >= 1.0, "upkeep never gave up a lock wait:\n{page}");
     let mut latencies: Vec<Duration> = during.drain(..).map(|(_, d)| d).collect();
     eprintln!(
         "{} single POSTs while ACCESS SHARE was held for {HOLD:?} and upkeep gave up {gave_up} lock waits: p50 {:?}, p99 {:?}, max {:?}",
