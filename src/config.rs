@@ -292,6 +292,16 @@ pub struct DataStorageArgs {
     /// The audience tokens must be minted for (TokenReview mode).
     #[arg(long, env = "DATASTORAGE_TOKEN_AUDIENCE", default_value = crate::datastorage::authz::DEFAULT_TOKEN_AUDIENCE)]
     pub token_audience: String,
+    /// TokenReview mode: a refused token is refused again without a review for this long.
+    #[arg(long, env = "DATASTORAGE_TOKEN_REVIEW_REFUSED_TTL", default_value = "10s", value_parser = parse_duration)]
+    pub token_review_refused_ttl: Duration,
+    /// TokenReview mode: reviews per second of tokens not accepted in the last hour; beyond
+    /// it (and the burst) such tokens get 429 without a review. Known tokens are never held back.
+    #[arg(long, env = "DATASTORAGE_TOKEN_REVIEW_RATE", default_value_t = 10.0)]
+    pub token_review_rate: f64,
+    /// TokenReview mode: reviews of unknown tokens allowed at once after a quiet spell.
+    #[arg(long, env = "DATASTORAGE_TOKEN_REVIEW_BURST", default_value_t = 20)]
+    pub token_review_burst: u32,
     /// Tokens-file mode: members of this group may write (create) and read (get, list).
     #[arg(long, env = "DATASTORAGE_WRITERS_GROUP", default_value = crate::datastorage::authz::DEFAULT_WRITERS_GROUP)]
     pub writers_group: String,
@@ -367,6 +377,45 @@ pub struct DataStorageArgs {
     /// Widest since..until of one report.
     #[arg(long, env = "DATASTORAGE_REPORT_MAX_RANGE", default_value = "400days", value_parser = parse_duration)]
     pub report_max_range: Duration,
+    #[command(flatten)]
+    pub ddl: DdlArgs,
+}
+
+/// Bounds on DDL (migrations, creating and dropping partitions): a statement waiting for a lock
+/// on the audit table makes every INSERT queue behind it, so it waits briefly and retries.
+#[derive(Args, Debug, Clone)]
+pub struct DdlArgs {
+    /// Longest one DDL statement waits for a lock before giving up (and retrying with backoff).
+    #[arg(long, env = "DATASTORAGE_DDL_LOCK_TIMEOUT", default_value = "50ms", value_parser = parse_duration)]
+    pub ddl_lock_timeout: Duration,
+    /// Longest one DDL statement runs (0: no bound); raise it for a migration that rewrites a
+    /// large table.
+    #[arg(long, env = "DATASTORAGE_DDL_STATEMENT_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub ddl_statement_timeout: Duration,
+    /// How long migrations and partition creation by the owner keep retrying before failing with
+    /// an error naming the lock (the service's hourly partition upkeep retries until it succeeds).
+    #[arg(long, env = "DATASTORAGE_DDL_RETRY_FOR", default_value = "5m", value_parser = parse_duration)]
+    pub ddl_retry_for: Duration,
+}
+
+impl DataStorageArgs {
+    pub fn review_limits(&self) -> crate::datastorage::auth::ReviewLimits {
+        crate::datastorage::auth::ReviewLimits {
+            refused_ttl: self.token_review_refused_ttl,
+            unknown_per_second: self.token_review_rate,
+            unknown_burst: self.token_review_burst,
+        }
+    }
+}
+
+impl From<&DdlArgs> for crate::datastorage::postgres::DdlLimits {
+    fn from(a: &DdlArgs) -> Self {
+        Self {
+            lock_timeout: a.ddl_lock_timeout,
+            statement_timeout: a.ddl_statement_timeout,
+            retry_for: a.ddl_retry_for,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -395,6 +444,8 @@ pub struct MigrateArgs {
     /// Drop partitions whose month ended longer ago than this many months; 0 keeps everything.
     #[arg(long, env = "DATASTORAGE_RETENTION_MONTHS", default_value_t = 0)]
     pub retention_months: u32,
+    #[command(flatten)]
+    pub ddl: DdlArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -519,6 +570,7 @@ mod tests {
         assert_eq!(a.time_window_past, crate::audit::TIME_WINDOW_PAST);
         assert_eq!(a.time_window_future, crate::audit::TIME_WINDOW_FUTURE);
         assert_eq!(a.token_audience, crate::datastorage::authz::DEFAULT_TOKEN_AUDIENCE);
+        assert_eq!(a.review_limits(), crate::datastorage::auth::DEFAULT_REVIEW_LIMITS);
         assert!(a.command.is_none());
         let m = match datastorage(&["migrate", "--database-url", "postgres://o@h/db", "--runtime-role", "app"]).command {
             Some(DataStorageCommand::Migrate(m)) => m,
@@ -526,6 +578,9 @@ mod tests {
         };
         assert_eq!(m.time_window_past, crate::audit::TIME_WINDOW_PAST);
         assert_eq!(m.runtime_role.as_deref(), Some("app"));
+        let ddl = crate::datastorage::postgres::DdlLimits::default();
+        assert_eq!(crate::datastorage::postgres::DdlLimits::from(&m.ddl), ddl);
+        assert_eq!(crate::datastorage::postgres::DdlLimits::from(&a.ddl), ddl);
         assert!(Cli::try_parse_from(["audit-guard", "datastorage", "--database-url", "x", "--database-url-file", "f"]).is_err());
         assert!(Cli::try_parse_from(["audit-guard", "datastorage", "--plain-http", "--tls-cert-dir", "d"]).is_err());
         let l = crate::https::ListenerLimits::default();

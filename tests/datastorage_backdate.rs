@@ -90,7 +90,7 @@ async fn postgres_a_back_dated_post_is_in_the_current_period_and_survives_retent
 
     // A 15-month retention run about three months from now keeps it.
     let later = Utc::now() + Duration::days(90);
-    let dropped = audit_guard::datastorage::postgres::drop_old_partitions_at(&pool, 15, later)
+    let dropped = audit_guard::datastorage::postgres::drop_old_partitions_at(&pool, 15, later, &Default::default())
         .await
         .unwrap();
     assert!(!dropped.contains(&partition), "{dropped:?}");

@@ -317,7 +317,7 @@ async fn the_runtime_role_can_only_insert_and_select_through_the_parents() {
         .await
         .unwrap();
     assert!(
-        audit_guard::datastorage::postgres::drop_old_partitions(&d.runtime, 1)
+        audit_guard::datastorage::postgres::drop_old_partitions(&d.runtime, 1, &Default::default())
             .await
             .is_err(),
         "retention needs the owner"
@@ -446,7 +446,9 @@ async fn retention_drops_whole_old_partitions_and_only_those() {
     .execute(&d.pool)
     .await
     .unwrap();
-    let dropped = audit_guard::datastorage::postgres::drop_old_partitions(&d.pool, 12).await.unwrap();
+    let dropped = audit_guard::datastorage::postgres::drop_old_partitions(&d.pool, 12, &Default::default())
+        .await
+        .unwrap();
     let cutoff = (chrono::Utc::now() - chrono::Duration::days(366)).format("y%Ym%m").to_string();
     assert!(
         !dropped.is_empty() && dropped.iter().all(|p| p["signal_processing_audit_".len()..] < *cutoff),

@@ -107,7 +107,7 @@ async fn a_cr_back_dated_399_days_is_an_anomaly_counted_now_and_kept_by_retentio
     // A 15-month retention run about three months from now keeps it; verify says intact.
     let pool = db.pool().await;
     let later = Utc::now() + chrono::Duration::days(90);
-    audit_guard::datastorage::postgres::drop_old_partitions_at(&pool, 15, later)
+    audit_guard::datastorage::postgres::drop_old_partitions_at(&pool, 15, later, &Default::default())
         .await
         .unwrap();
     assert!(ds.record(&uid).await.unwrap().is_some(), "dropped by retention");

@@ -699,12 +699,14 @@ async fn network_policies(i: &Installed<'_>) -> Result<String> {
     let mut lines = Vec::new();
     let outside = fresh_namespace(&i.client, "outsider").await?;
     probe_pod(cp, &outside, "outsider", &BTreeMap::new())?;
-    probe_pod(
-        cp,
-        &outside,
-        "prometheus",
-        &BTreeMap::from([("app.kubernetes.io/name", "prometheus")]),
-    )?;
+    let prometheus_label = BTreeMap::from([("app.kubernetes.io/name", "prometheus")]);
+    // A pod labelled like Prometheus outside the monitoring namespace is not Prometheus.
+    probe_pod(cp, &outside, "prometheus", &prometheus_label)?;
+    let monitoring = "monitoring";
+    if cp.kubectl(&["get", "namespace", monitoring]).is_err() {
+        cp.kubectl(&["create", "namespace", monitoring])?;
+    }
+    probe_pod(cp, monitoring, "prometheus", &prometheus_label)?;
     probe_pod(
         cp,
         NAMESPACE,
@@ -760,10 +762,12 @@ async fn network_policies(i: &Installed<'_>) -> Result<String> {
         (&outside, "outsider", &metrics, false),
         (&outside, "outsider", &health, false),
         (NAMESPACE, "neighbour", &metrics, false),
-        // Prometheus (by its label, any namespace) may scrape both.
-        (&outside, "prometheus", &ds_svc, true),
-        (&outside, "prometheus", &ds_direct, true),
-        (&outside, "prometheus", &metrics, true),
+        // Prometheus (its label in the monitoring namespace) may scrape both; the label elsewhere may not.
+        (monitoring, "prometheus", &ds_svc, true),
+        (monitoring, "prometheus", &ds_direct, true),
+        (monitoring, "prometheus", &metrics, true),
+        (&outside, "prometheus", &ds_direct, false),
+        (&outside, "prometheus", &metrics, false),
     ];
     let mut wrong = Vec::new();
     for (ns, pod, target, want) in &checks {
@@ -815,6 +819,7 @@ async fn network_policies(i: &Installed<'_>) -> Result<String> {
     ensure!(i.reader.record(&uid).await?.is_some(), "no record of sp-policy");
     lines.push("with the policies in place the API server got the finalizer from the webhook and the controller stored the record through Data Storage".into());
     cp.kubectl(&["delete", "pod", "neighbour", "-n", NAMESPACE, "--wait=false"])?;
+    cp.kubectl(&["delete", "pod", "prometheus", "-n", monitoring, "--wait=false"])?;
     Ok(lines.join("\n"))
 }
 

@@ -134,6 +134,11 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
             return Problem::new(StatusCode::UNAUTHORIZED, e.to_string()).into_response();
         }
         Err(e @ AuthError::Unavailable(_)) => return unavailable("authenticate", e),
+        Err(e @ AuthError::Throttled) => {
+            let mut resp = Problem::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()).into_response();
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return resp;
+        }
     };
     match state.authz.allows(&user, verb).await {
         Ok(true) => {

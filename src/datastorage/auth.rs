@@ -4,9 +4,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
 use kube::api::{Api, PostParams};
 use sha2::{Digest, Sha256};
@@ -34,6 +35,10 @@ pub enum AuthError {
     /// The component that judges tokens cannot answer now (retry).
     #[error("authentication unavailable: {0}")]
     Unavailable(String),
+    /// Too many tokens not seen before are being reviewed: this one was not sent to the API
+    /// server (retry shortly; tokens already known are not held back).
+    #[error("too many unknown bearer tokens are being reviewed; retry shortly")]
+    Throttled,
 }
 
 /// The token of an `Authorization: Bearer <token>` header value.
@@ -222,15 +227,103 @@ impl TokensFile {
     }
 }
 
-/// How long TokenReview answers are reused: accepted tokens briefly, refused ones very briefly.
+/// How long an accepted token is reused without asking the API server again.
 pub const REVIEW_TTL_ALLOWED: Duration = Duration::from_secs(10);
-pub const REVIEW_TTL_REFUSED: Duration = Duration::from_secs(1);
-/// Most cached answers; the oldest go first when full.
+/// Most cached answers (of each kind); the oldest go first when full.
 pub const REVIEW_CACHE_CAPACITY: usize = 4096;
 /// A call to the API server that takes longer is given up (503, the caller retries).
 pub const REVIEW_TIMEOUT: Duration = Duration::from_secs(5);
-/// Reviews in flight at once; a flood of unknown tokens queues here instead of on the API server.
+/// Reviews in flight at once.
 pub const REVIEWS_IN_FLIGHT: usize = 32;
+/// A token accepted within this long is *known*: when its cached answer expires, its next
+/// review is not held back by the rate limit for unknown tokens.
+pub const KNOWN_FOR: Duration = Duration::from_secs(3600);
+
+/// Bounds on what unknown tokens may cost (flags, see `DataStorageArgs`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReviewLimits {
+    /// How long a refused token is refused again without a review.
+    pub refused_ttl: Duration,
+    /// Reviews per second of tokens that are not known (a token bucket's refill rate).
+    pub unknown_per_second: f64,
+    /// The bucket's size: that many such reviews at once after a quiet spell.
+    pub unknown_burst: u32,
+}
+
+pub const DEFAULT_REVIEW_LIMITS: ReviewLimits = ReviewLimits {
+    refused_ttl: Duration::from_secs(10),
+    unknown_per_second: 10.0,
+    unknown_burst: 20,
+};
+
+/// A token bucket: `burst` tokens, refilled at `per_second`; each admitted call takes one.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    per_second: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    pub fn new(per_second: f64, burst: u32, now: Instant) -> Self {
+        let burst = f64::from(burst.max(1));
+        Self {
+            per_second: per_second.max(0.0),
+            burst,
+            tokens: burst,
+            last: now,
+        }
+    }
+
+    /// Takes a token if one is there at `now`.
+    pub fn try_take(&mut self, now: Instant) -> bool {
+        let refill = now.saturating_duration_since(self.last).as_secs_f64() * self.per_second;
+        self.tokens = (self.tokens + refill).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// What to do with a token, from what the caches say about its digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    Accepted(User),
+    /// Refused within `refused_ttl`: refused again, no review.
+    Refused,
+    /// Review it; `known`: it was accepted recently, so the rate limit does not apply.
+    Review {
+        known: bool,
+    },
+}
+
+/// Kubernetes' TokenReview, behind a seam so that tests can count calls.
+pub trait ReviewBackend: Send + Sync {
+    /// The review's status for `token` checked for `audience`, or why the API server could not answer.
+    fn review<'a>(&'a self, token: &'a str, audience: &'a str) -> BoxFuture<'a, Result<Option<TokenReviewStatus>, String>>;
+}
+
+impl ReviewBackend for kube::Client {
+    fn review<'a>(&'a self, token: &'a str, audience: &'a str) -> BoxFuture<'a, Result<Option<TokenReviewStatus>, String>> {
+        Box::pin(async move {
+            let review = TokenReview {
+                spec: TokenReviewSpec {
+                    token: Some(token.to_string()),
+                    audiences: Some(vec![audience.to_string()]),
+                },
+                ..Default::default()
+            };
+            let api: Api<TokenReview> = Api::all(self.clone());
+            let answer = api.create(&PostParams::default(), &review).await.map_err(|e| e.to_string())?;
+            Ok(answer.status)
+        })
+    }
+}
 
 /// What a TokenReview's status says about the token, for `audience`.
 pub fn reviewed_user(status: Option<TokenReviewStatus>, audience: &str) -> Option<User> {
@@ -252,50 +345,93 @@ pub fn reviewed_user(status: Option<TokenReviewStatus>, audience: &str) -> Optio
     })
 }
 
-/// Kubernetes TokenReview for tokens minted for `audience`, answers cached by token digest.
+/// Kubernetes TokenReview for tokens minted for `audience`. Answers are cached by token
+/// digest (never the token): accepted ones for [`REVIEW_TTL_ALLOWED`], refused ones for
+/// `refused_ttl`, each kind in a bounded cache of its own, so a flood of unknown tokens
+/// cannot evict the known ones. Reviews of tokens not accepted within [`KNOWN_FOR`] pass a
+/// token bucket; beyond it they are answered 429 at once, without calling the API server.
 pub struct TokenReviewer {
-    client: kube::Client,
+    backend: Arc<dyn ReviewBackend>,
     audience: String,
-    cache: TtlCache<[u8; 32], Option<User>>,
+    limits: ReviewLimits,
+    accepted: TtlCache<[u8; 32], User>,
+    refused: TtlCache<[u8; 32], ()>,
+    known: TtlCache<[u8; 32], ()>,
+    bucket: Mutex<TokenBucket>,
     in_flight: tokio::sync::Semaphore,
 }
 
 impl TokenReviewer {
-    pub fn new(client: kube::Client, audience: String) -> Self {
+    pub fn new(client: kube::Client, audience: String, limits: ReviewLimits) -> Self {
+        Self::with_backend(Arc::new(client), audience, limits)
+    }
+
+    pub fn with_backend(backend: Arc<dyn ReviewBackend>, audience: String, limits: ReviewLimits) -> Self {
         Self {
-            client,
+            backend,
             audience,
-            cache: TtlCache::new(REVIEW_CACHE_CAPACITY),
+            limits,
+            accepted: TtlCache::new(REVIEW_CACHE_CAPACITY),
+            refused: TtlCache::new(REVIEW_CACHE_CAPACITY),
+            known: TtlCache::new(REVIEW_CACHE_CAPACITY),
+            bucket: Mutex::new(TokenBucket::new(limits.unknown_per_second, limits.unknown_burst, Instant::now())),
             in_flight: tokio::sync::Semaphore::new(REVIEWS_IN_FLIGHT),
         }
     }
 
-    async fn review(&self, token: &str) -> Result<User, AuthError> {
+    fn lookup(&self, key: &[u8; 32], now: Instant) -> Lookup {
+        if let Some(user) = self.accepted.get(key, now) {
+            return Lookup::Accepted(user);
+        }
+        if self.refused.get(key, now).is_some() {
+            return Lookup::Refused;
+        }
+        Lookup::Review {
+            known: self.known.get(key, now).is_some(),
+        }
+    }
+
+    pub async fn review(&self, token: &str) -> Result<User, AuthError> {
         let key = token_digest(token);
-        if let Some(answer) = self.cache.get(&key, Instant::now()) {
-            return answer.ok_or(AuthError::Unknown);
+        let now = Instant::now();
+        match self.lookup(&key, now) {
+            Lookup::Accepted(user) => return Ok(user),
+            Lookup::Refused => {
+                metrics::TOKEN_REVIEWS.with_label_values(&["cached_refusal"]).inc();
+                return Err(AuthError::Unknown);
+            }
+            Lookup::Review { known: true } => {}
+            Lookup::Review { known: false } => {
+                let admitted = self.bucket.lock().map(|mut b| b.try_take(now)).unwrap_or(false);
+                if !admitted {
+                    metrics::TOKEN_REVIEWS.with_label_values(&["rate_limited"]).inc();
+                    return Err(AuthError::Throttled);
+                }
+            }
         }
         let unavailable = |e: String| AuthError::Unavailable(format!("TokenReview: {e}"));
         let _permit = tokio::time::timeout(REVIEW_TIMEOUT, self.in_flight.acquire())
             .await
             .map_err(|_| unavailable("too many reviews in flight".into()))?
             .map_err(|e| unavailable(e.to_string()))?;
-        let review = TokenReview {
-            spec: TokenReviewSpec {
-                token: Some(token.to_string()),
-                audiences: Some(vec![self.audience.clone()]),
-            },
-            ..Default::default()
-        };
-        let api: Api<TokenReview> = Api::all(self.client.clone());
-        let answer = tokio::time::timeout(REVIEW_TIMEOUT, api.create(&PostParams::default(), &review))
+        let status = tokio::time::timeout(REVIEW_TIMEOUT, self.backend.review(token, &self.audience))
             .await
             .map_err(|_| unavailable("timed out".into()))?
-            .map_err(|e| unavailable(e.to_string()))?;
-        let user = reviewed_user(answer.status, &self.audience);
-        let ttl = if user.is_some() { REVIEW_TTL_ALLOWED } else { REVIEW_TTL_REFUSED };
-        self.cache.insert(key, user.clone(), ttl, Instant::now());
-        user.ok_or(AuthError::Unknown)
+            .map_err(unavailable)?;
+        let now = Instant::now();
+        match reviewed_user(status, &self.audience) {
+            Some(user) => {
+                metrics::TOKEN_REVIEWS.with_label_values(&["accepted"]).inc();
+                self.accepted.insert(key, user.clone(), REVIEW_TTL_ALLOWED, now);
+                self.known.insert(key, (), KNOWN_FOR, now);
+                Ok(user)
+            }
+            None => {
+                metrics::TOKEN_REVIEWS.with_label_values(&["refused"]).inc();
+                self.refused.insert(key, (), self.limits.refused_ttl, now);
+                Err(AuthError::Unknown)
+            }
+        }
     }
 }
 
@@ -348,6 +484,85 @@ mod tests {
             }),
             error: None,
         })
+    }
+
+    /// Accepts `good` (for the audience), refuses every other token; counts calls.
+    struct FakeApiServer {
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    impl ReviewBackend for FakeApiServer {
+        fn review<'a>(&'a self, token: &'a str, audience: &'a str) -> BoxFuture<'a, Result<Option<TokenReviewStatus>, String>> {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let answer = status(token == "good", Some(vec![audience]));
+            Box::pin(async move { Ok(answer) })
+        }
+    }
+
+    fn reviewer(limits: ReviewLimits) -> (TokenReviewer, Arc<FakeApiServer>) {
+        let api = Arc::new(FakeApiServer { calls: Default::default() });
+        (TokenReviewer::with_backend(api.clone(), "aud".into(), limits), api)
+    }
+
+    fn calls(api: &FakeApiServer) -> usize {
+        api.calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_unknown_tokens_is_rate_limited_and_never_delays_a_known_one() {
+        let limits = ReviewLimits {
+            refused_ttl: Duration::from_secs(10),
+            unknown_per_second: 0.0,
+            unknown_burst: 5,
+        };
+        let (r, api) = reviewer(limits);
+        assert!(r.review("good").await.is_ok());
+        assert_eq!(calls(&api), 1);
+        let mut answers = vec![];
+        for i in 0..100 {
+            answers.push(r.review(&format!("garbage-{i}")).await);
+            // The known token is answered from its cache between the unknown ones, uncounted.
+            assert_eq!(r.review("good").await.map(|u| u.uid), Ok("u-1".to_string()));
+        }
+        let unknown = answers.iter().filter(|a| **a == Err(AuthError::Unknown)).count();
+        let throttled = answers.iter().filter(|a| **a == Err(AuthError::Throttled)).count();
+        assert_eq!((unknown, throttled), (4, 96), "the burst (one taken by the good token) and no more");
+        assert_eq!(calls(&api), 5, "the API server saw the burst only");
+        // A refused token is refused again from the cache, without a review or a bucket token.
+        assert_eq!(r.review("garbage-0").await, Err(AuthError::Unknown));
+        assert_eq!(calls(&api), 5);
+        assert_eq!(r.refused.len(), 4);
+    }
+
+    #[test]
+    fn a_recently_accepted_token_is_known_when_its_answer_expires() {
+        let (r, _) = reviewer(DEFAULT_REVIEW_LIMITS);
+        let t0 = Instant::now();
+        let (good, bad) = (token_digest("good"), token_digest("bad"));
+        r.accepted.insert(good, User::default(), REVIEW_TTL_ALLOWED, t0);
+        r.known.insert(good, (), KNOWN_FOR, t0);
+        r.refused.insert(bad, (), DEFAULT_REVIEW_LIMITS.refused_ttl, t0);
+        assert_eq!(r.lookup(&good, t0), Lookup::Accepted(User::default()));
+        assert_eq!(r.lookup(&bad, t0), Lookup::Refused);
+        let later = t0 + REVIEW_TTL_ALLOWED + Duration::from_secs(1);
+        assert_eq!(
+            r.lookup(&good, later),
+            Lookup::Review { known: true },
+            "re-reviewed, not rate limited"
+        );
+        assert_eq!(r.lookup(&bad, later), Lookup::Review { known: false });
+        assert_eq!(r.lookup(&good, t0 + KNOWN_FOR), Lookup::Review { known: false });
+    }
+
+    #[test]
+    fn the_bucket_refills_at_its_rate_up_to_its_burst() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(2.0, 3, t0);
+        assert_eq!((0..5).filter(|_| b.try_take(t0)).count(), 3);
+        assert!(!b.try_take(t0 + Duration::from_millis(400)));
+        assert!(b.try_take(t0 + Duration::from_millis(500)), "one every half second");
+        let much_later = t0 + Duration::from_secs(60);
+        assert_eq!((0..5).filter(|_| b.try_take(much_later)).count(), 3, "never more than the burst");
     }
 
     #[test]

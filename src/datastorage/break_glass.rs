@@ -71,7 +71,8 @@ pub async fn create(State(state): State<Arc<AppState>>, uri: Uri, headers: Heade
 
 pub async fn get_one(State(state): State<Arc<AppState>>, Path(id): Path<String>, uri: Uri) -> Result<Response, Problem> {
     query::params(&uri, &[])?;
-    match timed("event", state.store.event(id.clone(), Lane::Read))
+    // A lookup by id is the deletion path's: the write lane's pool (see `limits`).
+    match timed("event", state.store.event(id.clone(), Lane::Write))
         .await
         .map_err(|e| db_problem("event", e))?
     {

@@ -2,17 +2,25 @@
 //! auditors' long requests — each with its own permits and its own database pool, so readers
 //! or an export of millions of rows never delay the deletion path's writes), a bounded wait
 //! for a permit and a per-request timeout.
+//!
+//! The deletion path is every POST and every lookup of one item by id (the webhook's "is this
+//! uid's record held" check, the 409 comparison reads): they share the write lane and its
+//! pool. A lookup is one primary-key read, as cheap as the comparison reads a write already
+//! makes there, and it is the deletion's own: it must not queue behind statistics, listings
+//! and exports, which sit in the read and audit lanes, wait at most a second for a permit and
+//! are answered 503 with Retry-After first when the service is busy.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
 use super::api::BASE;
+use super::authz;
 use super::metrics;
 use super::problem::Problem;
 use super::store::Lane;
@@ -43,8 +51,10 @@ pub struct Lanes {
 /// The auditors' endpoints (they read everything of a period: their own lane and pool).
 pub const AUDIT_PATHS: &[&str] = &["verify", "export", "report", "exports/"];
 
-/// Writes (every POST), auditors' requests and reads (everything else) go through different lanes.
-pub fn lane_for(method: &Method, path: &str) -> Lane {
+/// Writes (every POST) and lookups of one item by id (`route`, the matched route, ends in
+/// `/{id}`) take the write lane, auditors' requests theirs, and reads (statistics, listings)
+/// the read lane.
+pub fn lane_for(method: &Method, path: &str, route: &str) -> Lane {
     if method == Method::POST {
         return Lane::Write;
     }
@@ -54,6 +64,8 @@ pub fn lane_for(method: &Method, path: &str) -> Lane {
         .is_some_and(|p| AUDIT_PATHS.iter().any(|a| p == *a || (a.ends_with('/') && p.starts_with(a))));
     if audit {
         Lane::Audit
+    } else if authz::verb_for(method, route) == authz::Verb::Get {
+        Lane::Write
     } else {
         Lane::Read
     }
@@ -87,7 +99,8 @@ fn busy(lane: Lane) -> Response {
 
 /// Middleware: a permit of the request's lane, then the request under the timeout.
 pub async fn admit(State(lanes): State<Arc<Lanes>>, req: Request, next: Next) -> Response {
-    let lane = lane_for(req.method(), req.uri().path());
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str()).unwrap_or_default();
+    let lane = lane_for(req.method(), req.uri().path(), route);
     if lane == Lane::Audit {
         return admit_audit(&lanes, req, next).await;
     }
@@ -153,17 +166,43 @@ async fn admit_audit(lanes: &Lanes, req: Request, next: Next) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use super::super::api::BREAK_GLASS;
     use super::*;
+
+    /// The lane of a request to `path`, matched by the route of the same shape.
+    fn lane(method: Method, path: &str, route: &str) -> Lane {
+        lane_for(&method, path, route)
+    }
 
     #[test]
     fn posts_write_auditors_have_their_lane_everything_else_reads() {
-        assert_eq!(lane_for(&Method::POST, BASE), Lane::Write);
-        assert_eq!(lane_for(&Method::GET, BASE), Lane::Read);
-        assert_eq!(lane_for(&Method::HEAD, &format!("{BASE}/stats/priority")), Lane::Read);
-        for p in ["verify", "export", "report", "exports/abc"] {
-            assert_eq!(lane_for(&Method::GET, &format!("{BASE}/{p}")), Lane::Audit, "{p}");
+        assert_eq!(lane(Method::POST, BASE, BASE), Lane::Write);
+        assert_eq!(lane(Method::GET, BASE, BASE), Lane::Read);
+        let stats = format!("{BASE}/stats/priority");
+        assert_eq!(lane(Method::HEAD, &stats, &stats), Lane::Read);
+        for p in ["verify", "export", "report"] {
+            let path = format!("{BASE}/{p}");
+            assert_eq!(lane(Method::GET, &path, &path), Lane::Audit, "{p}");
         }
-        assert_eq!(lane_for(&Method::GET, &format!("{BASE}/exportx")), Lane::Read);
-        assert_eq!(lane_for(&Method::GET, &format!("{BASE}/verify-abc")), Lane::Read);
+        let manifest = format!("{BASE}/exports/{{id}}");
+        assert_eq!(lane(Method::GET, &format!("{BASE}/exports/abc"), &manifest), Lane::Audit);
+        let by_id = format!("{BASE}/{{id}}");
+        assert_eq!(lane(Method::GET, &format!("{BASE}/exportx"), &by_id), Lane::Write);
+        assert_eq!(lane(Method::GET, &format!("{BASE}/verify-abc"), &by_id), Lane::Write);
+    }
+
+    /// The webhook's "is this uid's record held" lookup and the break-glass event lookup are
+    /// the deletion path's: they never wait behind statistics and listings.
+    #[test]
+    fn lookups_by_id_take_the_write_lane_listings_and_statistics_the_read_lane() {
+        let by_id = format!("{BASE}/{{id}}");
+        assert_eq!(lane(Method::GET, &format!("{BASE}/uid-1"), &by_id), Lane::Write);
+        let event = format!("{BREAK_GLASS}/{{id}}");
+        assert_eq!(lane(Method::GET, &format!("{BREAK_GLASS}/e-1"), &event), Lane::Write);
+        assert_eq!(lane(Method::GET, BREAK_GLASS, BREAK_GLASS), Lane::Read);
+        for s in ["classification", "priority", "slow-phases"] {
+            let path = format!("{BASE}/stats/{s}");
+            assert_eq!(lane(Method::GET, &path, &path), Lane::Read, "{s}");
+        }
     }
 }

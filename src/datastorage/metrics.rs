@@ -33,6 +33,15 @@ declare! {
 
     pub static SHED: IntCounterVec = counter_vec("datastorage_shed_requests_total", "Requests answered 503 by a bound: lane (read, write, audit), reason (busy: no permit in time; timeout: over --request-timeout)", &["lane", "reason"]), zero [["read", "busy"], ["read", "timeout"], ["write", "busy"], ["write", "timeout"], ["audit", "busy"], ["audit", "timeout"]];
 
+    /// TokenReview outcomes: reviewed (accepted, refused), refused again from the cache of
+    /// refusals (cached_refusal), or shed without a review because too many unknown tokens
+    /// arrived (rate_limited: answered 429).
+    pub static TOKEN_REVIEWS: IntCounterVec = counter_vec("datastorage_token_reviews_total", "Bearer tokens judged in TokenReview mode, by outcome (accepted, refused, cached_refusal, rate_limited: answered 429 without a review)", &["outcome"]), zero [["accepted"], ["refused"], ["cached_refusal"], ["rate_limited"]];
+
+    /// DDL attempts (partition upkeep, migrations, retention) that gave up waiting for a lock
+    /// held by another session, so as not to queue every INSERT behind them; they are retried.
+    pub static DDL_GAVE_UP: IntCounterVec = counter_vec("datastorage_ddl_lock_waits_given_up_total", "DDL attempts that gave up waiting for a lock after --ddl-lock-timeout, by what (retried with backoff)", &["what"]), zero [["create_next_partitions"], ["create_partition"], ["drop_partition"]];
+
     /// 0 while the tokens file (tokens-file mode) is unreadable or invalid and every token is
     /// refused; else 1 (so it starts at 1: only a tokens file in use and broken makes it 0).
     pub static TOKENS_FILE_VALID: IntGauge = gauge("datastorage_tokens_file_valid", "0 while the tokens file is unreadable or invalid (every token is refused until it is fixed); 1 otherwise"), start 1;

@@ -19,7 +19,10 @@ use anyhow::{bail, Context};
 use chrono::{DateTime, Datelike, Utc};
 use sqlx::PgPool;
 
-use super::postgres::{self, month_start};
+use futures::FutureExt;
+
+use super::postgres::{self, month_start, DdlLimits};
+use super::store::DbError;
 use crate::config::MigrateArgs;
 
 /// The migrations this binary carries.
@@ -144,21 +147,56 @@ pub fn check_retention(keep_months: u32, past: Duration) -> anyhow::Result<()> {
 
 /// Creates the window's partitions as the owner; months whose rows already sit in the
 /// DEFAULT partition cannot get their own and are reported (their records stay queryable).
-pub async fn create_window_partitions(pool: &PgPool, now: DateTime<Utc>, past: Duration) -> Vec<String> {
+/// Each creation waits for its lock within `limits` ([`postgres::bounded_ddl`]); one that
+/// still cannot get it fails the whole run (partitions created so far stay; a re-run converges).
+pub async fn create_window_partitions(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    past: Duration,
+    limits: &DdlLimits,
+) -> anyhow::Result<Vec<String>> {
     let mut created = vec![];
     for (y, m) in window_months(now, past) {
         let Some(start) = month_start(y, m) else { continue };
-        match sqlx::query_scalar::<_, Option<String>>("SELECT signal_processing_audit_create_partition($1::date)")
-            .bind(start.date_naive())
-            .fetch_one(pool)
-            .await
-        {
+        let day = start.date_naive();
+        let made = postgres::bounded_ddl(pool, limits, "create_partition", |c| {
+            async move {
+                Ok(
+                    sqlx::query_scalar::<_, Option<String>>("SELECT signal_processing_audit_create_partition($1::date)")
+                        .bind(day)
+                        .fetch_one(c)
+                        .await?,
+                )
+            }
+            .boxed()
+        })
+        .await;
+        let name = postgres::partition_name(y, m);
+        match made {
             Ok(Some(name)) => created.push(name),
             Ok(None) => {}
-            Err(e) => tracing::warn!(partition = %postgres::partition_name(y, m), error = %e, "could not create partition"),
+            Err(e) if lock_wait(&e) => return Err(locked(&e, &format!("create partition {name}"), limits)),
+            Err(e) => tracing::warn!(partition = %name, error = %e, "could not create partition"),
         }
     }
-    created
+    Ok(created)
+}
+
+/// Whether an error is a lock (or statement) wait given up under [`DdlLimits`].
+fn lock_wait(e: &DbError) -> bool {
+    matches!(e, DbError::Sqlx(sqlx::Error::Database(d)) if postgres::gave_up_waiting(d.code().as_deref()))
+}
+
+/// The error of a step that could not get its lock within the bound.
+fn locked(e: &DbError, what: &str, limits: &DdlLimits) -> anyhow::Error {
+    anyhow::anyhow!(
+        "could not {what}: another session holds a conflicting lock on the audit tables (a long query or an open \
+         transaction; see pg_locks and pg_stat_activity); gave up after retrying for {} with each lock wait bounded by {} \
+         (--ddl-retry-for, --ddl-lock-timeout) so that no INSERT queues behind this command; run it again once the lock is \
+         released: {e}",
+        humantime::format_duration(limits.retry_for),
+        humantime::format_duration(limits.lock_timeout),
+    )
 }
 
 /// `"name"`, with embedded quotes doubled.
@@ -289,14 +327,13 @@ pub enum Mode {
 }
 
 /// At service start: migrate in single-URL mode, or check that the owner did.
-pub async fn prepare(url: &str, past: Duration) -> anyhow::Result<Mode> {
-    let pool = postgres::pool(url, 1, Duration::ZERO).await.context("connecting to PostgreSQL")?;
+pub async fn prepare(url: &str, past: Duration, limits: &DdlLimits) -> anyhow::Result<Mode> {
+    let pool = postgres::ddl_pool(url, limits).await.context("connecting to PostgreSQL")?;
     let state = schema_state(&pool).await?;
     let mode = match plan(&state, &embedded()) {
         Plan::Refuse(why) => bail!("{why}"),
         Plan::Migrate => {
-            MIGRATOR
-                .run(&pool)
+            apply_migrations(&pool, limits)
                 .await
                 .context("applying migrations (a runtime role cannot: run `audit-guard datastorage migrate` with the owner's URL first)")?;
             Mode::SingleRole
@@ -306,7 +343,7 @@ pub async fn prepare(url: &str, past: Duration) -> anyhow::Result<Mode> {
     };
     match mode {
         Mode::SingleRole => {
-            for name in create_window_partitions(&pool, Utc::now(), past).await {
+            for name in create_window_partitions(&pool, Utc::now(), past, limits).await? {
                 tracing::info!(partition = %name, "partition created");
             }
             tracing::warn!(
@@ -331,20 +368,54 @@ pub async fn prepare(url: &str, past: Duration) -> anyhow::Result<Mode> {
     Ok(mode)
 }
 
+/// Applies the pending migrations on a session whose lock waits are bounded (see
+/// [`ddl_pool`](postgres::ddl_pool)); each runs in a transaction, so one that gave up waiting
+/// left nothing behind and the run is repeated with backoff within `limits.retry_for`.
+async fn apply_migrations(pool: &PgPool, limits: &DdlLimits) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let mut failures = 0;
+    loop {
+        let e = match MIGRATOR.run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(sqlx::migrate::MigrateError::Execute(e) | sqlx::migrate::MigrateError::ExecuteMigration(e, _)) => DbError::Sqlx(e),
+            Err(e) => return Err(e.into()),
+        };
+        if !lock_wait(&e) {
+            return Err(e.into());
+        }
+        failures += 1;
+        let Some(wait) = postgres::ddl_retry_after(failures, started.elapsed(), limits.retry_for) else {
+            return Err(locked(&e, "apply the migrations", limits));
+        };
+        tracing::warn!(failures, error = %e, retry_in = ?wait, "another session holds a conflicting lock; retrying the migrations");
+        tokio::time::sleep(wait).await;
+    }
+}
+
 /// `audit-guard datastorage migrate`.
 pub async fn run(args: &MigrateArgs) -> anyhow::Result<()> {
     let url = super::database_url(args.database_url.as_deref(), args.database_url_file.as_deref())?
         .context("migrate needs the owner's --database-url or --database-url-file")?;
     check_retention(args.retention_months, args.time_window_past)?;
-    let pool = postgres::pool(&url, 1, Duration::ZERO).await.context("connecting to PostgreSQL")?;
-    MIGRATOR.run(&pool).await.context("applying migrations")?;
+    let limits = DdlLimits::from(&args.ddl);
+    let pool = postgres::ddl_pool(&url, &limits).await.context("connecting to PostgreSQL")?;
+    apply_migrations(&pool, &limits).await.context("applying migrations")?;
     let version = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
     println!("schema at migration {version}");
-    for name in create_window_partitions(&pool, Utc::now(), args.time_window_past).await {
+    for name in create_window_partitions(&pool, Utc::now(), args.time_window_past, &limits).await? {
         println!("created partition {name}");
     }
     if args.retention_months > 0 {
-        for name in postgres::drop_old_partitions(&pool, args.retention_months).await? {
+        let dropped = postgres::drop_old_partitions(&pool, args.retention_months, &limits)
+            .await
+            .map_err(|e| {
+                if lock_wait(&e) {
+                    locked(&e, "drop old partitions", &limits)
+                } else {
+                    e.into()
+                }
+            })?;
+        for name in dropped {
             println!("retention: dropped partition {name}");
         }
     }

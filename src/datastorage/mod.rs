@@ -157,7 +157,8 @@ fn is_sqlite(args: &DataStorageArgs) -> anyhow::Result<bool> {
 async fn open_store(args: &DataStorageArgs, keys: Arc<chain::ChainKeys>) -> anyhow::Result<Arc<dyn Store>> {
     match database_url(args.database_url.as_deref(), args.database_url_file.as_deref())? {
         Some(url) => {
-            let mode = migrate::prepare(&url, args.time_window_past).await?;
+            let ddl = postgres::DdlLimits::from(&args.ddl);
+            let mode = migrate::prepare(&url, args.time_window_past, &ddl).await?;
             let settings = postgres::PgSettings {
                 url: url.clone(),
                 write_connections: args.max_connections,
@@ -165,6 +166,7 @@ async fn open_store(args: &DataStorageArgs, keys: Arc<chain::ChainKeys>) -> anyh
                 statement_timeout: args.statement_timeout,
                 audit_connections: u32::try_from(args.max_concurrent_audits.max(1)).unwrap_or(u32::MAX),
                 audit_statement_timeout: args.audit_statement_timeout,
+                ddl,
             };
             let writer = postgres::ChainWriter {
                 keys,
@@ -187,7 +189,7 @@ async fn open_store(args: &DataStorageArgs, keys: Arc<chain::ChainKeys>) -> anyh
                     );
                 }
                 migrate::check_retention(args.retention_months, args.time_window_past)?;
-                postgres::spawn_retention(store.write_pool().clone(), args.retention_months);
+                postgres::spawn_retention(store.write_pool().clone(), args.retention_months, ddl);
             }
             Ok(store)
         }
@@ -241,7 +243,11 @@ async fn authentication(args: &DataStorageArgs, shutdown: &CancellationToken) ->
                 authz::API_GROUP
             );
             (
-                Authenticator::TokenReview(Box::new(TokenReviewer::new(client.clone(), args.token_audience.clone()))),
+                Authenticator::TokenReview(Box::new(TokenReviewer::new(
+                    client.clone(),
+                    args.token_audience.clone(),
+                    args.review_limits(),
+                ))),
                 Authorizer::AccessReview(AccessReviewer::new(client)),
             )
         }

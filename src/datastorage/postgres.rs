@@ -16,6 +16,113 @@ use super::chain::{self, ChainKeys, Head, Link};
 use super::store::*;
 
 const PARENT: &str = "signal_processing_audit";
+/// How often partition upkeep runs when the last run succeeded.
+const UPKEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// Bounds on the owner's DDL: creating and dropping partitions, migrations. DDL on the audit
+/// table waits for an ACCESS EXCLUSIVE lock, and while it waits every INSERT queues behind
+/// it; so each attempt waits at most `lock_timeout` for a lock and runs at most
+/// `statement_timeout` (0: no bound), and an attempt that gave up is retried with backoff
+/// (by `migrate` for at most `retry_for`; by the service's upkeep until it succeeds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DdlLimits {
+    pub lock_timeout: Duration,
+    pub statement_timeout: Duration,
+    pub retry_for: Duration,
+}
+
+pub const DDL_LOCK_TIMEOUT: Duration = Duration::from_millis(50);
+pub const DDL_STATEMENT_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DDL_RETRY_FOR: Duration = Duration::from_secs(300);
+const DDL_BACKOFF_FIRST: Duration = Duration::from_secs(1);
+const DDL_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+impl Default for DdlLimits {
+    fn default() -> Self {
+        Self {
+            lock_timeout: DDL_LOCK_TIMEOUT,
+            statement_timeout: DDL_STATEMENT_TIMEOUT,
+            retry_for: DDL_RETRY_FOR,
+        }
+    }
+}
+
+impl DdlLimits {
+    /// The settings that bound one session's (or, with `LOCAL`, one transaction's) waits.
+    /// lock_timeout 0 would mean "wait forever": it is at least a millisecond.
+    pub fn settings(&self, scope: &str) -> [String; 2] {
+        [
+            format!("SET {scope} lock_timeout = {}", self.lock_timeout.as_millis().max(1)),
+            format!("SET {scope} statement_timeout = {}", self.statement_timeout.as_millis()),
+        ]
+    }
+}
+
+/// The wait after `failures` failed attempts in a row: doubling from a second, at most a minute.
+pub fn ddl_backoff(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    DDL_BACKOFF_FIRST.saturating_mul(1 << doublings).min(DDL_BACKOFF_MAX)
+}
+
+/// After `failures` failed attempts, `elapsed` since the first began: the wait before the
+/// next, or None when that next attempt would start after `retry_for`.
+pub fn ddl_retry_after(failures: u32, elapsed: Duration, retry_for: Duration) -> Option<Duration> {
+    let wait = ddl_backoff(failures);
+    (elapsed + wait <= retry_for).then_some(wait)
+}
+
+/// Whether a SQLSTATE says the statement gave up waiting for a lock (lock_timeout: 55P03).
+/// Nothing was changed (the transaction rolled back), so the attempt may be repeated. A
+/// statement over statement_timeout (57014) did work for that long: it is not repeated.
+pub fn gave_up_waiting(sqlstate: Option<&str>) -> bool {
+    sqlstate == Some("55P03")
+}
+
+fn sqlstate(e: &DbError) -> Option<String> {
+    match e {
+        DbError::Sqlx(sqlx::Error::Database(d)) => d.code().map(|c| c.into_owned()),
+        _ => None,
+    }
+}
+
+/// One attempt at `op` in a transaction whose lock waits and statements are bounded by `limits`.
+async fn ddl_attempt<T, F>(pool: &PgPool, limits: &DdlLimits, op: &F) -> DbResult<T>
+where
+    F: for<'c> Fn(&'c mut PgConnection) -> BoxFuture<'c, DbResult<T>>,
+{
+    let mut tx = pool.begin().await?;
+    // LOCAL: only this transaction; the pool's session settings stay as they are.
+    for stmt in limits.settings("LOCAL") {
+        sqlx::query(&stmt).execute(&mut *tx).await?;
+    }
+    let out = op(&mut tx).await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// `op` under `limits`, retried with backoff while it gives up waiting for a lock, for at most
+/// `limits.retry_for`; then the last error. `what` names it in logs and metrics.
+pub async fn bounded_ddl<T, F>(pool: &PgPool, limits: &DdlLimits, what: &'static str, op: F) -> DbResult<T>
+where
+    F: for<'c> Fn(&'c mut PgConnection) -> BoxFuture<'c, DbResult<T>>,
+{
+    let started = std::time::Instant::now();
+    let mut failures = 0;
+    loop {
+        let err = match ddl_attempt(pool, limits, &op).await {
+            Ok(out) => return Ok(out),
+            Err(e) if gave_up_waiting(sqlstate(&e).as_deref()) => e,
+            Err(e) => return Err(e),
+        };
+        failures += 1;
+        super::metrics::DDL_GAVE_UP.with_label_values(&[what]).inc();
+        let Some(wait) = ddl_retry_after(failures, started.elapsed(), limits.retry_for) else {
+            return Err(err);
+        };
+        tracing::warn!(what, failures, error = %err, retry_in = ?wait, "another session holds a conflicting lock; retrying");
+        tokio::time::sleep(wait).await;
+    }
+}
 
 /// Connection settings of the service's pools.
 #[derive(Debug, Clone)]
@@ -28,6 +135,8 @@ pub struct PgSettings {
     pub audit_connections: u32,
     /// The same bound for the auditors' pool (a report's aggregates over a quarter take longer).
     pub audit_statement_timeout: Duration,
+    /// Bounds on partition upkeep.
+    pub ddl: DdlLimits,
 }
 
 /// What appending to the chain needs.
@@ -128,6 +237,9 @@ pub struct PgStore {
     months: Mutex<HashSet<(i32, u32)>>,
     /// Months without a partition already reported, so a past month is not looked up per insert.
     missing_reported: Mutex<HashSet<(i32, u32)>>,
+    ddl: DdlLimits,
+    /// Failed partition upkeep attempts in a row (0: the last one succeeded).
+    upkeep_failures: std::sync::atomic::AtomicU32,
 }
 
 /// The URL without its password, for logs.
@@ -178,14 +290,21 @@ pub fn partitions_to_drop<'a>(names: impl IntoIterator<Item = &'a str>, now: Dat
 
 /// One pool; every session gets the statement timeout and cheap TOAST compression.
 pub async fn pool(url: &str, max: u32, statement_timeout: Duration) -> anyhow::Result<PgPool> {
-    pool_with(url, max, statement_timeout, &[]).await
+    pool_with(url, max, statement_timeout, vec![]).await
+}
+
+/// One connection for the owner's DDL (`migrate`, single-role start): every lock wait and
+/// statement of the session is bounded by `limits`.
+pub async fn ddl_pool(url: &str, limits: &DdlLimits) -> anyhow::Result<PgPool> {
+    pool_with(url, 1, limits.statement_timeout, limits.settings("SESSION").to_vec()).await
 }
 
 /// Sessions of the read pool run their queries in one process each: parallel workers would let
 /// a few heavy statistics take every core from the write path.
-const READ_SESSION: &[&str] = &["SET max_parallel_workers_per_gather = 0"];
+const READ_SESSION: &str = "SET max_parallel_workers_per_gather = 0";
 
-async fn pool_with(url: &str, max: u32, statement_timeout: Duration, session: &'static [&'static str]) -> anyhow::Result<PgPool> {
+async fn pool_with(url: &str, max: u32, statement_timeout: Duration, session: Vec<String>) -> anyhow::Result<PgPool> {
+    let session = std::sync::Arc::new(session);
     let options: PgConnectOptions = url.parse()?;
     // 0 switches the timeout off (migrations).
     let timeout_ms = statement_timeout.as_millis();
@@ -193,11 +312,12 @@ async fn pool_with(url: &str, max: u32, statement_timeout: Duration, session: &'
         .max_connections(max.max(1))
         .acquire_timeout(Duration::from_secs(10))
         .after_connect(move |conn, _| {
+            let session = session.clone();
             Box::pin(async move {
                 sqlx::query(&format!("SET statement_timeout = {timeout_ms}"))
                     .execute(&mut *conn)
                     .await?;
-                for stmt in session {
+                for stmt in session.iter() {
                     sqlx::query(stmt).execute(&mut *conn).await?;
                 }
                 // Records exceed the TOAST threshold; lz4 compresses them far cheaper than the
@@ -225,12 +345,23 @@ pub async fn partition_names(pool: &PgPool) -> DbResult<Vec<String>> {
     Ok(names.into_iter().map(|(n,)| n).collect())
 }
 
-/// Asks the owner's SECURITY DEFINER function for this and next month's partitions.
-pub async fn create_next_partitions(pool: &PgPool) -> DbResult<Vec<String>> {
-    let created: Vec<(String,)> = sqlx::query_as("SELECT * FROM signal_processing_audit_create_next_partitions()")
-        .fetch_all(pool)
-        .await?;
-    Ok(created.into_iter().map(|(n,)| n).collect())
+/// Asks the owner's SECURITY DEFINER function for this and next month's partitions: one
+/// attempt, its lock wait and run bounded by `limits` (the caller retries).
+pub async fn create_next_partitions(pool: &PgPool, limits: &DdlLimits) -> DbResult<Vec<String>> {
+    let once = DdlLimits {
+        retry_for: Duration::ZERO,
+        ..*limits
+    };
+    bounded_ddl(pool, &once, "create_next_partitions", |c| {
+        async move {
+            let created: Vec<(String,)> = sqlx::query_as("SELECT * FROM signal_processing_audit_create_next_partitions()")
+                .fetch_all(c)
+                .await?;
+            Ok(created.into_iter().map(|(n,)| n).collect())
+        }
+        .boxed()
+    })
+    .await
 }
 
 impl PgStore {
@@ -251,18 +382,25 @@ impl PgStore {
             statement_timeout,
             audit_connections: 1,
             audit_statement_timeout: statement_timeout,
+            ddl: DdlLimits::default(),
         };
         Self::open(&settings, None).await
     }
 
     async fn open(settings: &PgSettings, chain: Option<ChainWriter>) -> anyhow::Result<Self> {
         let write = pool(&settings.url, settings.write_connections, settings.statement_timeout).await?;
-        let read = pool_with(&settings.url, settings.read_connections, settings.statement_timeout, READ_SESSION).await?;
+        let read = pool_with(
+            &settings.url,
+            settings.read_connections,
+            settings.statement_timeout,
+            vec![READ_SESSION.into()],
+        )
+        .await?;
         let audit = pool_with(
             &settings.url,
             settings.audit_connections,
             settings.audit_statement_timeout,
-            READ_SESSION,
+            vec![READ_SESSION.into()],
         )
         .await?;
         Ok(Self {
@@ -272,6 +410,8 @@ impl PgStore {
             chain,
             months: Mutex::new(HashSet::new()),
             missing_reported: Mutex::new(HashSet::new()),
+            ddl: settings.ddl,
+            upkeep_failures: std::sync::atomic::AtomicU32::new(0),
         })
     }
 
@@ -414,15 +554,22 @@ impl PgStore {
     }
 
     /// Creates this and next month's partition if missing (through the owner's function) and
-    /// reloads the known months. Failure is not fatal: rows then land in the DEFAULT partition.
+    /// reloads the known months. One attempt, its lock wait bounded (`DdlLimits`): a reader's
+    /// lock on the table makes it give up quickly instead of queueing every INSERT behind it;
+    /// the upkeep task retries. Failure is not fatal: rows then land in the DEFAULT partition.
     pub async fn refresh_partitions(&self) {
-        match create_next_partitions(&self.write).await {
+        use std::sync::atomic::Ordering;
+        match create_next_partitions(&self.write, &self.ddl).await {
             Ok(created) => {
+                self.upkeep_failures.store(0, Ordering::Relaxed);
                 for name in created {
                     tracing::info!(partition = %name, "partition created");
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "could not create the next partitions; new months go to the default partition"),
+            Err(e) => {
+                let failures = self.upkeep_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::warn!(error = %e, failures, "could not create the next partitions (retrying with backoff); new months go to the default partition meanwhile");
+            }
         }
         match partition_names(&self.write).await {
             Ok(names) => {
@@ -434,14 +581,18 @@ impl PgStore {
         }
     }
 
-    /// Hourly: keeps next month's partition in place before its first record arrives.
+    /// Hourly: keeps next month's partition in place before its first record arrives; after
+    /// a failed attempt, again after a backoff (a second, doubling, at most a minute).
     pub fn spawn_partition_upkeep(self: &std::sync::Arc<Self>) {
         let me = std::sync::Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(3600));
-            tick.tick().await;
             loop {
-                tick.tick().await;
+                let failures = match me.upgrade() {
+                    Some(store) => store.upkeep_failures.load(std::sync::atomic::Ordering::Relaxed),
+                    None => return,
+                };
+                let wait = if failures == 0 { UPKEEP_EVERY } else { ddl_backoff(failures) };
+                tokio::time::sleep(wait).await;
                 let Some(store) = me.upgrade() else { return };
                 store.refresh_partitions().await;
             }
@@ -481,29 +632,39 @@ impl PgStore {
 }
 
 /// Drops monthly partitions older than the retention. Deliberate and logged; needs the owner.
-/// The months are those records were stored in, whatever time they claim.
-pub async fn drop_old_partitions(pool: &PgPool, keep_months: u32) -> DbResult<Vec<String>> {
-    drop_old_partitions_at(pool, keep_months, Utc::now()).await
+/// The months are those records were stored in, whatever time they claim. Each DROP waits for
+/// its lock within `limits` (see [`bounded_ddl`]).
+pub async fn drop_old_partitions(pool: &PgPool, keep_months: u32, limits: &DdlLimits) -> DbResult<Vec<String>> {
+    drop_old_partitions_at(pool, keep_months, Utc::now(), limits).await
 }
 
 /// [`drop_old_partitions`] as a run at `now` would (a later run, in tests).
-pub async fn drop_old_partitions_at(pool: &PgPool, keep_months: u32, now: DateTime<Utc>) -> DbResult<Vec<String>> {
+pub async fn drop_old_partitions_at(pool: &PgPool, keep_months: u32, now: DateTime<Utc>, limits: &DdlLimits) -> DbResult<Vec<String>> {
     let names = partition_names(pool).await?;
     let doomed = partitions_to_drop(names.iter().map(String::as_str), now, keep_months);
     for name in &doomed {
         tracing::warn!(partition = %name, keep_months, "retention: dropping audit partition");
-        sqlx::query(&format!("DROP TABLE {name}")).execute(pool).await?;
+        let stmt = format!("DROP TABLE {name}");
+        bounded_ddl(pool, limits, "drop_partition", |c| {
+            let stmt = stmt.clone();
+            async move {
+                sqlx::query(&stmt).execute(c).await?;
+                Ok(())
+            }
+            .boxed()
+        })
+        .await?;
     }
     Ok(doomed)
 }
 
 /// Hourly retention as the owner (single-role mode). Deliberate and logged.
-pub fn spawn_retention(pool: PgPool, keep_months: u32) {
+pub fn spawn_retention(pool: PgPool, keep_months: u32, limits: DdlLimits) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
         loop {
             tick.tick().await;
-            if let Err(e) = drop_old_partitions(&pool, keep_months).await {
+            if let Err(e) = drop_old_partitions(&pool, keep_months, &limits).await {
                 tracing::error!(error = %e, "retention run failed");
             }
         }
@@ -958,6 +1119,39 @@ mod tests {
         assert_eq!(parse_partition_name(&partition_name(2025, 11)), Some((2025, 11)));
         assert_eq!(parse_partition_name("signal_processing_audit_default"), None);
         assert_eq!(month_start(2025, 2), Some("2025-02-01T00:00:00Z".parse().unwrap()));
+    }
+
+    #[test]
+    fn ddl_retries_back_off_and_stop_at_the_bound() {
+        let s = Duration::from_secs;
+        assert_eq!((ddl_backoff(1), ddl_backoff(2), ddl_backoff(3)), (s(1), s(2), s(4)));
+        assert_eq!(ddl_backoff(7), s(60), "at most a minute");
+        assert_eq!(ddl_backoff(u32::MAX), s(60));
+        assert_eq!(ddl_retry_after(1, s(0), s(10)), Some(s(1)));
+        assert_eq!(ddl_retry_after(3, s(6), s(10)), Some(s(4)));
+        assert_eq!(ddl_retry_after(3, s(7), s(10)), None, "the next attempt would start past the bound");
+        assert_eq!(ddl_retry_after(1, s(0), Duration::ZERO), None, "no bound: one attempt");
+    }
+
+    #[test]
+    fn only_giving_up_on_a_wait_is_retried() {
+        assert!(gave_up_waiting(Some("55P03")), "lock_timeout");
+        assert!(!gave_up_waiting(Some("57014")), "statement_timeout: the work itself took that long");
+        assert!(!gave_up_waiting(Some("42501")), "insufficient privilege");
+        assert!(!gave_up_waiting(None));
+        let d = DdlLimits {
+            lock_timeout: Duration::ZERO,
+            statement_timeout: Duration::from_secs(60),
+            retry_for: Duration::ZERO,
+        };
+        assert_eq!(
+            d.settings("LOCAL"),
+            [
+                "SET LOCAL lock_timeout = 1".to_string(),
+                "SET LOCAL statement_timeout = 60000".to_string()
+            ],
+            "a lock_timeout of 0 would wait forever"
+        );
     }
 
     #[test]

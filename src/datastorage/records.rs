@@ -151,12 +151,13 @@ pub async fn create_batch(State(state): State<Arc<AppState>>, uri: Uri, headers:
 pub async fn get_one(State(state): State<Arc<AppState>>, Path(id): Path<String>, uri: Uri) -> Result<Response, Problem> {
     query::params(&uri, &[])?;
     let ids = [id];
-    let mut stored = originals(state.store.as_ref(), &ids, Lane::Read).await?;
+    // A lookup by id is the deletion path's: the write lane's pool (see `limits`).
+    let mut stored = originals(state.store.as_ref(), &ids, Lane::Write).await?;
     let [id] = ids;
     let Some(record) = stored.remove(&id) else {
         return Err(Problem::new(StatusCode::NOT_FOUND, format!("no audit record {id:?}")));
     };
-    let amendments = timed("amendments", state.store.amendments(std::slice::from_ref(&id), Lane::Read))
+    let amendments = timed("amendments", state.store.amendments(std::slice::from_ref(&id), Lane::Write))
         .await
         .map_err(|e| db_problem("amendments", e))?;
     Ok(Json(with_amendments(record, amendments.get(&id))).into_response())
