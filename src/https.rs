@@ -114,6 +114,17 @@ fn now_ms() -> u64 {
     BASE.elapsed().as_millis() as u64
 }
 
+/// The reasons `audit_guard_listener_shed_total` counts.
+const SHED_REASONS: [&str; 7] = [
+    "handshake_timeout",
+    "handshake_evicted",
+    "peer_cap",
+    "connection_cap",
+    "idle_evicted",
+    "idle_timeout",
+    "max_age",
+];
+
 /// At the handshake cap, how long the oldest unfinished handshake is left before it is dropped
 /// for a newcomer: far longer than a real client's handshake takes, and it bounds how often a
 /// place turns over.
@@ -373,6 +384,13 @@ pub async fn serve_with(
         app,
         shutdown: shutdown.clone(),
     });
+    // Every reason and stage shows at zero from the start, so dashboards and alerts see the series.
+    for reason in SHED_REASONS {
+        metrics::SHED.with_label_values(&[limits.name, reason]);
+    }
+    for stage in ["handshaking", "open"] {
+        metrics::CONNECTIONS.with_label_values(&[limits.name, stage]);
+    }
     let tasks = TaskTracker::new();
     loop {
         if let Some(wait) = shared.registry.handshake_wait() {
