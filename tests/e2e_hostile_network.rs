@@ -16,7 +16,7 @@ mod support;
 #[path = "support/webhook.rs"]
 mod webhook_support;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,68 +26,14 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 use support::datastorage::*;
 use support::{admin_client, control_plane, fresh_namespace, install_signalprocessing_crd, wait_for};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use webhook_support::hostile::{spawn_load, Tally};
 use webhook_support::http1_tls_connector;
 
 const CRS: usize = 1000;
 const BUDGET_HOLDERS: usize = 16;
 const IDLE_PER_TARGET: usize = 200;
-const HOSTILE_SOURCE: &str = "127.0.0.2";
 /// The whole load stops at the latest after this, whatever happens.
 const LOAD_CAP: Duration = Duration::from_secs(420);
-
-#[derive(Default)]
-struct Tally {
-    connections: AtomicUsize,
-    held_heads: AtomicUsize,
-}
-
-async fn connect_from_pod(addr: &str) -> std::io::Result<tokio::net::TcpStream> {
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.bind(format!("{HOSTILE_SOURCE}:0").parse().map_err(std::io::Error::other)?)?;
-    socket.connect(addr.parse().map_err(std::io::Error::other)?).await
-}
-
-/// Holds one connection that sends nothing; reopens it as soon as the server drops it.
-async fn idle_connection(addr: String, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
-    while !stop.load(Ordering::Relaxed) {
-        match connect_from_pod(&addr).await {
-            Ok(mut c) => {
-                tally.connections.fetch_add(1, Ordering::Relaxed);
-                let mut buf = [0u8; 256];
-                while !stop.load(Ordering::Relaxed) {
-                    match tokio::time::timeout(Duration::from_millis(500), c.read(&mut buf)).await {
-                        Ok(Ok(0)) | Ok(Err(_)) => break,
-                        _ => {}
-                    }
-                }
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
-/// Declares a 4 MiB review and sends none of it; a new one every 4 s.
-async fn budget_holder(addr: String, connector: tokio_rustls::TlsConnector, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
-    let head = format!(
-        "POST /mutate-kubernaut-ai-v1alpha1-signalprocessing HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        4 * 1024 * 1024
-    );
-    while !stop.load(Ordering::Relaxed) {
-        let started = Instant::now();
-        if let Ok(tcp) = connect_from_pod(&addr).await {
-            let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-            if let Ok(Ok(mut tls)) = tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp)).await {
-                if tls.write_all(head.as_bytes()).await.is_ok() && tls.flush().await.is_ok() {
-                    tally.held_heads.fetch_add(1, Ordering::Relaxed);
-                }
-                tokio::time::sleep(Duration::from_secs(4).saturating_sub(started.elapsed())).await;
-                continue;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
@@ -113,21 +59,17 @@ async fn silent_and_budget_holding_clients_do_not_stop_admission_or_deletion() {
     // The load, from another address, before the first CR is created.
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
-    let mut load = vec![];
     let connector = http1_tls_connector(&guard.webhook_ca_pem);
-    for _ in 0..BUDGET_HOLDERS {
-        load.push(tokio::spawn(budget_holder(
-            webhook_addr.clone(),
-            connector.clone(),
-            stop.clone(),
-            tally.clone(),
-        )));
-    }
-    for target in [webhook_addr.clone(), format!("127.0.0.1:{}", svc.port)] {
-        for _ in 0..IDLE_PER_TARGET {
-            load.push(tokio::spawn(idle_connection(target.clone(), stop.clone(), tally.clone())));
-        }
-    }
+    let idle_targets = [webhook_addr.clone(), format!("127.0.0.1:{}", svc.port)];
+    let load = spawn_load(
+        &webhook_addr,
+        &connector,
+        BUDGET_HOLDERS,
+        &idle_targets,
+        IDLE_PER_TARGET,
+        &stop,
+        &tally,
+    );
     let cap = {
         let stop = stop.clone();
         tokio::spawn(async move {

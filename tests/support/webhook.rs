@@ -137,20 +137,10 @@ pub fn https_client_builder(ca_pem: &str) -> reqwest::ClientBuilder {
 }
 
 /// An HTTPS client trusting only the test CA.
-/// A TLS connector trusting `ca_pem` that speaks HTTP/1.1, for hand-written requests.
-pub fn http1_tls_connector(ca_pem: &str) -> tokio_rustls::TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-}
+#[path = "hostile.rs"]
+pub mod hostile;
+#[allow(unused_imports)]
+pub use hostile::http1_tls_connector;
 
 pub fn https_client(ca_pem: &str, pooled: bool) -> reqwest::Client {
     let mut b = https_client_builder(ca_pem);
