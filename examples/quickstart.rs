@@ -192,6 +192,7 @@ fn output(cmd: &mut Command) -> Result<Vec<u8>> {
     Ok(out.stdout)
 }
 
+#[allow(unsafe_code)]
 fn wait_for_ctrl_c() {
     // SIGINT/SIGTERM end the process; the control plane and services die with it
     // (PR_SET_PDEATHSIG), so blocking until a signal arrives is all that is left to do.

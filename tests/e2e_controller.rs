@@ -482,7 +482,9 @@ async fn sigterm_releases_the_lease_and_exits_cleanly() {
     .unwrap();
     let pid = child.id().unwrap() as i32;
     // SAFETY: plain kill(2) on our own child's pid.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    #[allow(unsafe_code)]
+    let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(sent, 0);
     let status = tokio::time::timeout(Duration::from_secs(60), child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status:?}");
     // Released, not left to expire: holderIdentity is cleared.
