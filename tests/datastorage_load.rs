@@ -25,13 +25,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use audit_guard::crd::SignalProcessing;
-use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::{json, Value};
 use support::datastorage::*;
 use support::faults::{metric, register_url_webhooks, unregister_webhooks};
-use support::{admin_client, control_plane, fresh_namespace, install_signalprocessing_crd, wait_for};
+use support::{admin_client, control_plane, create_bare_signalprocessings, fresh_namespace, install_signalprocessing_crd, wait_for};
 
 const CRS: usize = 200;
 const SEEDED: usize = 20_000;
@@ -140,24 +139,12 @@ async fn seeded_datastorage() -> (TestDb, DataStorage) {
 /// Creates `CRS` SignalProcessings, waits until each carries the finalizer and completes every
 /// other one; per uid, its name and the status its record must have.
 async fn create_half_completed(api: &Api<SignalProcessing>) -> HashMap<String, (String, &'static str)> {
-    let created: Vec<(String, String)> = futures::stream::iter(0..CRS)
-        .map(|i| {
-            let api = api.clone();
-            async move {
-                let name = format!("sp-{i:04}");
-                let sp: SignalProcessing = serde_json::from_value(json!({
-                    "apiVersion": "kubernaut.ai/v1alpha1", "kind": "SignalProcessing",
-                    "metadata": { "name": name },
-                    "spec": { "remediationRequestRef": { "name": format!("rr-{name}") }, "signal": { "fingerprint": format!("fp-{name}") } }
-                }))?;
-                let uid = api.create(&PostParams::default(), &sp).await?.metadata.uid.unwrap_or_default();
-                Ok::<_, anyhow::Error>((name, uid))
-            }
-        })
-        .buffer_unordered(16)
-        .try_collect()
+    let created: Vec<(String, String)> = create_bare_signalprocessings(api, CRS, 16)
         .await
-        .unwrap();
+        .unwrap()
+        .into_iter()
+        .map(|(name, uid, _)| (name, uid))
+        .collect();
     wait_for("every CR to carry the finalizer", Duration::from_secs(120), || async {
         let list = api.list(&ListParams::default()).await?;
         Ok((list.items.len() == CRS && list.items.iter().all(|sp| sp.has_finalizer())).then_some(()))

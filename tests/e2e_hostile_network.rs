@@ -21,11 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use audit_guard::crd::SignalProcessing;
-use futures::{StreamExt, TryStreamExt};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use serde_json::json;
+use kube::api::{Api, DeleteParams, ListParams};
 use support::datastorage::*;
-use support::{admin_client, control_plane, fresh_namespace, install_signalprocessing_crd, wait_for};
+use support::{admin_client, control_plane, create_bare_signalprocessings, fresh_namespace, install_signalprocessing_crd, wait_for};
 use webhook_support::hostile::{spawn_load, Tally};
 use webhook_support::http1_tls_connector;
 
@@ -81,23 +79,7 @@ async fn silent_and_budget_holding_clients_do_not_stop_admission_or_deletion() {
 
     // 1,000 creates through the API server, each admitted by the webhook under the load.
     let api: Api<SignalProcessing> = Api::namespaced(client.clone(), &ns);
-    let created: Vec<(String, String, Duration)> = futures::stream::iter(0..CRS)
-        .map(|i| {
-            let api = api.clone();
-            async move {
-                let name = format!("sp-{i:04}");
-                let sp: SignalProcessing = serde_json::from_value(json!({
-                    "apiVersion": "kubernaut.ai/v1alpha1", "kind": "SignalProcessing",
-                    "metadata": { "name": name },
-                    "spec": { "remediationRequestRef": { "name": format!("rr-{name}") }, "signal": { "fingerprint": format!("fp-{name}") } }
-                }))?;
-                let started = Instant::now();
-                let uid = api.create(&PostParams::default(), &sp).await?.metadata.uid.unwrap_or_default();
-                Ok::<_, anyhow::Error>((name, uid, started.elapsed()))
-            }
-        })
-        .buffer_unordered(16)
-        .try_collect()
+    let created = create_bare_signalprocessings(&api, CRS, 16)
         .await
         .unwrap_or_else(|e| panic!("a create failed under the load: {e:#}\n{}", cp.log_tail(&serve_name)));
     let mut latencies: Vec<Duration> = created.iter().map(|(_, _, d)| *d).collect();
