@@ -12,15 +12,16 @@ use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine;
 use chrono::{Datelike, Utc};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 use tokio_util::sync::CancellationToken;
 
-use crate::filewatch;
+use crate::filewatch::{self, Stamp};
 
 pub const CERT_FILE: &str = "tls.crt";
 pub const KEY_FILE: &str = "tls.key";
@@ -45,6 +46,14 @@ pub mod metrics {
         /// Reloads that swapped the served certificate (success) or kept the old one (failure).
         /// Named after the webhook, whose it first was; Data Storage's reloads count here too.
         pub static CERT_RELOADS: IntCounterVec = counter_vec("audit_guard_webhook_cert_reloads_total", "Serving certificate reloads by result", &["result"]);
+
+        /// Reloads of the CA bundle this process trusts Data Storage by: success swapped in the
+        /// new bundle, failure kept the old one (a half-written file, a bundle with no CA).
+        pub static TRUSTED_CA_RELOADS: IntCounterVec = counter_vec("audit_guard_trusted_ca_reloads_total", "Reloads of the CA bundle Data Storage is trusted by, by result", &["result"]), zero [["success"], ["failure"]];
+
+        /// When the earliest-expiring CA of that bundle expires (Unix seconds): once it has, no
+        /// Data Storage certificate it issued verifies and every store waits.
+        pub static TRUSTED_CA_NOT_AFTER: GaugeVec = float_gauge_vec("audit_guard_trusted_ca_not_after_seconds", "Unix time at which the earliest-expiring CA in the trusted bundle expires, by file", &["ca"]);
     }
 }
 
@@ -281,6 +290,194 @@ impl ClientCertVerifier for ReloadingClientVerifier {
     }
 }
 
+/// How long a replaced CA bundle is still trusted beside its successor. A rotation changes the
+/// CA file of each client and the certificate of each server at different moments (the kubelet
+/// syncs every pod's Secret volume on its own schedule): a client that already has the new CA
+/// must still reach a server that has not switched yet.
+pub const PREVIOUS_CA_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Trust in a server (Data Storage) by a CA bundle file that is rotated in place: each
+/// handshake `stat`s the file and reloads it when it changed (handshakes are rare: connections
+/// are pooled), so a re-issued CA is trusted without a restart. The bundle it replaced stays
+/// trusted for `grace`; a file that does not load keeps the current bundle.
+#[derive(Debug)]
+pub struct ReloadingServerVerifier {
+    path: PathBuf,
+    grace: std::time::Duration,
+    state: RwLock<ServerTrust>,
+}
+
+#[derive(Debug)]
+struct ServerTrust {
+    stamp: Option<Stamp>,
+    pem: Vec<u8>,
+    current: Arc<WebPkiServerVerifier>,
+    previous: Option<(Arc<WebPkiServerVerifier>, std::time::Instant)>,
+}
+
+/// A verifier of servers by the CA certificates in `pem`, and when the first of them expires.
+fn server_verifier(pem: &[u8], path: &Path) -> Result<(Arc<WebPkiServerVerifier>, i64)> {
+    let mut roots = rustls::RootCertStore::empty();
+    let mut not_after_min = i64::MAX;
+    for cert in rustls_pemfile::certs(&mut &pem[..]) {
+        let cert = cert.with_context(|| format!("reading {}", path.display()))?;
+        not_after_min = not_after_min.min(not_after(cert.as_ref())?);
+        roots.add(cert).with_context(|| format!("a CA certificate in {}", path.display()))?;
+    }
+    if roots.is_empty() {
+        bail!("no CA certificate in {}", path.display());
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .with_context(|| format!("CA bundle {}", path.display()))?;
+    Ok((verifier, not_after_min))
+}
+
+impl ReloadingServerVerifier {
+    pub fn load(path: &Path) -> Result<Arc<Self>> {
+        Self::load_with_grace(path, PREVIOUS_CA_GRACE)
+    }
+
+    pub fn load_with_grace(path: &Path, grace: std::time::Duration) -> Result<Arc<Self>> {
+        let stamp = Stamp::of_blocking(path).ok();
+        let pem = fs::read(path).with_context(|| format!("reading CA file {}", path.display()))?;
+        let (current, not_after) = server_verifier(&pem, path)?;
+        let me = Self {
+            path: path.to_path_buf(),
+            grace,
+            state: RwLock::new(ServerTrust {
+                stamp,
+                pem,
+                current,
+                previous: None,
+            }),
+        };
+        me.report_not_after(not_after);
+        Ok(Arc::new(me))
+    }
+
+    fn report_not_after(&self, not_after: i64) {
+        metrics::TRUSTED_CA_NOT_AFTER
+            .with_label_values(&[&self.path.display().to_string()])
+            .set(not_after as f64);
+    }
+
+    /// Re-reads the file when its stamp changed; swaps when the content changed and loads.
+    pub fn reload_if_changed(&self) -> Result<bool> {
+        let stamp = Stamp::of_blocking(&self.path).ok();
+        if self.state.read().map(|s| s.stamp == stamp).unwrap_or(false) {
+            return Ok(false);
+        }
+        let pem = fs::read(&self.path).with_context(|| format!("reading CA file {}", self.path.display()))?;
+        let Ok(mut state) = self.state.write() else {
+            bail!("CA state unavailable");
+        };
+        state.stamp = stamp;
+        if state.pem == pem {
+            return Ok(false);
+        }
+        let (next, not_after) = server_verifier(&pem, &self.path)?;
+        let replaced = std::mem::replace(&mut state.current, next);
+        state.previous = Some((replaced, std::time::Instant::now()));
+        state.pem = pem;
+        drop(state);
+        self.report_not_after(not_after);
+        Ok(true)
+    }
+
+    /// The bundles trusted now: the current one, then the one it replaced while in its grace.
+    fn trusted(&self) -> Result<Vec<Arc<WebPkiServerVerifier>>, rustls::Error> {
+        match self.reload_if_changed() {
+            Ok(true) => {
+                metrics::TRUSTED_CA_RELOADS.with_label_values(&["success"]).inc();
+                tracing::info!(path = %self.path.display(), "Data Storage CA bundle reloaded");
+            }
+            Ok(false) => {}
+            Err(e) => {
+                metrics::TRUSTED_CA_RELOADS.with_label_values(&["failure"]).inc();
+                tracing::warn!(path = %self.path.display(), error = %format!("{e:#}"), "Data Storage CA bundle reload failed; keeping the current one");
+            }
+        }
+        let state = self
+            .state
+            .read()
+            .map_err(|_| rustls::Error::General("CA bundle unavailable".into()))?;
+        let mut trusted = vec![state.current.clone()];
+        if let Some((previous, since)) = &state.previous {
+            if since.elapsed() < self.grace {
+                trusted.push(previous.clone());
+            }
+        }
+        Ok(trusted)
+    }
+
+    fn current(&self) -> Result<Arc<WebPkiServerVerifier>, rustls::Error> {
+        self.state
+            .read()
+            .map(|s| s.current.clone())
+            .map_err(|_| rustls::Error::General("CA bundle unavailable".into()))
+    }
+}
+
+impl ServerCertVerifier for ReloadingServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let mut first_error = None;
+        for verifier in self.trusted()? {
+            match verifier.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+                Ok(ok) => return Ok(ok),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_error.unwrap_or_else(|| rustls::Error::General("no trusted CA".into())))
+    }
+
+    // Signature checks depend on the algorithms, not on the roots: any bundle's verifier does.
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current()?.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current()?.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.current().map(|v| v.supported_verify_schemes()).unwrap_or_default()
+    }
+}
+
+/// A client TLS config (TLS 1.2/1.3, ALPN h2 and http/1.1) trusting servers by `verifier` only.
+pub fn client_config(verifier: Arc<ReloadingServerVerifier>) -> Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .context("TLS versions")?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 /// TLS 1.2/1.3 only, ALPN h2 and http/1.1, certificate from the resolver.
 pub fn server_config(resolver: Arc<ReloadingResolver>) -> Result<ServerConfig> {
     server_config_verifying_clients(resolver, None)
@@ -453,4 +650,89 @@ pub fn generate(settings: &IssueSettings) -> Result<()> {
     );
     println!("{}", ca_bundle(&issued.ca_pem));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issue_into(dir: &Path) -> Issued {
+        issue(&IssueSettings {
+            out_dir: dir.to_path_buf(),
+            service: "audit-guard".into(),
+            namespace: "audit-guard".into(),
+            extra_san: vec!["localhost".into()],
+            days: 30,
+            reuse_ca: false,
+        })
+        .expect("issue certificates")
+    }
+
+    fn der(pem: &str) -> CertificateDer<'static> {
+        rustls_pemfile::certs(&mut pem.as_bytes())
+            .next()
+            .expect("a certificate")
+            .expect("valid PEM")
+    }
+
+    fn verifies(v: &ReloadingServerVerifier, cert: &CertificateDer<'_>) -> bool {
+        let name = ServerName::try_from("localhost").expect("a name");
+        v.verify_server_cert(cert, &[], &name, &[], UnixTime::now()).is_ok()
+    }
+
+    /// Replaces `path` the way a Secret update does: a new file moved over the old one.
+    fn rotate(path: &Path, pem: &str) {
+        let tmp = path.with_extension("new");
+        fs::write(&tmp, pem).expect("write");
+        fs::rename(&tmp, path).expect("rename");
+    }
+
+    #[test]
+    fn a_rotated_ca_is_trusted_without_a_restart_and_its_predecessor_for_the_grace_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old = issue_into(&dir.path().join("old"));
+        let new = issue_into(&dir.path().join("new"));
+        let (old_cert, new_cert) = (der(&old.datastorage_cert_pem), der(&new.datastorage_cert_pem));
+        let ca = dir.path().join("ca.crt");
+        fs::write(&ca, &old.ca_pem).expect("write");
+
+        let within = ReloadingServerVerifier::load_with_grace(&ca, std::time::Duration::from_secs(3600)).expect("load");
+        let past = ReloadingServerVerifier::load_with_grace(&ca, std::time::Duration::ZERO).expect("load");
+        for v in [&within, &past] {
+            assert!(verifies(v, &old_cert));
+            assert!(!verifies(v, &new_cert), "a CA not in the file is not trusted");
+        }
+
+        rotate(&ca, &new.ca_pem);
+        for v in [&within, &past] {
+            assert!(
+                verifies(v, &new_cert),
+                "the new CA is trusted at the first handshake after the rotation"
+            );
+        }
+        assert!(
+            verifies(&within, &old_cert),
+            "a server not yet re-issued is still reached in the grace"
+        );
+        assert!(!verifies(&past, &old_cert), "after the grace the replaced CA is no longer trusted");
+    }
+
+    #[test]
+    fn a_ca_file_that_does_not_load_keeps_the_current_bundle() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let issued = issue_into(&dir.path().join("a"));
+        let cert = der(&issued.datastorage_cert_pem);
+        let ca = dir.path().join("ca.crt");
+        fs::write(&ca, &issued.ca_pem).expect("write");
+        let v = ReloadingServerVerifier::load_with_grace(&ca, std::time::Duration::ZERO).expect("load");
+        let failures = metrics::TRUSTED_CA_RELOADS.with_label_values(&["failure"]).get();
+
+        rotate(&ca, "half a certificate\n");
+        assert!(verifies(&v, &cert), "the bundle in use survives a bad file");
+        assert!(metrics::TRUSTED_CA_RELOADS.with_label_values(&["failure"]).get() > failures);
+        assert!(ReloadingServerVerifier::load(&ca).is_err(), "but a start with it fails");
+
+        rotate(&ca, &issued.ca_pem);
+        assert!(verifies(&v, &cert));
+    }
 }

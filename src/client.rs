@@ -220,22 +220,16 @@ pub fn token_transport(url: &reqwest::Url, has_token: bool, allow_plain_http: bo
     ))
 }
 
-/// An HTTP client builder (rustls) that, given a CA file, trusts that CA and nothing else: a
-/// certificate any public CA issued for the name must not pass.
+/// An HTTP client builder (rustls) that, given a CA file, trusts that CA and nothing else (a
+/// certificate any public CA issued for the name must not pass), following the file as it is
+/// rotated ([`crate::certs::ReloadingServerVerifier`]).
 pub fn http_builder(ca_file: Option<&std::path::Path>) -> anyhow::Result<reqwest::ClientBuilder> {
-    let mut builder = reqwest::Client::builder().use_rustls_tls();
-    if let Some(ca) = ca_file {
-        let pem = std::fs::read(ca).map_err(|e| anyhow::anyhow!("reading CA file {}: {e}", ca.display()))?;
-        let roots = reqwest::Certificate::from_pem_bundle(&pem)?;
-        if roots.is_empty() {
-            anyhow::bail!("no certificate in CA file {}", ca.display());
-        }
-        builder = builder.tls_built_in_root_certs(false);
-        for cert in roots {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    Ok(builder)
+    let builder = reqwest::Client::builder().use_rustls_tls();
+    let Some(ca) = ca_file else {
+        return Ok(builder);
+    };
+    let verifier = crate::certs::ReloadingServerVerifier::load(ca)?;
+    Ok(builder.use_preconfigured_tls(crate::certs::client_config(verifier)?))
 }
 
 pub struct DataStorageClient {

@@ -81,8 +81,16 @@ pub struct Stamp {
 
 impl Stamp {
     pub async fn of(path: &Path) -> std::io::Result<Self> {
+        Self::from_metadata(&tokio::fs::metadata(path).await?)
+    }
+
+    /// One `stat`, for callers that cannot await (a TLS verifier).
+    pub fn of_blocking(path: &Path) -> std::io::Result<Self> {
+        Self::from_metadata(&std::fs::metadata(path)?)
+    }
+
+    fn from_metadata(m: &std::fs::Metadata) -> std::io::Result<Self> {
         use std::os::unix::fs::MetadataExt;
-        let m = tokio::fs::metadata(path).await?;
         Ok(Self {
             modified: m.modified()?,
             len: m.len(),

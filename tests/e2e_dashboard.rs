@@ -18,7 +18,7 @@ use audit_guard::crd::SignalProcessing;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use support::controlplane::free_port;
-use support::datastorage::{binary, Auth, DataStorage, Options, Serve};
+use support::datastorage::{binary, issue_certs, Auth, DataStorage, Options, Serve, Tls};
 use support::faults::{metric, register_url_webhooks};
 use support::*;
 use tools::*;
@@ -134,9 +134,18 @@ async fn every_metric_the_dashboard_names_is_exported_by_serve_and_datastorage()
     .unwrap();
 
     // Data Storage, and serve with its webhook on real TLS, registered with the API server.
-    let ds = DataStorage::launch_on(cp, "ds-dashboard", Options::sqlite().auth(Auth::Insecure))
-        .await
-        .unwrap();
+    // Over TLS, so serve exports its trust in Data Storage's CA too.
+    let ds_certs = tempfile::tempdir().unwrap();
+    issue_certs(ds_certs.path());
+    let ds_cert_dir = ds_certs.path().join(audit_guard::certs::DATASTORAGE_DIR);
+    let ds = DataStorage::launch_on(
+        cp,
+        "ds-dashboard",
+        Options::sqlite().auth(Auth::Insecure).tls(Tls::Dir(ds_cert_dir)),
+    )
+    .await
+    .unwrap();
+    let ds_ca = ds.ca_file();
     let certs = tempfile::tempdir().unwrap();
     let issue = |reuse_ca: bool| {
         let mut cmd = Command::new(binary());
@@ -165,6 +174,8 @@ async fn every_metric_the_dashboard_names_is_exported_by_serve_and_datastorage()
             &webhook_addr,
             "--cert-dir",
             certs.path().to_str().unwrap(),
+            "--datastorage-ca-file",
+            ds_ca.to_str().unwrap(),
         ],
     )
     .await
@@ -234,7 +245,15 @@ async fn every_metric_the_dashboard_names_is_exported_by_serve_and_datastorage()
     .unwrap();
 
     let serve_page = serve.metrics().await.unwrap();
-    let ds_page = reqwest::get(format!("{}/metrics", ds.url)).await.unwrap().text().await.unwrap();
+    let ds_page = ds
+        .http
+        .get(format!("{}/metrics", ds.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     // What was driven shows up in the counters the panels read.
     assert!(metric(&serve_page, "audit_guard_webhook_denials_total{reason=\"finalizer_removal\"}") >= 1.0);
     assert!(metric(&serve_page, "audit_guard_webhook_forced_finalizer_removals_total") >= 1.0);
