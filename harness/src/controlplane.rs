@@ -69,7 +69,24 @@ pub struct Options {
 
 /// The audit policy in manifests/audit/ (SignalProcessing changes at Metadata level).
 pub fn shipped_audit_policy() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/audit/policy.yaml")
+    repo_root().join("manifests/audit/policy.yaml")
+}
+
+/// The repository's root, found at run time: cargo sets CARGO_MANIFEST_DIR for what it runs (a
+/// test or example of the root package, or the harness's own tests) and scripts run from the
+/// root. The path compiled in comes last: cargo reuses this crate's build across checkouts of
+/// the same sources, so it may name another checkout, one that no longer exists.
+pub fn repo_root() -> PathBuf {
+    let runtime = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
+    runtime
+        .into_iter()
+        .chain(std::env::current_dir().ok())
+        .find_map(|dir| {
+            dir.ancestors()
+                .find(|d| d.join("controlplane/build.sh").is_file())
+                .map(Path::to_path_buf)
+        })
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
 }
 
 /// The pod network of a control plane started with [`Options::node_ip`] (node IPAM hands the
@@ -98,7 +115,7 @@ pub fn binaries() -> Result<PathBuf> {
 /// a shell's variables (PATH, HOME, ...), not this process's: cargo's variables in a test's
 /// environment make a nested cargo build rebuild what the same command built from a shell.
 pub fn script_output(script: &str, args: &[&str], shell_env: bool) -> Result<PathBuf> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(script);
+    let path = repo_root().join(script);
     let mut cmd = Command::new("bash");
     if shell_env {
         cmd.env_clear();
