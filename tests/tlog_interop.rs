@@ -10,7 +10,9 @@ use std::sync::OnceLock;
 use audit_guard::evidence::entry::{Entry, Kind};
 use audit_guard::evidence::merkle::{consistency_proof, inclusion_proof, root_at, verify_consistency, verify_inclusion, MemoryTree};
 use audit_guard::evidence::note::{Checkpoint, SignerKey, ALG_ED25519};
-use audit_guard::evidence::tiles::{bundles_for_size, encode_bundle, new_tiles, parse_path, tile_data, tiles_for_size, Resource, Tile};
+use audit_guard::evidence::tiles::{
+    bundles_for_size, encode_bundle, new_tiles, parse_path, tile_data, tiles_for_size, Resource, Tile, TileHashReader,
+};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
@@ -133,6 +135,23 @@ fn write_log(dir: &Path) -> Written {
     every.dedup();
     tiles.sort();
     assert_eq!(tiles, every, "new_tiles over the sizes covers every tile of each size");
+    // An auditor holding only the published tiles builds the same proofs.
+    for size in SIZES {
+        let from_files = TileHashReader::new(size, |t: Tile| std::fs::read(dir.join(t.path())).map_err(|e| e.to_string()));
+        assert_eq!(root_at(&from_files, size).unwrap(), root_at(&tree, size).unwrap());
+        for index in [0, size / 3, size - 1] {
+            assert_eq!(
+                inclusion_proof(&from_files, index, size).unwrap(),
+                inclusion_proof(&tree, index, size).unwrap()
+            );
+        }
+        for earlier in SIZES.iter().copied().filter(|s| *s < size) {
+            assert_eq!(
+                consistency_proof(&from_files, earlier, size).unwrap(),
+                consistency_proof(&tree, earlier, size).unwrap()
+            );
+        }
+    }
     // 512: bundles 0 and 1; 1000: 2 and 3.p/232; 1537: 3 to 5 and 6.p/1.
     assert_eq!(bundle_paths.len(), 2 + 2 + 4);
     let proofs = json!({"inclusion": inclusion, "consistency": consistency});

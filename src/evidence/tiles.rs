@@ -8,7 +8,7 @@
 //! (`.p/W`). Its path is `tile/<L>/<N>[.p/<W>]`, N written in 3-digit groups, all but the last
 //! prefixed with `x` (1234067 → `x001/x234/067`).
 
-use super::merkle::{Hash, HashReader, ProofError};
+use super::merkle::{node_hash, Hash, HashReader, ProofError};
 
 /// Hashes (or entries) per full tile.
 pub const TILE_WIDTH: u64 = 256;
@@ -256,6 +256,49 @@ pub fn tile_hashes(tile: Tile, data: &[u8]) -> Result<Vec<Hash>, TileError> {
         .collect())
 }
 
+/// Stored hashes read from the tiles of a tree of `size` leaves: the hash at (level, index)
+/// is the root of `2^(level mod 8)` consecutive hashes of one tile at level `level / 8` (the
+/// full tile, or the tree's partial one). `read` fetches a tile's content — from files, a
+/// database or HTTP; nothing read is trusted, since every proof built from it is checked
+/// against a signed root.
+pub struct TileHashReader<F> {
+    size: u64,
+    read: F,
+}
+
+impl<F: Fn(Tile) -> Result<Vec<u8>, String>> TileHashReader<F> {
+    pub fn new(size: u64, read: F) -> Self {
+        Self { size, read }
+    }
+}
+
+impl<F: Fn(Tile) -> Result<Vec<u8>, String>> HashReader for TileHashReader<F> {
+    fn node(&self, level: u8, index: u64) -> Result<Hash, ProofError> {
+        let missing = |reason: String| ProofError::Missing { level, index, reason };
+        let tile_level = level / TILE_HEIGHT;
+        let span = 1u64 << (level % TILE_HEIGHT);
+        let first = index.checked_mul(span).ok_or_else(|| missing("beyond any tree".into()))?;
+        if first + span > level_count(self.size, tile_level) {
+            return Err(missing(format!("not a complete subtree of the tree of {} leaves", self.size)));
+        }
+        let tile_index = first / TILE_WIDTH;
+        let offset = (first % TILE_WIDTH) as usize;
+        let width = (level_count(self.size, tile_level) - tile_index * TILE_WIDTH).min(TILE_WIDTH) as u16;
+        let tile = Tile {
+            level: tile_level,
+            index: tile_index,
+            width,
+        };
+        let data = (self.read)(tile).map_err(|e| missing(format!("{}: {e}", tile.path())))?;
+        let hashes = tile_hashes(tile, &data).map_err(|e| missing(e.to_string()))?;
+        let mut row: Vec<Hash> = hashes[offset..offset + span as usize].to_vec();
+        while row.len() > 1 {
+            row = row.chunks_exact(2).map(|p| node_hash(&p[0], &p[1])).collect();
+        }
+        Ok(row[0])
+    }
+}
+
 /// An entry bundle: each entry as a big-endian u16 length and its bytes.
 pub fn encode_bundle<E: AsRef<[u8]>>(entries: &[E]) -> Result<Vec<u8>, TileError> {
     let mut out = Vec::with_capacity(entries.iter().map(|e| e.as_ref().len() + 2).sum());
@@ -291,7 +334,9 @@ pub fn decode_bundle(data: &[u8]) -> Result<Vec<&[u8]>, TileError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::merkle::{leaf_hash, node_hash, root_at, MemoryTree};
+    use std::collections::HashMap;
+
+    use super::super::merkle::{consistency_proof, inclusion_proof, leaf_hash, root_at, MemoryTree};
     use super::*;
 
     #[test]
@@ -554,5 +599,46 @@ mod tests {
                 Bundle { index: 2, width: 1 }
             ]
         );
+    }
+
+    #[test]
+    fn proofs_from_tiles_equal_proofs_from_stored_hashes() {
+        let tree: MemoryTree = (0..70_000u32).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+        for size in [1u64, 2, 255, 256, 257, 1000, 1537, 65_536, 70_000] {
+            let tiles: HashMap<Tile, Vec<u8>> = tiles_for_size(size)
+                .into_iter()
+                .map(|t| (t, tile_data(&tree, t).unwrap()))
+                .collect();
+            let reader = TileHashReader::new(size, |t: Tile| tiles.get(&t).cloned().ok_or_else(|| "no such tile".to_string()));
+            assert_eq!(root_at(&reader, size).unwrap(), root_at(&tree, size).unwrap(), "root of {size}");
+            for k in 0..40u64 {
+                let index = k.wrapping_mul(0x9E37_79B9) % size;
+                assert_eq!(
+                    inclusion_proof(&reader, index, size).unwrap(),
+                    inclusion_proof(&tree, index, size).unwrap(),
+                    "inclusion of {index} in {size}"
+                );
+                let old = 1 + k.wrapping_mul(7919) % size;
+                assert_eq!(
+                    consistency_proof(&reader, old, size).unwrap(),
+                    consistency_proof(&tree, old, size).unwrap(),
+                    "consistency {old} to {size}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn tile_reader_refuses_what_the_tree_lacks() {
+        let tree: MemoryTree = (0..1000u32).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+        let read = |t: Tile| tile_data(&tree, t).map_err(|e| e.to_string());
+        let reader = TileHashReader::new(1000, read);
+        // Level 8 index 3 would be leaves 768..1024: incomplete at 1000.
+        assert!(matches!(reader.node(8, 3), Err(ProofError::Missing { .. })));
+        assert!(matches!(reader.node(3, 125), Err(ProofError::Missing { .. })));
+        assert_eq!(reader.node(3, 124).unwrap(), tree.node(3, 124).unwrap());
+        // A tile of the wrong length is refused, not read past.
+        let short = TileHashReader::new(1000, |_t: Tile| Ok(vec![0u8; 31]));
+        assert!(matches!(short.node(0, 5), Err(ProofError::Missing { .. })));
     }
 }
