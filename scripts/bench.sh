@@ -11,6 +11,8 @@
 #   examples/bench_writer.rs       buffered writer enqueue cost and memory
 #   examples/bench_evidence.rs     issue 14: ingestion with the hash chain, verify of 1,000,000
 #                                  records (BENCH_EVIDENCE_RECORDS), RSS of a 100,000-record export
+#   examples/bench_tlog.rs         transparency log core: root of 1,000,000 entries, proof make/check
+#                                  time and size, checkpoint sign/verify (BENCH_TLOG_ENTRIES)
 #
 # BENCH_ONLY="webhook writer" runs a subset (results.md then lists only those).
 set -euo pipefail
@@ -20,7 +22,7 @@ cargo="${CARGO:-cargo}"
 tools="${AUDIT_GUARD_CACHE:-$HOME/.cache/audit-guard}/tools"
 oha="${OHA:-$tools/bin/oha}"
 db_url="${DATABASE_URL_TEST:-postgres://audit_guard:audit_guard@127.0.0.1:5432/audit_guard}"
-only="${BENCH_ONLY:-webhook datastorage cleanup writer evidence}"
+only="${BENCH_ONLY:-webhook datastorage cleanup writer evidence tlog}"
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 out_dir="$root/bench"
 work="$(mktemp -d)"
@@ -30,7 +32,7 @@ say() { printf '\n>> %s\n' "$*" >&2; }
 
 say "building in release mode (audit-guard and the benchmark examples; several minutes on a cold cache)"
 "$cargo" build --release --bin audit-guard \
-  --example bench_webhook --example bench_datastorage --example bench_cleanup --example bench_writer --example bench_evidence \
+  --example bench_webhook --example bench_datastorage --example bench_cleanup --example bench_writer --example bench_evidence --example bench_tlog \
   --example floor_controller
 bin="$target_dir/release/audit-guard"
 ex="$target_dir/release/examples"
@@ -100,6 +102,7 @@ for b in $only; do
     cleanup) run cleanup "$ex/bench_cleanup" "$db_url" ;;
     writer) run writer "$ex/bench_writer" ;;
     evidence) run evidence "$ex/bench_evidence" "$db_url" ;;
+    tlog) run tlog "$ex/bench_tlog" ;;
     *) echo "unknown benchmark $b" >&2; exit 2 ;;
   esac
 done

@@ -18,6 +18,7 @@ pub mod crd;
 pub mod datastorage;
 pub mod duration;
 pub mod events;
+pub mod evidence;
 pub mod filewatch;
 pub mod group_commit;
 pub mod https;
