@@ -322,8 +322,20 @@ async fn a_break_glass_claim_becomes_an_event_only_when_it_is_the_one_claim_on_a
     let (s, _, event) = svc.post_json(&format!("{CLAIMS}/confirmations"), &confirm("cr-1")).await;
     assert_eq!(s, 201, "{event}");
     assert_eq!(
-        (&event["id"], &event["user"], &event["uid"], &event["confirmed"]["claim"], &event["confirmed"]["by"]),
-        (&json!("review-c1"), &json!("bob"), &json!("cr-1"), &json!("review-c1"), &json!("controller-watch"))
+        (
+            &event["id"],
+            &event["user"],
+            &event["uid"],
+            &event["confirmed"]["claim"],
+            &event["confirmed"]["by"]
+        ),
+        (
+            &json!("review-c1"),
+            &json!("bob"),
+            &json!("cr-1"),
+            &json!("review-c1"),
+            &json!("controller-watch")
+        )
     );
     assert_eq!(svc.get(&format!("{BREAK_GLASS}/review-c1")).await, (200, event.clone()));
     let (s, _, again) = svc.post_json(&format!("{CLAIMS}/confirmations"), &confirm("cr-1")).await;
