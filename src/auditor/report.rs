@@ -1121,6 +1121,45 @@ mod tests {
     use crate::datastorage::verify::{Checked, Verdict};
     use serde_json::json;
 
+    #[test]
+    fn claims_are_counted_by_status_and_only_the_unconfirmed_ones_listed_as_claims() {
+        let mut b = ReportBuilder::default();
+        let claim = |id: &str, user: &str, status: &str| crate::datastorage::store::ClaimListed {
+            json: serde_json::json!({"id": id, "user": user, "groups": ["audit-guard:break-glass"], "namespace": "ns",
+                "name": "sp", "uid": format!("cr-{id}"), "at": "2026-01-01T10:00:00Z"}),
+            at: "2026-01-01T10:00:00Z".parse().unwrap(),
+            id: id.into(),
+            status: status.into(),
+        };
+        b.claim(&claim("r-1", "not-a-real-user", "unconfirmed"));
+        b.claim(&claim("r-2", "mallory", "ambiguous"));
+        b.claim(&claim("r-3", "bob", "confirmed"));
+        let r = b.finish(
+            "2026-01-01T00:00:00Z".parse().unwrap(),
+            "2026-01-03T00:00:00Z".parse().unwrap(),
+            chain(),
+            &Default::default(),
+            "2026-01-03T00:00:00Z".parse().unwrap(),
+        );
+        let c = &r.break_glass_claims;
+        assert_eq!((c.unconfirmed_total, c.ambiguous_total, c.confirmed_total), (1, 1, 1));
+        let listed: Vec<(&str, &str)> = c.unconfirmed.iter().map(|e| (e.claimed_user.as_str(), e.status.as_str())).collect();
+        assert_eq!(listed, [("not-a-real-user", "unconfirmed"), ("mallory", "ambiguous")]);
+        assert_eq!(r.forced_removals.events_total, 0, "a claim is no event");
+        let md = to_markdown(&r);
+        assert!(
+            md.contains("Break-glass claims (not evidence): 1 unconfirmed, 1 ambiguous, 1 confirmed"),
+            "{md}"
+        );
+        assert!(md.contains("| unconfirmed | 2026-01-01T10:00:00+00:00 | not-a-real-user |"), "{md}");
+        assert!(to_html(&r).contains("not-a-real-user"));
+        // A report written before claims existed still reads.
+        let mut v = serde_json::to_value(&r).unwrap();
+        v.as_object_mut().unwrap().remove("break_glass_claims");
+        let old: PeriodReport = serde_json::from_value(v).unwrap();
+        assert_eq!(old.break_glass_claims, BreakGlassClaims::default());
+    }
+
     fn chain() -> VerifyReport {
         VerifyReport {
             result: Verdict::Intact,
