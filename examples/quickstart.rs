@@ -101,6 +101,10 @@ fn main() -> Result<()> {
         // The quickstart's admin user is the controller here; in a cluster it is the ServiceAccount.
         .args(["--controller-identity", "admin", "--cert-dir"])
         .arg(&certs)
+        // Mutual TLS as the overlays ship it: the control plane's admission configuration
+        // presents a client certificate this CA signed.
+        .arg("--client-ca-file")
+        .arg(&cp.webhook_client_ca)
         .arg("--datastorage-token-file")
         .arg(run.join("datastorage.token"))
         // Data Storage listens on loopback without TLS here: the token never leaves the machine.

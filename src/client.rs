@@ -23,6 +23,8 @@ use crate::metrics;
 const SP_PATH: &str = "/api/v1/audit/signal-processing";
 const SP_BATCH_PATH: &str = "/api/v1/audit/signal-processing/batch";
 const BREAK_GLASS_PATH: &str = "/api/v1/audit/break-glass-events";
+const CLAIMS_PATH: &str = "/api/v1/audit/break-glass-claims";
+const CONFIRMATIONS_PATH: &str = "/api/v1/audit/break-glass-claims/confirmations";
 pub use crate::events::payload::{EVENT_CATEGORY, EVENT_TYPE};
 
 /// What kind of failure an answer (or its absence) is. Only `Rejected` is permanent; every
@@ -462,6 +464,55 @@ impl DataStorageClient {
         }
     }
 
+    /// Stores an unconfirmed break-glass claim (a review from a peer not proven to be the API
+    /// server). Events mode has nowhere to keep a claim that names nobody, so it stores none:
+    /// Ok(None) (the webhook logs and counts the claim instead).
+    pub async fn store_claim(&self, claim: &BreakGlassEvent) -> Result<Option<Stored>, ClientError> {
+        match self.mode {
+            ApiMode::SignalProcessing => {
+                let body = serde_json::to_value(claim).map_err(|e| ClientError::transient(e.to_string()))?;
+                Ok(Some(self.post(self.url(CLAIMS_PATH, &[])?, &body, true).await?.0))
+            }
+            ApiMode::Events => Ok(None),
+        }
+    }
+
+    /// Reports that the finalizer of SignalProcessing `uid` was seen removed by someone other
+    /// than this controller; Data Storage confirms its one claim, if it holds exactly one.
+    pub async fn confirm_removal(&self, uid: &str, observed_at: DateTime<Utc>) -> Result<ClaimConfirmation, ClientError> {
+        if self.mode == ApiMode::Events {
+            return Ok(ClaimConfirmation::NotKept);
+        }
+        let body = serde_json::json!({ "uid": uid, "observed_at": observed_at });
+        let result = async {
+            let resp = self
+                .request(reqwest::Method::POST, self.url(CONFIRMATIONS_PATH, &[])?)
+                .await?
+                .json(&body)
+                .send()
+                .await
+                .map_err(unreachable)?;
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap_or_default();
+            match status {
+                200 | 201 => Ok(ClaimConfirmation::Confirmed),
+                404 => Ok(ClaimConfirmation::NoClaim),
+                409 => {
+                    let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                    let ids = answer["existing"]["ambiguous"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                        .unwrap_or_default();
+                    Ok(ClaimConfirmation::Ambiguous(ids))
+                }
+                _ => Err(failure(status, &text.chars().take(300).collect::<String>())),
+            }
+        }
+        .await;
+        self.observe(result.as_ref().map(|_| ()));
+        result
+    }
+
     /// Stores a batch (the buffered writer's path) and says, per record, what happened.
     pub async fn store_batch(&self, records: &[SignalProcessingAudit]) -> Result<BatchOutcome, ClientError> {
         if records.is_empty() {
@@ -485,6 +536,19 @@ impl DataStorageClient {
             Err(_) => false,
         }
     }
+}
+
+/// What Data Storage made of an observed removal's claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimConfirmation {
+    /// Its one claim is now a break-glass event naming the claimed user.
+    Confirmed,
+    /// No claim names the object.
+    NoClaim,
+    /// Several claims name it; none is confirmed (their review ids).
+    Ambiguous(Vec<String>),
+    /// Events mode keeps no claims.
+    NotKept,
 }
 
 /// A request that got no answer, with the whole cause chain (reqwest's own message does not

@@ -131,5 +131,6 @@ declare! {
     /// Events mode: a CR's queued-event annotation that cannot be true, ignored.
     pub static EVENT_MARKS_IGNORED: IntCounterVec = counter_vec("audit_guard_event_marks_ignored_total", "Events mode: readings of a SignalProcessing's audit.kubernaut.ai/event-queued-at annotation ignored as impossible, by reason (unparseable|future|before_creation).", &["reason"]), zero [["unparseable"], ["future"], ["before_creation"]];
 
+    pub static REMOVALS_OBSERVED: IntCounterVec = counter_vec("audit_guard_finalizer_removals_observed_total", "Removals of the audit finalizer the controller's watch saw, by what Data Storage made of their break-glass claims (confirmed: one claim, now an event; ambiguous: several claims, none confirmed; no_claim: nobody claimed it; not_kept: events mode keeps no claims; error: not reported); own_release counts the controller's own releases the watch saw.", &["outcome"]), zero [["confirmed"], ["ambiguous"], ["no_claim"], ["not_kept"], ["error"], ["own_release"]];
     pub static IS_LEADER: IntGauge = gauge("audit_guard_leader", "1 while this replica holds the controller Lease.");
 }

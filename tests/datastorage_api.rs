@@ -34,6 +34,7 @@ behaviours_on!(
     a_record_keeps_its_anomalies,
     break_glass_events_are_append_only_idempotent_and_listed_newest_first,
     a_break_glass_event_keeps_the_reviews_user_info_extra,
+    a_break_glass_claim_becomes_an_event_only_when_it_is_the_one_claim_on_a_removal,
     classification_stats_average_confidence_per_environment,
     priority_stats_count_and_average_score_per_priority,
     slow_phase_stats_list_the_phases_over_the_minimum_duration,
@@ -281,6 +282,81 @@ async fn break_glass_events_are_append_only_idempotent_and_listed_newest_first(s
     assert_eq!(page["items"], json!([e1]));
     assert_eq!(svc.get(&format!("{BREAK_GLASS}/review-1")).await, (200, e1.clone()));
     assert_eq!(svc.get(&format!("{BREAK_GLASS}/nope")).await.0, 404);
+}
+
+/// A claim (a break-glass review no peer certificate vouches for) is stored apart and listed
+/// with its status; a confirmation turns the one claim on a removed CR into a chained event
+/// naming its user (same id, saying what confirmed it), never an update of the claim; several
+/// claims on one CR confirm none; no claim: 404. The chain verifies intact afterwards.
+async fn a_break_glass_claim_becomes_an_event_only_when_it_is_the_one_claim_on_a_removal(svc: &DataStorage) {
+    const CLAIMS: &str = "/api/v1/audit/break-glass-claims";
+    let confirm = |uid: &str| json!({"uid": uid, "observed_at": ago(1)});
+    let c1 = break_glass_event("review-c1", "bob", "cr-1", &ago(20));
+    let (s, _, body) = svc.post_json(CLAIMS, &c1).await;
+    assert_eq!((s, &body), (201, &c1), "{body}");
+    let (s, _, p) = svc.post_json(CLAIMS, &c1).await;
+    assert_eq!((s, &p["identical"]), (409, &json!(true)), "{p}");
+    let claimed_confirmed = with(
+        &break_glass_event("review-c0", "bob", "cr-0", &ago(20)),
+        "confirmed",
+        json!({"claim": "review-c0", "by": "me", "at": ago(1)}),
+    );
+    let (s, _, p) = svc.post_json(CLAIMS, &claimed_confirmed).await;
+    assert_eq!((s, &p["field"]), (400, &json!("confirmed")), "{p}");
+    let status_of = |page: &Value, id: &str| {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["id"] == id)
+            .map(|c| c["status"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let (s, page) = svc.get(CLAIMS).await;
+    assert_eq!(s, 200, "{page}");
+    assert_eq!(status_of(&page, "review-c1"), ["unconfirmed"]);
+    assert_eq!(svc.get(&format!("{BREAK_GLASS}/review-c1")).await.0, 404, "a claim is no event");
+
+    let (s, _, p) = svc.post_json(&format!("{CLAIMS}/confirmations"), &confirm("cr-nobody")).await;
+    assert_eq!(s, 404, "{p}");
+    let (s, _, event) = svc.post_json(&format!("{CLAIMS}/confirmations"), &confirm("cr-1")).await;
+    assert_eq!(s, 201, "{event}");
+    assert_eq!(
+        (
+            &event["id"],
+            &event["user"],
+            &event["uid"],
+            &event["confirmed"]["claim"],
+            &event["confirmed"]["by"]
+        ),
+        (
+            &json!("review-c1"),
+            &json!("bob"),
+            &json!("cr-1"),
+            &json!("review-c1"),
+            &json!("controller-watch")
+        )
+    );
+    assert_eq!(svc.get(&format!("{BREAK_GLASS}/review-c1")).await, (200, event.clone()));
+    let (s, _, again) = svc.post_json(&format!("{CLAIMS}/confirmations"), &confirm("cr-1")).await;
+    assert_eq!((s, &again), (200, &event), "a retried confirmation");
+    let (_, page) = svc.get(CLAIMS).await;
+    assert_eq!(status_of(&page, "review-c1"), ["confirmed"]);
+
+    for (id, user) in [("review-c2", "mallory"), ("review-c3", "bob")] {
+        let (s, _, body) = svc.post_json(CLAIMS, &break_glass_event(id, user, "cr-2", &ago(15))).await;
+        assert_eq!(s, 201, "{body}");
+    }
+    let (s, _, p) = svc.post_json(&format!("{CLAIMS}/confirmations"), &confirm("cr-2")).await;
+    assert_eq!((s, &p["existing"]["ambiguous"]), (409, &json!(["review-c2", "review-c3"])), "{p}");
+    let (_, page) = svc.get(CLAIMS).await;
+    for id in ["review-c2", "review-c3"] {
+        assert_eq!(status_of(&page, id), ["ambiguous"], "{page}");
+        assert_eq!(svc.get(&format!("{BREAK_GLASS}/{id}")).await.0, 404);
+    }
+    let (s, report) = svc.get(&format!("{BASE}/verify")).await;
+    assert_eq!((s, &report["result"]), (200, &json!("intact")), "{report}");
+    assert_eq!(report["checked"]["break_glass_events"], 1, "{report}");
 }
 
 /// userInfo.extra is stored whole and exactly (the JSON column keeps the text; no column needed),

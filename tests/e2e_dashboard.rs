@@ -176,6 +176,9 @@ async fn every_metric_the_dashboard_names_is_exported_by_serve_and_datastorage()
             certs.path().to_str().unwrap(),
             "--datastorage-ca-file",
             ds_ca.to_str().unwrap(),
+            // Mutual TLS as shipped: the break-glass removal below is then an event at once.
+            "--client-ca-file",
+            cp.webhook_client_ca.to_str().unwrap(),
         ],
     )
     .await

@@ -102,26 +102,21 @@ fn the_shipped_manifests_run_as_pods_on_a_real_node_and_the_lifecycle_passes_thr
         scenarios(&mut run, &rt, installed.as_ref().unwrap(), "");
     }
     // 4: the same through the Helm chart, in place of the kustomize install.
-    if tools::chart_dir().exists() {
-        let mut chart = None;
-        let ok = run(
-            "4 the Helm chart: uninstall the overlay, helm install, pods Ready".into(),
-            &mut || {
-                let previous = installed.take().context("the overlay install failed")?;
-                let i = rt.block_on(install_chart(previous, pg.as_ref()))?;
-                let summary = rt.block_on(check_install(&i))?;
-                chart = Some(i);
-                Ok(summary)
-            },
-        );
-        if ok {
-            scenarios(&mut run, &rt, chart.as_ref().unwrap(), " (Helm chart)");
-        }
-    } else {
-        run("4 the Helm chart".into(), &mut || {
-            Ok("charts/audit-guard does not exist on this branch: left for when the chart lands (issue 16)".into())
-        });
+    let mut chart = None;
+    let ok = run(
+        "4 the Helm chart: uninstall the overlay, helm install, pods Ready".into(),
+        &mut || {
+            let previous = installed.take().context("the overlay install failed")?;
+            let i = rt.block_on(install_chart(previous, pg.as_ref()))?;
+            let summary = rt.block_on(check_install(&i))?;
+            chart = Some(i);
+            Ok(summary)
+        },
+    );
+    if ok {
+        scenarios(&mut run, &rt, chart.as_ref().unwrap(), " (Helm chart)");
     }
+    drop(chart);
     drop(installed);
     drop(rt);
     drop(pg);
@@ -228,6 +223,7 @@ async fn install_overlay<'a>(
     database_services(cp, &urls, &server)?;
     *pg = Some((server, urls));
 
+    webhook_client_ca(cp)?;
     let applied = cp.dir.join("self-managed-as-applied.yaml");
     std::fs::write(&applied, to_yaml(&docs)?)?;
     if overrides.is_empty() {
@@ -241,6 +237,28 @@ async fn install_overlay<'a>(
         );
     }
     ready(cp, node, client, docs, applied).await
+}
+
+/// As an admin would before installing: the ConfigMap with the CA that signed the API
+/// server's admission client certificate (the control plane's AdmissionConfiguration presents
+/// it), which the webhook demands on 9443 (mutual TLS is on by default in both installs).
+fn webhook_client_ca(cp: &ControlPlane) -> Result<()> {
+    let ca = cp.webhook_client_ca.to_str().context("path")?;
+    let cm = cp.kubectl(&[
+        "create",
+        "configmap",
+        "audit-guard-webhook-client-ca",
+        "-n",
+        NAMESPACE,
+        &format!("--from-file=ca.crt={ca}"),
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    ])?;
+    let file = cp.dir.join("webhook-client-ca.yaml");
+    std::fs::write(&file, cm)?;
+    cp.kubectl(&["apply", "-f", file.to_str().context("path")?])?;
+    Ok(())
 }
 
 /// Removes the overlay's install (its SignalProcessings first, so the controller stores their
@@ -273,6 +291,7 @@ async fn install_chart<'a>(previous: Installed<'a>, pg: Option<&(NodePostgres, V
     ensure!(!secrets.is_empty(), "no database Secret in the overlay");
     apply_docs(cp, &secrets, "database-secrets.yaml")?;
     database_services(cp, urls, server)?;
+    webhook_client_ca(cp)?;
 
     let kubeconfig = cp.kubeconfig.to_str().context("path")?;
     let mut values = Vec::new();
@@ -781,27 +800,29 @@ async fn network_policies(i: &Installed<'_>) -> Result<String> {
     ensure!(wrong.is_empty(), "NetworkPolicy not as shipped:\n{}", wrong.join("\n"));
 
     // The webhook port: the API server is not a pod and its address is cluster-specific, so the
-    // NetworkPolicy admits any source on 9443; a client certificate (when the Deployment asks for
-    // one, issue 11) is what keeps pods out.
+    // NetworkPolicy admits any source on 9443; the client certificate the webhook demands (on
+    // by default in both installs) is what keeps pods out.
     let webhook = format!("{webhook_pod_ip}:9443");
     let (tcp, _) = probe(cp, &outside, "outsider", &["tcp", &webhook]);
     let (tls, out) = probe(cp, &outside, "outsider", &["tls", &webhook]);
-    let args = find(&i.docs, "Deployment", "audit-guard")
+    let deployment = find(&i.docs, "Deployment", "audit-guard")
         .map(|d| d.to_string())
         .unwrap_or_default();
-    if args.contains("client-ca") || args.contains("CLIENT_CA") {
-        ensure!(
-            !tls,
-            "a pod without a client certificate completed a TLS handshake with the webhook: {out}"
-        );
-        lines.push(format!(
-            "outsider -> {webhook}: TCP {tcp}, TLS refused without a client certificate ({out})"
-        ));
-    } else {
-        lines.push(format!(
-            "outsider -> {webhook}: TCP {tcp}, TLS handshake {tls} — open by design (the API server is not a pod); no client certificate is required yet (issue 11)"
-        ));
-    }
+    ensure!(
+        deployment.contains("AUDIT_GUARD_CLIENT_CA_FILE"),
+        "the installed webhook Deployment asks for no client certificate"
+    );
+    ensure!(
+        tcp,
+        "the outsider pod did not reach {webhook} at all, so the handshake proves nothing"
+    );
+    ensure!(
+        !tls,
+        "a pod without a client certificate completed a TLS handshake with the webhook: {out}"
+    );
+    lines.push(format!(
+        "outsider -> {webhook}: TCP {tcp}, TLS refused without a client certificate ({out})"
+    ));
 
     // The API server still reaches the webhook, the controller still reaches Data Storage.
     let ns = fresh_namespace(&i.client, "after-policies").await?;

@@ -10,7 +10,8 @@
 //! and shares one webhook (on its own runtime thread) and one Data Storage child. The
 //! configurations cover every namespace, as shipped, except those labelled
 //! `audit-guard-e2e=off`, which lets a test create an object the webhook never saw (as if it
-//! predated the webhook).
+//! predated the webhook), and those labelled `audit-guard-e2e=open`, which a second pair of
+//! configurations sends to the webhook that asks for no client certificate (mutual TLS off).
 
 mod support;
 
@@ -23,9 +24,11 @@ use std::time::Duration;
 use audit_guard::audit::from_cr::build_record;
 use audit_guard::audit::Trigger;
 use audit_guard::client::{DataStorageClient, Stored};
-use audit_guard::confirmed::confirmed_records;
+use audit_guard::confirmed::{confirmed_records, UidSet};
+use audit_guard::controller::{self, removals, Context};
 use audit_guard::crd::{SignalProcessing, FINALIZER};
 use audit_guard::webhook::{registration, WebhookDeps, VALIDATE_PATH};
+use audit_guard::writer::{AuditWriter, WriterConfig};
 use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
@@ -38,6 +41,9 @@ use webhook_support::*;
 const LABEL: &str = "audit-guard-e2e";
 const RECORDS: &str = "/api/v1/audit/signal-processing";
 const BREAK_GLASS_EVENTS: &str = "/api/v1/audit/break-glass-events";
+const BREAK_GLASS_CLAIMS: &str = "/api/v1/audit/break-glass-claims";
+/// A user nobody has: what a forged review names.
+const INVENTED: &str = "not-a-real-user";
 
 struct Env {
     ds_base: String,
@@ -101,7 +107,7 @@ fn env() -> &'static Env {
                 let hook = start_with(guarded, issued.ca_pem.clone(), deps.clone()).await;
                 let open = start_with(settings(&cert_dir, 4 * 1024 * 1024), issued.ca_pem.clone(), deps).await;
                 install_signalprocessing_crd(&client).await.unwrap();
-                register_webhooks(&client, &hook).await;
+                register_webhooks(&client, &hook, &open).await;
                 grant_rbac(&client).await;
                 tx.send(Env {
                     ds_base,
@@ -120,14 +126,18 @@ fn env() -> &'static Env {
     })
 }
 
-async fn register_webhooks(client: &kube::Client, hook: &Running) {
+async fn register_webhooks(client: &kube::Client, hook: &Running, open: &Running) {
     let ca_bundle = audit_guard::certs::ca_bundle(&hook.ca_pem);
-    let selector = json!({ "matchExpressions": [{ "key": LABEL, "operator": "NotIn", "values": ["off"] }] });
-    let base = hook.url("");
-    let (mutating, validating) =
-        registration::url_configurations("audit-guard-e2e", base.trim_end_matches('/'), &ca_bundle, Some(selector));
-    apply_cluster::<MutatingWebhookConfiguration>(client, mutating).await;
-    apply_cluster::<ValidatingWebhookConfiguration>(client, validating).await;
+    for (name, running, operator, values) in [
+        ("audit-guard-e2e", hook, "NotIn", json!(["off", "open"])),
+        ("audit-guard-e2e-open", open, "In", json!(["open"])),
+    ] {
+        let selector = json!({ "matchExpressions": [{ "key": LABEL, "operator": operator, "values": values }] });
+        let base = running.url("");
+        let (mutating, validating) = registration::url_configurations(name, base.trim_end_matches('/'), &ca_bundle, Some(selector));
+        apply_cluster::<MutatingWebhookConfiguration>(client, mutating).await;
+        apply_cluster::<ValidatingWebhookConfiguration>(client, validating).await;
+    }
     // The API server picks configurations up asynchronously.
     let ns = guarded_namespace(client, "probe").await;
     delete_namespace(client, &ns).await;
@@ -206,6 +216,18 @@ async fn label_namespace(client: &kube::Client, ns: &str, value: &str) {
         .unwrap();
 }
 
+/// A namespace the API server sends to the webhook that asks for no client certificate.
+async fn open_namespace(client: &kube::Client, prefix: &str) -> String {
+    let name = format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name, "labels": { LABEL: "open" }}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    wait_matched(client, &name).await;
+    name
+}
+
 /// A namespace the webhook configurations match (every one not opted out).
 async fn guarded_namespace(client: &kube::Client, prefix: &str) -> String {
     let ns = fresh_namespace(client, prefix).await.unwrap();
@@ -247,6 +269,37 @@ async fn break_glass_events(uid: &str) -> Vec<Value> {
     let page: Value = resp.json().await.unwrap();
     let items = page.get("items").unwrap_or(&page).as_array().cloned().unwrap_or_default();
     items.into_iter().filter(|e| e["uid"] == uid).collect()
+}
+
+/// Break-glass claims Data Storage holds for this SignalProcessing uid, each with its status.
+async fn break_glass_claims(uid: &str) -> Vec<Value> {
+    let resp = ds_http()
+        .get(format!("{}{BREAK_GLASS_CLAIMS}", env().ds_base))
+        .bearer_auth(&env().ds_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let page: Value = resp.json().await.unwrap();
+    let items = page["items"].as_array().cloned().unwrap_or_default();
+    items.into_iter().filter(|e| e["uid"] == uid).collect()
+}
+
+/// The JSON period report over the last hour.
+async fn report_json() -> Value {
+    let since = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let until = (chrono::Utc::now() + chrono::Duration::minutes(5)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let resp = ds_http()
+        .get(format!("{}{RECORDS}/report", env().ds_base))
+        .query(&[("since", since.as_str()), ("until", until.as_str()), ("format", "json")])
+        .bearer_auth(&env().ds_token)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body = resp.text().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
 }
 
 /// The Data Storage client the webhook uses (same token, same CA).
@@ -364,10 +417,17 @@ async fn only_break_glass_and_a_controller_whose_record_is_stored_remove_the_fin
         (Some("forced"), Some("forced")),
         "{record}"
     );
+    // The API server proved itself with its client certificate: the event is stored at once,
+    // as what the API server authenticated, not as a claim awaiting confirmation.
     let events = break_glass_events(&uid).await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["user"], "bob");
     assert_eq!(events[0]["groups"], json!(["audit-guard:break-glass", "system:authenticated"]));
+    assert_eq!(events[0].get("confirmed"), None, "{events:?}");
+    assert!(
+        break_glass_claims(&uid).await.is_empty(),
+        "a claim for a review from the API server"
+    );
     assert_eq!(
         (events[0]["namespace"].as_str(), events[0]["name"].as_str()),
         (Some(ns.as_str()), Some("held"))
@@ -586,6 +646,19 @@ fn forged_review(op: &str, user: &str, groups: &[&str], ns: &str, name: &str, ob
     })
 }
 
+/// A hand-made review taking the finalizer off a deleting `live` object, as `user` in `groups`.
+fn forged_removal(live: &SignalProcessing, user: &str, groups: &[&str], ns: &str, name: &str) -> Value {
+    forged_review(
+        "UPDATE",
+        user,
+        groups,
+        ns,
+        name,
+        Some(forged(live, &[], true)),
+        forged(live, &[FINALIZER], true),
+    )
+}
+
 /// Hand-made reviews posted straight to port 9443 store nothing the API server's object does
 /// not say; with --client-ca-file they do not get past the TLS handshake at all.
 #[tokio::test]
@@ -619,15 +692,7 @@ async fn hand_made_reviews_store_nothing_the_live_object_does_not_say() {
     // A break-glass claim, or the controller's identity, on a CR that is not being deleted:
     // refused, no event, no record.
     for (user, groups, code) in [("mallory", vec![BREAK_GLASS], 409), (CONTROLLER, vec![], 409)] {
-        let removal = forged_review(
-            "UPDATE",
-            user,
-            &groups,
-            &ns,
-            "guarded",
-            Some(forged(&guarded, &[], true)),
-            forged(&guarded, &[FINALIZER], true),
-        );
+        let removal = forged_removal(&guarded, user, &groups, &ns, "guarded");
         let out = post_review(&env.open_hook_url, &removal, None).await.unwrap();
         assert_eq!(
             (out["response"]["allowed"].as_bool(), out["response"]["status"]["code"].as_u64()),
@@ -726,5 +791,195 @@ async fn with_data_storage_down_the_delete_is_refused_and_the_object_stays() {
     api.delete("old", &DeleteParams::default()).await.unwrap();
     wait_gone(&api, "old").await;
     assert!(stored_record(&uid).await.is_some());
+    delete_namespace(&client, &ns).await;
+}
+
+/// The controller as `serve` runs it (its reconciler and its removal watch) for one namespace,
+/// with the controller's identity, until `stop`.
+async fn run_controller(ns: String, stop: tokio_util::sync::CancellationToken) {
+    let client = control_plane().client_with_token("controller-token").await.unwrap();
+    let ds = ds();
+    let writer = Arc::new(AuditWriter::start(ds.clone(), WriterConfig::default()));
+    let ctx = Arc::new(Context::new(client, ds, writer, Arc::new(confirmed_records()), "e2e-controller"));
+    controller::run(ctx, &[ns], stop).await;
+}
+
+fn removals_observed(outcome: &str) -> u64 {
+    audit_guard::metrics::REMOVALS_OBSERVED.with_label_values(&[outcome]).get()
+}
+
+/// Without mutual TLS any pod can POST a review to 9443. One naming an invented user in the
+/// break-glass group, for a CR an ordinary deletion is taking away, is allowed (the API server
+/// applies nothing from it) but names nobody: Data Storage keeps the live object's ordinary
+/// deletion record and an unconfirmed claim; the controller then releases the CR itself, its
+/// watch sees its own release, and the claim stays unconfirmed — in the claims listing and in
+/// the compliance report — with no break-glass event naming that user.
+#[tokio::test]
+async fn a_forged_break_glass_review_without_mutual_tls_leaves_only_an_unconfirmed_claim() {
+    let env = env();
+    let _ds = DS_LOCK.read().await;
+    let client = admin_client().await;
+    let ns = open_namespace(&client, "wh-claim").await;
+    let api: Api<SignalProcessing> = Api::namespaced(client.clone(), &ns);
+    let created = api.create(&PostParams::default(), &sp("victim", &[])).await.unwrap();
+    let uid = created.metadata.uid.clone().unwrap();
+    // The ordinary DELETE; no controller runs yet, so the forged review lands while it waits.
+    api.delete("victim", &DeleteParams::default()).await.unwrap();
+    let live = api.get("victim").await.unwrap();
+    assert!(live.is_deleting() && live.has_finalizer());
+
+    let review = forged_removal(&live, INVENTED, &[BREAK_GLASS, "system:authenticated"], &ns, "victim");
+    let review_uid = review["request"]["uid"].as_str().unwrap().to_string();
+    let out = post_review(&env.open_hook_url, &review, None).await.unwrap();
+    assert_eq!(out["response"]["allowed"], true, "{out}");
+    let record = stored_record(&uid).await.expect("the live object's record");
+    assert_eq!(
+        (record["trigger"].as_str(), record["status"].as_str()),
+        (Some("deletion"), Some("incomplete")),
+        "the record is the one the controller would store, not a forced one: {record}"
+    );
+    assert!(!record.to_string().contains("invented"), "{record}");
+    let claims = break_glass_claims(&uid).await;
+    assert_eq!(claims.len(), 1, "{claims:?}");
+    assert_eq!(
+        (claims[0]["id"].as_str(), claims[0]["user"].as_str(), claims[0]["status"].as_str()),
+        (Some(review_uid.as_str()), Some(INVENTED), Some("unconfirmed"))
+    );
+    assert!(
+        break_glass_events(&uid).await.is_empty(),
+        "a forged review stored a break-glass event"
+    );
+
+    // The ordinary deletion proceeds: the controller releases the CR, and its watch sees that
+    // release as its own.
+    let own_before = removals_observed("own_release");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let controller = tokio::spawn(run_controller(ns.clone(), stop.clone()));
+    wait_gone(&api, "victim").await;
+    wait_for(
+        "the removal watch to see the controller's release",
+        Duration::from_secs(30),
+        || async { Ok((removals_observed("own_release") > own_before).then_some(())) },
+    )
+    .await
+    .unwrap();
+    stop.cancel();
+    controller.await.unwrap();
+
+    assert!(
+        break_glass_events(&uid).await.is_empty(),
+        "a break-glass event names the invented user"
+    );
+    let claims = break_glass_claims(&uid).await;
+    assert_eq!(claims.len(), 1, "{claims:?}");
+    assert_eq!(claims[0]["status"], "unconfirmed", "{claims:?}");
+    let report = report_json().await;
+    let section = &report["break_glass_claims"];
+    let listed = section["unconfirmed"].as_array().cloned().unwrap_or_default();
+    assert!(
+        listed.iter().any(|c| c["uid"] == uid.as_str()
+            && c["claimed_user"] == INVENTED
+            && c["status"] == "unconfirmed"
+            && c["review"] == review_uid.as_str()),
+        "the report does not list the claim as unconfirmed: {section}"
+    );
+    let events = report["forced_removals"]["events"].as_array().cloned().unwrap_or_default();
+    assert!(
+        !events.iter().any(|e| e["user"] == INVENTED),
+        "the report names the invented user as a break-glass actor: {events:?}"
+    );
+    delete_namespace(&client, &ns).await;
+}
+
+/// Without mutual TLS, a real break-glass removal through the API server (bob) is first only
+/// a claim; the removal watch sees the finalizer come off without the controller and Data
+/// Storage confirms the claim: a break-glass event naming bob, under the review's id, saying
+/// what confirmed it. A second CR whose removal both a forged review and bob claimed has two
+/// claims: the removal confirms neither, both are reported ambiguous, no event.
+#[tokio::test]
+async fn without_mutual_tls_a_real_break_glass_removal_is_confirmed_once_observed() {
+    let env = env();
+    let _ds = DS_LOCK.read().await;
+    let client = admin_client().await;
+    let ns = open_namespace(&client, "wh-confirm").await;
+    let api: Api<SignalProcessing> = Api::namespaced(client.clone(), &ns);
+
+    // The removal watch alone (no controller releases anything here).
+    let stop = tokio_util::sync::CancellationToken::new();
+    let synced = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let watch = tokio::spawn(removals::run_counting_syncs(
+        vec![api.clone()],
+        ds(),
+        Arc::new(UidSet::new(16)),
+        stop.clone(),
+        synced.clone(),
+    ));
+    wait_for("the removal watch's first listing", Duration::from_secs(30), || async {
+        Ok((synced.load(std::sync::atomic::Ordering::Relaxed) > 0).then_some(()))
+    })
+    .await
+    .unwrap();
+
+    let bob = as_user("breakglass-token", &ns).await;
+    let created = api.create(&PostParams::default(), &sp("stuck", &[])).await.unwrap();
+    let uid = created.metadata.uid.clone().unwrap();
+    api.delete("stuck", &DeleteParams::default()).await.unwrap();
+    bob.patch("stuck", &PatchParams::default(), &DROP_FINALIZERS()).await.unwrap();
+    wait_gone(&api, "stuck").await;
+    let events = wait_for("the claim's confirmation", Duration::from_secs(30), || async {
+        let events = break_glass_events(&uid).await;
+        Ok((!events.is_empty()).then_some(events))
+    })
+    .await
+    .unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let claims = break_glass_claims(&uid).await;
+    assert_eq!(claims.len(), 1, "{claims:?}");
+    assert_eq!(claims[0]["status"], "confirmed", "{claims:?}");
+    assert_eq!(events[0]["user"], "bob", "{events:?}");
+    assert_eq!(events[0]["id"], claims[0]["id"], "{events:?}");
+    assert_eq!(
+        (events[0]["confirmed"]["claim"].as_str(), events[0]["confirmed"]["by"].as_str()),
+        (claims[0]["id"].as_str(), Some("controller-watch")),
+        "{events:?}"
+    );
+    let record = stored_record(&uid).await.expect("the live object's record");
+    assert_eq!(record["trigger"], "deletion", "{record}");
+
+    // Two claims on one removal: none confirmed.
+    let ambiguous_before = removals_observed("ambiguous");
+    let created = api.create(&PostParams::default(), &sp("twice", &[])).await.unwrap();
+    let twice = created.metadata.uid.clone().unwrap();
+    api.delete("twice", &DeleteParams::default()).await.unwrap();
+    let live = api.get("twice").await.unwrap();
+    let review = forged_removal(&live, INVENTED, &[BREAK_GLASS], &ns, "twice");
+    let out = post_review(&env.open_hook_url, &review, None).await.unwrap();
+    assert_eq!(out["response"]["allowed"], true, "{out}");
+    bob.patch("twice", &PatchParams::default(), &DROP_FINALIZERS()).await.unwrap();
+    wait_gone(&api, "twice").await;
+    wait_for("the removal watch to report the removal", Duration::from_secs(30), || async {
+        Ok((removals_observed("ambiguous") > ambiguous_before).then_some(()))
+    })
+    .await
+    .unwrap();
+    assert!(break_glass_events(&twice).await.is_empty(), "an ambiguous claim was confirmed");
+    let claims = break_glass_claims(&twice).await;
+    let mut seen: Vec<(String, String)> = claims
+        .iter()
+        .map(|c| {
+            (
+                c["user"].as_str().unwrap_or("").to_string(),
+                c["status"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![("bob".into(), "ambiguous".into()), (INVENTED.into(), "ambiguous".into())],
+        "{claims:?}"
+    );
+    stop.cancel();
+    watch.await.unwrap();
     delete_namespace(&client, &ns).await;
 }

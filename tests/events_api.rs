@@ -489,8 +489,21 @@ async fn pending_eight_days_old_and_forced_each_end_with_exactly_one_event() {
     let port = support::controlplane::free_port().unwrap();
     let addr = format!("127.0.0.1:{port}");
     let cert_dir = w.dir.join("certs");
+    // Mutual TLS as shipped: the API server's admission client certificate is what makes a
+    // break-glass review's user evidence (without it, a break-glass review is only a claim).
+    let client_ca = cp.webhook_client_ca.to_str().unwrap().to_string();
     let serve = w
-        .serve("ev-one", &["--webhook-addr", &addr, "--cert-dir", cert_dir.to_str().unwrap()])
+        .serve(
+            "ev-one",
+            &[
+                "--webhook-addr",
+                &addr,
+                "--cert-dir",
+                cert_dir.to_str().unwrap(),
+                "--client-ca-file",
+                &client_ca,
+            ],
+        )
         .await;
     register_url_webhooks(
         &w.client,

@@ -148,6 +148,31 @@ fn existing_secret_mode_uses_the_named_secret_and_the_given_ca_bundle() {
     }
 }
 
+/// Mutual TLS on the webhook is on by default (the CA from the admin's ConfigMap, mounted and
+/// named to serve), and off only when asked.
+#[test]
+fn the_webhook_asks_for_the_api_servers_client_certificate_unless_told_not_to() {
+    let on = render_chart(&[]);
+    let deployment = find(&on, "Deployment", "audit-guard");
+    assert_eq!(
+        env_of(deployment).get("AUDIT_GUARD_CLIENT_CA_FILE").map(String::as_str),
+        Some("/etc/audit-guard/webhook-client-ca/ca.crt")
+    );
+    let volumes = deployment["spec"]["template"]["spec"]["volumes"].as_array().unwrap();
+    assert!(
+        volumes.iter().any(|v| v["configMap"]["name"] == "audit-guard-webhook-client-ca"),
+        "{volumes:?}"
+    );
+    let named = render_chart(&["--set", "webhook.clientCA.configMap=apiserver-client-ca"]);
+    assert!(find(&named, "Deployment", "audit-guard")
+        .to_string()
+        .contains("\"apiserver-client-ca\""));
+    let off = render_chart(&["--set", "webhook.clientCA.enabled=false"]);
+    let deployment = find(&off, "Deployment", "audit-guard");
+    assert!(!env_of(deployment).contains_key("AUDIT_GUARD_CLIENT_CA_FILE"));
+    assert!(!deployment.to_string().contains("webhook-client-ca"), "{deployment}");
+}
+
 #[test]
 fn values_reach_the_pods_and_the_webhooks() {
     let objs = render_chart(&[

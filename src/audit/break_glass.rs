@@ -36,6 +36,64 @@ pub struct BreakGlassEvent {
     pub uid: String,
     /// When the removal was admitted.
     pub at: DateTime<Utc>,
+    /// Set on an event made from a claim (see [`Confirmation`]); absent from an event whose
+    /// review came from a peer that proved it is the API server, so those keep their text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed: Option<Confirmation>,
+}
+
+/// Why an event made from a claim names its user: the claim (same id, same content) and what
+/// saw the finalizer actually come off the object.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Confirmation {
+    /// The claim's id (its review's uid).
+    pub claim: String,
+    /// What observed the removal, e.g. [`OBSERVED_BY_CONTROLLER`].
+    pub by: String,
+    /// When the removal was observed.
+    pub at: DateTime<Utc>,
+}
+
+/// The controller's watch saw the finalizer leave the object without having released it.
+pub const OBSERVED_BY_CONTROLLER: &str = "controller-watch";
+
+/// What one observed removal makes of the pending claims on its object.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClaimVerdict {
+    /// Exactly one claim, not yet confirmed: it becomes the event.
+    Confirm(usize),
+    /// The one claim is already an event (a retried confirmation).
+    AlreadyConfirmed,
+    /// No claim names this object: someone removed the finalizer without a review we stored.
+    NoClaim,
+    /// Several claims: whoever removed it, the others are forgeries or retries under other
+    /// review uids, and nothing says which is which, so none names anyone.
+    Ambiguous(Vec<String>),
+}
+
+/// Judges the claims stored for one object uid (`confirmed[i]`: whether claim `i` already has
+/// its event).
+pub fn judge_claims(claims: &[BreakGlassEvent], confirmed: &[bool]) -> ClaimVerdict {
+    match claims {
+        [] => ClaimVerdict::NoClaim,
+        [_] if confirmed.first().copied().unwrap_or(false) => ClaimVerdict::AlreadyConfirmed,
+        [_] => ClaimVerdict::Confirm(0),
+        many => ClaimVerdict::Ambiguous(many.iter().map(|c| c.id.clone()).collect()),
+    }
+}
+
+impl BreakGlassEvent {
+    /// The event a confirmed claim becomes: the claim's content, same id, with why.
+    pub fn confirmed_from(claim: &BreakGlassEvent, by: &str, at: DateTime<Utc>) -> Self {
+        Self {
+            confirmed: Some(Confirmation {
+                claim: claim.id.clone(),
+                by: by.to_string(),
+                at,
+            }),
+            ..claim.clone()
+        }
+    }
 }
 
 fn error(field: impl Into<String>, reason: impl Into<String>) -> FieldError {
@@ -154,6 +212,37 @@ mod tests {
             let e: BreakGlassEvent = serde_json::from_value(v).unwrap();
             assert_eq!(e.validate(&w, now).unwrap_err().field, field);
         }
+    }
+
+    fn claim(id: &str) -> BreakGlassEvent {
+        let mut v = event();
+        v["id"] = json!(id);
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn one_claim_is_confirmed_several_are_ambiguous_none_is_nothing() {
+        assert_eq!(judge_claims(&[], &[]), ClaimVerdict::NoClaim);
+        assert_eq!(judge_claims(&[claim("r-1")], &[false]), ClaimVerdict::Confirm(0));
+        assert_eq!(judge_claims(&[claim("r-1")], &[true]), ClaimVerdict::AlreadyConfirmed);
+        assert_eq!(
+            judge_claims(&[claim("r-1"), claim("r-2")], &[false, false]),
+            ClaimVerdict::Ambiguous(vec!["r-1".into(), "r-2".into()])
+        );
+    }
+
+    #[test]
+    fn a_confirmed_event_is_the_claim_plus_why_and_plain_events_keep_their_text() {
+        let c = claim("r-1");
+        assert!(!serde_json::to_value(&c).unwrap().as_object().unwrap().contains_key("confirmed"));
+        let at: DateTime<Utc> = "2025-11-27T10:02:00Z".parse().unwrap();
+        let e = BreakGlassEvent::confirmed_from(&c, OBSERVED_BY_CONTROLLER, at);
+        assert_eq!((e.id.as_str(), e.user.as_str(), e.uid.as_str()), ("r-1", "bob", "5d1e-cr"));
+        assert_eq!(
+            serde_json::to_value(&e).unwrap()["confirmed"],
+            json!({"claim": "r-1", "by": "controller-watch", "at": "2025-11-27T10:02:00Z"})
+        );
+        assert_eq!(e.validate(&TimeWindow::default(), at), Ok(()));
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub struct PeriodReport {
     pub priority_by_day: Vec<PriorityDay>,
     pub routing: Routing,
     pub forced_removals: ForcedRemovals,
+    /// Break-glass claims of the period (absent from reports made before claims existed).
+    #[serde(default)]
+    pub break_glass_claims: BreakGlassClaims,
     pub amendments: Amendments,
     pub anomalies: Anomalies,
     pub deletion_waits: DeletionWaits,
@@ -102,6 +105,33 @@ pub struct ForcedRemovals {
     pub forced_records: u64,
     /// Users by number of forced removals.
     pub by_user: BTreeMap<String, u64>,
+}
+
+/// Break-glass removals reviewed for a peer that did not prove it is the API server: what the
+/// caller claimed, which names nobody until the removal is observed (then it is also one of
+/// the forced removals' events, under the same id).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct BreakGlassClaims {
+    /// Claims nothing confirmed: a forged review, or a removal never observed.
+    pub unconfirmed_total: u64,
+    /// Claims on an object several claims name: none confirmed.
+    pub ambiguous_total: u64,
+    pub confirmed_total: u64,
+    /// The unconfirmed and ambiguous ones (the confirmed ones are listed as events).
+    pub unconfirmed: Vec<ClaimEntry>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ClaimEntry {
+    pub status: String,
+    /// The review's uid.
+    pub review: String,
+    pub at: DateTime<Utc>,
+    pub claimed_user: String,
+    pub claimed_groups: Vec<String>,
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -183,6 +213,7 @@ pub struct ReportBuilder {
     by_service: BTreeMap<Option<String>, u64>,
     by_routing_priority: BTreeMap<Option<i64>, u64>,
     forced: ForcedRemovals,
+    claims: BreakGlassClaims,
     amendments: Amendments,
     amended: BTreeSet<String>,
     /// The stored text of each listed amendment, to compare with its original at the end.
@@ -292,6 +323,32 @@ impl ReportBuilder {
         }
     }
 
+    /// One stored claim of the period, with its status (see [`crate::datastorage::store::ClaimListed`]).
+    pub fn claim(&mut self, row: &crate::datastorage::store::ClaimListed) {
+        let c = &mut self.claims;
+        match row.status.as_str() {
+            "confirmed" => {
+                c.confirmed_total += 1;
+                return;
+            }
+            "ambiguous" => c.ambiguous_total += 1,
+            _ => c.unconfirmed_total += 1,
+        }
+        if c.unconfirmed.len() < MAX_LISTED {
+            let claim: Option<crate::audit::break_glass::BreakGlassEvent> = serde_json::from_value(row.json.clone()).ok();
+            c.unconfirmed.push(ClaimEntry {
+                status: row.status.clone(),
+                review: row.id.clone(),
+                at: row.at,
+                claimed_user: claim.as_ref().map(|e| e.user.clone()).unwrap_or_default(),
+                claimed_groups: claim.as_ref().map(|e| e.groups.clone()).unwrap_or_default(),
+                namespace: claim.as_ref().map(|e| e.namespace.clone()).unwrap_or_default(),
+                name: claim.as_ref().map(|e| e.name.clone()).unwrap_or_default(),
+                uid: claim.map(|e| e.uid).unwrap_or_default(),
+            });
+        }
+    }
+
     /// The record ids whose originals the amendments listed are compared with.
     pub fn amended_ids(&self) -> Vec<String> {
         self.amendments
@@ -380,6 +437,7 @@ impl ReportBuilder {
                     .collect(),
             },
             forced_removals: self.forced,
+            break_glass_claims: self.claims,
             amendments: self.amendments,
             anomalies: self.anomalies,
             deletion_waits: self.waits,
@@ -578,6 +636,38 @@ pub fn to_markdown(r: &PeriodReport) -> String {
                     md(&e.namespace),
                     md(&e.name),
                     md(&e.uid)
+                ),
+            );
+        }
+    }
+    let c = &r.break_glass_claims;
+    line(
+        &mut o,
+        format!(
+            "\n## Break-glass claims (not evidence): {} unconfirmed, {} ambiguous, {} confirmed\n",
+            c.unconfirmed_total, c.ambiguous_total, c.confirmed_total
+        ),
+    );
+    if !c.unconfirmed.is_empty() {
+        line(
+            &mut o,
+            "Reviews from a peer that did not prove it is the API server; the user is what the caller claimed, \
+             and no removal by that user was observed.\n\n| status | at | claimed user | claimed groups | namespace/name | uid | review |\n|---|---|---|---|---|---|---|"
+                .into(),
+        );
+        for e in &c.unconfirmed {
+            line(
+                &mut o,
+                format!(
+                    "| {} | {} | {} | {} | {}/{} | {} | {} |",
+                    e.status,
+                    e.at.to_rfc3339(),
+                    md(&e.claimed_user),
+                    md(&e.claimed_groups.join(", ")),
+                    md(&e.namespace),
+                    md(&e.name),
+                    md(&e.uid),
+                    md(&e.review)
                 ),
             );
         }
@@ -917,6 +1007,38 @@ pub fn to_html(r: &PeriodReport) -> String {
             })
             .collect(),
     ));
+    let c = &r.break_glass_claims;
+    body.push_str(&format!(
+        "<h2>Break-glass claims (not evidence): {} unconfirmed, {} ambiguous, {} confirmed</h2>",
+        c.unconfirmed_total, c.ambiguous_total, c.confirmed_total
+    ));
+    body.push_str(&html_table(
+        &[
+            "status",
+            "at",
+            "claimed user",
+            "claimed groups",
+            "namespace",
+            "name",
+            "uid",
+            "review",
+        ],
+        c.unconfirmed
+            .iter()
+            .map(|e| {
+                vec![
+                    e.status.clone(),
+                    e.at.to_rfc3339(),
+                    e.claimed_user.clone(),
+                    e.claimed_groups.join(", "),
+                    e.namespace.clone(),
+                    e.name.clone(),
+                    e.uid.clone(),
+                    e.review.clone(),
+                ]
+            })
+            .collect(),
+    ));
     let a = &r.amendments;
     body.push_str(&format!(
         "<h2>Conflicts and amendments: {} amendments of {} records</h2>",
@@ -998,6 +1120,45 @@ mod tests {
     use crate::datastorage::store::RecordColumns;
     use crate::datastorage::verify::{Checked, Verdict};
     use serde_json::json;
+
+    #[test]
+    fn claims_are_counted_by_status_and_only_the_unconfirmed_ones_listed_as_claims() {
+        let mut b = ReportBuilder::default();
+        let claim = |id: &str, user: &str, status: &str| crate::datastorage::store::ClaimListed {
+            json: serde_json::json!({"id": id, "user": user, "groups": ["audit-guard:break-glass"], "namespace": "ns",
+                "name": "sp", "uid": format!("cr-{id}"), "at": "2026-01-01T10:00:00Z"}),
+            at: "2026-01-01T10:00:00Z".parse().unwrap(),
+            id: id.into(),
+            status: status.into(),
+        };
+        b.claim(&claim("r-1", "not-a-real-user", "unconfirmed"));
+        b.claim(&claim("r-2", "mallory", "ambiguous"));
+        b.claim(&claim("r-3", "bob", "confirmed"));
+        let r = b.finish(
+            "2026-01-01T00:00:00Z".parse().unwrap(),
+            "2026-01-03T00:00:00Z".parse().unwrap(),
+            chain(),
+            &Default::default(),
+            "2026-01-03T00:00:00Z".parse().unwrap(),
+        );
+        let c = &r.break_glass_claims;
+        assert_eq!((c.unconfirmed_total, c.ambiguous_total, c.confirmed_total), (1, 1, 1));
+        let listed: Vec<(&str, &str)> = c.unconfirmed.iter().map(|e| (e.claimed_user.as_str(), e.status.as_str())).collect();
+        assert_eq!(listed, [("not-a-real-user", "unconfirmed"), ("mallory", "ambiguous")]);
+        assert_eq!(r.forced_removals.events_total, 0, "a claim is no event");
+        let md = to_markdown(&r);
+        assert!(
+            md.contains("Break-glass claims (not evidence): 1 unconfirmed, 1 ambiguous, 1 confirmed"),
+            "{md}"
+        );
+        assert!(md.contains("| unconfirmed | 2026-01-01T10:00:00+00:00 | not-a-real-user |"), "{md}");
+        assert!(to_html(&r).contains("not-a-real-user"));
+        // A report written before claims existed still reads.
+        let mut v = serde_json::to_value(&r).unwrap();
+        v.as_object_mut().unwrap().remove("break_glass_claims");
+        let old: PeriodReport = serde_json::from_value(v).unwrap();
+        assert_eq!(old.break_glass_claims, BreakGlassClaims::default());
+    }
 
     fn chain() -> VerifyReport {
         VerifyReport {

@@ -2,6 +2,7 @@
 
 pub mod decisions;
 pub mod persist_failure;
+pub mod removals;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -83,6 +84,8 @@ pub struct Context {
     pub success_events: bool,
     enqueued: UidSet,
     alarmed: UidSet,
+    /// Uids this controller released: the removal watch tells them from foreign removals.
+    released: Arc<UidSet>,
     attempts: RetryCounts,
     /// The deletion path's group commit (SignalProcessing mode).
     group: Option<GroupCommit>,
@@ -166,6 +169,7 @@ impl Context {
             success_events: false,
             enqueued: UidSet::new(ENQUEUED_MEMORY),
             alarmed: UidSet::new(ALARMED_MEMORY),
+            released: Arc::new(UidSet::new(removals::RELEASED_MEMORY)),
             attempts: RetryCounts::default(),
             group,
         }
@@ -294,6 +298,7 @@ async fn persist_and_release(
             ctx.confirmed.insert(&release_key(uid, &version));
         }
         let persisted_at = Utc::now();
+        ctx.released.insert(uid);
         if let Some(patch) = release_patch(&sp, &record.id, persisted_at) {
             if let Err(e) = api.patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch)).await {
                 let code = match &e {
@@ -361,6 +366,7 @@ pub async fn run(ctx: Arc<Context>, namespaces: &[String], stop: CancellationTok
     } else {
         namespaces.iter().map(|ns| Api::namespaced(ctx.client.clone(), ns)).collect()
     };
+    let removals = tokio::spawn(removals::run(apis.clone(), ctx.ds.clone(), ctx.released.clone(), stop.clone()));
     let mut stores = Vec::new();
     let mut runs = Vec::new();
     for api in apis {
@@ -379,6 +385,7 @@ pub async fn run(ctx: Arc<Context>, namespaces: &[String], stop: CancellationTok
     }
     let gauges = waiting_gauges(stores, stop.clone());
     tokio::join!(futures::future::join_all(runs), gauges);
+    removals.abort();
     metrics::WAITING_DELETIONS.set(0);
     metrics::OLDEST_WAITING_SECONDS.set(0);
 }

@@ -28,6 +28,7 @@ use crate::audit::{SignalProcessingAudit, TimeWindow};
 
 pub const BASE: &str = "/api/v1/audit/signal-processing";
 pub const BREAK_GLASS: &str = "/api/v1/audit/break-glass-events";
+pub const BREAK_GLASS_CLAIMS: &str = "/api/v1/audit/break-glass-claims";
 
 /// What one request may send and ask for.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,6 +71,8 @@ pub fn router(state: Arc<AppState>, lanes: Arc<Lanes>) -> Router {
         .route(&format!("{BASE}/{{id}}/amendments"), post(records::amend))
         .route(BREAK_GLASS, post(break_glass::create).get(break_glass::list))
         .route(&format!("{BREAK_GLASS}/{{id}}"), get(break_glass::get_one))
+        .route(BREAK_GLASS_CLAIMS, post(break_glass::create_claim).get(break_glass::list_claims))
+        .route(&format!("{BREAK_GLASS_CLAIMS}/confirmations"), post(break_glass::confirm))
         // Innermost first: the lanes bound the work of callers already allowed in.
         .route_layer(middleware::from_fn_with_state(lanes, limits::admit))
         .route_layer(middleware::from_fn_with_state(state.clone(), guard));

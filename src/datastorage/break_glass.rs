@@ -19,6 +19,7 @@ use super::query;
 use super::records::page_body;
 use super::store::{Lane, Outcome, Page, PreparedEvent};
 use crate::audit::break_glass::BreakGlassEvent;
+use crate::audit::break_glass::{judge_claims, ClaimVerdict};
 
 /// Decodes and validates one event; errors name the field.
 pub fn decode_event(bytes: &[u8], window: &crate::audit::TimeWindow, now: chrono::DateTime<Utc>) -> Result<PreparedEvent, Problem> {
@@ -81,20 +82,167 @@ pub async fn get_one(State(state): State<Arc<AppState>>, Path(id): Path<String>,
     }
 }
 
-pub async fn list(State(state): State<Arc<AppState>>, uri: Uri) -> Result<Response, Problem> {
-    let p = query::params(&uri, &["since", "until", "limit", "cursor"])?;
-    let page = Page {
+/// The page a listing of events or claims asks for.
+fn page_of(uri: &Uri) -> Result<Page, Problem> {
+    let p = query::params(uri, &["since", "until", "limit", "cursor"])?;
+    Ok(Page {
         since: p.time("since")?,
         until: p.time("until")?,
         limit: p.limit()?,
         after: p.cursor()?,
-    };
+    })
+}
+
+pub async fn list(State(state): State<Arc<AppState>>, uri: Uri) -> Result<Response, Problem> {
+    let page = page_of(&uri)?;
     let limit = page.limit;
     let rows = timed("list_events", state.store.list_events(page))
         .await
         .map_err(|e| db_problem("list_events", e))?;
     let last = rows.last().map(|r| (r.at, r.id.clone()));
     let items = rows.into_iter().map(|r| r.json).collect();
+    Ok(Json(page_body(items, last.as_ref().map(|(at, id)| (*at, id.as_str())), limit)).into_response())
+}
+
+/// `POST /api/v1/audit/break-glass-claims`: a claim, stored as posted (append-only; the
+/// same id again answers 409 with `identical`). A claim names nobody: see
+/// [`crate::audit::break_glass::ClaimVerdict`] for how one becomes an event.
+pub async fn create_claim(State(state): State<Arc<AppState>>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, Problem> {
+    query::params(&uri, &[])?;
+    let bytes = read_json_body(&headers, body, &state.limits).await?;
+    let prepared = decode_event(&bytes, &state.limits.window, Utc::now())?;
+    if prepared.event.confirmed.is_some() {
+        return Err(Problem::field("confirmed", "a claim is not confirmed by whoever posts it"));
+    }
+    let outcome = timed("insert_claim", state.store.insert_claim(&prepared))
+        .await
+        .map_err(|e| db_problem("insert_claim", e))?;
+    let id = prepared.event.id.clone();
+    if outcome == Outcome::Created {
+        metrics::BREAK_GLASS_CLAIMS.with_label_values(&["stored"]).inc();
+        tracing::warn!(
+            id = %id, user = %prepared.event.user, namespace = %prepared.event.namespace, name = %prepared.event.name,
+            uid = %prepared.event.uid, "unconfirmed break-glass claim stored"
+        );
+        return Ok(json_response(StatusCode::CREATED, prepared.event_text));
+    }
+    let stored = timed("claims_for_uid", state.store.claims_for_uid(prepared.event.uid.clone()))
+        .await
+        .map_err(|e| db_problem("claims_for_uid", e))?;
+    let stored = stored
+        .into_iter()
+        .map(|(v, _)| v)
+        .find(|v| v.get("id").and_then(Value::as_str) == Some(id.as_str()));
+    let identical = is_identical(&prepared.event, stored.as_ref());
+    Err(Problem::conflict(
+        format!("break-glass claim {id:?} is already stored"),
+        identical,
+        stored.unwrap_or(Value::Null),
+    ))
+}
+
+/// The body of a confirmation: the SignalProcessing uid whose finalizer was seen removed by
+/// someone other than the controller, and when.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Observed {
+    uid: String,
+    observed_at: chrono::DateTime<Utc>,
+}
+
+/// `POST /api/v1/audit/break-glass-claims/confirmations`: the removal of the finalizer of
+/// `uid` was observed. Its one claim becomes a break-glass event (201; 200 when it already
+/// is one); none (404) or several (409, `ambiguous` lists them) confirm nothing.
+pub async fn confirm(State(state): State<Arc<AppState>>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, Problem> {
+    query::params(&uri, &[])?;
+    let bytes = read_json_body(&headers, body, &state.limits).await?;
+    let de = &mut serde_json::Deserializer::from_slice(&bytes);
+    let observed: Observed = serde_path_to_error::deserialize(de).map_err(|e| decode_problem(&e))?;
+    crate::audit::check_id("uid", &observed.uid).map_err(|e| Problem::field(e.field.clone(), e.to_string()))?;
+    let rows = timed("claims_for_uid", state.store.claims_for_uid(observed.uid.clone()))
+        .await
+        .map_err(|e| db_problem("claims_for_uid", e))?;
+    let mut claims = Vec::with_capacity(rows.len());
+    let mut confirmed = Vec::with_capacity(rows.len());
+    for (v, done) in rows {
+        let claim: crate::audit::break_glass::BreakGlassEvent = serde_json::from_value(v).map_err(|e| db_problem("claims_for_uid", e))?;
+        claims.push(claim);
+        confirmed.push(done);
+    }
+    match judge_claims(&claims, &confirmed) {
+        ClaimVerdict::NoClaim => {
+            metrics::BREAK_GLASS_CLAIMS.with_label_values(&["no_claim"]).inc();
+            Err(Problem::new(
+                StatusCode::NOT_FOUND,
+                format!("no break-glass claim names SignalProcessing uid {:?}", observed.uid),
+            ))
+        }
+        ClaimVerdict::Ambiguous(ids) => {
+            metrics::BREAK_GLASS_CLAIMS.with_label_values(&["ambiguous"]).inc();
+            tracing::warn!(uid = %observed.uid, claims = ?ids, "several break-glass claims name one removed object; none is confirmed");
+            Err(Problem::conflict(
+                format!(
+                    "{} break-glass claims name SignalProcessing uid {:?}; none is confirmed (ambiguous)",
+                    ids.len(),
+                    observed.uid
+                ),
+                false,
+                serde_json::json!({ "ambiguous": ids }),
+            ))
+        }
+        ClaimVerdict::AlreadyConfirmed => {
+            let id = claims.first().map(|c| c.id.clone()).unwrap_or_default();
+            let stored = timed("event", state.store.event(id, Lane::Write))
+                .await
+                .map_err(|e| db_problem("event", e))?;
+            Ok((StatusCode::OK, Json(stored.unwrap_or(Value::Null))).into_response())
+        }
+        ClaimVerdict::Confirm(i) => {
+            let Some(claim) = claims.get(i) else {
+                return Err(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "claim index out of range"));
+            };
+            let event = crate::audit::break_glass::BreakGlassEvent::confirmed_from(
+                claim,
+                crate::audit::break_glass::OBSERVED_BY_CONTROLLER,
+                observed.observed_at,
+            );
+            let prepared = PreparedEvent::new(event).map_err(|e| Problem::bad_request(e.to_string()))?;
+            let outcome = timed("insert_event", state.store.insert_event(&prepared))
+                .await
+                .map_err(|e| db_problem("insert_event", e))?;
+            if outcome == Outcome::Created {
+                metrics::BREAK_GLASS_EVENTS.inc();
+                metrics::BREAK_GLASS_CLAIMS.with_label_values(&["confirmed"]).inc();
+                tracing::warn!(id = %claim.id, user = %claim.user, uid = %claim.uid, "break-glass claim confirmed: the removal was observed; break-glass event stored");
+                return Ok(json_response(StatusCode::CREATED, prepared.event_text));
+            }
+            let stored = timed("event", state.store.event(claim.id.clone(), Lane::Write))
+                .await
+                .map_err(|e| db_problem("event", e))?;
+            Ok((StatusCode::OK, Json(stored.unwrap_or(Value::Null))).into_response())
+        }
+    }
+}
+
+/// `GET /api/v1/audit/break-glass-claims`: claims newest first, each with its `status`
+/// (`unconfirmed`, `ambiguous` or `confirmed`).
+pub async fn list_claims(State(state): State<Arc<AppState>>, uri: Uri) -> Result<Response, Problem> {
+    let page = page_of(&uri)?;
+    let limit = page.limit;
+    let rows = timed("list_claims", state.store.list_claims(page))
+        .await
+        .map_err(|e| db_problem("list_claims", e))?;
+    let last = rows.last().map(|r| (r.at, r.id.clone()));
+    let items = rows
+        .into_iter()
+        .map(|r| {
+            let mut v = r.json;
+            if let Some(o) = v.as_object_mut() {
+                o.insert("status".into(), Value::String(r.status));
+            }
+            v
+        })
+        .collect();
     Ok(Json(page_body(items, last.as_ref().map(|(at, id)| (*at, id.as_str())), limit)).into_response())
 }
 

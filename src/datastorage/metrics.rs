@@ -29,6 +29,11 @@ declare! {
 
     pub static BREAK_GLASS_EVENTS: IntCounter = counter("datastorage_break_glass_events_total", "Break-glass events stored");
 
+    /// Break-glass claims (reviews from a peer not proven to be the API server) by what became
+    /// of them: stored (unconfirmed), confirmed (the removal was observed: an event now names
+    /// the user), ambiguous (several claims on the removed object: none confirmed), no_claim.
+    pub static BREAK_GLASS_CLAIMS: IntCounterVec = counter_vec("datastorage_break_glass_claims_total", "Break-glass claims by outcome (stored: unconfirmed; confirmed: became a break-glass event; ambiguous: several claims on one removed object, none confirmed; no_claim: a removal with no claim)", &["outcome"]), zero [["stored"], ["confirmed"], ["ambiguous"], ["no_claim"]];
+
     pub static FORBIDDEN: IntCounterVec = counter_vec("datastorage_forbidden_total", "Authenticated calls refused for want of the right (403), by verb", &["verb"]), zero [["create"], ["get"], ["list"]];
 
     pub static SHED: IntCounterVec = counter_vec("datastorage_shed_requests_total", "Requests answered 503 by a bound: lane (read, write, audit), reason (busy: no permit in time; timeout: over --request-timeout)", &["lane", "reason"]), zero [["read", "busy"], ["read", "timeout"], ["write", "busy"], ["write", "timeout"], ["audit", "busy"], ["audit", "timeout"]];

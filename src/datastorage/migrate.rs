@@ -35,6 +35,7 @@ pub const RUNTIME_TABLES: &[&str] = &[
     "signal_processing_audit_amendments",
     "break_glass_events",
     "export_manifests",
+    "break_glass_claims",
 ];
 
 /// What the service found in the database at start.
@@ -525,7 +526,7 @@ mod tests {
         assert_eq!(quote_ident("a\"; DROP TABLE x; --"), "\"a\"\"; DROP TABLE x; --\"");
         let g = grant_statements("app", "public");
         assert!(g.contains(&"GRANT USAGE ON SCHEMA \"public\" TO \"app\"".to_string()));
-        assert!(g.iter().any(|s| s == "GRANT SELECT, INSERT ON signal_processing_audit, signal_processing_audit_ids, signal_processing_audit_amendments, break_glass_events, export_manifests TO \"app\""));
+        assert!(g.iter().any(|s| s == "GRANT SELECT, INSERT ON signal_processing_audit, signal_processing_audit_ids, signal_processing_audit_amendments, break_glass_events, export_manifests, break_glass_claims TO \"app\""));
         assert!(g[0].starts_with("REVOKE ALL"));
     }
 }

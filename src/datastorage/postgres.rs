@@ -952,6 +952,64 @@ impl Store for PgStore {
         .boxed()
     }
 
+    fn insert_claim<'a>(&'a self, c: &'a PreparedEvent) -> BoxFuture<'a, DbResult<Outcome>> {
+        async move {
+            let ev = &c.event;
+            let done = sqlx::query(
+                "INSERT INTO break_glass_claims (id, user_name, groups, namespace, name, uid, at, claim) \
+                 VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7, $8::json) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&ev.id)
+            .bind(&ev.user)
+            .bind(&c.groups_text)
+            .bind(&ev.namespace)
+            .bind(&ev.name)
+            .bind(&ev.uid)
+            .bind(ev.at)
+            .bind(&c.event_text)
+            .execute(&self.write)
+            .await?;
+            Ok(Outcome::of_rows_affected(done.rows_affected()))
+        }
+        .boxed()
+    }
+
+    fn claims_for_uid(&self, uid: String) -> BoxFuture<'_, DbResult<Vec<(serde_json::Value, bool)>>> {
+        async move {
+            Ok(sqlx::query_as(
+                "SELECT c.claim, EXISTS (SELECT 1 FROM break_glass_events e WHERE e.id = c.id) \
+                 FROM break_glass_claims c WHERE c.uid = $1 ORDER BY c.at, c.id",
+            )
+            .bind(uid)
+            .fetch_all(&self.write)
+            .await?)
+        }
+        .boxed()
+    }
+
+    fn list_claims(&self, page: Page) -> BoxFuture<'_, DbResult<Vec<ClaimListed>>> {
+        async move {
+            let (after_ts, after_id) = match page.after {
+                Some((t, id)) => (Some(t), Some(id)),
+                None => (None, None),
+            };
+            Ok(sqlx::query_as(&format!(
+                "SELECT c.claim AS json, c.at, c.id, {CLAIM_STATUS} AS status FROM break_glass_claims c \
+                 WHERE ($1::timestamptz IS NULL OR c.at >= $1) AND ($2::timestamptz IS NULL OR c.at < $2) \
+                 AND ($3::timestamptz IS NULL OR (c.at, c.id) < ($3, $4::text)) \
+                 ORDER BY c.at DESC, c.id DESC LIMIT $5"
+            ))
+            .bind(page.since)
+            .bind(page.until)
+            .bind(after_ts)
+            .bind(after_id)
+            .bind(i64::from(page.limit))
+            .fetch_all(&self.read)
+            .await?)
+        }
+        .boxed()
+    }
+
     fn chain_links(&self, after: Option<(i32, i64)>, limit: u32) -> BoxFuture<'_, DbResult<Vec<Link>>> {
         async move {
             let (shard, seq) = after.unwrap_or((i32::MIN, 0));

@@ -15,7 +15,7 @@ use super::chain::{self, ChainKeys, Head};
 use super::export::period;
 use super::problem::Problem;
 use super::query::{self, Params};
-use super::store::{DbResult, Lane, Store, TimeRange};
+use super::store::{DbResult, Lane, Page, Store, TimeRange};
 use super::verify::{self, Verdict, VerifyOptions};
 use crate::auditor::report::{self, PeriodReport, ReportBuilder};
 
@@ -93,6 +93,23 @@ pub async fn build(
     };
     let mut builder = ReportBuilder::default();
     let chain = verify::verify_observed(store, keys, &opts, now, &mut builder).await?;
+    // Claims are not chained (see `Store::insert_claim`): read apart, newest first.
+    let mut after = None;
+    loop {
+        let page = store
+            .list_claims(Page {
+                since: Some(since),
+                until: Some(until),
+                limit: CLAIM_PAGE,
+                after: after.clone(),
+            })
+            .await?;
+        page.iter().for_each(|c| builder.claim(c));
+        match page.last() {
+            Some(c) if page.len() == CLAIM_PAGE as usize => after = Some((c.at, c.id.clone())),
+            _ => break,
+        }
+    }
     let ids = builder.amended_ids();
     let originals = if ids.is_empty() {
         Default::default()
@@ -101,6 +118,8 @@ pub async fn build(
     };
     Ok(builder.finish(since, until, chain, &originals, now))
 }
+
+const CLAIM_PAGE: u32 = 500;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReportFormat {

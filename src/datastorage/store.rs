@@ -565,6 +565,23 @@ pub struct Listed {
     pub id: String,
 }
 
+/// A stored break-glass claim with what became of it: `confirmed` (its event is stored under
+/// the same id), `ambiguous` (other claims name the same object, so none can be confirmed) or
+/// `unconfirmed` (no removal observed yet, or never: a forged review, or a removal that did
+/// not happen).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClaimListed {
+    pub json: serde_json::Value,
+    #[sqlx(try_from = "Stamp")]
+    pub at: DateTime<Utc>,
+    pub id: String,
+    pub status: String,
+}
+
+/// The claims' statuses, computed by both backends in the same SQL.
+pub const CLAIM_STATUS: &str = "CASE WHEN EXISTS (SELECT 1 FROM break_glass_events e WHERE e.id = c.id) THEN 'confirmed' \
+     WHEN (SELECT count(*) FROM break_glass_claims d WHERE d.uid = c.uid) > 1 THEN 'ambiguous' ELSE 'unconfirmed' END";
+
 /// The time range a statistic covers: `since` exclusive (as the design document's
 /// `completed_at > NOW() - INTERVAL '7 days'`), `until` inclusive.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -639,6 +656,14 @@ pub trait Store: Send + Sync + 'static {
     fn event(&self, id: String, lane: Lane) -> BoxFuture<'_, DbResult<Option<serde_json::Value>>>;
     /// Break-glass events, newest `at` first.
     fn list_events(&self, page: Page) -> BoxFuture<'_, DbResult<Vec<Listed>>>;
+    /// Stores a break-glass claim unless its id is taken (claims are not chained: they are
+    /// what a caller said, not evidence; the event a confirmation makes of one is).
+    fn insert_claim<'a>(&'a self, claim: &'a PreparedEvent) -> BoxFuture<'a, DbResult<Outcome>>;
+    /// The claims naming one SignalProcessing uid, oldest first, each with whether its event
+    /// is stored.
+    fn claims_for_uid(&self, uid: String) -> BoxFuture<'_, DbResult<Vec<(serde_json::Value, bool)>>>;
+    /// Break-glass claims with their status, newest `at` first.
+    fn list_claims(&self, page: Page) -> BoxFuture<'_, DbResult<Vec<ClaimListed>>>;
 
     // The chain, read for verification and export (the read lane's pool for auditors).
 

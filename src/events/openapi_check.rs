@@ -245,6 +245,7 @@ fn events_built(now: DateTime<Utc>) -> Vec<(&'static str, Value)> {
         name: "sp-1".into(),
         uid: "6f1c2a0e-0000-4000-8000-000000000001".into(),
         at: now,
+        confirmed: None,
     };
     cases.push((
         "break-glass",

@@ -476,6 +476,7 @@ mod tests {
             name: "sp-1".into(),
             uid: "u-1".into(),
             at,
+            confirmed: None,
         };
         let mut forced = record();
         forced.status = AuditStatus::Forced;

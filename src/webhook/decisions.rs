@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | `Allow` / `Deny` | — | as given |
 //! | `StoreThenAllow` (DELETE of a CR without the finalizer) | reads the live object; [`judge_live`]; stores its record (amending a different one under the uid) | allow once stored; deny 503 (retry) if Data Storage does not confirm; deny 409 if the live object is not what the review says |
-//! | `RecordBreakGlassThenAllow` (break-glass removal) | reads the live object; [`judge_live`]; stores the break-glass event, then the `forced` record | [`break_glass_verdict`] |
+//! | `RecordBreakGlassThenAllow` (break-glass removal) | reads the live object; [`judge_live`]; by [`break_glass_path`]: from the API server (client certificate), stores the break-glass event, then the `forced` record; from an unauthenticated peer, stores an unconfirmed claim, then the live object's deletion record | [`break_glass_verdict`], [`claim_verdict`] |
 //! | `AllowIfRecordHeld` (the controller's identity removes the finalizer) | this process's confirmed set (uid and resourceVersion), else reads the live object; [`judge_live`]; stores its record (amending a different one under the uid, alarmed) | [`record_check_verdict`] |
 
 use std::collections::BTreeMap;
@@ -591,6 +591,38 @@ pub enum WriteResult {
 /// | stored | rejected for good (4xx) | allow, logged loudly |
 /// | stored | not stored (unreachable, 5xx) | deny 503, retry |
 pub fn break_glass_verdict(event: &WriteResult, record: Option<&WriteResult>) -> Verdict {
+    stored_first_verdict("the break-glass event", "the forced audit record", event, record)
+}
+
+/// What a break-glass review is worth, by who sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakGlassPath {
+    /// The peer proved it is the API server (a client certificate the configured CA signed),
+    /// so the review's userInfo is what the API server authenticated: a break-glass event
+    /// naming the user, then the `forced` record.
+    Event,
+    /// Any pod could have sent the review (no client CA), so its userInfo is only a claim: the
+    /// live object's ordinary deletion record, then an unconfirmed claim, which becomes an
+    /// event only once the removal is observed on the object.
+    Claim,
+}
+
+pub fn break_glass_path(peer_authenticated: bool) -> BreakGlassPath {
+    if peer_authenticated {
+        BreakGlassPath::Event
+    } else {
+        BreakGlassPath::Claim
+    }
+}
+
+/// A claimed break-glass removal: the same table as [`break_glass_verdict`], with the claim in
+/// the event's place and the live object's deletion record in the forced record's (a claim
+/// Data Storage cannot keep, in events mode, counts as stored: it is logged instead).
+pub fn claim_verdict(claim: &WriteResult, record: Option<&WriteResult>) -> Verdict {
+    stored_first_verdict("the break-glass claim", "the audit record", claim, record)
+}
+
+fn stored_first_verdict(first: &str, second: &str, event: &WriteResult, record: Option<&WriteResult>) -> Verdict {
     let retry = |what: &str, e: &str| {
         deny(
             503,
@@ -602,14 +634,14 @@ pub fn break_glass_verdict(event: &WriteResult, record: Option<&WriteResult>) ->
         )
     };
     match (event, record) {
-        (WriteResult::Transient(e) | WriteResult::Permanent(e), _) => retry("the break-glass event", e),
+        (WriteResult::Transient(e) | WriteResult::Permanent(e), _) => retry(first, e),
         (WriteResult::Conflict, _) => deny(
             409,
             DenyReason::ObjectChanged,
-            "break-glass removal refused: Data Storage holds a different break-glass event under this request's uid".into(),
+            format!("break-glass removal refused: Data Storage holds a different entry than {first} under this request's uid"),
         ),
-        (WriteResult::Stored, None) => retry("the forced audit record", "not attempted"),
-        (WriteResult::Stored, Some(WriteResult::Transient(e))) => retry("the forced audit record", e),
+        (WriteResult::Stored, None) => retry(second, "not attempted"),
+        (WriteResult::Stored, Some(WriteResult::Transient(e))) => retry(second, e),
         (WriteResult::Stored, Some(WriteResult::Stored | WriteResult::Conflict | WriteResult::Permanent(_))) => Verdict::Allow,
     }
 }
@@ -907,16 +939,32 @@ mod tests {
             (Stored, Some(down()), Some(503)),
         ];
         for (event, record, want) in cases {
-            let got = break_glass_verdict(&event, record.as_ref());
-            match (got, want) {
-                (Verdict::Allow, None) => {}
-                (Verdict::Deny { code, message, .. }, Some(c)) => {
-                    assert_eq!(code, c, "{event:?} {record:?}");
-                    assert!(message.contains("break-glass removal refused"), "{message}");
+            for (verdict, first) in [
+                (
+                    break_glass_verdict as fn(&WriteResult, Option<&WriteResult>) -> Verdict,
+                    "break-glass event",
+                ),
+                (claim_verdict, "break-glass claim"),
+            ] {
+                match (verdict(&event, record.as_ref()), want) {
+                    (Verdict::Allow, None) => {}
+                    (Verdict::Deny { code, message, .. }, Some(c)) => {
+                        assert_eq!(code, c, "{event:?} {record:?}");
+                        assert!(message.contains("break-glass removal refused"), "{message}");
+                        if event != Stored {
+                            assert!(message.contains(first), "{message}");
+                        }
+                    }
+                    (got, want) => panic!("{event:?} {record:?}: got {got:?}, want {want:?}"),
                 }
-                (got, want) => panic!("{event:?} {record:?}: got {got:?}, want {want:?}"),
             }
         }
+    }
+
+    #[test]
+    fn only_a_peer_that_proved_it_is_the_api_server_makes_a_break_glass_event() {
+        assert_eq!(break_glass_path(true), BreakGlassPath::Event);
+        assert_eq!(break_glass_path(false), BreakGlassPath::Claim);
     }
 
     #[test]

@@ -51,6 +51,9 @@ pub struct AppState {
     pub limits: BodyLimits,
     /// One permit per KiB of `limits.in_flight_bytes`.
     pub budget: Arc<Semaphore>,
+    /// Whether every peer proved it is the API server (a client CA is configured and the
+    /// handshake demands its certificate): only then is a review's userInfo evidence.
+    pub peer_authenticated: bool,
 }
 
 impl AppState {
@@ -335,10 +338,16 @@ async fn carry_out(state: &AppState, review: &Review, verdict: Verdict) -> (&'st
             let v = store_unguarded_delete(state, review).await;
             (outcome(&v, "stored"), v)
         }
-        Verdict::RecordBreakGlassThenAllow => {
-            let v = record_break_glass(state, review).await;
-            (outcome(&v, "forced"), v)
-        }
+        Verdict::RecordBreakGlassThenAllow => match decisions::break_glass_path(state.peer_authenticated) {
+            decisions::BreakGlassPath::Event => {
+                let v = record_break_glass(state, review).await;
+                (outcome(&v, "forced"), v)
+            }
+            decisions::BreakGlassPath::Claim => {
+                let v = record_claim(state, review).await;
+                (outcome(&v, "claimed"), v)
+            }
+        },
     }
 }
 
@@ -468,13 +477,9 @@ fn write_result(result: &Result<Stored, ClientError>) -> WriteResult {
     }
 }
 
-/// A break-glass removal: the event naming the actor, then the live object's forced record.
-async fn record_break_glass(state: &AppState, review: &Review) -> Verdict {
-    let live = match live_object(state, review, Purpose::BreakGlass).await {
-        Ok(live) => live,
-        Err(verdict) => return verdict,
-    };
-    let event = BreakGlassEvent {
+/// What a break-glass review says: who, for which live object, now (an event or a claim).
+fn break_glass_of(review: &Review, live: &SignalProcessing) -> BreakGlassEvent {
+    BreakGlassEvent {
         id: review.uid.clone(),
         user: review.username.clone(),
         groups: review.groups.clone(),
@@ -483,7 +488,17 @@ async fn record_break_glass(state: &AppState, review: &Review) -> Verdict {
         name: review.name.clone(),
         uid: live.metadata.uid.clone().unwrap_or_default(),
         at: Utc::now(),
+        confirmed: None,
+    }
+}
+
+/// A break-glass removal: the event naming the actor, then the live object's forced record.
+async fn record_break_glass(state: &AppState, review: &Review) -> Verdict {
+    let live = match live_object(state, review, Purpose::BreakGlass).await {
+        Ok(live) => live,
+        Err(verdict) => return verdict,
     };
+    let event = break_glass_of(review, &live);
     crate::events::mark::seed(&state.ds, &live);
     let record = (state.build_record)(&live, Trigger::Forced, Utc::now());
     let event_result = write_result(&state.ds.store_break_glass(&event, &record).await);
@@ -504,6 +519,49 @@ async fn record_break_glass(state: &AppState, review: &Review) -> Verdict {
     if verdict == Verdict::Allow {
         metrics::FORCED_REMOVALS.inc();
         tracing::warn!(user = %event.user, groups = ?event.groups, extra = ?event.extra, namespace = %event.namespace, name = %event.name, uid = %event.uid, event = %event.id, "break-glass removal of the audit finalizer; break-glass event stored");
+    }
+    verdict
+}
+
+/// A break-glass removal reviewed for a peer that did not prove it is the API server: the
+/// review's userInfo may be invented, so it is stored as an unconfirmed claim (what the
+/// controller's watch confirms once the finalizer really comes off), and the live object's
+/// record is stored exactly as the controller's own release would store it, so a forged
+/// review leaves nothing but the truth about the object and a claim nobody confirmed.
+async fn record_claim(state: &AppState, review: &Review) -> Verdict {
+    let live = match live_object(state, review, Purpose::BreakGlass).await {
+        Ok(live) => live,
+        Err(verdict) => return verdict,
+    };
+    let claim = break_glass_of(review, &live);
+    let claim_result = match state.ds.store_claim(&claim).await {
+        Ok(Some(stored)) => write_result(&Ok(stored)),
+        Ok(None) => {
+            // Events mode keeps no claims: the log line and the metric are all there is.
+            tracing::warn!(user = %claim.user, groups = ?claim.groups, namespace = %claim.namespace, name = %claim.name, uid = %claim.uid, review = %claim.id, "unconfirmed break-glass claim (not stored: events mode keeps none; no event names this user)");
+            WriteResult::Stored
+        }
+        Err(e) => write_result(&Err(e)),
+    };
+    let record_result = if claim_result == WriteResult::Stored {
+        let (record, result) = persist_live(state, &live).await;
+        Some(match result {
+            Ok(Persisted::Amended { differing, .. }) => {
+                crate::metrics::RECORD_CONFLICTS.with_label_values(&["webhook"]).inc();
+                tracing::warn!(namespace = %review.namespace, name = %review.name, record = %record.id, ?differing, "audit record conflict on a claimed break-glass removal; amendment stored");
+                WriteResult::Stored
+            }
+            Ok(Persisted::Stored) => WriteResult::Stored,
+            Err(e) if e.permanent => WriteResult::Permanent(e.message.clone()),
+            Err(e) => WriteResult::Transient(e.message.clone()),
+        })
+    } else {
+        None
+    };
+    let verdict = decisions::claim_verdict(&claim_result, record_result.as_ref());
+    if verdict == Verdict::Allow {
+        metrics::BREAK_GLASS_CLAIMS.inc();
+        tracing::warn!(user = %claim.user, groups = ?claim.groups, namespace = %claim.namespace, name = %claim.name, uid = %claim.uid, review = %claim.id, "break-glass removal claimed by a peer that did not prove it is the API server; stored as an unconfirmed claim (no event names this user until the removal is observed)");
     }
     verdict
 }

@@ -13,6 +13,10 @@ declare! {
 
     pub static FORCED_REMOVALS: IntCounter = counter("audit_guard_webhook_forced_finalizer_removals_total", "Break-glass removals of the audit finalizer");
 
+    /// Break-glass removals reviewed for a peer without a client certificate (no client CA
+    /// configured): stored as unconfirmed claims, not as events naming anyone.
+    pub static BREAK_GLASS_CLAIMS: IntCounter = counter("audit_guard_webhook_break_glass_claims_total", "Break-glass removals claimed by a peer that did not prove it is the API server (stored as unconfirmed claims)");
+
     /// How the validating webhook learnt whether Data Storage holds a record the controller's
     /// identity is releasing: from this process's confirmed set, or by asking Data Storage.
     pub static RECORD_CHECKS: IntCounterVec = counter_vec("audit_guard_webhook_record_checks_total", "Checks that the record of a SignalProcessing the controller identity releases is held (by content), by source (cache|datastorage) and result (held|refused|error)", &["source", "result"]);

@@ -89,7 +89,9 @@ impl Webhook {
         let listener = TcpListener::bind(settings.addr)
             .await
             .with_context(|| format!("binding the webhook listener on {}", settings.addr))?;
+        let peer_authenticated = client_ca.is_some();
         let state = Arc::new(handlers::AppState {
+            peer_authenticated,
             policy: settings.policy,
             ds: deps.ds,
             kube: deps.kube,
