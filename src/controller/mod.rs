@@ -12,8 +12,8 @@ use futures::StreamExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
@@ -23,7 +23,7 @@ use crate::client::{ClientError, DataStorageClient};
 use crate::config::ApiMode;
 use crate::confirmed::{release_key, ConfirmedRecords, UidSet};
 use crate::conflict::{persist, Persisted};
-use crate::crd::{add_finalizer_patch, ListGuard, SignalProcessing};
+use crate::crd::{add_finalizer_patch, slim, ListGuard, SignalProcessing};
 use crate::group_commit::GroupCommit;
 use crate::metrics;
 use crate::retry::backoff;
@@ -313,7 +313,8 @@ async fn persist_and_release(
                             return Ok(Requeue::await_change());
                         }
                         tracing::info!(%ns, %name, id = %record.id, "the object changed since its record was built; storing its record again");
-                        if let Some(current) = current {
+                        if let Some(mut current) = current {
+                            slim(&mut current);
                             sp = Arc::new(current);
                         }
                         continue;
@@ -364,7 +365,15 @@ pub async fn run(ctx: Arc<Context>, namespaces: &[String], stop: CancellationTok
     let mut stores = Vec::new();
     let mut runs = Vec::new();
     for api in apis {
-        let controller = Controller::new(api, watcher::Config::default().any_semantic())
+        // The cache keeps each object slimmed to what its record and the decisions read, so
+        // its size does not follow what users put in objects (labels, contextSources...).
+        let (reader, writer) = reflector::store();
+        let objects = watcher(api, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .modify(slim)
+            .reflect(writer)
+            .applied_objects();
+        let controller = Controller::for_stream(objects, reader)
             .with_config(kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY));
         stores.push(controller.store());
         let stop = stop.clone();
