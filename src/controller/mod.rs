@@ -230,7 +230,9 @@ async fn reconcile_once(sp: Arc<SignalProcessing>, ctx: Arc<Context>) -> Result<
         }
         Action::AddFinalizer => {
             let patch = add_finalizer_patch(sp.metadata.finalizers.as_deref(), ListGuard::TestFirst);
-            api.patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch)).await?;
+            // The answer is read as metadata only: the whole object may be a megabyte.
+            api.patch_metadata(&name, &PatchParams::default(), &Patch::Json::<()>(patch))
+                .await?;
             tracing::debug!(%ns, %name, "finalizer added");
             outcome("finalizer_added");
             Ok(Requeue::await_change())
@@ -295,7 +297,7 @@ async fn persist_and_release(
         }
         let persisted_at = Utc::now();
         if let Some(patch) = release_patch(&sp, &record.id, persisted_at) {
-            if let Err(e) = api.patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch)).await {
+            if let Err(e) = api.patch_metadata(&name, &PatchParams::default(), &Patch::Json::<()>(patch)).await {
                 let code = match &e {
                     kube::Error::Api(ae) => Some(ae.code),
                     _ => None,
