@@ -114,6 +114,16 @@ pub struct EnrichmentConfig {
     #[serde(default)]
     #[schemars(schema_with = "free_form_array")]
     pub context_sources: Option<Vec<Value>>,
+    /// How many `contextSources` there were, once [`slim`] dropped the list itself.
+    #[serde(skip)]
+    pub context_sources_dropped: Option<usize>,
+}
+
+impl EnrichmentConfig {
+    /// The number of `contextSources`, whether the list is kept or was slimmed away.
+    pub fn context_source_count(&self) -> Option<usize> {
+        self.context_sources.as_ref().map(Vec::len).or(self.context_sources_dropped)
+    }
 }
 
 #[skip_serializing_none]
@@ -151,6 +161,22 @@ pub struct SignalProcessingStatus {
     #[schemars(schema_with = "crate::duration::int_or_string")]
     pub categorization_duration: Option<GoDuration>,
     pub categorization: Option<Categorization>,
+    /// How many entries `kubernetesContext.ownerChain` had, once [`slim`] dropped it.
+    #[serde(skip)]
+    pub owner_chain_dropped: Option<usize>,
+}
+
+impl SignalProcessingStatus {
+    /// The number of entries of `kubernetesContext.ownerChain`, when it is a list (kept or
+    /// slimmed away).
+    pub fn owner_chain_length(&self) -> Option<usize> {
+        let kept = self
+            .kubernetes_context
+            .as_ref()
+            .and_then(|c| c.get("ownerChain"))
+            .and_then(Value::as_array);
+        kept.map(Vec::len).or(self.owner_chain_dropped)
+    }
 }
 
 #[skip_serializing_none]
@@ -274,6 +300,81 @@ pub fn has_finalizer(finalizers: Option<&[String]>) -> bool {
     finalizers.is_some_and(|f| f.iter().any(|x| x == FINALIZER))
 }
 
+/// The annotations audit-guard writes (the record id, when it was stored, the queued-event
+/// mark): the only ones the cache keeps.
+pub const OWN_ANNOTATIONS: [&str; 3] = [
+    ANNOTATION_RECORD_ID,
+    ANNOTATION_PERSISTED_AT,
+    crate::events::mark::ANNOTATION_QUEUED_AT,
+];
+
+/// Reduces an object to what the controller reads from its cache: the audit record and the
+/// event facts built from it, the decisions, and the patches (finalizers, resourceVersion,
+/// whether annotations exist). Everything else (labels, managedFields, the signal's labels and
+/// annotations, other owners and conditions, free-form status beyond the keys read) is
+/// dropped, and lists that are only counted keep their count: what one cached object costs
+/// follows from what its record carries, not from what users put in the object.
+/// The record built from the slimmed object is the record built from the whole one (a unit
+/// test holds that for arbitrary objects).
+pub fn slim(sp: &mut SignalProcessing) {
+    let meta = &mut sp.metadata;
+    meta.managed_fields = None;
+    meta.labels = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        // Kept as a (possibly empty) map: a patch adds to it only when it exists.
+        annotations.retain(|k, _| OWN_ANNOTATIONS.contains(&k.as_str()));
+    }
+    if let Some(owners) = meta.owner_references.as_mut() {
+        // The record names the first RemediationRequest owner.
+        let first = owners.iter().position(|o| o.kind == "RemediationRequest");
+        *owners = first.map(|i| owners.swap_remove(i)).into_iter().collect();
+    }
+    let spec = &mut sp.spec;
+    spec.times_out_at = None;
+    if let Some(r) = spec.remediation_request_ref.as_mut() {
+        *r = RemediationRequestRef {
+            name: std::mem::take(&mut r.name),
+            ..Default::default()
+        };
+    }
+    if let Some(s) = spec.signal.as_mut() {
+        *s = Signal {
+            fingerprint: s.fingerprint.take(),
+            name: s.name.take(),
+            severity: s.severity.take(),
+            ..Default::default()
+        };
+    }
+    if let Some(c) = spec.enrichment_config.as_mut() {
+        *c = EnrichmentConfig {
+            context_sources_dropped: c.context_source_count(),
+            ..Default::default()
+        };
+    }
+    let Some(st) = sp.status.as_mut() else { return };
+    if let Some(conditions) = st.conditions.as_mut() {
+        // The record reads the first Ready condition's message.
+        let ready = conditions.iter().position(|c| c.condition_type == "Ready");
+        *conditions = ready.map(|i| conditions.swap_remove(i)).into_iter().collect();
+    }
+    st.owner_chain_dropped = st.owner_chain_length();
+    if let Some(context) = st.kubernetes_context.as_mut() {
+        keep_scalars(context, &["degradedMode"]);
+    }
+    if let Some(classification) = st.signal_classification.as_mut() {
+        keep_scalars(classification, &["severity", "policyHash", "signalMode", "sourceSignalName"]);
+    }
+}
+
+/// Keeps only these keys of a free-form object, and only where they hold a string or a bool
+/// (what is read from them); anything but an object becomes null (nothing is read from it).
+fn keep_scalars(value: &mut Value, keys: &[&str]) {
+    match value {
+        Value::Object(map) => map.retain(|k, v| keys.contains(&k.as_str()) && (v.is_string() || v.is_boolean())),
+        other => *other = Value::Null,
+    }
+}
+
 /// A JSON pointer to one of our own paths.
 pub(crate) fn json_pointer(path: &str) -> json_patch::jsonptr::PointerBuf {
     // Every path we build starts with '/', so parsing cannot fail; fall back to root otherwise.
@@ -335,6 +436,277 @@ mod tests {
             super::crd_yaml().unwrap(),
             "run `make manifests` to regenerate the shipped CRD"
         );
+    }
+}
+
+/// The slimmed object the controller caches builds the same record, facts, decisions and
+/// patches as the whole object.
+#[cfg(test)]
+mod slim_tests {
+    use super::*;
+    use crate::audit::from_cr::{build_record, finished_at};
+    use crate::audit::Trigger;
+    use crate::controller::decisions::{decide, release_patch};
+    use crate::events::facts::CrFacts;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn fixture(name: &str) -> Value {
+        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    /// Everything the controller derives from a cached object, serialised.
+    fn derived(sp: &SignalProcessing) -> Vec<String> {
+        let now = at("2025-11-28T00:00:00Z");
+        let mut out = vec![];
+        for trigger in [Trigger::Completion, Trigger::Deletion, Trigger::Forced] {
+            let record = build_record(sp, trigger, now);
+            out.push(serde_json::to_string(&record).unwrap());
+            out.push(format!("{:?}", record.cr.0));
+        }
+        out.push(format!("{:?}", CrFacts::of(sp)));
+        out.push(format!("{:?}", finished_at(sp, now)));
+        for enqueued in [false, true] {
+            out.push(format!("{:?}", decide(sp, enqueued, now)));
+        }
+        out.push(serde_json::to_string(&release_patch(sp, "id", now)).unwrap());
+        out.push(serde_json::to_string(&crate::events::mark::mark_patch(sp, now)).unwrap());
+        out.push(format!("{:?}", crate::events::mark::queued_at(sp)));
+        out.push(format!("{:?}", sp.metadata.finalizers));
+        out
+    }
+
+    fn check(v: Value) -> Result<(), TestCaseError> {
+        let full: SignalProcessing = serde_json::from_value(v).unwrap();
+        let mut slimmed = full.clone();
+        slim(&mut slimmed);
+        prop_assert_eq!(derived(&full), derived(&slimmed));
+        let mut twice = slimmed.clone();
+        slim(&mut twice);
+        prop_assert_eq!(format!("{twice:?}"), format!("{slimmed:?}"), "slimming is idempotent");
+        Ok(())
+    }
+
+    fn entries(prefix: &'static str, n: usize) -> serde_json::Map<String, Value> {
+        (0..n).map(|i| (format!("{prefix}-{i}"), json!(format!("v{i}")))).collect()
+    }
+
+    #[derive(Debug, Clone)]
+    struct Shape {
+        design_doc: bool,
+        context_sources: Option<(usize, bool)>,
+        labels: usize,
+        annotations: Vec<(u8, String)>,
+        owners: Vec<(bool, String)>,
+        conditions: Vec<(u8, String)>,
+        owner_chain: Option<Option<usize>>,
+        degraded: u8,
+        classification: Vec<(u8, bool)>,
+        phase: u8,
+        deleting: bool,
+        finalizers: Vec<bool>,
+        error: String,
+        managed_fields: bool,
+    }
+
+    fn shape() -> impl Strategy<Value = Shape> {
+        let text = "[a-z ]{0,6}";
+        (
+            (any::<bool>(), prop::option::of((0usize..3000, any::<bool>())), 0usize..3000),
+            prop::collection::vec((0u8..4, text), 0..4),
+            prop::collection::vec((any::<bool>(), text), 0..4),
+            prop::collection::vec((0u8..3, text), 0..4),
+            (prop::option::of(prop::option::of(0usize..2000)), 0u8..3),
+            prop::collection::vec((0u8..5, any::<bool>()), 0..6),
+            (
+                0u8..5,
+                any::<bool>(),
+                prop::collection::vec(any::<bool>(), 0..3),
+                text,
+                any::<bool>(),
+            ),
+        )
+            .prop_map(
+                |(
+                    (design_doc, context_sources, labels),
+                    annotations,
+                    owners,
+                    conditions,
+                    (owner_chain, degraded),
+                    classification,
+                    (phase, deleting, finalizers, error, managed_fields),
+                )| Shape {
+                    design_doc,
+                    context_sources,
+                    labels,
+                    annotations,
+                    owners,
+                    conditions,
+                    owner_chain,
+                    degraded,
+                    classification,
+                    phase,
+                    deleting,
+                    finalizers,
+                    error: error.to_string(),
+                    managed_fields,
+                },
+            )
+    }
+
+    fn object(s: &Shape) -> Value {
+        let mut v = fixture(if s.design_doc { "design-doc.json" } else { "kubernaut-today.json" });
+        let meta = &mut v["metadata"];
+        meta["uid"] = json!("u-1");
+        meta["namespace"] = json!("prod");
+        meta["resourceVersion"] = json!("42");
+        meta["creationTimestamp"] = json!("2025-11-27T10:00:00Z");
+        meta["labels"] = Value::Object(entries("label", s.labels));
+        if !s.annotations.is_empty() {
+            let keys = [
+                "user/note",
+                crate::events::mark::ANNOTATION_QUEUED_AT,
+                ANNOTATION_RECORD_ID,
+                "audit.kubernaut.ai/x",
+            ];
+            let values = ["2025-11-27T10:30:00Z", "not a time"];
+            let a: serde_json::Map<String, Value> = s
+                .annotations
+                .iter()
+                .map(|(k, t)| {
+                    (
+                        keys[*k as usize].to_string(),
+                        json!(if t.len() % 2 == 0 { values[0] } else { values[1] }),
+                    )
+                })
+                .collect();
+            meta["annotations"] = Value::Object(a);
+        }
+        if !s.owners.is_empty() {
+            let owners: Vec<Value> = s
+                .owners
+                .iter()
+                .map(|(rr, name)| {
+                    let kind = if *rr { "RemediationRequest" } else { "Deployment" };
+                    json!({ "apiVersion": "v1", "kind": kind, "name": format!("o{name}"), "uid": "x" })
+                })
+                .collect();
+            meta["ownerReferences"] = json!(owners);
+        }
+        if s.managed_fields {
+            meta["managedFields"] = json!([{ "manager": "kubectl", "operation": "Update", "fieldsType": "FieldsV1",
+                "fieldsV1": { "f:metadata": { "f:labels": Value::Object(entries("f:label", s.labels)) } } }]);
+        }
+        if s.deleting {
+            meta["deletionTimestamp"] = json!("2025-11-27T11:00:00Z");
+        }
+        let finalizers: Vec<&str> = s
+            .finalizers
+            .iter()
+            .map(|ours| if *ours { FINALIZER } else { "other.io/f" })
+            .collect();
+        meta["finalizers"] = json!(finalizers);
+        if let Some((n, empty)) = s.context_sources {
+            let item = if empty {
+                json!({})
+            } else {
+                json!({ "kind": "metrics", "url": "http://x" })
+            };
+            v["spec"]["enrichmentConfig"]["contextSources"] = json!(vec![item; n]);
+        }
+        v["spec"]["signal"]["labels"] = Value::Object(entries("signal", s.labels));
+        v["spec"]["signal"]["annotations"] = Value::Object(entries("annotation", s.labels / 2));
+        let st = &mut v["status"];
+        let phase = ["Completed", "Failed", "failed", "Enriching", ""][s.phase as usize];
+        st["phase"] = json!(phase);
+        st["failureInfo"] = json!({ "error": s.error });
+        let conditions: Vec<Value> = s
+            .conditions
+            .iter()
+            .map(|(t, m)| {
+                let kind = ["Ready", "Enriched", "ready"][*t as usize];
+                json!({ "type": kind, "status": "False", "message": m })
+            })
+            .collect();
+        st["conditions"] = json!(conditions);
+        let mut context = json!({ "namespace": { "labels": Value::Object(entries("ns", s.labels)) } });
+        match s.owner_chain {
+            Some(Some(n)) => context["ownerChain"] = json!(vec![json!({ "kind": "ReplicaSet", "name": "r" }); n]),
+            Some(None) => context["ownerChain"] = json!("not a list"),
+            None => {}
+        }
+        match s.degraded {
+            0 => context["degradedMode"] = json!(true),
+            1 => context["degradedMode"] = json!("yes"),
+            _ => {}
+        }
+        st["kubernetesContext"] = context;
+        let keys = ["severity", "policyHash", "signalMode", "sourceSignalName", "extra"];
+        let mut classification = json!({ "big": Value::Object(entries("c", s.labels)) });
+        for (k, as_text) in &s.classification {
+            classification[keys[*k as usize]] = if *as_text { json!(format!("t{k}")) } else { json!(7) };
+        }
+        st["signalClassification"] = classification;
+        v
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn the_slimmed_object_builds_the_same_record_facts_decisions_and_patches(s in shape()) {
+            check(object(&s))?;
+        }
+    }
+
+    #[test]
+    fn both_fixtures_and_a_bare_object_slim_to_the_same_record() {
+        for v in [
+            fixture("kubernaut-today.json"),
+            fixture("design-doc.json"),
+            json!({ "apiVersion": "kubernaut.ai/v1alpha1", "kind": "SignalProcessing", "metadata": { "name": "bare" }, "spec": {} }),
+        ] {
+            check(v).unwrap();
+        }
+    }
+
+    /// The largest shapes the API server accepts (about 1 MB each): a contextSources list of
+    /// empty objects, and 20,000 signal labels. What is cached of them is a few hundred bytes.
+    #[test]
+    fn a_megabyte_of_contextsources_or_labels_is_cached_as_a_count() {
+        let shape = |n_sources: usize, labels: usize| Shape {
+            design_doc: false,
+            context_sources: Some((n_sources, true)),
+            labels,
+            annotations: vec![(1, String::new())],
+            owners: vec![(false, "a".into()), (true, "b".into())],
+            conditions: vec![(1, "x".into()), (0, "y".into())],
+            owner_chain: Some(Some(30_000)),
+            degraded: 0,
+            classification: vec![(0, true)],
+            phase: 0,
+            deleting: true,
+            finalizers: vec![true],
+            error: String::new(),
+            managed_fields: true,
+        };
+        for s in [shape(330_000, 0), shape(0, 20_000)] {
+            let v = object(&s);
+            assert!(serde_json::to_vec(&v).unwrap().len() > 900_000);
+            check(v.clone()).unwrap();
+            let mut sp: SignalProcessing = serde_json::from_value(v).unwrap();
+            slim(&mut sp);
+            let kept = serde_json::to_vec(&sp).unwrap().len();
+            assert!(kept < 2048, "{kept} bytes kept: {}", serde_json::to_string(&sp).unwrap());
+            let config = sp.spec.enrichment_config.as_ref().unwrap();
+            assert_eq!(config.context_source_count(), Some(s.context_sources.unwrap().0));
+            assert_eq!(sp.status.as_ref().unwrap().owner_chain_length(), Some(30_000));
+        }
     }
 }
 

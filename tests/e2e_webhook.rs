@@ -163,20 +163,6 @@ async fn wait_matched(client: &kube::Client, ns: &str) {
     .unwrap();
 }
 
-/// Server-side applies a cluster-scoped object given as JSON.
-async fn apply_cluster<K>(client: &kube::Client, value: Value)
-where
-    K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
-    K::DynamicType: Default,
-{
-    let obj: K = serde_json::from_value(value).unwrap();
-    let name = obj.meta().name.clone().unwrap();
-    Api::<K>::all(client.clone())
-        .patch(&name, &PatchParams::apply("audit-guard-e2e").force(), &Patch::Apply(&obj))
-        .await
-        .unwrap();
-}
-
 /// alice, bob and the controller's identity (a static token with its username) may edit
 /// SignalProcessings: RBAC is not what stops them. (The real ServiceAccount has the shipped
 /// controller role.)

@@ -372,8 +372,8 @@ fn phases(sp: &SignalProcessing, st: &SignalProcessingStatus, check: &mut Saniti
                 .spec
                 .enrichment_config
                 .as_ref()
-                .and_then(|c| c.context_sources.as_ref())
-                .map(|s| s.len() as i64),
+                .and_then(|c| c.context_source_count())
+                .map(|n| n as i64),
             degraded_mode: degraded.or_else(|| quality.map(|q| q < 0.8)),
         }),
         classification_results: None,

@@ -13,8 +13,8 @@ use futures::StreamExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
@@ -24,7 +24,7 @@ use crate::client::{ClientError, DataStorageClient};
 use crate::config::ApiMode;
 use crate::confirmed::{release_key, ConfirmedRecords, UidSet};
 use crate::conflict::{persist, Persisted};
-use crate::crd::{add_finalizer_patch, ListGuard, SignalProcessing};
+use crate::crd::{add_finalizer_patch, slim, ListGuard, SignalProcessing};
 use crate::group_commit::GroupCommit;
 use crate::metrics;
 use crate::retry::backoff;
@@ -234,7 +234,9 @@ async fn reconcile_once(sp: Arc<SignalProcessing>, ctx: Arc<Context>) -> Result<
         }
         Action::AddFinalizer => {
             let patch = add_finalizer_patch(sp.metadata.finalizers.as_deref(), ListGuard::TestFirst);
-            api.patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch)).await?;
+            // The answer is read as metadata only: the whole object may be a megabyte.
+            api.patch_metadata(&name, &PatchParams::default(), &Patch::Json::<()>(patch))
+                .await?;
             tracing::debug!(%ns, %name, "finalizer added");
             outcome("finalizer_added");
             Ok(Requeue::await_change())
@@ -300,7 +302,7 @@ async fn persist_and_release(
         let persisted_at = Utc::now();
         ctx.released.insert(uid);
         if let Some(patch) = release_patch(&sp, &record.id, persisted_at) {
-            if let Err(e) = api.patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch)).await {
+            if let Err(e) = api.patch_metadata(&name, &PatchParams::default(), &Patch::Json::<()>(patch)).await {
                 let code = match &e {
                     kube::Error::Api(ae) => Some(ae.code),
                     _ => None,
@@ -318,7 +320,8 @@ async fn persist_and_release(
                             return Ok(Requeue::await_change());
                         }
                         tracing::info!(%ns, %name, id = %record.id, "the object changed since its record was built; storing its record again");
-                        if let Some(current) = current {
+                        if let Some(mut current) = current {
+                            slim(&mut current);
                             sp = Arc::new(current);
                         }
                         continue;
@@ -370,7 +373,15 @@ pub async fn run(ctx: Arc<Context>, namespaces: &[String], stop: CancellationTok
     let mut stores = Vec::new();
     let mut runs = Vec::new();
     for api in apis {
-        let controller = Controller::new(api, watcher::Config::default().any_semantic())
+        // The cache keeps each object slimmed to what its record and the decisions read, so
+        // its size does not follow what users put in objects (labels, contextSources...).
+        let (reader, writer) = reflector::store();
+        let objects = watcher(api, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .modify(slim)
+            .reflect(writer)
+            .applied_objects();
+        let controller = Controller::for_stream(objects, reader)
             .with_config(kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY));
         stores.push(controller.store());
         let stop = stop.clone();

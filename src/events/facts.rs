@@ -56,7 +56,6 @@ impl CrFacts {
         let status = sp.status.as_ref();
         let signal = sp.spec.signal.as_ref();
         let classification = status.and_then(|s| s.signal_classification.as_ref());
-        let context = status.and_then(|s| s.kubernetes_context.as_ref());
         let business = status.and_then(|s| s.business_classification.as_ref());
         Self {
             phase: non_empty(status.and_then(|s| s.phase.as_ref())),
@@ -67,10 +66,7 @@ impl CrFacts {
             signal_mode: text(classification.and_then(|c| c.get("signalMode"))),
             source_signal_name: text(classification.and_then(|c| c.get("sourceSignalName"))),
             business_unit: non_empty(business.and_then(|b| b.business_unit.as_ref())),
-            owner_chain_length: context
-                .and_then(|c| c.get("ownerChain"))
-                .and_then(Value::as_array)
-                .map(|a| a.len() as i64),
+            owner_chain_length: status.and_then(|s| s.owner_chain_length()).map(|n| n as i64),
         }
     }
 }

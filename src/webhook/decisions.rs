@@ -16,9 +16,8 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use serde_json::Value;
 
-use crate::crd::{add_finalizer_patch, ListGuard, SignalProcessing, FINALIZER};
+use crate::crd::{add_finalizer_patch, has_finalizer, ListGuard, SignalProcessing, FINALIZER};
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 pub const KIND: &str = "AdmissionReview";
@@ -65,10 +64,62 @@ pub struct Review {
     pub extra: BTreeMap<String, Vec<String>>,
     pub dry_run: bool,
     /// Present only when the request is about a SignalProcessing.
-    pub object: Option<SignalProcessing>,
-    pub old_object: Option<SignalProcessing>,
+    pub object: Option<ReviewObject>,
+    pub old_object: Option<ReviewObject>,
     /// False for any other resource: those are allowed unchanged.
     pub is_signalprocessing: bool,
+}
+
+/// What the decisions read of a review's object or oldObject: its metadata's identity,
+/// finalizers and deletion. Everything else in the object (spec, status, labels, annotations,
+/// managedFields) is skipped while decoding, never built, so a review of the largest object
+/// the API server holds costs its bytes, not their expansion. What is stored is built from the
+/// live object, never from a review.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct ReviewObject {
+    #[serde(default)]
+    pub metadata: ReviewMeta,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReviewMeta {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub uid: Option<String>,
+    #[serde(default)]
+    pub resource_version: Option<String>,
+    #[serde(default)]
+    pub finalizers: Option<Vec<String>>,
+    #[serde(default)]
+    pub deletion_timestamp: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+}
+
+impl ReviewObject {
+    pub fn has_finalizer(&self) -> bool {
+        has_finalizer(self.metadata.finalizers.as_deref())
+    }
+
+    pub fn is_deleting(&self) -> bool {
+        self.metadata.deletion_timestamp.is_some()
+    }
+}
+
+/// Decodes `request.object` (`request.oldObject`), naming the field when it is not one.
+fn review_object<'de, D: serde::Deserializer<'de>>(field: &str, d: D) -> Result<Option<ReviewObject>, D::Error> {
+    use serde::de::Error;
+    Option::<ReviewObject>::deserialize(d).map_err(|e| D::Error::custom(format!("{field} is not a SignalProcessing: {e}")))
+}
+
+fn object_field<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<ReviewObject>, D::Error> {
+    review_object("request.object", d)
+}
+
+fn old_object_field<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<ReviewObject>, D::Error> {
+    review_object("request.oldObject", d)
 }
 
 #[derive(Deserialize)]
@@ -93,10 +144,11 @@ struct WireRequest {
     user_info: WireUser,
     #[serde(default)]
     dry_run: Option<bool>,
-    #[serde(default)]
-    object: Option<Value>,
-    #[serde(default)]
-    old_object: Option<Value>,
+    /// Decoded as the object of any kind would be: only a SignalProcessing's is looked at.
+    #[serde(default, deserialize_with = "object_field")]
+    object: Option<ReviewObject>,
+    #[serde(default, deserialize_with = "old_object_field")]
+    old_object: Option<ReviewObject>,
 }
 
 #[derive(Deserialize)]
@@ -166,10 +218,10 @@ pub fn parse_review(body: &[u8]) -> Result<Review, BadReview> {
     if is_signalprocessing {
         let needs_object = matches!(operation, Operation::Create | Operation::Update);
         let needs_old = matches!(operation, Operation::Update | Operation::Delete);
-        object = typed(req.object, "request.object", needs_object)?;
-        old_object = typed(req.old_object, "request.oldObject", needs_old)?;
+        object = required(req.object, "request.object", needs_object)?;
+        old_object = required(req.old_object, "request.oldObject", needs_old)?;
     }
-    let meta = |f: fn(&SignalProcessing) -> Option<&String>| old_object.as_ref().or(object.as_ref()).and_then(f).cloned();
+    let meta = |f: fn(&ReviewObject) -> Option<&String>| old_object.as_ref().or(object.as_ref()).and_then(f).cloned();
     Ok(Review {
         uid,
         operation,
@@ -193,13 +245,10 @@ pub fn parse_review(body: &[u8]) -> Result<Review, BadReview> {
     })
 }
 
-fn typed(value: Option<Value>, field: &str, required: bool) -> Result<Option<SignalProcessing>, BadReview> {
-    match value {
-        None | Some(Value::Null) if required => Err(bad(format!("{field} is missing"))),
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => serde_json::from_value(v)
-            .map(Some)
-            .map_err(|e| bad(format!("{field} is not a SignalProcessing: {e}"))),
+fn required(object: Option<ReviewObject>, field: &str, required: bool) -> Result<Option<ReviewObject>, BadReview> {
+    match object {
+        None if required => Err(bad(format!("{field} is missing"))),
+        other => Ok(other),
     }
 }
 
@@ -657,7 +706,7 @@ pub fn store_unavailable_message(err: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn sp(finalizers: Option<Vec<&str>>, deleting: bool) -> Value {
         let mut meta = json!({ "name": "sp", "namespace": "ns", "uid": "u-1" });
@@ -777,6 +826,29 @@ mod tests {
             let want = mutate(&full).map(|p| base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&p).unwrap()));
             assert_eq!(fast.patch.map(str::to_string), want, "{body}");
         }
+    }
+
+    /// A review's object is read for its metadata only: whatever its spec and status hold
+    /// (a megabyte of contextSources, values of any type), the review decides as with none.
+    #[test]
+    fn only_the_metadata_of_a_reviews_object_is_read() {
+        let bare_old = sp(Some(vec![FINALIZER]), true);
+        let bare_new = sp(None, true);
+        let mut big_old = bare_old.clone();
+        big_old["spec"] = json!({ "enrichmentConfig": { "contextSources": vec![json!({}); 300_000] }, "signal": { "labels": 5 } });
+        big_old["status"] = json!({ "phase": ["not", "a", "string"] });
+        big_old["metadata"]["labels"] = json!({ "a": "b" });
+        let mut big_new = big_old.clone();
+        big_new["metadata"] = bare_new["metadata"].clone();
+        for user in ["alice", "system:serviceaccount:audit-guard:audit-guard"] {
+            let bare = review("UPDATE", user, &[], false, Some(bare_new.clone()), Some(bare_old.clone()));
+            let big = review("UPDATE", user, &[], false, Some(big_new.clone()), Some(big_old.clone()));
+            assert_eq!(validate(&big, &policy()), validate(&bare, &policy()), "{user}");
+            assert_eq!((&big.object, &big.old_object), (&bare.object, &bare.old_object));
+        }
+        let old = review("UPDATE", "u", &[], false, Some(big_new), Some(big_old)).old_object.unwrap();
+        assert_eq!(old.metadata.uid.as_deref(), Some("u-1"));
+        assert!(old.has_finalizer() && old.is_deleting());
     }
 
     #[test]

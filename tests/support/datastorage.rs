@@ -731,6 +731,11 @@ pub struct GuardingServe {
 
 impl GuardingServe {
     pub async fn start(cp: &ControlPlane, svc: &DataStorage, lease_ns: &str, watch_ns: &str) -> Result<Self> {
+        Self::start_with(cp, svc, lease_ns, watch_ns, &[]).await
+    }
+
+    /// As [`GuardingServe::start`], with these further arguments to `serve`.
+    pub async fn start_with(cp: &ControlPlane, svc: &DataStorage, lease_ns: &str, watch_ns: &str, extra: &[&str]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let webhook_ca_pem = issue_certs(&dir.path().join("webhook-certs")).ca_pem;
         std::fs::write(dir.path().join("token"), TOKEN)?;
@@ -739,30 +744,24 @@ impl GuardingServe {
         let path = |p: &str| dir.path().join(p).to_string_lossy().to_string();
         let (certs, token, ca) = (path("webhook-certs"), path("token"), svc.ca_file().to_string_lossy().to_string());
         let name = format!("serve-{watch_ns}");
-        let serve = Serve::start_full(
-            cp,
-            &name,
-            &cp.kubeconfig,
-            &ds_url,
-            lease_ns,
-            watch_ns,
-            &[
-                "--retention",
-                "0",
-                "--webhook-addr",
-                &webhook_addr,
-                "--cert-dir",
-                &certs,
-                "--datastorage-token-file",
-                &token,
-                "--datastorage-ca-file",
-                &ca,
-                "--datastorage-timeout",
-                "5s",
-            ],
-        )
-        .await
-        .with_context(|| cp.log_tail(&name))?;
+        let mut args: Vec<&str> = vec![
+            "--retention",
+            "0",
+            "--webhook-addr",
+            &webhook_addr,
+            "--cert-dir",
+            &certs,
+            "--datastorage-token-file",
+            &token,
+            "--datastorage-ca-file",
+            &ca,
+            "--datastorage-timeout",
+            "5s",
+        ];
+        args.extend_from_slice(extra);
+        let serve = Serve::start_full(cp, &name, &cp.kubeconfig, &ds_url, lease_ns, watch_ns, &args)
+            .await
+            .with_context(|| cp.log_tail(&name))?;
         Ok(Self {
             serve,
             webhook_addr,

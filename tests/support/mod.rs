@@ -72,6 +72,20 @@ pub async fn apply_crd(client: &Client, crd: &CustomResourceDefinition) -> Resul
     }
 }
 
+/// Server-side applies a cluster-scoped object given as JSON.
+pub async fn apply_cluster<K>(client: &kube::Client, value: Value)
+where
+    K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
+    K::DynamicType: Default,
+{
+    let obj: K = serde_json::from_value(value).unwrap();
+    let name = obj.meta().name.clone().unwrap();
+    Api::<K>::all(client.clone())
+        .patch(&name, &PatchParams::apply("audit-guard-e2e").force(), &Patch::Apply(&obj))
+        .await
+        .unwrap();
+}
+
 /// Stand-ins for the Prometheus Operator's CRDs, so the API server can hold those objects.
 pub async fn install_monitoring_crds(client: &Client) {
     for (plural, kind) in [("servicemonitors", "ServiceMonitor"), ("prometheusrules", "PrometheusRule")] {
