@@ -45,7 +45,7 @@ pub mod metrics {
 
         /// Reloads that swapped the served certificate (success) or kept the old one (failure).
         /// Named after the webhook, whose it first was; Data Storage's reloads count here too.
-        pub static CERT_RELOADS: IntCounterVec = counter_vec("audit_guard_webhook_cert_reloads_total", "Serving certificate reloads by result", &["result"]);
+        pub static CERT_RELOADS: IntCounterVec = counter_vec("audit_guard_webhook_cert_reloads_total", "Serving certificate reloads by result", &["result"]), zero [["success"], ["failure"]];
 
         /// Reloads of the CA bundle this process trusts Data Storage by: success swapped in the
         /// new bundle, failure kept the old one (a half-written file, a bundle with no CA).

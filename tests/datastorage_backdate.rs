@@ -125,7 +125,11 @@ async fn postgres_the_move_to_stored_at_partitions_keeps_every_row_grant_and_gua
         ..sqlx::migrate::Migrator::DEFAULT
     };
     before.run(&pool).await.unwrap();
-    for g in audit_guard::datastorage::migrate::grant_statements(RUNTIME_ROLE, "public") {
+    // The grants of that time: the claims table comes with a later migration.
+    for g in audit_guard::datastorage::migrate::grant_statements(RUNTIME_ROLE, "public")
+        .into_iter()
+        .map(|g| g.replace(", break_glass_claims", ""))
+    {
         sqlx::query(&g).execute(&pool).await.unwrap();
     }
     let now = Utc::now();

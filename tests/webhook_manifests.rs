@@ -109,10 +109,14 @@ fn the_client_ca_component_sets_the_flag_serve_reads() {
 /// Metric names the code exports, with one sample each so the registry lists them.
 fn exported() -> HashSet<String> {
     audit_guard::metrics::init();
+    audit_guard::certs::metrics::init();
     use audit_guard::webhook::metrics as wm;
     wm::DENIALS.with_label_values(&["record_not_held"]);
     LazyLock::force(&wm::FORCED_REMOVALS);
     audit_guard::certs::CERT_EXPIRY.with_label_values(&["tls.crt"]).set(1.0);
+    audit_guard::certs::metrics::TRUSTED_CA_NOT_AFTER
+        .with_label_values(&["ca.crt"])
+        .set(1.0);
     prometheus::default_registry()
         .gather()
         .iter()

@@ -2,7 +2,8 @@
 //! review whose sender did not prove it is the API server) into a break-glass event. The
 //! leader watches SignalProcessings and remembers which deleting ones still carry the
 //! finalizer; when one of them loses it (or disappears) and this controller did not release
-//! it, Data Storage is told, and confirms that object's claim if exactly one exists.
+//! it, Data Storage is told, and confirms that object's claim if exactly one exists. The watch
+//! asks the API server for metadata only: what users put in spec and status never reaches it.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,7 +12,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::StreamExt;
-use kube::api::Api;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::watcher::{self, Event};
 use tokio_util::sync::CancellationToken;
 
@@ -58,8 +60,11 @@ pub fn observe(was_guarded: bool, now: Seen, released_by_us: bool) -> Observatio
     }
 }
 
-fn seen(sp: &SignalProcessing) -> Seen {
-    if sp.is_deleting() && sp.has_finalizer() {
+/// A SignalProcessing as the watch sees it: its metadata.
+type Sighting = PartialObjectMeta<SignalProcessing>;
+
+fn seen(meta: &ObjectMeta) -> Seen {
+    if meta.deletion_timestamp.is_some() && crate::crd::has_finalizer(meta.finalizers.as_deref()) {
         Seen::Guarded
     } else {
         Seen::Unguarded
@@ -70,9 +75,8 @@ fn seen(sp: &SignalProcessing) -> Seen {
 /// that removes the finalizer: a release by another replica (before a leader handover) is one
 /// too, though this process never made it. Someone with edit rights could copy them, which
 /// only leaves their claim unconfirmed; nobody without API rights can.
-fn release_marked(sp: &SignalProcessing) -> bool {
-    sp.metadata
-        .annotations
+fn release_marked(meta: &ObjectMeta) -> bool {
+    meta.annotations
         .as_ref()
         .is_some_and(|a| a.contains_key(ANNOTATION_RECORD_ID) && a.contains_key(ANNOTATION_PERSISTED_AT))
 }
@@ -101,8 +105,8 @@ impl Guarded {
     }
 
     /// One watch event; returns the removals it shows (own releases and foreign removals).
-    fn apply(&mut self, event: Event<SignalProcessing>, released: &UidSet) -> Vec<(String, Observation)> {
-        let uid_of = |sp: &SignalProcessing| sp.metadata.uid.clone().unwrap_or_default();
+    fn apply(&mut self, event: Event<Sighting>, released: &UidSet) -> Vec<(String, Observation)> {
+        let uid_of = |sp: &Sighting| sp.metadata.uid.clone().unwrap_or_default();
         match event {
             Event::Init => {
                 self.relisted = Some(HashSet::new());
@@ -113,7 +117,9 @@ impl Guarded {
                 if let Some(r) = self.relisted.as_mut() {
                     r.insert(uid.clone());
                 }
-                self.sight(&uid, seen(&sp), released, release_marked(&sp)).into_iter().collect()
+                self.sight(&uid, seen(&sp.metadata), released, release_marked(&sp.metadata))
+                    .into_iter()
+                    .collect()
             }
             Event::InitDone => {
                 // Guarded at last sight and absent from the relist: gone while we were away.
@@ -124,11 +130,15 @@ impl Guarded {
             }
             Event::Apply(sp) => {
                 let uid = uid_of(&sp);
-                self.sight(&uid, seen(&sp), released, release_marked(&sp)).into_iter().collect()
+                self.sight(&uid, seen(&sp.metadata), released, release_marked(&sp.metadata))
+                    .into_iter()
+                    .collect()
             }
             Event::Delete(sp) => {
                 let uid = uid_of(&sp);
-                self.sight(&uid, Seen::Gone, released, release_marked(&sp)).into_iter().collect()
+                self.sight(&uid, Seen::Gone, released, release_marked(&sp.metadata))
+                    .into_iter()
+                    .collect()
             }
         }
     }
@@ -153,7 +163,7 @@ pub async fn run_counting_syncs(
         let (ds, released, stop, synced) = (ds.clone(), released.clone(), stop.clone(), synced.clone());
         async move {
             let mut guarded = Guarded::default();
-            let mut stream = watcher::watcher(api, watcher::Config::default().any_semantic()).boxed();
+            let mut stream = watcher::metadata_watcher(api, watcher::Config::default().any_semantic()).boxed();
             loop {
                 let event = tokio::select! {
                     _ = stop.cancelled() => return,
@@ -226,7 +236,7 @@ async fn report(ds: Arc<DataStorageClient>, uid: String) {
 
 /// The removals a run of watch events shows, for tests.
 #[cfg(test)]
-fn removals(events: Vec<Event<SignalProcessing>>, released: &UidSet) -> Vec<(String, Observation)> {
+fn removals(events: Vec<Event<Sighting>>, released: &UidSet) -> Vec<(String, Observation)> {
     let mut g = Guarded::default();
     events.into_iter().flat_map(|e| g.apply(e, released)).collect()
 }
@@ -236,7 +246,7 @@ mod tests {
     use super::*;
     use crate::crd::FINALIZER;
 
-    fn sp(uid: &str, deleting: bool, finalizer: bool) -> SignalProcessing {
+    fn sp(uid: &str, deleting: bool, finalizer: bool) -> Sighting {
         let mut meta = serde_json::json!({"name": "sp", "namespace": "ns", "uid": uid});
         if deleting {
             meta["deletionTimestamp"] = serde_json::json!("2025-11-27T10:00:00Z");
@@ -245,7 +255,7 @@ mod tests {
             meta["finalizers"] = serde_json::json!([FINALIZER]);
         }
         serde_json::from_value(serde_json::json!({
-            "apiVersion": "kubernaut.ai/v1alpha1", "kind": "SignalProcessing", "metadata": meta, "spec": {}
+            "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": meta
         }))
         .unwrap()
     }
