@@ -294,7 +294,12 @@ pub fn pod_metrics(cp: &ControlPlane, ns: &str, pod: &str, port: u16) -> Result<
 pub fn container_pid(node: &Node, pod: &str, container: &str) -> Result<u32> {
     let containers = node.ctr(&["containers", "ls", "-q"])?;
     for id in containers.lines() {
-        let info: Value = serde_json::from_str(&node.ctr(&["containers", "info", id])?)?;
+        // A container removed since the listing (a pod of an install being torn down) is not
+        // the running one sought.
+        let Ok(info) = node.ctr(&["containers", "info", id]) else {
+            continue;
+        };
+        let info: Value = serde_json::from_str(&info)?;
         let labels = &info["Labels"];
         if labels["io.kubernetes.pod.name"] == pod && labels["io.kubernetes.container.name"] == container {
             let tasks = node.ctr(&["tasks", "ls"])?;
