@@ -34,9 +34,9 @@ if [ "$(id -u)" != 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 echo ">> installing Debian packages:${need[*]:+ ${need[*]}}$([ "$need_promtool" = 1 ] && echo ' prometheus (promtool)') (a minute or two)"
-apt-get update -qq
+apt-get -o DPkg::Lock::Timeout=600 update -qq
 if [ ${#need[@]} -gt 0 ]; then
-  apt-get install -y -qq "${need[@]}" >/dev/null
+  apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${need[@]}" >/dev/null
 fi
 # Service starts are denied while prometheus installs (policy-rc.d): the Prometheus server in
 # the package is not wanted running.
@@ -46,6 +46,6 @@ if [ "$need_promtool" = 1 ]; then
   if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && own_policy=1
   fi
-  apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends prometheus >/dev/null
   if [ "$own_policy" = 1 ]; then rm -f "$policy"; fi
 fi
