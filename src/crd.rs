@@ -22,6 +22,8 @@ use serde_with::skip_serializing_none;
 
 use crate::duration::GoDuration;
 
+pub mod cached;
+
 /// The finalizer audit-guard owns.
 pub const FINALIZER: &str = "kubernaut.ai/audit-persistence";
 /// Set, in the same patch that removes the finalizer, to the stored audit record's id.
@@ -482,10 +484,12 @@ mod slim_tests {
     }
 
     fn check(v: Value) -> Result<(), TestCaseError> {
-        let full: SignalProcessing = serde_json::from_value(v).unwrap();
+        let full: SignalProcessing = serde_json::from_value(v.clone()).unwrap();
         let mut slimmed = full.clone();
         slim(&mut slimmed);
         prop_assert_eq!(derived(&full), derived(&slimmed));
+        let decoded: cached::SlimSignalProcessing = serde_json::from_value(v).unwrap();
+        prop_assert_eq!(format!("{:?}", decoded.0), format!("{slimmed:?}"), "decoded slim is the whole object slimmed");
         let mut twice = slimmed.clone();
         slim(&mut twice);
         prop_assert_eq!(format!("{twice:?}"), format!("{slimmed:?}"), "slimming is idempotent");

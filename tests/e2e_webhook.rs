@@ -893,8 +893,8 @@ async fn without_mutual_tls_a_real_break_glass_removal_is_confirmed_once_observe
     // The removal watch alone (no controller releases anything here).
     let stop = tokio_util::sync::CancellationToken::new();
     let synced = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let watch = tokio::spawn(removals::run_counting_syncs(
-        vec![api.clone()],
+    let watch = tokio::spawn(removals::watch_alone(
+        vec![Api::namespaced(client.clone(), &ns)],
         ds(),
         Arc::new(UidSet::new(16)),
         stop.clone(),

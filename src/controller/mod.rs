@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -24,7 +24,8 @@ use crate::client::{ClientError, DataStorageClient};
 use crate::config::ApiMode;
 use crate::confirmed::{release_key, ConfirmedRecords, UidSet};
 use crate::conflict::{persist, Persisted};
-use crate::crd::{add_finalizer_patch, slim, ListGuard, SignalProcessing};
+use crate::crd::cached::{unwrap_event, SlimSignalProcessing};
+use crate::crd::{add_finalizer_patch, ListGuard, SignalProcessing};
 use crate::group_commit::GroupCommit;
 use crate::metrics;
 use crate::retry::backoff;
@@ -224,7 +225,7 @@ async fn reconcile_once(sp: Arc<SignalProcessing>, ctx: Arc<Context>) -> Result<
         return Err(ReconcileError::Incomplete);
     };
     let name = sp.name_any();
-    let api: Api<SignalProcessing> = Api::namespaced(ctx.client.clone(), &ns);
+    let api: Api<SlimSignalProcessing> = Api::namespaced(ctx.client.clone(), &ns);
     let action = decide(&sp, ctx.enqueued.contains(&uid), Utc::now());
     tracing::Span::current().record("action", tracing::field::debug(&action));
     match action {
@@ -234,9 +235,8 @@ async fn reconcile_once(sp: Arc<SignalProcessing>, ctx: Arc<Context>) -> Result<
         }
         Action::AddFinalizer => {
             let patch = add_finalizer_patch(sp.metadata.finalizers.as_deref(), ListGuard::TestFirst);
-            // The answer is read as metadata only: the whole object may be a megabyte.
-            api.patch_metadata(&name, &PatchParams::default(), &Patch::Json::<()>(patch))
-                .await?;
+            // The answer is decoded slim: the whole object may be a megabyte.
+            api.patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch)).await?;
             tracing::debug!(%ns, %name, "finalizer added");
             outcome("finalizer_added");
             Ok(Requeue::await_change())
@@ -267,7 +267,7 @@ const RELEASE_ROUNDS: usize = 5;
 /// said when it was released is recorded.
 async fn persist_and_release(
     ctx: &Arc<Context>,
-    api: &Api<SignalProcessing>,
+    api: &Api<SlimSignalProcessing>,
     mut sp: Arc<SignalProcessing>,
     uid: &str,
 ) -> Result<Requeue, ReconcileError> {
@@ -302,7 +302,7 @@ async fn persist_and_release(
         let persisted_at = Utc::now();
         ctx.released.insert(uid);
         if let Some(patch) = release_patch(&sp, &record.id, persisted_at) {
-            if let Err(e) = api.patch_metadata(&name, &PatchParams::default(), &Patch::Json::<()>(patch)).await {
+            if let Err(e) = api.patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch)).await {
                 let code = match &e {
                     kube::Error::Api(ae) => Some(ae.code),
                     _ => None,
@@ -314,14 +314,13 @@ async fn persist_and_release(
                         return Err(e.into());
                     }
                     AfterRelease::Rebuild => {
-                        let current = api.get_opt(&name).await?;
+                        let current = api.get_opt(&name).await?.map(SlimSignalProcessing::into_inner);
                         if !still_ours(current.as_ref(), uid) {
                             outcome("noop");
                             return Ok(Requeue::await_change());
                         }
                         tracing::info!(%ns, %name, id = %record.id, "the object changed since its record was built; storing its record again");
-                        if let Some(mut current) = current {
-                            slim(&mut current);
+                        if let Some(current) = current {
                             sp = Arc::new(current);
                         }
                         continue;
@@ -364,21 +363,23 @@ fn error_policy(sp: Arc<SignalProcessing>, err: &ReconcileError, ctx: Arc<Contex
 
 /// Runs one controller per watched scope (all namespaces, or each listed one) until `stop`.
 pub async fn run(ctx: Arc<Context>, namespaces: &[String], stop: CancellationToken) {
-    let apis: Vec<Api<SignalProcessing>> = if namespaces.is_empty() {
+    let apis: Vec<Api<SlimSignalProcessing>> = if namespaces.is_empty() {
         vec![Api::all(ctx.client.clone())]
     } else {
         namespaces.iter().map(|ns| Api::namespaced(ctx.client.clone(), ns)).collect()
     };
-    let removals = tokio::spawn(removals::run(apis.clone(), ctx.ds.clone(), ctx.released.clone(), stop.clone()));
     let mut stores = Vec::new();
     let mut runs = Vec::new();
     for api in apis {
-        // The cache keeps each object slimmed to what its record and the decisions read, so
-        // its size does not follow what users put in objects (labels, contextSources...).
+        // Objects are decoded slim, so what the cache (and each watch event) costs does not
+        // follow what users put in objects (labels, contextSources...). The same watch feeds
+        // the observer of finalizer removals.
         let (reader, writer) = reflector::store();
+        let mut removals = removals::Observer::new(ctx.ds.clone(), ctx.released.clone(), Default::default());
         let objects = watcher(api, watcher::Config::default().any_semantic())
             .default_backoff()
-            .modify(slim)
+            .map_ok(unwrap_event)
+            .inspect_ok(move |event| removals.see(event))
             .reflect(writer)
             .applied_objects();
         let controller = Controller::for_stream(objects, reader)
@@ -396,7 +397,6 @@ pub async fn run(ctx: Arc<Context>, namespaces: &[String], stop: CancellationTok
     }
     let gauges = waiting_gauges(stores, stop.clone());
     tokio::join!(futures::future::join_all(runs), gauges);
-    removals.abort();
     metrics::WAITING_DELETIONS.set(0);
     metrics::OLDEST_WAITING_SECONDS.set(0);
 }

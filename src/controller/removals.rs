@@ -2,8 +2,8 @@
 //! review whose sender did not prove it is the API server) into a break-glass event. The
 //! leader watches SignalProcessings and remembers which deleting ones still carry the
 //! finalizer; when one of them loses it (or disappears) and this controller did not release
-//! it, Data Storage is told, and confirms that object's claim if exactly one exists. The watch
-//! asks the API server for metadata only: what users put in spec and status never reaches it.
+//! it, Data Storage is told, and confirms that object's claim if exactly one exists. It reads
+//! the controller's own watch (one watch, objects decoded slim), see [`Observer`].
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,14 +11,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, PartialObjectMeta};
-use kube::runtime::watcher::{self, Event};
+use kube::api::Api;
+use kube::runtime::watcher::{self, watcher, Event};
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{ClaimConfirmation, DataStorageClient};
 use crate::confirmed::UidSet;
+use crate::crd::cached::{unwrap_event, SlimSignalProcessing};
 use crate::crd::{SignalProcessing, ANNOTATION_PERSISTED_AT, ANNOTATION_RECORD_ID};
 use crate::metrics;
 use crate::retry::backoff;
@@ -59,9 +60,6 @@ pub fn observe(was_guarded: bool, now: Seen, released_by_us: bool) -> Observatio
         (true, Seen::Unguarded | Seen::Gone) => Observation::ForeignRemoval,
     }
 }
-
-/// A SignalProcessing as the watch sees it: its metadata.
-type Sighting = PartialObjectMeta<SignalProcessing>;
 
 fn seen(meta: &ObjectMeta) -> Seen {
     if meta.deletion_timestamp.is_some() && crate::crd::has_finalizer(meta.finalizers.as_deref()) {
@@ -105,15 +103,15 @@ impl Guarded {
     }
 
     /// One watch event; returns the removals it shows (own releases and foreign removals).
-    fn apply(&mut self, event: Event<Sighting>, released: &UidSet) -> Vec<(String, Observation)> {
-        let uid_of = |sp: &Sighting| sp.metadata.uid.clone().unwrap_or_default();
+    fn apply(&mut self, event: &Event<SignalProcessing>, released: &UidSet) -> Vec<(String, Observation)> {
+        let uid_of = |sp: &SignalProcessing| sp.metadata.uid.clone().unwrap_or_default();
         match event {
             Event::Init => {
                 self.relisted = Some(HashSet::new());
                 vec![]
             }
             Event::InitApply(sp) => {
-                let uid = uid_of(&sp);
+                let uid = uid_of(sp);
                 if let Some(r) = self.relisted.as_mut() {
                     r.insert(uid.clone());
                 }
@@ -129,13 +127,13 @@ impl Guarded {
                 gone.iter().filter_map(|u| self.sight(u, Seen::Gone, released, false)).collect()
             }
             Event::Apply(sp) => {
-                let uid = uid_of(&sp);
+                let uid = uid_of(sp);
                 self.sight(&uid, seen(&sp.metadata), released, release_marked(&sp.metadata))
                     .into_iter()
                     .collect()
             }
             Event::Delete(sp) => {
-                let uid = uid_of(&sp);
+                let uid = uid_of(sp);
                 self.sight(&uid, Seen::Gone, released, release_marked(&sp.metadata))
                     .into_iter()
                     .collect()
@@ -144,26 +142,59 @@ impl Guarded {
     }
 }
 
-/// Watches `apis` until `stop`, reporting every removal of the finalizer this controller did
-/// not make (`released` holds the uids it released).
-pub async fn run(apis: Vec<Api<SignalProcessing>>, ds: Arc<DataStorageClient>, released: Arc<UidSet>, stop: CancellationToken) {
-    run_counting_syncs(apis, ds, released, stop, Arc::new(AtomicUsize::new(0))).await
+/// Follows one watch of SignalProcessings and reports every removal of the finalizer this
+/// controller did not make (`released` holds the uids it released) to Data Storage.
+pub struct Observer {
+    guarded: Guarded,
+    ds: Arc<DataStorageClient>,
+    released: Arc<UidSet>,
+    /// Counts the watches whose first listing is through (from then on every change of their
+    /// objects is seen, in order).
+    synced: Arc<AtomicUsize>,
 }
 
-/// As [`run`]; `synced` counts the watches whose first listing is through (from then on every
-/// change of their objects is seen, in order).
-pub async fn run_counting_syncs(
-    apis: Vec<Api<SignalProcessing>>,
+impl Observer {
+    pub fn new(ds: Arc<DataStorageClient>, released: Arc<UidSet>, synced: Arc<AtomicUsize>) -> Self {
+        Self {
+            guarded: Guarded::default(),
+            ds,
+            released,
+            synced,
+        }
+    }
+
+    /// One event of the watch; the reports run in the background.
+    pub fn see(&mut self, event: &Event<SignalProcessing>) {
+        let was_synced = self.guarded.synced;
+        for (uid, seen) in self.guarded.apply(event, &self.released) {
+            match seen {
+                Observation::ForeignRemoval => {
+                    tokio::spawn(report(self.ds.clone(), uid));
+                }
+                Observation::OwnRelease => metrics::REMOVALS_OBSERVED.with_label_values(&["own_release"]).inc(),
+                Observation::Nothing => {}
+            }
+        }
+        if self.guarded.synced && !was_synced {
+            self.synced.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A removal watch of its own over `apis` until `stop`, for a process that runs no controller
+/// (the controller feeds an [`Observer`] from its watch).
+pub async fn watch_alone(
+    apis: Vec<Api<SlimSignalProcessing>>,
     ds: Arc<DataStorageClient>,
     released: Arc<UidSet>,
     stop: CancellationToken,
     synced: Arc<AtomicUsize>,
 ) {
     let watches = apis.into_iter().map(|api| {
-        let (ds, released, stop, synced) = (ds.clone(), released.clone(), stop.clone(), synced.clone());
+        let mut observer = Observer::new(ds.clone(), released.clone(), synced.clone());
+        let stop = stop.clone();
         async move {
-            let mut guarded = Guarded::default();
-            let mut stream = watcher::metadata_watcher(api, watcher::Config::default().any_semantic()).boxed();
+            let mut stream = watcher(api, watcher::Config::default().any_semantic()).map_ok(unwrap_event).boxed();
             loop {
                 let event = tokio::select! {
                     _ = stop.cancelled() => return,
@@ -175,21 +206,7 @@ pub async fn run_counting_syncs(
                         tracing::debug!(error = %e, "finalizer-removal watch: error (the watcher retries)");
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
-                    Some(Ok(event)) => {
-                        let was_synced = guarded.synced;
-                        for (uid, seen) in guarded.apply(event, &released) {
-                            match seen {
-                                Observation::ForeignRemoval => {
-                                    tokio::spawn(report(ds.clone(), uid));
-                                }
-                                Observation::OwnRelease => metrics::REMOVALS_OBSERVED.with_label_values(&["own_release"]).inc(),
-                                Observation::Nothing => {}
-                            }
-                        }
-                        if guarded.synced && !was_synced {
-                            synced.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
+                    Some(Ok(event)) => observer.see(&event),
                 }
             }
         }
@@ -236,9 +253,9 @@ async fn report(ds: Arc<DataStorageClient>, uid: String) {
 
 /// The removals a run of watch events shows, for tests.
 #[cfg(test)]
-fn removals(events: Vec<Event<Sighting>>, released: &UidSet) -> Vec<(String, Observation)> {
+fn removals(events: Vec<Event<SignalProcessing>>, released: &UidSet) -> Vec<(String, Observation)> {
     let mut g = Guarded::default();
-    events.into_iter().flat_map(|e| g.apply(e, released)).collect()
+    events.iter().flat_map(|e| g.apply(e, released)).collect()
 }
 
 #[cfg(test)]
@@ -246,7 +263,7 @@ mod tests {
     use super::*;
     use crate::crd::FINALIZER;
 
-    fn sp(uid: &str, deleting: bool, finalizer: bool) -> Sighting {
+    fn sp(uid: &str, deleting: bool, finalizer: bool) -> SignalProcessing {
         let mut meta = serde_json::json!({"name": "sp", "namespace": "ns", "uid": uid});
         if deleting {
             meta["deletionTimestamp"] = serde_json::json!("2025-11-27T10:00:00Z");
@@ -254,10 +271,7 @@ mod tests {
         if finalizer {
             meta["finalizers"] = serde_json::json!([FINALIZER]);
         }
-        serde_json::from_value(serde_json::json!({
-            "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": meta
-        }))
-        .unwrap()
+        crate::crd::test_support::sp(meta, None)
     }
 
     #[test]

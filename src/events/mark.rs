@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::client::DataStorageClient;
 use crate::controller::decisions::escape;
+use crate::crd::cached::SlimSignalProcessing;
 use crate::crd::SignalProcessing;
 
 pub const ANNOTATION_QUEUED_AT: &str = "audit.kubernaut.ai/event-queued-at";
@@ -136,7 +137,7 @@ pub async fn mark(client: &kube::Client, ds: &DataStorageClient, sp: &SignalProc
         return Ok(());
     };
     let Some(patch) = mark_patch(sp, at) else { return Ok(()) };
-    let api: Api<SignalProcessing> = Api::namespaced(client.clone(), ns);
+    let api: Api<SlimSignalProcessing> = Api::namespaced(client.clone(), ns);
     let name = sp.metadata.name.clone().unwrap_or_default();
     match api.patch(&name, &PatchParams::default(), &KubePatch::Json::<()>(patch)).await {
         Ok(_) => Ok(()),
@@ -148,8 +149,8 @@ pub async fn mark(client: &kube::Client, ds: &DataStorageClient, sp: &SignalProc
 
 /// As [`mark`], for a CR known by namespace, name and uid only (the buffered writer's records).
 pub async fn mark_by_name(client: &kube::Client, ds: &DataStorageClient, ns: &str, name: &str, uid: &str) -> Result<(), kube::Error> {
-    let api: Api<SignalProcessing> = Api::namespaced(client.clone(), ns);
-    match api.get_opt(name).await? {
+    let api: Api<SlimSignalProcessing> = Api::namespaced(client.clone(), ns);
+    match api.get_opt(name).await?.map(SlimSignalProcessing::into_inner) {
         Some(sp) if sp.metadata.uid.as_deref() == Some(uid) => mark(client, ds, &sp).await,
         _ => Ok(()),
     }

@@ -25,6 +25,7 @@ use crate::audit::Trigger;
 use crate::client::{ClientError, DataStorageClient, FailureKind, Stored};
 use crate::confirmed::{release_key, ConfirmedRecords};
 use crate::conflict::{persist, Persisted};
+use crate::crd::cached::SlimSignalProcessing;
 use crate::crd::SignalProcessing;
 
 pub const MUTATE_PATH: &str = "/mutate-kubernaut-ai-v1alpha1-signalprocessing";
@@ -425,8 +426,13 @@ async fn live_object(state: &AppState, review: &Review, purpose: Purpose) -> Res
         // Not a name the API server could hold: no such object, and no such URL is requested.
         decisions::judge_live(purpose, &old_uid(review), &Live::NotFound)?;
     }
-    let api: Api<SignalProcessing> = Api::namespaced(state.kube.clone(), &review.namespace);
-    let live = api.get_opt(&review.name).await.map_err(|e| unavailable(e.to_string()))?;
+    // Decoded slim: what the record and the judgement read, not what users put in the object.
+    let api: Api<SlimSignalProcessing> = Api::namespaced(state.kube.clone(), &review.namespace);
+    let live = api
+        .get_opt(&review.name)
+        .await
+        .map_err(|e| unavailable(e.to_string()))?
+        .map(SlimSignalProcessing::into_inner);
     decisions::judge_live(purpose, &old_uid(review), &Live::of(live.as_ref()))?;
     live.ok_or_else(|| unavailable("the object vanished".into()))
 }
