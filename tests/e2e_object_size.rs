@@ -30,10 +30,9 @@ use support::{admin_client, apply_cluster, control_plane, fresh_namespace, insta
 const BIG_PER_SHAPE: usize = 10;
 const ORDINARY: usize = 20;
 /// How far above its idle figure serve's resident memory may go, at its peak through creation
-/// and deletion: decoding the first megabyte object (a watch event, before it is slimmed) raises
-/// the allocator's high-water mark once, and deletions decode a few live objects at a time;
-/// cached objects add next to nothing.
-const BOUND_MIB: u64 = 80;
+/// and deletion (the stated bound): objects are decoded slim, so what remains is a watch
+/// event's or review's bytes while they are read; cached objects add next to nothing.
+const BOUND_MIB: u64 = 32;
 /// How much a further 10 big objects may add once the first ones were met (cached whole, 10
 /// objects of 20,000 labels would add well over that).
 const FURTHER_MIB: u64 = 8;
