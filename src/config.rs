@@ -111,8 +111,8 @@ pub struct ServeArgs {
     /// at the cap the peer's longest-idle connection is closed, or the newcomer refused).
     #[arg(long, env = "AUDIT_GUARD_WEBHOOK_MAX_CONNECTIONS_PER_PEER", default_value_t = 32)]
     pub webhook_max_connections_per_peer: usize,
-    /// TLS handshakes in progress at once on the webhook port; at the cap the oldest unfinished
-    /// one is dropped for the newcomer.
+    /// TLS handshakes in progress at once on the webhook port; at the cap the peer holding the
+    /// most gives up its oldest unfinished one to a newcomer from another peer.
     #[arg(long, env = "AUDIT_GUARD_WEBHOOK_MAX_HANDSHAKES", default_value_t = 128)]
     pub webhook_max_handshakes: usize,
     /// A webhook client must finish its TLS handshake within this.
@@ -260,7 +260,8 @@ pub struct DataStorageArgs {
     /// longest-idle connection is closed, or the newcomer refused when all are busy.
     #[arg(long, env = "DATASTORAGE_MAX_CLIENT_CONNECTIONS_PER_PEER", default_value_t = 512)]
     pub max_client_connections_per_peer: usize,
-    /// TLS handshakes in progress at once; at the cap the oldest unfinished one is dropped.
+    /// TLS handshakes in progress at once; at the cap the peer holding the most gives up its
+    /// oldest unfinished one to a newcomer from another peer.
     #[arg(long, env = "DATASTORAGE_MAX_HANDSHAKES", default_value_t = 256)]
     pub max_handshakes: usize,
     /// A client must finish its TLS handshake within this.

@@ -489,7 +489,11 @@ mod slim_tests {
         slim(&mut slimmed);
         prop_assert_eq!(derived(&full), derived(&slimmed));
         let decoded: cached::SlimSignalProcessing = serde_json::from_value(v).unwrap();
-        prop_assert_eq!(format!("{:?}", decoded.0), format!("{slimmed:?}"), "decoded slim is the whole object slimmed");
+        prop_assert_eq!(
+            format!("{:?}", decoded.0),
+            format!("{slimmed:?}"),
+            "decoded slim is the whole object slimmed"
+        );
         let mut twice = slimmed.clone();
         slim(&mut twice);
         prop_assert_eq!(format!("{twice:?}"), format!("{slimmed:?}"), "slimming is idempotent");

@@ -3,10 +3,12 @@
 //! hyper-util, with a graceful shutdown that lets in-flight requests finish.
 //!
 //! Bounded per client, so no client can hold the listener's resources for long:
-//! - TLS handshakes in progress have a cap of their own and a short timeout; at the cap the
-//!   oldest unfinished handshake is dropped for the newcomer (a real client finishes its
-//!   handshake in milliseconds, a silent one never does), so silent connections cannot keep
-//!   a new API server connection from being accepted.
+//! - TLS handshakes in progress have a cap of their own and a short timeout. At the cap the
+//!   peer holding the most places gives up its oldest unfinished handshake to a newcomer from
+//!   any other peer at once (a real client finishes its handshake in milliseconds, a silent
+//!   one never does), so silent connections from one address cannot delay a new API server
+//!   connection; a newcomer from that same peer only replaces its own oldest handshake, after
+//!   a grace, and is turned away before then.
 //! - Open connections have a cap overall and per peer address. At a cap the connection that
 //!   has been idle longest (no request in flight) is closed gracefully to make room; only when
 //!   every connection is busy is the newcomer refused. Connections that carry reviews stay.
@@ -50,7 +52,7 @@ pub mod metrics {
 
     declare! {
         /// Connections the listener closed or refused to protect itself, by listener (webhook|datastorage) and reason.
-        pub static SHED: IntCounterVec = counter_vec("audit_guard_listener_shed_total", "Connections closed or refused by the listener's per-client bounds, by listener and reason (handshake_timeout|handshake_evicted|peer_cap|connection_cap|idle_evicted|idle_timeout|max_age)", &["listener", "reason"]);
+        pub static SHED: IntCounterVec = counter_vec("audit_guard_listener_shed_total", "Connections closed or refused by the listener's per-client bounds, by listener and reason (handshake_timeout|handshake_evicted (an unfinished handshake dropped, or a newcomer turned away, at the handshake cap)|peer_cap|connection_cap|idle_evicted|idle_timeout|max_age)", &["listener", "reason"]);
 
         pub static CONNECTIONS: IntGaugeVec = gauge_vec("audit_guard_listener_connections", "Connections held by the listener, by listener and stage (handshaking|open)", &["listener", "stage"]);
     }
@@ -125,10 +127,54 @@ const SHED_REASONS: [&str; 7] = [
     "max_age",
 ];
 
-/// At the handshake cap, how long the oldest unfinished handshake is left before it is dropped
-/// for a newcomer: far longer than a real client's handshake takes, and it bounds how often a
-/// place turns over.
+/// At the handshake cap, how long the oldest unfinished handshake of the peer holding the most
+/// places is left before a newcomer from that same peer may replace it: far longer than a real
+/// client's handshake takes, and it bounds how fast one peer turns its places over.
 const HANDSHAKE_GRACE: Duration = Duration::from_secs(1);
+
+/// What a newcomer gets at the handshake cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HandshakeRoom {
+    /// Under the cap: nothing else is touched.
+    Fits,
+    /// This unfinished handshake is dropped for the newcomer.
+    Displace(u64),
+    /// The newcomer is closed at once.
+    TurnAway,
+}
+
+/// Where a newcomer from `peer` finds a handshake place. A plain function over plain data:
+/// `(id, peer, accepted_ms)` of every unfinished handshake not already told to go. The peer
+/// holding the most places (ties: the one with the oldest handshake) gives up its oldest to a
+/// newcomer from a peer holding fewer; a newcomer from a peer holding as many only replaces
+/// that peer's own oldest, once it is older than the grace.
+fn handshake_room(handshaking: &[(u64, IpAddr, u64)], peer: IpAddr, now_ms: u64, limits: &ListenerLimits) -> HandshakeRoom {
+    if handshaking.len() < limits.max_handshakes.max(1) {
+        return HandshakeRoom::Fits;
+    }
+    // Per peer: places held, and its oldest handshake as (accepted_ms, id).
+    let mut held: HashMap<IpAddr, (usize, (u64, u64))> = HashMap::new();
+    for &(id, p, at) in handshaking {
+        let e = held.entry(p).or_insert((0, (at, id)));
+        e.0 += 1;
+        e.1 = e.1.min((at, id));
+    }
+    let heaviest = held.values().max_by_key(|(n, oldest)| (*n, std::cmp::Reverse(*oldest))).copied();
+    let Some((most, (_, victim))) = heaviest else {
+        return HandshakeRoom::Fits;
+    };
+    match held.get(&peer) {
+        Some(&(mine, (oldest_at, oldest_id))) if mine >= most => {
+            let grace = HANDSHAKE_GRACE.min(limits.handshake_timeout).as_millis() as u64;
+            if now_ms.saturating_sub(oldest_at) >= grace {
+                HandshakeRoom::Displace(oldest_id)
+            } else {
+                HandshakeRoom::TurnAway
+            }
+        }
+        _ => HandshakeRoom::Displace(victim),
+    }
+}
 
 /// One accepted connection as the listener's bookkeeping sees it.
 struct Conn {
@@ -217,28 +263,30 @@ impl Registry {
         metrics::SHED.with_label_values(&[self.limits.name, reason]).inc();
     }
 
-    /// How long to wait before accepting: None when a handshake place is free, or the oldest
-    /// unfinished handshake has had [`HANDSHAKE_GRACE`] and may be dropped for a newcomer.
-    /// (Waiting rather than accepting and dropping keeps clients that reconnect at once from
-    /// turning the cap into a busy loop; newcomers wait in the kernel's backlog meanwhile.)
-    fn handshake_wait(&self) -> Option<Duration> {
-        let conns = self.lock();
-        let handshaking = conns
-            .values()
-            .filter(|c| !c.open.load(Ordering::Relaxed) && !c.close.is_cancelled());
-        let (count, oldest) = handshaking.fold((0usize, u64::MAX), |(n, oldest), c| (n + 1, oldest.min(c.accepted_ms)));
-        if count < self.limits.max_handshakes.max(1) {
-            return None;
-        }
-        let grace = HANDSHAKE_GRACE.min(self.limits.handshake_timeout).as_millis() as u64;
-        let age = now_ms().saturating_sub(oldest);
-        (age < grace).then(|| Duration::from_millis(grace - age))
-    }
-
-    /// Registers an accepted connection as handshaking; at the handshake cap the oldest
-    /// unfinished handshake is told to go.
-    fn accepted(&self, peer: IpAddr) -> (u64, Arc<Conn>) {
+    /// Registers an accepted connection as handshaking, making room at the handshake cap
+    /// ([`handshake_room`]); None: turned away.
+    fn accepted(&self, peer: IpAddr) -> Option<(u64, Arc<Conn>)> {
         let now = now_ms();
+        let mut conns = self.lock();
+        let handshaking: Vec<_> = conns
+            .iter()
+            .filter(|(_, c)| !c.open.load(Ordering::Relaxed) && !c.close.is_cancelled())
+            .map(|(id, c)| (*id, c.peer, c.accepted_ms))
+            .collect();
+        match handshake_room(&handshaking, peer, now, &self.limits) {
+            HandshakeRoom::Fits => {}
+            HandshakeRoom::Displace(victim) => {
+                if let Some(v) = conns.get(&victim) {
+                    v.close.cancel();
+                }
+                self.shed("handshake_evicted");
+            }
+            HandshakeRoom::TurnAway => {
+                drop(conns);
+                self.shed("handshake_evicted");
+                return None;
+            }
+        }
         let conn = Arc::new(Conn {
             peer,
             accepted_ms: now,
@@ -248,21 +296,10 @@ impl Registry {
             close: CancellationToken::new(),
         });
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut conns = self.lock();
-        let handshaking: Vec<_> = conns
-            .iter()
-            .filter(|(_, c)| !c.open.load(Ordering::Relaxed) && !c.close.is_cancelled())
-            .collect();
-        if handshaking.len() >= self.limits.max_handshakes.max(1) {
-            if let Some((_, oldest)) = handshaking.into_iter().min_by_key(|(id, c)| (c.accepted_ms, **id)) {
-                oldest.close.cancel();
-                self.shed("handshake_evicted");
-            }
-        }
         conns.insert(id, conn.clone());
         drop(conns);
         self.gauge("handshaking", 1);
-        (id, conn)
+        Some((id, conn))
     }
 
     /// Moves a handshaken connection to open, closing the longest-idle one when a cap is
@@ -393,15 +430,6 @@ pub async fn serve_with(
     }
     let tasks = TaskTracker::new();
     loop {
-        if let Some(wait) = shared.registry.handshake_wait() {
-            let left = shared.registry.left.notified();
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = left => {}
-                _ = tokio::time::sleep(wait) => {}
-            }
-            continue;
-        }
         let (tcp, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -414,8 +442,10 @@ pub async fn serve_with(
                 }
             },
         };
+        let Some((id, conn)) = shared.registry.accepted(peer.ip()) else {
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
-        let (id, conn) = shared.registry.accepted(peer.ip());
         let shared = shared.clone();
         tasks.spawn(async move {
             let _registered = Registered {
@@ -765,6 +795,52 @@ mod tests {
         assert_eq!(choose_eviction(&peer_busy, ip("10.0.0.1"), &limits), Err(Refusal::PeerCap));
         let all_busy = [(1, ip("10.0.0.1"), None), (2, ip("10.0.0.2"), None), (3, ip("10.0.0.3"), None)];
         assert_eq!(choose_eviction(&all_busy, ip("10.0.0.4"), &limits), Err(Refusal::ConnectionCap));
+    }
+
+    fn handshakes(peers: &[(&str, u64)]) -> Vec<(u64, IpAddr, u64)> {
+        peers.iter().enumerate().map(|(i, (p, at))| (i as u64, ip(p), *at)).collect()
+    }
+
+    #[test]
+    fn under_the_handshake_cap_a_newcomer_fits() {
+        let limits = ListenerLimits {
+            max_handshakes: 3,
+            ..Default::default()
+        };
+        let held = handshakes(&[("10.0.0.9", 0), ("10.0.0.9", 0)]);
+        assert_eq!(handshake_room(&held, ip("10.0.0.1"), 0, &limits), HandshakeRoom::Fits);
+    }
+
+    /// Silent connections from one address cannot make a newcomer from another wait: the
+    /// heaviest peer's oldest handshake goes at once, however young.
+    #[test]
+    fn at_the_handshake_cap_the_heaviest_peer_gives_up_its_oldest_to_anyone_else() {
+        let limits = ListenerLimits {
+            max_handshakes: 4,
+            ..Default::default()
+        };
+        let held = handshakes(&[("10.0.0.9", 500), ("10.0.0.9", 400), ("10.0.0.8", 100), ("10.0.0.9", 450)]);
+        assert_eq!(handshake_room(&held, ip("10.0.0.1"), 510, &limits), HandshakeRoom::Displace(1));
+        assert_eq!(handshake_room(&held, ip("10.0.0.8"), 510, &limits), HandshakeRoom::Displace(1));
+    }
+
+    #[test]
+    fn the_heaviest_peer_only_replaces_its_own_oldest_after_the_grace() {
+        let limits = ListenerLimits {
+            max_handshakes: 3,
+            ..Default::default()
+        };
+        let held = handshakes(&[("10.0.0.9", 1_000), ("10.0.0.9", 1_200), ("10.0.0.8", 0)]);
+        assert_eq!(handshake_room(&held, ip("10.0.0.9"), 1_500, &limits), HandshakeRoom::TurnAway);
+        assert_eq!(handshake_room(&held, ip("10.0.0.9"), 2_000, &limits), HandshakeRoom::Displace(0));
+        // Two peers holding as many: each newcomer of theirs competes only with its own.
+        let even = handshakes(&[("10.0.0.9", 1_000), ("10.0.0.8", 1_900)]);
+        let two = ListenerLimits {
+            max_handshakes: 2,
+            ..Default::default()
+        };
+        assert_eq!(handshake_room(&even, ip("10.0.0.8"), 2_000, &two), HandshakeRoom::TurnAway);
+        assert_eq!(handshake_room(&even, ip("10.0.0.9"), 2_000, &two), HandshakeRoom::Displace(0));
     }
 
     #[tokio::test]
