@@ -7,7 +7,7 @@
 //! batch ingestion records/s through the HTTP API at batch sizes 100/500/1000 with
 //! concurrent clients; the binary COPY ceiling of the same PostgreSQL for the same rows (into the
 //! same tables, with their indexes and triggers, one transaction, from this client) and ingestion
-//! at batch 500 as a ratio of it (issue 18);
+//! at batch 500 as a ratio of it;
 //! single-POST latency at a fixed open-loop rate; and the same latency again while 50 readers
 //! loop over the costliest statistics the service accepts (the widest range, over everything
 //! stored above) and 500 idle connections sit on the port; and again for 60 s against a second
@@ -501,7 +501,7 @@ async fn main() -> Result<()> {
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let listen = format!("127.0.0.1:{port}");
-    // Every record is chained (issue 14): the rates below include the hash chain.
+    // Every record is chained: the rates below include the hash chain.
     let keys = tempfile::tempdir()?;
     let chain_key = keys.path().join("chain.key");
     std::fs::write(
@@ -560,7 +560,7 @@ async fn main() -> Result<()> {
         binary.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ")
     ));
     rows.push(format!(
-        "| batch ingestion at batch 500 (mean of the two runs around the COPYs) / binary COPY | {at_500:.0} / {binary_rate:.0} = **{ratio:.2}** | ≥ 0.80 (issue 18) |"
+        "| batch ingestion at batch 500 (mean of the two runs around the COPYs) / binary COPY | {at_500:.0} / {binary_rate:.0} = **{ratio:.2}** | ≥ 0.80 |"
     ));
     let (lat, failed) = latency_run(&http, &base).await?;
     rows.push(format!(
@@ -589,7 +589,7 @@ async fn main() -> Result<()> {
     }
     attackers.shutdown_background();
     rows.push(format!(
-        "| single POST at {RATE}/s, {LATENCY_SECS} s, under {READERS} readers of the costliest statistics ({reads_ok} answered, {reads_busy} shed with 503) and {IDLE_CONNECTIONS} idle connections ({} failed) | p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms | p99 < 50 ms (issue 13) |",
+        "| single POST at {RATE}/s, {LATENCY_SECS} s, under {READERS} readers of the costliest statistics ({reads_ok} answered, {reads_busy} shed with 503) and {IDLE_CONNECTIONS} idle connections ({} failed) | p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms | p99 < 50 ms |",
         loaded_failed,
         percentile(&loaded, 0.50).as_secs_f64() * 1e3,
         percentile(&loaded, 0.99).as_secs_f64() * 1e3,

@@ -1,4 +1,4 @@
-//! Compliance evidence benchmark (issue 14) on PostgreSQL.
+//! Compliance evidence benchmark on PostgreSQL.
 //!
 //! `cargo run --release --example bench_evidence -- postgres://audit_guard:audit_guard@127.0.0.1:5432/audit_guard`
 //!

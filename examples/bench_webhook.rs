@@ -9,7 +9,7 @@
 //! Fixed open-loop rates (oha -q, latency corrected for coordinated omission), then the peak
 //! rate (closed loop). The server's RSS is sampled from /proc/<pid>/status throughout.
 //!
-//! Then side by side, interleaved in two rounds (issue 18), HTTP/1.1 with 32 keep-alive
+//! Then side by side, interleaved in two rounds, HTTP/1.1 with 32 keep-alive
 //! connections: the mutating path; the same server's null-handler ceiling (the same body POSTed
 //! to an unknown path: TLS + HTTP + routing, answered 404 without reading it); and the
 //! controller-runtime peer (`../shared/peers/webhook`, binary in `BENCH_PEER_WEBHOOK`, same

@@ -9,7 +9,7 @@
 #                                  controller (examples/floor_controller.rs), (c) the controller-runtime
 #                                  peer from ../shared/peers/cleanup-controller, (d) audit-guard serve
 #   examples/bench_writer.rs       buffered writer enqueue cost and memory
-#   examples/bench_evidence.rs     issue 14: ingestion with the hash chain, verify of 1,000,000
+#   examples/bench_evidence.rs     ingestion with the hash chain, verify of 1,000,000
 #                                  records (BENCH_EVIDENCE_RECORDS), RSS of a 100,000-record export
 #   examples/bench_tlog.rs         transparency log core: root of 1,000,000 entries, proof make/check
 #                                  time and size, checkpoint sign/verify (BENCH_TLOG_ENTRIES)

@@ -1,4 +1,4 @@
-//! Issue 13, acceptance 3: readers and idle connections cannot starve the deletion path.
+//! Readers and idle connections cannot starve the deletion path.
 //!
 //! On the real control plane, a real `audit-guard serve` (controller and webhook) deletes 200
 //! SignalProcessings through a real Data Storage (TLS, PostgreSQL with the runtime role,

@@ -263,7 +263,7 @@ async fn records_go_to_monthly_partitions_and_none_to_default() {
     d.finish().await;
 }
 
-/// Issue 13, acceptance 1: as the runtime role, nothing but INSERT and SELECT through the
+/// As the runtime role, nothing but INSERT and SELECT through the
 /// parents works — on the parents, on a partition by name, on every other table.
 #[tokio::test]
 async fn the_runtime_role_can_only_insert_and_select_through_the_parents() {
@@ -364,7 +364,7 @@ async fn the_triggers_refuse_changes_from_the_owner_too() {
     d.finish().await;
 }
 
-/// Issue 13, acceptance 2: a record dated year 9999 or 0001 is refused naming the field,
+/// A record dated year 9999 or 0001 is refused naming the field,
 /// nothing is written and no partition appears.
 #[tokio::test]
 async fn a_time_outside_the_window_is_refused_naming_the_field_and_makes_no_partition() {

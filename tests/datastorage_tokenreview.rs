@@ -2,7 +2,7 @@
 //! kube-apiserver, with the shipped RBAC (manifests/base/datastorage-rbac.yaml) applied and
 //! Data Storage running on its own ServiceAccount's token (so that RBAC is what it needs).
 //!
-//! Issue 11, acceptance 2: a ServiceAccount other than the controller gets 403 writing and
+//! A ServiceAccount other than the controller gets 403 writing and
 //! reading; a reader-bound one reads; the controller, with a TokenRequest token carrying the
 //! manifests' audience, writes; a token without that audience is refused.
 

@@ -4,7 +4,7 @@
 //! Service (against this binary's real API server), a 202 that queues and replays every copy.
 //!
 //! The client on its own first (what it sends, the 202 rule, conflicts, batches), then the real
-//! `audit-guard serve` on the real control plane through each scenario of issue 15: a CR deleted
+//! `audit-guard serve` on the real control plane through each scenario of the events mode: a CR deleted
 //! while Pending, one completed 8 days ago, a break-glass removal, a 20 s write outage, a 401 and
 //! a 403 — each ending with exactly one valid event per CR, or waiting with its own alarm.
 

@@ -303,7 +303,7 @@ fn documented(doc: &str, heading: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// Acceptance 4 of issue 15: docs/audit-mapping.md lists, field by field, what the events mode
+/// docs/audit-mapping.md lists, field by field, what the events mode
 /// stores — every key of every event the client builds has its row, and (with Kubernaut's
 /// OpenAPI file) every field the payload schema has is either mapped or said never to be sent,
 /// and no row names a field the schema does not have.

@@ -1,6 +1,6 @@
 //! A test double of Kubernaut's Data Storage, the part audit-guard's `events` mode uses:
 //! `POST /api/v1/audit/events`, `POST /api/v1/audit/events/batch`, `GET /api/v1/audit/events`.
-//! It behaves as the real service was observed to (issue 15), in every way audit-guard depends on:
+//! It behaves as the real service was observed to, in every way audit-guard depends on:
 //!
 //! - **payload pruning**: `event_data` is decoded by its discriminator (`event_type`) into
 //!   `SignalProcessingAuditPayload`; unknown keys are dropped and the known ones re-serialised, so

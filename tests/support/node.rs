@@ -71,7 +71,7 @@ fn datastorage_token_audience(docs: &[Value]) -> Option<String> {
         .find_map(|s| s["serviceAccountToken"]["audience"].as_str().map(String::from))
 }
 
-/// Until Data Storage's TokenReview names an audience (issue 11, `--token-audience`), the API
+/// Until Data Storage's TokenReview names an audience (`--token-audience`), the API
 /// server checks tokens against its own audience and refuses one projected for another: every
 /// write would get 401 and every deletion wait forever. True while that is so.
 pub fn audience_override_needed() -> Result<bool> {
