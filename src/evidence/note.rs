@@ -121,8 +121,9 @@ impl std::fmt::Display for VerifierKey {
 /// `<name>+<key ID>+<base64(alg ‖ 32 bytes)>` split into its parts (checked by the caller).
 fn split_key<'a>(s: &'a str, what: &str) -> Result<(&'a str, u32, u8, [u8; 32]), NoteError> {
     let bad = |r: &str| NoteError::BadKey(format!("{what}: {r}"));
-    let mut parts = s.split('+');
-    let (Some(name), Some(id), Some(key), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    // The name holds no `+`; standard base64 may, so the key is everything after the ID.
+    let mut parts = s.splitn(3, '+');
+    let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(bad("expected <name>+<key ID>+<base64 key>"));
     };
     let id = parse_key_id(id).ok_or_else(|| bad("the key ID is not 8 lowercase hex digits"))?;
@@ -522,6 +523,19 @@ mod tests {
         assert_eq!(parse_key_id("abcdef0"), None);
         assert!(SignerKey::parse(&v).is_err());
         assert!(check_name("a b").is_err() && check_name("a+b").is_err() && check_name("").is_err());
+    }
+
+    #[test]
+    fn keys_whose_base64_holds_a_plus_round_trip() {
+        let mut plus = 0;
+        for seed in 0..64u8 {
+            let k = SignerKey::new("example.com/log", ALG_ED25519, SigningKey::from_bytes(&[seed; 32])).unwrap();
+            let (v, s) = (k.verifier().to_string(), k.to_secret_string());
+            plus += usize::from(v.matches('+').count() > 2) + usize::from(s.matches('+').count() > 4);
+            assert_eq!(VerifierKey::parse(&v).unwrap(), *k.verifier(), "{v}");
+            assert_eq!(SignerKey::parse(&s).unwrap().verifier(), k.verifier());
+        }
+        assert!(plus > 0, "some of these keys have a + in their base64");
     }
 
     #[test]
