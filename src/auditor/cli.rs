@@ -26,6 +26,7 @@ use crate::datastorage::export::{self, Manifest, SignedManifest};
 use crate::datastorage::store::{Store, TimeRange};
 use crate::datastorage::verify::{self, Verdict, VerifyOptions, VerifyReport};
 use crate::datastorage::{postgres, sqlite};
+use crate::evidence::note::{SignerKey, ALG_ED25519};
 
 /// How to reach Data Storage's API.
 #[derive(Args, Debug, Clone)]
@@ -193,6 +194,13 @@ pub struct KeysArgs {
     /// Export signing key: writes this file (PKCS#8 PEM, mode 0600) and `<file>.pub`.
     #[arg(long)]
     pub signing_key: Option<PathBuf>,
+    /// Transparency log key: writes this file (a C2SP signed-note private key, mode 0600;
+    /// Data Storage's --log-signing-key-file) and `<file>.pub` (the verifier key auditors use).
+    #[arg(long)]
+    pub log_key: Option<PathBuf>,
+    /// The log's name (its checkpoints' origin), e.g. the host auditors reach it by.
+    #[arg(long, default_value = "audit-guard.local/datastorage")]
+    pub log_name: String,
 }
 
 pub async fn run(cmd: Command) -> anyhow::Result<bool> {
@@ -662,8 +670,8 @@ fn create_private(path: &Path, text: &str) -> anyhow::Result<()> {
 }
 
 fn keys_cmd(a: &KeysArgs) -> anyhow::Result<bool> {
-    if a.chain_key.is_none() && a.signing_key.is_none() {
-        bail!("give --chain-key <file> and/or --signing-key <file>");
+    if a.chain_key.is_none() && a.signing_key.is_none() && a.log_key.is_none() {
+        bail!("give --chain-key <file>, --signing-key <file> and/or --log-key <file>");
     }
     if let Some(path) = &a.chain_key {
         let id = a.key_id.clone().unwrap_or_else(|| Utc::now().format("%Y%m%dT%H%M%S").to_string());
@@ -693,6 +701,18 @@ fn keys_cmd(a: &KeysArgs) -> anyhow::Result<bool> {
         let id = export::key_id(&export::public_key_from_pem(&public)?);
         println!(
             "wrote export signing key {id} to {} and its public key to {}",
+            path.display(),
+            pub_path.display()
+        );
+    }
+    if let Some(path) = &a.log_key {
+        let key = SignerKey::generate(&a.log_name, ALG_ED25519)?;
+        create_private(path, &format!("{}\n", key.to_secret_string()))?;
+        let pub_path = sibling(path, ".pub");
+        std::fs::write(&pub_path, format!("{}\n", key.verifier()))?;
+        println!(
+            "wrote transparency log key {} to {} and its verifier key to {}",
+            key.verifier(),
             path.display(),
             pub_path.display()
         );
