@@ -50,7 +50,11 @@ pub enum Command {
     /// Auditor: hold the Kubernetes API server's audit log against Data Storage's records:
     /// deletions without a record, records without a deletion; exit 1 if any.
     Witness(Box<crate::auditor::cli::WitnessArgs>),
-    /// Generate a chain key file and an export signing key pair.
+    /// Auditor: check the transparency log Data Storage serves with its public key alone:
+    /// the latest checkpoint's signature, that it extends a checkpoint saved earlier, and that
+    /// every entry it covers is served; exit 1 if not.
+    VerifyLog(Box<crate::auditor::cli::VerifyLogArgs>),
+    /// Generate a chain key file, an export signing key pair and a transparency log key.
     Keys(crate::auditor::cli::KeysArgs),
 }
 

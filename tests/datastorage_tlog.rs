@@ -348,6 +348,51 @@ async fn sqlite_logs_every_item_once_with_proofs() {
     check_log(&svc, &cp2, &all).await;
     consistency(&svc, &cp1, &cp2).await;
     check_refusals(&svc, cp2.size).await;
+    verify_log_as_an_auditor(&svc, &key, &cp1).await;
+}
+
+/// `audit-guard verify-log` with the public key and a saved checkpoint only: the honest log
+/// checks (and the latest checkpoint is saved for next time); a saved checkpoint the served log
+/// does not extend (another history, signed with the same key) is named.
+async fn verify_log_as_an_auditor(svc: &DataStorage, key: &SignerKey, saved: &Checkpoint) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, data: &[u8]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, data).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let vkey = file("log.key.pub", format!("{}\n", key.verifier()).as_bytes());
+    let token = file("reader.token", READER_TOKEN.as_bytes());
+    let (_, kept) = get_bytes(svc, &format!("{LOG}/checkpoint?size={}", saved.size)).await;
+    let saved_file = file("saved.checkpoint", &kept);
+    let next = dir.path().join("next.checkpoint");
+    let run = |checkpoint: &str| {
+        let out = std::process::Command::new(binary())
+            .args(["verify-log", "--url", &svc.url, "--token-file", &token, "--log-key", &vkey])
+            .args(["--checkpoint", checkpoint, "--save", next.to_str().unwrap()])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, stdout, stderr) = run(&saved_file);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.starts_with("consistent: the signed checkpoint covers"), "{stdout}");
+    let (_, latest) = get_bytes(svc, &format!("{LOG}/checkpoint")).await;
+    assert_eq!(std::fs::read(&next).unwrap(), latest, "the latest checkpoint is saved");
+    std::fs::remove_file(&next).unwrap();
+    let other = Checkpoint {
+        root: [7; 32],
+        ..saved.clone()
+    };
+    let forged = file("other.checkpoint", &other.sign(key).unwrap().to_bytes());
+    let (code, stdout, stderr) = run(&forged);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("does not extend the saved one"), "{stdout}");
+    assert!(!next.exists(), "nothing saved from a log that does not check");
 }
 
 async fn wait_for_size(svc: &DataStorage, key: &VerifierKey, origin: &str, size: u64) -> Checkpoint {
