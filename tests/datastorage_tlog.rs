@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use audit_guard::evidence::entry::{Entry, Kind};
 use audit_guard::evidence::merkle::{leaf_hash, root_at, verify_consistency, verify_inclusion, Hash, MemoryTree};
 use audit_guard::evidence::note::{Checkpoint, SignerKey, VerifierKey, ALG_ED25519};
+use audit_guard::evidence::proof::TlogProof;
 use audit_guard::evidence::tiles::{bundles_for_size, decode_bundle, tiles_for_size, Tile, TileHashReader};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -348,7 +349,37 @@ async fn sqlite_logs_every_item_once_with_proofs() {
     check_log(&svc, &cp2, &all).await;
     consistency(&svc, &cp1, &cp2).await;
     check_refusals(&svc, cp2.size).await;
+    tlog_proof_stands_alone(&svc, &vkey, &all[0]).await;
     verify_log_as_an_auditor(&svc, &key, &cp1).await;
+}
+
+/// A C2SP tlog-proof of one item checks offline with the public key alone: its checkpoint's
+/// signature, and its entry (the extra data) at its index under that checkpoint's root.
+async fn tlog_proof_stands_alone(svc: &DataStorage, key: &VerifierKey, (kind, id): &(Kind, String)) {
+    assert_eq!(*kind, Kind::Record);
+    let (s, text) = get_bytes(svc, &format!("{LOG}/proof/inclusion?kind=record&id={id}&format=tlog-proof")).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&text));
+    let proof = TlogProof::parse(&text).unwrap();
+    let (cp, _) = Checkpoint::open(&proof.checkpoint, key, &key.name).unwrap();
+    let entry = proof.extra.unwrap();
+    assert_eq!(&Entry::decode(&entry).unwrap().id, id);
+    verify_inclusion(&leaf_hash(&entry), proof.index, cp.size, &proof.hashes, &cp.root).expect("tlog-proof");
+    // A size the log has but no checkpoint was signed at: no tlog-proof for it.
+    let mut unsigned = None;
+    for size in 1..=cp.size {
+        if get_bytes(svc, &format!("{LOG}/checkpoint?size={size}")).await.0 == 404 {
+            unsigned = Some(size);
+            break;
+        }
+    }
+    let size = unsigned.expect("rounds sign far fewer checkpoints than entries");
+    let (s, v) = svc
+        .get_as(
+            READER_TOKEN,
+            &format!("{LOG}/proof/inclusion?index=0&size={size}&format=tlog-proof"),
+        )
+        .await;
+    assert_eq!((s, v["field"].clone()), (400, json!("size")), "no checkpoint of size {size}: {v}");
 }
 
 /// `audit-guard verify-log` with the public key and a saved checkpoint only: the honest log

@@ -19,6 +19,7 @@ use super::store::Store;
 use super::tlog;
 use crate::evidence::entry::Kind;
 use crate::evidence::merkle::{consistency_proof, inclusion_proof, leaf_hash, root_at, HashReader, ProofError};
+use crate::evidence::proof::TlogProof;
 use crate::evidence::tiles::{encode_bundle, parse_path, Resource};
 
 pub const LOG: &str = "/api/v1/log";
@@ -162,11 +163,32 @@ fn b64(hashes: &[[u8; 32]]) -> Vec<String> {
     hashes.iter().map(|h| B64.encode(h)).collect()
 }
 
-/// `GET /api/v1/log/proof/inclusion?index=I[&size=S]` or `?kind=K&id=ID[&size=S]`.
+/// How an inclusion proof is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProofFormat {
+    Json,
+    /// C2SP tlog-proof, with the entry as its extra data and the checkpoint of the size.
+    TlogProof,
+}
+
+pub fn proof_format(p: &Params) -> Result<ProofFormat, Problem> {
+    match p.get("format") {
+        None | Some("json") => Ok(ProofFormat::Json),
+        Some("tlog-proof") => Ok(ProofFormat::TlogProof),
+        Some(other) => Err(Problem::field(
+            "format",
+            format!("format: expected json or tlog-proof, got {other:?}"),
+        )),
+    }
+}
+
+/// `GET /api/v1/log/proof/inclusion?index=I[&size=S]` or `?kind=K&id=ID[&size=S]`, `[&format=tlog-proof]`.
 pub async fn inclusion(State(state): State<Arc<AppState>>, uri: Uri) -> Result<Response, Problem> {
-    let p = query::params(&uri, &["index", "kind", "id", "size"])?;
+    let p = query::params(&uri, &["index", "kind", "id", "size", "format"])?;
     let subject = inclusion_subject(&p)?;
-    let (size, _) = proof_size(&state, number(&p, "size")?, "size").await?;
+    let format = proof_format(&p)?;
+    let asked = number(&p, "size")?;
+    // The index first: an item sequenced meanwhile is then inside the size read after it.
     let index = match &subject {
         Subject::Index(i) => *i,
         Subject::Item(kind, id) => timed("log_index", state.store.log_index(*kind, id.clone()))
@@ -179,6 +201,7 @@ pub async fn inclusion(State(state): State<Arc<AppState>>, uri: Uri) -> Result<R
                 )
             })?,
     };
+    let (size, _) = proof_size(&state, asked, "size").await?;
     if index >= size {
         return Err(Problem::field(
             "size",
@@ -194,6 +217,28 @@ pub async fn inclusion(State(state): State<Arc<AppState>>, uri: Uri) -> Result<R
         Ok((inclusion_proof(r, index, size)?, root_at(r, size)?))
     })
     .await?;
+    if format == ProofFormat::TlogProof {
+        let cp = timed("log_checkpoint", state.store.log_checkpoint(Some(size)))
+            .await
+            .map_err(|e| db_problem("log_checkpoint", e))?;
+        let Some(cp) = cp else {
+            return Err(if p.get("size").is_some() {
+                Problem::field(
+                    "size",
+                    format!("size: no checkpoint of {size} entries was signed; a tlog-proof needs one"),
+                )
+            } else {
+                no_checkpoint(&state)
+            });
+        };
+        let proof = TlogProof {
+            extra: Some(entry),
+            index,
+            hashes: proof,
+            checkpoint: cp.note.into_bytes(),
+        };
+        return Ok(body("text/plain; charset=utf-8", proof.to_bytes()));
+    }
     Ok(axum::Json(json!({
         "index": index,
         "size": size,
@@ -232,7 +277,7 @@ mod tests {
     use super::*;
 
     fn params(q: &str) -> Params {
-        query::params(&format!("/x?{q}").parse().unwrap(), &["index", "kind", "id", "size"]).unwrap()
+        query::params(&format!("/x?{q}").parse().unwrap(), &["index", "kind", "id", "size", "format"]).unwrap()
     }
 
     #[test]
@@ -256,6 +301,13 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn proofs_come_as_json_or_tlog_proof() {
+        assert_eq!(proof_format(&params("")).unwrap(), ProofFormat::Json);
+        assert_eq!(proof_format(&params("format=tlog-proof")).unwrap(), ProofFormat::TlogProof);
+        assert_eq!(proof_format(&params("format=xml")).unwrap_err().field.as_deref(), Some("format"));
     }
 
     #[test]

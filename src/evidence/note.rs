@@ -400,6 +400,24 @@ fn cosigned_message(text: &str, timestamp: u64) -> Vec<u8> {
     format!("cosignature/v1\ntime {timestamp}\n{text}").into_bytes()
 }
 
+/// A number as checkpoints and proofs write it: decimal, no sign, no leading zeros.
+pub fn canonical_decimal(s: &str) -> Result<u64, &'static str> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0')) {
+        return Err("is not a decimal without leading zeros");
+    }
+    s.parse().map_err(|_| "is too large")
+}
+
+/// A hash as checkpoints and proofs write it: exactly 32 bytes in canonical standard base64.
+pub fn canonical_hash(s: &str) -> Result<Hash, &'static str> {
+    let raw = B64.decode(s).map_err(|_| "is not base64")?;
+    let h: Hash = raw.as_slice().try_into().map_err(|_| "is not 32 bytes")?;
+    if B64.encode(h) != s {
+        return Err("is not in canonical base64");
+    }
+    Ok(h)
+}
+
 /// A checkpoint: which log, how many entries, their root hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
@@ -430,19 +448,9 @@ impl Checkpoint {
             return Err(bad("the origin line is empty".into()));
         }
         let size = lines.next().ok_or_else(|| bad("no tree size line".into()))?;
-        if size.is_empty() || !size.bytes().all(|b| b.is_ascii_digit()) || (size.len() > 1 && size.starts_with('0')) {
-            return Err(bad(format!("tree size {size:?} is not a decimal without leading zeros")));
-        }
-        let size: u64 = size.parse().map_err(|_| bad(format!("tree size {size:?} is too large")))?;
+        let size = canonical_decimal(size).map_err(|r| bad(format!("tree size {size:?} {r}")))?;
         let root = lines.next().ok_or_else(|| bad("no root hash line".into()))?;
-        let raw = B64.decode(root).map_err(|_| bad(format!("root hash {root:?} is not base64")))?;
-        let root_hash: Hash = raw
-            .as_slice()
-            .try_into()
-            .map_err(|_| bad(format!("root hash {root:?} is not 32 bytes")))?;
-        if B64.encode(root_hash) != root {
-            return Err(bad(format!("root hash {root:?} is not in canonical base64")));
-        }
+        let root_hash = canonical_hash(root).map_err(|r| bad(format!("root hash {root:?} {r}")))?;
         let extensions: Vec<String> = lines.map(str::to_string).collect();
         if extensions.iter().any(String::is_empty) {
             return Err(bad("an empty extension line".into()));
