@@ -207,8 +207,11 @@ async fn check_refusals(svc: &DataStorage, size: u64) {
         (format!("{LOG}/tile/0/000.p/0"), 400),
         (format!("{LOG}/tile/entries/x001/000"), 404),
         (format!("{LOG}/tile/3/000"), 404),
+        (format!("{LOG}/tile/40/000"), 404),
+        (format!("{LOG}/tile/entries/x018/x446/x744/x073/x709/x551/615"), 404),
         (format!("{LOG}/checkpoint?size=x"), 400),
         (format!("{LOG}/checkpoint?size={}", size + 1000), 404),
+        (format!("{LOG}/checkpoint?size={}", u64::MAX), 404),
     ] {
         let (s, v) = svc.get_as(READER_TOKEN, &path).await;
         assert_eq!(s, status, "{path}: {v}");

@@ -444,7 +444,8 @@ async fn verify_log_cmd(a: VerifyLogArgs) -> anyhow::Result<bool> {
         }
         _ => vec![],
     };
-    let mut entries = Vec::with_capacity(usize::try_from(latest.size).unwrap_or(0));
+    // The size is the server's word: reserve a bounded amount, grow as entries arrive.
+    let mut entries = Vec::with_capacity(usize::try_from(latest.size).unwrap_or(0).min(1 << 20));
     for b in bundles_for_size(latest.size) {
         let data = api.get(&format!("{log}/{}", b.path())).await?.bytes().await?;
         let got = decode_bundle(&data).with_context(|| b.path())?;

@@ -314,7 +314,7 @@ macro_rules! shared_log_tx {
             // The largest at or below `size` (any), then kept only if it is that size.
             let row: Option<(i64, Vec<u8>, String)> =
                 sqlx::query_as("SELECT size, root, note FROM tlog_checkpoints WHERE size <= $1 ORDER BY size DESC LIMIT 1")
-                    .bind(size.map_or(Ok(i64::MAX), tlog::db_i64)?)
+                    .bind(size.map_or(i64::MAX, |s| i64::try_from(s).unwrap_or(i64::MAX)))
                     .fetch_optional(&mut *self)
                     .await?;
             let cp = row.map(tlog::checkpoint_row).transpose()?;

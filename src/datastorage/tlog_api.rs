@@ -20,7 +20,7 @@ use super::tlog;
 use crate::evidence::entry::Kind;
 use crate::evidence::merkle::{consistency_proof, inclusion_proof, leaf_hash, root_at, HashReader, ProofError};
 use crate::evidence::proof::TlogProof;
-use crate::evidence::tiles::{encode_bundle, parse_path, Resource};
+use crate::evidence::tiles::{encode_bundle, parse_path, Resource, TILE_WIDTH};
 
 pub const LOG: &str = "/api/v1/log";
 
@@ -65,6 +65,9 @@ pub async fn tile(State(state): State<Arc<AppState>>, Path(rest): Path<String>, 
     let path = format!("tile/{rest}");
     let resource = parse_path(&path).map_err(|e| Problem::bad_request(e.to_string()))?;
     let missing = || Problem::new(StatusCode::NOT_FOUND, format!("{path}: the log is not that large yet"));
+    if !within_any_log(resource) {
+        return Err(missing());
+    }
     let data = match resource {
         Resource::Tile(t) => {
             let mut got = timed("log_tiles", state.store.log_tiles(vec![t]))
@@ -84,6 +87,16 @@ pub async fn tile(State(state): State<Arc<AppState>>, Path(rest): Path<String>, 
         }
     };
     Ok(body("application/octet-stream", data))
+}
+
+/// Whether a resource could exist in a log of at most `i64::MAX` entries (what the databases
+/// index); beyond, its position would overflow the arithmetic that locates it.
+pub fn within_any_log(r: Resource) -> bool {
+    let (level, index) = match r {
+        Resource::Tile(t) => (t.level, t.index),
+        Resource::Entries(b) => (0, b.index),
+    };
+    level < 8 && index <= i64::MAX as u64 / TILE_WIDTH
 }
 
 fn number(p: &Params, key: &str) -> Result<Option<u64>, Problem> {
@@ -308,6 +321,17 @@ mod tests {
         assert_eq!(proof_format(&params("")).unwrap(), ProofFormat::Json);
         assert_eq!(proof_format(&params("format=tlog-proof")).unwrap(), ProofFormat::TlogProof);
         assert_eq!(proof_format(&params("format=xml")).unwrap_err().field.as_deref(), Some("format"));
+    }
+
+    #[test]
+    fn resources_beyond_any_log_are_not_looked_for() {
+        let path = |p: &str| parse_path(p).unwrap();
+        assert!(within_any_log(path("tile/0/000")));
+        assert!(within_any_log(path("tile/7/x036/x028/x797/x018/x963/967")));
+        assert!(!within_any_log(path("tile/8/000")));
+        assert!(!within_any_log(path("tile/40/000")));
+        assert!(!within_any_log(path("tile/entries/x018/x446/x744/x073/x709/x551/615")));
+        assert!(within_any_log(path("tile/entries/x036/x028/x797/x018/x963/967")));
     }
 
     #[test]
