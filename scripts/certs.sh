@@ -22,6 +22,12 @@ cat > "$gen/ca-bundle.yaml" <<YAML
   value: $ca
 YAML
 echo "certs/ written; caBundle in $gen/ca-bundle.yaml"
+# The transparency log's checkpoint key (Data Storage's --log-signing-key-file), kept across
+# runs: a new key would make every saved checkpoint unverifiable.
+if [ ! -s certs/datastorage/log.key ]; then
+  "$bin" keys --log-key certs/datastorage/log.key >/dev/null
+fi
+echo "transparency log key: certs/datastorage/log.key (verifier key for auditors: certs/datastorage/log.key.pub)"
 
 # The API server's admission client certificate, which the webhook asks for on 9443 (mutual TLS
 # is on in both overlays): a CA of its own, kept across runs (the ConfigMap and the API server's

@@ -50,7 +50,11 @@ pub enum Command {
     /// Auditor: hold the Kubernetes API server's audit log against Data Storage's records:
     /// deletions without a record, records without a deletion; exit 1 if any.
     Witness(Box<crate::auditor::cli::WitnessArgs>),
-    /// Generate a chain key file and an export signing key pair.
+    /// Auditor: check the transparency log Data Storage serves with its public key alone:
+    /// the latest checkpoint's signature, that it extends a checkpoint saved earlier, and that
+    /// every entry it covers is served; exit 1 if not.
+    VerifyLog(Box<crate::auditor::cli::VerifyLogArgs>),
+    /// Generate a chain key file, an export signing key pair and a transparency log key.
     Keys(crate::auditor::cli::KeysArgs),
 }
 
@@ -366,6 +370,16 @@ pub struct DataStorageArgs {
     /// (with SQLite, `<data-dir>/signing-key.pem` is created when absent).
     #[arg(long, env = "DATASTORAGE_SIGNING_KEY_FILE")]
     pub signing_key_file: Option<PathBuf>,
+    /// The transparency log's checkpoint key: a C2SP signed-note private key
+    /// (`PRIVATE+KEY+<name>+<key ID>+<base64>`, made with `audit-guard keys --log-key`); its name
+    /// is the log's origin. Never stored in the database. Without it the log still sequences
+    /// but no checkpoint is signed (the checkpoint endpoint answers 503); with SQLite,
+    /// `<data-dir>/log.key` is created when absent.
+    #[arg(long, env = "DATASTORAGE_LOG_SIGNING_KEY_FILE")]
+    pub log_signing_key_file: Option<PathBuf>,
+    /// How often the log's sequencer integrates stored items and signs a checkpoint.
+    #[arg(long, env = "DATASTORAGE_LOG_SEQUENCE_INTERVAL", default_value = "500ms", value_parser = parse_duration)]
+    pub log_sequence_interval: Duration,
     /// Auditors' requests (verify, export, report) handled at once; more get 503.
     #[arg(long, env = "DATASTORAGE_MAX_CONCURRENT_AUDITS", default_value_t = 2)]
     pub max_concurrent_audits: usize,

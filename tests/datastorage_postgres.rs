@@ -534,9 +534,9 @@ async fn the_runtime_role_cannot_migrate_and_retention_belongs_to_the_owner() {
         .await
         .unwrap();
     assert_eq!(audit_guard::datastorage::migrate::privilege_problems(&facts), Vec::<String>::new());
-    // SELECT and INSERT on the six audit tables (export_manifests and break_glass_claims
-    // included), SELECT on the migrations.
-    assert_eq!(facts.table_privileges.len(), 13, "{facts:?}");
+    // SELECT and INSERT on the ten audit tables (export_manifests, break_glass_claims and the
+    // transparency log's four included), SELECT on the migrations.
+    assert_eq!(facts.table_privileges.len(), 21, "{facts:?}");
 
     // Retention is the owner's job, and never shorter than the time window.
     let err = serve(&["--retention-months", "15"]);

@@ -3,9 +3,9 @@
 //! tests/fixtures/tlog-verifier, which must accept it whole and refuse it after any one
 //! artefact has one byte changed.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 use audit_guard::evidence::entry::{Entry, Kind};
 use audit_guard::evidence::merkle::{consistency_proof, inclusion_proof, root_at, verify_consistency, verify_inclusion, MemoryTree};
@@ -17,28 +17,10 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
+use support::tlog::{run_verifier, write};
 
 const ORIGIN: &str = "audit-guard.example/tlog-interop";
 const SIZES: [u64; 3] = [512, 1000, 1537];
-
-/// The Go verifier, built once from its module (tests/fixtures/tlog-verifier/build.sh).
-fn verifier() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tlog-verifier/build.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .expect("running tests/fixtures/tlog-verifier/build.sh (needs Go and the Go module proxy)");
-        assert!(out.status.success(), "building the Go tlog verifier failed (see stderr above)");
-        PathBuf::from(String::from_utf8(out.stdout).expect("a UTF-8 path").trim())
-    })
-}
-
-fn run_verifier(dir: &Path) -> Output {
-    Command::new(verifier()).arg(dir).output().expect("running the Go tlog verifier")
-}
 
 fn entries(n: u64) -> Vec<Vec<u8>> {
     let t0: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-12-07T06:00:00.000001Z")
@@ -59,12 +41,6 @@ fn entries(n: u64) -> Vec<Vec<u8>> {
             .unwrap()
         })
         .collect()
-}
-
-fn write(dir: &Path, rel: &str, data: &[u8]) {
-    let p = dir.join(rel);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, data).unwrap();
 }
 
 fn b64(h: &[u8; 32]) -> String {

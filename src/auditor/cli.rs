@@ -18,6 +18,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::exportfile::check_export;
+use super::logcheck;
 use super::report::{self, PeriodReport};
 use super::witness::{self, Live, LiveObject, LogStats, RecordRef};
 use crate::config::{parse_duration, Command};
@@ -26,6 +27,8 @@ use crate::datastorage::export::{self, Manifest, SignedManifest};
 use crate::datastorage::store::{Store, TimeRange};
 use crate::datastorage::verify::{self, Verdict, VerifyOptions, VerifyReport};
 use crate::datastorage::{postgres, sqlite};
+use crate::evidence::note::{Checkpoint, SignerKey, VerifierKey, ALG_ED25519};
+use crate::evidence::tiles::{bundles_for_size, decode_bundle};
 
 /// How to reach Data Storage's API.
 #[derive(Args, Debug, Clone)]
@@ -84,6 +87,22 @@ pub struct VerifyArgs {
     pub api: ApiArgs,
     #[command(flatten)]
     pub db: DbArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct VerifyLogArgs {
+    /// The log's verifier key (`<name>+<key ID>+<base64>`, e.g. the `log.key.pub` that
+    /// `audit-guard keys --log-key` wrote), handed over by the operator.
+    #[arg(long)]
+    pub log_key: PathBuf,
+    /// A checkpoint saved earlier (by `--save`): the latest must extend it.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Write the latest checkpoint here once it checks, to pass as --checkpoint next time.
+    #[arg(long)]
+    pub save: Option<PathBuf>,
+    #[command(flatten)]
+    pub api: ApiArgs,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -193,6 +212,13 @@ pub struct KeysArgs {
     /// Export signing key: writes this file (PKCS#8 PEM, mode 0600) and `<file>.pub`.
     #[arg(long)]
     pub signing_key: Option<PathBuf>,
+    /// Transparency log key: writes this file (a C2SP signed-note private key, mode 0600;
+    /// Data Storage's --log-signing-key-file) and `<file>.pub` (the verifier key auditors use).
+    #[arg(long)]
+    pub log_key: Option<PathBuf>,
+    /// The log's name (its checkpoints' origin), e.g. the host auditors reach it by.
+    #[arg(long, default_value = "audit-guard.local/datastorage")]
+    pub log_name: String,
 }
 
 pub async fn run(cmd: Command) -> anyhow::Result<bool> {
@@ -203,6 +229,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<bool> {
         Command::Report(a) => report_cmd(*a).await,
         Command::Witness(a) => witness_cmd(*a).await,
         Command::Keys(a) => keys_cmd(&a),
+        Command::VerifyLog(a) => verify_log_cmd(*a).await,
         _ => bail!("not an auditor command"),
     }
 }
@@ -387,6 +414,65 @@ async fn verify_cmd(a: VerifyArgs) -> anyhow::Result<bool> {
         write_out(out, serde_json::to_string_pretty(&report)?.as_bytes())?;
     }
     Ok(report.result == Verdict::Intact)
+}
+
+/// A signed checkpoint, its signature by `key` checked.
+fn open_checkpoint(bytes: &[u8], key: &VerifierKey, what: &str) -> anyhow::Result<Checkpoint> {
+    let (cp, _) = Checkpoint::open(bytes, key, &key.name).with_context(|| format!("{what}: not a checkpoint signed by {key}"))?;
+    Ok(cp)
+}
+
+async fn verify_log_cmd(a: VerifyLogArgs) -> anyhow::Result<bool> {
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let key = VerifierKey::parse(String::from_utf8_lossy(&read(&a.log_key)?).trim())
+        .with_context(|| format!("the log key {}", a.log_key.display()))?;
+    let saved = a
+        .checkpoint
+        .as_ref()
+        .map(|p| open_checkpoint(&read(p)?, &key, &p.display().to_string()))
+        .transpose()?;
+    let api = Api::new(&a.api)?;
+    let log = crate::datastorage::tlog_api::LOG;
+    let note = api.get(&format!("{log}/checkpoint")).await?.bytes().await?;
+    let latest = open_checkpoint(&note, &key, "the served checkpoint")?;
+    let proof = match &saved {
+        Some(old) if old.size <= latest.size => {
+            let v: Value = api
+                .get_json(&format!("{log}/proof/consistency?old={}&new={}", old.size, latest.size))
+                .await?;
+            hashes_of(&v["proof"]).context("the consistency proof")?
+        }
+        _ => vec![],
+    };
+    // The size is the server's word: reserve a bounded amount, grow as entries arrive.
+    let mut entries = Vec::with_capacity(usize::try_from(latest.size).unwrap_or(0).min(1 << 20));
+    for b in bundles_for_size(latest.size) {
+        let data = api.get(&format!("{log}/{}", b.path())).await?.bytes().await?;
+        let got = decode_bundle(&data).with_context(|| b.path())?;
+        entries.extend(got.into_iter().map(<[u8]>::to_vec));
+    }
+    let findings = logcheck::judge(&latest, &entries, saved.as_ref().map(|s| (s, proof.as_slice())));
+    println!("{}", findings.summary());
+    for p in findings.problems.iter().skip(1).take(20) {
+        println!("  {p}");
+    }
+    let ok = findings.problems.is_empty();
+    if let (true, Some(out)) = (ok, &a.save) {
+        write_out(out, &note)?;
+    }
+    Ok(ok)
+}
+
+/// Base64 hashes of a JSON array.
+fn hashes_of(v: &Value) -> anyhow::Result<Vec<[u8; 32]>> {
+    v.as_array()
+        .context("not a list of hashes")?
+        .iter()
+        .map(|h| {
+            let raw = base64::engine::general_purpose::STANDARD.decode(h.as_str().context("a hash is not a string")?)?;
+            <[u8; 32]>::try_from(raw.as_slice()).map_err(|_| anyhow::anyhow!("a hash of {} bytes", raw.len()))
+        })
+        .collect()
 }
 
 fn sibling(file: &Path, suffix: &str) -> PathBuf {
@@ -662,8 +748,8 @@ fn create_private(path: &Path, text: &str) -> anyhow::Result<()> {
 }
 
 fn keys_cmd(a: &KeysArgs) -> anyhow::Result<bool> {
-    if a.chain_key.is_none() && a.signing_key.is_none() {
-        bail!("give --chain-key <file> and/or --signing-key <file>");
+    if a.chain_key.is_none() && a.signing_key.is_none() && a.log_key.is_none() {
+        bail!("give --chain-key <file>, --signing-key <file> and/or --log-key <file>");
     }
     if let Some(path) = &a.chain_key {
         let id = a.key_id.clone().unwrap_or_else(|| Utc::now().format("%Y%m%dT%H%M%S").to_string());
@@ -693,6 +779,18 @@ fn keys_cmd(a: &KeysArgs) -> anyhow::Result<bool> {
         let id = export::key_id(&export::public_key_from_pem(&public)?);
         println!(
             "wrote export signing key {id} to {} and its public key to {}",
+            path.display(),
+            pub_path.display()
+        );
+    }
+    if let Some(path) = &a.log_key {
+        let key = SignerKey::generate(&a.log_name, ALG_ED25519)?;
+        create_private(path, &format!("{}\n", key.to_secret_string()))?;
+        let pub_path = sibling(path, ".pub");
+        std::fs::write(&pub_path, format!("{}\n", key.verifier()))?;
+        println!(
+            "wrote transparency log key {} to {} and its verifier key to {}",
+            key.verifier(),
             path.display(),
             pub_path.display()
         );

@@ -7,11 +7,13 @@
 //! - [`report`]: the period report and its Markdown/HTML renderings.
 //! - [`witness`]: the completeness witness.
 //! - [`exportfile`]: checking an export file against its manifest and signature.
+//! - [`logcheck`]: `verify-log`, the transparency log against a saved checkpoint and public key.
 //!
 //! The chain itself lives beside the store ([`crate::datastorage::chain`]), its verification
 //! in [`crate::datastorage::verify`], and the export's signing in [`crate::datastorage::export`].
 
 pub mod cli;
 pub mod exportfile;
+pub mod logcheck;
 pub mod report;
 pub mod witness;

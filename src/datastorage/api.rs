@@ -23,8 +23,10 @@ use super::export::Signer;
 use super::limits::{self, Lanes};
 use super::problem::{json_path, Problem};
 use super::store::{Prepared, Store};
+use super::tlog_api::{self, LOG};
 use super::{break_glass, export, metrics, records, report, stats};
 use crate::audit::{SignalProcessingAudit, TimeWindow};
+use crate::evidence::note::SignerKey;
 
 pub const BASE: &str = "/api/v1/audit/signal-processing";
 pub const BREAK_GLASS: &str = "/api/v1/audit/break-glass-events";
@@ -53,6 +55,8 @@ pub struct AppState {
     pub keys: Arc<ChainKeys>,
     /// Signs export manifests; None: exports are refused.
     pub signer: Option<Arc<Signer>>,
+    /// Signs the log's checkpoints; None: none are signed (the checkpoint endpoint answers 503).
+    pub log_key: Option<Arc<SignerKey>>,
     pub limits: ApiLimits,
 }
 
@@ -73,6 +77,10 @@ pub fn router(state: Arc<AppState>, lanes: Arc<Lanes>) -> Router {
         .route(&format!("{BREAK_GLASS}/{{id}}"), get(break_glass::get_one))
         .route(BREAK_GLASS_CLAIMS, post(break_glass::create_claim).get(break_glass::list_claims))
         .route(&format!("{BREAK_GLASS_CLAIMS}/confirmations"), post(break_glass::confirm))
+        .route(&format!("{LOG}/checkpoint"), get(tlog_api::checkpoint))
+        .route(&format!("{LOG}/tile/{{*path}}"), get(tlog_api::tile))
+        .route(&format!("{LOG}/proof/inclusion"), get(tlog_api::inclusion))
+        .route(&format!("{LOG}/proof/consistency"), get(tlog_api::consistency))
         // Innermost first: the lanes bound the work of callers already allowed in.
         .route_layer(middleware::from_fn_with_state(lanes, limits::admit))
         .route_layer(middleware::from_fn_with_state(state.clone(), guard));

@@ -36,6 +36,10 @@ pub const RUNTIME_TABLES: &[&str] = &[
     "break_glass_events",
     "export_manifests",
     "break_glass_claims",
+    "tlog_pending",
+    "tlog_entries",
+    "tlog_hashes",
+    "tlog_checkpoints",
 ];
 
 /// What the service found in the database at start.
@@ -218,6 +222,7 @@ pub fn grant_statements(role: &str, schema: &str) -> Vec<String> {
         format!("GRANT SELECT ON _sqlx_migrations TO {role}"),
         format!("REVOKE ALL ON FUNCTION signal_processing_audit_create_partition(date) FROM {role}"),
         format!("GRANT EXECUTE ON FUNCTION signal_processing_audit_create_next_partitions() TO {role}"),
+        format!("GRANT EXECUTE ON FUNCTION tlog_clear_sequenced() TO {role}"),
     ]
 }
 
@@ -526,7 +531,7 @@ mod tests {
         assert_eq!(quote_ident("a\"; DROP TABLE x; --"), "\"a\"\"; DROP TABLE x; --\"");
         let g = grant_statements("app", "public");
         assert!(g.contains(&"GRANT USAGE ON SCHEMA \"public\" TO \"app\"".to_string()));
-        assert!(g.iter().any(|s| s == "GRANT SELECT, INSERT ON signal_processing_audit, signal_processing_audit_ids, signal_processing_audit_amendments, break_glass_events, export_manifests, break_glass_claims TO \"app\""));
+        assert!(g.iter().any(|s| s == "GRANT SELECT, INSERT ON signal_processing_audit, signal_processing_audit_ids, signal_processing_audit_amendments, break_glass_events, export_manifests, break_glass_claims, tlog_pending, tlog_entries, tlog_hashes, tlog_checkpoints TO \"app\""));
         assert!(g[0].starts_with("REVOKE ALL"));
     }
 }

@@ -18,6 +18,8 @@ pub mod report;
 pub mod sqlite;
 pub mod stats;
 pub mod store;
+pub mod tlog;
+pub mod tlog_api;
 pub mod verify;
 
 use std::path::Path;
@@ -30,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::TimeWindow;
 use crate::config::{DataStorageArgs, DataStorageCommand};
+use crate::evidence::note::{SignerKey, ALG_ED25519};
 use crate::{certs, https};
 use auth::{Authenticator, TokenReviewer, TokensFile};
 use authz::{AccessReviewer, Authorizer};
@@ -149,6 +152,44 @@ fn signer(args: &DataStorageArgs, sqlite: bool) -> anyhow::Result<Option<export:
     tracing::info!(file = %path.display(), key_id = %signer.key_id, "export signing key loaded");
     Ok(Some(signer))
 }
+
+/// The transparency log's checkpoint key: `--log-signing-key-file`, or (SQLite only) one
+/// beside the database; None: the log sequences but signs no checkpoint.
+fn log_key(args: &DataStorageArgs, sqlite: bool) -> anyhow::Result<Option<SignerKey>> {
+    let path = match (&args.log_signing_key_file, sqlite) {
+        (Some(p), _) => p.clone(),
+        (None, true) => local_key_file(&args.data_dir, "log.key", "transparency log key", || {
+            let key = SignerKey::generate(LOCAL_LOG_NAME, ALG_ED25519)?;
+            Ok(format!("{}\n", key.to_secret_string()))
+        })?,
+        (None, false) => {
+            tracing::warn!(
+                "no --log-signing-key-file: the transparency log sequences every stored item but signs no checkpoint \
+                 (GET /api/v1/log/checkpoint answers 503) until Data Storage has a log key"
+            );
+            return Ok(None);
+        }
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading the log key {}", path.display()))?;
+    let key = load_log_key(&text).with_context(|| format!("the log key {}", path.display()))?;
+    tracing::info!(file = %path.display(), verifier_key = %key.verifier(), "transparency log key loaded");
+    Ok(Some(key))
+}
+
+/// A signer key file's content: an Ed25519 note key (not a cosignature key).
+pub fn load_log_key(text: &str) -> anyhow::Result<SignerKey> {
+    let key = SignerKey::parse(text.trim())?;
+    if key.verifier().alg != ALG_ED25519 {
+        anyhow::bail!(
+            "a log key signs checkpoints with Ed25519 (algorithm 0x01), not {:#04x}",
+            key.verifier().alg
+        );
+    }
+    Ok(key)
+}
+
+/// The log's name (origin) when SQLite creates its own key.
+pub const LOCAL_LOG_NAME: &str = "audit-guard.local/datastorage";
 
 fn is_sqlite(args: &DataStorageArgs) -> anyhow::Result<bool> {
     Ok(database_url(args.database_url.as_deref(), args.database_url_file.as_deref())?.is_none())
@@ -289,7 +330,9 @@ pub async fn run(args: DataStorageArgs) -> anyhow::Result<()> {
     let sqlite = is_sqlite(&args)?;
     let keys = Arc::new(chain_keys(&args, sqlite)?);
     let signer = signer(&args, sqlite)?.map(Arc::new);
+    let log_key = log_key(&args, sqlite)?.map(Arc::new);
     let store = open_store(&args, keys.clone()).await?;
+    tlog::spawn_sequencer(store.clone(), log_key.clone(), args.log_sequence_interval, shutdown.clone());
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -307,6 +350,7 @@ pub async fn run(args: DataStorageArgs) -> anyhow::Result<()> {
         authz,
         keys,
         signer,
+        log_key,
         limits: api::ApiLimits {
             max_batch: args.max_batch,
             max_body_bytes: args.max_body_bytes,

@@ -3,7 +3,7 @@
 //! read pool so that readers never starve the deletion path's writes.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
@@ -14,6 +14,10 @@ use sqlx::{PgConnection, PgPool};
 
 use super::chain::{self, ChainKeys, Head, Link};
 use super::store::*;
+use super::tlog::{self, LogTx, Pending, Round, RoundReport, StoredCheckpoint};
+use crate::evidence::entry::Kind;
+use crate::evidence::note::SignerKey;
+use crate::evidence::tiles::Tile;
 
 const PARENT: &str = "signal_processing_audit";
 /// How often partition upkeep runs when the last run succeeded.
@@ -449,6 +453,7 @@ impl PgStore {
         }
         let stored_at = stored_now();
         let entries = record_entries(new.iter().copied(), stored_at);
+        let log = tlog::record_entries(new.iter().copied(), stored_at)?;
         let key = writer.keys.active();
         let links = chain::extend(key, shard, head.as_ref(), &entries);
         let text = |f: fn(&Prepared) -> &str| new.iter().map(|p| f(p)).collect::<Vec<_>>();
@@ -485,6 +490,7 @@ impl PgStore {
             .bind(shard)
             .bind(&key.id)
             .bind(stored_at)
+            .bind(log.iter().map(|p| p.entry.as_slice()).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await;
         match done {
@@ -672,7 +678,8 @@ pub fn spawn_retention(pool: PgPool, keep_months: u32, limits: DdlLimits) {
 }
 
 /// One statement, so atomic: the new ids with their links into the ids table (the chain of
-/// records lives there, so it outlives partitions that retention drops), the records into
+/// records lives there, so it outlives partitions that retention drops), their log entries
+/// into the sequencer's queue, the records into
 /// their partitions (by `stored_at`, the moment of this statement's transaction). Only ids found new under the shard's lock are sent; one claimed by
 /// another writer meanwhile fails the statement (unique violation) and the batch is retried.
 /// JSON travels as text and is cast here.
@@ -680,14 +687,16 @@ const INSERT: &str = "WITH u AS (
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::text[], $7::int8[], $8::text[],
         $9::float8[], $10::text[], $11::text[], $12::text[], $13::int8[], $14::text[], $15::int8[], $16::timestamptz[],
         $17::text[], $18::text[], $19::text[], $20::text[], $21::text[], $22::text[], $23::timestamptz[], $24::text[], $25::text[],
-        $26::int8[], $27::bytea[], $28::bytea[])
+        $26::int8[], $27::bytea[], $28::bytea[], $32::bytea[])
     AS t(id, remediation_id, signal_fingerprint, processing_phases, enrichment_quality, enrichment_sources, context_size_bytes,
          environment, confidence, business_criticality, sla_requirement, priority, priority_score, routed_to_service,
          routing_priority, completed_at, status, error_message, namespace, name, uid, trigger, deleted_at, record, anomalies,
-         chain_seq, chain_digest, chain_hash)
+         chain_seq, chain_digest, chain_hash, log_entry)
 ), ids AS (
     INSERT INTO signal_processing_audit_ids (id, completed_at, stored_at, chain_shard, chain_seq, chain_key_id, chain_stored_at, chain_digest, chain_hash)
     SELECT id, completed_at, $31, $29, chain_seq, $30, $31, chain_digest, chain_hash FROM u
+), pending AS (
+    INSERT INTO tlog_pending (kind, item_id, stored_at, entry) SELECT 1, id, $31, log_entry FROM u
 )
 INSERT INTO signal_processing_audit (id, remediation_id, signal_fingerprint, processing_phases, enrichment_quality,
     enrichment_sources, context_size_bytes, environment, confidence, business_criticality, sla_requirement, priority,
@@ -779,6 +788,7 @@ impl Store for PgStore {
     fn insert_amendment<'a>(&'a self, a: &'a NewAmendment) -> BoxFuture<'a, DbResult<AmendmentOutcome>> {
         async move {
             let key = self.writer()?.keys.active();
+            let log = tlog::amendment_entry(a)?;
             let (mut tx, shard, head) = self.chain_tx().await?;
             let links = chain::extend(key, shard, head.as_ref(), &[amendment_entry(a)]);
             let link = &links[0];
@@ -797,6 +807,9 @@ impl Store for PgStore {
             .bind_link(link)
             .fetch_optional(&mut *tx)
             .await?;
+            if inserted.is_some() {
+                enqueue(&mut tx, &log).await?;
+            }
             tx.commit().await?;
             if let Some(row) = inserted {
                 return Ok(AmendmentOutcome::Created(sqlx::FromRow::from_row(&row)?));
@@ -894,8 +907,10 @@ impl Store for PgStore {
         async move {
             let ev = &e.event;
             let key = self.writer()?.keys.active();
+            let stored_at = stored_now();
+            let log = tlog::event_entry(e, stored_at)?;
             let (mut tx, shard, head) = self.chain_tx().await?;
-            let links = chain::extend(key, shard, head.as_ref(), &[event_entry(e, stored_now())]);
+            let links = chain::extend(key, shard, head.as_ref(), &[event_entry(e, stored_at)]);
             let link = &links[0];
             let done = sqlx::query(&format!(
                 "INSERT INTO break_glass_events (id, user_name, groups, namespace, name, uid, at, event, stored_at, {LINK_COLUMNS}) \
@@ -912,8 +927,12 @@ impl Store for PgStore {
             .bind_link(link)
             .execute(&mut *tx)
             .await?;
+            let outcome = Outcome::of_rows_affected(done.rows_affected());
+            if outcome == Outcome::Created {
+                enqueue(&mut tx, &log).await?;
+            }
             tx.commit().await?;
-            Ok(Outcome::of_rows_affected(done.rows_affected()))
+            Ok(outcome)
         }
         .boxed()
     }
@@ -1149,6 +1168,84 @@ impl Store for PgStore {
             )
         }
         .boxed()
+    }
+
+    fn log_round(&self, signer: Option<Arc<SignerKey>>, limit: u32) -> BoxFuture<'_, DbResult<Option<RoundReport>>> {
+        async move {
+            let mut tx = self.write.begin().await?;
+            // One round at a time across every process on this database, so two replicas
+            // never give one index twice; writers never take this lock.
+            let ours: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, 0)")
+                .bind(LOG_LOCK)
+                .fetch_one(&mut *tx)
+                .await?;
+            if !ours {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+            let report = tlog::round(&mut *tx, signer.as_deref(), limit).await?;
+            tx.commit().await?;
+            Ok(Some(report))
+        }
+        .boxed()
+    }
+
+    tlog::shared_log_reads!();
+}
+
+/// Advisory lock class of the log's sequencer (`pg_try_advisory_xact_lock(LOG_LOCK, 0)`).
+const LOG_LOCK: i32 = 0x746c_6f67;
+
+/// An item's pending log entry, written in the transaction that stores the item.
+async fn enqueue(conn: &mut PgConnection, p: &Pending) -> DbResult<()> {
+    sqlx::query("INSERT INTO tlog_pending (kind, item_id, stored_at, entry) VALUES ($1, $2, $3, $4)")
+        .bind(p.kind)
+        .bind(&p.id)
+        .bind(p.stored_at)
+        .bind(&p.entry)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+impl LogTx for PgConnection {
+    tlog::shared_log_tx!();
+
+    async fn pending(&mut self, limit: u32) -> DbResult<Vec<Pending>> {
+        // An item already in the log (a pending row written again by hand) is skipped and
+        // cleared, never sequenced twice.
+        let rows: Vec<(i16, String, DateTime<Utc>, Vec<u8>)> = sqlx::query_as(
+            "SELECT kind, item_id, stored_at, entry FROM tlog_pending p WHERE NOT EXISTS \
+             (SELECT 1 FROM tlog_entries e WHERE e.kind = p.kind AND e.item_id = p.item_id) \
+             ORDER BY stored_at, kind, item_id LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&mut *self)
+        .await?;
+        Ok(rows.into_iter().map(tlog::pending_row).collect())
+    }
+
+    async fn append(&mut self, round: &Round) -> DbResult<()> {
+        let e = &round.entries;
+        sqlx::query(
+            "INSERT INTO tlog_entries (idx, kind, item_id, entry) SELECT * FROM UNNEST($1::int8[], $2::int2[], $3::text[], $4::bytea[])",
+        )
+        .bind(e.iter().map(|e| tlog::db_i64(e.index)).collect::<DbResult<Vec<_>>>()?)
+        .bind(e.iter().map(|e| e.kind).collect::<Vec<_>>())
+        .bind(e.iter().map(|e| e.id.as_str()).collect::<Vec<_>>())
+        .bind(e.iter().map(|e| e.entry.as_slice()).collect::<Vec<_>>())
+        .execute(&mut *self)
+        .await?;
+        let h = &round.hashes;
+        sqlx::query("INSERT INTO tlog_hashes (level, idx, hash) SELECT * FROM UNNEST($1::int2[], $2::int8[], $3::bytea[])")
+            .bind(h.iter().map(|(l, _, _)| i16::from(*l)).collect::<Vec<_>>())
+            .bind(h.iter().map(|(_, i, _)| tlog::db_i64(*i)).collect::<DbResult<Vec<_>>>()?)
+            .bind(h.iter().map(|(_, _, h)| h.as_slice()).collect::<Vec<_>>())
+            .execute(&mut *self)
+            .await?;
+        // The runtime role holds no DELETE: the owner's function clears only what is logged.
+        sqlx::query("SELECT tlog_clear_sequenced()").execute(&mut *self).await?;
+        Ok(())
     }
 }
 

@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
@@ -14,6 +15,10 @@ use sqlx::{Row, SqlitePool};
 
 use super::chain::{self, ChainKeys, Head, Link};
 use super::store::*;
+use super::tlog::{self, LogTx, Pending, Round, RoundReport, StoredCheckpoint};
+use crate::evidence::entry::Kind;
+use crate::evidence::note::SignerKey;
+use crate::evidence::tiles::Tile;
 
 /// SQLite's one chain: there is one writer, so one shard is never a bottleneck.
 const SHARD: i32 = 0;
@@ -205,7 +210,8 @@ impl Store for SqliteStore {
             let head = read_head(&mut tx).await?;
             let stored_at = stored_now();
             let links = chain::extend(key, SHARD, head.as_ref(), &record_entries(new.iter().copied(), stored_at));
-            for (p, link) in new.iter().zip(&links) {
+            let log = tlog::record_entries(new.iter().copied(), stored_at)?;
+            for ((p, link), entry) in new.iter().zip(&links).zip(&log) {
                 let r = &p.rec;
                 sqlx::query(INSERT)
                     .bind(&r.id)
@@ -237,6 +243,7 @@ impl Store for SqliteStore {
                     .bind_link(link)
                     .execute(&mut *tx)
                     .await?;
+                enqueue(&mut tx, entry).await?;
             }
             tx.commit().await?;
             let created: HashSet<String> = new.iter().map(|p| p.rec.id.clone()).collect();
@@ -290,6 +297,7 @@ impl Store for SqliteStore {
     fn insert_amendment<'a>(&'a self, a: &'a NewAmendment) -> BoxFuture<'a, DbResult<AmendmentOutcome>> {
         async move {
             let key = self.key()?;
+            let log = tlog::amendment_entry(a)?;
             let mut tx = self.write.begin().await?;
             let head = read_head(&mut tx).await?;
             let links = chain::extend(key, SHARD, head.as_ref(), &[amendment_entry(a)]);
@@ -308,6 +316,9 @@ impl Store for SqliteStore {
             .bind_link(link)
             .execute(&mut *tx)
             .await?;
+            if done.rows_affected() == 1 {
+                enqueue(&mut tx, &log).await?;
+            }
             tx.commit().await?;
             let stored = sqlx::query_as(&format!(
                 "SELECT {AMENDMENT_COLUMNS} FROM signal_processing_audit_amendments WHERE record_id = ? AND content_sha256 = ?"
@@ -401,9 +412,11 @@ impl Store for SqliteStore {
         async move {
             let ev = &e.event;
             let key = self.key()?;
+            let stored_at = stored_now();
+            let log = tlog::event_entry(e, stored_at)?;
             let mut tx = self.write.begin().await?;
             let head = read_head(&mut tx).await?;
-            let links = chain::extend(key, SHARD, head.as_ref(), &[event_entry(e, stored_now())]);
+            let links = chain::extend(key, SHARD, head.as_ref(), &[event_entry(e, stored_at)]);
             let link = &links[0];
             let done = sqlx::query(&format!(
                 "INSERT INTO break_glass_events (id, user_name, groups, namespace, name, uid, at, event, stored_at, {LINK_COLUMNS}) \
@@ -420,8 +433,12 @@ impl Store for SqliteStore {
             .bind_link(link)
             .execute(&mut *tx)
             .await?;
+            let outcome = Outcome::of_rows_affected(done.rows_affected());
+            if outcome == Outcome::Created {
+                enqueue(&mut tx, &log).await?;
+            }
             tx.commit().await?;
-            Ok(Outcome::of_rows_affected(done.rows_affected()))
+            Ok(outcome)
         }
         .boxed()
     }
@@ -597,6 +614,80 @@ impl Store for SqliteStore {
             )
         }
         .boxed()
+    }
+
+    fn log_round(&self, signer: Option<Arc<SignerKey>>, limit: u32) -> BoxFuture<'_, DbResult<Option<RoundReport>>> {
+        async move {
+            // The one writer connection: a round and the writes take turns.
+            let mut tx = self.write.begin().await?;
+            let report = tlog::round(&mut *tx, signer.as_deref(), limit).await?;
+            tx.commit().await?;
+            Ok(Some(report))
+        }
+        .boxed()
+    }
+
+    tlog::shared_log_reads!();
+}
+
+/// An item's pending log entry, written in the transaction that stores the item.
+async fn enqueue(conn: &mut sqlx::SqliteConnection, p: &Pending) -> DbResult<()> {
+    sqlx::query("INSERT INTO tlog_pending (kind, item_id, stored_at, entry) VALUES (?1, ?2, ?3, ?4)")
+        .bind(p.kind)
+        .bind(&p.id)
+        .bind(fixed_ts(p.stored_at))
+        .bind(&p.entry)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+impl LogTx for sqlx::SqliteConnection {
+    tlog::shared_log_tx!();
+
+    async fn pending(&mut self, limit: u32) -> DbResult<Vec<Pending>> {
+        // Fixed-width times: text order is time order.
+        let rows: Vec<(i16, String, String, Vec<u8>)> = sqlx::query_as(
+            "SELECT kind, item_id, stored_at, entry FROM tlog_pending p WHERE NOT EXISTS \
+             (SELECT 1 FROM tlog_entries e WHERE e.kind = p.kind AND e.item_id = p.item_id) \
+             ORDER BY stored_at, kind, item_id LIMIT ?1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&mut *self)
+        .await?;
+        rows.into_iter()
+            .map(|(kind, id, at, entry)| {
+                let at =
+                    DateTime::parse_from_rfc3339(&at).map_err(|e| DbError::Value(format!("pending entry {id}: stored_at {at:?}: {e}")))?;
+                Ok(tlog::pending_row((kind, id, at.with_timezone(&Utc), entry)))
+            })
+            .collect()
+    }
+
+    async fn append(&mut self, round: &Round) -> DbResult<()> {
+        for e in &round.entries {
+            sqlx::query("INSERT INTO tlog_entries (idx, kind, item_id, entry) VALUES (?1, ?2, ?3, ?4)")
+                .bind(tlog::db_i64(e.index)?)
+                .bind(e.kind)
+                .bind(&e.id)
+                .bind(&e.entry)
+                .execute(&mut *self)
+                .await?;
+            sqlx::query("DELETE FROM tlog_pending WHERE kind = ?1 AND item_id = ?2")
+                .bind(e.kind)
+                .bind(&e.id)
+                .execute(&mut *self)
+                .await?;
+        }
+        for (level, idx, hash) in &round.hashes {
+            sqlx::query("INSERT INTO tlog_hashes (level, idx, hash) VALUES (?1, ?2, ?3)")
+                .bind(i16::from(*level))
+                .bind(tlog::db_i64(*idx)?)
+                .bind(hash.as_slice())
+                .execute(&mut *self)
+                .await?;
+        }
+        Ok(())
     }
 }
 

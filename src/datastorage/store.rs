@@ -1,14 +1,19 @@
 //! The storage seam: one trait both backends implement, and the plain data that crosses it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::future::BoxFuture;
 use serde::Serialize;
 
 use super::chain::{self, EntryKind, Hash, Head, Link};
+use super::tlog::{RoundReport, StoredCheckpoint};
 use crate::audit::break_glass::BreakGlassEvent;
 use crate::audit::SignalProcessingAudit;
+use crate::evidence::entry::Kind;
+use crate::evidence::note::SignerKey;
+use crate::evidence::tiles::Tile;
 
 /// A validated record ready to be written: the typed record plus its JSON texts, serialised
 /// once here so neither the HTTP layer nor the database driver does it again.
@@ -689,6 +694,21 @@ pub trait Store: Send + Sync + 'static {
     /// Keeps a signed export manifest (append-only).
     fn insert_manifest<'a>(&'a self, m: &'a StoredManifest) -> BoxFuture<'a, DbResult<()>>;
     fn manifest(&self, export_id: String) -> BoxFuture<'_, DbResult<Option<StoredManifest>>>;
+
+    // The transparency log (see [`super::tlog`]).
+
+    /// One sequencing round; None: another process's round holds the log right now.
+    fn log_round(&self, signer: Option<Arc<SignerKey>>, limit: u32) -> BoxFuture<'_, DbResult<Option<RoundReport>>>;
+    /// Entries in the log.
+    fn log_size(&self) -> BoxFuture<'_, DbResult<u64>>;
+    /// Each complete tile among `tiles` (absent: not stored yet).
+    fn log_tiles(&self, tiles: Vec<Tile>) -> BoxFuture<'_, DbResult<HashMap<Tile, Vec<u8>>>>;
+    /// The entries at indexes `first..first + count` that exist, in order.
+    fn log_entries(&self, first: u64, count: u64) -> BoxFuture<'_, DbResult<Vec<Vec<u8>>>>;
+    /// The checkpoint at `size`, or the latest one.
+    fn log_checkpoint(&self, size: Option<u64>) -> BoxFuture<'_, DbResult<Option<StoredCheckpoint>>>;
+    /// The log index of a stored item, once sequenced.
+    fn log_index(&self, kind: Kind, id: String) -> BoxFuture<'_, DbResult<Option<u64>>>;
 }
 
 /// Fixed-width UTC timestamps, so text comparison is time comparison (SQLite) and both

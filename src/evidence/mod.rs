@@ -6,4 +6,5 @@
 pub mod entry;
 pub mod merkle;
 pub mod note;
+pub mod proof;
 pub mod tiles;

@@ -121,8 +121,9 @@ impl std::fmt::Display for VerifierKey {
 /// `<name>+<key ID>+<base64(alg ‖ 32 bytes)>` split into its parts (checked by the caller).
 fn split_key<'a>(s: &'a str, what: &str) -> Result<(&'a str, u32, u8, [u8; 32]), NoteError> {
     let bad = |r: &str| NoteError::BadKey(format!("{what}: {r}"));
-    let mut parts = s.split('+');
-    let (Some(name), Some(id), Some(key), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    // The name holds no `+`; standard base64 may, so the key is everything after the ID.
+    let mut parts = s.splitn(3, '+');
+    let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(bad("expected <name>+<key ID>+<base64 key>"));
     };
     let id = parse_key_id(id).ok_or_else(|| bad("the key ID is not 8 lowercase hex digits"))?;
@@ -399,6 +400,24 @@ fn cosigned_message(text: &str, timestamp: u64) -> Vec<u8> {
     format!("cosignature/v1\ntime {timestamp}\n{text}").into_bytes()
 }
 
+/// A number as checkpoints and proofs write it: decimal, no sign, no leading zeros.
+pub fn canonical_decimal(s: &str) -> Result<u64, &'static str> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0')) {
+        return Err("is not a decimal without leading zeros");
+    }
+    s.parse().map_err(|_| "is too large")
+}
+
+/// A hash as checkpoints and proofs write it: exactly 32 bytes in canonical standard base64.
+pub fn canonical_hash(s: &str) -> Result<Hash, &'static str> {
+    let raw = B64.decode(s).map_err(|_| "is not base64")?;
+    let h: Hash = raw.as_slice().try_into().map_err(|_| "is not 32 bytes")?;
+    if B64.encode(h) != s {
+        return Err("is not in canonical base64");
+    }
+    Ok(h)
+}
+
 /// A checkpoint: which log, how many entries, their root hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
@@ -429,19 +448,9 @@ impl Checkpoint {
             return Err(bad("the origin line is empty".into()));
         }
         let size = lines.next().ok_or_else(|| bad("no tree size line".into()))?;
-        if size.is_empty() || !size.bytes().all(|b| b.is_ascii_digit()) || (size.len() > 1 && size.starts_with('0')) {
-            return Err(bad(format!("tree size {size:?} is not a decimal without leading zeros")));
-        }
-        let size: u64 = size.parse().map_err(|_| bad(format!("tree size {size:?} is too large")))?;
+        let size = canonical_decimal(size).map_err(|r| bad(format!("tree size {size:?} {r}")))?;
         let root = lines.next().ok_or_else(|| bad("no root hash line".into()))?;
-        let raw = B64.decode(root).map_err(|_| bad(format!("root hash {root:?} is not base64")))?;
-        let root_hash: Hash = raw
-            .as_slice()
-            .try_into()
-            .map_err(|_| bad(format!("root hash {root:?} is not 32 bytes")))?;
-        if B64.encode(root_hash) != root {
-            return Err(bad(format!("root hash {root:?} is not in canonical base64")));
-        }
+        let root_hash = canonical_hash(root).map_err(|r| bad(format!("root hash {root:?} {r}")))?;
         let extensions: Vec<String> = lines.map(str::to_string).collect();
         if extensions.iter().any(String::is_empty) {
             return Err(bad("an empty extension line".into()));
@@ -522,6 +531,19 @@ mod tests {
         assert_eq!(parse_key_id("abcdef0"), None);
         assert!(SignerKey::parse(&v).is_err());
         assert!(check_name("a b").is_err() && check_name("a+b").is_err() && check_name("").is_err());
+    }
+
+    #[test]
+    fn keys_whose_base64_holds_a_plus_round_trip() {
+        let mut plus = 0;
+        for seed in 0..64u8 {
+            let k = SignerKey::new("example.com/log", ALG_ED25519, SigningKey::from_bytes(&[seed; 32])).unwrap();
+            let (v, s) = (k.verifier().to_string(), k.to_secret_string());
+            plus += usize::from(v.matches('+').count() > 2) + usize::from(s.matches('+').count() > 4);
+            assert_eq!(VerifierKey::parse(&v).unwrap(), *k.verifier(), "{v}");
+            assert_eq!(SignerKey::parse(&s).unwrap().verifier(), k.verifier());
+        }
+        assert!(plus > 0, "some of these keys have a + in their base64");
     }
 
     #[test]

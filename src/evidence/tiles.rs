@@ -82,7 +82,8 @@ impl Tile {
 
     /// The stored hash level this tile's hashes are at.
     pub fn hash_level(&self) -> u8 {
-        self.level * TILE_HEIGHT
+        // Saturating: a parsed level may be up to 63, far beyond any tree; callers refuse 64 and up.
+        self.level.saturating_mul(TILE_HEIGHT)
     }
 }
 
@@ -338,6 +339,16 @@ mod tests {
 
     use super::super::merkle::{consistency_proof, inclusion_proof, leaf_hash, root_at, MemoryTree};
     use super::*;
+
+    #[test]
+    fn tiles_of_levels_beyond_any_tree_are_refused_not_overflowed() {
+        let tree: MemoryTree = (0..10u8).map(|i| [i; 32]).collect();
+        for level in [8, 31, 32, 63] {
+            let t = Tile { level, index: 0, width: 1 };
+            assert!(t.hash_level() >= 64);
+            assert!(tile_data(&tree, t).is_err(), "level {level}");
+        }
+    }
 
     #[test]
     fn index_encoding() {
