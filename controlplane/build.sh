@@ -13,7 +13,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cache_root="${AUDIT_GUARD_CACHE:-$HOME/.cache/audit-guard}"
 what="${1:-controlplane}"
-# kube-router, installed with `go install mod@version` (see README for its security notes).
+# kube-router, installed with `go install mod@version` (see docs/testing.md for its security notes).
 KUBE_ROUTER_VERSION=v2.1.0
 COREDNS_VERSION="$(sed -n 's#^require github.com/coredns/coredns \(v[^ ]*\)$#\1#p' "$here/coredns/go.mod")"
 case "$what" in

@@ -47,7 +47,7 @@ rm -f "$wc/apiserver-client.csr" "$wc/ca.srl"
 cat <<TEXT
 $wc/ written: the API server's admission client certificate and the CA that signed it.
   on every control-plane node: $wc/apiserver-client.crt and .key (e.g. /etc/kubernetes/pki/audit-guard-client.{crt,key}),
-    named in the AdmissionConfiguration's kubeconfig (README, "Only the API server may call the webhook");
+    named in the AdmissionConfiguration's kubeconfig (docs/deploying.md, "Only the API server may call the webhook");
   in the cluster, before applying the overlay:
     kubectl create configmap audit-guard-webhook-client-ca -n audit-guard --from-file=ca.crt=$wc/ca.crt
 TEXT

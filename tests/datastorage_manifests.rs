@@ -1,6 +1,7 @@
 //! What an admin applying manifests/base/datastorage.yaml gets: TLS on the probes and the port,
 //! database URLs from mounted files (never the environment), Secret volumes at 0400 that the
-//! non-root user can still read (fsGroup), the owner's URL only in the migrate init container.
+//! non-root user can still read (fsGroup), the owner's URL only in the migrate init container,
+//! and database Secrets that the admin creates rather than placeholders in the manifests.
 
 use serde_yaml::Value;
 
@@ -67,17 +68,53 @@ fn the_deployment_serves_tls_and_reads_secrets_from_files() {
     assert_eq!(service["spec"]["ports"][0]["name"], "https");
 }
 
+/// The database Secrets are the admin's (no placeholder password that a re-apply would write
+/// over a real one): the base ships none, and the README's commands create exactly the Secrets
+/// the pods mount, with URLs that verify the server.
 #[test]
-fn database_urls_verify_the_server() {
-    for secret in of_kind("Secret") {
-        let url = secret["stringData"]["url"].as_str().unwrap();
-        assert!(url.contains("sslmode=verify-full") && url.contains("sslrootcert="), "{url}");
-    }
-    let names: Vec<_> = of_kind("Secret")
+fn the_admin_creates_the_database_secrets_as_the_readme_says_and_they_verify_the_server() {
+    assert!(of_kind("Secret").is_empty(), "no Secret in the base: {:?}", of_kind("Secret"));
+    let pod = &of_kind("Deployment")[0]["spec"]["template"]["spec"];
+    let mounted: Vec<String> = pod["volumes"]
+        .as_sequence()
+        .unwrap()
         .iter()
-        .map(|s| s["metadata"]["name"].as_str().unwrap().to_string())
+        .filter(|v| ["db", "db-owner"].contains(&v["name"].as_str().unwrap()))
+        .map(|v| v["secret"]["secretName"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(names, ["audit-guard-datastorage-db", "audit-guard-datastorage-db-owner"]);
+    assert_eq!(mounted, ["audit-guard-datastorage-db", "audit-guard-datastorage-db-owner"]);
+
+    let readme = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let lines: Vec<&str> = readme.lines().collect();
+    for name in &mounted {
+        let create = format!("kubectl -n audit-guard create secret generic {name} \\");
+        let at = lines
+            .iter()
+            .position(|l| l.trim() == create)
+            .unwrap_or_else(|| panic!("README has no `{create}` line"));
+        let url = lines[at + 1]
+            .trim()
+            .strip_prefix("--from-literal=url=\"")
+            .and_then(|u| u.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("README: `{name}` is created with --from-literal=url=\"...\": {}", lines[at + 1]));
+        assert!(url.starts_with("postgres://"), "{url}");
+        assert!(
+            url.contains("sslmode=verify-full") && url.contains("sslrootcert=/etc/audit-guard/db-ca/ca.crt"),
+            "{url}"
+        );
+    }
+    for dir in ["manifests", "charts"] {
+        let out = std::process::Command::new("grep")
+            .args(["-rl", "change-me", dir])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert!(
+            out.stdout.is_empty(),
+            "a placeholder password in {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
 }
 
 #[test]

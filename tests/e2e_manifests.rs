@@ -113,7 +113,6 @@ async fn every_rendered_object_is_accepted_and_created() {
         "serviceaccount/audit-guard-datastorage",
         "clusterrole.rbac.authorization.k8s.io/audit-guard-controller",
         "role.rbac.authorization.k8s.io/audit-guard-leader-election",
-        "secret/audit-guard-datastorage-db",
         "deployment.apps/audit-guard",
         "deployment.apps/audit-guard-datastorage",
         "service/audit-guard-webhook",

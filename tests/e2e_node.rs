@@ -214,10 +214,17 @@ async fn install_overlay<'a>(
     // The namespace first, so the database Service exists before Data Storage starts.
     let ns_doc = find(&docs, "Namespace", NAMESPACE).context("no Namespace in the overlay")?;
     apply_docs(cp, std::slice::from_ref(ns_doc), "namespace.yaml")?;
-    let urls = database_urls(&docs);
+    // The database Secrets, created by the admin as the README says (the manifests ship none).
+    let secrets = readme_database_secrets();
+    create_database_secrets(cp, &secrets)?;
+    let urls: Vec<reqwest::Url> = secrets.iter().map(|(_, u)| u.clone()).collect();
     println!(
-        "database URLs in the rendered Secrets: {}",
-        urls.iter().map(|u| u.host_str().unwrap_or("?")).collect::<Vec<_>>().join(", ")
+        "database Secrets created with kubectl create secret generic: {}",
+        secrets
+            .iter()
+            .map(|(n, u)| format!("{n} ({})", u.host_str().unwrap_or("?")))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let server = database_for(node, &urls)?;
     database_services(cp, &urls, &server)?;
@@ -279,17 +286,10 @@ async fn install_chart<'a>(previous: Installed<'a>, pg: Option<&(NodePostgres, V
     // database Service.
     let ns_doc = find(&overlay, "Namespace", NAMESPACE).context("no Namespace in the overlay")?;
     apply_docs(cp, std::slice::from_ref(ns_doc), "namespace.yaml")?;
-    let secrets: Vec<Value> = overlay
-        .iter()
-        .filter(|d| {
-            d["kind"] == "Secret"
-                && ["audit-guard-datastorage-db", "audit-guard-datastorage-db-owner"]
-                    .contains(&d["metadata"]["name"].as_str().unwrap_or(""))
-        })
-        .cloned()
-        .collect();
-    ensure!(!secrets.is_empty(), "no database Secret in the overlay");
-    apply_docs(cp, &secrets, "database-secrets.yaml")?;
+    let names = ["audit-guard-datastorage-db-owner", "audit-guard-datastorage-db"];
+    ensure!(urls.len() == names.len(), "the overlay's install had {} database URLs", urls.len());
+    let secrets: Vec<(&str, reqwest::Url)> = names.into_iter().zip(urls.iter().cloned()).collect();
+    create_database_secrets(cp, &secrets)?;
     database_services(cp, urls, server)?;
     webhook_client_ca(cp)?;
 

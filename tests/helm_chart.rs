@@ -325,18 +325,6 @@ const EXPECTED: &[(&str, &str, &str, &str)] = &[
         "Helm installs into the release namespace (--create-namespace) and does not own it; NOTES.txt says to label it restricted",
     ),
     (
-        "Secret audit-guard/audit-guard-datastorage-db",
-        "",
-        "kustomize",
-        "the chart reads the runtime role's URL from an existing Secret (datastorage.database.existingSecret) and never holds the password",
-    ),
-    (
-        "Secret audit-guard/audit-guard-datastorage-db-owner",
-        "",
-        "kustomize",
-        "the chart reads the owner's URL from an existing Secret (datastorage.database.ownerSecret) and never holds the password",
-    ),
-    (
         "Secret audit-guard/audit-guard-webhook-tls",
         "data.ca.crt",
         "chart",

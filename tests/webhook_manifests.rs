@@ -110,6 +110,9 @@ fn the_client_ca_component_sets_the_flag_serve_reads() {
 fn exported() -> HashSet<String> {
     audit_guard::metrics::init();
     audit_guard::certs::metrics::init();
+    audit_guard::datastorage::metrics::init();
+    // A vector without preset labels is listed once it has a child.
+    audit_guard::datastorage::metrics::REQUESTS.with_label_values(&["/api/v1/audit/signal-processing", "POST", "201"]);
     use audit_guard::webhook::metrics as wm;
     wm::DENIALS.with_label_values(&["record_not_held"]);
     LazyLock::force(&wm::FORCED_REMOVALS);
@@ -130,7 +133,13 @@ fn alerts_watch_metrics_the_code_exports_and_cover_integrity_and_expiry() {
         .into_iter()
         .find(|d| d["kind"] == "PrometheusRule")
         .unwrap();
-    let alerts: Vec<Value> = rules["spec"]["groups"][0]["rules"].as_array().unwrap().clone();
+    // Every group: serve's, and the one for the Data Storage audit-guard ships.
+    let alerts: Vec<Value> = rules["spec"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap().clone())
+        .collect();
     let by_name = |n: &str| {
         alerts.iter().find(|a| a["alert"] == n).unwrap_or_else(|| panic!("no alert {n}"))["expr"]
             .as_str()
@@ -145,7 +154,9 @@ fn alerts_watch_metrics_the_code_exports_and_cover_integrity_and_expiry() {
         let expr = a["expr"].as_str().unwrap();
         let names = expr
             .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .filter(|w| w.starts_with("audit_") || w.starts_with("kubernaut_"));
+            // Our own prefixes; up, apiserver_* and kube_* come from Prometheus, the API server
+            // and kube-state-metrics.
+            .filter(|w| w.starts_with("audit_") || w.starts_with("kubernaut_") || w.starts_with("datastorage_"));
         for name in names {
             assert!(
                 exported.contains(name),
@@ -154,4 +165,56 @@ fn alerts_watch_metrics_the_code_exports_and_cover_integrity_and_expiry() {
             );
         }
     }
+}
+
+/// The job label each ServiceMonitor gives its targets (Prometheus Operator: the value of the
+/// Service's label named by `jobLabel`, else the Service's name) is the job the alerts on absent
+/// targets name, so they watch something that exists.
+#[test]
+fn alerts_on_absent_targets_name_the_jobs_the_service_monitors_produce() {
+    let services: Vec<Value> = ["base/webhook-service.yaml", "base/datastorage.yaml"]
+        .iter()
+        .flat_map(|f| docs(f))
+        .filter(|d| d["kind"] == "Service")
+        .collect();
+    let monitoring = docs("base/monitoring.yaml");
+    let mut jobs = HashSet::new();
+    for sm in monitoring.iter().filter(|d| d["kind"] == "ServiceMonitor") {
+        let selector = sm["spec"]["selector"]["matchLabels"].as_object().unwrap();
+        let selected: Vec<&Value> = services
+            .iter()
+            .filter(|s| selector.iter().all(|(k, v)| &s["metadata"]["labels"][k] == v))
+            .collect();
+        assert_eq!(
+            selected.len(),
+            1,
+            "ServiceMonitor {} selects one Service: {selected:?}",
+            sm["metadata"]["name"]
+        );
+        let job = match sm["spec"]["jobLabel"].as_str() {
+            Some(label) => selected[0]["metadata"]["labels"][label].as_str(),
+            None => selected[0]["metadata"]["name"].as_str(),
+        };
+        jobs.insert(job.unwrap().to_string());
+    }
+    let rules = monitoring.iter().find(|d| d["kind"] == "PrometheusRule").unwrap();
+    let mut named = 0;
+    for rule in rules["spec"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap())
+    {
+        let expr = rule["expr"].as_str().unwrap();
+        for part in expr.split("up{job=\"").skip(1) {
+            let job = part.split('"').next().unwrap();
+            assert!(
+                jobs.contains(job),
+                "alert {} watches job {job:?}; the ServiceMonitors produce {jobs:?}",
+                rule["alert"]
+            );
+            named += 1;
+        }
+    }
+    assert_eq!(named, 2, "serve's and Data Storage's targets are each watched");
 }

@@ -1,6 +1,7 @@
 //! The shipped manifests installed on a real node (tests/e2e_node.rs): rendering them as `make
 //! certs` + `kubectl apply -k` would, the named overrides a scenario needs until other work
-//! lands, the host PostgreSQL the Data Storage Secret names, and reading from the pods.
+//! lands, the database Secrets the admin creates and the host PostgreSQL they name, and reading
+//! from the pods.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -116,36 +117,38 @@ pub fn accepted_audience(docs: &[Value]) -> Result<String> {
     datastorage_token_audience(docs).context("no projected token for Data Storage")
 }
 
-/// Every PostgreSQL URL in the rendered Secrets, the owner's (a Secret named `*-owner`) first:
-/// the first URL's role owns the database.
-pub fn database_urls(docs: &[Value]) -> Vec<reqwest::Url> {
-    let mut urls = Vec::new();
-    let mut secrets: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Secret").collect();
-    secrets.sort_by_key(|s| !s["metadata"]["name"].as_str().is_some_and(|n| n.ends_with("-owner")));
-    for secret in secrets {
-        for (field, decode) in [("stringData", false), ("data", true)] {
-            for v in secret[field].as_object().into_iter().flat_map(|m| m.values()) {
-                let Some(text) = v.as_str() else { continue };
-                let text = if decode {
-                    use base64::Engine;
-                    base64::engine::general_purpose::STANDARD
-                        .decode(text)
-                        .ok()
-                        .and_then(|b| String::from_utf8(b).ok())
-                        .unwrap_or_default()
-                } else {
-                    text.to_string()
-                };
-                let text = text.trim();
-                if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-                    if let Ok(url) = reqwest::Url::parse(text) {
-                        urls.push(url);
-                    }
-                }
-            }
-        }
+/// The database Secrets as the README's "Install" has the admin create them (the manifests ship
+/// none): (Secret name, URL), the owner's first, since the first URL's role owns the database.
+/// Each role gets a fresh random password.
+pub fn readme_database_secrets() -> Vec<(&'static str, reqwest::Url)> {
+    let url = |role: &str| {
+        let password = format!("{:032x}", rand::random::<u128>());
+        reqwest::Url::parse(&format!(
+            "postgres://{role}:{password}@postgresql.{NAMESPACE}.svc:5432/audit_guard?sslmode=verify-full&sslrootcert=/etc/audit-guard/db-ca/ca.crt"
+        ))
+        .expect("a valid URL")
+    };
+    vec![
+        ("audit-guard-datastorage-db-owner", url("audit_guard")),
+        ("audit-guard-datastorage-db", url("audit_guard_app")),
+    ]
+}
+
+/// `kubectl -n audit-guard create secret generic <name> --from-literal=url=<url>`, as the
+/// README says, for each of them.
+pub fn create_database_secrets(cp: &ControlPlane, secrets: &[(&str, reqwest::Url)]) -> Result<()> {
+    for (name, url) in secrets {
+        cp.kubectl(&[
+            "-n",
+            NAMESPACE,
+            "create",
+            "secret",
+            "generic",
+            name,
+            &format!("--from-literal=url={url}"),
+        ])?;
     }
-    urls
+    Ok(())
 }
 
 /// Starts the node's PostgreSQL for the URLs the manifests name: their roles, passwords and
