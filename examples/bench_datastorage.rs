@@ -410,6 +410,9 @@ async fn partition_exists(c: &mut sqlx::PgConnection, name: &str) -> Result<bool
         .await?)
 }
 
+/// The runtime role `scripts/postgres.sh` creates (its password is its name).
+const RUNTIME_ROLE: &str = "audit_guard_app";
+
 /// How long a reader holds its lock while single POSTs run against upkeep waiting for it.
 const LOCK_HOLD_SECS: u64 = 60;
 
@@ -436,6 +439,27 @@ async fn under_readers_lock(url: &str, http: &reqwest::Client, chain_key: &str) 
         (now.year(), now.month() + 1)
     };
     let next = audit_guard::datastorage::postgres::partition_name(y, m);
+    // As in production, the second instance connects as the runtime role (granted by the owner's
+    // migrate), so its start does not wait on DDL: its upkeep tries in the background.
+    let migrate = Cli::parse_from([
+        "audit-guard",
+        "datastorage",
+        "migrate",
+        "--database-url",
+        url,
+        "--runtime-role",
+        RUNTIME_ROLE,
+    ]);
+    let Command::Datastorage(m) = migrate.command else {
+        bail!("not the datastorage command")
+    };
+    audit_guard::datastorage::run(*m).await.context("granting the runtime role")?;
+    let mut runtime_url = reqwest::Url::parse(url).context("the database URL")?;
+    runtime_url
+        .set_username(RUNTIME_ROLE)
+        .and_then(|_| runtime_url.set_password(Some(RUNTIME_ROLE)))
+        .map_err(|_| anyhow::anyhow!("cannot set the runtime role in the database URL"))?;
+    let runtime_url = runtime_url.to_string();
     let mut owner = sqlx::PgConnection::connect(url).await?;
     sqlx::query(&format!("DROP TABLE IF EXISTS {next}")).execute(&mut owner).await?;
     let mut reader = sqlx::PgConnection::connect(url).await?;
@@ -455,7 +479,7 @@ async fn under_readers_lock(url: &str, http: &reqwest::Client, chain_key: &str) 
         "--listen",
         &listen,
         "--database-url",
-        url,
+        &runtime_url,
         "--chain-key-file",
         chain_key,
     ]);

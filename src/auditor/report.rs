@@ -1136,7 +1136,10 @@ mod tests {
             "{md}"
         );
         // Every cell is escaped, times too (their colons render as colons).
-        assert!(md.contains("| unconfirmed | 2026-01-01T10\\:00\\:00+00\\:00 | not-a-real-user |"), "{md}");
+        assert!(
+            md.contains("| unconfirmed | 2026-01-01T10\\:00\\:00+00\\:00 | not-a-real-user |"),
+            "{md}"
+        );
         assert!(to_html(&r).contains("not-a-real-user"));
         // A report written before claims existed still reads.
         let mut v = serde_json::to_value(&r).unwrap();
