@@ -8,7 +8,8 @@
 //!   any other peer at once (a real client finishes its handshake in milliseconds, a silent
 //!   one never does), so silent connections from one address cannot delay a new API server
 //!   connection; a newcomer from that same peer only replaces its own oldest handshake, after
-//!   a grace, and is turned away before then.
+//!   a grace it waits out unregistered (as many waiting as there are handshake places; more
+//!   are closed). Plain connections have no handshake and skip this.
 //! - Open connections have a cap overall and per peer address. At a cap the connection that
 //!   has been idle longest (no request in flight) is closed gracefully to make room; only when
 //!   every connection is busy is the newcomer refused. Connections that carry reviews stay.
@@ -139,15 +140,16 @@ enum HandshakeRoom {
     Fits,
     /// This unfinished handshake is dropped for the newcomer.
     Displace(u64),
-    /// The newcomer is closed at once.
-    TurnAway,
+    /// The newcomer waits this long (ms), unregistered, for its peer's oldest handshake to
+    /// reach the grace, then asks again.
+    Wait(u64),
 }
 
 /// Where a newcomer from `peer` finds a handshake place. A plain function over plain data:
 /// `(id, peer, accepted_ms)` of every unfinished handshake not already told to go. The peer
 /// holding the most places (ties: the one with the oldest handshake) gives up its oldest to a
 /// newcomer from a peer holding fewer; a newcomer from a peer holding as many only replaces
-/// that peer's own oldest, once it is older than the grace.
+/// that peer's own oldest, once it is older than the grace (it waits until then).
 fn handshake_room(handshaking: &[(u64, IpAddr, u64)], peer: IpAddr, now_ms: u64, limits: &ListenerLimits) -> HandshakeRoom {
     if handshaking.len() < limits.max_handshakes.max(1) {
         return HandshakeRoom::Fits;
@@ -166,10 +168,9 @@ fn handshake_room(handshaking: &[(u64, IpAddr, u64)], peer: IpAddr, now_ms: u64,
     match held.get(&peer) {
         Some(&(mine, (oldest_at, oldest_id))) if mine >= most => {
             let grace = HANDSHAKE_GRACE.min(limits.handshake_timeout).as_millis() as u64;
-            if now_ms.saturating_sub(oldest_at) >= grace {
-                HandshakeRoom::Displace(oldest_id)
-            } else {
-                HandshakeRoom::TurnAway
+            match now_ms.saturating_sub(oldest_at) {
+                age if age >= grace => HandshakeRoom::Displace(oldest_id),
+                age => HandshakeRoom::Wait(grace - age),
             }
         }
         _ => HandshakeRoom::Displace(victim),
@@ -213,6 +214,14 @@ impl Drop for InFlight {
     }
 }
 
+/// What becomes of an accepted connection.
+enum Admission {
+    Registered(u64, Arc<Conn>),
+    /// Wait this long unregistered, then ask once more ([`Registry::after_wait`]).
+    Wait(Duration),
+    Refused,
+}
+
 /// Why a connection may not open (yet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Refusal {
@@ -248,6 +257,8 @@ struct Registry {
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
     /// Woken whenever a connection leaves, for newcomers waiting on a closing one.
     left: Notify,
+    /// Newcomers waiting for a handshake place (see [`HandshakeRoom::Wait`]).
+    waiting: AtomicUsize,
 }
 
 impl Registry {
@@ -264,8 +275,8 @@ impl Registry {
     }
 
     /// Registers an accepted connection as handshaking, making room at the handshake cap
-    /// ([`handshake_room`]); None: turned away.
-    fn accepted(&self, peer: IpAddr) -> Option<(u64, Arc<Conn>)> {
+    /// ([`handshake_room`]; plain connections have no handshake and skip it).
+    fn accepted(&self, peer: IpAddr, tls: bool) -> Admission {
         let now = now_ms();
         let mut conns = self.lock();
         let handshaking: Vec<_> = conns
@@ -273,7 +284,12 @@ impl Registry {
             .filter(|(_, c)| !c.open.load(Ordering::Relaxed) && !c.close.is_cancelled())
             .map(|(id, c)| (*id, c.peer, c.accepted_ms))
             .collect();
-        match handshake_room(&handshaking, peer, now, &self.limits) {
+        let room = if tls {
+            handshake_room(&handshaking, peer, now, &self.limits)
+        } else {
+            HandshakeRoom::Fits
+        };
+        match room {
             HandshakeRoom::Fits => {}
             HandshakeRoom::Displace(victim) => {
                 if let Some(v) = conns.get(&victim) {
@@ -281,10 +297,16 @@ impl Registry {
                 }
                 self.shed("handshake_evicted");
             }
-            HandshakeRoom::TurnAway => {
+            HandshakeRoom::Wait(ms) => {
                 drop(conns);
-                self.shed("handshake_evicted");
-                return None;
+                // Waiting newcomers hold a socket each: as many as handshake places, no more.
+                let waiting = self.waiting.fetch_add(1, Ordering::AcqRel);
+                if waiting >= self.limits.max_handshakes.max(1) {
+                    self.waiting.fetch_sub(1, Ordering::AcqRel);
+                    self.shed("handshake_evicted");
+                    return Admission::Refused;
+                }
+                return Admission::Wait(Duration::from_millis(ms));
             }
         }
         let conn = Arc::new(Conn {
@@ -299,7 +321,21 @@ impl Registry {
         conns.insert(id, conn.clone());
         drop(conns);
         self.gauge("handshaking", 1);
-        Some((id, conn))
+        Admission::Registered(id, conn)
+    }
+
+    /// A newcomer that waited asks once more; it is refused if there is still no place.
+    fn after_wait(&self, peer: IpAddr) -> Option<(u64, Arc<Conn>)> {
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        match self.accepted(peer, true) {
+            Admission::Registered(id, conn) => Some((id, conn)),
+            Admission::Wait(_) => {
+                self.waiting.fetch_sub(1, Ordering::AcqRel);
+                self.shed("handshake_evicted");
+                None
+            }
+            Admission::Refused => None,
+        }
     }
 
     /// Moves a handshaken connection to open, closing the longest-idle one when a cap is
@@ -414,6 +450,7 @@ pub async fn serve_with(
             next_id: AtomicU64::new(0),
             conns: Mutex::new(HashMap::new()),
             left: Notify::new(),
+            waiting: AtomicUsize::new(0),
         }),
         acceptor: tls.map(TlsAcceptor::from),
         h1: builder.clone().http1_only(),
@@ -442,18 +479,40 @@ pub async fn serve_with(
                 }
             },
         };
-        let Some((id, conn)) = shared.registry.accepted(peer.ip()) else {
-            continue;
-        };
         let _ = tcp.set_nodelay(true);
+        let tls = shared.acceptor.is_some();
         let shared = shared.clone();
-        tasks.spawn(async move {
-            let _registered = Registered {
-                registry: shared.registry.clone(),
-                id,
-            };
-            serve_connection(&shared, tcp, peer, id, conn).await;
-        });
+        match shared.registry.accepted(peer.ip(), tls) {
+            Admission::Registered(id, conn) => {
+                tasks.spawn(async move {
+                    let _registered = Registered {
+                        registry: shared.registry.clone(),
+                        id,
+                    };
+                    serve_connection(&shared, tcp, peer, id, conn).await;
+                });
+            }
+            Admission::Wait(wait) => {
+                tasks.spawn(async move {
+                    tokio::select! {
+                        _ = shared.shutdown.cancelled() => {
+                            shared.registry.waiting.fetch_sub(1, Ordering::AcqRel);
+                            return;
+                        }
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    let Some((id, conn)) = shared.registry.after_wait(peer.ip()) else {
+                        return;
+                    };
+                    let _registered = Registered {
+                        registry: shared.registry.clone(),
+                        id,
+                    };
+                    serve_connection(&shared, tcp, peer, id, conn).await;
+                });
+            }
+            Admission::Refused => {}
+        }
     }
     drop(listener);
     tasks.close();
@@ -831,7 +890,7 @@ mod tests {
             ..Default::default()
         };
         let held = handshakes(&[("10.0.0.9", 1_000), ("10.0.0.9", 1_200), ("10.0.0.8", 0)]);
-        assert_eq!(handshake_room(&held, ip("10.0.0.9"), 1_500, &limits), HandshakeRoom::TurnAway);
+        assert_eq!(handshake_room(&held, ip("10.0.0.9"), 1_500, &limits), HandshakeRoom::Wait(500));
         assert_eq!(handshake_room(&held, ip("10.0.0.9"), 2_000, &limits), HandshakeRoom::Displace(0));
         // Two peers holding as many: each newcomer of theirs competes only with its own.
         let even = handshakes(&[("10.0.0.9", 1_000), ("10.0.0.8", 1_900)]);
@@ -839,7 +898,7 @@ mod tests {
             max_handshakes: 2,
             ..Default::default()
         };
-        assert_eq!(handshake_room(&even, ip("10.0.0.8"), 2_000, &two), HandshakeRoom::TurnAway);
+        assert_eq!(handshake_room(&even, ip("10.0.0.8"), 2_000, &two), HandshakeRoom::Wait(900));
         assert_eq!(handshake_room(&even, ip("10.0.0.9"), 2_000, &two), HandshakeRoom::Displace(0));
     }
 
