@@ -19,6 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod common;
+#[path = "../tests/support/hostile.rs"]
+mod hostile;
 
 use anyhow::{bail, Context, Result};
 use audit_guard::audit::SignalProcessingAudit;
@@ -314,7 +316,8 @@ type Load = (Vec<tokio::task::JoinHandle<(usize, usize)>>, Vec<tokio::task::Join
 /// Readers of the costliest accepted statistics (until `stop`; each returns its answers 200 and
 /// 503) and idle connections (aborted at the end), on `rt`: the attackers get threads of their
 /// own, as they would on other machines, instead of queueing in the server's and the measuring
-/// client's runtime.
+/// client's runtime. They come from another address (a pod) than the measured POSTs (the
+/// controller): the listener's per-peer bounds treat one address as one client.
 fn start_load(rt: &tokio::runtime::Handle, base: &str, stop: Arc<std::sync::atomic::AtomicBool>) -> Load {
     use std::sync::atomic::Ordering;
     let mut tasks = vec![];
@@ -326,7 +329,10 @@ fn start_load(rt: &tokio::runtime::Handle, base: &str, stop: Arc<std::sync::atom
         format!("stats/classification?since={since}"),
         format!("stats/priority?since={since}"),
     ];
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder()
+        .local_address(hostile::HOSTILE_SOURCE.parse::<std::net::IpAddr>().ok())
+        .build()
+        .unwrap_or_default();
     let readers: usize = std::env::var("BENCH_READERS").ok().and_then(|v| v.parse().ok()).unwrap_or(READERS);
     for n in 0..readers {
         let (http, stop, url) = (
@@ -355,7 +361,7 @@ fn start_load(rt: &tokio::runtime::Handle, base: &str, stop: Arc<std::sync::atom
         let (addr, stop) = (addr.clone(), stop.clone());
         idle_tasks.push(rt.spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                let Ok(mut c) = tokio::net::TcpStream::connect(&addr).await else {
+                let Ok(mut c) = hostile::connect_from_pod(&addr).await else {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 };
