@@ -409,6 +409,31 @@ async fn latency_run_prefixed(http: &reqwest::Client, base: &str, prefix: &str, 
     Ok((lat, failed))
 }
 
+/// Data Storage in this process on a free port (plain HTTP, no auth) against `url`, once ready.
+async fn start_instance(http: &reqwest::Client, url: &str, chain_key: &str) -> Result<(tokio::task::JoinHandle<Result<()>>, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let listen = format!("127.0.0.1:{port}");
+    let cli = Cli::parse_from([
+        "audit-guard",
+        "datastorage",
+        "--insecure-no-auth",
+        "--plain-http",
+        "--listen",
+        &listen,
+        "--database-url",
+        url,
+        "--chain-key-file",
+        chain_key,
+    ]);
+    let Command::Datastorage(args) = cli.command else {
+        bail!("not the datastorage command")
+    };
+    let server = tokio::spawn(audit_guard::datastorage::run(*args));
+    let base = format!("http://{listen}");
+    common::wait_ready(http, &base, Duration::from_secs(30), || server.is_finished()).await?;
+    Ok((server, base))
+}
+
 async fn partition_exists(c: &mut sqlx::PgConnection, name: &str) -> Result<bool> {
     Ok(sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
         .bind(name)
@@ -475,26 +500,7 @@ async fn under_readers_lock(url: &str, http: &reqwest::Client, chain_key: &str) 
         .await?;
     let gave_up_before = DDL_GAVE_UP.with_label_values(&["create_next_partitions"]).get();
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let listen = format!("127.0.0.1:{port}");
-    let cli = Cli::parse_from([
-        "audit-guard",
-        "datastorage",
-        "--insecure-no-auth",
-        "--plain-http",
-        "--listen",
-        &listen,
-        "--database-url",
-        &runtime_url,
-        "--chain-key-file",
-        chain_key,
-    ]);
-    let Command::Datastorage(args) = cli.command else {
-        bail!("not the datastorage command")
-    };
-    let server = tokio::spawn(audit_guard::datastorage::run(*args));
-    let base = format!("http://{listen}");
-    common::wait_ready(http, &base, Duration::from_secs(30), || server.is_finished()).await?;
+    let (server, base) = start_instance(http, &runtime_url, chain_key).await?;
     let (latencies, failed) = latency_run_prefixed(http, &base, "k-", LOCK_HOLD_SECS).await?;
     if partition_exists(&mut owner, &next).await? {
         bail!("next month's partition was created while the lock was held");
@@ -529,8 +535,6 @@ async fn main() -> Result<()> {
     let mut conn = sqlx::PgConnection::connect(&admin).await?;
     sqlx::query(&format!("CREATE DATABASE {db}")).execute(&mut conn).await?;
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let listen = format!("127.0.0.1:{port}");
     // Every record is chained: the rates below include the hash chain.
     let keys = tempfile::tempdir()?;
     let chain_key = keys.path().join("chain.key");
@@ -539,25 +543,8 @@ async fn main() -> Result<()> {
         audit_guard::datastorage::chain::generate_key_line("bench").map_err(anyhow::Error::msg)?,
     )?;
     let chain_key = chain_key.to_str().context("key path")?;
-    let cli = Cli::parse_from([
-        "audit-guard",
-        "datastorage",
-        "--insecure-no-auth",
-        "--plain-http",
-        "--listen",
-        &listen,
-        "--database-url",
-        &url,
-        "--chain-key-file",
-        chain_key,
-    ]);
-    let Command::Datastorage(args) = cli.command else {
-        bail!("not the datastorage command")
-    };
-    let server = tokio::spawn(audit_guard::datastorage::run(*args));
-    let base = format!("http://{listen}");
     let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
-    common::wait_ready(&http, &base, Duration::from_secs(30), || server.is_finished()).await?;
+    let (server, base) = start_instance(&http, &url, chain_key).await?;
 
     let mut rows = vec![];
     let mut rates = vec![];
