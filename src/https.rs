@@ -133,6 +133,18 @@ const SHED_REASONS: [&str; 7] = [
 /// client's handshake takes, and it bounds how fast one peer turns its places over.
 const HANDSHAKE_GRACE: Duration = Duration::from_secs(1);
 
+/// At a cap, how often one peer's newcomers may close an idle connection to get in. A pool that
+/// left idle connections behind gets in at once; a peer holding more clients than its cap, each
+/// reconnecting as soon as it is closed, would otherwise turn connections over as fast as it can
+/// reconnect and take the server's time from everyone else.
+const EVICTION_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Whether a newcomer from a peer whose newcomers last closed a connection at `last_ms` may close
+/// one now.
+fn eviction_due(last_ms: Option<u64>, now_ms: u64) -> bool {
+    last_ms.is_none_or(|last| now_ms.saturating_sub(last) >= EVICTION_INTERVAL.as_millis() as u64)
+}
+
 /// What a newcomer gets at the handshake cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum HandshakeRoom {
@@ -232,8 +244,14 @@ enum Refusal {
 /// Which connection, if any, to close so that a newcomer from `peer` fits under the caps: the
 /// longest-idle one (of the same peer when the peer's cap binds). `Ok(None)`: it fits as is.
 /// A plain function over plain data: `(id, peer, idle_ms)` of every open connection not
-/// already closing, `idle_ms` None while a request is in flight.
-fn choose_eviction(open: &[(u64, IpAddr, Option<u64>)], peer: IpAddr, limits: &ListenerLimits) -> Result<Option<u64>, Refusal> {
+/// already closing, `idle_ms` None while a request is in flight; `may_evict` false when the
+/// peer's newcomers closed one too recently ([`eviction_due`]).
+fn choose_eviction(
+    open: &[(u64, IpAddr, Option<u64>)],
+    peer: IpAddr,
+    limits: &ListenerLimits,
+    may_evict: bool,
+) -> Result<Option<u64>, Refusal> {
     let from_peer = open.iter().filter(|(_, p, _)| *p == peer).count();
     let (candidates, refusal): (Vec<_>, _) = if from_peer >= limits.max_connections_per_peer.max(1) {
         (open.iter().filter(|(_, p, _)| *p == peer).collect(), Refusal::PeerCap)
@@ -242,6 +260,9 @@ fn choose_eviction(open: &[(u64, IpAddr, Option<u64>)], peer: IpAddr, limits: &L
     } else {
         return Ok(None);
     };
+    if !may_evict {
+        return Err(refusal);
+    }
     candidates
         .into_iter()
         .filter_map(|(id, _, idle)| idle.map(|idle| (idle, *id)))
@@ -259,6 +280,10 @@ struct Registry {
     left: Notify,
     /// Newcomers waiting for a handshake place (see [`HandshakeRoom::Wait`]).
     waiting: AtomicUsize,
+    /// Newcomers waiting for a place under the connection caps ([`Registry::open`]).
+    waiting_to_open: AtomicUsize,
+    /// When each peer's newcomers last closed a connection to get in ([`eviction_due`]).
+    last_eviction_ms: Mutex<HashMap<IpAddr, u64>>,
 }
 
 impl Registry {
@@ -339,53 +364,71 @@ impl Registry {
     }
 
     /// Moves a handshaken connection to open, closing the longest-idle one when a cap is
-    /// reached and waiting (within `wait`) for it to leave. Err: refused, every candidate is busy.
+    /// reached (at most once per [`EVICTION_INTERVAL`] for one peer's newcomers) and waiting,
+    /// within `wait`, for a place: a connection leaving or going idle. Err: no place in time, or
+    /// too many newcomers already waiting (as many as handshake places).
     async fn open(&self, id: u64, conn: &Conn, wait: Duration) -> Result<(), Refusal> {
         let deadline = tokio::time::Instant::now() + wait;
-        loop {
+        let mut waiting = None;
+        let result = loop {
             let left = self.left.notified();
             tokio::pin!(left);
             left.as_mut().enable();
-            let refusal = {
-                let conns = self.lock();
-                let now = now_ms();
-                let live = |c: &Conn| c.open.load(Ordering::Relaxed) && !c.close.is_cancelled();
-                let open: Vec<_> = conns
-                    .iter()
-                    .filter(|(other, c)| **other != id && live(c))
-                    .map(|(other, c)| (*other, c.peer, c.idle_for_ms(now)))
-                    .collect();
-                match choose_eviction(&open, conn.peer, &self.limits) {
-                    Ok(None) => {
-                        conn.open.store(true, Ordering::Relaxed);
-                        conn.last_active_ms.store(now, Ordering::Relaxed);
-                        drop(conns);
-                        self.gauge("handshaking", -1);
-                        self.gauge("open", 1);
-                        return Ok(());
-                    }
-                    Ok(Some(victim)) => {
-                        if let Some(v) = conns.get(&victim) {
-                            v.close.cancel();
-                        }
-                        drop(conns);
-                        self.shed("idle_evicted");
-                        None
-                    }
-                    Err(refusal) => {
-                        // A connection already told to go frees a place soon: wait for it.
-                        let closing = conns.values().any(|c| c.open.load(Ordering::Relaxed) && c.close.is_cancelled());
-                        if !closing {
-                            return Err(refusal);
-                        }
-                        Some(refusal)
-                    }
-                }
+            let refusal = match self.try_open(id, conn) {
+                Ok(()) => break Ok(()),
+                Err(refusal) => refusal,
             };
-            if tokio::time::timeout_at(deadline, left).await.is_err() {
-                return Err(refusal.unwrap_or(Refusal::ConnectionCap));
+            if waiting.is_none() {
+                if self.waiting_to_open.fetch_add(1, Ordering::AcqRel) >= self.limits.max_handshakes.max(1) {
+                    self.waiting_to_open.fetch_sub(1, Ordering::AcqRel);
+                    return Err(refusal);
+                }
+                waiting = Some(WaitingToOpen(&self.waiting_to_open));
             }
+            // A busy connection going idle does not notify: look again after the interval.
+            let next = (tokio::time::Instant::now() + EVICTION_INTERVAL).min(deadline);
+            tokio::select! {
+                _ = left => {}
+                _ = tokio::time::sleep_until(next) => {}
+                _ = conn.close.cancelled() => break Err(refusal),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break Err(refusal);
+            }
+        };
+        drop(waiting);
+        result
+    }
+
+    /// One look at the caps for a newcomer: opens it, closing a connection first to make
+    /// room if a cap binds and one may go, or refuses.
+    fn try_open(&self, id: u64, conn: &Conn) -> Result<(), Refusal> {
+        let conns = self.lock();
+        let now = now_ms();
+        let live = |c: &Conn| c.open.load(Ordering::Relaxed) && !c.close.is_cancelled();
+        let open: Vec<_> = conns
+            .iter()
+            .filter(|(other, c)| **other != id && live(c))
+            .map(|(other, c)| (*other, c.peer, c.idle_for_ms(now)))
+            .collect();
+        let mut last_eviction = self.last_eviction_ms.lock().unwrap_or_else(|e| e.into_inner());
+        let may_evict = eviction_due(last_eviction.get(&conn.peer).copied(), now);
+        // A connection told to go no longer counts against the caps.
+        if let Some(victim) = choose_eviction(&open, conn.peer, &self.limits, may_evict)? {
+            if let Some(v) = conns.get(&victim) {
+                v.close.cancel();
+            }
+            last_eviction.retain(|_, at| !eviction_due(Some(*at), now));
+            last_eviction.insert(conn.peer, now);
+            self.shed("idle_evicted");
         }
+        conn.open.store(true, Ordering::Relaxed);
+        conn.last_active_ms.store(now, Ordering::Relaxed);
+        drop(last_eviction);
+        drop(conns);
+        self.gauge("handshaking", -1);
+        self.gauge("open", 1);
+        Ok(())
     }
 
     /// Forgets a connection that ended.
@@ -396,6 +439,15 @@ impl Registry {
             self.gauge(stage, -1);
         }
         self.left.notify_waiters();
+    }
+}
+
+/// Counts a newcomer waiting in [`Registry::open`] for as long as it waits.
+struct WaitingToOpen<'a>(&'a AtomicUsize);
+
+impl Drop for WaitingToOpen<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -451,6 +503,8 @@ pub async fn serve_with(
             conns: Mutex::new(HashMap::new()),
             left: Notify::new(),
             waiting: AtomicUsize::new(0),
+            waiting_to_open: AtomicUsize::new(0),
+            last_eviction_ms: Mutex::new(HashMap::new()),
         }),
         acceptor: tls.map(TlsAcceptor::from),
         h1: builder.clone().http1_only(),
@@ -809,8 +863,11 @@ mod tests {
             max_connections_per_peer: 2,
             ..Default::default()
         };
-        assert_eq!(choose_eviction(&[], ip("10.0.0.1"), &limits), Ok(None));
-        assert_eq!(choose_eviction(&[(1, ip("10.0.0.1"), None)], ip("10.0.0.1"), &limits), Ok(None));
+        assert_eq!(choose_eviction(&[], ip("10.0.0.1"), &limits, true), Ok(None));
+        assert_eq!(
+            choose_eviction(&[(1, ip("10.0.0.1"), None)], ip("10.0.0.1"), &limits, true),
+            Ok(None)
+        );
     }
 
     #[test]
@@ -825,7 +882,7 @@ mod tests {
             (2, ip("10.0.0.2"), Some(50)),
             (3, ip("10.0.0.1"), None),
         ];
-        assert_eq!(choose_eviction(&open, ip("10.0.0.3"), &limits), Ok(Some(2)));
+        assert_eq!(choose_eviction(&open, ip("10.0.0.3"), &limits, true), Ok(Some(2)));
     }
 
     #[test]
@@ -840,7 +897,7 @@ mod tests {
             (2, ip("10.0.0.2"), Some(50)),
             (3, ip("10.0.0.1"), Some(1)),
         ];
-        assert_eq!(choose_eviction(&open, ip("10.0.0.1"), &limits), Ok(Some(1)));
+        assert_eq!(choose_eviction(&open, ip("10.0.0.1"), &limits, true), Ok(Some(1)));
     }
 
     #[test]
@@ -851,9 +908,29 @@ mod tests {
             ..Default::default()
         };
         let peer_busy = [(1, ip("10.0.0.1"), None), (3, ip("10.0.0.1"), None), (2, ip("10.0.0.2"), Some(9))];
-        assert_eq!(choose_eviction(&peer_busy, ip("10.0.0.1"), &limits), Err(Refusal::PeerCap));
+        assert_eq!(choose_eviction(&peer_busy, ip("10.0.0.1"), &limits, true), Err(Refusal::PeerCap));
         let all_busy = [(1, ip("10.0.0.1"), None), (2, ip("10.0.0.2"), None), (3, ip("10.0.0.3"), None)];
-        assert_eq!(choose_eviction(&all_busy, ip("10.0.0.4"), &limits), Err(Refusal::ConnectionCap));
+        assert_eq!(
+            choose_eviction(&all_busy, ip("10.0.0.4"), &limits, true),
+            Err(Refusal::ConnectionCap)
+        );
+    }
+
+    #[test]
+    fn a_peer_that_closed_a_connection_to_get_in_waits_before_closing_another() {
+        let limits = ListenerLimits {
+            max_connections: 10,
+            max_connections_per_peer: 2,
+            ..Default::default()
+        };
+        let open = [(1, ip("10.0.0.1"), Some(5_000)), (2, ip("10.0.0.1"), Some(9_000))];
+        assert_eq!(choose_eviction(&open, ip("10.0.0.1"), &limits, false), Err(Refusal::PeerCap));
+        let interval = EVICTION_INTERVAL.as_millis() as u64;
+        assert!(eviction_due(None, 0));
+        assert!(!eviction_due(Some(1_000), 1_000 + interval - 1));
+        assert!(eviction_due(Some(1_000), 1_000 + interval));
+        // Under the caps the pace does not matter: nothing is closed.
+        assert_eq!(choose_eviction(&open[..1], ip("10.0.0.1"), &limits, false), Ok(None));
     }
 
     fn handshakes(peers: &[(&str, u64)]) -> Vec<(u64, IpAddr, u64)> {

@@ -2,7 +2,8 @@
 //! nothing are closed (TLS handshake timeout, HTTP/1 header-read timeout, idle timeout, maximum
 //! age); silent handshakes from one address neither keep a client at another out nor make it
 //! wait; at a connection cap (overall or per peer) the longest-idle connection makes room, and
-//! only busy connections make a newcomer wait.
+//! only busy connections make a newcomer wait; a pod with more clients than its cap cannot make
+//! the listener turn connections over faster than a set pace.
 
 mod support;
 
@@ -322,5 +323,41 @@ async fn a_client_that_never_handshakes_is_dropped() {
         .unwrap();
     let r = client.get(format!("https://127.0.0.1:{}/", addr.port())).send().await.unwrap();
     assert_eq!(r.text().await.unwrap(), "ok");
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_peer_with_more_clients_than_its_cap_cannot_make_the_listener_spin() {
+    let (addr, shutdown, _release) = start_with_slow(ListenerLimits {
+        max_connections_per_peer: 4,
+        handshake_timeout: Duration::from_millis(500),
+        ..patient(64)
+    })
+    .await;
+    // Twice as many silent clients as the pod's cap, each reconnecting the moment it is closed.
+    let stop = CancellationToken::new();
+    let closed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for _ in 0..8 {
+        let (stop, closed) = (stop.clone(), closed.clone());
+        tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                let mut c = connect_from("127.0.0.2", addr).await;
+                tokio::select! {
+                    _ = closed_by_server(&mut c) => {}
+                    _ = stop.cancelled() => return,
+                }
+                closed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Another client is served meanwhile.
+    let answer = get_root(addr).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    stop.cancel();
+    // Paced: about one connection turned over per 100 ms for the pod, plus each waiting
+    // newcomer refused after its wait; unpaced, every reconnect closed another at once.
+    let closed = closed.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(closed < 100, "one pod turned {closed} connections over in 2 s");
     shutdown.cancel();
 }
