@@ -395,18 +395,30 @@ async fn latency_run_prefixed(http: &reqwest::Client, base: &str, prefix: &str, 
         tasks.push(tokio::spawn(async move {
             let r = http.post(&url).header("content-type", "application/json").body(body).send().await;
             // Measured from the scheduled send time, so a stall counts against every request it delays.
-            (scheduled.elapsed(), matches!(r, Ok(ref r) if r.status() == 201))
+            let outcome = match r {
+                Ok(r) if r.status() == 201 => None,
+                Ok(r) => Some(format!("answered {}", r.status().as_u16())),
+                Err(e) if e.is_connect() => Some("could not connect".to_string()),
+                Err(e) if e.is_timeout() => Some("timed out".to_string()),
+                Err(_) => Some("connection lost".to_string()),
+            };
+            (scheduled.elapsed(), outcome)
         }));
     }
     let mut lat = Vec::with_capacity(total);
-    let mut failed = 0;
+    let mut failures = std::collections::BTreeMap::<String, usize>::new();
     for t in tasks {
-        let (d, ok) = t.await?;
+        let (d, outcome) = t.await?;
         lat.push(d);
-        failed += usize::from(!ok);
+        if let Some(why) = outcome {
+            *failures.entry(why).or_default() += 1;
+        }
+    }
+    if !failures.is_empty() {
+        eprintln!("{prefix}: POSTs that failed, by what happened: {failures:?}");
     }
     lat.sort();
-    Ok((lat, failed))
+    Ok((lat, failures.values().sum()))
 }
 
 /// Data Storage in this process on a free port (plain HTTP, no auth) against `url`, once ready.
