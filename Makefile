@@ -6,7 +6,7 @@ CARGO ?= cargo
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/audit-guard/target
 export DATABASE_URL_TEST ?= postgres://audit_guard:audit_guard@127.0.0.1:5432/audit_guard
 
-.PHONY: deps build release check test test-unit test-e2e test-faults e2e-node lint fmt run certs manifests bench controlplane node image node-clean helm chart postgres clean
+.PHONY: deps build release dist check test test-unit test-e2e test-faults e2e-node lint fmt run certs manifests bench controlplane node image node-clean helm chart postgres clean
 
 build:
 	$(CARGO) build --all-targets
@@ -32,6 +32,10 @@ node: deps
 image: deps
 	@bash scripts/image.sh >/dev/null
 
+## The release tarball: the static binary, README, auditors' guide, changelog, with its SHA-256 (dist/).
+dist:
+	@bash scripts/dist.sh >/dev/null
+
 ## The helm client the chart is tested with, built once from its Go module (tools/helm).
 helm:
 	@bash tools/helm/build.sh >/dev/null
@@ -49,7 +53,7 @@ check: lint test-unit
 
 ## Everything: lint, unit tests, end-to-end tests on a real control plane and PostgreSQL, fault
 ## tests, the chart, and the shipped manifests and chart as pods on a real node (e2e_node, as root).
-test: deps controlplane helm node image postgres lint
+test: deps controlplane helm node image dist postgres lint
 	@mkdir -p $(CARGO_TARGET_DIR)
 	set -o pipefail; $(CARGO) test --no-fail-fast --workspace --lib --bins --tests -- --test-threads=4 2>&1 | tee $(CARGO_TARGET_DIR)/test-output.log
 	@bash scripts/test-summary.sh $(CARGO_TARGET_DIR)/test-output.log

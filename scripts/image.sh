@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # make image: the audit-guard container image, built without Docker or a registry.
 #
-# 1. A static audit-guard binary: glibc target with crt-static (rustls needs no OpenSSL),
-#    checked with `file` and `ldd`.
+# 1. The static audit-guard binary (scripts/static-binary.sh).
 # 2. An OCI image FROM scratch, the same layout as the Dockerfile's: /usr/local/bin/audit-guard,
 #    /etc/passwd and /etc/group with uid/gid 65532 (image/rootfs), Debian's CA bundle at
 #    /etc/ssl/certs/ca-certificates.crt; user 65532:65532; entrypoint audit-guard, cmd serve.
@@ -13,24 +12,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cache_root="${AUDIT_GUARD_CACHE:-$HOME/.cache/audit-guard}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache_root/target}"
-target=x86_64-unknown-linux-gnu
 ref="$(sed -n 's/^ *image: *\([^ ]*\) *$/\1/p' manifests/base/webhook-deployment.yaml | head -1)"
 [ -n "$ref" ] || { echo "no image: in manifests/base/webhook-deployment.yaml" >&2; exit 1; }
 tag="${ref##*:}"
 
 start=$SECONDS
-echo ">> building the static audit-guard binary (release, $target, crt-static; the first build takes several minutes)" >&2
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --target "$target" --bin audit-guard >&2
-bin="$CARGO_TARGET_DIR/$target/release/audit-guard"
-echo ">> binary ready after $((SECONDS - start))s ($(file -b "$bin" | grep -Eo 'static(-pie)? linked'))" >&2
-# Statically linked: `file` says so and ldd finds no shared library to load.
-file -b "$bin" | grep -Eq 'static(-pie)? linked' || { echo "not a static binary: $(file -b "$bin")" >&2; exit 1; }
-if ldd "$bin" 2>&1 | grep -q '=>'; then
-  echo "the binary loads shared libraries:" >&2
-  ldd "$bin" >&2
-  exit 1
-fi
+bin="$(bash scripts/static-binary.sh)"
 ca=/etc/ssl/certs/ca-certificates.crt
 [ -f "$ca" ] || { echo "$ca missing (apt-get install ca-certificates)" >&2; exit 1; }
 
