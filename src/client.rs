@@ -3,7 +3,7 @@
 //! answer: stored (created, or the same content already there), a conflict (a different
 //! record holds the id: not stored), or a failure of a kind ([`FailureKind`]): transient,
 //! queued (202), refused for good (400/413/422), unauthenticated (401) or forbidden (403).
-//! Kubernaut's events API (`--datastorage-api events`) is in [`crate::events`].
+//! Kubernaut's events API (`--datastorage-api events`) is in [`crate::kubernaut_api`].
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -16,8 +16,8 @@ use serde_json::Value;
 use crate::audit::break_glass::BreakGlassEvent;
 use crate::audit::SignalProcessingAudit;
 use crate::config::ApiMode;
-use crate::events::queue::QueuedEvents;
 use crate::filewatch::StampedFile;
+use crate::kubernaut_api::queue::QueuedEvents;
 use crate::metrics;
 
 const SP_PATH: &str = "/api/v1/audit/signal-processing";
@@ -25,7 +25,7 @@ const SP_BATCH_PATH: &str = "/api/v1/audit/signal-processing/batch";
 const BREAK_GLASS_PATH: &str = "/api/v1/audit/break-glass-events";
 const CLAIMS_PATH: &str = "/api/v1/audit/break-glass-claims";
 const CONFIRMATIONS_PATH: &str = "/api/v1/audit/break-glass-claims/confirmations";
-pub use crate::events::payload::{EVENT_CATEGORY, EVENT_TYPE};
+pub use crate::kubernaut_api::payload::{EVENT_CATEGORY, EVENT_TYPE};
 
 /// What kind of failure an answer (or its absence) is. Only `Rejected` is permanent; every
 /// kind delays a deletion and none releases it.
@@ -722,7 +722,7 @@ mod tests {
             allow_plain_http_token: allow,
             timeout: Duration::from_secs(1),
             api_mode: ApiMode::Events,
-            events_replay_window: crate::events::queue::DEFAULT_REPLAY_WINDOW,
+            events_replay_window: crate::kubernaut_api::queue::DEFAULT_REPLAY_WINDOW,
         };
         assert!(DataStorageClient::new(&settings(false)).is_err());
         assert!(DataStorageClient::new(&settings(true)).is_ok());
@@ -737,7 +737,7 @@ mod tests {
             allow_plain_http_token: false,
             timeout: Duration::from_secs(1),
             api_mode: ApiMode::SignalProcessing,
-            events_replay_window: crate::events::queue::DEFAULT_REPLAY_WINDOW,
+            events_replay_window: crate::kubernaut_api::queue::DEFAULT_REPLAY_WINDOW,
         })
         .unwrap();
         assert_eq!(

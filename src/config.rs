@@ -576,7 +576,10 @@ mod tests {
         else {
             panic!("serve does not parse")
         };
-        assert_eq!(serve.datastorage.events_replay_window, crate::events::queue::DEFAULT_REPLAY_WINDOW);
+        assert_eq!(
+            serve.datastorage.events_replay_window,
+            crate::kubernaut_api::queue::DEFAULT_REPLAY_WINDOW
+        );
     }
 
     #[test]

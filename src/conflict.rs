@@ -8,8 +8,8 @@ use serde_json::Value;
 use crate::audit::SignalProcessingAudit;
 use crate::client::{ClientError, DataStorageClient, Stored};
 use crate::config::ApiMode;
-use crate::events::payload::event_for;
 use crate::group_commit::GroupCommit;
+use crate::kubernaut_api::payload::event_for;
 
 /// Keys that say where a record came from rather than what it says; Data Storage compares
 /// records without them (a completion-time and a deletion-time record of one CR match).
@@ -53,7 +53,7 @@ pub async fn persist(
             let differing = match ds.mode() {
                 ApiMode::SignalProcessing => differing_fields(&existing, record),
                 // Kubernaut's events: what differs between the stored event and ours.
-                ApiMode::Events => crate::events::matching::differing_keys(&existing, &event_for(record, chrono::Utc::now())),
+                ApiMode::Events => crate::kubernaut_api::matching::differing_keys(&existing, &event_for(record, chrono::Utc::now())),
             };
             let new = ds.amend(record).await? == Stored::Created;
             Ok(Persisted::Amended { differing, new })

@@ -307,7 +307,7 @@ pub fn has_finalizer(finalizers: Option<&[String]>) -> bool {
 pub const OWN_ANNOTATIONS: [&str; 3] = [
     ANNOTATION_RECORD_ID,
     ANNOTATION_PERSISTED_AT,
-    crate::events::mark::ANNOTATION_QUEUED_AT,
+    crate::kubernaut_api::mark::ANNOTATION_QUEUED_AT,
 ];
 
 /// Reduces an object to what the controller reads from its cache: the audit record and the
@@ -449,7 +449,7 @@ mod slim_tests {
     use crate::audit::from_cr::{build_record, finished_at};
     use crate::audit::Trigger;
     use crate::controller::decisions::{decide, release_patch};
-    use crate::events::facts::CrFacts;
+    use crate::kubernaut_api::facts::CrFacts;
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -477,8 +477,8 @@ mod slim_tests {
             out.push(format!("{:?}", decide(sp, enqueued, now)));
         }
         out.push(serde_json::to_string(&release_patch(sp, "id", now)).unwrap());
-        out.push(serde_json::to_string(&crate::events::mark::mark_patch(sp, now)).unwrap());
-        out.push(format!("{:?}", crate::events::mark::queued_at(sp)));
+        out.push(serde_json::to_string(&crate::kubernaut_api::mark::mark_patch(sp, now)).unwrap());
+        out.push(format!("{:?}", crate::kubernaut_api::mark::queued_at(sp)));
         out.push(format!("{:?}", sp.metadata.finalizers));
         out
     }
@@ -578,7 +578,7 @@ mod slim_tests {
         if !s.annotations.is_empty() {
             let keys = [
                 "user/note",
-                crate::events::mark::ANNOTATION_QUEUED_AT,
+                crate::kubernaut_api::mark::ANNOTATION_QUEUED_AT,
                 ANNOTATION_RECORD_ID,
                 "audit.kubernaut.ai/x",
             ];

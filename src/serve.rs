@@ -16,7 +16,7 @@ use crate::client::DataStorageClient;
 use crate::config::{ApiMode, ServeArgs};
 use crate::confirmed::{confirmed_records, ConfirmedRecords};
 use crate::controller::{self, Context};
-use crate::events::MarkingSink;
+use crate::kubernaut_api::MarkingSink;
 use crate::leader::LeaderElector;
 use crate::webhook::{Readiness, Webhook, WebhookDeps, WebhookSettings};
 use crate::writer::{AuditWriter, BatchSink, WriterConfig};

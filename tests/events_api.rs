@@ -26,7 +26,7 @@ use audit_guard::client::{ClientSettings, DataStorageClient, FailureKind, Stored
 use audit_guard::config::ApiMode;
 use audit_guard::conflict::{persist, Persisted};
 use audit_guard::crd::SignalProcessing;
-use audit_guard::events::mark::ANNOTATION_QUEUED_AT;
+use audit_guard::kubernaut_api::mark::ANNOTATION_QUEUED_AT;
 use chrono::Utc;
 use k8s_openapi::api::core::v1::{Event, Namespace};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -72,7 +72,7 @@ fn completed(uid: &str) -> SignalProcessingAudit {
 #[tokio::test]
 async fn the_double_refuses_and_prunes_as_kubernaut_does() {
     let now = Utc::now();
-    let good = audit_guard::events::payload::event_for(&completed("u-1"), now);
+    let good = audit_guard::kubernaut_api::payload::event_for(&completed("u-1"), now);
     assert!(validate(&good, now).is_ok(), "{good}");
     let with = |f: &dyn Fn(&mut Value)| {
         let mut v = good.clone();
@@ -123,7 +123,7 @@ async fn what_the_client_sends_is_what_kubernaut_keeps() {
     let stored = ds.record_events("uid-keep");
     assert_eq!(stored.len(), 1);
     let ev = &stored[0];
-    let sent = audit_guard::events::payload::event_for(&record, Utc::now());
+    let sent = audit_guard::kubernaut_api::payload::event_for(&record, Utc::now());
     assert_eq!(ev["event_data"], sent["event_data"], "nothing was pruned");
     let d = &ev["event_data"];
     for (key, want) in [
@@ -209,7 +209,7 @@ async fn a_different_event_for_the_uid_is_a_conflict_and_ours_is_stored_linked_t
     let ds = KubernautDs::start(Options::default()).await;
     let client = client_for(&ds.url, Duration::from_secs(600), None);
     let record = completed("uid-conflict");
-    let mut planted = audit_guard::events::payload::event_for(&record, Utc::now());
+    let mut planted = audit_guard::kubernaut_api::payload::event_for(&record, Utc::now());
     planted["event_data"]["priority"] = json!("P3");
     let planted = ds.plant(planted);
     match client.store_one(&record).await.unwrap() {

@@ -244,7 +244,7 @@ async fn reconcile_once(sp: Arc<SignalProcessing>, ctx: Arc<Context>) -> Result<
         Action::EnqueueRecord => {
             // Events mode: an event another process's writer met a 202 for is polled for, not
             // POSTed again (a new leader meets every completed CR at start).
-            crate::events::mark::seed(&ctx.ds, &sp);
+            crate::kubernaut_api::mark::seed(&ctx.ds, &sp);
             if ctx.writer.enqueue(build_record(&sp, Trigger::Completion, Utc::now())) {
                 ctx.enqueued.insert(&uid);
                 outcome("enqueued");
@@ -275,7 +275,7 @@ async fn persist_and_release(
     let ns = sp.namespace().unwrap_or_default();
     for _ in 0..RELEASE_ROUNDS {
         // Events mode: an event queued earlier (by any replica) is polled for, not POSTed again.
-        crate::events::mark::seed(&ctx.ds, &sp);
+        crate::kubernaut_api::mark::seed(&ctx.ds, &sp);
         let record = build_record(&sp, Trigger::Deletion, Utc::now());
         let persisted = match persist(&ctx.ds, ctx.group.as_ref(), &record).await {
             Ok(p) => p,

@@ -11,7 +11,7 @@ use super::{outcome, Context, ReconcileError};
 use crate::client::{ClientError, FailureKind};
 use crate::config::ApiMode;
 use crate::crd::SignalProcessing;
-use crate::events::mark;
+use crate::kubernaut_api::mark;
 
 /// How often a queued event is looked for (plus up to as much jitter, so CRs spread out).
 pub const POLL: Duration = Duration::from_secs(5);

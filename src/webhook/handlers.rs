@@ -406,7 +406,7 @@ async fn check_record_held(state: &AppState, review: &Review) -> Verdict {
 /// Stores the deletion-time record of `live` (an amendment when a different record holds its
 /// uid) through the controller's path; in events mode a queued event is marked on the object.
 async fn persist_live(state: &AppState, live: &SignalProcessing) -> (SignalProcessingAudit, Result<Persisted, ClientError>) {
-    crate::events::mark::seed(&state.ds, live);
+    crate::kubernaut_api::mark::seed(&state.ds, live);
     let record = (state.build_record)(live, Trigger::Deletion, Utc::now());
     let result = persist(&state.ds, None, &record).await;
     if let Err(e) = &result {
@@ -468,7 +468,7 @@ async fn store_unguarded_delete(state: &AppState, review: &Review) -> Verdict {
 /// the retry (on any replica) polls for it instead of POSTing a second copy.
 async fn remember_queued(state: &AppState, live: &SignalProcessing, e: &ClientError) {
     if matches!(e.kind, FailureKind::Queued | FailureKind::NoAnswer) {
-        if let Err(err) = crate::events::mark::mark(&state.kube, &state.ds, live).await {
+        if let Err(err) = crate::kubernaut_api::mark::mark(&state.kube, &state.ds, live).await {
             tracing::warn!(name = ?live.metadata.name, error = %err, "could not mark the CR's queued event (this process still remembers it)");
         }
     }
@@ -505,7 +505,7 @@ async fn record_break_glass(state: &AppState, review: &Review) -> Verdict {
         Err(verdict) => return verdict,
     };
     let event = break_glass_of(review, &live);
-    crate::events::mark::seed(&state.ds, &live);
+    crate::kubernaut_api::mark::seed(&state.ds, &live);
     let record = (state.build_record)(&live, Trigger::Forced, Utc::now());
     let event_result = write_result(&state.ds.store_break_glass(&event, &record).await);
     let record_result = if event_result == WriteResult::Stored {

@@ -48,7 +48,7 @@ pub fn datastorage_client(url: &str, token_file: Option<PathBuf>, ca_file: Optio
             allow_plain_http_token: false,
             timeout: Duration::from_secs(5),
             api_mode: ApiMode::SignalProcessing,
-            events_replay_window: audit_guard::events::queue::DEFAULT_REPLAY_WINDOW,
+            events_replay_window: audit_guard::kubernaut_api::queue::DEFAULT_REPLAY_WINDOW,
         })
         .expect("Data Storage client"),
     )

@@ -218,8 +218,8 @@ mod tests {
         future.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t("2026-01-01T09:00:00Z")));
         assert_eq!(queued_at(&future), None);
         assert_eq!(
-            crate::events::queue::next_step(queued_at(&future), None, now, std::time::Duration::from_secs(600)),
-            crate::events::queue::Step::Post
+            crate::kubernaut_api::queue::next_step(queued_at(&future), None, now, std::time::Duration::from_secs(600)),
+            crate::kubernaut_api::queue::Step::Post
         );
         // ... and what this process remembers overwrites it.
         assert_eq!(
