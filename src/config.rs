@@ -496,8 +496,6 @@ impl From<&DataStorageClientArgs> for crate::client::ClientSettings {
             token_file: a.token_file.clone(),
             allow_plain_http_token: a.allow_plain_http_token,
             timeout: a.timeout,
-            api_mode: a.api_mode,
-            events_replay_window: a.events_replay_window,
         }
     }
 }

@@ -22,11 +22,12 @@ use crate::audit::break_glass::BreakGlassEvent;
 use crate::audit::from_cr::RecordBuilder;
 use crate::audit::SignalProcessingAudit;
 use crate::audit::Trigger;
-use crate::client::{ClientError, DataStorageClient, FailureKind, Stored};
+use crate::client::{ClientError, FailureKind, Stored};
 use crate::confirmed::{release_key, ConfirmedRecords};
 use crate::conflict::{persist, Persisted};
 use crate::crd::cached::SlimSignalProcessing;
 use crate::crd::SignalProcessing;
+use crate::sink::RecordSink;
 
 pub const MUTATE_PATH: &str = "/mutate-kubernaut-ai-v1alpha1-signalprocessing";
 pub const VALIDATE_PATH: &str = "/validate-kubernaut-ai-v1alpha1-signalprocessing";
@@ -45,7 +46,7 @@ pub struct BodyLimits {
 
 pub struct AppState {
     pub policy: Policy,
-    pub ds: Arc<DataStorageClient>,
+    pub ds: Arc<dyn RecordSink>,
     pub kube: kube::Client,
     pub confirmed: Arc<ConfirmedRecords>,
     pub build_record: RecordBuilder,
@@ -404,11 +405,11 @@ async fn check_record_held(state: &AppState, review: &Review) -> Verdict {
 }
 
 /// Stores the deletion-time record of `live` (an amendment when a different record holds its
-/// uid) through the controller's path; in events mode a queued event is marked on the object.
+/// uid) through the controller's path; a write the API may have queued is marked on the object.
 async fn persist_live(state: &AppState, live: &SignalProcessing) -> (SignalProcessingAudit, Result<Persisted, ClientError>) {
-    crate::kubernaut_api::mark::seed(&state.ds, live);
+    state.ds.prepare(live);
     let record = (state.build_record)(live, Trigger::Deletion, Utc::now());
-    let result = persist(&state.ds, None, &record).await;
+    let result = persist(state.ds.as_ref(), None, &record).await;
     if let Err(e) = &result {
         remember_queued(state, live, e).await;
     }
@@ -464,13 +465,11 @@ async fn store_unguarded_delete(state: &AppState, review: &Review) -> Verdict {
     }
 }
 
-/// Events mode: a record event Data Storage queued (202) is marked on the live object, so that
-/// the retry (on any replica) polls for it instead of POSTing a second copy.
+/// A record write Data Storage may have queued (202, or no answer) is marked on the live
+/// object, so that the retry (on any replica) polls for it instead of POSTing a second copy.
 async fn remember_queued(state: &AppState, live: &SignalProcessing, e: &ClientError) {
     if matches!(e.kind, FailureKind::Queued | FailureKind::NoAnswer) {
-        if let Err(err) = crate::kubernaut_api::mark::mark(&state.kube, &state.ds, live).await {
-            tracing::warn!(name = ?live.metadata.name, error = %err, "could not mark the CR's queued event (this process still remembers it)");
-        }
+        state.ds.mark_queued(&state.kube, live).await;
     }
 }
 
@@ -505,7 +504,7 @@ async fn record_break_glass(state: &AppState, review: &Review) -> Verdict {
         Err(verdict) => return verdict,
     };
     let event = break_glass_of(review, &live);
-    crate::kubernaut_api::mark::seed(&state.ds, &live);
+    state.ds.prepare(&live);
     let record = (state.build_record)(&live, Trigger::Forced, Utc::now());
     let event_result = write_result(&state.ds.store_break_glass(&event, &record).await);
     let record_result = if event_result == WriteResult::Stored {

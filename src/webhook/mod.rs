@@ -18,9 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::from_cr::RecordBuilder;
 use crate::certs::{self, ReloadingClientVerifier, ReloadingResolver};
-use crate::client::DataStorageClient;
 use crate::confirmed::ConfirmedRecords;
 use crate::https::ListenerLimits;
+use crate::sink::RecordSink;
 use decisions::Policy;
 use handlers::BodyLimits;
 
@@ -48,7 +48,7 @@ pub struct WebhookSettings {
 #[derive(Clone)]
 pub struct WebhookDeps {
     pub kube: kube::Client,
-    pub ds: Arc<DataStorageClient>,
+    pub ds: Arc<dyn RecordSink>,
     pub confirmed: Arc<ConfirmedRecords>,
 }
 
