@@ -410,7 +410,7 @@ pub struct MigrateSettings {
 }
 
 pub async fn run(args: &MigrateSettings) -> anyhow::Result<()> {
-    let url = super::database_url(args.database_url.as_deref(), args.database_url_file.as_deref())?
+    let url = super::db_url::database_url(args.database_url.as_deref(), args.database_url_file.as_deref())?
         .context("migrate needs the owner's --database-url or --database-url-file")?;
     check_retention(args.retention_months, args.time_window_past)?;
     let limits = args.ddl;

@@ -6,7 +6,9 @@ pub mod authz;
 pub mod break_glass;
 pub mod cache;
 pub mod chain;
+pub mod db_url;
 pub mod export;
+pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod migrate;
@@ -15,12 +17,15 @@ pub mod problem;
 pub mod query;
 pub mod records;
 pub mod report;
+pub mod signing;
 pub mod sqlite;
 pub mod stats;
 pub mod store;
 pub mod tlog;
 pub mod tlog_api;
 pub mod verify;
+
+pub use db_url::database_url;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -129,20 +134,6 @@ pub fn choose_auth(args: &Settings, in_cluster: bool) -> anyhow::Result<AuthChoi
         "no authentication configured: pass --tokens-file <csv> (token,user,uid[,\"groups\"]), or --token-review \
          (Kubernetes TokenReview), or --insecure-no-auth to accept unauthenticated requests (never in production)"
     )
-}
-
-/// The database URL from the flag or from the file it names (trimmed; an empty one means none).
-pub fn database_url(url: Option<&str>, file: Option<&Path>) -> anyhow::Result<Option<String>> {
-    let url = match (url, file) {
-        (Some(_), Some(_)) => anyhow::bail!("give the database URL either directly or as a file, not both"),
-        (Some(u), None) => u.to_string(),
-        (None, Some(f)) => std::fs::read_to_string(f)
-            .with_context(|| format!("reading the database URL from {}", f.display()))?
-            .trim()
-            .to_string(),
-        (None, None) => return Ok(None),
-    };
-    Ok(Some(url).filter(|u| !u.is_empty()))
 }
 
 fn window(args: &Settings) -> TimeWindow {
@@ -400,16 +391,16 @@ pub async fn run(args: Settings) -> anyhow::Result<()> {
         %addr,
         backend = store.backend(),
         "Data Storage listening; try: curl -H 'Authorization: Bearer <token>' {scheme}://{addr}{}?limit=10",
-        api::BASE
+        http::BASE
     );
-    let state = Arc::new(api::AppState {
+    let state = Arc::new(http::AppState {
         store,
         auth,
         authz,
         keys,
         signer,
         log_key,
-        limits: api::ApiLimits {
+        limits: http::ApiLimits {
             max_batch: args.max_batch,
             max_body_bytes: args.max_body_bytes,
             body_read_timeout: args.body_read_timeout,
