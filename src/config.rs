@@ -766,7 +766,7 @@ impl From<&CertsArgs> for crate::certs::IssueSettings {
 
 impl From<&ServeArgs> for crate::webhook::WebhookSettings {
     fn from(a: &ServeArgs) -> Self {
-        use crate::webhook::{decisions::Policy, handlers::BodyLimits};
+        use crate::webhook::{handlers::BodyLimits, policy::Policy};
         Self {
             cert_dir: a.cert_dir.clone(),
             client_ca_file: a.client_ca_file.clone(),

@@ -16,8 +16,9 @@ use kube::core::admission::AdmissionResponse;
 use kube::core::{Status, TypeMeta};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::decisions::{self, DenyReason, Live, Policy, Purpose, RecordCheck, Review, Verdict, WriteResult};
 use super::metrics;
+use super::policy::{self, DenyReason, Live, Policy, Purpose, RecordCheck, Verdict, WriteResult};
+use super::review::{self, Review};
 use crate::audit::break_glass::BreakGlassEvent;
 use crate::audit::from_cr::RecordBuilder;
 use crate::audit::SignalProcessingAudit;
@@ -174,7 +175,7 @@ async fn read_review(
         Ok(read) => read,
         Err(error) => return Err(body_error(state, path, error, started)),
     };
-    match decisions::parse_review(&bytes) {
+    match review::parse_review(&bytes) {
         Ok(review) => Ok((review, permits)),
         Err(e) => {
             metrics::observe(path, "", "bad_request", started.elapsed().as_secs_f64());
@@ -223,8 +224,8 @@ fn admission_response(uid: &str, denial: Option<(u16, &str, String)>) -> Admissi
     // review, naming the field it cannot read); everything it sets is replaced here.
     let mut response = AdmissionResponse::invalid("");
     response.types = TypeMeta {
-        api_version: decisions::API_VERSION.into(),
-        kind: decisions::KIND.into(),
+        api_version: review::API_VERSION.into(),
+        kind: review::KIND.into(),
     };
     response.uid = uid.to_owned();
     match denial {
@@ -238,7 +239,7 @@ fn admission_response(uid: &str, denial: Option<(u16, &str, String)>) -> Admissi
 }
 
 /// The mutating path: every CREATE and UPDATE in the watched scope comes here, so it decodes
-/// only what the decision needs ([`decisions::parse_mutate`]: no object model) and writes the
+/// only what the decision needs ([`policy::parse_mutate`]: no object model) and writes the
 /// answer directly around the patch encoded once.
 async fn mutate_handler(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let started = Instant::now();
@@ -246,7 +247,7 @@ async fn mutate_handler(State(state): State<Arc<AppState>>, req: Request) -> Res
         Ok(read) => read,
         Err(error) => return body_error(&state, "mutate", error, started),
     };
-    let review = match decisions::parse_mutate(&bytes) {
+    let review = match policy::parse_mutate(&bytes) {
         Ok(r) => r,
         Err(e) => {
             metrics::observe("mutate", "", "bad_request", started.elapsed().as_secs_f64());
@@ -261,13 +262,13 @@ async fn mutate_handler(State(state): State<Arc<AppState>>, req: Request) -> Res
 /// `{"apiVersion":…,"kind":…,"response":{"uid":…,"allowed":true[,"patchType":"JSONPatch","patch":…]}}`,
 /// written directly: this is the hot path, and a test holds it to what kube's admission types
 /// write for the same answer.
-fn mutate_answer(review: &decisions::MutateReview) -> Response {
+fn mutate_answer(review: &policy::MutateReview) -> Response {
     let uid = serde_json::to_string(&review.uid).unwrap_or_else(|_| "\"\"".into());
     let mut out = String::with_capacity(160 + uid.len() + review.patch.map_or(0, str::len));
     out.push_str("{\"apiVersion\":\"");
-    out.push_str(decisions::API_VERSION);
+    out.push_str(review::API_VERSION);
     out.push_str("\",\"kind\":\"");
-    out.push_str(decisions::KIND);
+    out.push_str(review::KIND);
     out.push_str("\",\"response\":{\"uid\":");
     out.push_str(&uid);
     out.push_str(",\"allowed\":true");
@@ -306,7 +307,7 @@ async fn validate_handler(State(state): State<Arc<AppState>>, req: Request) -> R
     )
 )]
 async fn review_validation(state: &AppState, review: &Review) -> (&'static str, Response) {
-    let verdict = decisions::validate(review, &state.policy);
+    let verdict = policy::validate(review, &state.policy);
     let (outcome, verdict) = carry_out(state, review, verdict).await;
     (outcome, answer(review, verdict))
 }
@@ -340,12 +341,12 @@ async fn carry_out(state: &AppState, review: &Review, verdict: Verdict) -> (&'st
             let v = store_unguarded_delete(state, review).await;
             (outcome(&v, "stored"), v)
         }
-        Verdict::RecordBreakGlassThenAllow => match decisions::break_glass_path(state.peer_authenticated) {
-            decisions::BreakGlassPath::Event => {
+        Verdict::RecordBreakGlassThenAllow => match policy::break_glass_path(state.peer_authenticated) {
+            policy::BreakGlassPath::Event => {
                 let v = record_break_glass(state, review).await;
                 (outcome(&v, "forced"), v)
             }
-            decisions::BreakGlassPath::Claim => {
+            policy::BreakGlassPath::Claim => {
                 let v = record_claim(state, review).await;
                 (outcome(&v, "claimed"), v)
             }
@@ -401,7 +402,7 @@ async fn check_record_held(state: &AppState, review: &Review) -> Verdict {
     if let RecordCheck::Refused(e) = &check {
         tracing::warn!(user = %review.username, namespace = %review.namespace, name = %review.name, %uid, error = %e, "finalizer removal under the controller's identity refused: Data Storage refused the record");
     }
-    decisions::record_check_verdict(&check, &uid)
+    policy::record_check_verdict(&check, &uid)
 }
 
 /// Stores the deletion-time record of `live` (an amendment when a different record holds its
@@ -423,9 +424,9 @@ async fn live_object(state: &AppState, review: &Review, purpose: Purpose) -> Res
         reason: DenyReason::StoreUnavailable,
         message: format!("could not read this SignalProcessing from the API server to check it ({e}); nothing was stored, retry"),
     };
-    if !decisions::valid_object_ref(&review.namespace, &review.name) {
+    if !policy::valid_object_ref(&review.namespace, &review.name) {
         // Not a name the API server could hold: no such object, and no such URL is requested.
-        decisions::judge_live(purpose, &old_uid(review), &Live::NotFound)?;
+        policy::judge_live(purpose, &old_uid(review), &Live::NotFound)?;
     }
     // Decoded slim: what the record and the judgement read, not what users put in the object.
     let api: Api<SlimSignalProcessing> = Api::namespaced(state.kube.clone(), &review.namespace);
@@ -434,7 +435,7 @@ async fn live_object(state: &AppState, review: &Review, purpose: Purpose) -> Res
         .await
         .map_err(|e| unavailable(e.to_string()))?
         .map(SlimSignalProcessing::into_inner);
-    decisions::judge_live(purpose, &old_uid(review), &Live::of(live.as_ref()))?;
+    policy::judge_live(purpose, &old_uid(review), &Live::of(live.as_ref()))?;
     live.ok_or_else(|| unavailable("the object vanished".into()))
 }
 
@@ -459,7 +460,7 @@ async fn store_unguarded_delete(state: &AppState, review: &Review) -> Verdict {
             Verdict::Deny {
                 code: 503,
                 reason: DenyReason::StoreUnavailable,
-                message: decisions::store_unavailable_message(&e.to_string()),
+                message: policy::store_unavailable_message(&e.to_string()),
             }
         }
     }
@@ -520,7 +521,7 @@ async fn record_break_glass(state: &AppState, review: &Review) -> Verdict {
     } else {
         None
     };
-    let verdict = decisions::break_glass_verdict(&event_result, record_result.as_ref());
+    let verdict = policy::break_glass_verdict(&event_result, record_result.as_ref());
     if verdict == Verdict::Allow {
         metrics::FORCED_REMOVALS.inc();
         tracing::warn!(user = %event.user, groups = ?event.groups, extra = ?event.extra, namespace = %event.namespace, name = %event.name, uid = %event.uid, event = %event.id, "break-glass removal of the audit finalizer; break-glass event stored");
@@ -563,7 +564,7 @@ async fn record_claim(state: &AppState, review: &Review) -> Verdict {
     } else {
         None
     };
-    let verdict = decisions::claim_verdict(&claim_result, record_result.as_ref());
+    let verdict = policy::claim_verdict(&claim_result, record_result.as_ref());
     if verdict == Verdict::Allow {
         metrics::BREAK_GLASS_CLAIMS.inc();
         tracing::warn!(user = %claim.user, groups = ?claim.groups, namespace = %claim.namespace, name = %claim.name, uid = %claim.uid, review = %claim.id, "break-glass removal claimed by a peer that did not prove it is the API server; stored as an unconfirmed claim (no event names this user until the removal is observed)");
@@ -590,9 +591,9 @@ mod tests {
     #[tokio::test]
     async fn the_mutating_answer_is_what_kubes_admission_types_write() {
         for uid in ["u-1", "a\"b\u{e9}\\"] {
-            let plain = decisions::MutateReview {
+            let plain = policy::MutateReview {
                 uid: uid.into(),
-                operation: decisions::Operation::Update,
+                operation: review::Operation::Update,
                 patch: None,
             };
             let ours = body_json(mutate_answer(&plain)).await;
@@ -603,9 +604,9 @@ mod tests {
             assert_eq!(status, Some(json!({})));
             assert_eq!(ours, theirs);
         }
-        let patched = decisions::parse_mutate(
+        let patched = policy::parse_mutate(
             &serde_json::to_vec(&json!({
-                "apiVersion": decisions::API_VERSION, "kind": decisions::KIND,
+                "apiVersion": review::API_VERSION, "kind": review::KIND,
                 "request": {"uid": "u-2", "operation": "CREATE",
                     "kind": {"group": "kubernaut.ai", "version": "v1alpha1", "kind": "SignalProcessing"},
                     "object": {"metadata": {"name": "sp"}}}

@@ -1,10 +1,11 @@
 //! The TLS admission webhook of `audit-guard serve`: mutating (adds the audit finalizer)
 //! and validating (guards its removal, stores the record before an unguarded DELETE).
 
-pub mod decisions;
 pub mod handlers;
 pub mod metrics;
+pub mod policy;
 pub mod registration;
+pub mod review;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,8 +22,8 @@ use crate::certs::{self, ReloadingClientVerifier, ReloadingResolver};
 use crate::confirmed::ConfirmedRecords;
 use crate::https::ListenerLimits;
 use crate::sink::RecordSink;
-use decisions::Policy;
 use handlers::BodyLimits;
+use policy::Policy;
 
 pub use handlers::{MUTATE_PATH, VALIDATE_PATH};
 
