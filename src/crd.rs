@@ -30,6 +30,9 @@ pub const FINALIZER: &str = "kubernaut.ai/audit-persistence";
 pub const ANNOTATION_RECORD_ID: &str = "audit.kubernaut.ai/record-id";
 /// Set, in the same patch that removes the finalizer, to when the record was stored.
 pub const ANNOTATION_PERSISTED_AT: &str = "audit.kubernaut.ai/persisted-at";
+/// Events mode: when Kubernaut's Data Storage queued (202) the CR's event (see
+/// [`crate::kubernaut_api::mark`]).
+pub const ANNOTATION_QUEUED_AT: &str = "audit.kubernaut.ai/event-queued-at";
 
 #[skip_serializing_none]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -304,11 +307,7 @@ pub fn has_finalizer(finalizers: Option<&[String]>) -> bool {
 
 /// The annotations audit-guard writes (the record id, when it was stored, the queued-event
 /// mark): the only ones the cache keeps.
-pub const OWN_ANNOTATIONS: [&str; 3] = [
-    ANNOTATION_RECORD_ID,
-    ANNOTATION_PERSISTED_AT,
-    crate::kubernaut_api::mark::ANNOTATION_QUEUED_AT,
-];
+pub const OWN_ANNOTATIONS: [&str; 3] = [ANNOTATION_RECORD_ID, ANNOTATION_PERSISTED_AT, ANNOTATION_QUEUED_AT];
 
 /// Reduces an object to what the controller reads from its cache: the audit record and the
 /// event facts built from it, the decisions, and the patches (finalizers, resourceVersion,

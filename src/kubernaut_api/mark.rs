@@ -13,7 +13,7 @@ use crate::controller::decisions::escape;
 use crate::crd::cached::SlimSignalProcessing;
 use crate::crd::SignalProcessing;
 
-pub const ANNOTATION_QUEUED_AT: &str = "audit.kubernaut.ai/event-queued-at";
+pub use crate::crd::ANNOTATION_QUEUED_AT;
 
 /// How far ahead of this process's clock a mark may lie (another replica's clock, the API
 /// server's): the same allowance Data Storage gives a record's times.
