@@ -24,7 +24,7 @@ mod hostile;
 
 use anyhow::{bail, Context, Result};
 use audit_guard::audit::SignalProcessingAudit;
-use audit_guard::config::{Cli, Command};
+use audit_guard::config::{Cli, Command, DataStorageCommand};
 use audit_guard::datastorage::store::{fixed_ts, trigger_str, Prepared};
 use clap::Parser;
 use serde_json::{json, Value};
@@ -440,7 +440,7 @@ async fn start_instance(http: &reqwest::Client, url: &str, chain_key: &str) -> R
     let Command::Datastorage(args) = cli.command else {
         bail!("not the datastorage command")
     };
-    let server = tokio::spawn(audit_guard::datastorage::run(*args));
+    let server = tokio::spawn(audit_guard::datastorage::run((&*args).into()));
     let base = format!("http://{listen}");
     common::wait_ready(http, &base, Duration::from_secs(30), || server.is_finished()).await?;
     Ok((server, base))
@@ -496,7 +496,12 @@ async fn under_readers_lock(url: &str, http: &reqwest::Client, chain_key: &str) 
     let Command::Datastorage(m) = migrate.command else {
         bail!("not the datastorage command")
     };
-    audit_guard::datastorage::run(*m).await.context("granting the runtime role")?;
+    let Some(DataStorageCommand::Migrate(m)) = &m.command else {
+        bail!("not the migrate command")
+    };
+    audit_guard::datastorage::migrate::run(&m.into())
+        .await
+        .context("granting the runtime role")?;
     let mut runtime_url = reqwest::Url::parse(url).context("the database URL")?;
     runtime_url
         .set_username(RUNTIME_ROLE)

@@ -445,7 +445,8 @@ fn http_get(addr: &str, path: &str) -> Result<String> {
 /// and `mutate`, as the validating path still does, against the mutating path's metadata-only
 /// decode with the patch encoded once. A profile of the handler's own share, TLS and HTTP aside.
 fn decode_cost(body: &[u8]) -> Result<String> {
-    use audit_guard::webhook::decisions::{mutate, parse_mutate, parse_review};
+    use audit_guard::webhook::policy::{mutate, parse_mutate};
+    use audit_guard::webhook::review::parse_review;
     use base64::Engine;
     const N: u32 = 20_000;
     let time = |f: &dyn Fn() -> usize| {

@@ -3,7 +3,8 @@
 //! answer: stored (created, or the same content already there), a conflict (a different
 //! record holds the id: not stored), or a failure of a kind ([`FailureKind`]): transient,
 //! queued (202), refused for good (400/413/422), unauthenticated (401) or forbidden (403).
-//! Kubernaut's events API (`--datastorage-api events`) is in [`crate::events`].
+//! What is written where is the business of the API spoken over it: audit-guard's own
+//! ([`crate::own_api`]) or Kubernaut's events API ([`crate::kubernaut_api`]).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -13,19 +14,8 @@ use reqwest::{header, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::audit::break_glass::BreakGlassEvent;
-use crate::audit::SignalProcessingAudit;
-use crate::config::ApiMode;
-use crate::events::queue::QueuedEvents;
 use crate::filewatch::StampedFile;
 use crate::metrics;
-
-const SP_PATH: &str = "/api/v1/audit/signal-processing";
-const SP_BATCH_PATH: &str = "/api/v1/audit/signal-processing/batch";
-const BREAK_GLASS_PATH: &str = "/api/v1/audit/break-glass-events";
-const CLAIMS_PATH: &str = "/api/v1/audit/break-glass-claims";
-const CONFIRMATIONS_PATH: &str = "/api/v1/audit/break-glass-claims/confirmations";
-pub use crate::events::payload::{EVENT_CATEGORY, EVENT_TYPE};
 
 /// What kind of failure an answer (or its absence) is. Only `Rejected` is permanent; every
 /// kind delays a deletion and none releases it.
@@ -202,9 +192,6 @@ pub struct ClientSettings {
     pub allow_plain_http_token: bool,
     /// Timeout of one request.
     pub timeout: Duration,
-    pub api_mode: ApiMode,
-    /// Events mode: how long after a 202 an event is POSTed again (see [`QueuedEvents`]).
-    pub events_replay_window: Duration,
 }
 
 /// Whether a bearer token may go to `url`: never over anything but https unless explicitly
@@ -237,12 +224,9 @@ pub fn http_builder(ca_file: Option<&std::path::Path>) -> anyhow::Result<reqwest
 pub struct DataStorageClient {
     http: reqwest::Client,
     base: reqwest::Url,
-    mode: ApiMode,
     /// Read at every request (a `stat`; re-read when it changed), so a rotated token is sent
     /// from the first request after the rotation.
     token: Option<StampedFile>,
-    /// Events mode: the events Data Storage queued (202) and this process waits for.
-    queued: Option<QueuedEvents>,
     refusal: std::sync::Mutex<Option<Refusal>>,
 }
 
@@ -265,15 +249,9 @@ impl DataStorageClient {
         Ok(Self {
             http: builder.build()?,
             base,
-            mode: settings.api_mode,
             token: settings.token_file.clone().map(StampedFile::new),
-            queued: (settings.api_mode == ApiMode::Events).then(|| QueuedEvents::new(settings.events_replay_window)),
             refusal: std::sync::Mutex::new(None),
         })
-    }
-
-    pub fn mode(&self) -> ApiMode {
-        self.mode
     }
 
     /// The URL of `path` under the base, each of `segments` appended percent-encoded.
@@ -306,12 +284,6 @@ impl DataStorageClient {
             req = req.bearer_auth(token);
         }
         Ok(req)
-    }
-
-    /// Events mode: the events queued in Data Storage's dead-letter queue that this process
-    /// waits for (None in the signal-processing mode, whose 202 means stored).
-    pub fn queued_events(&self) -> Option<&QueuedEvents> {
-        self.queued.as_ref()
     }
 
     /// The refusal Data Storage keeps answering, if its last answer was one.
@@ -416,118 +388,6 @@ impl DataStorageClient {
         result
     }
 
-    /// Stores one record: created, already stored with the same content, or a conflict.
-    pub async fn store_one(&self, record: &SignalProcessingAudit) -> Result<Stored, ClientError> {
-        match self.mode {
-            ApiMode::SignalProcessing => Ok(self.post(self.url(SP_PATH, &[])?, &to_json(record)?, true).await?.0),
-            ApiMode::Events => self.events_store_one(record).await,
-        }
-    }
-
-    /// Stores `record` as an amendment of the different record already held under its id:
-    /// append-only, both stay visible. Created, or AlreadyStored when a retry finds this very
-    /// content already there; anything else is an error.
-    pub async fn amend(&self, record: &SignalProcessingAudit) -> Result<Stored, ClientError> {
-        if self.mode == ApiMode::Events {
-            return self.events_amend(record).await;
-        }
-        let url = self.url(SP_PATH, &[&record.id, "amendments"])?;
-        match self.post(url, &to_json(record)?, true).await?.0 {
-            Stored::Conflict { .. } => Err(ClientError::permanent(format!(
-                "Data Storage refused the amendment of {} as a conflict",
-                record.id
-            ))),
-            stored => Ok(stored),
-        }
-    }
-
-    /// Whether Data Storage holds a record under `id` (`remediation_id` finds it in the events API).
-    pub async fn record_held(&self, id: &str, remediation_id: &str) -> Result<bool, ClientError> {
-        if self.mode == ApiMode::Events {
-            return self.events_record_held(id, remediation_id).await;
-        }
-        let found = self
-            .get_json(self.url(SP_PATH, &[id])?, &[], &format!("looking up record {id}"))
-            .await?;
-        Ok(found.is_some())
-    }
-
-    /// Stores a break-glass event; `forced` is the CR's forced record (the events API makes the
-    /// event one of the CR's, by the user, with the CR's state as its payload).
-    pub async fn store_break_glass(&self, event: &BreakGlassEvent, forced: &SignalProcessingAudit) -> Result<Stored, ClientError> {
-        match self.mode {
-            ApiMode::SignalProcessing => {
-                let body = serde_json::to_value(event).map_err(|e| ClientError::transient(e.to_string()))?;
-                Ok(self.post(self.url(BREAK_GLASS_PATH, &[])?, &body, true).await?.0)
-            }
-            ApiMode::Events => self.events_store_break_glass(event, forced).await,
-        }
-    }
-
-    /// Stores an unconfirmed break-glass claim (a review from a peer not proven to be the API
-    /// server). Events mode has nowhere to keep a claim that names nobody, so it stores none:
-    /// Ok(None) (the webhook logs and counts the claim instead).
-    pub async fn store_claim(&self, claim: &BreakGlassEvent) -> Result<Option<Stored>, ClientError> {
-        match self.mode {
-            ApiMode::SignalProcessing => {
-                let body = serde_json::to_value(claim).map_err(|e| ClientError::transient(e.to_string()))?;
-                Ok(Some(self.post(self.url(CLAIMS_PATH, &[])?, &body, true).await?.0))
-            }
-            ApiMode::Events => Ok(None),
-        }
-    }
-
-    /// Reports that the finalizer of SignalProcessing `uid` was seen removed by someone other
-    /// than this controller; Data Storage confirms its one claim, if it holds exactly one.
-    pub async fn confirm_removal(&self, uid: &str, observed_at: DateTime<Utc>) -> Result<ClaimConfirmation, ClientError> {
-        if self.mode == ApiMode::Events {
-            return Ok(ClaimConfirmation::NotKept);
-        }
-        let body = serde_json::json!({ "uid": uid, "observed_at": observed_at });
-        let result = async {
-            let resp = self
-                .request(reqwest::Method::POST, self.url(CONFIRMATIONS_PATH, &[])?)
-                .await?
-                .json(&body)
-                .send()
-                .await
-                .map_err(unreachable)?;
-            let status = resp.status().as_u16();
-            let text = resp.text().await.unwrap_or_default();
-            match status {
-                200 | 201 => Ok(ClaimConfirmation::Confirmed),
-                404 => Ok(ClaimConfirmation::NoClaim),
-                409 => {
-                    let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-                    let ids = answer["existing"]["ambiguous"]
-                        .as_array()
-                        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-                        .unwrap_or_default();
-                    Ok(ClaimConfirmation::Ambiguous(ids))
-                }
-                _ => Err(failure(status, &text.chars().take(300).collect::<String>())),
-            }
-        }
-        .await;
-        self.observe(result.as_ref().map(|_| ()));
-        result
-    }
-
-    /// Stores a batch (the buffered writer's path) and says, per record, what happened.
-    pub async fn store_batch(&self, records: &[SignalProcessingAudit]) -> Result<BatchOutcome, ClientError> {
-        if records.is_empty() {
-            return Ok(BatchOutcome::default());
-        }
-        match self.mode {
-            ApiMode::SignalProcessing => {
-                let body = serde_json::to_value(records).map_err(|e| ClientError::transient(e.to_string()))?;
-                let (_, answer) = self.post(self.url(SP_BATCH_PATH, &[])?, &body, true).await?;
-                Ok(batch_outcome(&answer, records))
-            }
-            ApiMode::Events => self.events_store_batch(records).await,
-        }
-    }
-
     /// Whether Data Storage answers its /readyz.
     pub async fn ready(&self) -> bool {
         let Ok(url) = self.base.join("/readyz") else { return false };
@@ -553,7 +413,7 @@ pub enum ClaimConfirmation {
 
 /// A request that got no answer, with the whole cause chain (reqwest's own message does not
 /// say *why*, e.g. that Data Storage's certificate is not signed by the trusted CA).
-fn unreachable(e: reqwest::Error) -> ClientError {
+pub(crate) fn unreachable(e: reqwest::Error) -> ClientError {
     let mut message = format!("Data Storage unreachable: {e}");
     let mut source = std::error::Error::source(&e);
     while let Some(cause) = source {
@@ -569,38 +429,10 @@ fn unreachable(e: reqwest::Error) -> ClientError {
     ClientError::of(kind, message)
 }
 
-fn to_json(record: &SignalProcessingAudit) -> Result<Value, ClientError> {
-    serde_json::to_value(record).map_err(|e| ClientError::transient(e.to_string()))
-}
-
-/// Sorts a batch answer's per-record results; a record without one is not confirmed.
-fn batch_outcome(answer: &Value, records: &[SignalProcessingAudit]) -> BatchOutcome {
-    let results = answer
-        .as_array()
-        .or_else(|| answer.get("results").and_then(Value::as_array))
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    let result_of = |id: &str| {
-        results
-            .iter()
-            .find(|r| r.get("id").and_then(Value::as_str) == Some(id))
-            .and_then(|r| r.get("result").and_then(Value::as_str))
-    };
-    let mut outcome = BatchOutcome::default();
-    for r in records {
-        let id = r.id.clone();
-        match result_of(&r.id) {
-            Some("created" | "exists") => outcome.stored.push(id),
-            Some("conflict") => outcome.conflicts.push(id),
-            _ => outcome.unconfirmed.push(id),
-        }
-    }
-    outcome
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::own_api::SP_PATH;
     use serde_json::json;
 
     #[test]
@@ -670,41 +502,6 @@ mod tests {
         assert!(!Stored::Conflict { existing: Value::Null }.is_stored());
     }
 
-    fn record(id: &str) -> SignalProcessingAudit {
-        serde_json::from_value(json!({
-            "id": id, "remediation_id": "rr", "signal_fingerprint": "fp", "processing_phases": [],
-            "completed_at": "2025-11-27T10:00:02Z", "status": "completed"
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn batch_results_are_sorted_per_record_and_missing_ones_are_unconfirmed() {
-        let recs = [record("a"), record("b"), record("c")];
-        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let all = json!([{"id": "a", "result": "created"}, {"id": "b", "result": "exists"}, {"id": "c", "result": "conflict"}]);
-        let want = BatchOutcome {
-            stored: ids(&["a", "b"]),
-            conflicts: ids(&["c"]),
-            ..Default::default()
-        };
-        assert_eq!(batch_outcome(&all, &recs), want);
-        assert_eq!(batch_outcome(&json!({ "results": all }), &recs), want);
-        // A result missing, unknown, or no per-record results at all: not counted as stored.
-        let partial = json!([{"id": "a", "result": "created"}, {"id": "b", "result": "maybe"}]);
-        assert_eq!(
-            batch_outcome(&partial, &recs),
-            BatchOutcome {
-                stored: ids(&["a"]),
-                unconfirmed: ids(&["b", "c"]),
-                ..Default::default()
-            }
-        );
-        for bare in [Value::Null, json!({}), json!({ "created": 3 })] {
-            assert_eq!(batch_outcome(&bare, &recs).unconfirmed, ids(&["a", "b", "c"]), "{bare}");
-        }
-    }
-
     #[test]
     fn a_token_goes_over_plain_http_only_when_explicitly_allowed() {
         let http: reqwest::Url = "http://data-storage-service.kubernaut.svc:8080".parse().unwrap();
@@ -721,8 +518,6 @@ mod tests {
             token_file: Some("/nonexistent/token".into()),
             allow_plain_http_token: allow,
             timeout: Duration::from_secs(1),
-            api_mode: ApiMode::Events,
-            events_replay_window: crate::events::queue::DEFAULT_REPLAY_WINDOW,
         };
         assert!(DataStorageClient::new(&settings(false)).is_err());
         assert!(DataStorageClient::new(&settings(true)).is_ok());
@@ -736,8 +531,6 @@ mod tests {
             token_file: None,
             allow_plain_http_token: false,
             timeout: Duration::from_secs(1),
-            api_mode: ApiMode::SignalProcessing,
-            events_replay_window: crate::events::queue::DEFAULT_REPLAY_WINDOW,
         })
         .unwrap();
         assert_eq!(

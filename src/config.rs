@@ -4,7 +4,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use crate::duration::parse_duration;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -38,24 +41,33 @@ pub enum Command {
     Certs(CertsArgs),
     /// Print the SignalProcessing CRD this project ships, generated from its Rust types.
     Crd,
+    /// The auditor's commands.
+    #[command(flatten)]
+    Auditor(AuditorCommand),
+}
+
+/// The auditor's commands ([`crate::auditor::cli`]): each exits 0 when its check passed, 1 when
+/// it failed, 2 when it could not check.
+#[derive(Subcommand, Debug)]
+pub enum AuditorCommand {
     /// Auditor: recompute the hash chain and check every stored row of a period, through Data
     /// Storage's API or straight from its database (read-only); exit 1 unless intact.
-    Verify(Box<crate::auditor::cli::VerifyArgs>),
+    Verify(Box<VerifyArgs>),
     /// Auditor: download a signed export (NDJSON or CSV) and its signed manifest.
-    Export(Box<crate::auditor::cli::ExportArgs>),
+    Export(Box<ExportArgs>),
     /// Auditor: check an export against its manifest and signature, offline; exit 1 if not.
-    VerifyExport(crate::auditor::cli::VerifyExportArgs),
+    VerifyExport(VerifyExportArgs),
     /// Auditor: the period report (markdown, JSON or HTML).
-    Report(Box<crate::auditor::cli::ReportArgs>),
+    Report(Box<ReportArgs>),
     /// Auditor: hold the Kubernetes API server's audit log against Data Storage's records:
     /// deletions without a record, records without a deletion; exit 1 if any.
-    Witness(Box<crate::auditor::cli::WitnessArgs>),
+    Witness(Box<WitnessArgs>),
     /// Auditor: check the transparency log Data Storage serves with its public key alone:
     /// the latest checkpoint's signature, that it extends a checkpoint saved earlier, and that
     /// every entry it covers is served; exit 1 if not.
-    VerifyLog(Box<crate::auditor::cli::VerifyLogArgs>),
+    VerifyLog(Box<VerifyLogArgs>),
     /// Generate a chain key file, an export signing key pair and a transparency log key.
-    Keys(crate::auditor::cli::KeysArgs),
+    Keys(KeysArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq, Default)]
@@ -67,11 +79,195 @@ pub enum ApiMode {
     Events,
 }
 
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 30s, 24h)"))
+/// How to reach Data Storage's API.
+#[derive(Args, Debug, Clone)]
+pub struct ApiArgs {
+    /// Data Storage's base URL, e.g. https://audit-guard-datastorage.audit-guard.svc:8085.
+    #[arg(long = "url", env = "AUDIT_GUARD_DATASTORAGE_URL")]
+    pub url: Option<String>,
+    /// A file holding a bearer token that may read (`get`, `list`): an auditor bound to the
+    /// ClusterRole audit-guard-datastorage-reader, or a member of the readers group.
+    #[arg(long = "token-file", env = "AUDIT_GUARD_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The CA Data Storage's certificate must be signed by (the only one trusted).
+    #[arg(long = "ca-file", env = "AUDIT_GUARD_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Longest wait for one answer (a verification of millions of rows takes a while).
+    #[arg(long = "timeout", default_value = "30m", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// How to read the database directly (read-only).
+#[derive(Args, Debug, Clone)]
+pub struct DbArgs {
+    /// PostgreSQL URL of a role that may SELECT the audit tables.
+    #[arg(long, env = "AUDIT_GUARD_VERIFY_DATABASE_URL", conflicts_with_all = ["database_url_file", "sqlite"])]
+    pub database_url: Option<String>,
+    /// A file holding that URL.
+    #[arg(long, conflicts_with = "sqlite")]
+    pub database_url_file: Option<PathBuf>,
+    /// Data Storage's SQLite file (audit.db), opened read-only.
+    #[arg(long)]
+    pub sqlite: Option<PathBuf>,
+    /// The chain key file (a copy of Data Storage's): needed to recompute the links.
+    #[arg(long, env = "AUDIT_GUARD_CHAIN_KEY_FILE")]
+    pub chain_key_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct VerifyArgs {
+    /// Rows of the period (a record by when Data Storage stored it) from this moment (RFC 3339)...
+    #[arg(long)]
+    pub since: Option<DateTime<Utc>>,
+    /// ...until before this one. The chain's links are walked in full either way.
+    #[arg(long)]
+    pub until: Option<DateTime<Utc>>,
+    /// Months older than this may be gone with their partition (the retention you expect); 0: none may.
+    #[arg(long, default_value_t = 0)]
+    pub retention_months: u32,
+    /// Heads published earlier that must still be in the chain, as they were: a file written
+    /// by `verify --output` or an export's `.manifest.json`. Catches a chain cut back.
+    #[arg(long = "anchor")]
+    pub anchors: Vec<PathBuf>,
+    /// Write the full JSON result here ("-": stdout).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub api: ApiArgs,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct VerifyLogArgs {
+    /// The log's verifier key (`<name>+<key ID>+<base64>`, e.g. the `log.key.pub` that
+    /// `audit-guard keys --log-key` wrote), handed over by the operator.
+    #[arg(long)]
+    pub log_key: PathBuf,
+    /// A checkpoint saved earlier (by `--save`): the latest must extend it.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Write the latest checkpoint here once it checks, to pass as --checkpoint next time.
+    #[arg(long)]
+    pub save: Option<PathBuf>,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum ExportFormat {
+    Ndjson,
+    Csv,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ExportArgs {
+    /// Rows from this moment (RFC 3339; records by when Data Storage stored them, amendments by amended_at,
+    /// break-glass events by at).
+    #[arg(long)]
+    pub since: Option<DateTime<Utc>>,
+    /// Rows before this moment.
+    #[arg(long)]
+    pub until: Option<DateTime<Utc>>,
+    #[arg(long, value_enum, default_value_t = ExportFormat::Ndjson)]
+    pub format: ExportFormat,
+    /// The export file; `<out>.manifest.json` and `<out>.sig` are written beside it.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct VerifyExportArgs {
+    /// The export file.
+    pub file: PathBuf,
+    /// Its manifest (default `<file>.manifest.json`).
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
+    /// The Ed25519 signature over the manifest, 64 raw bytes (default `<file>.sig`).
+    #[arg(long)]
+    pub signature: Option<PathBuf>,
+    /// Data Storage's export signing public key (PEM), obtained out of band.
+    #[arg(long)]
+    pub public_key: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum ReportFormat {
+    Markdown,
+    Json,
+    Html,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ReportArgs {
+    /// Start of the period (RFC 3339, inclusive).
+    #[arg(long)]
+    pub since: DateTime<Utc>,
+    /// End of the period (exclusive).
+    #[arg(long)]
+    pub until: DateTime<Utc>,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Markdown)]
+    pub format: ReportFormat,
+    /// Write the report here (default: stdout).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Prometheus that scrapes `audit-guard serve`: the buffered writers' drops come from it.
+    #[arg(long)]
+    pub prometheus_url: Option<String>,
+    /// As for `verify`.
+    #[arg(long, default_value_t = 0)]
+    pub retention_months: u32,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WitnessArgs {
+    /// The API server's audit log files (audit.k8s.io/v1 Event JSON lines), rotated ones included.
+    #[arg(long = "audit-log", required = true)]
+    pub audit_logs: Vec<PathBuf>,
+    /// Only these namespaces (default: all).
+    #[arg(long = "namespace")]
+    pub namespaces: Vec<String>,
+    /// Do not read the API server's current state: every deletion the log shows counts as
+    /// completed (for auditors without API access; a deletion still waiting shows as missing).
+    #[arg(long)]
+    pub no_cluster: bool,
+    /// Records are read from this verified NDJSON export instead of Data Storage's API.
+    #[arg(long)]
+    pub export: Option<PathBuf>,
+    /// How far before the log's first event to read records (a CR completed days before it
+    /// was deleted has its record from then).
+    #[arg(long, default_value = "31days", value_parser = parse_duration)]
+    pub lookback: Duration,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct KeysArgs {
+    /// Chain key file: created with one key, or (if it exists) a new key appended — the new
+    /// key signs from the next restart; the old ones keep verifying (rotation).
+    #[arg(long)]
+    pub chain_key: Option<PathBuf>,
+    /// The new chain key's id (default: the date and time).
+    #[arg(long)]
+    pub key_id: Option<String>,
+    /// Export signing key: writes this file (PKCS#8 PEM, mode 0600) and `<file>.pub`.
+    #[arg(long)]
+    pub signing_key: Option<PathBuf>,
+    /// Transparency log key: writes this file (a C2SP signed-note private key, mode 0600;
+    /// Data Storage's --log-signing-key-file) and `<file>.pub` (the verifier key auditors use).
+    #[arg(long)]
+    pub log_key: Option<PathBuf>,
+    /// The log's name (its checkpoints' origin), e.g. the host auditors reach it by.
+    #[arg(long, default_value = "audit-guard.local/datastorage")]
+    pub log_name: String,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -413,16 +609,6 @@ pub struct DdlArgs {
     pub ddl_retry_for: Duration,
 }
 
-impl DataStorageArgs {
-    pub fn review_limits(&self) -> crate::datastorage::auth::ReviewLimits {
-        crate::datastorage::auth::ReviewLimits {
-            refused_ttl: self.token_review_refused_ttl,
-            unknown_per_second: self.token_review_rate,
-            unknown_burst: self.token_review_burst,
-        }
-    }
-}
-
 impl From<&DdlArgs> for crate::datastorage::postgres::DdlLimits {
     fn from(a: &DdlArgs) -> Self {
         Self {
@@ -496,8 +682,71 @@ impl From<&DataStorageClientArgs> for crate::client::ClientSettings {
             token_file: a.token_file.clone(),
             allow_plain_http_token: a.allow_plain_http_token,
             timeout: a.timeout,
-            api_mode: a.api_mode,
-            events_replay_window: a.events_replay_window,
+        }
+    }
+}
+
+impl From<&DataStorageArgs> for crate::datastorage::Settings {
+    fn from(a: &DataStorageArgs) -> Self {
+        Self {
+            listen: a.listen,
+            tls_cert_dir: a.tls_cert_dir.clone(),
+            plain_http: a.plain_http,
+            max_client_connections: a.max_client_connections,
+            header_read_timeout: a.header_read_timeout,
+            max_client_connections_per_peer: a.max_client_connections_per_peer,
+            max_handshakes: a.max_handshakes,
+            handshake_timeout: a.handshake_timeout,
+            idle_timeout: a.idle_timeout,
+            max_connection_age: a.max_connection_age,
+            database_url: a.database_url.clone(),
+            database_url_file: a.database_url_file.clone(),
+            data_dir: a.data_dir.clone(),
+            tokens_file: a.tokens_file.clone(),
+            token_review: a.token_review,
+            token_audience: a.token_audience.clone(),
+            token_review_refused_ttl: a.token_review_refused_ttl,
+            token_review_rate: a.token_review_rate,
+            token_review_burst: a.token_review_burst,
+            writers_group: a.writers_group.clone(),
+            readers_group: a.readers_group.clone(),
+            insecure_no_auth: a.insecure_no_auth,
+            max_batch: a.max_batch,
+            max_body_bytes: a.max_body_bytes,
+            body_read_timeout: a.body_read_timeout,
+            time_window_past: a.time_window_past,
+            time_window_future: a.time_window_future,
+            stats_max_range: a.stats_max_range,
+            statement_timeout: a.statement_timeout,
+            request_timeout: a.request_timeout,
+            max_concurrent_writes: a.max_concurrent_writes,
+            max_concurrent_reads: a.max_concurrent_reads,
+            retention_months: a.retention_months,
+            max_connections: a.max_connections,
+            max_read_connections: a.max_read_connections,
+            chain_key_file: a.chain_key_file.clone(),
+            chain_shards: a.chain_shards,
+            signing_key_file: a.signing_key_file.clone(),
+            log_signing_key_file: a.log_signing_key_file.clone(),
+            log_sequence_interval: a.log_sequence_interval,
+            max_concurrent_audits: a.max_concurrent_audits,
+            audit_request_timeout: a.audit_request_timeout,
+            audit_statement_timeout: a.audit_statement_timeout,
+            report_max_range: a.report_max_range,
+            ddl: (&a.ddl).into(),
+        }
+    }
+}
+
+impl From<&MigrateArgs> for crate::datastorage::migrate::MigrateSettings {
+    fn from(a: &MigrateArgs) -> Self {
+        Self {
+            database_url: a.database_url.clone(),
+            database_url_file: a.database_url_file.clone(),
+            runtime_role: a.runtime_role.clone(),
+            time_window_past: a.time_window_past,
+            retention_months: a.retention_months,
+            ddl: (&a.ddl).into(),
         }
     }
 }
@@ -517,7 +766,7 @@ impl From<&CertsArgs> for crate::certs::IssueSettings {
 
 impl From<&ServeArgs> for crate::webhook::WebhookSettings {
     fn from(a: &ServeArgs) -> Self {
-        use crate::webhook::{decisions::Policy, handlers::BodyLimits};
+        use crate::webhook::{handlers::BodyLimits, policy::Policy};
         Self {
             cert_dir: a.cert_dir.clone(),
             client_ca_file: a.client_ca_file.clone(),
@@ -576,7 +825,10 @@ mod tests {
         else {
             panic!("serve does not parse")
         };
-        assert_eq!(serve.datastorage.events_replay_window, crate::events::queue::DEFAULT_REPLAY_WINDOW);
+        assert_eq!(
+            serve.datastorage.events_replay_window,
+            crate::kubernaut_api::queue::DEFAULT_REPLAY_WINDOW
+        );
     }
 
     #[test]
@@ -585,7 +837,10 @@ mod tests {
         assert_eq!(a.time_window_past, crate::audit::TIME_WINDOW_PAST);
         assert_eq!(a.time_window_future, crate::audit::TIME_WINDOW_FUTURE);
         assert_eq!(a.token_audience, crate::datastorage::authz::DEFAULT_TOKEN_AUDIENCE);
-        assert_eq!(a.review_limits(), crate::datastorage::auth::DEFAULT_REVIEW_LIMITS);
+        assert_eq!(
+            crate::datastorage::Settings::from(&a).review_limits(),
+            crate::datastorage::auth::DEFAULT_REVIEW_LIMITS
+        );
         assert!(a.command.is_none());
         let m = match datastorage(&["migrate", "--database-url", "postgres://o@h/db", "--runtime-role", "app"]).command {
             Some(DataStorageCommand::Migrate(m)) => m,

@@ -6,10 +6,9 @@
 use serde_json::Value;
 
 use crate::audit::SignalProcessingAudit;
-use crate::client::{ClientError, DataStorageClient, Stored};
-use crate::config::ApiMode;
-use crate::events::payload::event_for;
+use crate::client::{ClientError, Stored};
 use crate::group_commit::GroupCommit;
+use crate::sink::RecordSink;
 
 /// Keys that say where a record came from rather than what it says; Data Storage compares
 /// records without them (a completion-time and a deletion-time record of one CR match).
@@ -38,11 +37,7 @@ pub enum Persisted {
         trigger = ?record.trigger,
     )
 )]
-pub async fn persist(
-    ds: &DataStorageClient,
-    group: Option<&GroupCommit>,
-    record: &SignalProcessingAudit,
-) -> Result<Persisted, ClientError> {
+pub async fn persist(ds: &dyn RecordSink, group: Option<&GroupCommit>, record: &SignalProcessingAudit) -> Result<Persisted, ClientError> {
     let first = match group {
         Some(group) => group.store(record).await?,
         None => ds.store_one(record).await?,
@@ -50,11 +45,7 @@ pub async fn persist(
     match first {
         Stored::Created | Stored::AlreadyStored => Ok(Persisted::Stored),
         Stored::Conflict { existing } => {
-            let differing = match ds.mode() {
-                ApiMode::SignalProcessing => differing_fields(&existing, record),
-                // Kubernaut's events: what differs between the stored event and ours.
-                ApiMode::Events => crate::events::matching::differing_keys(&existing, &event_for(record, chrono::Utc::now())),
-            };
+            let differing = ds.differing(&existing, record);
             let new = ds.amend(record).await? == Stored::Created;
             Ok(Persisted::Amended { differing, new })
         }

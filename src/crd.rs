@@ -30,6 +30,9 @@ pub const FINALIZER: &str = "kubernaut.ai/audit-persistence";
 pub const ANNOTATION_RECORD_ID: &str = "audit.kubernaut.ai/record-id";
 /// Set, in the same patch that removes the finalizer, to when the record was stored.
 pub const ANNOTATION_PERSISTED_AT: &str = "audit.kubernaut.ai/persisted-at";
+/// Events mode: when Kubernaut's Data Storage queued (202) the CR's event (see
+/// [`crate::kubernaut_api::mark`]).
+pub const ANNOTATION_QUEUED_AT: &str = "audit.kubernaut.ai/event-queued-at";
 
 #[skip_serializing_none]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -304,11 +307,7 @@ pub fn has_finalizer(finalizers: Option<&[String]>) -> bool {
 
 /// The annotations audit-guard writes (the record id, when it was stored, the queued-event
 /// mark): the only ones the cache keeps.
-pub const OWN_ANNOTATIONS: [&str; 3] = [
-    ANNOTATION_RECORD_ID,
-    ANNOTATION_PERSISTED_AT,
-    crate::events::mark::ANNOTATION_QUEUED_AT,
-];
+pub const OWN_ANNOTATIONS: [&str; 3] = [ANNOTATION_RECORD_ID, ANNOTATION_PERSISTED_AT, ANNOTATION_QUEUED_AT];
 
 /// Reduces an object to what the controller reads from its cache: the audit record and the
 /// event facts built from it, the decisions, and the patches (finalizers, resourceVersion,
@@ -449,7 +448,7 @@ mod slim_tests {
     use crate::audit::from_cr::{build_record, finished_at};
     use crate::audit::Trigger;
     use crate::controller::decisions::{decide, release_patch};
-    use crate::events::facts::CrFacts;
+    use crate::kubernaut_api::facts::CrFacts;
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -477,8 +476,8 @@ mod slim_tests {
             out.push(format!("{:?}", decide(sp, enqueued, now)));
         }
         out.push(serde_json::to_string(&release_patch(sp, "id", now)).unwrap());
-        out.push(serde_json::to_string(&crate::events::mark::mark_patch(sp, now)).unwrap());
-        out.push(format!("{:?}", crate::events::mark::queued_at(sp)));
+        out.push(serde_json::to_string(&crate::kubernaut_api::mark::mark_patch(sp, now)).unwrap());
+        out.push(format!("{:?}", crate::kubernaut_api::mark::queued_at(sp)));
         out.push(format!("{:?}", sp.metadata.finalizers));
         out
     }
@@ -578,7 +577,7 @@ mod slim_tests {
         if !s.annotations.is_empty() {
             let keys = [
                 "user/note",
-                crate::events::mark::ANNOTATION_QUEUED_AT,
+                crate::kubernaut_api::mark::ANNOTATION_QUEUED_AT,
                 ANNOTATION_RECORD_ID,
                 "audit.kubernaut.ai/x",
             ];

@@ -1,11 +1,21 @@
 //! Go `time.Duration` on the wire: the design document's Go client encodes it as integer
 //! nanoseconds, while Kubernetes objects (metav1.Duration) carry strings such as "1.5s".
 //! [`GoDuration`] accepts both and writes the string form; [`nanos`] writes nanoseconds.
+//! [`parse_duration`] reads the durations of flags.
 
 use std::fmt;
 
 use schemars::JsonSchema;
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+
+/// A duration as a flag or an environment variable gives it: humantime's forms (`500ms`, `30s`,
+/// `24h`, `400days`), or `0`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    if s == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 30s, 24h)"))
+}
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct GoDuration {

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use audit_guard::config::{Cli, Command};
+use audit_guard::config::{Cli, Command, DataStorageCommand};
 use audit_guard::{crd, telemetry};
 
 #[tokio::main]
@@ -13,8 +13,11 @@ async fn main() -> ExitCode {
         Command::Crd => crd::crd_yaml().map(|yaml| print!("{yaml}")),
         Command::Certs(args) => audit_guard::certs::generate(&(&args).into()),
         Command::Serve(args) => audit_guard::serve::run(*args).await,
-        Command::Datastorage(args) => audit_guard::datastorage::run(*args).await,
-        auditor => {
+        Command::Datastorage(args) => match &args.command {
+            Some(DataStorageCommand::Migrate(m)) => audit_guard::datastorage::migrate::run(&m.into()).await,
+            None => audit_guard::datastorage::run((&*args).into()).await,
+        },
+        Command::Auditor(auditor) => {
             // The auditor's checks: 0 passed, 1 the check failed, 2 could not check.
             return match audit_guard::auditor::cli::run(auditor).await {
                 Ok(true) => ExitCode::SUCCESS,

@@ -16,10 +16,12 @@ use crate::client::DataStorageClient;
 use crate::config::{ApiMode, ServeArgs};
 use crate::confirmed::{confirmed_records, ConfirmedRecords};
 use crate::controller::{self, Context};
-use crate::events::MarkingSink;
+use crate::kubernaut_api::KubernautApi;
 use crate::leader::LeaderElector;
+use crate::own_api::OwnApi;
+use crate::sink::RecordSink;
 use crate::webhook::{Readiness, Webhook, WebhookDeps, WebhookSettings};
-use crate::writer::{AuditWriter, BatchSink, WriterConfig};
+use crate::writer::{AuditWriter, WriterConfig};
 use crate::{certs, metrics, retention, webhook};
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -32,7 +34,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     // First, so that a refused Data Storage setting (a token over plain HTTP) stops the start
     // before anything else is tried.
-    let ds = Arc::new(DataStorageClient::new(&(&args.datastorage).into()).context("building the Data Storage client")?);
+    let http = DataStorageClient::new(&(&args.datastorage).into()).context("building the Data Storage client")?;
+    // The one place the Data Storage API is chosen; everything below speaks to the sink.
+    let ds: Arc<dyn RecordSink> = match args.datastorage.api_mode {
+        ApiMode::SignalProcessing => Arc::new(OwnApi::new(http)),
+        ApiMode::Events => Arc::new(KubernautApi::new(http, args.datastorage.events_replay_window)),
+    };
     let client = kube::Client::try_default().await.context("building the Kubernetes client")?;
     // One set for the webhook and every leadership term of the controller.
     let confirmed = Arc::new(confirmed_records());
@@ -106,7 +113,7 @@ async fn serve_metrics() -> impl axum::response::IntoResponse {
 }
 
 struct Health {
-    ds: Arc<DataStorageClient>,
+    ds: Arc<dyn RecordSink>,
     check_ds: bool,
     /// None when the webhook is disabled.
     webhook: Option<Readiness>,
@@ -120,10 +127,10 @@ async fn readyz(State(h): State<Arc<Health>>) -> (StatusCode, String) {
         );
     }
     if h.check_ds {
-        if let Some(r) = h.ds.refusal() {
+        if let Some(r) = h.ds.client().refusal() {
             return (StatusCode::SERVICE_UNAVAILABLE, refusal_text(&r));
         }
-        if !h.ds.ready().await {
+        if !h.ds.client().ready().await {
             return (StatusCode::SERVICE_UNAVAILABLE, "Data Storage not ready".into());
         }
     }
@@ -145,7 +152,7 @@ fn refusal_text(r: &crate::client::Refusal) -> String {
 /// refuse every SignalProcessing write in the cluster (failurePolicy Fail), while deletions
 /// already wait safely.
 async fn readyz_datastorage(State(h): State<Arc<Health>>) -> (StatusCode, String) {
-    match h.ds.refusal() {
+    match h.ds.client().refusal() {
         Some(r) => (StatusCode::SERVICE_UNAVAILABLE, refusal_text(&r)),
         None => (StatusCode::OK, "ok: Data Storage accepted audit-guard's last request".into()),
     }
@@ -166,7 +173,7 @@ fn default_identity() -> String {
 async fn lead(
     args: &ServeArgs,
     client: kube::Client,
-    ds: Arc<DataStorageClient>,
+    ds: Arc<dyn RecordSink>,
     confirmed: Arc<ConfirmedRecords>,
     shutdown: CancellationToken,
 ) {
@@ -208,7 +215,7 @@ async fn lead(
 async fn term(
     args: &ServeArgs,
     client: &kube::Client,
-    ds: &Arc<DataStorageClient>,
+    ds: &Arc<dyn RecordSink>,
     confirmed: &Arc<ConfirmedRecords>,
     elector: &LeaderElector,
     retry: Duration,
@@ -217,16 +224,8 @@ async fn term(
     tracing::info!(identity = elector.identity(), "became leader");
     metrics::IS_LEADER.set(1);
     let stop = CancellationToken::new();
-    // Events mode: the writer marks every CR whose event Data Storage queued (202).
-    let sink: Arc<dyn BatchSink> = match ds.mode() {
-        ApiMode::Events => Arc::new(MarkingSink {
-            ds: ds.clone(),
-            kube: client.clone(),
-        }),
-        ApiMode::SignalProcessing => ds.clone(),
-    };
     let writer = Arc::new(AuditWriter::start(
-        sink,
+        ds.clone().writer_sink(client.clone()),
         WriterConfig {
             buffer_size: args.buffer_size,
             batch_size: args.batch_size,

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::SignalProcessingAudit;
-use crate::client::{BatchOutcome, ClientError, DataStorageClient, Stored};
+use crate::client::{BatchOutcome, ClientError, Stored};
 use crate::metrics;
 use crate::retry::backoff;
 
@@ -25,20 +25,8 @@ pub trait BatchSink: Send + Sync + 'static {
     fn store_batch<'a>(&'a self, records: &'a [SignalProcessingAudit]) -> BoxFuture<'a, Result<BatchOutcome, ClientError>>;
     fn store_one<'a>(&'a self, record: &'a SignalProcessingAudit) -> BoxFuture<'a, Result<Stored, ClientError>>;
     /// Stores `record` as an amendment of the different record held under its id
-    /// ([`DataStorageClient::amend`]).
+    /// (append-only: both stay visible).
     fn amend<'a>(&'a self, record: &'a SignalProcessingAudit) -> BoxFuture<'a, Result<Stored, ClientError>>;
-}
-
-impl BatchSink for DataStorageClient {
-    fn store_batch<'a>(&'a self, records: &'a [SignalProcessingAudit]) -> BoxFuture<'a, Result<BatchOutcome, ClientError>> {
-        Box::pin(DataStorageClient::store_batch(self, records))
-    }
-    fn store_one<'a>(&'a self, record: &'a SignalProcessingAudit) -> BoxFuture<'a, Result<Stored, ClientError>> {
-        Box::pin(DataStorageClient::store_one(self, record))
-    }
-    fn amend<'a>(&'a self, record: &'a SignalProcessingAudit) -> BoxFuture<'a, Result<Stored, ClientError>> {
-        Box::pin(DataStorageClient::amend(self, record))
-    }
 }
 
 #[derive(Debug, Clone)]

@@ -23,10 +23,11 @@ use std::time::Duration;
 
 use audit_guard::audit::from_cr::build_record;
 use audit_guard::audit::Trigger;
-use audit_guard::client::{DataStorageClient, Stored};
+use audit_guard::client::Stored;
 use audit_guard::confirmed::{confirmed_records, UidSet};
 use audit_guard::controller::{self, removals, Context};
 use audit_guard::crd::{SignalProcessing, FINALIZER};
+use audit_guard::sink::RecordSink;
 use audit_guard::webhook::{registration, WebhookDeps, VALIDATE_PATH};
 use audit_guard::writer::{AuditWriter, WriterConfig};
 use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
@@ -289,7 +290,7 @@ async fn report_json() -> Value {
 }
 
 /// The Data Storage client the webhook uses (same token, same CA).
-fn ds() -> Arc<DataStorageClient> {
+fn ds() -> Arc<dyn RecordSink> {
     let cp = control_plane();
     datastorage_client(
         &env().ds_base,
@@ -785,7 +786,7 @@ async fn with_data_storage_down_the_delete_is_refused_and_the_object_stays() {
 async fn run_controller(ns: String, stop: tokio_util::sync::CancellationToken) {
     let client = control_plane().client_with_token("controller-token").await.unwrap();
     let ds = ds();
-    let writer = Arc::new(AuditWriter::start(ds.clone(), WriterConfig::default()));
+    let writer = Arc::new(AuditWriter::start(ds.clone().batch_sink(), WriterConfig::default()));
     let ctx = Arc::new(Context::new(client, ds, writer, Arc::new(confirmed_records()), "e2e-controller"));
     controller::run(ctx, &[ns], stop).await;
 }

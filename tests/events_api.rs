@@ -23,10 +23,12 @@ use std::time::Duration;
 use audit_guard::audit::from_cr::build_record;
 use audit_guard::audit::{SignalProcessingAudit, Trigger};
 use audit_guard::client::{ClientSettings, DataStorageClient, FailureKind, Stored};
-use audit_guard::config::ApiMode;
 use audit_guard::conflict::{persist, Persisted};
 use audit_guard::crd::SignalProcessing;
-use audit_guard::events::mark::ANNOTATION_QUEUED_AT;
+use audit_guard::kubernaut_api::mark::ANNOTATION_QUEUED_AT;
+use audit_guard::kubernaut_api::KubernautApi;
+use audit_guard::sink::RecordSink;
+use audit_guard::writer::BatchSink;
 use chrono::Utc;
 use k8s_openapi::api::core::v1::{Event, Namespace};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -39,19 +41,18 @@ use support::*;
 
 const WAIT: Duration = Duration::from_secs(120);
 
-fn client_for(url: &str, window: Duration, token_file: Option<&Path>) -> Arc<DataStorageClient> {
-    Arc::new(
+fn client_for(url: &str, window: Duration, token_file: Option<&Path>) -> Arc<KubernautApi> {
+    Arc::new(KubernautApi::new(
         DataStorageClient::new(&ClientSettings {
             url: url.into(),
             ca_file: None,
             token_file: token_file.map(Path::to_path_buf),
             allow_plain_http_token: false,
             timeout: Duration::from_secs(5),
-            api_mode: ApiMode::Events,
-            events_replay_window: window,
         })
         .unwrap(),
-    )
+        window,
+    ))
 }
 
 /// Kubernaut's CR as it ships today, with its times moved to `days_ago` days back.
@@ -72,7 +73,7 @@ fn completed(uid: &str) -> SignalProcessingAudit {
 #[tokio::test]
 async fn the_double_refuses_and_prunes_as_kubernaut_does() {
     let now = Utc::now();
-    let good = audit_guard::events::payload::event_for(&completed("u-1"), now);
+    let good = audit_guard::kubernaut_api::payload::event_for(&completed("u-1"), now);
     assert!(validate(&good, now).is_ok(), "{good}");
     let with = |f: &dyn Fn(&mut Value)| {
         let mut v = good.clone();
@@ -123,7 +124,7 @@ async fn what_the_client_sends_is_what_kubernaut_keeps() {
     let stored = ds.record_events("uid-keep");
     assert_eq!(stored.len(), 1);
     let ev = &stored[0];
-    let sent = audit_guard::events::payload::event_for(&record, Utc::now());
+    let sent = audit_guard::kubernaut_api::payload::event_for(&record, Utc::now());
     assert_eq!(ev["event_data"], sent["event_data"], "nothing was pruned");
     let d = &ev["event_data"];
     for (key, want) in [
@@ -209,14 +210,14 @@ async fn a_different_event_for_the_uid_is_a_conflict_and_ours_is_stored_linked_t
     let ds = KubernautDs::start(Options::default()).await;
     let client = client_for(&ds.url, Duration::from_secs(600), None);
     let record = completed("uid-conflict");
-    let mut planted = audit_guard::events::payload::event_for(&record, Utc::now());
+    let mut planted = audit_guard::kubernaut_api::payload::event_for(&record, Utc::now());
     planted["event_data"]["priority"] = json!("P3");
     let planted = ds.plant(planted);
     match client.store_one(&record).await.unwrap() {
         Stored::Conflict { existing } => assert_eq!(existing["event_id"], planted["event_id"]),
         other => panic!("a different event was taken as ours: {other:?}"),
     }
-    match persist(&client, None, &record).await.unwrap() {
+    match persist(client.as_ref(), None, &record).await.unwrap() {
         Persisted::Amended { differing, new } => {
             assert_eq!(differing, vec!["event_data.priority".to_string()]);
             assert!(new);
@@ -229,7 +230,7 @@ async fn a_different_event_for_the_uid_is_a_conflict_and_ours_is_stored_linked_t
     assert_eq!(ours["parent_event_id"], planted["event_id"]);
     assert_eq!(ours["parent_event_date"], planted["event_timestamp"]);
     // A retry finds our amendment: stored, nothing more written.
-    assert_eq!(persist(&client, None, &record).await.unwrap(), Persisted::Stored);
+    assert_eq!(persist(client.as_ref(), None, &record).await.unwrap(), Persisted::Stored);
     assert_eq!(ds.record_events("uid-conflict").len(), 2);
 }
 

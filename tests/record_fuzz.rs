@@ -4,7 +4,7 @@
 //! round trip (encode, decode, the decoders) unchanged.
 
 use audit_guard::audit::{AuditStatus, ProcessingPhase, SignalProcessingAudit, Trigger};
-use audit_guard::datastorage::api::{decode_batch, decode_single};
+use audit_guard::datastorage::http::{decode_batch, decode_single};
 use audit_guard::duration::GoDuration;
 use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;

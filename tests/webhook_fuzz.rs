@@ -2,7 +2,8 @@
 //! no input panics, and the finalizer properties hold for any finalizer list.
 
 use audit_guard::crd::FINALIZER;
-use audit_guard::webhook::decisions::{mutate, parse_review, validate, Policy, Verdict};
+use audit_guard::webhook::policy::{mutate, validate, Policy, Verdict};
+use audit_guard::webhook::review::parse_review;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 

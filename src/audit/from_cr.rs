@@ -17,7 +17,7 @@ use super::{
 };
 use crate::crd::{SignalProcessing, SignalProcessingStatus};
 use crate::duration::GoDuration;
-use crate::events::facts::{Beside, CrFacts};
+use crate::kubernaut_api::facts::{Beside, CrFacts};
 
 /// How a record is built from a CR (the webhook takes it as a parameter, for tests).
 pub type RecordBuilder = fn(&SignalProcessing, Trigger, DateTime<Utc>) -> SignalProcessingAudit;

@@ -100,7 +100,7 @@ pub struct SignalProcessingAudit {
     /// signal's name and severity ...). Carried in memory beside the record, never part of it:
     /// not serialised, not compared.
     #[serde(skip)]
-    pub cr: crate::events::facts::Beside,
+    pub cr: crate::kubernaut_api::facts::Beside,
 }
 
 /// One value the record could not hold as given.

@@ -13,7 +13,6 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use clap::{Args, ValueEnum};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -21,7 +20,10 @@ use super::exportfile::check_export;
 use super::logcheck;
 use super::report::{self, PeriodReport};
 use super::witness::{self, Live, LiveObject, LogStats, RecordRef};
-use crate::config::{parse_duration, Command};
+use crate::config::{
+    ApiArgs, AuditorCommand, DbArgs, ExportArgs, ExportFormat, KeysArgs, ReportArgs, ReportFormat, VerifyArgs, VerifyExportArgs,
+    VerifyLogArgs, WitnessArgs,
+};
 use crate::datastorage::chain::{self, ChainKeys, Head};
 use crate::datastorage::export::{self, Manifest, SignedManifest};
 use crate::datastorage::store::{Store, TimeRange};
@@ -30,207 +32,15 @@ use crate::datastorage::{postgres, sqlite};
 use crate::evidence::note::{Checkpoint, SignerKey, VerifierKey, ALG_ED25519};
 use crate::evidence::tiles::{bundles_for_size, decode_bundle};
 
-/// How to reach Data Storage's API.
-#[derive(Args, Debug, Clone)]
-pub struct ApiArgs {
-    /// Data Storage's base URL, e.g. https://audit-guard-datastorage.audit-guard.svc:8085.
-    #[arg(long = "url", env = "AUDIT_GUARD_DATASTORAGE_URL")]
-    pub url: Option<String>,
-    /// A file holding a bearer token that may read (`get`, `list`): an auditor bound to the
-    /// ClusterRole audit-guard-datastorage-reader, or a member of the readers group.
-    #[arg(long = "token-file", env = "AUDIT_GUARD_TOKEN_FILE")]
-    pub token_file: Option<PathBuf>,
-    /// The CA Data Storage's certificate must be signed by (the only one trusted).
-    #[arg(long = "ca-file", env = "AUDIT_GUARD_CA_FILE")]
-    pub ca_file: Option<PathBuf>,
-    /// Longest wait for one answer (a verification of millions of rows takes a while).
-    #[arg(long = "timeout", default_value = "30m", value_parser = parse_duration)]
-    pub timeout: Duration,
-}
-
-/// How to read the database directly (read-only).
-#[derive(Args, Debug, Clone)]
-pub struct DbArgs {
-    /// PostgreSQL URL of a role that may SELECT the audit tables.
-    #[arg(long, env = "AUDIT_GUARD_VERIFY_DATABASE_URL", conflicts_with_all = ["database_url_file", "sqlite"])]
-    pub database_url: Option<String>,
-    /// A file holding that URL.
-    #[arg(long, conflicts_with = "sqlite")]
-    pub database_url_file: Option<PathBuf>,
-    /// Data Storage's SQLite file (audit.db), opened read-only.
-    #[arg(long)]
-    pub sqlite: Option<PathBuf>,
-    /// The chain key file (a copy of Data Storage's): needed to recompute the links.
-    #[arg(long, env = "AUDIT_GUARD_CHAIN_KEY_FILE")]
-    pub chain_key_file: Option<PathBuf>,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct VerifyArgs {
-    /// Rows of the period (a record by when Data Storage stored it) from this moment (RFC 3339)...
-    #[arg(long)]
-    pub since: Option<DateTime<Utc>>,
-    /// ...until before this one. The chain's links are walked in full either way.
-    #[arg(long)]
-    pub until: Option<DateTime<Utc>>,
-    /// Months older than this may be gone with their partition (the retention you expect); 0: none may.
-    #[arg(long, default_value_t = 0)]
-    pub retention_months: u32,
-    /// Heads published earlier that must still be in the chain, as they were: a file written
-    /// by `verify --output` or an export's `.manifest.json`. Catches a chain cut back.
-    #[arg(long = "anchor")]
-    pub anchors: Vec<PathBuf>,
-    /// Write the full JSON result here ("-": stdout).
-    #[arg(long)]
-    pub output: Option<PathBuf>,
-    #[command(flatten)]
-    pub api: ApiArgs,
-    #[command(flatten)]
-    pub db: DbArgs,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct VerifyLogArgs {
-    /// The log's verifier key (`<name>+<key ID>+<base64>`, e.g. the `log.key.pub` that
-    /// `audit-guard keys --log-key` wrote), handed over by the operator.
-    #[arg(long)]
-    pub log_key: PathBuf,
-    /// A checkpoint saved earlier (by `--save`): the latest must extend it.
-    #[arg(long)]
-    pub checkpoint: Option<PathBuf>,
-    /// Write the latest checkpoint here once it checks, to pass as --checkpoint next time.
-    #[arg(long)]
-    pub save: Option<PathBuf>,
-    #[command(flatten)]
-    pub api: ApiArgs,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-pub enum ExportFormat {
-    Ndjson,
-    Csv,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct ExportArgs {
-    /// Rows from this moment (RFC 3339; records by when Data Storage stored them, amendments by amended_at,
-    /// break-glass events by at).
-    #[arg(long)]
-    pub since: Option<DateTime<Utc>>,
-    /// Rows before this moment.
-    #[arg(long)]
-    pub until: Option<DateTime<Utc>>,
-    #[arg(long, value_enum, default_value_t = ExportFormat::Ndjson)]
-    pub format: ExportFormat,
-    /// The export file; `<out>.manifest.json` and `<out>.sig` are written beside it.
-    #[arg(long)]
-    pub out: PathBuf,
-    #[command(flatten)]
-    pub api: ApiArgs,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct VerifyExportArgs {
-    /// The export file.
-    pub file: PathBuf,
-    /// Its manifest (default `<file>.manifest.json`).
-    #[arg(long)]
-    pub manifest: Option<PathBuf>,
-    /// The Ed25519 signature over the manifest, 64 raw bytes (default `<file>.sig`).
-    #[arg(long)]
-    pub signature: Option<PathBuf>,
-    /// Data Storage's export signing public key (PEM), obtained out of band.
-    #[arg(long)]
-    pub public_key: PathBuf,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-pub enum ReportFormat {
-    Markdown,
-    Json,
-    Html,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct ReportArgs {
-    /// Start of the period (RFC 3339, inclusive).
-    #[arg(long)]
-    pub since: DateTime<Utc>,
-    /// End of the period (exclusive).
-    #[arg(long)]
-    pub until: DateTime<Utc>,
-    #[arg(long, value_enum, default_value_t = ReportFormat::Markdown)]
-    pub format: ReportFormat,
-    /// Write the report here (default: stdout).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Prometheus that scrapes `audit-guard serve`: the buffered writers' drops come from it.
-    #[arg(long)]
-    pub prometheus_url: Option<String>,
-    /// As for `verify`.
-    #[arg(long, default_value_t = 0)]
-    pub retention_months: u32,
-    #[command(flatten)]
-    pub api: ApiArgs,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct WitnessArgs {
-    /// The API server's audit log files (audit.k8s.io/v1 Event JSON lines), rotated ones included.
-    #[arg(long = "audit-log", required = true)]
-    pub audit_logs: Vec<PathBuf>,
-    /// Only these namespaces (default: all).
-    #[arg(long = "namespace")]
-    pub namespaces: Vec<String>,
-    /// Do not read the API server's current state: every deletion the log shows counts as
-    /// completed (for auditors without API access; a deletion still waiting shows as missing).
-    #[arg(long)]
-    pub no_cluster: bool,
-    /// Records are read from this verified NDJSON export instead of Data Storage's API.
-    #[arg(long)]
-    pub export: Option<PathBuf>,
-    /// How far before the log's first event to read records (a CR completed days before it
-    /// was deleted has its record from then).
-    #[arg(long, default_value = "31days", value_parser = parse_duration)]
-    pub lookback: Duration,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
-    #[command(flatten)]
-    pub api: ApiArgs,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct KeysArgs {
-    /// Chain key file: created with one key, or (if it exists) a new key appended — the new
-    /// key signs from the next restart; the old ones keep verifying (rotation).
-    #[arg(long)]
-    pub chain_key: Option<PathBuf>,
-    /// The new chain key's id (default: the date and time).
-    #[arg(long)]
-    pub key_id: Option<String>,
-    /// Export signing key: writes this file (PKCS#8 PEM, mode 0600) and `<file>.pub`.
-    #[arg(long)]
-    pub signing_key: Option<PathBuf>,
-    /// Transparency log key: writes this file (a C2SP signed-note private key, mode 0600;
-    /// Data Storage's --log-signing-key-file) and `<file>.pub` (the verifier key auditors use).
-    #[arg(long)]
-    pub log_key: Option<PathBuf>,
-    /// The log's name (its checkpoints' origin), e.g. the host auditors reach it by.
-    #[arg(long, default_value = "audit-guard.local/datastorage")]
-    pub log_name: String,
-}
-
-pub async fn run(cmd: Command) -> anyhow::Result<bool> {
+pub async fn run(cmd: AuditorCommand) -> anyhow::Result<bool> {
     match cmd {
-        Command::Verify(a) => verify_cmd(*a).await,
-        Command::Export(a) => export_cmd(*a).await,
-        Command::VerifyExport(a) => verify_export_cmd(&a),
-        Command::Report(a) => report_cmd(*a).await,
-        Command::Witness(a) => witness_cmd(*a).await,
-        Command::Keys(a) => keys_cmd(&a),
-        Command::VerifyLog(a) => verify_log_cmd(*a).await,
-        _ => bail!("not an auditor command"),
+        AuditorCommand::Verify(a) => verify_cmd(*a).await,
+        AuditorCommand::Export(a) => export_cmd(*a).await,
+        AuditorCommand::VerifyExport(a) => verify_export_cmd(&a),
+        AuditorCommand::Report(a) => report_cmd(*a).await,
+        AuditorCommand::Witness(a) => witness_cmd(*a).await,
+        AuditorCommand::Keys(a) => keys_cmd(&a),
+        AuditorCommand::VerifyLog(a) => verify_log_cmd(*a).await,
     }
 }
 

@@ -20,8 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::from_cr::build_record;
 use crate::audit::Trigger;
-use crate::client::{ClientError, DataStorageClient};
-use crate::config::ApiMode;
+use crate::client::ClientError;
 use crate::confirmed::{release_key, ConfirmedRecords, UidSet};
 use crate::conflict::{persist, Persisted};
 use crate::crd::cached::{unwrap_event, SlimSignalProcessing};
@@ -29,7 +28,8 @@ use crate::crd::{add_finalizer_patch, ListGuard, SignalProcessing};
 use crate::group_commit::GroupCommit;
 use crate::metrics;
 use crate::retry::backoff;
-use crate::writer::{AuditWriter, BatchSink};
+use crate::sink::RecordSink;
+use crate::writer::AuditWriter;
 use decisions::{after_failed_release, decide, release_patch, still_ours, waiting_summary, Action, AfterRelease};
 
 const MANAGER: &str = "audit-guard";
@@ -75,7 +75,7 @@ fn store_failure(e: &ClientError) -> &'static str {
 
 pub struct Context {
     pub client: kube::Client,
-    pub ds: Arc<DataStorageClient>,
+    pub ds: Arc<dyn RecordSink>,
     pub writer: Arc<AuditWriter>,
     pub recorder: Recorder,
     /// Shared with the webhook: an object version here (uid and resourceVersion) lets it allow
@@ -142,7 +142,7 @@ impl RetryCounts {
 impl Context {
     pub fn new(
         client: kube::Client,
-        ds: Arc<DataStorageClient>,
+        ds: Arc<dyn RecordSink>,
         writer: Arc<AuditWriter>,
         confirmed: Arc<ConfirmedRecords>,
         identity: &str,
@@ -151,11 +151,9 @@ impl Context {
             controller: MANAGER.into(),
             instance: Some(identity.to_string()),
         };
-        // In Kubernaut's events mode a deletion-time event may be queued (202) and is then
-        // polled for, CR by CR: that path keeps one request per deletion.
-        let group = (ds.mode() == ApiMode::SignalProcessing).then(|| {
+        let group = ds.groups_deletions().then(|| {
             GroupCommit::start(
-                ds.clone() as Arc<dyn BatchSink>,
+                ds.clone().batch_sink(),
                 GROUP_COMMIT_BATCH,
                 GROUP_COMMIT_IN_FLIGHT,
                 GROUP_COMMIT_LINGER,
@@ -242,9 +240,9 @@ async fn reconcile_once(sp: Arc<SignalProcessing>, ctx: Arc<Context>) -> Result<
             Ok(Requeue::await_change())
         }
         Action::EnqueueRecord => {
-            // Events mode: an event another process's writer met a 202 for is polled for, not
-            // POSTed again (a new leader meets every completed CR at start).
-            crate::events::mark::seed(&ctx.ds, &sp);
+            // A new leader meets every completed CR at start: whatever the sink needs of the
+            // object (a write another process's writer left queued) it learns here.
+            ctx.ds.prepare(&sp);
             if ctx.writer.enqueue(build_record(&sp, Trigger::Completion, Utc::now())) {
                 ctx.enqueued.insert(&uid);
                 outcome("enqueued");
@@ -274,10 +272,9 @@ async fn persist_and_release(
     let name = sp.name_any();
     let ns = sp.namespace().unwrap_or_default();
     for _ in 0..RELEASE_ROUNDS {
-        // Events mode: an event queued earlier (by any replica) is polled for, not POSTed again.
-        crate::events::mark::seed(&ctx.ds, &sp);
+        ctx.ds.prepare(&sp);
         let record = build_record(&sp, Trigger::Deletion, Utc::now());
-        let persisted = match persist(&ctx.ds, ctx.group.as_ref(), &record).await {
+        let persisted = match persist(ctx.ds.as_ref(), ctx.group.as_ref(), &record).await {
             Ok(p) => p,
             Err(e) => return persist_failure::on_failure(ctx, &sp, &record.id, e).await,
         };

@@ -9,9 +9,7 @@ use kube::runtime::events::EventType;
 
 use super::{outcome, Context, ReconcileError};
 use crate::client::{ClientError, FailureKind};
-use crate::config::ApiMode;
 use crate::crd::SignalProcessing;
-use crate::events::mark;
 
 /// How often a queued event is looked for (plus up to as much jitter, so CRs spread out).
 pub const POLL: Duration = Duration::from_secs(5);
@@ -27,11 +25,11 @@ pub struct Reaction {
     pub poll: bool,
 }
 
-/// The reaction to a failure of `kind` in `mode`. In events mode a write that got no answer
-/// may have been queued, so it is polled for like a 202.
-pub fn reaction(kind: FailureKind, mode: ApiMode) -> Reaction {
-    let (reason, outcome, poll) = match (kind, mode) {
-        (FailureKind::Queued, _) | (FailureKind::NoAnswer, ApiMode::Events) => ("AuditEventQueued", "queued", true),
+/// The reaction to a failure of `kind`. Where a write that got no answer may have been queued
+/// (`unanswered_may_be_queued`, Kubernaut's events API), it is polled for like a 202.
+pub fn reaction(kind: FailureKind, unanswered_may_be_queued: bool) -> Reaction {
+    let (reason, outcome, poll) = match (kind, unanswered_may_be_queued) {
+        (FailureKind::Queued, _) | (FailureKind::NoAnswer, true) => ("AuditEventQueued", "queued", true),
         (FailureKind::Unauthenticated, _) => ("AuditPersistUnauthenticated", "unauthenticated", false),
         (FailureKind::Forbidden, _) => ("AuditPersistForbidden", "forbidden", false),
         (FailureKind::Rejected, _) => ("AuditPersistRejected", "rejected", false),
@@ -42,14 +40,10 @@ pub fn reaction(kind: FailureKind, mode: ApiMode) -> Reaction {
 
 /// Carries out the reaction: the finalizer stays in every case.
 pub(super) async fn on_failure(ctx: &Context, sp: &SignalProcessing, record_id: &str, e: ClientError) -> Result<Requeue, ReconcileError> {
-    let r = reaction(e.kind, ctx.ds.mode());
+    let r = reaction(e.kind, ctx.ds.unanswered_may_be_queued());
     outcome(r.outcome);
     if r.poll {
-        let remembered = ctx.ds.queued_events().and_then(|q| q.queued_at(record_id));
-        if let Some(at) = mark::needs_mark(sp, remembered) {
-            if let Err(err) = mark::mark(&ctx.client, &ctx.ds, sp).await {
-                tracing::warn!(id = %record_id, error = %err, "could not mark the CR's queued event (this process still remembers it)");
-            }
+        if let Some(at) = ctx.ds.mark_queued(&ctx.client, sp).await {
             let note = format!(
                 "Data Storage queued the audit event of {record_id} at {at} (202, its dead-letter queue); the deletion waits, \
                  polling until it is stored, without POSTing a second copy"
@@ -77,18 +71,25 @@ mod tests {
     #[test]
     fn each_kind_of_failure_has_its_own_reason_and_only_a_queued_event_is_polled() {
         use FailureKind::*;
+        // Whether an unanswered write may have been queued: Kubernaut's events API, audit-guard's own.
+        const EVENTS: bool = true;
+        const OWN_API: bool = false;
         let cases = [
-            (Transient, ApiMode::Events, "AuditPersistFailed", false),
-            (NoAnswer, ApiMode::SignalProcessing, "AuditPersistFailed", false),
-            (NoAnswer, ApiMode::Events, "AuditEventQueued", true),
-            (Queued, ApiMode::Events, "AuditEventQueued", true),
-            (Rejected, ApiMode::Events, "AuditPersistRejected", false),
-            (Unauthenticated, ApiMode::SignalProcessing, "AuditPersistUnauthenticated", false),
-            (Forbidden, ApiMode::Events, "AuditPersistForbidden", false),
+            (Transient, EVENTS, "AuditPersistFailed", false),
+            (NoAnswer, OWN_API, "AuditPersistFailed", false),
+            (NoAnswer, EVENTS, "AuditEventQueued", true),
+            (Queued, EVENTS, "AuditEventQueued", true),
+            (Rejected, EVENTS, "AuditPersistRejected", false),
+            (Unauthenticated, OWN_API, "AuditPersistUnauthenticated", false),
+            (Forbidden, EVENTS, "AuditPersistForbidden", false),
         ];
-        for (kind, mode, reason, poll) in cases {
-            let r = reaction(kind, mode);
-            assert_eq!((r.reason, r.poll), (reason, poll), "{kind:?} in {mode:?}");
+        for (kind, unanswered_may_be_queued, reason, poll) in cases {
+            let r = reaction(kind, unanswered_may_be_queued);
+            assert_eq!(
+                (r.reason, r.poll),
+                (reason, poll),
+                "{kind:?}, unanswered may be queued: {unanswered_may_be_queued}"
+            );
         }
     }
 }

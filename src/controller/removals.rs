@@ -17,12 +17,13 @@ use kube::api::Api;
 use kube::runtime::watcher::{self, watcher, Event};
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{ClaimConfirmation, DataStorageClient};
+use crate::client::ClaimConfirmation;
 use crate::confirmed::UidSet;
 use crate::crd::cached::{unwrap_event, SlimSignalProcessing};
 use crate::crd::{SignalProcessing, ANNOTATION_PERSISTED_AT, ANNOTATION_RECORD_ID};
 use crate::metrics;
 use crate::retry::backoff;
+use crate::sink::RecordSink;
 
 /// Uids this controller released, remembered for the watch (older ones are forgotten: a
 /// release reaches the watch within seconds, long before 10 000 more releases).
@@ -146,7 +147,7 @@ impl Guarded {
 /// controller did not make (`released` holds the uids it released) to Data Storage.
 pub struct Observer {
     guarded: Guarded,
-    ds: Arc<DataStorageClient>,
+    ds: Arc<dyn RecordSink>,
     released: Arc<UidSet>,
     /// Counts the watches whose first listing is through (from then on every change of their
     /// objects is seen, in order).
@@ -154,7 +155,7 @@ pub struct Observer {
 }
 
 impl Observer {
-    pub fn new(ds: Arc<DataStorageClient>, released: Arc<UidSet>, synced: Arc<AtomicUsize>) -> Self {
+    pub fn new(ds: Arc<dyn RecordSink>, released: Arc<UidSet>, synced: Arc<AtomicUsize>) -> Self {
         Self {
             guarded: Guarded::default(),
             ds,
@@ -185,7 +186,7 @@ impl Observer {
 /// (the controller feeds an [`Observer`] from its watch).
 pub async fn watch_alone(
     apis: Vec<Api<SlimSignalProcessing>>,
-    ds: Arc<DataStorageClient>,
+    ds: Arc<dyn RecordSink>,
     released: Arc<UidSet>,
     stop: CancellationToken,
     synced: Arc<AtomicUsize>,
@@ -215,7 +216,7 @@ pub async fn watch_alone(
 }
 
 /// Tells Data Storage the finalizer of `uid` came off without this controller.
-async fn report(ds: Arc<DataStorageClient>, uid: String) {
+async fn report(ds: Arc<dyn RecordSink>, uid: String) {
     let observed_at = Utc::now();
     for attempt in 0..CONFIRM_TRIES {
         match ds.confirm_removal(&uid, observed_at).await {

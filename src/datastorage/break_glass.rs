@@ -12,7 +12,7 @@ use axum::Json;
 use chrono::Utc;
 use serde_json::Value;
 
-use super::api::{db_problem, decode_problem, json_response, read_json_body, timed, AppState, BREAK_GLASS};
+use super::http::{db_problem, decode_problem, json_response, read_json_body, timed, AppState, BREAK_GLASS};
 use super::metrics;
 use super::problem::Problem;
 use super::query;

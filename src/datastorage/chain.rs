@@ -35,7 +35,11 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::store::fixed_ts;
+/// Fixed-width UTC timestamps, so text comparison is time comparison (SQLite) and both
+/// backends keep the same (microsecond) precision.
+pub fn fixed_ts(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
 
 /// The previous hash of the first entry of every shard.
 pub const GENESIS: [u8; 32] = [0; 32];

@@ -19,8 +19,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
-use super::api::BASE;
 use super::authz;
+use super::http::BASE;
 use super::metrics;
 use super::problem::Problem;
 use super::store::Lane;
@@ -166,7 +166,7 @@ async fn admit_audit(lanes: &Lanes, req: Request, next: Next) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::super::api::BREAK_GLASS;
+    use super::super::http::BREAK_GLASS;
     use super::*;
 
     /// The lane of a request to `path`, matched by the route of the same shape.

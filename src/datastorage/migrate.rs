@@ -23,7 +23,6 @@ use futures::FutureExt;
 
 use super::postgres::{self, month_start, DdlLimits};
 use super::store::DbError;
-use crate::config::MigrateArgs;
 
 /// The migrations this binary carries.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -399,11 +398,22 @@ async fn apply_migrations(pool: &PgPool, limits: &DdlLimits) -> anyhow::Result<(
 }
 
 /// `audit-guard datastorage migrate`.
-pub async fn run(args: &MigrateArgs) -> anyhow::Result<()> {
-    let url = super::database_url(args.database_url.as_deref(), args.database_url_file.as_deref())?
+/// What `audit-guard datastorage migrate` runs with (its flags, `config.rs`).
+#[derive(Debug, Clone)]
+pub struct MigrateSettings {
+    pub database_url: Option<String>,
+    pub database_url_file: Option<std::path::PathBuf>,
+    pub runtime_role: Option<String>,
+    pub time_window_past: std::time::Duration,
+    pub retention_months: u32,
+    pub ddl: DdlLimits,
+}
+
+pub async fn run(args: &MigrateSettings) -> anyhow::Result<()> {
+    let url = super::db_url::database_url(args.database_url.as_deref(), args.database_url_file.as_deref())?
         .context("migrate needs the owner's --database-url or --database-url-file")?;
     check_retention(args.retention_months, args.time_window_past)?;
-    let limits = DdlLimits::from(&args.ddl);
+    let limits = args.ddl;
     let pool = postgres::ddl_pool(&url, &limits).await.context("connecting to PostgreSQL")?;
     apply_migrations(&pool, &limits).await.context("applying migrations")?;
     let version = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);

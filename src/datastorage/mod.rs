@@ -6,7 +6,9 @@ pub mod authz;
 pub mod break_glass;
 pub mod cache;
 pub mod chain;
+pub mod db_url;
 pub mod export;
+pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod migrate;
@@ -15,6 +17,7 @@ pub mod problem;
 pub mod query;
 pub mod records;
 pub mod report;
+pub mod signing;
 pub mod sqlite;
 pub mod stats;
 pub mod store;
@@ -22,7 +25,10 @@ pub mod tlog;
 pub mod tlog_api;
 pub mod verify;
 
-use std::path::Path;
+pub use db_url::database_url;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,7 +37,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::TimeWindow;
-use crate::config::{DataStorageArgs, DataStorageCommand};
 use crate::evidence::note::{SignerKey, ALG_ED25519};
 use crate::{certs, https};
 use auth::{Authenticator, TokenReviewer, TokensFile};
@@ -47,7 +52,68 @@ pub enum AuthChoice {
     TokenReview,
 }
 
-pub fn choose_auth(args: &DataStorageArgs, in_cluster: bool) -> anyhow::Result<AuthChoice> {
+/// What `audit-guard datastorage` runs with: one field a flag (the flags are documented where
+/// they are parsed, `config.rs`).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub tls_cert_dir: Option<PathBuf>,
+    pub plain_http: bool,
+    pub max_client_connections: usize,
+    pub header_read_timeout: Duration,
+    pub max_client_connections_per_peer: usize,
+    pub max_handshakes: usize,
+    pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connection_age: Duration,
+    pub database_url: Option<String>,
+    pub database_url_file: Option<PathBuf>,
+    pub data_dir: PathBuf,
+    pub tokens_file: Option<PathBuf>,
+    pub token_review: bool,
+    pub token_audience: String,
+    pub token_review_refused_ttl: Duration,
+    pub token_review_rate: f64,
+    pub token_review_burst: u32,
+    pub writers_group: String,
+    pub readers_group: String,
+    pub insecure_no_auth: bool,
+    pub max_batch: usize,
+    pub max_body_bytes: usize,
+    pub body_read_timeout: Duration,
+    pub time_window_past: Duration,
+    pub time_window_future: Duration,
+    pub stats_max_range: Duration,
+    pub statement_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_concurrent_writes: usize,
+    pub max_concurrent_reads: usize,
+    pub retention_months: u32,
+    pub max_connections: u32,
+    pub max_read_connections: u32,
+    pub chain_key_file: Option<PathBuf>,
+    pub chain_shards: u32,
+    pub signing_key_file: Option<PathBuf>,
+    pub log_signing_key_file: Option<PathBuf>,
+    pub log_sequence_interval: Duration,
+    pub max_concurrent_audits: usize,
+    pub audit_request_timeout: Duration,
+    pub audit_statement_timeout: Duration,
+    pub report_max_range: Duration,
+    pub ddl: postgres::DdlLimits,
+}
+
+impl Settings {
+    pub fn review_limits(&self) -> auth::ReviewLimits {
+        auth::ReviewLimits {
+            refused_ttl: self.token_review_refused_ttl,
+            unknown_per_second: self.token_review_rate,
+            unknown_burst: self.token_review_burst,
+        }
+    }
+}
+
+pub fn choose_auth(args: &Settings, in_cluster: bool) -> anyhow::Result<AuthChoice> {
     let chosen = [args.insecure_no_auth, args.tokens_file.is_some(), args.token_review]
         .iter()
         .filter(|b| **b)
@@ -70,21 +136,7 @@ pub fn choose_auth(args: &DataStorageArgs, in_cluster: bool) -> anyhow::Result<A
     )
 }
 
-/// The database URL from the flag or from the file it names (trimmed; an empty one means none).
-pub fn database_url(url: Option<&str>, file: Option<&Path>) -> anyhow::Result<Option<String>> {
-    let url = match (url, file) {
-        (Some(_), Some(_)) => anyhow::bail!("give the database URL either directly or as a file, not both"),
-        (Some(u), None) => u.to_string(),
-        (None, Some(f)) => std::fs::read_to_string(f)
-            .with_context(|| format!("reading the database URL from {}", f.display()))?
-            .trim()
-            .to_string(),
-        (None, None) => return Ok(None),
-    };
-    Ok(Some(url).filter(|u| !u.is_empty()))
-}
-
-fn window(args: &DataStorageArgs) -> TimeWindow {
+fn window(args: &Settings) -> TimeWindow {
     TimeWindow {
         past: args.time_window_past,
         future: args.time_window_future,
@@ -120,7 +172,7 @@ fn local_key_file(
 }
 
 /// The chain's keys: `--chain-key-file`, or (SQLite only) one beside the database.
-pub fn chain_keys(args: &DataStorageArgs, sqlite: bool) -> anyhow::Result<chain::ChainKeys> {
+pub fn chain_keys(args: &Settings, sqlite: bool) -> anyhow::Result<chain::ChainKeys> {
     let path = match (&args.chain_key_file, sqlite) {
         (Some(p), _) => p.clone(),
         (None, true) => local_key_file(&args.data_dir, "chain.key", "chain key", || {
@@ -137,7 +189,7 @@ pub fn chain_keys(args: &DataStorageArgs, sqlite: bool) -> anyhow::Result<chain:
 }
 
 /// The export signing key: `--signing-key-file`, or (SQLite only) one beside the database.
-fn signer(args: &DataStorageArgs, sqlite: bool) -> anyhow::Result<Option<export::Signer>> {
+fn signer(args: &Settings, sqlite: bool) -> anyhow::Result<Option<export::Signer>> {
     let path = match (&args.signing_key_file, sqlite) {
         (Some(p), _) => p.clone(),
         (None, true) => local_key_file(&args.data_dir, "signing-key.pem", "export signing key", || {
@@ -155,7 +207,7 @@ fn signer(args: &DataStorageArgs, sqlite: bool) -> anyhow::Result<Option<export:
 
 /// The transparency log's checkpoint key: `--log-signing-key-file`, or (SQLite only) one
 /// beside the database; None: the log sequences but signs no checkpoint.
-fn log_key(args: &DataStorageArgs, sqlite: bool) -> anyhow::Result<Option<SignerKey>> {
+fn log_key(args: &Settings, sqlite: bool) -> anyhow::Result<Option<SignerKey>> {
     let path = match (&args.log_signing_key_file, sqlite) {
         (Some(p), _) => p.clone(),
         (None, true) => local_key_file(&args.data_dir, "log.key", "transparency log key", || {
@@ -191,14 +243,14 @@ pub fn load_log_key(text: &str) -> anyhow::Result<SignerKey> {
 /// The log's name (origin) when SQLite creates its own key.
 pub const LOCAL_LOG_NAME: &str = "audit-guard.local/datastorage";
 
-fn is_sqlite(args: &DataStorageArgs) -> anyhow::Result<bool> {
+fn is_sqlite(args: &Settings) -> anyhow::Result<bool> {
     Ok(database_url(args.database_url.as_deref(), args.database_url_file.as_deref())?.is_none())
 }
 
-async fn open_store(args: &DataStorageArgs, keys: Arc<chain::ChainKeys>) -> anyhow::Result<Arc<dyn Store>> {
+async fn open_store(args: &Settings, keys: Arc<chain::ChainKeys>) -> anyhow::Result<Arc<dyn Store>> {
     match database_url(args.database_url.as_deref(), args.database_url_file.as_deref())? {
         Some(url) => {
-            let ddl = postgres::DdlLimits::from(&args.ddl);
+            let ddl = args.ddl;
             let mode = migrate::prepare(&url, args.time_window_past, &ddl).await?;
             let settings = postgres::PgSettings {
                 url: url.clone(),
@@ -251,7 +303,7 @@ async fn open_store(args: &DataStorageArgs, keys: Arc<chain::ChainKeys>) -> anyh
     }
 }
 
-async fn authentication(args: &DataStorageArgs, shutdown: &CancellationToken) -> anyhow::Result<(Authenticator, Authorizer)> {
+async fn authentication(args: &Settings, shutdown: &CancellationToken) -> anyhow::Result<(Authenticator, Authorizer)> {
     let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
     Ok(match choose_auth(args, in_cluster)? {
         AuthChoice::Insecure => {
@@ -296,7 +348,7 @@ async fn authentication(args: &DataStorageArgs, shutdown: &CancellationToken) ->
 }
 
 /// TLS from `--tls-cert-dir` (reloaded like the webhook's), or plain HTTP only when asked for.
-fn tls(args: &DataStorageArgs, shutdown: &CancellationToken) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+fn tls(args: &Settings, shutdown: &CancellationToken) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
     match (&args.tls_cert_dir, args.plain_http) {
         (Some(dir), false) => {
             let resolver = certs::ReloadingResolver::load(dir).context("loading the Data Storage serving certificate")?;
@@ -317,10 +369,7 @@ fn tls(args: &DataStorageArgs, shutdown: &CancellationToken) -> anyhow::Result<O
     }
 }
 
-pub async fn run(args: DataStorageArgs) -> anyhow::Result<()> {
-    if let Some(DataStorageCommand::Migrate(m)) = &args.command {
-        return migrate::run(m).await;
-    }
+pub async fn run(args: Settings) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let (auth, authz) = authentication(&args, &shutdown).await?;
     let tls = tls(&args, &shutdown)?;
@@ -342,16 +391,16 @@ pub async fn run(args: DataStorageArgs) -> anyhow::Result<()> {
         %addr,
         backend = store.backend(),
         "Data Storage listening; try: curl -H 'Authorization: Bearer <token>' {scheme}://{addr}{}?limit=10",
-        api::BASE
+        http::BASE
     );
-    let state = Arc::new(api::AppState {
+    let state = Arc::new(http::AppState {
         store,
         auth,
         authz,
         keys,
         signer,
         log_key,
-        limits: api::ApiLimits {
+        limits: http::ApiLimits {
             max_batch: args.max_batch,
             max_body_bytes: args.max_body_bytes,
             body_read_timeout: args.body_read_timeout,
@@ -391,7 +440,11 @@ pub async fn run(args: DataStorageArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::datastorage_args as args;
+
+    /// `audit-guard datastorage <extra>`, as main hands it over.
+    fn args(extra: &[&str]) -> Settings {
+        (&crate::config::datastorage_args(extra)).into()
+    }
 
     #[test]
     fn auth_must_be_chosen_outside_a_cluster() {

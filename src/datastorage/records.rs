@@ -15,7 +15,7 @@ use chrono::Utc;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::api::{check_times, db_problem, decode_batch, decode_single, json_response, read_json_body, timed, AppState, BASE};
+use super::http::{check_times, db_problem, decode_batch, decode_single, json_response, read_json_body, timed, AppState, BASE};
 use super::metrics;
 use super::problem::Problem;
 use super::query::{self, encode_cursor};

@@ -10,9 +10,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 
-use super::api::{db_problem, AppState};
 use super::chain::{self, ChainKeys, Head};
 use super::export::period;
+use super::http::{db_problem, AppState};
 use super::problem::Problem;
 use super::query::{self, Params};
 use super::store::{DbResult, Lane, Page, Store, TimeRange};

@@ -12,7 +12,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::api::{db_problem, timed, AppState};
+use super::http::{db_problem, timed, AppState};
 use super::problem::Problem;
 use super::query::{self, Params};
 use super::store::{SlowPhaseQuery, StatsRange};

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde::Serialize;
 
@@ -711,11 +711,8 @@ pub trait Store: Send + Sync + 'static {
     fn log_index(&self, kind: Kind, id: String) -> BoxFuture<'_, DbResult<Option<u64>>>;
 }
 
-/// Fixed-width UTC timestamps, so text comparison is time comparison (SQLite) and both
-/// backends keep the same (microsecond) precision.
-pub fn fixed_ts(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
+/// Defined with the chain, whose link bytes carry the same form.
+pub use super::chain::fixed_ts;
 
 pub fn trigger_str(t: crate::audit::Trigger) -> &'static str {
     match t {

@@ -16,17 +16,19 @@ use kube::core::admission::AdmissionResponse;
 use kube::core::{Status, TypeMeta};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::decisions::{self, DenyReason, Live, Policy, Purpose, RecordCheck, Review, Verdict, WriteResult};
 use super::metrics;
+use super::policy::{self, DenyReason, Live, Policy, Purpose, RecordCheck, Verdict, WriteResult};
+use super::review::{self, Review};
 use crate::audit::break_glass::BreakGlassEvent;
 use crate::audit::from_cr::RecordBuilder;
 use crate::audit::SignalProcessingAudit;
 use crate::audit::Trigger;
-use crate::client::{ClientError, DataStorageClient, FailureKind, Stored};
+use crate::client::{ClientError, FailureKind, Stored};
 use crate::confirmed::{release_key, ConfirmedRecords};
 use crate::conflict::{persist, Persisted};
 use crate::crd::cached::SlimSignalProcessing;
 use crate::crd::SignalProcessing;
+use crate::sink::RecordSink;
 
 pub const MUTATE_PATH: &str = "/mutate-kubernaut-ai-v1alpha1-signalprocessing";
 pub const VALIDATE_PATH: &str = "/validate-kubernaut-ai-v1alpha1-signalprocessing";
@@ -45,7 +47,7 @@ pub struct BodyLimits {
 
 pub struct AppState {
     pub policy: Policy,
-    pub ds: Arc<DataStorageClient>,
+    pub ds: Arc<dyn RecordSink>,
     pub kube: kube::Client,
     pub confirmed: Arc<ConfirmedRecords>,
     pub build_record: RecordBuilder,
@@ -173,7 +175,7 @@ async fn read_review(
         Ok(read) => read,
         Err(error) => return Err(body_error(state, path, error, started)),
     };
-    match decisions::parse_review(&bytes) {
+    match review::parse_review(&bytes) {
         Ok(review) => Ok((review, permits)),
         Err(e) => {
             metrics::observe(path, "", "bad_request", started.elapsed().as_secs_f64());
@@ -222,8 +224,8 @@ fn admission_response(uid: &str, denial: Option<(u16, &str, String)>) -> Admissi
     // review, naming the field it cannot read); everything it sets is replaced here.
     let mut response = AdmissionResponse::invalid("");
     response.types = TypeMeta {
-        api_version: decisions::API_VERSION.into(),
-        kind: decisions::KIND.into(),
+        api_version: review::API_VERSION.into(),
+        kind: review::KIND.into(),
     };
     response.uid = uid.to_owned();
     match denial {
@@ -237,7 +239,7 @@ fn admission_response(uid: &str, denial: Option<(u16, &str, String)>) -> Admissi
 }
 
 /// The mutating path: every CREATE and UPDATE in the watched scope comes here, so it decodes
-/// only what the decision needs ([`decisions::parse_mutate`]: no object model) and writes the
+/// only what the decision needs ([`policy::parse_mutate`]: no object model) and writes the
 /// answer directly around the patch encoded once.
 async fn mutate_handler(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let started = Instant::now();
@@ -245,7 +247,7 @@ async fn mutate_handler(State(state): State<Arc<AppState>>, req: Request) -> Res
         Ok(read) => read,
         Err(error) => return body_error(&state, "mutate", error, started),
     };
-    let review = match decisions::parse_mutate(&bytes) {
+    let review = match policy::parse_mutate(&bytes) {
         Ok(r) => r,
         Err(e) => {
             metrics::observe("mutate", "", "bad_request", started.elapsed().as_secs_f64());
@@ -260,13 +262,13 @@ async fn mutate_handler(State(state): State<Arc<AppState>>, req: Request) -> Res
 /// `{"apiVersion":…,"kind":…,"response":{"uid":…,"allowed":true[,"patchType":"JSONPatch","patch":…]}}`,
 /// written directly: this is the hot path, and a test holds it to what kube's admission types
 /// write for the same answer.
-fn mutate_answer(review: &decisions::MutateReview) -> Response {
+fn mutate_answer(review: &policy::MutateReview) -> Response {
     let uid = serde_json::to_string(&review.uid).unwrap_or_else(|_| "\"\"".into());
     let mut out = String::with_capacity(160 + uid.len() + review.patch.map_or(0, str::len));
     out.push_str("{\"apiVersion\":\"");
-    out.push_str(decisions::API_VERSION);
+    out.push_str(review::API_VERSION);
     out.push_str("\",\"kind\":\"");
-    out.push_str(decisions::KIND);
+    out.push_str(review::KIND);
     out.push_str("\",\"response\":{\"uid\":");
     out.push_str(&uid);
     out.push_str(",\"allowed\":true");
@@ -305,7 +307,7 @@ async fn validate_handler(State(state): State<Arc<AppState>>, req: Request) -> R
     )
 )]
 async fn review_validation(state: &AppState, review: &Review) -> (&'static str, Response) {
-    let verdict = decisions::validate(review, &state.policy);
+    let verdict = policy::validate(review, &state.policy);
     let (outcome, verdict) = carry_out(state, review, verdict).await;
     (outcome, answer(review, verdict))
 }
@@ -339,12 +341,12 @@ async fn carry_out(state: &AppState, review: &Review, verdict: Verdict) -> (&'st
             let v = store_unguarded_delete(state, review).await;
             (outcome(&v, "stored"), v)
         }
-        Verdict::RecordBreakGlassThenAllow => match decisions::break_glass_path(state.peer_authenticated) {
-            decisions::BreakGlassPath::Event => {
+        Verdict::RecordBreakGlassThenAllow => match policy::break_glass_path(state.peer_authenticated) {
+            policy::BreakGlassPath::Event => {
                 let v = record_break_glass(state, review).await;
                 (outcome(&v, "forced"), v)
             }
-            decisions::BreakGlassPath::Claim => {
+            policy::BreakGlassPath::Claim => {
                 let v = record_claim(state, review).await;
                 (outcome(&v, "claimed"), v)
             }
@@ -400,15 +402,15 @@ async fn check_record_held(state: &AppState, review: &Review) -> Verdict {
     if let RecordCheck::Refused(e) = &check {
         tracing::warn!(user = %review.username, namespace = %review.namespace, name = %review.name, %uid, error = %e, "finalizer removal under the controller's identity refused: Data Storage refused the record");
     }
-    decisions::record_check_verdict(&check, &uid)
+    policy::record_check_verdict(&check, &uid)
 }
 
 /// Stores the deletion-time record of `live` (an amendment when a different record holds its
-/// uid) through the controller's path; in events mode a queued event is marked on the object.
+/// uid) through the controller's path; a write the API may have queued is marked on the object.
 async fn persist_live(state: &AppState, live: &SignalProcessing) -> (SignalProcessingAudit, Result<Persisted, ClientError>) {
-    crate::events::mark::seed(&state.ds, live);
+    state.ds.prepare(live);
     let record = (state.build_record)(live, Trigger::Deletion, Utc::now());
-    let result = persist(&state.ds, None, &record).await;
+    let result = persist(state.ds.as_ref(), None, &record).await;
     if let Err(e) = &result {
         remember_queued(state, live, e).await;
     }
@@ -422,9 +424,9 @@ async fn live_object(state: &AppState, review: &Review, purpose: Purpose) -> Res
         reason: DenyReason::StoreUnavailable,
         message: format!("could not read this SignalProcessing from the API server to check it ({e}); nothing was stored, retry"),
     };
-    if !decisions::valid_object_ref(&review.namespace, &review.name) {
+    if !policy::valid_object_ref(&review.namespace, &review.name) {
         // Not a name the API server could hold: no such object, and no such URL is requested.
-        decisions::judge_live(purpose, &old_uid(review), &Live::NotFound)?;
+        policy::judge_live(purpose, &old_uid(review), &Live::NotFound)?;
     }
     // Decoded slim: what the record and the judgement read, not what users put in the object.
     let api: Api<SlimSignalProcessing> = Api::namespaced(state.kube.clone(), &review.namespace);
@@ -433,7 +435,7 @@ async fn live_object(state: &AppState, review: &Review, purpose: Purpose) -> Res
         .await
         .map_err(|e| unavailable(e.to_string()))?
         .map(SlimSignalProcessing::into_inner);
-    decisions::judge_live(purpose, &old_uid(review), &Live::of(live.as_ref()))?;
+    policy::judge_live(purpose, &old_uid(review), &Live::of(live.as_ref()))?;
     live.ok_or_else(|| unavailable("the object vanished".into()))
 }
 
@@ -458,19 +460,17 @@ async fn store_unguarded_delete(state: &AppState, review: &Review) -> Verdict {
             Verdict::Deny {
                 code: 503,
                 reason: DenyReason::StoreUnavailable,
-                message: decisions::store_unavailable_message(&e.to_string()),
+                message: policy::store_unavailable_message(&e.to_string()),
             }
         }
     }
 }
 
-/// Events mode: a record event Data Storage queued (202) is marked on the live object, so that
-/// the retry (on any replica) polls for it instead of POSTing a second copy.
+/// A record write Data Storage may have queued (202, or no answer) is marked on the live
+/// object, so that the retry (on any replica) polls for it instead of POSTing a second copy.
 async fn remember_queued(state: &AppState, live: &SignalProcessing, e: &ClientError) {
     if matches!(e.kind, FailureKind::Queued | FailureKind::NoAnswer) {
-        if let Err(err) = crate::events::mark::mark(&state.kube, &state.ds, live).await {
-            tracing::warn!(name = ?live.metadata.name, error = %err, "could not mark the CR's queued event (this process still remembers it)");
-        }
+        state.ds.mark_queued(&state.kube, live).await;
     }
 }
 
@@ -505,7 +505,7 @@ async fn record_break_glass(state: &AppState, review: &Review) -> Verdict {
         Err(verdict) => return verdict,
     };
     let event = break_glass_of(review, &live);
-    crate::events::mark::seed(&state.ds, &live);
+    state.ds.prepare(&live);
     let record = (state.build_record)(&live, Trigger::Forced, Utc::now());
     let event_result = write_result(&state.ds.store_break_glass(&event, &record).await);
     let record_result = if event_result == WriteResult::Stored {
@@ -521,7 +521,7 @@ async fn record_break_glass(state: &AppState, review: &Review) -> Verdict {
     } else {
         None
     };
-    let verdict = decisions::break_glass_verdict(&event_result, record_result.as_ref());
+    let verdict = policy::break_glass_verdict(&event_result, record_result.as_ref());
     if verdict == Verdict::Allow {
         metrics::FORCED_REMOVALS.inc();
         tracing::warn!(user = %event.user, groups = ?event.groups, extra = ?event.extra, namespace = %event.namespace, name = %event.name, uid = %event.uid, event = %event.id, "break-glass removal of the audit finalizer; break-glass event stored");
@@ -564,7 +564,7 @@ async fn record_claim(state: &AppState, review: &Review) -> Verdict {
     } else {
         None
     };
-    let verdict = decisions::claim_verdict(&claim_result, record_result.as_ref());
+    let verdict = policy::claim_verdict(&claim_result, record_result.as_ref());
     if verdict == Verdict::Allow {
         metrics::BREAK_GLASS_CLAIMS.inc();
         tracing::warn!(user = %claim.user, groups = ?claim.groups, namespace = %claim.namespace, name = %claim.name, uid = %claim.uid, review = %claim.id, "break-glass removal claimed by a peer that did not prove it is the API server; stored as an unconfirmed claim (no event names this user until the removal is observed)");
@@ -591,9 +591,9 @@ mod tests {
     #[tokio::test]
     async fn the_mutating_answer_is_what_kubes_admission_types_write() {
         for uid in ["u-1", "a\"b\u{e9}\\"] {
-            let plain = decisions::MutateReview {
+            let plain = policy::MutateReview {
                 uid: uid.into(),
-                operation: decisions::Operation::Update,
+                operation: review::Operation::Update,
                 patch: None,
             };
             let ours = body_json(mutate_answer(&plain)).await;
@@ -604,9 +604,9 @@ mod tests {
             assert_eq!(status, Some(json!({})));
             assert_eq!(ours, theirs);
         }
-        let patched = decisions::parse_mutate(
+        let patched = policy::parse_mutate(
             &serde_json::to_vec(&json!({
-                "apiVersion": decisions::API_VERSION, "kind": decisions::KIND,
+                "apiVersion": review::API_VERSION, "kind": review::KIND,
                 "request": {"uid": "u-2", "operation": "CREATE",
                     "kind": {"group": "kubernaut.ai", "version": "v1alpha1", "kind": "SignalProcessing"},
                     "object": {"metadata": {"name": "sp"}}}

@@ -1,10 +1,11 @@
 //! The TLS admission webhook of `audit-guard serve`: mutating (adds the audit finalizer)
 //! and validating (guards its removal, stores the record before an unguarded DELETE).
 
-pub mod decisions;
 pub mod handlers;
 pub mod metrics;
+pub mod policy;
 pub mod registration;
+pub mod review;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,11 +19,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::from_cr::RecordBuilder;
 use crate::certs::{self, ReloadingClientVerifier, ReloadingResolver};
-use crate::client::DataStorageClient;
 use crate::confirmed::ConfirmedRecords;
 use crate::https::ListenerLimits;
-use decisions::Policy;
+use crate::sink::RecordSink;
 use handlers::BodyLimits;
+use policy::Policy;
 
 pub use handlers::{MUTATE_PATH, VALIDATE_PATH};
 
@@ -48,7 +49,7 @@ pub struct WebhookSettings {
 #[derive(Clone)]
 pub struct WebhookDeps {
     pub kube: kube::Client,
-    pub ds: Arc<DataStorageClient>,
+    pub ds: Arc<dyn RecordSink>,
     pub confirmed: Arc<ConfirmedRecords>,
 }
 

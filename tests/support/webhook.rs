@@ -12,10 +12,11 @@ use std::time::Duration;
 
 use audit_guard::certs::IssueSettings;
 use audit_guard::client::{ClientSettings, DataStorageClient};
-use audit_guard::config::ApiMode;
 use audit_guard::confirmed::confirmed_records;
-use audit_guard::webhook::decisions::Policy;
+use audit_guard::own_api::OwnApi;
+use audit_guard::sink::RecordSink;
 use audit_guard::webhook::handlers::BodyLimits;
+use audit_guard::webhook::policy::Policy;
 use audit_guard::webhook::{Readiness, Webhook, WebhookDeps, WebhookSettings};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -38,20 +39,18 @@ pub fn issue_certs(dir: &Path, reuse_ca: bool) -> audit_guard::certs::Issued {
     .expect("issue certs")
 }
 
-/// A Data Storage client for `url`, with an optional token file and CA.
-pub fn datastorage_client(url: &str, token_file: Option<PathBuf>, ca_file: Option<PathBuf>) -> Arc<DataStorageClient> {
-    Arc::new(
+/// audit-guard's own Data Storage API at `url`, with an optional token file and CA.
+pub fn datastorage_client(url: &str, token_file: Option<PathBuf>, ca_file: Option<PathBuf>) -> Arc<dyn RecordSink> {
+    Arc::new(OwnApi::new(
         DataStorageClient::new(&ClientSettings {
             url: url.into(),
             ca_file,
             token_file,
             allow_plain_http_token: false,
             timeout: Duration::from_secs(5),
-            api_mode: ApiMode::SignalProcessing,
-            events_replay_window: audit_guard::events::queue::DEFAULT_REPLAY_WINDOW,
         })
         .expect("Data Storage client"),
-    )
+    ))
 }
 
 /// Dependencies that are unreachable: an API server and a Data Storage where nothing listens.

@@ -8,12 +8,12 @@ use json_patch::{AddOperation, Patch, PatchOperation, TestOperation};
 use kube::api::{Api, Patch as KubePatch, PatchParams};
 use serde_json::Value;
 
-use crate::client::DataStorageClient;
+use super::queue::QueuedEvents;
 use crate::controller::decisions::escape;
 use crate::crd::cached::SlimSignalProcessing;
 use crate::crd::SignalProcessing;
 
-pub const ANNOTATION_QUEUED_AT: &str = "audit.kubernaut.ai/event-queued-at";
+pub use crate::crd::ANNOTATION_QUEUED_AT;
 
 /// How far ahead of this process's clock a mark may lie (another replica's clock, the API
 /// server's): the same allowance Data Storage gives a record's times.
@@ -70,10 +70,10 @@ pub fn queued_at(sp: &SignalProcessing) -> Option<DateTime<Utc>> {
     judged(sp, Utc::now()).ok().flatten()
 }
 
-/// Hands the CR's mark to the client's memory, so that its next write of the record polls.
+/// Hands the CR's mark to this process's memory, so that its next write of the record polls.
 /// An impossible mark is logged, counted and not handed on.
-pub fn seed(ds: &DataStorageClient, sp: &SignalProcessing) {
-    let (Some(queue), Some(uid)) = (ds.queued_events(), sp.metadata.uid.as_deref()) else {
+pub fn seed(queue: &QueuedEvents, sp: &SignalProcessing) {
+    let Some(uid) = sp.metadata.uid.as_deref() else {
         return;
     };
     match judged(sp, Utc::now()) {
@@ -127,10 +127,10 @@ pub fn needs_mark(sp: &SignalProcessing, remembered: Option<DateTime<Utc>>) -> O
     }
 }
 
-/// Marks `sp` (as read by the caller) with the time the client remembers; nothing when the
-/// client remembers nothing newer. Errors are the caller's to log: the process still remembers.
-pub async fn mark(client: &kube::Client, ds: &DataStorageClient, sp: &SignalProcessing) -> Result<(), kube::Error> {
-    let (Some(queue), Some(ns), Some(uid)) = (ds.queued_events(), sp.metadata.namespace.as_deref(), sp.metadata.uid.as_deref()) else {
+/// Marks `sp` (as read by the caller) with the time `queue` remembers; nothing when it
+/// remembers nothing newer. Errors are the caller's to log: the process still remembers.
+pub async fn mark(client: &kube::Client, queue: &QueuedEvents, sp: &SignalProcessing) -> Result<(), kube::Error> {
+    let (Some(ns), Some(uid)) = (sp.metadata.namespace.as_deref(), sp.metadata.uid.as_deref()) else {
         return Ok(());
     };
     let Some(at) = needs_mark(sp, queue.queued_at(uid)) else {
@@ -148,10 +148,10 @@ pub async fn mark(client: &kube::Client, ds: &DataStorageClient, sp: &SignalProc
 }
 
 /// As [`mark`], for a CR known by namespace, name and uid only (the buffered writer's records).
-pub async fn mark_by_name(client: &kube::Client, ds: &DataStorageClient, ns: &str, name: &str, uid: &str) -> Result<(), kube::Error> {
+pub async fn mark_by_name(client: &kube::Client, queue: &QueuedEvents, ns: &str, name: &str, uid: &str) -> Result<(), kube::Error> {
     let api: Api<SlimSignalProcessing> = Api::namespaced(client.clone(), ns);
     match api.get_opt(name).await?.map(SlimSignalProcessing::into_inner) {
-        Some(sp) if sp.metadata.uid.as_deref() == Some(uid) => mark(client, ds, &sp).await,
+        Some(sp) if sp.metadata.uid.as_deref() == Some(uid) => mark(client, queue, &sp).await,
         _ => Ok(()),
     }
 }
@@ -218,8 +218,8 @@ mod tests {
         future.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t("2026-01-01T09:00:00Z")));
         assert_eq!(queued_at(&future), None);
         assert_eq!(
-            crate::events::queue::next_step(queued_at(&future), None, now, std::time::Duration::from_secs(600)),
-            crate::events::queue::Step::Post
+            crate::kubernaut_api::queue::next_step(queued_at(&future), None, now, std::time::Duration::from_secs(600)),
+            crate::kubernaut_api::queue::Step::Post
         );
         // ... and what this process remembers overwrites it.
         assert_eq!(
@@ -230,23 +230,14 @@ mod tests {
 
     #[test]
     fn an_impossible_mark_is_counted_and_not_seeded() {
-        let ds = DataStorageClient::new(&crate::client::ClientSettings {
-            url: "https://127.0.0.1:1".into(),
-            ca_file: None,
-            token_file: None,
-            allow_plain_http_token: false,
-            timeout: std::time::Duration::from_secs(1),
-            api_mode: crate::config::ApiMode::Events,
-            events_replay_window: std::time::Duration::from_secs(600),
-        })
-        .unwrap();
+        let queue = QueuedEvents::new(std::time::Duration::from_secs(600));
         let counter = || crate::metrics::EVENT_MARKS_IGNORED.with_label_values(&["future"]).get();
         let before = counter();
-        seed(&ds, &sp(Some(json!({ ANNOTATION_QUEUED_AT: "9999-12-31T23:59:59Z" }))));
-        assert_eq!(ds.queued_events().unwrap().queued_at("u-1"), None);
+        seed(&queue, &sp(Some(json!({ ANNOTATION_QUEUED_AT: "9999-12-31T23:59:59Z" }))));
+        assert_eq!(queue.queued_at("u-1"), None);
         assert!(counter() > before);
-        seed(&ds, &sp(Some(json!({ ANNOTATION_QUEUED_AT: "2020-01-01T00:00:00Z" }))));
-        assert_eq!(ds.queued_events().unwrap().queued_at("u-1"), Some(t("2020-01-01T00:00:00Z")));
+        seed(&queue, &sp(Some(json!({ ANNOTATION_QUEUED_AT: "2020-01-01T00:00:00Z" }))));
+        assert_eq!(queue.queued_at("u-1"), Some(t("2020-01-01T00:00:00Z")));
     }
 
     #[test]

@@ -245,7 +245,7 @@ mod tests {
     use super::*;
     use crate::audit::{CategorizationPhaseResults, ClassificationPhaseResults, EnrichmentPhaseResults};
     use crate::duration::GoDuration;
-    use crate::events::facts::{Beside, CrFacts};
+    use crate::kubernaut_api::facts::{Beside, CrFacts};
 
     fn phase(name: &str, started: bool) -> ProcessingPhase {
         ProcessingPhase {

@@ -1,6 +1,6 @@
 //! What the webhook decides, as plain functions over plain data: no I/O here.
 //!
-//! The HTTP layer parses an AdmissionReview into a [`Review`], asks [`mutate`] or
+//! The HTTP layer parses an AdmissionReview ([`super::review`]) into a [`Review`], asks [`mutate`] or
 //! [`validate`], and performs what the verdict asks for. A review body is never trusted for
 //! what is stored: anyone who can reach the port can post one. So before storing anything
 //! the webhook reads the live object from the API server and [`judge_live`] decides whether
@@ -13,248 +13,13 @@
 //! | `RecordBreakGlassThenAllow` (break-glass removal) | reads the live object; [`judge_live`]; by [`break_glass_path`]: from the API server (client certificate), stores the break-glass event, then the `forced` record; from an unauthenticated peer, stores an unconfirmed claim, then the live object's deletion record | [`break_glass_verdict`], [`claim_verdict`] |
 //! | `AllowIfRecordHeld` (the controller's identity removes the finalizer) | this process's confirmed set (uid and resourceVersion), else reads the live object; [`judge_live`]; stores its record (amending a different one under the uid, alarmed) | [`record_check_verdict`] |
 
-use std::collections::BTreeMap;
-
-use serde::Deserialize;
-
 use crate::crd::{add_finalizer_patch, has_finalizer, ListGuard, SignalProcessing, FINALIZER};
 
-pub const API_VERSION: &str = "admission.k8s.io/v1";
-pub const KIND: &str = "AdmissionReview";
-
-/// Why a body is not an AdmissionReview we can answer (answered with HTTP 400).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct BadReview(pub String);
-
-fn bad(msg: impl Into<String>) -> BadReview {
-    BadReview(msg.into())
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
-    Create,
-    Update,
-    Delete,
-    Connect,
-}
-
-impl Operation {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Create => "CREATE",
-            Self::Update => "UPDATE",
-            Self::Delete => "DELETE",
-            Self::Connect => "CONNECT",
-        }
-    }
-}
-
-/// The parts of an admission request the decisions need.
-#[derive(Debug, Clone)]
-pub struct Review {
-    pub uid: String,
-    pub operation: Operation,
-    /// request.namespace and request.name: where the live object is read.
-    pub namespace: String,
-    pub name: String,
-    pub username: String,
-    pub groups: Vec<String>,
-    /// userInfo.extra, whole (see [`crate::audit::break_glass::BreakGlassEvent::extra`]).
-    pub extra: BTreeMap<String, Vec<String>>,
-    pub dry_run: bool,
-    /// Present only when the request is about a SignalProcessing.
-    pub object: Option<ReviewObject>,
-    pub old_object: Option<ReviewObject>,
-    /// False for any other resource: those are allowed unchanged.
-    pub is_signalprocessing: bool,
-}
-
-/// What the decisions read of a review's object or oldObject: its metadata's identity,
-/// finalizers and deletion. Everything else in the object (spec, status, labels, annotations,
-/// managedFields) is skipped while decoding, never built, so a review of the largest object
-/// the API server holds costs its bytes, not their expansion. What is stored is built from the
-/// live object, never from a review.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct ReviewObject {
-    #[serde(default)]
-    pub metadata: ReviewMeta,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ReviewMeta {
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub namespace: Option<String>,
-    #[serde(default)]
-    pub uid: Option<String>,
-    #[serde(default)]
-    pub resource_version: Option<String>,
-    #[serde(default)]
-    pub finalizers: Option<Vec<String>>,
-    #[serde(default)]
-    pub deletion_timestamp: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
-}
-
-impl ReviewObject {
-    pub fn has_finalizer(&self) -> bool {
-        has_finalizer(self.metadata.finalizers.as_deref())
-    }
-
-    pub fn is_deleting(&self) -> bool {
-        self.metadata.deletion_timestamp.is_some()
-    }
-}
-
-/// Decodes `request.object` (`request.oldObject`), naming the field when it is not one.
-fn review_object<'de, D: serde::Deserializer<'de>>(field: &str, d: D) -> Result<Option<ReviewObject>, D::Error> {
-    use serde::de::Error;
-    Option::<ReviewObject>::deserialize(d).map_err(|e| D::Error::custom(format!("{field} is not a SignalProcessing: {e}")))
-}
-
-fn object_field<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<ReviewObject>, D::Error> {
-    review_object("request.object", d)
-}
-
-fn old_object_field<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<ReviewObject>, D::Error> {
-    review_object("request.oldObject", d)
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WireReview {
-    api_version: Option<String>,
-    kind: Option<String>,
-    request: Option<WireRequest>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WireRequest {
-    uid: Option<String>,
-    kind: Option<WireGvk>,
-    operation: Option<String>,
-    #[serde(default)]
-    namespace: Option<String>,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    user_info: WireUser,
-    #[serde(default)]
-    dry_run: Option<bool>,
-    /// Decoded as the object of any kind would be: only a SignalProcessing's is looked at.
-    #[serde(default, deserialize_with = "object_field")]
-    object: Option<ReviewObject>,
-    #[serde(default, deserialize_with = "old_object_field")]
-    old_object: Option<ReviewObject>,
-}
-
-#[derive(Deserialize)]
-struct WireGvk {
-    #[serde(default)]
-    group: String,
-    #[serde(default)]
-    kind: String,
-}
-
-#[derive(Deserialize, Default)]
-struct WireUser {
-    #[serde(default)]
-    username: Option<String>,
-    #[serde(default)]
-    groups: Option<Vec<String>>,
-    #[serde(default)]
-    extra: Option<BTreeMap<String, Vec<String>>>,
-}
-
-/// A review body decoded into `T` (empty or malformed bodies named as such).
-fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, BadReview> {
-    if body.is_empty() {
-        return Err(bad("empty body: expected an admission.k8s.io/v1 AdmissionReview"));
-    }
-    serde_json::from_slice(body).map_err(|e| bad(format!("malformed AdmissionReview JSON: {e}")))
-}
-
-fn check_envelope(api_version: Option<&str>, kind: Option<&str>) -> Result<(), BadReview> {
-    if api_version != Some(API_VERSION) {
-        return Err(bad(format!(
-            "apiVersion must be {API_VERSION}, got {}",
-            api_version.unwrap_or("nothing")
-        )));
-    }
-    if kind != Some(KIND) {
-        return Err(bad(format!("kind must be {KIND}, got {}", kind.unwrap_or("nothing"))));
-    }
-    Ok(())
-}
-
-fn operation(op: Option<&str>) -> Result<Operation, BadReview> {
-    match op {
-        Some("CREATE") => Ok(Operation::Create),
-        Some("UPDATE") => Ok(Operation::Update),
-        Some("DELETE") => Ok(Operation::Delete),
-        Some("CONNECT") => Ok(Operation::Connect),
-        other => Err(bad(format!(
-            "request.operation must be CREATE, UPDATE, DELETE or CONNECT, got {other:?}"
-        ))),
-    }
-}
-
-fn is_signalprocessing(group: &str, kind: &str) -> bool {
-    group == "kubernaut.ai" && kind == "SignalProcessing"
-}
-
-/// Parses an `admission.k8s.io/v1` AdmissionReview request body.
-pub fn parse_review(body: &[u8]) -> Result<Review, BadReview> {
-    let wire: WireReview = decode(body)?;
-    check_envelope(wire.api_version.as_deref(), wire.kind.as_deref())?;
-    let req = wire.request.ok_or_else(|| bad("AdmissionReview has no request"))?;
-    let uid = req.uid.filter(|u| !u.is_empty()).ok_or_else(|| bad("request.uid is missing"))?;
-    let operation = operation(req.operation.as_deref())?;
-    let is_signalprocessing = req.kind.as_ref().is_some_and(|k| is_signalprocessing(&k.group, &k.kind));
-    let (mut object, mut old_object) = (None, None);
-    if is_signalprocessing {
-        let needs_object = matches!(operation, Operation::Create | Operation::Update);
-        let needs_old = matches!(operation, Operation::Update | Operation::Delete);
-        object = required(req.object, "request.object", needs_object)?;
-        old_object = required(req.old_object, "request.oldObject", needs_old)?;
-    }
-    let meta = |f: fn(&ReviewObject) -> Option<&String>| old_object.as_ref().or(object.as_ref()).and_then(f).cloned();
-    Ok(Review {
-        uid,
-        operation,
-        namespace: req
-            .namespace
-            .filter(|n| !n.is_empty())
-            .or_else(|| meta(|o| o.metadata.namespace.as_ref()))
-            .unwrap_or_default(),
-        name: req
-            .name
-            .filter(|n| !n.is_empty())
-            .or_else(|| meta(|o| o.metadata.name.as_ref()))
-            .unwrap_or_default(),
-        username: req.user_info.username.unwrap_or_default(),
-        groups: req.user_info.groups.unwrap_or_default(),
-        extra: req.user_info.extra.unwrap_or_default(),
-        dry_run: req.dry_run.unwrap_or(false),
-        object,
-        old_object,
-        is_signalprocessing,
-    })
-}
-
-fn required(object: Option<ReviewObject>, field: &str, required: bool) -> Result<Option<ReviewObject>, BadReview> {
-    match object {
-        None if required => Err(bad(format!("{field} is missing"))),
-        other => Ok(other),
-    }
-}
+use super::review::{self, bad, check_envelope, decode, is_signalprocessing, operation, BadReview, Operation, Review};
 
 /// The mutating path's view of a review: only what [`mutate`] decides on, decoded straight
 /// from the body without building the object (the hot path of every CREATE in the cluster).
-/// The same structural checks as [`parse_review`]; the object's metadata must still decode
+/// The same structural checks as [`review::parse_review`]; the object's metadata must still decode
 /// (a malformed finalizer list is refused), the rest of it is skipped, not checked: the
 /// API server validates the object against the CRD schema after mutation anyway.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -263,52 +28,6 @@ pub struct MutateReview {
     pub operation: Operation,
     /// The base64 of the JSON Patch to answer with, or None to allow unchanged.
     pub patch: Option<&'static str>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct MutateWire<'a> {
-    #[serde(borrow, default)]
-    api_version: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
-    kind: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
-    request: Option<MutateWireRequest<'a>>,
-}
-
-#[derive(Deserialize)]
-struct MutateWireRequest<'a> {
-    #[serde(borrow, default)]
-    uid: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
-    kind: Option<MutateGvk<'a>>,
-    #[serde(borrow, default)]
-    operation: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default)]
-    object: Option<MetadataOnly>,
-}
-
-#[derive(Deserialize)]
-struct MutateGvk<'a> {
-    #[serde(borrow, default)]
-    group: std::borrow::Cow<'a, str>,
-    #[serde(borrow, default)]
-    kind: std::borrow::Cow<'a, str>,
-}
-
-#[derive(Deserialize)]
-struct MetadataOnly {
-    #[serde(default)]
-    metadata: MetadataFields,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct MetadataFields {
-    #[serde(default)]
-    finalizers: Option<Vec<String>>,
-    #[serde(default)]
-    deletion_timestamp: Option<serde::de::IgnoredAny>,
 }
 
 /// The two patches [`mutate`] can answer (to an absent or empty list, and to any other list),
@@ -325,10 +44,10 @@ fn encoded_patches() -> &'static (String, String) {
     })
 }
 
-/// Parses a review for the mutating path and decides it: [`parse_review`] + [`mutate`] without
+/// Parses a review for the mutating path and decides it: [`review::parse_review`] + [`mutate`] without
 /// the object model.
 pub fn parse_mutate(body: &[u8]) -> Result<MutateReview, BadReview> {
-    let wire: MutateWire = decode(body)?;
+    let wire: review::MutateWire = decode(body)?;
     check_envelope(wire.api_version.as_deref(), wire.kind.as_deref())?;
     let req = wire.request.ok_or_else(|| bad("AdmissionReview has no request"))?;
     let uid = req.uid.filter(|u| !u.is_empty()).ok_or_else(|| bad("request.uid is missing"))?;
@@ -338,8 +57,7 @@ pub fn parse_mutate(body: &[u8]) -> Result<MutateReview, BadReview> {
     if is_signalprocessing && matches!(operation, Operation::Create | Operation::Update) {
         let meta = req.object.ok_or_else(|| bad("request.object is missing"))?.metadata;
         let finalizers = meta.finalizers.unwrap_or_default();
-        // A deleting object may only lose finalizers; adding one would be refused and would stall deletion.
-        if meta.deletion_timestamp.is_none() && !finalizers.iter().any(|f| f == FINALIZER) {
+        if adds_finalizer(is_signalprocessing, operation, meta.deletion_timestamp.is_some(), &finalizers) {
             let (new_list, append) = encoded_patches();
             patch = Some(if finalizers.is_empty() {
                 new_list.as_str()
@@ -355,17 +73,25 @@ pub fn parse_mutate(body: &[u8]) -> Result<MutateReview, BadReview> {
     })
 }
 
+/// Whether the mutating webhook adds the finalizer: to a SignalProcessing being created or
+/// updated that is not deleting and does not carry it. The one rule both [`parse_mutate`] (the
+/// fast path serve runs) and [`mutate`] (over a fully parsed [`Review`]) apply.
+pub fn adds_finalizer(is_signalprocessing: bool, operation: Operation, deleting: bool, finalizers: &[String]) -> bool {
+    // A deleting object may only lose finalizers; adding one would be refused and would stall deletion.
+    is_signalprocessing && matches!(operation, Operation::Create | Operation::Update) && !deleting && !has_finalizer(Some(finalizers))
+}
+
 /// The JSON Patch that adds our finalizer, or None when nothing must change.
 pub fn mutate(review: &Review) -> Option<json_patch::Patch> {
-    if !review.is_signalprocessing || !matches!(review.operation, Operation::Create | Operation::Update) {
-        return None;
-    }
     let obj = review.object.as_ref()?;
-    // A deleting object may only lose finalizers; adding one would be refused and would stall deletion.
-    if obj.is_deleting() || obj.has_finalizer() {
-        return None;
-    }
-    Some(add_finalizer_patch(obj.metadata.finalizers.as_deref(), ListGuard::None))
+    let finalizers = obj.metadata.finalizers.as_deref();
+    adds_finalizer(
+        review.is_signalprocessing,
+        review.operation,
+        obj.is_deleting(),
+        finalizers.unwrap_or_default(),
+    )
+    .then(|| add_finalizer_patch(finalizers, ListGuard::None))
 }
 
 /// Who may take the finalizer off a deleting object.
@@ -706,6 +432,7 @@ pub fn store_unavailable_message(err: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::webhook::review::{parse_review, API_VERSION, KIND};
     use serde_json::{json, Value};
 
     fn sp(finalizers: Option<Vec<&str>>, deleting: bool) -> Value {

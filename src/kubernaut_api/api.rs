@@ -10,10 +10,11 @@ use serde_json::Value;
 
 use super::matching::{self, find_record, Found};
 use super::payload::{amendment, break_glass_event_for, event_for, EVENT_TYPE};
-use super::queue::{self, Step};
+use super::queue::Step;
+use super::KubernautApi;
 use crate::audit::break_glass::BreakGlassEvent;
 use crate::audit::SignalProcessingAudit;
-use crate::client::{BatchOutcome, ClientError, DataStorageClient, FailureKind, Stored};
+use crate::client::{BatchOutcome, ClientError, FailureKind, Stored};
 
 const EVENTS_PATH: &str = "/api/v1/audit/events";
 const EVENTS_BATCH_PATH: &str = "/api/v1/audit/events/batch";
@@ -36,16 +37,11 @@ struct Pagination {
     has_more: bool,
 }
 
-impl DataStorageClient {
-    fn queue(&self) -> Result<&queue::QueuedEvents, ClientError> {
-        self.queued_events()
-            .ok_or_else(|| ClientError::permanent("the events API is used only in --datastorage-api events mode"))
-    }
-
+impl KubernautApi {
     /// Notes what a failed write says about the queue: a 202 (or a write whose answer never
     /// came, which may have been queued) marks `uids` as queued; any trouble delays re-POSTs.
     fn after_failed_write(&self, uids: &[&str], e: &ClientError, now: DateTime<Utc>) {
-        let Some(q) = self.queued_events() else { return };
+        let q = &self.queued;
         match e.kind {
             FailureKind::Queued | FailureKind::NoAnswer => {
                 for uid in uids {
@@ -69,7 +65,8 @@ impl DataStorageClient {
                 ("offset", all.len().to_string()),
             ];
             let found = self
-                .get_json(self.url(EVENTS_PATH, &[])?, &query, "querying existing events")
+                .http
+                .get_json(self.http.url(EVENTS_PATH, &[])?, &query, "querying existing events")
                 .await
                 .inspect_err(|e| self.after_failed_write(&[], e, Utc::now()))?;
             let page: EventsPage = serde_json::from_value(found.unwrap_or(Value::Null))
@@ -85,7 +82,7 @@ impl DataStorageClient {
 
     /// POSTs one event of the CR `uid` if the 202 rule allows it.
     async fn post_event(&self, uid: &str, body: Value, now: DateTime<Utc>) -> Result<Stored, ClientError> {
-        if let Step::Wait { queued_at, repost_at } = self.queue()?.step(uid, now) {
+        if let Step::Wait { queued_at, repost_at } = self.queued.step(uid, now) {
             return Err(ClientError::of(
                 FailureKind::Queued,
                 format!(
@@ -94,7 +91,7 @@ impl DataStorageClient {
                 ),
             ));
         }
-        match self.post(self.url(EVENTS_PATH, &[])?, &body, false).await {
+        match self.http.post(self.http.url(EVENTS_PATH, &[])?, &body, false).await {
             Ok((stored, _)) => Ok(stored),
             Err(e) => {
                 self.after_failed_write(&[uid], &e, now);
@@ -108,7 +105,7 @@ impl DataStorageClient {
         let ours = event_for(record, now);
         match find_record(&self.events_of(&record.remediation_id).await?, &ours) {
             Found::Same => {
-                self.queue()?.clear(&record.id);
+                self.queued.clear(&record.id);
                 Ok(Stored::AlreadyStored)
             }
             Found::Different(existing) => Ok(Stored::Conflict { existing }),
@@ -122,7 +119,7 @@ impl DataStorageClient {
         let ours = event_for(record, now);
         match find_record(&self.events_of(&record.remediation_id).await?, &ours) {
             Found::Same => {
-                self.queue()?.clear(&record.id);
+                self.queued.clear(&record.id);
                 Ok(Stored::AlreadyStored)
             }
             Found::Different(existing) => self.post_event(&record.id, amendment(ours, &existing), now).await,
@@ -144,7 +141,8 @@ impl DataStorageClient {
     ) -> Result<Stored, ClientError> {
         let now = Utc::now();
         match self
-            .post(self.url(EVENTS_PATH, &[])?, &break_glass_event_for(event, forced), false)
+            .http
+            .post(self.http.url(EVENTS_PATH, &[])?, &break_glass_event_for(event, forced), false)
             .await
         {
             Ok((stored, _)) => Ok(stored),
@@ -157,7 +155,7 @@ impl DataStorageClient {
 
     pub(crate) async fn events_store_batch(&self, records: &[SignalProcessingAudit]) -> Result<BatchOutcome, ClientError> {
         let now = Utc::now();
-        let q = self.queue()?;
+        let q = &self.queued;
         let mut outcome = BatchOutcome::default();
         let mut pages: HashMap<&str, Vec<Value>> = HashMap::new();
         let mut posting: Vec<(&str, Value)> = Vec::new();
@@ -189,7 +187,7 @@ impl DataStorageClient {
         }
         let uids: Vec<&str> = posting.iter().map(|(id, _)| *id).collect();
         let body = Value::Array(posting.into_iter().map(|(_, ev)| ev).collect());
-        match self.post(self.url(EVENTS_BATCH_PATH, &[])?, &body, false).await {
+        match self.http.post(self.http.url(EVENTS_BATCH_PATH, &[])?, &body, false).await {
             Ok(_) => outcome.stored.extend(uids.iter().map(|s| s.to_string())),
             Err(e) => {
                 self.after_failed_write(&uids, &e, now);

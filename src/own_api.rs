@@ -1,0 +1,241 @@
+//! audit-guard's own Data Storage API (`--datastorage-api signal-processing`): records under
+//! `/api/v1/audit/signal-processing` (one, a batch, amendments), break-glass events and
+//! claims. Idempotent by record id: a 409 says whether the stored content is identical.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use serde_json::Value;
+
+use crate::audit::break_glass::BreakGlassEvent;
+use crate::audit::SignalProcessingAudit;
+use crate::client::{failure, unreachable, BatchOutcome, ClaimConfirmation, ClientError, DataStorageClient, Stored};
+use crate::sink::RecordSink;
+use crate::writer::BatchSink;
+
+pub(crate) const SP_PATH: &str = "/api/v1/audit/signal-processing";
+const SP_BATCH_PATH: &str = "/api/v1/audit/signal-processing/batch";
+const BREAK_GLASS_PATH: &str = "/api/v1/audit/break-glass-events";
+const CLAIMS_PATH: &str = "/api/v1/audit/break-glass-claims";
+const CONFIRMATIONS_PATH: &str = "/api/v1/audit/break-glass-claims/confirmations";
+
+pub struct OwnApi {
+    http: DataStorageClient,
+}
+
+impl OwnApi {
+    pub fn new(http: DataStorageClient) -> Self {
+        Self { http }
+    }
+
+    /// Stores one record: created, already stored with the same content, or a conflict.
+    pub async fn store_one(&self, record: &SignalProcessingAudit) -> Result<Stored, ClientError> {
+        Ok(self.http.post(self.http.url(SP_PATH, &[])?, &to_json(record)?, true).await?.0)
+    }
+
+    /// Stores `record` as an amendment of the different record already held under its id:
+    /// append-only, both stay visible. Created, or AlreadyStored when a retry finds this very
+    /// content already there; anything else is an error.
+    pub async fn amend(&self, record: &SignalProcessingAudit) -> Result<Stored, ClientError> {
+        let url = self.http.url(SP_PATH, &[&record.id, "amendments"])?;
+        match self.http.post(url, &to_json(record)?, true).await?.0 {
+            Stored::Conflict { .. } => Err(ClientError::permanent(format!(
+                "Data Storage refused the amendment of {} as a conflict",
+                record.id
+            ))),
+            stored => Ok(stored),
+        }
+    }
+
+    /// Whether Data Storage holds a record under `id`.
+    pub async fn record_held(&self, id: &str) -> Result<bool, ClientError> {
+        let found = self
+            .http
+            .get_json(self.http.url(SP_PATH, &[id])?, &[], &format!("looking up record {id}"))
+            .await?;
+        Ok(found.is_some())
+    }
+
+    /// Stores a break-glass event (the forced record is stored on its own).
+    pub async fn store_break_glass(&self, event: &BreakGlassEvent) -> Result<Stored, ClientError> {
+        let body = serde_json::to_value(event).map_err(|e| ClientError::transient(e.to_string()))?;
+        Ok(self.http.post(self.http.url(BREAK_GLASS_PATH, &[])?, &body, true).await?.0)
+    }
+
+    /// Stores an unconfirmed break-glass claim (a review from a peer not proven to be the API
+    /// server).
+    pub async fn store_claim(&self, claim: &BreakGlassEvent) -> Result<Stored, ClientError> {
+        let body = serde_json::to_value(claim).map_err(|e| ClientError::transient(e.to_string()))?;
+        Ok(self.http.post(self.http.url(CLAIMS_PATH, &[])?, &body, true).await?.0)
+    }
+
+    /// Reports that the finalizer of SignalProcessing `uid` was seen removed by someone other
+    /// than this controller; Data Storage confirms its one claim, if it holds exactly one.
+    pub async fn confirm_removal(&self, uid: &str, observed_at: DateTime<Utc>) -> Result<ClaimConfirmation, ClientError> {
+        let body = serde_json::json!({ "uid": uid, "observed_at": observed_at });
+        let result = async {
+            let resp = self
+                .http
+                .request(reqwest::Method::POST, self.http.url(CONFIRMATIONS_PATH, &[])?)
+                .await?
+                .json(&body)
+                .send()
+                .await
+                .map_err(unreachable)?;
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap_or_default();
+            match status {
+                200 | 201 => Ok(ClaimConfirmation::Confirmed),
+                404 => Ok(ClaimConfirmation::NoClaim),
+                409 => {
+                    let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                    let ids = answer["existing"]["ambiguous"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                        .unwrap_or_default();
+                    Ok(ClaimConfirmation::Ambiguous(ids))
+                }
+                _ => Err(failure(status, &text.chars().take(300).collect::<String>())),
+            }
+        }
+        .await;
+        self.http.observe(result.as_ref().map(|_| ()));
+        result
+    }
+
+    /// Stores a batch (the buffered writer's path) and says, per record, what happened.
+    pub async fn store_batch(&self, records: &[SignalProcessingAudit]) -> Result<BatchOutcome, ClientError> {
+        if records.is_empty() {
+            return Ok(BatchOutcome::default());
+        }
+        let body = serde_json::to_value(records).map_err(|e| ClientError::transient(e.to_string()))?;
+        let (_, answer) = self.http.post(self.http.url(SP_BATCH_PATH, &[])?, &body, true).await?;
+        Ok(batch_outcome(&answer, records))
+    }
+}
+
+impl BatchSink for OwnApi {
+    fn store_batch<'a>(&'a self, records: &'a [SignalProcessingAudit]) -> BoxFuture<'a, Result<BatchOutcome, ClientError>> {
+        Box::pin(OwnApi::store_batch(self, records))
+    }
+    fn store_one<'a>(&'a self, record: &'a SignalProcessingAudit) -> BoxFuture<'a, Result<Stored, ClientError>> {
+        Box::pin(OwnApi::store_one(self, record))
+    }
+    fn amend<'a>(&'a self, record: &'a SignalProcessingAudit) -> BoxFuture<'a, Result<Stored, ClientError>> {
+        Box::pin(OwnApi::amend(self, record))
+    }
+}
+
+impl RecordSink for OwnApi {
+    fn client(&self) -> &DataStorageClient {
+        &self.http
+    }
+
+    fn record_held<'a>(&'a self, id: &'a str, _remediation_id: &'a str) -> BoxFuture<'a, Result<bool, ClientError>> {
+        Box::pin(OwnApi::record_held(self, id))
+    }
+
+    fn store_break_glass<'a>(
+        &'a self,
+        event: &'a BreakGlassEvent,
+        _forced: &'a SignalProcessingAudit,
+    ) -> BoxFuture<'a, Result<Stored, ClientError>> {
+        Box::pin(OwnApi::store_break_glass(self, event))
+    }
+
+    fn store_claim<'a>(&'a self, claim: &'a BreakGlassEvent) -> BoxFuture<'a, Result<Option<Stored>, ClientError>> {
+        Box::pin(async move { OwnApi::store_claim(self, claim).await.map(Some) })
+    }
+
+    fn confirm_removal<'a>(&'a self, uid: &'a str, observed_at: DateTime<Utc>) -> BoxFuture<'a, Result<ClaimConfirmation, ClientError>> {
+        Box::pin(OwnApi::confirm_removal(self, uid, observed_at))
+    }
+
+    fn differing(&self, existing: &Value, record: &SignalProcessingAudit) -> Vec<String> {
+        crate::conflict::differing_fields(existing, record)
+    }
+
+    /// Every record is answered by Data Storage itself: deletions share batches.
+    fn groups_deletions(&self) -> bool {
+        true
+    }
+
+    fn unanswered_may_be_queued(&self) -> bool {
+        false
+    }
+
+    fn batch_sink(self: Arc<Self>) -> Arc<dyn BatchSink> {
+        self
+    }
+}
+
+fn to_json(record: &SignalProcessingAudit) -> Result<Value, ClientError> {
+    serde_json::to_value(record).map_err(|e| ClientError::transient(e.to_string()))
+}
+
+/// Sorts a batch answer's per-record results; a record without one is not confirmed.
+fn batch_outcome(answer: &Value, records: &[SignalProcessingAudit]) -> BatchOutcome {
+    let results = answer
+        .as_array()
+        .or_else(|| answer.get("results").and_then(Value::as_array))
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let result_of = |id: &str| {
+        results
+            .iter()
+            .find(|r| r.get("id").and_then(Value::as_str) == Some(id))
+            .and_then(|r| r.get("result").and_then(Value::as_str))
+    };
+    let mut outcome = BatchOutcome::default();
+    for r in records {
+        let id = r.id.clone();
+        match result_of(&r.id) {
+            Some("created" | "exists") => outcome.stored.push(id),
+            Some("conflict") => outcome.conflicts.push(id),
+            _ => outcome.unconfirmed.push(id),
+        }
+    }
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record(id: &str) -> SignalProcessingAudit {
+        serde_json::from_value(json!({
+            "id": id, "remediation_id": "rr", "signal_fingerprint": "fp", "processing_phases": [],
+            "completed_at": "2025-11-27T10:00:02Z", "status": "completed"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn batch_results_are_sorted_per_record_and_missing_ones_are_unconfirmed() {
+        let recs = [record("a"), record("b"), record("c")];
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let all = json!([{"id": "a", "result": "created"}, {"id": "b", "result": "exists"}, {"id": "c", "result": "conflict"}]);
+        let want = BatchOutcome {
+            stored: ids(&["a", "b"]),
+            conflicts: ids(&["c"]),
+            ..Default::default()
+        };
+        assert_eq!(batch_outcome(&all, &recs), want);
+        assert_eq!(batch_outcome(&json!({ "results": all }), &recs), want);
+        // A result missing, unknown, or no per-record results at all: not counted as stored.
+        let partial = json!([{"id": "a", "result": "created"}, {"id": "b", "result": "maybe"}]);
+        assert_eq!(
+            batch_outcome(&partial, &recs),
+            BatchOutcome {
+                stored: ids(&["a"]),
+                unconfirmed: ids(&["b", "c"]),
+                ..Default::default()
+            }
+        );
+        for bare in [Value::Null, json!({}), json!({ "created": 3 })] {
+            assert_eq!(batch_outcome(&bare, &recs).unconfirmed, ids(&["a", "b", "c"]), "{bare}");
+        }
+    }
+}
