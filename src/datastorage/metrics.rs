@@ -25,6 +25,10 @@ declare! {
     /// Different records posted under a stored id (refused; the poster should amend).
     pub static CONFLICTS: IntCounter = counter("datastorage_record_conflicts_total", "Records posted under a stored id with different content (not stored)");
 
+    /// Records refused because their id is held by an id row with no stored record and no log
+    /// entry: written outside Data Storage; the record cannot be stored until an operator acts.
+    pub static BLOCKED_IDS: IntCounter = counter("datastorage_blocked_ids_total", "Records refused because their id is held by an id row with neither a stored record nor a log entry (written outside Data Storage)");
+
     pub static AMENDMENTS: IntCounter = counter("datastorage_amendments_total", "Amendments stored beside an original");
 
     pub static BREAK_GLASS_EVENTS: IntCounter = counter("datastorage_break_glass_events_total", "Break-glass events stored");

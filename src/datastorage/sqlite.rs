@@ -589,6 +589,10 @@ impl Store for SqliteStore {
         async move { Ok(MissingRecords::default()) }.boxed()
     }
 
+    fn bare_ids(&self, _sample: u32) -> BoxFuture<'_, DbResult<(u64, Vec<String>)>> {
+        async move { Ok((0, vec![])) }.boxed()
+    }
+
     fn insert_manifest<'a>(&'a self, m: &'a StoredManifest) -> BoxFuture<'a, DbResult<()>> {
         async move {
             sqlx::query("INSERT INTO export_manifests (export_id, created_at, created_by, manifest, signature) VALUES (?, ?, ?, ?, ?)")
