@@ -255,6 +255,26 @@ async fn the_owners_tampering_after_a_saved_checkpoint_is_named_by_verify_log_wi
         assert!(out.contains(&format!("the record {id:?}")), "{id}: {out}");
     }
 
+    // With entries removed no checkpoint is signed over the log: a new item waits, and the
+    // staleness gauges show it.
+    let gauge = |metrics: &str, name: &str| -> i64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name}: {metrics}"))
+    };
+    let metrics = || async { svc.http.get(svc.endpoint("/metrics")).send().await.unwrap().text().await.unwrap() };
+    assert_eq!(gauge(&metrics().await, "datastorage_log_oldest_pending_seconds"), 0);
+    let late = record("late-1", "fp", "production", "P1", &ago(5), json!("1s"));
+    assert_eq!(svc.post_json(BASE, &late).await.0, 201);
+    let start = Instant::now();
+    while gauge(&metrics().await, "datastorage_log_oldest_pending_seconds") < 2 {
+        assert!(start.elapsed() < Duration::from_secs(20), "{}", metrics().await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(gauge(&metrics().await, "datastorage_log_checkpoint_age_seconds") >= 2);
+
     // (c) A whole month's partition dropped.
     let month = (Utc::now() - chrono::Duration::days(62)).format("%Ym%m").to_string();
     as_owner(&owner, &[&format!("DROP TABLE signal_processing_audit_y{month}")]).await;

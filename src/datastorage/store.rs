@@ -705,6 +705,8 @@ pub trait Store: Send + Sync + 'static {
     fn log_round(&self, signer: Option<Arc<SignerKey>>, limit: u32) -> BoxFuture<'_, DbResult<Option<RoundReport>>>;
     /// Entries in the log.
     fn log_size(&self) -> BoxFuture<'_, DbResult<u64>>;
+    /// When the oldest pending entry was stored and the newest checkpoint signed.
+    fn log_lag(&self) -> BoxFuture<'_, DbResult<super::tlog::LogLag>>;
     /// Each complete tile among `tiles` (absent: not stored yet).
     fn log_tiles(&self, tiles: Vec<Tile>) -> BoxFuture<'_, DbResult<HashMap<Tile, Vec<u8>>>>;
     /// The entries at indexes `first..first + count` that exist, in order.
