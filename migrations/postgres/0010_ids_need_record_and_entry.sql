@@ -29,6 +29,11 @@ BEGIN
     EXECUTE format('ALTER FUNCTION signal_processing_audit_ids_complete() SET search_path = pg_catalog, %I, pg_temp', current_schema());
 END;
 $$;
+-- A transition table has no statistics: left to itself the planner hashes the whole partitioned
+-- record table for every batch (measured: 116 ms instead of 28 ms per 500-row batch at 120,000
+-- rows, growing with the table). Index probes per new id cost next to nothing (16.8 ms with the
+-- check, 16.9 ms without).
+ALTER FUNCTION signal_processing_audit_ids_complete() SET enable_hashjoin = off SET enable_mergejoin = off SET enable_seqscan = off;
 
 CREATE TRIGGER signal_processing_audit_ids_complete
     AFTER INSERT ON signal_processing_audit_ids
