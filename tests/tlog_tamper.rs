@@ -317,6 +317,7 @@ async fn the_owners_tampering_after_a_saved_checkpoint_is_named_by_verify_log_wi
             "{i} {id}: {out}"
         );
     }
+    println!("verify-log after the four changes:\n{out}");
     assert!(!std::fs::read(&saved).unwrap().is_empty());
     drop(svc);
     owner.close().await;
