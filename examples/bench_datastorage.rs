@@ -182,6 +182,8 @@ enum Field<'a> {
     I64(i64),
     /// Microseconds since 2000-01-01 UTC.
     Ts(chrono::DateTime<chrono::Utc>),
+    I16(i16),
+    Bytes(&'a [u8]),
 }
 
 impl BinaryCopy {
@@ -216,6 +218,14 @@ impl BinaryCopy {
                     b.extend_from_slice(&8i32.to_be_bytes());
                     b.extend_from_slice(&x.to_be_bytes());
                 }
+                Field::I16(x) => {
+                    b.extend_from_slice(&2i32.to_be_bytes());
+                    b.extend_from_slice(&x.to_be_bytes());
+                }
+                Field::Bytes(x) => {
+                    b.extend_from_slice(&(x.len() as i32).to_be_bytes());
+                    b.extend_from_slice(x);
+                }
                 Field::Ts(t) => {
                     let epoch_2000 = 946_684_800_000_000i64;
                     b.extend_from_slice(&8i32.to_be_bytes());
@@ -232,8 +242,9 @@ impl BinaryCopy {
 }
 
 /// Binary COPY of `n` rows shaped like the ingestion's (fresh ids) into the service's own tables
-/// — the id table and the partitioned record table, with their indexes and triggers — in one
-/// transaction from this client. Encoding happens before the clock starts. Records/s.
+/// — the partitioned record table, the log's queue and the id table, with their indexes and
+/// triggers (an id row needs its record and log entry first) — in one transaction from this
+/// client. Encoding happens before the clock starts. Records/s.
 async fn binary_copy_ceiling(url: &str, n: usize, prefix: &str) -> Result<f64> {
     let prepared: Vec<Prepared> = (0..n)
         .map(|i| {
@@ -241,14 +252,20 @@ async fn binary_copy_ceiling(url: &str, n: usize, prefix: &str) -> Result<f64> {
             Ok(Prepared::new(rec)?)
         })
         .collect::<Result<_>>()?;
+    let stored_at = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6);
+    let log = audit_guard::datastorage::tlog::record_entries(&prepared, stored_at)?;
     let mut ids = BinaryCopy::new();
     let mut rows = BinaryCopy::new();
+    let mut pending = BinaryCopy::new();
+    for e in &log {
+        pending.row(&[Field::I16(e.kind), Field::Text(&e.id), Field::Ts(stored_at), Field::Bytes(&e.entry)]);
+    }
     fn text(s: &Option<String>) -> Field<'_> {
         s.as_deref().map_or(Field::Null, Field::Text)
     }
     for p in &prepared {
         let r = &p.rec;
-        ids.row(&[Field::Text(&r.id), Field::Ts(r.completed_at)]);
+        ids.row(&[Field::Text(&r.id), Field::Ts(r.completed_at), Field::Ts(stored_at)]);
         rows.row(&[
             Field::Text(&r.id),
             Field::Text(&r.remediation_id),
@@ -276,9 +293,10 @@ async fn binary_copy_ceiling(url: &str, n: usize, prefix: &str) -> Result<f64> {
             // `record` is a json column: its binary form is the text itself.
             Field::Text(&p.record_text),
             p.anomalies_text.as_deref().map_or(Field::Null, Field::Jsonb),
+            Field::Ts(stored_at),
         ]);
     }
-    let (ids, rows) = (ids.finish(), rows.finish());
+    let (ids, rows, pending) = (ids.finish(), rows.finish(), pending.finish());
     let mut conn = sqlx::PgConnection::connect(url).await?;
     // The service's own session setting, so both paths store the rows the same way.
     sqlx::query("SET default_toast_compression = 'lz4'").execute(&mut conn).await?;
@@ -286,20 +304,25 @@ async fn binary_copy_ceiling(url: &str, n: usize, prefix: &str) -> Result<f64> {
     let mut tx = sqlx::Connection::begin(&mut conn).await?;
     let c: &mut sqlx::PgConnection = &mut tx;
     let mut copy = c
-        .copy_in_raw("COPY signal_processing_audit_ids (id, completed_at) FROM STDIN WITH (FORMAT binary)")
-        .await?;
-    copy.send(ids).await?;
-    copy.finish().await?;
-    let mut copy = c
         .copy_in_raw(
             "COPY signal_processing_audit (id, remediation_id, signal_fingerprint, processing_phases, enrichment_quality, \
              enrichment_sources, context_size_bytes, environment, confidence, business_criticality, sla_requirement, priority, \
              priority_score, routed_to_service, routing_priority, completed_at, status, error_message, namespace, name, uid, \
-             trigger, deleted_at, record, anomalies) FROM STDIN WITH (FORMAT binary)",
+             trigger, deleted_at, record, anomalies, stored_at) FROM STDIN WITH (FORMAT binary)",
         )
         .await?;
     copy.send(rows).await?;
     let copied = copy.finish().await?;
+    let mut copy = c
+        .copy_in_raw("COPY tlog_pending (kind, item_id, stored_at, entry) FROM STDIN WITH (FORMAT binary)")
+        .await?;
+    copy.send(pending).await?;
+    copy.finish().await?;
+    let mut copy = c
+        .copy_in_raw("COPY signal_processing_audit_ids (id, completed_at, stored_at) FROM STDIN WITH (FORMAT binary)")
+        .await?;
+    copy.send(ids).await?;
+    copy.finish().await?;
     tx.commit().await?;
     let elapsed = start.elapsed();
     if copied != n as u64 {

@@ -150,6 +150,13 @@ pub struct VerifyLogArgs {
     /// Write the latest checkpoint here once it checks, to pass as --checkpoint next time.
     #[arg(long)]
     pub save: Option<PathBuf>,
+    /// Hold the log against this NDJSON export (checked with verify-export) instead of an export
+    /// fetched now: every item it holds must have its entry, every entry its item.
+    #[arg(long)]
+    pub export: Option<PathBuf>,
+    /// Entries of months older than this may have lost their items to retention; 0: none may.
+    #[arg(long, default_value_t = 0)]
+    pub retention_months: u32,
     #[command(flatten)]
     pub api: ApiArgs,
 }

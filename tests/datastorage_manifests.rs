@@ -54,6 +54,25 @@ fn the_deployment_serves_tls_and_reads_secrets_from_files() {
     );
     let mounts = serde_yaml::to_string(&main["volumeMounts"]).unwrap();
     assert!(!mounts.contains("db-owner"), "the service never sees the owner's URL");
+    // The log's checkpoint key, from a Secret of its own, mounted where the flag reads it.
+    assert!(
+        args.contains(&"--log-signing-key-file=/etc/audit-guard/log/log.key".to_string()),
+        "{args:?}"
+    );
+    let log_mount = main["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == "/etc/audit-guard/log")
+        .expect("the log key is mounted");
+    let log_volume = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == log_mount["name"])
+        .unwrap();
+    assert_eq!(log_volume["secret"]["secretName"], "audit-guard-datastorage-log-key");
+    assert!(log_volume["secret"].get("optional").is_none(), "no key, no start: nothing unsigned");
 
     let init = &pod["initContainers"][0];
     let init_args = strings(&init["args"]);

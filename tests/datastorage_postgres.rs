@@ -434,15 +434,27 @@ async fn retention_drops_whole_old_partitions_and_only_those() {
     let claims_old = record("r-claims-old", "ancient", "production", "P0", &ancient.to_rfc3339(), json!("1s"));
     let (st, _, body) = d.svc.post_json(BASE, &claims_old).await;
     assert_eq!(st, 201, "{body}");
-    // A record stored 800 days ago (written as the owner: the service stores at its own now).
+    // A record stored 800 days ago (written as the owner: the service stores at its own now),
+    // with its log entry, as an id row needs.
     let old = record("r-old", "ancient", "production", "P0", &ancient.to_rfc3339(), json!("1s"));
+    let entry = audit_guard::evidence::entry::Entry::new(
+        audit_guard::evidence::entry::Kind::Record,
+        "r-old",
+        "r-old",
+        ancient,
+        old.to_string().as_bytes(),
+    )
+    .encode()
+    .unwrap();
     sqlx::query(
-        "WITH ids AS (INSERT INTO signal_processing_audit_ids (id, completed_at, stored_at) VALUES ('r-old', $1, $1)) \
+        "WITH ids AS (INSERT INTO signal_processing_audit_ids (id, completed_at, stored_at) VALUES ('r-old', $1, $1)), \
+         pending AS (INSERT INTO tlog_pending (kind, item_id, stored_at, entry) VALUES (1, 'r-old', $1, $3)) \
          INSERT INTO signal_processing_audit (id, remediation_id, signal_fingerprint, processing_phases, completed_at, status, \
          record, stored_at) VALUES ('r-old', 'rr', 'ancient', '[]', $1, 'completed', $2::json, $1)",
     )
     .bind(ancient)
     .bind(old.to_string())
+    .bind(entry)
     .execute(&d.pool)
     .await
     .unwrap();
@@ -566,4 +578,104 @@ async fn database_gone_gives_500_problem_and_not_ready() {
     assert_eq!(svc.http.get(svc.endpoint("/healthz")).send().await.unwrap().status(), 200);
     let metrics = svc.http.get(svc.endpoint("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("datastorage_errors_total{kind=\"database\"} 1"), "{metrics}");
+}
+
+/// The runtime role cannot claim an id with nothing behind it: an id row needs its record and
+/// its log entry in the same statement. A bare row planted anyway (by the owner, the guard
+/// switched off — or left from before the guard) makes the record's POST an alarm that names
+/// it, and `verify` names the row.
+#[tokio::test]
+async fn a_bare_id_row_is_refused_for_the_runtime_role_and_an_alarm_when_planted() {
+    let d = deployed().await;
+    store_five(&d.svc).await;
+    let planted = record("planted-1", "fp", "production", "P1", &ago(60), json!("1s"));
+    let refused = [
+        "INSERT INTO signal_processing_audit_ids (id, completed_at) VALUES ('planted-1', now())".to_string(),
+        // With a record but no log entry.
+        "WITH ids AS (INSERT INTO signal_processing_audit_ids (id, completed_at, stored_at) VALUES ('planted-1', now(), now())) \
+         INSERT INTO signal_processing_audit (id, remediation_id, signal_fingerprint, processing_phases, completed_at, status, \
+         record, stored_at) VALUES ('planted-1', 'rr', 'fp', '[]', now(), 'completed', '{}', now())"
+            .into(),
+        // With a log entry but no record.
+        "WITH ids AS (INSERT INTO signal_processing_audit_ids (id, completed_at, stored_at) VALUES ('planted-1', now(), now())) \
+         INSERT INTO tlog_pending (kind, item_id, stored_at, entry) VALUES (1, 'planted-1', now(), '\\x00')"
+            .into(),
+    ];
+    for sql in &refused {
+        let err = sqlx::raw_sql(sql).execute(&d.runtime).await.expect_err(sql);
+        let code = err.as_database_error().and_then(|e| e.code()).map(|c| c.to_string());
+        assert_eq!(code.as_deref(), Some("23514"), "{sql}: {err}");
+        assert!(err.to_string().contains("planted-1"), "{err}");
+    }
+    // Separate statements in one transaction are refused too (the first one already).
+    let mut tx = d.runtime.begin().await.unwrap();
+    assert!(
+        sqlx::query("INSERT INTO signal_processing_audit_ids (id, completed_at) VALUES ('planted-1', now())")
+            .execute(&mut *tx)
+            .await
+            .is_err()
+    );
+    tx.rollback().await.unwrap();
+    assert_eq!(count(&d.pool, "signal_processing_audit_ids").await, 5);
+    let (st, _, body) = d.svc.post_json(BASE, &planted).await;
+    assert_eq!(st, 201, "the service's own path still stores: {body}");
+
+    // A bare row the guard did not see (the owner switched it off, or it predates the guard).
+    sqlx::raw_sql(
+        "ALTER TABLE signal_processing_audit_ids DISABLE TRIGGER signal_processing_audit_ids_complete; \
+         INSERT INTO signal_processing_audit_ids (id, completed_at) VALUES ('planted-2', now()); \
+         ALTER TABLE signal_processing_audit_ids ENABLE TRIGGER signal_processing_audit_ids_complete;",
+    )
+    .execute(&d.pool)
+    .await
+    .unwrap();
+    let blocked = record("planted-2", "fp", "production", "P1", &ago(60), json!("1s"));
+    let (st, _, p) = d.svc.post_json(BASE, &blocked).await;
+    assert_eq!(
+        (st, p["blocked"].clone(), p["identical"].clone()),
+        (409, json!(true), json!(false)),
+        "{p}"
+    );
+    let detail = p["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("\"planted-2\"") && detail.contains("uid planted-2") && detail.contains("no transparency-log entry"),
+        "{detail}"
+    );
+    let ok = record("fine-1", "fp", "production", "P1", &ago(60), json!("1s"));
+    let (st, _, v) = d.svc.post_json(&format!("{BASE}/batch"), &json!([ok, blocked])).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v,
+        json!([{"id": "fine-1", "result": "created"}, {"id": "planted-2", "result": "conflict", "blocked": true}])
+    );
+    // A record that exists with other content is still a plain conflict.
+    let mut other = planted.clone();
+    other["status"] = json!("failed");
+    let (st, _, p) = d.svc.post_json(BASE, &other).await;
+    assert_eq!((st, p.get("blocked")), (409, None), "{p}");
+    let metrics = d
+        .svc
+        .http
+        .get(d.svc.endpoint("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("datastorage_blocked_ids_total 2"), "{metrics}");
+    assert!(metrics.contains("datastorage_record_conflicts_total 1"), "{metrics}");
+
+    let (st, v) = d.svc.get_as(READER_TOKEN, &format!("{BASE}/verify")).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["result"], "broken", "{v:#}");
+    let bare: Vec<&serde_json::Value> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["problem"] == "bare_id")
+        .collect();
+    assert_eq!(bare.len(), 1, "{v:#}");
+    assert_eq!(bare[0]["id"], "planted-2");
+    d.finish().await;
 }

@@ -30,7 +30,7 @@ use crate::datastorage::store::{Store, TimeRange};
 use crate::datastorage::verify::{self, Verdict, VerifyOptions, VerifyReport};
 use crate::datastorage::{postgres, sqlite};
 use crate::evidence::note::{Checkpoint, SignerKey, VerifierKey, ALG_ED25519};
-use crate::evidence::tiles::{bundles_for_size, decode_bundle};
+use crate::evidence::tiles::{bundles_for_size, decode_bundle, tiles_for_size};
 
 pub async fn run(cmd: AuditorCommand) -> anyhow::Result<bool> {
     match cmd {
@@ -245,25 +245,52 @@ async fn verify_log_cmd(a: VerifyLogArgs) -> anyhow::Result<bool> {
     let log = crate::datastorage::tlog_api::LOG;
     let note = api.get(&format!("{log}/checkpoint")).await?.bytes().await?;
     let latest = open_checkpoint(&note, &key, "the served checkpoint")?;
+    let mut problems = vec![];
+    // Between equal sizes the proof is empty; a proof not served is a problem (and the
+    // judgement then finds the saved checkpoint unextended), not a reason to stop.
     let proof = match &saved {
-        Some(old) if old.size <= latest.size => {
-            let v: Value = api
-                .get_json(&format!("{log}/proof/consistency?old={}&new={}", old.size, latest.size))
-                .await?;
-            hashes_of(&v["proof"]).context("the consistency proof")?
+        Some(old) if old.size < latest.size => {
+            let got = api
+                .get_json::<Value>(&format!("{log}/proof/consistency?old={}&new={}", old.size, latest.size))
+                .await
+                .and_then(|v| hashes_of(&v["proof"]));
+            got.unwrap_or_else(|e| {
+                problems.push(format!("the consistency proof from the saved checkpoint is not served: {e:#}"));
+                vec![]
+            })
         }
         _ => vec![],
     };
-    // The size is the server's word: reserve a bounded amount, grow as entries arrive.
-    let mut entries = Vec::with_capacity(usize::try_from(latest.size).unwrap_or(0).min(1 << 20));
-    for b in bundles_for_size(latest.size) {
-        let data = api.get(&format!("{log}/{}", b.path())).await?.bytes().await?;
-        let got = decode_bundle(&data).with_context(|| b.path())?;
-        entries.extend(got.into_iter().map(<[u8]>::to_vec));
+    let entries = served_entries(&api, latest.size, &mut problems).await;
+    let leaves = stored_leaves(&api, latest.size, &mut problems).await;
+    let served = match &a.export {
+        Some(file) => std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?,
+        None => {
+            api.get(&format!("{}/export?format=ndjson", crate::datastorage::api::BASE))
+                .await?
+                .text()
+                .await?
+        }
+    };
+    let mut items = Vec::new();
+    for (n, line) in served.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        items.push(logcheck::expected_entry(line).map_err(|e| anyhow::anyhow!("the export's line {}: {e}", n + 1))?);
     }
-    let findings = logcheck::judge(&latest, &entries, saved.as_ref().map(|s| (s, proof.as_slice())));
+    let mut findings = logcheck::judge(
+        &latest,
+        &logcheck::contiguous(&entries),
+        saved.as_ref().map(|s| (s, proof.as_slice())),
+    );
+    findings.problems.extend(problems);
+    logcheck::compare_leaves(&entries, &leaves, &latest, &mut findings);
+    let retained_from = retention_start(Utc::now(), a.retention_months);
+    let cov = logcheck::cross_check(&entries, &items, retained_from, &mut findings);
     println!("{}", findings.summary());
-    for p in findings.problems.iter().skip(1).take(20) {
+    println!(
+        "served items: {} matched to their entries, {} stored before the log began, {} entries past the retention",
+        cov.matched, cov.before_log, cov.expired
+    );
+    for p in findings.problems.iter().skip(1).take(60) {
         println!("  {p}");
     }
     let ok = findings.problems.is_empty();
@@ -271,6 +298,100 @@ async fn verify_log_cmd(a: VerifyLogArgs) -> anyhow::Result<bool> {
         write_out(out, &note)?;
     }
     Ok(ok)
+}
+
+/// The first day of the month `months` back: entries stored before it may be gone (0: none).
+fn retention_start(now: DateTime<Utc>, months: u32) -> Option<DateTime<Utc>> {
+    use chrono::Datelike;
+    let first = now.date_naive().with_day(1)?;
+    let start = first.checked_sub_months(chrono::Months::new(months))?;
+    (months > 0).then(|| start.and_hms_opt(0, 0, 0).map(|t| t.and_utc())).flatten()
+}
+
+/// Every entry the log serves below `size`, with its index: whole bundles, and where a bundle
+/// is not served, each of its entries one by one (a log that lost some entries still shows the
+/// others); what is not served at all is a problem.
+async fn served_entries(api: &Api, size: u64, problems: &mut Vec<String>) -> Vec<(u64, Vec<u8>)> {
+    let log = crate::datastorage::tlog_api::LOG;
+    // The size is the server's word: reserve a bounded amount, grow as entries arrive.
+    let mut entries = Vec::with_capacity(usize::try_from(size).unwrap_or(0).min(1 << 20));
+    for b in bundles_for_size(size) {
+        let bundle = match api.get(&format!("{log}/{}", b.path())).await {
+            Ok(resp) => resp.bytes().await.map_err(anyhow::Error::from),
+            Err(e) => Err(e),
+        };
+        let decoded = bundle.and_then(|data| {
+            decode_bundle(&data)
+                .map(|got| got.into_iter().map(<[u8]>::to_vec).collect::<Vec<_>>())
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        });
+        match decoded {
+            Ok(got) => entries.extend((b.first()..).zip(got)),
+            Err(e) => {
+                problems.push(format!("entry bundle {} is not served whole: {e:#}", b.path()));
+                let mut unserved: Vec<(u64, String)> = vec![];
+                for i in b.first()..b.first() + u64::from(b.width) {
+                    match entry_at(api, i, size).await {
+                        Ok(e) => entries.push((i, e)),
+                        Err(e) => unserved.push((i, format!("{e:#}"))),
+                    }
+                }
+                if let (Some((first, why)), Some((last, _))) = (unserved.first(), unserved.last()) {
+                    problems.push(format!(
+                        "{} entries of the checkpoint's {size} are not served (indexes {first} to {last}): {why}",
+                        unserved.len()
+                    ));
+                }
+            }
+        }
+    }
+    entries
+}
+
+async fn entry_at(api: &Api, index: u64, size: u64) -> anyhow::Result<Vec<u8>> {
+    let log = crate::datastorage::tlog_api::LOG;
+    // Against the checkpoint's size, or — when the log holds fewer entries now — the smallest
+    // tree holding it (only the entry is wanted here).
+    let v: Value = match api.get_json(&format!("{log}/proof/inclusion?index={index}&size={size}")).await {
+        Ok(v) => v,
+        Err(_) => {
+            api.get_json(&format!("{log}/proof/inclusion?index={index}&size={}", index + 1))
+                .await?
+        }
+    };
+    let text = v["entry"].as_str().context("no entry in the answer")?;
+    Ok(base64::engine::general_purpose::STANDARD.decode(text)?)
+}
+
+/// The log's stored leaf hashes (its level-0 tiles) below `size`; None where not served.
+async fn stored_leaves(api: &Api, size: u64, problems: &mut Vec<String>) -> Vec<Option<[u8; 32]>> {
+    let log = crate::datastorage::tlog_api::LOG;
+    let mut leaves = vec![];
+    for t in tiles_for_size(size).into_iter().filter(|t| t.level == 0) {
+        let got = match api.get(&format!("{log}/{}", t.path())).await {
+            Ok(resp) => resp.bytes().await.map_err(anyhow::Error::from),
+            Err(e) => Err(e),
+        };
+        match got {
+            Ok(data) if data.len() == usize::from(t.width) * 32 => {
+                leaves.extend(data.chunks(32).map(|h| <[u8; 32]>::try_from(h).ok()));
+            }
+            Ok(data) => {
+                problems.push(format!(
+                    "tile {} holds {} bytes, not {}",
+                    t.path(),
+                    data.len(),
+                    usize::from(t.width) * 32
+                ));
+                leaves.extend(std::iter::repeat_n(None, usize::from(t.width)));
+            }
+            Err(e) => {
+                problems.push(format!("tile {} is not served: {e:#}", t.path()));
+                leaves.extend(std::iter::repeat_n(None, usize::from(t.width)));
+            }
+        }
+    }
+    leaves
 }
 
 /// Base64 hashes of a JSON array.

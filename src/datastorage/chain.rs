@@ -358,6 +358,9 @@ pub enum Problem {
     Unchained,
     /// An anchor (a head published earlier) is no longer in the chain as it was.
     AnchorMismatch,
+    /// An id row with neither a record, a chain link nor a log entry: written around the
+    /// service, it blocks its record's id for good.
+    BareId,
 }
 
 /// One thing verification found, with where it is.

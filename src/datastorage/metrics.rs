@@ -25,6 +25,17 @@ declare! {
     /// Different records posted under a stored id (refused; the poster should amend).
     pub static CONFLICTS: IntCounter = counter("datastorage_record_conflicts_total", "Records posted under a stored id with different content (not stored)");
 
+    /// Records refused because their id is held by an id row with no stored record and no log
+    /// entry: written outside Data Storage; the record cannot be stored until an operator acts.
+    pub static BLOCKED_IDS: IntCounter = counter("datastorage_blocked_ids_total", "Records refused because their id is held by an id row with neither a stored record nor a log entry (written outside Data Storage)");
+
+    /// Seconds the oldest stored item has waited for its log index (0: none waits). Items get
+    /// one within a sequencing interval; growth means sequencing fails.
+    pub static LOG_OLDEST_PENDING_SECONDS: IntGauge = gauge("datastorage_log_oldest_pending_seconds", "Seconds the oldest stored item has waited for its transparency-log index (0 when none waits)");
+
+    /// Seconds since the newest checkpoint was signed, while items wait (0 when none waits).
+    pub static LOG_CHECKPOINT_AGE_SECONDS: IntGauge = gauge("datastorage_log_checkpoint_age_seconds", "Seconds since the newest transparency-log checkpoint was signed, while items wait for the log (0 when none waits)");
+
     pub static AMENDMENTS: IntCounter = counter("datastorage_amendments_total", "Amendments stored beside an original");
 
     pub static BREAK_GLASS_EVENTS: IntCounter = counter("datastorage_break_glass_events_total", "Break-glass events stored");

@@ -1085,6 +1085,25 @@ impl Store for PgStore {
         self.page(EVENT_KEYSET, range, after, limit).boxed()
     }
 
+    fn bare_ids(&self, sample: u32) -> BoxFuture<'_, DbResult<(u64, Vec<String>)>> {
+        async move {
+            // Unchained (the chain index covers `chain_shard IS NULL`), no record, no entry.
+            const BARE: &str = "FROM signal_processing_audit_ids i WHERE i.chain_shard IS NULL \
+                 AND NOT EXISTS (SELECT 1 FROM signal_processing_audit a WHERE a.id = i.id AND a.stored_at = i.stored_at) \
+                 AND NOT EXISTS (SELECT 1 FROM tlog_pending p WHERE p.kind = 1 AND p.item_id = i.id) \
+                 AND NOT EXISTS (SELECT 1 FROM tlog_entries e WHERE e.kind = 1 AND e.item_id = i.id)";
+            let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) {BARE}"))
+                .fetch_one(&self.audit)
+                .await?;
+            let ids: Vec<String> = sqlx::query_scalar(&format!("SELECT i.id {BARE} ORDER BY i.id LIMIT $1"))
+                .bind(i64::from(sample))
+                .fetch_all(&self.audit)
+                .await?;
+            Ok((u64::try_from(n).unwrap_or(0), ids))
+        }
+        .boxed()
+    }
+
     fn records_without_rows(&self, range: TimeRange, sample: u32) -> BoxFuture<'_, DbResult<MissingRecords>> {
         async move {
             let (since, until) = range_ends(&range);

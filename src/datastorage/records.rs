@@ -21,6 +21,7 @@ use super::problem::Problem;
 use super::query::{self, encode_cursor};
 use super::store::{AmendmentOutcome, Lane, ListQuery, NewAmendment, Outcome, Page, Store, StoredAmendment};
 use crate::audit::SignalProcessingAudit;
+use crate::evidence::entry::Kind;
 
 /// The batch endpoint's answer for one record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -79,6 +80,62 @@ fn conflict_problem(id: &str, identical: bool, existing: Value) -> Problem {
     Problem::conflict(detail, identical, existing)
 }
 
+/// Whether an id whose record is not served is *blocked*: its id row has no log entry either,
+/// so Data Storage never stored a record under it (a retention-dropped record keeps its entry).
+pub fn is_blocked(record_served: bool, log_index: Option<u64>) -> bool {
+    !record_served && log_index.is_none()
+}
+
+/// Counts and logs, by name, a record refused because its id is blocked.
+fn alarm_blocked(rec: &SignalProcessingAudit) {
+    metrics::BLOCKED_IDS.inc();
+    tracing::error!(
+        id = %rec.id,
+        cr = %cr_name(rec),
+        "audit record id is held by an id row with no stored record and no log entry (written outside Data Storage); the record cannot be stored"
+    );
+}
+
+/// The answer for a record whose id is blocked: a conflict no retry resolves, named loudly.
+fn blocked_problem(rec: &SignalProcessingAudit) -> Problem {
+    alarm_blocked(rec);
+    let cr = cr_name(rec);
+    Problem::conflict(
+        format!(
+            "audit record {:?} ({cr}) cannot be stored: its id is held by an id row with no stored record and no \
+             transparency-log entry, written outside Data Storage; an operator must investigate (runbook: \
+             AuditGuardDataStorageBlockedId)",
+            rec.id
+        ),
+        false,
+        Value::Null,
+    )
+    .with("blocked", Value::Bool(true))
+}
+
+fn cr_name(rec: &SignalProcessingAudit) -> String {
+    format!(
+        "SignalProcessing {}/{} uid {}",
+        rec.namespace.as_deref().unwrap_or("?"),
+        rec.name.as_deref().unwrap_or("?"),
+        rec.uid.as_deref().unwrap_or("?")
+    )
+}
+
+/// Of `ids` (taken, their records not served), those with no log entry either.
+async fn blocked(store: &dyn Store, ids: impl IntoIterator<Item = &String>) -> Result<Vec<String>, Problem> {
+    let mut out = vec![];
+    for id in ids {
+        let index = timed("log_index", store.log_index(Kind::Record, id.clone()))
+            .await
+            .map_err(|e| db_problem("log_index", e))?;
+        if is_blocked(false, index) {
+            out.push(id.clone());
+        }
+    }
+    Ok(out)
+}
+
 async fn originals(store: &dyn Store, ids: &[String], lane: Lane) -> Result<HashMap<String, Value>, Problem> {
     timed("records", store.records(ids, lane))
         .await
@@ -104,6 +161,9 @@ pub async fn create(State(state): State<Arc<AppState>>, uri: Uri, headers: Heade
     }
     let stored = originals(state.store.as_ref(), std::slice::from_ref(id), Lane::Write).await?;
     let existing = stored.get(id).cloned();
+    if existing.is_none() && !blocked(state.store.as_ref(), [id]).await?.is_empty() {
+        return Err(blocked_problem(&prepared.rec));
+    }
     let identical = is_identical(&prepared.rec, existing.as_ref());
     Err(conflict_problem(id, identical, existing.unwrap_or(Value::Null)))
 }
@@ -132,7 +192,17 @@ pub async fn create_batch(State(state): State<Arc<AppState>>, uri: Uri, headers:
     for (p, _) in prepared.iter().zip(&results).filter(|(_, r)| **r == BatchResult::Created) {
         metrics::stored(&p.rec);
     }
-    let conflicts = results.iter().filter(|r| **r == BatchResult::Conflict).count();
+    let unserved = prepared
+        .iter()
+        .zip(&results)
+        .filter(|(p, r)| **r == BatchResult::Conflict && !stored.contains_key(&p.rec.id))
+        .map(|(p, _)| p.rec.id.clone())
+        .collect::<Vec<_>>();
+    let blocked_ids = blocked(state.store.as_ref(), &unserved).await?;
+    for p in prepared.iter().filter(|p| blocked_ids.contains(&p.rec.id)) {
+        alarm_blocked(&p.rec);
+    }
+    let conflicts = results.iter().filter(|r| **r == BatchResult::Conflict).count() - blocked_ids.len();
     if conflicts > 0 {
         metrics::CONFLICTS.inc_by(conflicts as u64);
         tracing::warn!(
@@ -143,7 +213,10 @@ pub async fn create_batch(State(state): State<Arc<AppState>>, uri: Uri, headers:
     let body: Vec<_> = prepared
         .iter()
         .zip(&results)
-        .map(|(p, r)| json!({ "id": p.rec.id, "result": r }))
+        .map(|(p, r)| match blocked_ids.contains(&p.rec.id) {
+            true => json!({ "id": p.rec.id, "result": r, "blocked": true }),
+            false => json!({ "id": p.rec.id, "result": r }),
+        })
         .collect();
     Ok((StatusCode::OK, Json(body)).into_response())
 }

@@ -589,6 +589,10 @@ impl Store for SqliteStore {
         async move { Ok(MissingRecords::default()) }.boxed()
     }
 
+    fn bare_ids(&self, _sample: u32) -> BoxFuture<'_, DbResult<(u64, Vec<String>)>> {
+        async move { Ok((0, vec![])) }.boxed()
+    }
+
     fn insert_manifest<'a>(&'a self, m: &'a StoredManifest) -> BoxFuture<'a, DbResult<()>> {
         async move {
             sqlx::query("INSERT INTO export_manifests (export_id, created_at, created_by, manifest, signature) VALUES (?, ?, ?, ?, ?)")
@@ -708,5 +712,29 @@ mod tests {
             let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(pool).await.unwrap();
             assert_eq!(mode, "wal");
         }
+    }
+
+    /// The log's lag reads SQLite's text times: a pending entry's and a checkpoint's.
+    #[tokio::test]
+    async fn the_logs_lag_reads_its_times() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), 1, std::sync::Arc::new(chain::tests::keys()))
+            .await
+            .unwrap();
+        assert_eq!(store.log_lag().await.unwrap(), tlog::LogLag::default());
+        let at: DateTime<Utc> = "2026-12-07T06:00:00.123456Z".parse().unwrap();
+        sqlx::query("INSERT INTO tlog_pending (kind, item_id, stored_at, entry) VALUES (1, 'a', ?1, x'00')")
+            .bind(fixed_ts(at))
+            .execute(&store.write)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO tlog_checkpoints (size, root, note) VALUES (0, zeroblob(32), 'n')")
+            .execute(&store.write)
+            .await
+            .unwrap();
+        let lag = store.log_lag().await.unwrap();
+        assert_eq!(lag.oldest_pending, Some(at));
+        let signed = lag.newest_checkpoint.unwrap();
+        assert!((Utc::now() - signed).num_seconds().abs() < 60, "{signed}");
     }
 }

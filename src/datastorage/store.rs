@@ -690,6 +690,10 @@ pub trait Store: Send + Sync + 'static {
     /// Chained records in `range` whose row is gone (SQLite keeps a record and its link in
     /// one row, so there a deleted record is a gap in the chain instead: always empty).
     fn records_without_rows(&self, range: TimeRange, sample: u32) -> BoxFuture<'_, DbResult<MissingRecords>>;
+    /// Unchained id rows with neither a record nor a log entry (how many, and the first
+    /// `sample` ids): written around the service, they block their record for good. SQLite
+    /// has no separate id rows (the record's row is the claim): always none.
+    fn bare_ids(&self, sample: u32) -> BoxFuture<'_, DbResult<(u64, Vec<String>)>>;
 
     /// Keeps a signed export manifest (append-only).
     fn insert_manifest<'a>(&'a self, m: &'a StoredManifest) -> BoxFuture<'a, DbResult<()>>;
@@ -701,6 +705,8 @@ pub trait Store: Send + Sync + 'static {
     fn log_round(&self, signer: Option<Arc<SignerKey>>, limit: u32) -> BoxFuture<'_, DbResult<Option<RoundReport>>>;
     /// Entries in the log.
     fn log_size(&self) -> BoxFuture<'_, DbResult<u64>>;
+    /// When the oldest pending entry was stored and the newest checkpoint signed.
+    fn log_lag(&self) -> BoxFuture<'_, DbResult<super::tlog::LogLag>>;
     /// Each complete tile among `tiles` (absent: not stored yet).
     fn log_tiles(&self, tiles: Vec<Tile>) -> BoxFuture<'_, DbResult<HashMap<Tile, Vec<u8>>>>;
     /// The entries at indexes `first..first + count` that exist, in order.

@@ -246,6 +246,31 @@ pub trait LogTx {
     async fn index(&mut self, kind: Kind, id: String) -> DbResult<Option<u64>>;
     /// The checkpoint of `size`, or the latest.
     async fn checkpoint(&mut self, size: Option<u64>) -> DbResult<Option<StoredCheckpoint>>;
+    /// When the oldest pending entry was stored, and when the newest checkpoint was signed.
+    async fn lag(&mut self) -> DbResult<LogLag>;
+}
+
+/// How far the log is behind: the oldest entry waiting for an index and the newest checkpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogLag {
+    pub oldest_pending: Option<DateTime<Utc>>,
+    pub newest_checkpoint: Option<DateTime<Utc>>,
+}
+
+impl LogLag {
+    /// (seconds the oldest pending entry has waited, seconds since the newest checkpoint) at
+    /// `now`; 0 for what does not exist. A checkpoint is only stale while entries wait: with
+    /// nothing stored there is nothing to sign.
+    pub fn ages(&self, now: DateTime<Utc>) -> (i64, i64) {
+        let age = |t: Option<DateTime<Utc>>| t.map_or(0, |t| (now - t).num_seconds().max(0));
+        let pending = age(self.oldest_pending);
+        let checkpoint = if self.oldest_pending.is_some() {
+            age(self.newest_checkpoint)
+        } else {
+            0
+        };
+        (pending, checkpoint)
+    }
 }
 
 /// The [`LogTx`] methods whose SQL reads the same on both backends (sqlx's SQLite driver takes
@@ -275,6 +300,19 @@ macro_rules! shared_log_tx {
                 }
             }
             Ok(out)
+        }
+
+        async fn lag(&mut self) -> DbResult<tlog::LogLag> {
+            let oldest_pending: Option<DateTime<Utc>> = sqlx::query_scalar("SELECT min(stored_at) FROM tlog_pending")
+                .fetch_one(&mut *self)
+                .await?;
+            let newest_checkpoint: Option<DateTime<Utc>> = sqlx::query_scalar("SELECT max(signed_at) FROM tlog_checkpoints")
+                .fetch_one(&mut *self)
+                .await?;
+            Ok(tlog::LogLag {
+                oldest_pending,
+                newest_checkpoint,
+            })
         }
 
         async fn latest_checkpoint(&mut self) -> DbResult<Option<u64>> {
@@ -328,6 +366,10 @@ pub(crate) use shared_log_tx;
 /// implement [`LogTx`].
 macro_rules! shared_log_reads {
     () => {
+        fn log_lag(&self) -> BoxFuture<'_, DbResult<tlog::LogLag>> {
+            async move { LogTx::lag(&mut *self.read.acquire().await?).await }.boxed()
+        }
+
         fn log_size(&self) -> BoxFuture<'_, DbResult<u64>> {
             async move { LogTx::size(&mut *self.read.acquire().await?).await }.boxed()
         }
@@ -414,6 +456,14 @@ pub fn spawn_sequencer(store: Arc<dyn Store>, signer: Option<Arc<SignerKey>>, ev
                     false
                 }
             };
+            match store.log_lag().await {
+                Ok(lag) => {
+                    let (pending, checkpoint) = lag.ages(Utc::now());
+                    super::metrics::LOG_OLDEST_PENDING_SECONDS.set(pending);
+                    super::metrics::LOG_CHECKPOINT_AGE_SECONDS.set(checkpoint);
+                }
+                Err(e) => tracing::debug!(error = %e, "reading the log's lag failed"),
+            }
             if full {
                 continue;
             }
@@ -510,6 +560,28 @@ mod tests {
         assert_eq!(run_on_tiles(size, &fetched, f).unwrap(), root_at(&reference, 33_333).unwrap());
         // A tile missing from what was fetched is an error, not a wrong proof.
         assert!(run_on_tiles(size, &HashMap::new(), |r| inclusion_proof(r, 5, size)).is_err());
+    }
+
+    #[test]
+    fn the_log_is_stale_only_while_entries_wait() {
+        let now: DateTime<Utc> = "2026-12-07T06:00:10Z".parse().unwrap();
+        let at = |s: &str| Some(s.parse::<DateTime<Utc>>().unwrap());
+        assert_eq!(LogLag::default().ages(now), (0, 0));
+        let idle = LogLag {
+            oldest_pending: None,
+            newest_checkpoint: at("2026-12-07T05:00:00Z"),
+        };
+        assert_eq!(idle.ages(now), (0, 0), "nothing to sign");
+        let stuck = LogLag {
+            oldest_pending: at("2026-12-07T06:00:00Z"),
+            newest_checkpoint: at("2026-12-07T05:59:00Z"),
+        };
+        assert_eq!(stuck.ages(now), (10, 70));
+        let never = LogLag {
+            oldest_pending: at("2026-12-07T06:00:20Z"),
+            newest_checkpoint: None,
+        };
+        assert_eq!(never.ages(now), (0, 0), "clock skew counts as fresh");
     }
 
     #[test]

@@ -471,6 +471,22 @@ pub async fn verify_observed(
         findings.count_more(problem, unlisted);
     }
 
+    // 4. Id rows written around the service (they hold an id with nothing behind it).
+    let (bare, named) = store.bare_ids(MISSING_SAMPLE).await?;
+    for id in &named {
+        findings.push(finding(
+            Problem::BareId,
+            None,
+            EntryKind::Record,
+            id,
+            format!(
+                "the id {id:?} is held by an id row with no record, no chain link and no log entry: written around \
+                 the service, it makes every POST of that record a conflict"
+            ),
+        ));
+    }
+    findings.count_more(Problem::BareId, bare.saturating_sub(named.len() as u64));
+
     let total = findings.total;
     let by_problem = findings.by_problem.clone();
     let kept = findings.into_sorted();

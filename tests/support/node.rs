@@ -192,11 +192,15 @@ pub fn database_services(cp: &ControlPlane, urls: &[reqwest::Url], pg: &NodePost
         let indent = |text: &str| text.lines().map(|l| format!("    {l}\n")).collect::<String>();
         let chain_key = audit_guard::datastorage::chain::generate_key_line("e2e-1").map_err(anyhow::Error::msg)?;
         let (signing_key, _) = audit_guard::datastorage::export::generate_signing_key()?;
+        let log_key =
+            audit_guard::evidence::note::SignerKey::generate("audit-guard.e2e/datastorage", audit_guard::evidence::note::ALG_ED25519)?;
         objects.push_str(&format!(
             "apiVersion: v1\nkind: Secret\nmetadata: {{name: audit-guard-datastorage-chain-key, namespace: {ns}}}\nstringData:\n  chain.key: |\n{}---\n\
-             apiVersion: v1\nkind: Secret\nmetadata: {{name: audit-guard-datastorage-signing-key, namespace: {ns}}}\nstringData:\n  signing-key.pem: |\n{}---\n",
+             apiVersion: v1\nkind: Secret\nmetadata: {{name: audit-guard-datastorage-signing-key, namespace: {ns}}}\nstringData:\n  signing-key.pem: |\n{}---\n\
+             apiVersion: v1\nkind: Secret\nmetadata: {{name: audit-guard-datastorage-log-key, namespace: {ns}}}\nstringData:\n  log.key: |\n{}---\n",
             indent(&chain_key),
-            indent(&signing_key)
+            indent(&signing_key),
+            indent(&log_key.to_secret_string())
         ));
         // sslmode=verify-full checks the server against the CA the URL's sslrootcert names: the
         // manifests mount it from the optional Secret audit-guard-datastorage-db-ca.
