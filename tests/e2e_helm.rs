@@ -2,7 +2,8 @@
 //! at install, `helm install` (every object accepted, the webhook wired into the API server,
 //! a self-signed certificate chain for the Service), `helm upgrade` (certificates and caBundle
 //! kept; the Deployment's pod template unchanged by a no-op upgrade and changed exactly once
-//! by a changed value) and `helm uninstall` (every object gone but the CRD).
+//! by a changed value), `helm test` failing while the webhook cannot answer, `helm uninstall`
+//! (every object gone but the CRD, which the chart keeps) and the pre-delete check's script.
 //!
 //! There is no node here, so no pod runs: what the chart's pods do once they run is the
 //! business of the node tests; here the API server is what accepts, stores and calls.
@@ -182,7 +183,8 @@ fn install_upgrade_and_uninstall_on_the_control_plane() {
         assert!(objects.iter().any(|o| o["kind"] == kind), "{kind} installed");
     }
     let crd = get_json(cp, &["crd", "signalprocessings.kubernaut.ai"]);
-    assert_eq!(crd["spec"]["group"], "kubernaut.ai", "the CRD from crds/");
+    assert_eq!(crd["spec"]["group"], "kubernaut.ai", "the CRD, one of the release's objects");
+    assert_eq!(crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep");
 
     // The self-signed chain is for the webhook Service, and both configurations trust it.
     let installed = state(cp);
@@ -203,6 +205,15 @@ fn install_upgrade_and_uninstall_on_the_control_plane() {
     assert!(
         refused.contains("mutate.signalprocessing.audit.kubernaut.ai") && refused.contains("audit-guard-webhook"),
         "refused by the chart's webhook: {refused}"
+    );
+
+    // `helm test` proves the webhook answers: with no pod behind it here, the test's
+    // SignalProcessing is refused, and so the test fails and says why.
+    let out = run(&mut helm_cmd(cp, &["test", RELEASE, "-n", NS, "--timeout", "60s"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("audit-guard-helm-test") && err.contains("mutate.signalprocessing.audit.kubernaut.ai"),
+        "helm test fails while the webhook does not answer:\n{err}"
     );
 
     // 3. A no-op upgrade changes nothing: same certificates, same pod templates.
@@ -245,7 +256,47 @@ fn install_upgrade_and_uninstall_on_the_control_plane() {
     let left = cp
         .kubectl(&["get", "-f", manifest.to_str().unwrap(), "--ignore-not-found", "-o", "name"])
         .unwrap();
-    assert_eq!(left.trim(), "", "left behind after uninstall:\n{left}");
-    get_json(cp, &["crd", "signalprocessings.kubernaut.ai"]);
+    assert_eq!(
+        left.trim(),
+        "customresourcedefinition.apiextensions.k8s.io/signalprocessings.kubernaut.ai",
+        "only the CRD (helm.sh/resource-policy: keep) is left behind after uninstall:\n{left}"
+    );
     cp.kubectl(&["create", "-f", sp.to_str().unwrap()]).unwrap();
+
+    // 7. The pre-delete check's script, with the real kubectl against the API server: it lets
+    //    the uninstall go while no SignalProcessing waits on the finalizer, refuses (exit 1,
+    //    naming it) while one is being deleted with it, and lets go once it is off.
+    let check = |expect_refusal: bool| {
+        let out = pre_delete_check(cp);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(
+            !out.status.success(),
+            expect_refusal,
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let finalizers = |patch: &str| {
+        cp.kubectl(&["patch", "signalprocessing", "probe", "-n", "team-a", "--type=merge", "-p", patch])
+            .unwrap();
+    };
+    finalizers(r#"{"metadata":{"finalizers":["kubernaut.ai/audit-persistence"]}}"#);
+    check(false);
+    cp.kubectl(&["delete", "signalprocessing", "probe", "-n", "team-a", "--wait=false"])
+        .unwrap();
+    assert!(check(true).contains("team-a/probe"));
+    finalizers(r#"{"metadata":{"finalizers":null}}"#);
+    check(false);
+}
+
+/// Runs the chart's pre-delete script as its Job would, with the test's kubectl and kubeconfig.
+fn pre_delete_check(cp: &ControlPlane) -> std::process::Output {
+    let kubectl_dir = kubectl().parent().unwrap().to_path_buf();
+    let inherited = std::env::var_os("PATH").unwrap_or_default();
+    let path = std::env::join_paths(std::iter::once(kubectl_dir).chain(std::env::split_paths(&inherited))).unwrap();
+    run(Command::new("bash")
+        .arg(chart_dir().join("files/pre-delete-check.sh"))
+        .env("PATH", path)
+        .env("KUBECONFIG", &cp.kubeconfig))
 }
