@@ -1,6 +1,7 @@
 //! The Helm chart on the real control plane with the real helm: an invalid value refused
-//! at install, `helm install` (every object accepted, the webhook wired into the API server,
-//! a self-signed certificate chain for the Service), `helm upgrade` (certificates and caBundle
+//! at install, a CRD created outside the release adopted once marked, `helm install` (every
+//! object accepted, the webhook wired into the API server, a self-signed certificate chain for
+//! the Service), `helm upgrade` (certificates and caBundle
 //! kept; the Deployment's pod template unchanged by a no-op upgrade and changed exactly once
 //! by a changed value), `helm test` failing while the webhook cannot answer, `helm uninstall`
 //! (every object gone but the CRD, which the chart keeps) and the pre-delete check's script.
@@ -165,6 +166,27 @@ fn install_upgrade_and_uninstall_on_the_control_plane() {
     );
     assert_eq!(helm_ok(cp, &["list", "-n", NS, "-q"]).trim(), "", "no release");
     assert!(cp.kubectl(&["get", "validatingwebhookconfiguration", "audit-guard"]).is_err());
+
+    // A CRD created outside the release (an earlier chart's crds/, the kustomize overlays) is
+    // refused until it carries Helm's ownership marks, added as docs/deploying.md says.
+    let crd = chart_dir().join("files/crds/signalprocessings.kubernaut.ai.yaml");
+    cp.kubectl(&["apply", "-f", crd.to_str().unwrap()]).unwrap();
+    let out = run(&mut helm_cmd(cp, &install));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("signalprocessings.kubernaut.ai") && err.contains("meta.helm.sh/release-name"),
+        "{err}"
+    );
+    assert_eq!(helm_ok(cp, &["list", "-n", NS, "-q"]).trim(), "", "no release");
+    let crd_name = "crd/signalprocessings.kubernaut.ai";
+    cp.kubectl(&["label", crd_name, "app.kubernetes.io/managed-by=Helm"]).unwrap();
+    cp.kubectl(&[
+        "annotate",
+        crd_name,
+        &format!("meta.helm.sh/release-name={RELEASE}"),
+        &format!("meta.helm.sh/release-namespace={NS}"),
+    ])
+    .unwrap();
 
     // 2. Install: every object is accepted; NOTES tell what to check next.
     let notes = helm_ok(cp, &install);

@@ -52,6 +52,7 @@ fn helm_lint_strict_is_clean_in_every_cert_mode() {
             "certs.existingSecret.caBundle=Y2E=",
         ],
         vec!["-f", LIKE_KUSTOMIZE],
+        vec!["--set", "preDeleteCheck.enabled=true"],
     ] {
         let out = run(Command::new(helm())
             .args(["lint", "--strict"])
