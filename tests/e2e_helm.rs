@@ -158,26 +158,14 @@ fn install_upgrade_and_uninstall_on_the_control_plane() {
     // 1. A wrong value is refused by the schema, before anything reaches the cluster.
     let mut bad = install.to_vec();
     bad.extend(["--set", "replicas=two"]);
-    let out = run(&mut helm_cmd(cp, &bad));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("/replicas") && err.contains("want integer"),
-        "{err}"
-    );
-    assert_eq!(helm_ok(cp, &["list", "-n", NS, "-q"]).trim(), "", "no release");
+    assert_install_refused(cp, &bad, &["/replicas", "want integer"]);
     assert!(cp.kubectl(&["get", "validatingwebhookconfiguration", "audit-guard"]).is_err());
 
     // A CRD created outside the release (an earlier chart's crds/, the kustomize overlays) is
     // refused until it carries Helm's ownership marks, added as docs/deploying.md says.
     let crd = chart_dir().join("files/crds/signalprocessings.kubernaut.ai.yaml");
     cp.kubectl(&["apply", "-f", crd.to_str().unwrap()]).unwrap();
-    let out = run(&mut helm_cmd(cp, &install));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("signalprocessings.kubernaut.ai") && err.contains("meta.helm.sh/release-name"),
-        "{err}"
-    );
-    assert_eq!(helm_ok(cp, &["list", "-n", NS, "-q"]).trim(), "", "no release");
+    assert_install_refused(cp, &install, &["signalprocessings.kubernaut.ai", "meta.helm.sh/release-name"]);
     let crd_name = "crd/signalprocessings.kubernaut.ai";
     cp.kubectl(&["label", crd_name, "app.kubernetes.io/managed-by=Helm"]).unwrap();
     cp.kubectl(&[
@@ -310,6 +298,14 @@ fn install_upgrade_and_uninstall_on_the_control_plane() {
     assert!(check(true).contains("team-a/probe"));
     finalizers(r#"{"metadata":{"finalizers":null}}"#);
     check(false);
+}
+
+/// `helm install` with `args` fails, saying each of `must_say`, and leaves no release.
+fn assert_install_refused(cp: &ControlPlane, args: &[&str], must_say: &[&str]) {
+    let out = run(&mut helm_cmd(cp, args));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && must_say.iter().all(|m| err.contains(m)), "{err}");
+    assert_eq!(helm_ok(cp, &["list", "-n", NS, "-q"]).trim(), "", "no release");
 }
 
 /// Runs the chart's pre-delete script as its Job would, with the test's kubectl and kubeconfig.
