@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 kubectl="$(bash controlplane/build.sh)/kubectl"
 cargo build --quiet --bin audit-guard
 "${CARGO_TARGET_DIR:-target}/debug/audit-guard" crd > manifests/components/crd/crd.yaml
-# The Helm chart ships the same CRD (crds/: installed once, never upgraded or deleted by Helm).
-cp manifests/components/crd/crd.yaml charts/audit-guard/crds/signalprocessings.kubernaut.ai.yaml
+# The Helm chart ships the same CRD (files/crds/, rendered by templates/crd.yaml unless crds.install is false).
+cp manifests/components/crd/crd.yaml charts/audit-guard/files/crds/signalprocessings.kubernaut.ai.yaml
 gen=manifests/overlays/self-managed/generated
 if [ ! -f "$gen/tls.crt" ] || [ ! -f "$gen/datastorage/tls.crt" ]; then
   bash scripts/certs.sh

@@ -1,8 +1,10 @@
 //! The Helm chart on the real control plane with the real helm: an invalid value refused
-//! at install, `helm install` (every object accepted, the webhook wired into the API server,
-//! a self-signed certificate chain for the Service), `helm upgrade` (certificates and caBundle
+//! at install, a CRD created outside the release adopted once marked, `helm install` (every
+//! object accepted, the webhook wired into the API server, a self-signed certificate chain for
+//! the Service), `helm upgrade` (certificates and caBundle
 //! kept; the Deployment's pod template unchanged by a no-op upgrade and changed exactly once
-//! by a changed value) and `helm uninstall` (every object gone but the CRD).
+//! by a changed value), `helm test` failing while the webhook cannot answer, `helm uninstall`
+//! (every object gone but the CRD, which the chart keeps) and the pre-delete check's script.
 //!
 //! There is no node here, so no pod runs: what the chart's pods do once they run is the
 //! business of the node tests; here the API server is what accepts, stores and calls.
@@ -156,14 +158,23 @@ fn install_upgrade_and_uninstall_on_the_control_plane() {
     // 1. A wrong value is refused by the schema, before anything reaches the cluster.
     let mut bad = install.to_vec();
     bad.extend(["--set", "replicas=two"]);
-    let out = run(&mut helm_cmd(cp, &bad));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("/replicas") && err.contains("want integer"),
-        "{err}"
-    );
-    assert_eq!(helm_ok(cp, &["list", "-n", NS, "-q"]).trim(), "", "no release");
+    assert_install_refused(cp, &bad, &["/replicas", "want integer"]);
     assert!(cp.kubectl(&["get", "validatingwebhookconfiguration", "audit-guard"]).is_err());
+
+    // A CRD created outside the release (an earlier chart's crds/, the kustomize overlays) is
+    // refused until it carries Helm's ownership marks, added as docs/deploying.md says.
+    let crd = chart_dir().join("files/crds/signalprocessings.kubernaut.ai.yaml");
+    cp.kubectl(&["apply", "-f", crd.to_str().unwrap()]).unwrap();
+    assert_install_refused(cp, &install, &["signalprocessings.kubernaut.ai", "meta.helm.sh/release-name"]);
+    let crd_name = "crd/signalprocessings.kubernaut.ai";
+    cp.kubectl(&["label", crd_name, "app.kubernetes.io/managed-by=Helm"]).unwrap();
+    cp.kubectl(&[
+        "annotate",
+        crd_name,
+        &format!("meta.helm.sh/release-name={RELEASE}"),
+        &format!("meta.helm.sh/release-namespace={NS}"),
+    ])
+    .unwrap();
 
     // 2. Install: every object is accepted; NOTES tell what to check next.
     let notes = helm_ok(cp, &install);
@@ -182,7 +193,8 @@ fn install_upgrade_and_uninstall_on_the_control_plane() {
         assert!(objects.iter().any(|o| o["kind"] == kind), "{kind} installed");
     }
     let crd = get_json(cp, &["crd", "signalprocessings.kubernaut.ai"]);
-    assert_eq!(crd["spec"]["group"], "kubernaut.ai", "the CRD from crds/");
+    assert_eq!(crd["spec"]["group"], "kubernaut.ai", "the CRD, one of the release's objects");
+    assert_eq!(crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep");
 
     // The self-signed chain is for the webhook Service, and both configurations trust it.
     let installed = state(cp);
@@ -203,6 +215,15 @@ fn install_upgrade_and_uninstall_on_the_control_plane() {
     assert!(
         refused.contains("mutate.signalprocessing.audit.kubernaut.ai") && refused.contains("audit-guard-webhook"),
         "refused by the chart's webhook: {refused}"
+    );
+
+    // `helm test` proves the webhook answers: with no pod behind it here, the test's
+    // SignalProcessing is refused, and so the test fails and says why.
+    let out = run(&mut helm_cmd(cp, &["test", RELEASE, "-n", NS, "--timeout", "60s"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("audit-guard-helm-test") && err.contains("mutate.signalprocessing.audit.kubernaut.ai"),
+        "helm test fails while the webhook does not answer:\n{err}"
     );
 
     // 3. A no-op upgrade changes nothing: same certificates, same pod templates.
@@ -245,7 +266,55 @@ fn install_upgrade_and_uninstall_on_the_control_plane() {
     let left = cp
         .kubectl(&["get", "-f", manifest.to_str().unwrap(), "--ignore-not-found", "-o", "name"])
         .unwrap();
-    assert_eq!(left.trim(), "", "left behind after uninstall:\n{left}");
-    get_json(cp, &["crd", "signalprocessings.kubernaut.ai"]);
+    assert_eq!(
+        left.trim(),
+        "customresourcedefinition.apiextensions.k8s.io/signalprocessings.kubernaut.ai",
+        "only the CRD (helm.sh/resource-policy: keep) is left behind after uninstall:\n{left}"
+    );
     cp.kubectl(&["create", "-f", sp.to_str().unwrap()]).unwrap();
+
+    // 7. The pre-delete check's script, with the real kubectl against the API server: it lets
+    //    the uninstall go while no SignalProcessing waits on the finalizer, refuses (exit 1,
+    //    naming it) while one is being deleted with it, and lets go once it is off.
+    let check = |expect_refusal: bool| {
+        let out = pre_delete_check(cp);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(
+            !out.status.success(),
+            expect_refusal,
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let finalizers = |patch: &str| {
+        cp.kubectl(&["patch", "signalprocessing", "probe", "-n", "team-a", "--type=merge", "-p", patch])
+            .unwrap();
+    };
+    finalizers(r#"{"metadata":{"finalizers":["kubernaut.ai/audit-persistence"]}}"#);
+    check(false);
+    cp.kubectl(&["delete", "signalprocessing", "probe", "-n", "team-a", "--wait=false"])
+        .unwrap();
+    assert!(check(true).contains("team-a/probe"));
+    finalizers(r#"{"metadata":{"finalizers":null}}"#);
+    check(false);
+}
+
+/// `helm install` with `args` fails, saying each of `must_say`, and leaves no release.
+fn assert_install_refused(cp: &ControlPlane, args: &[&str], must_say: &[&str]) {
+    let out = run(&mut helm_cmd(cp, args));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && must_say.iter().all(|m| err.contains(m)), "{err}");
+    assert_eq!(helm_ok(cp, &["list", "-n", NS, "-q"]).trim(), "", "no release");
+}
+
+/// Runs the chart's pre-delete script as its Job would, with the test's kubectl and kubeconfig.
+fn pre_delete_check(cp: &ControlPlane) -> std::process::Output {
+    let kubectl_dir = kubectl().parent().unwrap().to_path_buf();
+    let inherited = std::env::var_os("PATH").unwrap_or_default();
+    let path = std::env::join_paths(std::iter::once(kubectl_dir).chain(std::env::split_paths(&inherited))).unwrap();
+    run(Command::new("bash")
+        .arg(chart_dir().join("files/pre-delete-check.sh"))
+        .env("PATH", path)
+        .env("KUBECONFIG", &cp.kubeconfig))
 }

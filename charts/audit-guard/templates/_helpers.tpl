@@ -46,13 +46,68 @@ annotations:
 {{- end }}
 {{- end -}}
 
+{{/*
+An image reference from {registry, repository, tag, digest} (the dict `image`) and a tag to use
+when it names none: registry/repository, then @digest when given (it pins the bytes, so it wins
+over the tag), else :tag.
+*/}}
+{{- define "audit-guard.imageRef" -}}
+{{- $repo := .image.repository -}}
+{{- with .image.registry }}{{ $repo = printf "%s/%s" (trimSuffix "/" .) $repo }}{{ end -}}
+{{- if .image.digest -}}
+{{ $repo }}@{{ .image.digest }}
+{{- else -}}
+{{ $repo }}:{{ .image.tag | default .defaultTag }}
+{{- end -}}
+{{- end -}}
+
 {{- define "audit-guard.image" -}}
-{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{ include "audit-guard.imageRef" (dict "image" .Values.image "defaultTag" .Chart.AppVersion) }}
+{{- end -}}
+
+{{/* The serve pods' ServiceAccount: created by the chart (named after the release) or yours. */}}
+{{- define "audit-guard.serviceAccountName" -}}
+{{- .Values.serviceAccount.name | default (include "audit-guard.fullname" .) -}}
+{{- end -}}
+
+{{/* LOG_FORMAT and, when logLevel is set, RUST_LOG (audit-guard's log filter). */}}
+{{- define "audit-guard.logEnv" -}}
+- name: LOG_FORMAT
+  value: {{ .Values.logFormat | quote }}
+{{- with .Values.logLevel }}
+- name: RUST_LOG
+  value: {{ . | quote }}
+{{- end }}
+{{- end -}}
+
+{{/*
+A PodDisruptionBudget. Takes a dict: ctx, name, selector (YAML), replicas, pdb (the values).
+With one replica and minAvailable it would block every node drain, so then none is rendered.
+*/}}
+{{- define "audit-guard.pdb" -}}
+{{- $pdb := .pdb -}}
+{{- $max := toString $pdb.maxUnavailable -}}
+{{- if and $pdb.enabled (or (gt (int .replicas) 1) $max) }}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  {{- include "audit-guard.metadata" (dict "ctx" .ctx "name" .name "namespaced" true) | nindent 2 }}
+spec:
+  {{- if $max }}
+  maxUnavailable: {{ $pdb.maxUnavailable }}
+  {{- else }}
+  minAvailable: {{ $pdb.minAvailable }}
+  {{- end }}
+  selector:
+    matchLabels:
+      {{- .selector | nindent 6 }}
+{{- end }}
 {{- end -}}
 
 {{/* The username that may take the finalizer off: this release's ServiceAccount. */}}
 {{- define "audit-guard.controllerIdentity" -}}
-{{- .Values.controller.identity | default (printf "system:serviceaccount:%s:%s" .Release.Namespace (include "audit-guard.fullname" .)) -}}
+{{- .Values.controller.identity | default (printf "system:serviceaccount:%s:%s" .Release.Namespace (include "audit-guard.serviceAccountName" .)) -}}
 {{- end -}}
 
 {{- define "audit-guard.datastorageURL" -}}
