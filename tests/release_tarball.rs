@@ -7,11 +7,7 @@ use std::process::Command;
 
 fn dist(out: &Path) -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/dist.sh");
-    let run = Command::new("bash")
-        .arg(script)
-        .env("DIST_DIR", out)
-        .output()
-        .expect("bash runs");
+    let run = Command::new("bash").arg(script).env("DIST_DIR", out).output().expect("bash runs");
     assert!(run.status.success(), "dist.sh failed: {}", String::from_utf8_lossy(&run.stderr));
     String::from_utf8_lossy(&run.stdout).trim().to_string()
 }
@@ -37,7 +33,10 @@ fn the_release_tarball_checks_is_reproducible_and_runs() {
     assert!(first.ends_with(&format!("{name}.tar.gz")), "{first}");
 
     // The published digest checks, and a changed byte does not.
-    run(Command::new("sha256sum").arg("-c").arg(format!("{name}.tar.gz.sha256")).current_dir(a.path()));
+    run(Command::new("sha256sum")
+        .arg("-c")
+        .arg(format!("{name}.tar.gz.sha256"))
+        .current_dir(a.path()));
     let digest = |dir: &Path| std::fs::read_to_string(dir.join(format!("{name}.tar.gz.sha256"))).unwrap();
     assert_eq!(digest(a.path()), digest(b.path()), "two builds of one commit differ");
     let mut bytes = std::fs::read(&second).unwrap();

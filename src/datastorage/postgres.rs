@@ -14,7 +14,7 @@ use sqlx::{PgConnection, PgPool};
 
 use super::chain::{self, ChainKeys, Head, Link};
 use super::store::*;
-use super::tlog::{self, LogTx, Pending, Round, RoundReport, StoredCheckpoint};
+use super::tlog::{self, LogTx, Pending, Round};
 use crate::evidence::entry::Kind;
 use crate::evidence::note::SignerKey;
 use crate::evidence::tiles::Tile;

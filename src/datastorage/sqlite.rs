@@ -15,7 +15,7 @@ use sqlx::{Row, SqlitePool};
 
 use super::chain::{self, ChainKeys, Head, Link};
 use super::store::*;
-use super::tlog::{self, LogTx, Pending, Round, RoundReport, StoredCheckpoint};
+use super::tlog::{self, LogTx, Pending, Round};
 use crate::evidence::entry::Kind;
 use crate::evidence::note::SignerKey;
 use crate::evidence::tiles::Tile;
@@ -721,7 +721,7 @@ mod tests {
         let store = SqliteStore::open(dir.path(), 1, std::sync::Arc::new(chain::tests::keys()))
             .await
             .unwrap();
-        assert_eq!(store.log_lag().await.unwrap(), tlog::LogLag::default());
+        assert_eq!(store.log_lag().await.unwrap(), LogLag::default());
         let at: DateTime<Utc> = "2026-12-07T06:00:00.123456Z".parse().unwrap();
         sqlx::query("INSERT INTO tlog_pending (kind, item_id, stored_at, entry) VALUES (1, 'a', ?1, x'00')")
             .bind(fixed_ts(at))

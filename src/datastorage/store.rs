@@ -8,7 +8,6 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 
 use super::chain::{self, EntryKind, Hash, Head, Link};
-use super::tlog::{RoundReport, StoredCheckpoint};
 use crate::audit::break_glass::BreakGlassEvent;
 use crate::audit::SignalProcessingAudit;
 use crate::evidence::entry::Kind;
@@ -192,6 +191,45 @@ pub struct RecordColumns {
     pub anomalies: Option<serde_json::Value>,
     #[sqlx(try_from = "Stamp")]
     pub stored_at: DateTime<Utc>,
+}
+
+/// A signed checkpoint as kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub size: u64,
+    pub root: Hash,
+    pub note: String,
+}
+
+/// What one round did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoundReport {
+    pub sequenced: u64,
+    pub size: u64,
+    pub signed: bool,
+}
+
+/// How far the log is behind: the oldest entry waiting for an index and the newest checkpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogLag {
+    pub oldest_pending: Option<DateTime<Utc>>,
+    pub newest_checkpoint: Option<DateTime<Utc>>,
+}
+
+impl LogLag {
+    /// (seconds the oldest pending entry has waited, seconds since the newest checkpoint) at
+    /// `now`; 0 for what does not exist. A checkpoint is only stale while entries wait: with
+    /// nothing stored there is nothing to sign.
+    pub fn ages(&self, now: DateTime<Utc>) -> (i64, i64) {
+        let age = |t: Option<DateTime<Utc>>| t.map_or(0, |t| (now - t).num_seconds().max(0));
+        let pending = age(self.oldest_pending);
+        let checkpoint = if self.oldest_pending.is_some() {
+            age(self.newest_checkpoint)
+        } else {
+            0
+        };
+        (pending, checkpoint)
+    }
 }
 
 #[cfg(test)]
@@ -706,7 +744,7 @@ pub trait Store: Send + Sync + 'static {
     /// Entries in the log.
     fn log_size(&self) -> BoxFuture<'_, DbResult<u64>>;
     /// When the oldest pending entry was stored and the newest checkpoint signed.
-    fn log_lag(&self) -> BoxFuture<'_, DbResult<super::tlog::LogLag>>;
+    fn log_lag(&self) -> BoxFuture<'_, DbResult<LogLag>>;
     /// Each complete tile among `tiles` (absent: not stored yet).
     fn log_tiles(&self, tiles: Vec<Tile>) -> BoxFuture<'_, DbResult<HashMap<Tile, Vec<u8>>>>;
     /// The entries at indexes `first..first + count` that exist, in order.

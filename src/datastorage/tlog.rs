@@ -16,7 +16,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use super::store::{DbError, DbResult, NewAmendment, Prepared, PreparedEvent, Store};
+use super::store::{DbError, DbResult, LogLag, NewAmendment, Prepared, PreparedEvent, RoundReport, Store, StoredCheckpoint};
 use crate::evidence::entry::{Entry, Kind};
 use crate::evidence::merkle::{leaf_hash, CompactRange, Hash, HashReader, ProofError};
 use crate::evidence::note::{Checkpoint, SignerKey};
@@ -212,22 +212,6 @@ pub fn checkpoint_row((size, root, note): (i64, Vec<u8>, String)) -> DbResult<St
     })
 }
 
-/// A signed checkpoint as kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredCheckpoint {
-    pub size: u64,
-    pub root: Hash,
-    pub note: String,
-}
-
-/// What one round did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RoundReport {
-    pub sequenced: u64,
-    pub size: u64,
-    pub signed: bool,
-}
-
 /// One backend's transaction as a round sees it, the sequencer's lock already held.
 #[allow(async_fn_in_trait)]
 pub trait LogTx {
@@ -248,29 +232,6 @@ pub trait LogTx {
     async fn checkpoint(&mut self, size: Option<u64>) -> DbResult<Option<StoredCheckpoint>>;
     /// When the oldest pending entry was stored, and when the newest checkpoint was signed.
     async fn lag(&mut self) -> DbResult<LogLag>;
-}
-
-/// How far the log is behind: the oldest entry waiting for an index and the newest checkpoint.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LogLag {
-    pub oldest_pending: Option<DateTime<Utc>>,
-    pub newest_checkpoint: Option<DateTime<Utc>>,
-}
-
-impl LogLag {
-    /// (seconds the oldest pending entry has waited, seconds since the newest checkpoint) at
-    /// `now`; 0 for what does not exist. A checkpoint is only stale while entries wait: with
-    /// nothing stored there is nothing to sign.
-    pub fn ages(&self, now: DateTime<Utc>) -> (i64, i64) {
-        let age = |t: Option<DateTime<Utc>>| t.map_or(0, |t| (now - t).num_seconds().max(0));
-        let pending = age(self.oldest_pending);
-        let checkpoint = if self.oldest_pending.is_some() {
-            age(self.newest_checkpoint)
-        } else {
-            0
-        };
-        (pending, checkpoint)
-    }
 }
 
 /// The [`LogTx`] methods whose SQL reads the same on both backends (sqlx's SQLite driver takes
@@ -302,14 +263,14 @@ macro_rules! shared_log_tx {
             Ok(out)
         }
 
-        async fn lag(&mut self) -> DbResult<tlog::LogLag> {
+        async fn lag(&mut self) -> DbResult<LogLag> {
             let oldest_pending: Option<DateTime<Utc>> = sqlx::query_scalar("SELECT min(stored_at) FROM tlog_pending")
                 .fetch_one(&mut *self)
                 .await?;
             let newest_checkpoint: Option<DateTime<Utc>> = sqlx::query_scalar("SELECT max(signed_at) FROM tlog_checkpoints")
                 .fetch_one(&mut *self)
                 .await?;
-            Ok(tlog::LogLag {
+            Ok(LogLag {
                 oldest_pending,
                 newest_checkpoint,
             })
@@ -366,7 +327,7 @@ pub(crate) use shared_log_tx;
 /// implement [`LogTx`].
 macro_rules! shared_log_reads {
     () => {
-        fn log_lag(&self) -> BoxFuture<'_, DbResult<tlog::LogLag>> {
+        fn log_lag(&self) -> BoxFuture<'_, DbResult<LogLag>> {
             async move { LogTx::lag(&mut *self.read.acquire().await?).await }.boxed()
         }
 

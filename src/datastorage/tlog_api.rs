@@ -12,7 +12,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde_json::json;
 
-use super::api::{db_problem, timed, AppState};
+use super::http::{db_problem, timed, AppState};
 use super::problem::Problem;
 use super::query::{self, Params};
 use super::store::Store;
