@@ -7,6 +7,7 @@ pub mod break_glass;
 pub mod cache;
 pub mod chain;
 pub mod export;
+pub mod failover;
 pub mod limits;
 pub mod metrics;
 pub mod migrate;
