@@ -32,7 +32,7 @@ pub enum SyncCommit {
 }
 
 impl SyncCommit {
-    fn setting(self) -> &'static str {
+    pub fn setting(self) -> &'static str {
         match self {
             SyncCommit::On => "on",
             SyncCommit::RemoteApply => "remote_apply",
@@ -266,6 +266,15 @@ impl ReplicatedPg {
     /// The owner's URL of one server.
     pub fn node_url(&self, node: &Node) -> String {
         Self::url_for(OWNER, &format!("127.0.0.1:{}", node.port), DATABASE)
+    }
+
+    /// The owner's URL of the server that is the primary now: the standby once the primary was
+    /// killed (the caller promotes it).
+    pub fn primary_url(&self) -> String {
+        match self.primary_killed.load(std::sync::atomic::Ordering::SeqCst) {
+            true => self.node_url(&self.standby),
+            false => self.node_url(&self.primary),
+        }
     }
 
     /// The postmaster's pid, from its pid file.
