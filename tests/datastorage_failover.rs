@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde_json::json;
 use support::datastorage::*;
-use support::pg_replica::{ReplicatedPg, SyncCommit};
+use support::pg_replica::{ReplicatedPg, SyncCommit, DATABASE};
 
 const RECORDS: usize = 300;
 const KILL_AT: usize = 100;
@@ -118,4 +118,29 @@ async fn records_posted_across_a_failover_are_stored_once_each_on_the_new_primar
     let (s, report) = svc.get_as(READER_TOKEN, &format!("{BASE}/verify")).await;
     assert_eq!((s, &report["result"]), (200, &json!("intact")), "{report}");
     pool.close().await;
+}
+
+/// While the synchronous standby is down, commits wait for it: Data Storage answers no 201 (a
+/// commit's wait is outside PostgreSQL's statement timeout, short here, and the request timeout
+/// answers 503); once the standby is back the record is stored, on both servers, and the retry is
+/// answered as stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_201_while_the_synchronous_standby_is_down() {
+    let pg = ReplicatedPg::start(SyncCommit::On).await.expect("replicated PostgreSQL");
+    let svc = DataStorage::launch(Options::postgres(&pg.owner_url()).args(&["--statement-timeout", "1s", "--request-timeout", "4s"])).await;
+    let body = record("sync-wait-1", "fp-sync", "production", "P1", &ago(30), json!("1s"));
+    let (s, _, v) = svc
+        .post_json(BASE, &record("sync-before", "fp-sync", "production", "P1", &ago(30), json!("1s")))
+        .await;
+    assert_eq!(s, 201, "{v}");
+
+    pg.stop_standby().unwrap();
+    let (s, _, v) = svc.post_json(BASE, &body).await;
+    assert!(s >= 500, "a record that is on one machine only is not answered {s}: {v}");
+
+    pg.start_standby().await.unwrap();
+    let (s, _, v) = svc.post_json(BASE, &body).await;
+    assert!(s == 201 || (s == 409 && v["identical"] == json!(true)), "{s}: {v}");
+    let sql = "SELECT count(*) FROM signal_processing_audit WHERE id = 'sync-wait-1'";
+    assert_eq!(pg.psql_in(&pg.standby, DATABASE, sql).unwrap().trim(), "1", "on the standby");
 }

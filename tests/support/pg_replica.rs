@@ -145,11 +145,7 @@ impl ReplicatedPg {
             &format!("ALTER SYSTEM SET synchronous_standby_names = '{STANDBY_NAME}'"),
         )?;
         pg.psql(&pg.primary, "SELECT pg_reload_conf()")?;
-        wait_for("the standby to be synchronous", Duration::from_secs(60), || async {
-            let out = pg.psql(&pg.primary, "SELECT sync_state FROM pg_stat_replication")?;
-            Ok((out.trim() == "sync").then_some(()))
-        })
-        .await?;
+        pg.wait_synchronous().await?;
         Ok(pg)
     }
 
@@ -232,6 +228,11 @@ impl ReplicatedPg {
 
     /// One statement as the superuser over the node's socket; its unaligned output.
     pub fn psql(&self, node: &Node, sql: &str) -> Result<String> {
+        self.psql_in(node, "postgres", sql)
+    }
+
+    /// As [`ReplicatedPg::psql`], in `database`.
+    pub fn psql_in(&self, node: &Node, database: &str, sql: &str) -> Result<String> {
         let mut c = pg_command("psql");
         c.arg("-h").arg(self.sockets()).args([
             "-p",
@@ -239,7 +240,7 @@ impl ReplicatedPg {
             "-U",
             "postgres",
             "-d",
-            "postgres",
+            database,
             "-qAtX",
             "-v",
             "ON_ERROR_STOP=1",
@@ -297,6 +298,26 @@ impl ReplicatedPg {
         // A backend that exited meanwhile makes kill report failure; the rest are killed anyway.
         Command::new("kill").arg("-KILL").args(&pids).output().context("kill")?;
         Ok(())
+    }
+
+    /// Stops the standby (fast shutdown): the primary's commits wait for it.
+    pub fn stop_standby(&self) -> Result<()> {
+        self.pg_ctl(&self.standby, "stop")
+    }
+
+    /// Starts the standby again and waits until the primary counts it as synchronous.
+    pub async fn start_standby(&self) -> Result<()> {
+        self.pg_ctl(&self.standby, "start")?;
+        self.wait_synchronous().await
+    }
+
+    /// Waits until the primary reports the standby as its synchronous one.
+    async fn wait_synchronous(&self) -> Result<()> {
+        wait_for("the standby to be synchronous", Duration::from_secs(60), || async {
+            let out = self.psql(&self.primary, "SELECT sync_state FROM pg_stat_replication")?;
+            Ok((out.trim() == "sync").then_some(()))
+        })
+        .await
     }
 
     /// Promotes the standby and waits until it accepts writes.
