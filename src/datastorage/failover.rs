@@ -81,6 +81,22 @@ fn split_url(scheme: &str, rest: &str, whole: &str) -> Result<Vec<String>, Strin
         .collect()
 }
 
+/// The keyword form without its password, for logs (values quoted where they hold spaces).
+pub fn redact_keywords(spec: &str) -> String {
+    match keyword_pairs(spec) {
+        Ok(pairs) => pairs
+            .iter()
+            .map(|(k, v)| match (k.as_str(), v.contains(char::is_whitespace)) {
+                ("password", _) => format!("{k}=***"),
+                (_, true) => format!("{k}='{v}'"),
+                _ => format!("{k}={v}"),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        Err(_) => "(a connection string that does not parse)".to_string(),
+    }
+}
+
 /// Splits `key=value key='quoted value'` pairs (libpq's keyword form).
 fn keyword_pairs(spec: &str) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
@@ -331,6 +347,15 @@ mod tests {
         for url in &urls {
             assert!(url.parse::<PgConnectOptions>().is_ok(), "{url}");
         }
+    }
+
+    #[test]
+    fn the_keyword_forms_password_is_not_logged() {
+        assert_eq!(
+            redact_keywords("host=a,b user=u password='s e' dbname=d"),
+            "host=a,b user=u password=*** dbname=d"
+        );
+        assert!(!redact_keywords("host=a password='unterminated").contains("unterminated"));
     }
 
     #[test]

@@ -249,6 +249,9 @@ pub struct PgStore {
 
 /// The URL without its password, for logs.
 pub fn redact(url: &str) -> String {
+    if !url.contains("://") {
+        return failover::redact_keywords(url);
+    }
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let creds = &url[s + 3..at];
@@ -1335,5 +1338,6 @@ mod tests {
     fn redacts_passwords() {
         assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(redact("postgres://h/db"), "postgres://h/db");
+        assert_eq!(redact("host=h password=secret"), "host=h password=***");
     }
 }
