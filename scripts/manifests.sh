@@ -13,7 +13,7 @@ if [ ! -f "$gen/tls.crt" ] || [ ! -f "$gen/datastorage/tls.crt" ]; then
   bash scripts/certs.sh
 fi
 mkdir -p manifests/rendered
-for overlay in self-managed cert-manager kubernaut; do
+for overlay in self-managed cert-manager kubernaut cloudnative-pg; do
   out="manifests/rendered/$overlay.yaml"
   "$kubectl" kustomize "manifests/overlays/$overlay" > "$out"
   kinds=$(grep -c '^kind:' "$out")
@@ -25,4 +25,7 @@ grep -q 'cert-manager.io/inject-ca-from: audit-guard/audit-guard-webhook' manife
 # The kubernaut overlay writes events to Kubernaut's Data Storage and ships none of its own.
 grep -q 'value: events' manifests/rendered/kubernaut.yaml
 ! grep -q 'name: audit-guard-datastorage' manifests/rendered/kubernaut.yaml
+# The cloudnative-pg overlay: a Cluster, and Data Storage trusting its CA.
+grep -q 'kind: Cluster' manifests/rendered/cloudnative-pg.yaml
+grep -q 'secretName: audit-guard-pg-ca' manifests/rendered/cloudnative-pg.yaml
 echo "manifests ok"

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use audit_guard::crd::SignalProcessing;
+use audit_guard::evidence::note::{SignerKey, ALG_ED25519};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Namespace};
@@ -34,9 +35,11 @@ use support::controlplane::free_port;
 use support::datastorage::TestDb;
 use support::datastorage::{Auth, DataStorage, Options, Serve};
 use support::faults::*;
+use support::pg_replica::{ReplicatedPg, SyncCommit};
 use support::*;
 
 const MASS: usize = 500;
+const LOG_ORIGIN: &str = "audit-guard.test/faults";
 const EXTRAS: usize = 10;
 const LABEL: &str = "audit-guard-faults";
 const WEBHOOKS: &str = "audit-guard-faults";
@@ -57,7 +60,13 @@ included (scenario 1 includes its 60 s outage; the controller's retry backoff, c
 in 1 and 6b). *Storage errors* are scraped from the surviving `serve` processes (in 3 the killed leader's \
 counter dies with it). Times are measured on a 2-core machine shared with other work; they are reported, \
 not asserted. Scenario 4 reports, in *what happened*, how many creates the API server refused while \
-the webhook was down.\n";
+the webhook was down. Scenarios 7a-7c run on a replicated PostgreSQL of their own (a primary and a streaming \
+standby from the Debian packages on loopback ports, the standby named in synchronous_standby_names; Data Storage \
+is given both servers as one multi-host URL): once 50 CRs are gone the primary's postmaster and backends are \
+SIGKILLed and the standby is promoted 5 s later; the chain and the transparency log (`audit-guard verify-log` \
+against a checkpoint saved before the fault) are checked afterwards. 7b runs two Data Storage processes behind \
+one round-robin address. 7c runs with synchronous_commit=off: its *lost* are records answered 201 that never \
+reached the standby, allowed at that setting and reported, not refused.\n";
 
 /// Where the table goes: `bench/faults.md` only when `make test-faults` asks for it
 /// (AUDIT_GUARD_FAULTS_TABLE), so that `make test` leaves a clean clone's work tree unchanged.
@@ -73,16 +82,52 @@ struct Stack {
     client: Client,
     ns: String,
     lease_ns: String,
-    db: TestDb,
+    db: Database,
     ds: DataStorage,
+    /// Further Data Storage replicas on the same database.
+    more_ds: Vec<DataStorage>,
+    /// A durability setting that admits losing records: deleted CRs without a record are
+    /// counted and reported by the verdict, not refused.
+    loss_allowed: bool,
     dir: PathBuf,
     ca_pem: String,
     webhook_port: u16,
     api: Api<SignalProcessing>,
 }
 
+/// Where a scenario's records go.
+enum Database {
+    /// A fresh database on the shared server.
+    Shared(TestDb),
+    /// A replicated PostgreSQL of the scenario's own, given to Data Storage as a multi-host URL.
+    Replicated(ReplicatedPg),
+}
+
+impl Database {
+    /// Where the checks read what was stored: the server that is the primary now.
+    fn url(&self) -> String {
+        match self {
+            Database::Shared(db) => db.url.clone(),
+            Database::Replicated(pg) => pg.primary_url(),
+        }
+    }
+
+    async fn drop_db(self) {
+        match self {
+            Database::Shared(db) => db.drop_db().await,
+            Database::Replicated(pg) => drop(pg),
+        }
+    }
+}
+
 impl Stack {
     async fn new(tag: &str) -> Result<Stack> {
+        Self::new_on(tag, Database::Shared(TestDb::create().await), 1).await
+    }
+
+    /// A stack whose `replicas` Data Storage processes share one database, one chain key and
+    /// one log key.
+    async fn new_on(tag: &str, db: Database, replicas: usize) -> Result<Stack> {
         let cp = control_plane();
         let client = admin_client().await;
         install_signalprocessing_crd(&client).await?;
@@ -108,11 +153,38 @@ impl Stack {
         )?;
         std::fs::write(dir.join("token"), &token)?;
         std::fs::write(dir.join("reader-token"), &reader)?;
-        let db = TestDb::create().await;
         let tokens = dir.join("tokens.csv");
-        let ds = DataStorage::launch_on(cp, &format!("ds-{ns}"), Options::postgres(&db.url).auth(Auth::TokensFile(tokens)))
-            .await
-            .with_context(|| cp.log_tail(&format!("ds-{ns}")))?;
+        let ds_url = match &db {
+            Database::Shared(db) => db.url.clone(),
+            Database::Replicated(pg) => pg.owner_url(),
+        };
+        let chain_key = support::datastorage::chain_key_file(&dir);
+        let log_key = dir.join("log.key");
+        let signer = SignerKey::generate(LOG_ORIGIN, ALG_ED25519)?;
+        std::fs::write(&log_key, format!("{}\n", signer.to_secret_string()))?;
+        std::fs::write(dir.join("log.key.pub"), format!("{}\n", signer.verifier()))?;
+        let mut launched = Vec::new();
+        for i in 0..replicas.max(1) {
+            let name = format!("ds-{ns}-{i}");
+            let mut options = Options::postgres(&ds_url)
+                .auth(Auth::TokensFile(tokens.clone()))
+                .args(&["--chain-key-file", chain_key.to_str().context("path")?]);
+            if let Database::Replicated(_) = db {
+                // The transparency log too, so that its checks run across the failover.
+                options = options.args(&[
+                    "--log-signing-key-file",
+                    log_key.to_str().context("path")?,
+                    "--log-sequence-interval",
+                    "200ms",
+                ]);
+            }
+            launched.push(
+                DataStorage::launch_on(cp, &name, options)
+                    .await
+                    .with_context(|| cp.log_tail(&name))?,
+            );
+        }
+        let ds = launched.remove(0);
         let issued = webhook_support::issue_certs(&dir.join("certs"), false);
         Ok(Stack {
             tag: tag.to_string(),
@@ -122,6 +194,8 @@ impl Stack {
             lease_ns,
             db,
             ds,
+            more_ds: launched,
+            loss_allowed: false,
             dir,
             ca_pem: issued.ca_pem,
             webhook_port: free_port()?,
@@ -295,7 +369,8 @@ impl Stack {
         serves: &[&Serve],
         note: String,
     ) -> Result<Row> {
-        let stored = stored_records(&self.db.url).await?;
+        let loss_allowed = self.loss_allowed;
+        let stored = stored_records(&self.db.url()).await?;
         let mass_set: HashSet<&String> = mass.iter().collect();
         let lost = mass.iter().filter(|u| !stored.ids.contains(*u)).count();
         let extras_recorded = extras.iter().filter(|u| stored.ids.contains(*u)).count();
@@ -320,13 +395,19 @@ impl Stack {
         println!("\n{TABLE_HEADER}\n{}\n", row.markdown());
         println!("{} now:\n{table}", table_path().display());
         assert!(stored.duplicates.is_empty(), "ids stored twice: {:?}", stored.duplicates);
-        assert_eq!(lost, 0, "deleted CRs without a record");
+        if !loss_allowed {
+            assert_eq!(lost, 0, "deleted CRs without a record");
+        }
         assert_eq!(extras_recorded, 0, "records for CRs neither completed nor deleted");
         assert!(
             strangers.is_empty(),
             "records for ids that are no CR of this scenario: {strangers:?}"
         );
-        assert_eq!(stored.rows as usize, mass.len(), "one record per deleted CR");
+        assert_eq!(
+            stored.rows as usize + lost,
+            mass.len(),
+            "one record per deleted CR, apart from those lost"
+        );
         let left = self.api.list(&Self::group("mass")).await?.items.len();
         assert_eq!(left, 0, "deleted CRs still in the cluster");
         let extras_left = self.remaining("extra").await?;
@@ -339,7 +420,9 @@ impl Stack {
         for s in serves {
             let _ = cp.kill(s);
         }
-        let _ = cp.kill(&self.ds.name);
+        for ds in std::iter::once(&self.ds).chain(&self.more_ds) {
+            let _ = cp.kill(&ds.name);
+        }
         unregister_webhooks(&self.client, WEBHOOKS).await;
         self.db.drop_db().await;
     }
@@ -608,7 +691,7 @@ async fn s6a_datastorage_slower_than_the_client_timeout() {
                 faults.set_delay(Duration::from_millis(1500));
                 tokio::time::sleep(Duration::from_secs(20)).await;
                 let held = stack.remaining("mass").await?;
-                let stored = stored_records(&stack.db.url).await?.rows;
+                let stored = stored_records(&stack.db.url()).await?.rows;
                 faults.set_delay(Duration::ZERO);
                 Ok(format!(
                     "answers 1.5 s late (client timeout 1 s) for 20 s from {left} left: {held} still held then, {stored} records stored"
@@ -646,6 +729,136 @@ async fn s6b_datastorage_answers_500_half_of_the_time() {
         .await;
     stack.finish(&[&serve.name]).await;
     row.unwrap();
+}
+
+/// GET `path` from Data Storage as the auditor (reader token).
+async fn get_as_reader(stack: &Stack, path: &str) -> Result<reqwest::Response> {
+    let reader = std::fs::read_to_string(stack.dir.join("reader-token"))?;
+    Ok(stack.ds.http.get(stack.ds.endpoint(path)).bearer_auth(reader).send().await?)
+}
+
+/// The transparency log's latest checkpoint, as an auditor saves it.
+async fn log_checkpoint(stack: &Stack) -> Result<Vec<u8>> {
+    wait_for("a signed log checkpoint", WAIT, || async {
+        let r = get_as_reader(stack, "/api/v1/log/checkpoint").await?;
+        Ok(match r.status().is_success() {
+            true => Some(r.bytes().await?.to_vec()),
+            false => None,
+        })
+    })
+    .await
+}
+
+/// `audit-guard verify-log` against `saved` (a checkpoint from before the fault): the log
+/// served now must extend it. Its exit code and output.
+fn verify_log(stack: &Stack, saved: &[u8]) -> Result<(Option<i32>, String)> {
+    let file = stack.dir.join("saved.checkpoint");
+    std::fs::write(&file, saved)?;
+    let out = std::process::Command::new(support::datastorage::binary())
+        .args(["verify-log", "--url", &stack.ds.url, "--token-file"])
+        .arg(stack.dir.join("reader-token"))
+        .arg("--log-key")
+        .arg(stack.dir.join("log.key.pub"))
+        .arg("--checkpoint")
+        .arg(&file)
+        .output()?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    Ok((out.status.code(), text.trim().to_string()))
+}
+
+/// The hash chain's verdict over everything stored.
+async fn chain_verdict(stack: &Stack) -> Result<serde_json::Value> {
+    Ok(get_as_reader(stack, "/api/v1/audit/signal-processing/verify").await?.json().await?)
+}
+
+/// The mass deletion while the PostgreSQL primary is SIGKILLed and its synchronous standby is
+/// promoted 5 s later; Data Storage (`replicas` processes behind one round-robin address) has
+/// the multi-host URL of both servers. With `sync` Off the records the standby never got are
+/// lost: counted, not refused.
+async fn primary_lost(tag: &str, scenario: &str, sync: SyncCommit, replicas: usize) {
+    let _serial = SERIAL.lock().await;
+    let pg = ReplicatedPg::start(sync).await.expect("replicated PostgreSQL");
+    let mut stack = Stack::new_on(tag, Database::Replicated(pg), replicas).await.expect("stack");
+    stack.loss_allowed = sync == SyncCommit::Off;
+    let Database::Replicated(pg) = &stack.db else {
+        unreachable!("a replicated database")
+    };
+    let upstreams: Vec<String> = std::iter::once(&stack.ds).chain(&stack.more_ds).map(|d| d.url.clone()).collect();
+    let proxy = FaultProxy::start_round_robin(&upstreams).await.expect("proxy");
+    let serve = stack
+        .serve(&format!("serve-{}", stack.ns), &proxy.url, true, true, &[])
+        .await
+        .expect("serve");
+    stack.register_webhooks().await.expect("webhooks");
+    let (mass, extras) = populate(&stack).await.unwrap();
+    let saved = log_checkpoint(&stack).await.unwrap();
+    let killed_at = std::sync::Mutex::new(None);
+    let (note, drain) = stack
+        .delete_with_fault(|left| {
+            let (stack, killed_at) = (&stack, &killed_at);
+            async move {
+                pg.kill_primary()?;
+                *killed_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let held = stack.remaining("mass").await?;
+                tokio::task::block_in_place(|| pg.promote_standby())?;
+                eprintln!("primary SIGKILLed with {left} of {MASS} left; standby promoted 5 s later with {held} left");
+                Ok(format!(
+                    "primary SIGKILLed with {left} left, standby promoted 5 s later ({held} left then)"
+                ))
+            }
+        })
+        .await
+        .unwrap();
+    let since_kill = killed_at
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .map(|t| t.elapsed())
+        .unwrap_or_default();
+    let chain = chain_verdict(&stack).await.unwrap();
+    let (log_code, log_out) = verify_log(&stack, &saved).unwrap();
+    let note = format!(
+        "{note}; synchronous_commit={}, {replicas} Data Storage replica(s) behind one address; last CR gone {:.1} s after the kill; chain {}, verify-log: {}",
+        sync.setting(),
+        since_kill.as_secs_f64(),
+        chain["result"].as_str().unwrap_or("?"),
+        log_out.lines().next().unwrap_or("")
+    );
+    let row = stack.verdict(scenario, &mass, &extras, drain, &[&serve], note).await;
+    if !stack.loss_allowed {
+        assert_eq!(chain["result"], json!("intact"), "{chain}");
+        assert_eq!(log_code, Some(0), "verify-log: {log_out}");
+    }
+    stack.finish(&[&serve.name]).await;
+    let row = row.unwrap();
+    println!("lost with synchronous_commit={}: {}", sync.setting(), row.lost);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s7a_postgres_primary_sigkilled_standby_promoted() {
+    primary_lost("f7a-pg-failover", "7a PostgreSQL primary lost, standby promoted", SyncCommit::On, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s7b_postgres_failover_with_two_datastorage_replicas() {
+    primary_lost(
+        "f7b-pg-failover-2ds",
+        "7b PostgreSQL primary lost, 2 Data Storage replicas",
+        SyncCommit::On,
+        2,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s7c_postgres_failover_with_synchronous_commit_off() {
+    primary_lost(
+        "f7c-pg-failover-async",
+        "7c PostgreSQL primary lost, synchronous_commit off",
+        SyncCommit::Off,
+        1,
+    )
+    .await;
 }
 
 /// Gap left by tests/datastorage_bad_input.rs (which covers POST, GET by id and list): the
@@ -738,7 +951,7 @@ async fn witness_finds_none_missing_after_a_fault_and_names_a_bypass() {
     stack.start_deletion("mass").await.unwrap().unwrap();
     stack.wait_remaining_at_most("mass", 0, STUCK).await.unwrap();
     proxy.faults.set_fail_percent(0);
-    let stored = stored_records(&stack.db.url).await.unwrap();
+    let stored = stored_records(&stack.db.url()).await.unwrap();
     assert!(mass.iter().all(|u| stored.ids.contains(u)), "every deleted CR has its record");
 
     let (code, report, out) = witness(&stack);

@@ -111,7 +111,8 @@ pub fn query(pairs: &[(&str, Option<String>)]) -> String {
     }
 }
 
-fn url_encode(s: &str) -> String {
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+pub fn url_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),

@@ -58,7 +58,8 @@ pub fn db_problem(op: &str, e: impl std::fmt::Display) -> Problem {
     tracing::error!(op, error = %e, "database operation failed");
     Problem::new(
         StatusCode::INTERNAL_SERVER_ERROR,
-        "the database could not complete the request; nothing was written",
+        "the database could not complete the request; nothing was written, unless the connection broke during \
+         the commit: sending the same content again is safe (an identical record is answered as stored)",
     )
 }
 

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod chain;
 pub mod db_url;
 pub mod export;
+pub mod failover;
 pub mod http;
 pub mod limits;
 pub mod metrics;

@@ -13,6 +13,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, PgPool};
 
 use super::chain::{self, ChainKeys, Head, Link};
+use super::failover;
 use super::store::*;
 use super::tlog::{self, LogTx, Pending, Round};
 use crate::evidence::entry::Kind;
@@ -248,6 +249,9 @@ pub struct PgStore {
 
 /// The URL without its password, for logs.
 pub fn redact(url: &str) -> String {
+    if !url.contains("://") {
+        return failover::redact_keywords(url);
+    }
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let creds = &url[s + 3..at];
@@ -309,7 +313,20 @@ const READ_SESSION: &str = "SET max_parallel_workers_per_gather = 0";
 
 async fn pool_with(url: &str, max: u32, statement_timeout: Duration, session: Vec<String>) -> anyhow::Result<PgPool> {
     let session = std::sync::Arc::new(session);
-    let options: PgConnectOptions = url.parse()?;
+    let urls = failover::split_hosts(url).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Several servers: only the primary may serve (a connection opened on a stale choice is refused).
+    let servers = match urls.len() {
+        1 => None,
+        _ => Some(Arc::new(failover::Servers::new(&urls)?)),
+    };
+    let (options, probe) = match &servers {
+        None => (urls[0].parse::<PgConnectOptions>()?, None),
+        Some(s) => {
+            let conn = s.locate().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            (s.current(), Some(conn))
+        }
+    };
+    let primary_only = servers.is_some();
     // 0 switches the timeout off (migrations).
     let timeout_ms = statement_timeout.as_millis();
     let pool = PgPoolOptions::new()
@@ -318,6 +335,11 @@ async fn pool_with(url: &str, max: u32, statement_timeout: Duration, session: Ve
         .after_connect(move |conn, _| {
             let session = session.clone();
             Box::pin(async move {
+                if primary_only && !failover::is_primary(&mut *conn).await? {
+                    return Err(sqlx::Error::Protocol(
+                        "the server is a standby (in recovery), not the primary".into(),
+                    ));
+                }
                 sqlx::query(&format!("SET statement_timeout = {timeout_ms}"))
                     .execute(&mut *conn)
                     .await?;
@@ -334,6 +356,9 @@ async fn pool_with(url: &str, max: u32, statement_timeout: Duration, session: Ve
         })
         .connect_with(options)
         .await?;
+    if let Some(servers) = servers {
+        servers.watch(pool.clone(), probe);
+    }
     Ok(pool)
 }
 
@@ -1332,5 +1357,6 @@ mod tests {
     fn redacts_passwords() {
         assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(redact("postgres://h/db"), "postgres://h/db");
+        assert_eq!(redact("host=h password=secret"), "host=h password=***");
     }
 }

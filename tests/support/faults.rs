@@ -73,7 +73,9 @@ impl Faults {
 }
 
 struct ProxyState {
-    upstream: String,
+    /// Requests go to these in turn (round robin, as a Service spreads them over its pods).
+    upstreams: Vec<String>,
+    next: AtomicU64,
     http: reqwest::Client,
     faults: Arc<Faults>,
 }
@@ -93,11 +95,17 @@ impl Drop for FaultProxy {
 
 impl FaultProxy {
     pub async fn start(upstream: &str) -> Result<Self> {
+        Self::start_round_robin(&[upstream.to_string()]).await
+    }
+
+    /// One address in front of several replicas: each request goes to the next one.
+    pub async fn start_round_robin(upstreams: &[String]) -> Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let faults = Arc::new(Faults::default());
         let state = Arc::new(ProxyState {
-            upstream: upstream.trim_end_matches('/').to_string(),
+            upstreams: upstreams.iter().map(|u| u.trim_end_matches('/').to_string()).collect(),
+            next: AtomicU64::new(0),
             http: reqwest::Client::new(),
             faults: faults.clone(),
         });
@@ -134,7 +142,8 @@ async fn proxy(State(st): State<Arc<ProxyState>>, req: Request) -> Response {
         st.faults.failed_before.fetch_add(1, Ordering::SeqCst);
         return plain(StatusCode::INTERNAL_SERVER_ERROR, "fault proxy: injected 500 (not forwarded)");
     }
-    let mut fwd = st.http.request(method, format!("{}{path}", st.upstream)).body(body);
+    let upstream = &st.upstreams[st.next.fetch_add(1, Ordering::SeqCst) as usize % st.upstreams.len()];
+    let mut fwd = st.http.request(method, format!("{upstream}{path}")).body(body);
     for name in ["authorization", "content-type", "accept"] {
         if let Some(v) = headers.get(name) {
             fwd = fwd.header(name, v);

@@ -8,6 +8,7 @@ pub mod datastorage;
 pub mod faults;
 pub mod kubernaut_ds;
 pub mod node;
+pub mod pg_replica;
 pub mod tlog;
 
 use std::sync::OnceLock;
