@@ -1,9 +1,10 @@
 //! manifests/overlays/cloudnative-pg rendered with kubectl's kustomize: a CloudNativePG
 //! `Cluster` of three instances with synchronous replication, and Data Storage trusting the
-//! cluster's CA. The operator cannot run here and its CRD's schema is not at hand, so the
-//! Cluster is checked field by field (the fields docs/high-availability.md documents); every
-//! Kubernetes object the overlay renders (Data Storage's Deployment and CronJob included) goes
-//! through the real API server's validation with a server-side dry run.
+//! cluster's CA. The operator cannot run here; its CRD comes from its Go module (the version
+//! docs/high-availability.md names), so the Cluster goes through the real API server's
+//! validation against CloudNativePG's own schema, unknown fields refused, besides the field by
+//! field checks of what docs/high-availability.md documents; every Kubernetes object the overlay
+//! renders (Data Storage's Deployment and CronJob included) gets a server-side dry run too.
 
 mod support;
 #[path = "support/tools.rs"]
@@ -13,6 +14,9 @@ use serde_json::Value;
 use support::control_plane;
 
 const CLUSTER: &str = "audit-guard-pg";
+/// The CloudNativePG release whose Cluster CRD the overlay is checked against.
+const CNPG_MODULE: &str = "github.com/cloudnative-pg/cloudnative-pg";
+const CNPG_VERSION: &str = "v1.28.1";
 
 fn rendered() -> Vec<Value> {
     tools::render_overlay("cloudnative-pg", env!("CARGO_BIN_EXE_audit-guard"))
@@ -100,4 +104,45 @@ fn every_kubernetes_object_passes_the_api_servers_validation() {
     ] {
         assert!(out.contains(kind), "{kind} checked:\n{out}");
     }
+}
+
+#[test]
+fn the_cluster_passes_cloudnative_pgs_own_schema() {
+    let cp = control_plane();
+    let crd = tools::go_module_file(CNPG_MODULE, CNPG_VERSION, "config/crd/bases/postgresql.cnpg.io_clusters.yaml");
+    let crd = crd.to_str().unwrap();
+    cp.kubectl(&["apply", "--server-side", "-f", crd])
+        .unwrap_or_else(|e| panic!("the CloudNativePG Cluster CRD: {e:#}"));
+    cp.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/clusters.postgresql.cnpg.io",
+    ])
+    .unwrap_or_else(|e| panic!("the Cluster CRD is not established: {e:#}"));
+    let _ = cp.kubectl(&["create", "namespace", "audit-guard"]);
+    let dry_run = |cluster: &Value, file: &str| {
+        let path = cp.dir.join(file);
+        // JSON: a YAML writer may leave `on` unquoted, which kubectl reads as a boolean.
+        std::fs::write(&path, serde_json::to_string(cluster).unwrap()).unwrap();
+        cp.kubectl(&[
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "--validate=strict",
+            "-f",
+            path.to_str().unwrap(),
+        ])
+    };
+    let docs = rendered();
+    let cluster = named(&docs, "Cluster", CLUSTER).clone();
+    let out = dry_run(&cluster, "cnpg-cluster.json").unwrap_or_else(|e| panic!("CloudNativePG's schema refused the Cluster: {e:#}"));
+    assert!(out.contains("cluster.postgresql.cnpg.io/audit-guard-pg"), "{out}");
+    // The check can fail: a misspelt field and a value outside the schema are refused.
+    let mut misspelt = cluster.clone();
+    misspelt["spec"]["postgresql"]["synchronous"]["dataDurabilty"] = Value::from("required");
+    assert!(dry_run(&misspelt, "cnpg-misspelt.json").is_err(), "a misspelt field passed");
+    let mut wrong = cluster;
+    wrong["spec"]["postgresql"]["synchronous"]["method"] = Value::from("all-of-them");
+    assert!(dry_run(&wrong, "cnpg-wrong.json").is_err(), "a method outside the schema passed");
 }

@@ -57,6 +57,19 @@ pub fn kubectl() -> PathBuf {
         .join("kubectl")
 }
 
+/// A file of a Go module (another project's CRDs, say), fetched through the Go module proxy into
+/// Go's module cache (outside the repository) the first time.
+pub fn go_module_file(module: &str, version: &str, path: &str) -> PathBuf {
+    let out = run_ok(Command::new("go").args(["mod", "download", "-json", &format!("{module}@{version}")]));
+    let info: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("go mod download {module}@{version}: {e}: {out}"));
+    let dir = info["Dir"]
+        .as_str()
+        .unwrap_or_else(|| panic!("go mod download {module}@{version}: no Dir in {out}"));
+    let file = Path::new(dir).join(path);
+    assert!(file.exists(), "{} is not in {module}@{version}", file.display());
+    file
+}
+
 /// Runs a command; returns its output whether it succeeded or not.
 pub fn run(cmd: &mut Command) -> Output {
     cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
