@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use crate::duration::parse_duration;
+pub use crate::duration::{parse_duration, parse_moment};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -95,6 +95,11 @@ pub struct ApiArgs {
     /// Longest wait for one answer (a verification of millions of rows takes a while).
     #[arg(long = "timeout", default_value = "30m", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// The name Data Storage's certificate must carry when --url names another host, e.g.
+    /// audit-guard-datastorage.audit-guard.svc through `kubectl port-forward` on 127.0.0.1:
+    /// the connection goes to --url's address, the TLS check is made against this name.
+    #[arg(long = "tls-server-name", env = "AUDIT_GUARD_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
 }
 
 /// How to read the database directly (read-only).
@@ -116,11 +121,12 @@ pub struct DbArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct VerifyArgs {
-    /// Rows of the period (a record by when Data Storage stored it) from this moment (RFC 3339)...
-    #[arg(long)]
+    /// Rows of the period (a record by when Data Storage stored it) from this moment (RFC 3339,
+    /// a date such as 2026-11-01, or a duration back from now such as 7d)...
+    #[arg(long, value_parser = parse_moment)]
     pub since: Option<DateTime<Utc>>,
     /// ...until before this one. The chain's links are walked in full either way.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_moment)]
     pub until: Option<DateTime<Utc>>,
     /// Months older than this may be gone with their partition (the retention you expect); 0: none may.
     #[arg(long, default_value_t = 0)]
@@ -169,12 +175,12 @@ pub enum ExportFormat {
 
 #[derive(Args, Debug, Clone)]
 pub struct ExportArgs {
-    /// Rows from this moment (RFC 3339; records by when Data Storage stored them, amendments by amended_at,
-    /// break-glass events by at).
-    #[arg(long)]
+    /// Rows from this moment (RFC 3339, a date, or a duration back from now such as 7d; records
+    /// by when Data Storage stored them, amendments by amended_at, break-glass events by at).
+    #[arg(long, value_parser = parse_moment)]
     pub since: Option<DateTime<Utc>>,
     /// Rows before this moment.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_moment)]
     pub until: Option<DateTime<Utc>>,
     #[arg(long, value_enum, default_value_t = ExportFormat::Ndjson)]
     pub format: ExportFormat,
@@ -209,11 +215,12 @@ pub enum ReportFormat {
 
 #[derive(Args, Debug, Clone)]
 pub struct ReportArgs {
-    /// Start of the period (RFC 3339, inclusive).
-    #[arg(long)]
+    /// Start of the period (inclusive): RFC 3339, a date such as 2026-11-01 (its midnight UTC),
+    /// or a duration back from now such as 31d.
+    #[arg(long, value_parser = parse_moment)]
     pub since: DateTime<Utc>,
-    /// End of the period (exclusive).
-    #[arg(long)]
+    /// End of the period (exclusive), in the same forms.
+    #[arg(long, value_parser = parse_moment)]
     pub until: DateTime<Utc>,
     #[arg(long, value_enum, default_value_t = ReportFormat::Markdown)]
     pub format: ReportFormat,
@@ -245,6 +252,13 @@ pub struct WitnessArgs {
     /// Records are read from this verified NDJSON export instead of Data Storage's API.
     #[arg(long)]
     pub export: Option<PathBuf>,
+    /// The kubeconfig for reading the API server's current state (default: $KUBECONFIG, then
+    /// ~/.kube/config, then the in-cluster service account).
+    #[arg(long, conflicts_with = "no_cluster")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: its current context).
+    #[arg(long, conflicts_with = "no_cluster")]
+    pub context: Option<String>,
     /// How far before the log's first event to read records (a CR completed days before it
     /// was deleted has its record from then).
     #[arg(long, default_value = "31days", value_parser = parse_duration)]

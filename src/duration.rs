@@ -1,7 +1,7 @@
 //! Go `time.Duration` on the wire: the design document's Go client encodes it as integer
 //! nanoseconds, while Kubernetes objects (metav1.Duration) carry strings such as "1.5s".
 //! [`GoDuration`] accepts both and writes the string form; [`nanos`] writes nanoseconds.
-//! [`parse_duration`] reads the durations of flags.
+//! [`parse_duration`] reads the durations of flags, [`parse_moment`] their moments.
 
 use std::fmt;
 
@@ -15,6 +15,30 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         return Ok(std::time::Duration::ZERO);
     }
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 30s, 24h)"))
+}
+
+/// A moment as a flag gives it (`--since`, `--until`): RFC 3339 (`2026-11-01T00:00:00Z`), a
+/// date (`2026-11-01`, its midnight UTC), or a duration back from now (`7d`, `36h`, `7d ago`).
+pub fn parse_moment(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    moment_at(s, chrono::Utc::now())
+}
+
+/// [`parse_moment`] with `now` given.
+pub fn moment_at(s: &str, now: chrono::DateTime<chrono::Utc>) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    let s = s.trim();
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(d.and_time(chrono::NaiveTime::MIN).and_utc());
+    }
+    let back = s.strip_suffix("ago").map_or(s, str::trim_end);
+    let refuse = || format!("{s:?} is not a moment (examples: 2026-11-01T00:00:00Z, 2026-11-01, 7d, 36h ago)");
+    let d = humantime::parse_duration(back).map_err(|_| refuse())?;
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| now.checked_sub_signed(d))
+        .ok_or_else(refuse)
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -272,6 +296,20 @@ pub mod nanos {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn moments_are_rfc3339_dates_or_durations_back_from_now() {
+        let now: chrono::DateTime<chrono::Utc> = "2026-12-07T12:30:00Z".parse().unwrap();
+        let at = |s: &str| moment_at(s, now).map(|t| t.to_rfc3339());
+        assert_eq!(at("2026-11-01T08:00:00+01:00").unwrap(), "2026-11-01T07:00:00+00:00");
+        assert_eq!(at("2026-11-01").unwrap(), "2026-11-01T00:00:00+00:00");
+        assert_eq!(at("7d").unwrap(), "2026-11-30T12:30:00+00:00");
+        assert_eq!(at("36h ago").unwrap(), "2026-12-06T00:30:00+00:00");
+        assert_eq!(at(" 90min ").unwrap(), "2026-12-07T11:00:00+00:00");
+        for bad in ["", "yesterday", "2026-13-01", "2026", "-7d", "1000000000y"] {
+            assert!(at(bad).is_err(), "{bad:?} was taken as a moment");
+        }
+    }
 
     #[test]
     fn parses_go_syntax() {

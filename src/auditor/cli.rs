@@ -63,12 +63,18 @@ impl Api {
                     .with_context(|| format!("reading {}", f.display()))
             })
             .transpose()?;
+        let mut http = crate::client::http_builder(args.ca_file.as_deref())?
+            .timeout(args.timeout)
+            .connect_timeout(Duration::from_secs(10));
+        let mut base = url.trim_end_matches('/').to_string();
+        if let Some(name) = &args.tls_server_name {
+            let (named, addrs) = connect_as(&base, name)?;
+            http = http.resolve_to_addrs(name, &addrs);
+            base = named;
+        }
         Ok(Self {
-            http: crate::client::http_builder(args.ca_file.as_deref())?
-                .timeout(args.timeout)
-                .connect_timeout(Duration::from_secs(10))
-                .build()?,
-            base: url.trim_end_matches('/').to_string(),
+            http: http.build()?,
+            base,
             token,
         })
     }
@@ -598,12 +604,47 @@ pub fn records_from_export(text: &str) -> anyhow::Result<Vec<RecordRef>> {
     Ok(out)
 }
 
+/// `--tls-server-name`: the base URL with `name` as its host, and the addresses of the URL's own
+/// host and port to connect to, so the TLS check is made against `name`.
+fn connect_as(base: &str, name: &str) -> anyhow::Result<(String, Vec<std::net::SocketAddr>)> {
+    use std::net::ToSocketAddrs;
+    let mut url = reqwest::Url::parse(base).with_context(|| format!("--url {base:?}"))?;
+    let host = url.host_str().context("--url has no host")?.to_string();
+    let port = url.port_or_known_default().context("--url has no port")?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<_> = (host, port)
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {host}:{port}"))?
+        .collect();
+    url.set_host(Some(name)).with_context(|| format!("--tls-server-name {name:?}"))?;
+    Ok((url.as_str().trim_end_matches('/').to_string(), addrs))
+}
+
+/// The API server client of `--kubeconfig`/`--context`, or kube's default (KUBECONFIG,
+/// ~/.kube/config, in-cluster).
+async fn kube_client(kubeconfig: Option<&Path>, context: Option<&str>) -> anyhow::Result<kube::Client> {
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    let options = KubeConfigOptions {
+        context: context.map(str::to_string),
+        ..Default::default()
+    };
+    let config = match (kubeconfig, context) {
+        (Some(path), _) => {
+            let kc = Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &options).await?
+        }
+        (None, Some(_)) => kube::Config::from_kubeconfig(&options).await?,
+        (None, None) => kube::Config::infer().await?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
 /// Which SignalProcessings the API server has now.
-async fn live_state(namespaces: &[String]) -> anyhow::Result<Live> {
+async fn live_state(namespaces: &[String], kubeconfig: Option<&Path>, context: Option<&str>) -> anyhow::Result<Live> {
     use kube::api::{Api as KubeApi, ListParams};
-    let client = kube::Client::try_default()
+    let client = kube_client(kubeconfig, context)
         .await
-        .context("reading the API server's current state needs a kubeconfig (or pass --no-cluster)")?;
+        .context("reading the API server's current state needs a kubeconfig (--kubeconfig, or pass --no-cluster)")?;
     let apis: Vec<KubeApi<crate::crd::SignalProcessing>> = if namespaces.is_empty() {
         vec![KubeApi::all(client)]
     } else {
@@ -656,7 +697,7 @@ async fn witness_cmd(a: WitnessArgs) -> anyhow::Result<bool> {
     let live = if a.no_cluster {
         None
     } else {
-        Some(live_state(&a.namespaces).await?)
+        Some(live_state(&a.namespaces, a.kubeconfig.as_deref(), a.context.as_deref()).await?)
     };
     let report = witness::judge(&lifecycles, &stats, live.as_ref(), &records, &a.namespaces);
     if a.json {
