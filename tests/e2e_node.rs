@@ -104,7 +104,7 @@ fn the_shipped_manifests_run_as_pods_on_a_real_node_and_the_lifecycle_passes_thr
     // 4: the same through the Helm chart, in place of the kustomize install.
     let mut chart = None;
     let ok = run(
-        "4 the Helm chart: uninstall the overlay, helm install, pods Ready".into(),
+        "4 the Helm chart: uninstall the overlay, helm install, pods Ready, helm test".into(),
         &mut || {
             let previous = installed.take().context("the overlay install failed")?;
             let i = rt.block_on(install_chart(previous, pg.as_ref()))?;
@@ -321,6 +321,26 @@ async fn install_chart<'a>(previous: Installed<'a>, pg: Option<&(NodePostgres, V
     import_images(node, &docs)?;
     let out = helm(&["install", "--wait", "--timeout=4m"])?;
     println!("helm install audit-guard charts/audit-guard --namespace {NAMESPACE} --wait:\n{out}");
+    // `helm test`: a SignalProcessing created through the webhook and deleted, gone only once its
+    // record is stored and the finalizer is off.
+    let test = std::process::Command::new(tools::helm())
+        .args([
+            "test",
+            "audit-guard",
+            "--namespace",
+            NAMESPACE,
+            "--kubeconfig",
+            kubeconfig,
+            "--timeout=2m",
+        ])
+        .output()?;
+    ensure!(
+        test.status.success(),
+        "helm test: {}{}",
+        String::from_utf8_lossy(&test.stdout),
+        String::from_utf8_lossy(&test.stderr)
+    );
+    println!("helm test audit-guard:\n{}", String::from_utf8_lossy(&test.stdout));
     let applied = cp.dir.join("chart-as-installed.yaml");
     std::fs::write(&applied, to_yaml(&docs)?)?;
     ready(cp, node, client, docs, applied).await
