@@ -113,13 +113,19 @@ fn the_cluster_passes_cloudnative_pgs_own_schema() {
     let crd = crd.to_str().unwrap();
     cp.kubectl(&["apply", "--server-side", "-f", crd])
         .unwrap_or_else(|e| panic!("the CloudNativePG Cluster CRD: {e:#}"));
-    cp.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/clusters.postgresql.cnpg.io",
-    ])
-    .unwrap_or_else(|e| panic!("the Cluster CRD is not established: {e:#}"));
+    // `kubectl wait` right after the create can find no conditions yet and fails: poll instead.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let established = r#"jsonpath={.status.conditions[?(@.type=="Established")].status}"#;
+    while cp
+        .kubectl(&["get", "crd", "clusters.postgresql.cnpg.io", "-o", established])
+        .map_or(true, |out| out.trim() != "True")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the Cluster CRD is not established after 60 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
     let _ = cp.kubectl(&["create", "namespace", "audit-guard"]);
     let dry_run = |cluster: &Value, file: &str| {
         let path = cp.dir.join(file);
