@@ -321,19 +321,32 @@ async fn install_chart<'a>(previous: Installed<'a>, pg: Option<&(NodePostgres, V
     import_images(node, &docs)?;
     let out = helm(&["install", "--wait", "--timeout=4m"])?;
     println!("helm install audit-guard charts/audit-guard --namespace {NAMESPACE} --wait:\n{out}");
+    let applied = cp.dir.join("chart-as-installed.yaml");
+    std::fs::write(&applied, to_yaml(&docs)?)?;
+    let installed = ready(cp, node, client, docs, applied).await?;
     // `helm test`: a SignalProcessing created through the webhook and deleted, gone only once its
-    // record is stored and the finalizer is off.
-    let test = std::process::Command::new(tools::helm())
-        .args([
-            "test",
-            "audit-guard",
-            "--namespace",
-            NAMESPACE,
-            "--kubeconfig",
-            kubeconfig,
-            "--timeout=2m",
-        ])
-        .output()?;
+    // record is stored and the finalizer is off. Once the pods are Ready the Service's rules may
+    // still be on their way to the node (connection refused): a few tries, 5 s apart.
+    let mut tries = 0;
+    let test = loop {
+        tries += 1;
+        let test = std::process::Command::new(tools::helm())
+            .args([
+                "test",
+                "audit-guard",
+                "--namespace",
+                NAMESPACE,
+                "--kubeconfig",
+                kubeconfig,
+                "--timeout=2m",
+            ])
+            .output()?;
+        if test.status.success() || tries == 6 {
+            break test;
+        }
+        println!("helm test, try {tries}: {}", String::from_utf8_lossy(&test.stderr).trim());
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    };
     ensure!(
         test.status.success(),
         "helm test: {}{}",
@@ -341,9 +354,7 @@ async fn install_chart<'a>(previous: Installed<'a>, pg: Option<&(NodePostgres, V
         String::from_utf8_lossy(&test.stderr)
     );
     println!("helm test audit-guard:\n{}", String::from_utf8_lossy(&test.stdout));
-    let applied = cp.dir.join("chart-as-installed.yaml");
-    std::fs::write(&applied, to_yaml(&docs)?)?;
-    ready(cp, node, client, docs, applied).await
+    Ok(installed)
 }
 
 /// Waits for both Deployments, and makes the compliance reader: the install is ready for the scenarios.
