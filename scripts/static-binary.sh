@@ -6,6 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cache_root="${AUDIT_GUARD_CACHE:-$HOME/.cache/audit-guard}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache_root/target}"
+# Called from a cargo test (tests/release_tarball.rs), cargo's per-test variables (CARGO_PKG_*,
+# CARGO_MANIFEST_DIR, ...) would look like a changed environment and rebuild the release binary
+# that `make image` just built: build with the environment `make` gives.
+while IFS= read -r var; do
+  case "$var" in CARGO_HOME | CARGO_TARGET_DIR) ;; CARGO*) unset "$var" ;; esac
+done < <(compgen -e)
 target=x86_64-unknown-linux-gnu
 start=$SECONDS
 echo ">> building the static audit-guard binary (release, $target, crt-static; the first build takes several minutes)" >&2

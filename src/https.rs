@@ -200,6 +200,15 @@ struct Conn {
     open: AtomicBool,
     /// Cancelled when the listener wants this connection gone (gracefully once open).
     close: CancellationToken,
+    places: Arc<Places>,
+}
+
+/// Newcomers waiting for a place under the connection caps, and their wake-up: a connection
+/// leaving, or one going idle (which makes it a candidate to close).
+#[derive(Default)]
+struct Places {
+    freed: Notify,
+    waiting: AtomicUsize,
 }
 
 impl Conn {
@@ -222,7 +231,10 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.last_active_ms.store(now_ms(), Ordering::Relaxed);
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let was = self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if was == 1 && self.0.places.waiting.load(Ordering::Acquire) > 0 {
+            self.0.places.freed.notify_waiters();
+        }
     }
 }
 
@@ -247,28 +259,36 @@ enum Refusal {
 /// already closing, `idle_ms` None while a request is in flight; `may_evict` false when the
 /// peer's newcomers closed one too recently ([`eviction_due`]).
 fn choose_eviction(
-    open: &[(u64, IpAddr, Option<u64>)],
+    open: impl IntoIterator<Item = (u64, IpAddr, Option<u64>)>,
     peer: IpAddr,
     limits: &ListenerLimits,
     may_evict: bool,
 ) -> Result<Option<u64>, Refusal> {
-    let from_peer = open.iter().filter(|(_, p, _)| *p == peer).count();
-    let (candidates, refusal): (Vec<_>, _) = if from_peer >= limits.max_connections_per_peer.max(1) {
-        (open.iter().filter(|(_, p, _)| *p == peer).collect(), Refusal::PeerCap)
-    } else if open.len() >= limits.max_connections.max(1) {
-        (open.iter().collect(), Refusal::ConnectionCap)
+    // One pass: counts, and the longest-idle connection of the peer and of all.
+    let (mut from_peer, mut total) = (0usize, 0usize);
+    // (idle_ms, id) of the longest idle.
+    let mut peer_idlest: Option<(u64, u64)> = None;
+    let mut idlest: Option<(u64, u64)> = None;
+    for (id, p, idle) in open {
+        total += 1;
+        let candidate = idle.map(|idle| (idle, id));
+        if p == peer {
+            from_peer += 1;
+            peer_idlest = peer_idlest.max(candidate);
+        }
+        idlest = idlest.max(candidate);
+    }
+    let (candidate, refusal) = if from_peer >= limits.max_connections_per_peer.max(1) {
+        (peer_idlest, Refusal::PeerCap)
+    } else if total >= limits.max_connections.max(1) {
+        (idlest, Refusal::ConnectionCap)
     } else {
         return Ok(None);
     };
     if !may_evict {
         return Err(refusal);
     }
-    candidates
-        .into_iter()
-        .filter_map(|(id, _, idle)| idle.map(|idle| (idle, *id)))
-        .max()
-        .map(|(_, id)| Some(id))
-        .ok_or(refusal)
+    candidate.map(|(_, id)| Some(id)).ok_or(refusal)
 }
 
 /// The listener's connections: handshaking and open, and the caps over them.
@@ -276,12 +296,10 @@ struct Registry {
     limits: ListenerLimits,
     next_id: AtomicU64,
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
-    /// Woken whenever a connection leaves, for newcomers waiting on a closing one.
-    left: Notify,
+    /// Newcomers waiting for a place under the connection caps ([`Registry::open`]).
+    places: Arc<Places>,
     /// Newcomers waiting for a handshake place (see [`HandshakeRoom::Wait`]).
     waiting: AtomicUsize,
-    /// Newcomers waiting for a place under the connection caps ([`Registry::open`]).
-    waiting_to_open: AtomicUsize,
     /// When each peer's newcomers last closed a connection to get in ([`eviction_due`]).
     last_eviction_ms: Mutex<HashMap<IpAddr, u64>>,
 }
@@ -341,6 +359,7 @@ impl Registry {
             last_active_ms: AtomicU64::new(now),
             open: AtomicBool::new(false),
             close: CancellationToken::new(),
+            places: self.places.clone(),
         });
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         conns.insert(id, conn.clone());
@@ -371,24 +390,24 @@ impl Registry {
         let deadline = tokio::time::Instant::now() + wait;
         let mut waiting = None;
         let result = loop {
-            let left = self.left.notified();
-            tokio::pin!(left);
-            left.as_mut().enable();
+            let freed = self.places.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
             let refusal = match self.try_open(id, conn) {
                 Ok(()) => break Ok(()),
                 Err(refusal) => refusal,
             };
             if waiting.is_none() {
-                if self.waiting_to_open.fetch_add(1, Ordering::AcqRel) >= self.limits.max_handshakes.max(1) {
-                    self.waiting_to_open.fetch_sub(1, Ordering::AcqRel);
+                if self.places.waiting.fetch_add(1, Ordering::AcqRel) >= self.limits.max_handshakes.max(1) {
+                    self.places.waiting.fetch_sub(1, Ordering::AcqRel);
                     return Err(refusal);
                 }
-                waiting = Some(WaitingToOpen(&self.waiting_to_open));
+                waiting = Some(WaitingToOpen(&self.places.waiting));
             }
-            // A busy connection going idle does not notify: look again after the interval.
+            // The eviction pace is the one thing that changes without a wake-up.
             let next = (tokio::time::Instant::now() + EVICTION_INTERVAL).min(deadline);
             tokio::select! {
-                _ = left => {}
+                _ = freed => {}
                 _ = tokio::time::sleep_until(next) => {}
                 _ = conn.close.cancelled() => break Err(refusal),
             }
@@ -406,15 +425,14 @@ impl Registry {
         let conns = self.lock();
         let now = now_ms();
         let live = |c: &Conn| c.open.load(Ordering::Relaxed) && !c.close.is_cancelled();
-        let open: Vec<_> = conns
+        let open = conns
             .iter()
             .filter(|(other, c)| **other != id && live(c))
-            .map(|(other, c)| (*other, c.peer, c.idle_for_ms(now)))
-            .collect();
+            .map(|(other, c)| (*other, c.peer, c.idle_for_ms(now)));
         let mut last_eviction = self.last_eviction_ms.lock().unwrap_or_else(|e| e.into_inner());
         let may_evict = eviction_due(last_eviction.get(&conn.peer).copied(), now);
         // A connection told to go no longer counts against the caps.
-        if let Some(victim) = choose_eviction(&open, conn.peer, &self.limits, may_evict)? {
+        if let Some(victim) = choose_eviction(open, conn.peer, &self.limits, may_evict)? {
             if let Some(v) = conns.get(&victim) {
                 v.close.cancel();
             }
@@ -438,7 +456,7 @@ impl Registry {
             let stage = if conn.open.load(Ordering::Relaxed) { "open" } else { "handshaking" };
             self.gauge(stage, -1);
         }
-        self.left.notify_waiters();
+        self.places.freed.notify_waiters();
     }
 }
 
@@ -501,9 +519,8 @@ pub async fn serve_with(
             limits: limits.clone(),
             next_id: AtomicU64::new(0),
             conns: Mutex::new(HashMap::new()),
-            left: Notify::new(),
             waiting: AtomicUsize::new(0),
-            waiting_to_open: AtomicUsize::new(0),
+            places: Arc::default(),
             last_eviction_ms: Mutex::new(HashMap::new()),
         }),
         acceptor: tls.map(TlsAcceptor::from),
@@ -863,9 +880,9 @@ mod tests {
             max_connections_per_peer: 2,
             ..Default::default()
         };
-        assert_eq!(choose_eviction(&[], ip("10.0.0.1"), &limits, true), Ok(None));
+        assert_eq!(choose_eviction([], ip("10.0.0.1"), &limits, true), Ok(None));
         assert_eq!(
-            choose_eviction(&[(1, ip("10.0.0.1"), None)], ip("10.0.0.1"), &limits, true),
+            choose_eviction([(1, ip("10.0.0.1"), None)], ip("10.0.0.1"), &limits, true),
             Ok(None)
         );
     }
@@ -882,7 +899,7 @@ mod tests {
             (2, ip("10.0.0.2"), Some(50)),
             (3, ip("10.0.0.1"), None),
         ];
-        assert_eq!(choose_eviction(&open, ip("10.0.0.3"), &limits, true), Ok(Some(2)));
+        assert_eq!(choose_eviction(open, ip("10.0.0.3"), &limits, true), Ok(Some(2)));
     }
 
     #[test]
@@ -897,7 +914,7 @@ mod tests {
             (2, ip("10.0.0.2"), Some(50)),
             (3, ip("10.0.0.1"), Some(1)),
         ];
-        assert_eq!(choose_eviction(&open, ip("10.0.0.1"), &limits, true), Ok(Some(1)));
+        assert_eq!(choose_eviction(open, ip("10.0.0.1"), &limits, true), Ok(Some(1)));
     }
 
     #[test]
@@ -908,10 +925,10 @@ mod tests {
             ..Default::default()
         };
         let peer_busy = [(1, ip("10.0.0.1"), None), (3, ip("10.0.0.1"), None), (2, ip("10.0.0.2"), Some(9))];
-        assert_eq!(choose_eviction(&peer_busy, ip("10.0.0.1"), &limits, true), Err(Refusal::PeerCap));
+        assert_eq!(choose_eviction(peer_busy, ip("10.0.0.1"), &limits, true), Err(Refusal::PeerCap));
         let all_busy = [(1, ip("10.0.0.1"), None), (2, ip("10.0.0.2"), None), (3, ip("10.0.0.3"), None)];
         assert_eq!(
-            choose_eviction(&all_busy, ip("10.0.0.4"), &limits, true),
+            choose_eviction(all_busy, ip("10.0.0.4"), &limits, true),
             Err(Refusal::ConnectionCap)
         );
     }
@@ -924,13 +941,13 @@ mod tests {
             ..Default::default()
         };
         let open = [(1, ip("10.0.0.1"), Some(5_000)), (2, ip("10.0.0.1"), Some(9_000))];
-        assert_eq!(choose_eviction(&open, ip("10.0.0.1"), &limits, false), Err(Refusal::PeerCap));
+        assert_eq!(choose_eviction(open, ip("10.0.0.1"), &limits, false), Err(Refusal::PeerCap));
         let interval = EVICTION_INTERVAL.as_millis() as u64;
         assert!(eviction_due(None, 0));
         assert!(!eviction_due(Some(1_000), 1_000 + interval - 1));
         assert!(eviction_due(Some(1_000), 1_000 + interval));
         // Under the caps the pace does not matter: nothing is closed.
-        assert_eq!(choose_eviction(&open[..1], ip("10.0.0.1"), &limits, false), Ok(None));
+        assert_eq!(choose_eviction(open[..1].iter().copied(), ip("10.0.0.1"), &limits, false), Ok(None));
     }
 
     fn handshakes(peers: &[(&str, u64)]) -> Vec<(u64, IpAddr, u64)> {
