@@ -5,7 +5,8 @@
 //! (b) finalizer + `examples/floor_controller.rs`, which removes it and stores nothing — the
 //!     finalizer protocol's floor;
 //! (c) finalizer + the controller-runtime peer (`../shared/peers/cleanup-controller`, binary in
-//!     `BENCH_PEER_CLEANUP`) run with `--annotate --events`, storing each record synchronously in
+//!     `BENCH_PEER_CLEANUP`) run with `--annotate` (no Events: audit-guard's success Events are off by default, so both
+//!     make the same API writes), storing each record synchronously in
 //!     the same Data Storage on PostgreSQL — skipped with a note when the binary is absent;
 //! (d) `audit-guard serve` (mutating + validating webhooks registered, controller) storing in
 //!     that Data Storage.
@@ -171,8 +172,8 @@ fn file_arg(p: &Path) -> Result<&str> {
 fn label(g: char) -> &'static str {
     match g {
         'a' => "(a) no finalizer, no controller",
-        'b' => "(b) finalizer + floor controller (removes it, stores nothing)",
-        'c' => "(c) controller-runtime peer `--annotate --events`, stores in Data Storage (PostgreSQL)",
+        'b' => "(b) finalizer + floor controller (removes it, stores nothing; no webhooks registered)",
+        'c' => "(c) controller-runtime peer `--annotate` (no Events, as audit-guard's default), stores in Data Storage (PostgreSQL)",
         _ => "(d) audit-guard serve (webhooks + controller), Data Storage (PostgreSQL)",
     }
 }
@@ -317,7 +318,7 @@ impl Bench<'_> {
                 let (health, metrics) = (free_port()?, free_port()?);
                 let mut cmd = Command::new(self.peer.context("no peer")?);
                 cmd.env("KUBECONFIG", &self.cp.kubeconfig)
-                    .args(["--store-url", &self.ds_url, "--annotate", "--events"])
+                    .args(["--store-url", &self.ds_url, "--annotate"])
                     .args(["--lease-namespace", &ns])
                     .args(["--metrics-addr", &format!("127.0.0.1:{metrics}")])
                     .args(["--health-addr", &format!("127.0.0.1:{health}")]);
@@ -505,22 +506,24 @@ fn report(samples: &BTreeMap<char, Vec<Sample>>, rounds: usize, have_peer: bool)
         .all(|s| s.stored == Some(COUNT as i64));
     let met = |b: bool| if b { "yes" } else { "**no**" };
     println!(
-        "TARGET\tmass cleanup of {COUNT}: audit-guard (d) vs the protocol's floor (b)\t(d)/(b) ≤ 1.15\t{:.2} s / {:.2} s = {d_b:.2}× ((d)/(a) {:.2}×){}\t{}",
+        "TARGET\tmass cleanup of {COUNT}: audit-guard (d) vs the protocol's floor (b)\t(d)/(b) ≤ 1.0\t{:.2} s / {:.2} s = {d_b:.2}× ((d)/(a) {:.2}×){}\t{}\t{d_b}\t<=\t1.0\t{}",
         secs('d'),
         secs('b'),
         secs('d') / a,
         if all_stored { "" } else { "; records missing" },
-        met(d_b <= 1.15 && all_stored)
+        met(d_b <= 1.0 && all_stored),
+        u8::from(all_stored)
     );
     if have_peer {
         let d_c = secs('d') / secs('c');
         println!(
-            "TARGET\tmass cleanup of {COUNT}: audit-guard (d) vs controller-runtime peer (c)\t(d)/(c) ≤ 0.8\t{:.2} s / {:.2} s = {d_c:.2}×\t{}",
+            "TARGET\tmass cleanup of {COUNT}: audit-guard (d) vs controller-runtime peer (c)\t(d)/(c) ≤ 0.7\t{:.2} s / {:.2} s = {d_c:.2}×\t{}\t{d_c}\t<=\t0.7\t{}",
             secs('d'),
             secs('c'),
-            met(d_c <= 0.8 && all_stored)
+            met(d_c <= 0.7 && all_stored),
+            u8::from(all_stored)
         );
     } else {
-        println!("TARGET\tmass cleanup: audit-guard (d) vs controller-runtime peer (c)\t(d)/(c) ≤ 0.8\tskipped: ../shared/peers/cleanup-controller not present\t-");
+        println!("TARGET\tmass cleanup: audit-guard (d) vs controller-runtime peer (c)\t(d)/(c) ≤ 0.7\tskipped: ../shared/peers/cleanup-controller not present\t-");
     }
 }

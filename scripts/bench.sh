@@ -15,6 +15,10 @@
 #                                  time and size, checkpoint sign/verify (BENCH_TLOG_ENTRIES)
 #
 # BENCH_ONLY="webhook writer" runs a subset (results.md then lists only those).
+# BENCH_RUNS (default 3): rounds of the whole set, interleaved (round 1 of every benchmark, then
+# round 2, ...), so a slow spell of the machine falls on every benchmark alike. Numeric targets are
+# judged on the median of the rounds (scripts/bench-medians.py); the detail tables are the last
+# round's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
@@ -23,6 +27,7 @@ tools="${AUDIT_GUARD_CACHE:-$HOME/.cache/audit-guard}/tools"
 oha="${OHA:-$tools/bin/oha}"
 db_url="${DATABASE_URL_TEST:-postgres://audit_guard:audit_guard@127.0.0.1:5432/audit_guard}"
 only="${BENCH_ONLY:-webhook datastorage cleanup writer evidence tlog}"
+runs="${BENCH_RUNS:-3}"
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 out_dir="$root/bench"
 work="$(mktemp -d)"
@@ -80,31 +85,36 @@ if [[ " $only " == *" cleanup "* ]]; then
   export AUDIT_GUARD_CONTROLPLANE_BIN
 fi
 
+# run NAME ROUND COMMAND...: one benchmark's round; its output in $work/NAME.ROUND.out.
 run() {
-  local name="$1"
-  shift
-  say "benchmark: $name"
-  local start=$SECONDS
-  if ! "$@" >"$work/$name.out" 2>"$work/$name.err"; then
+  local name="$1" round="$2"
+  shift 2
+  say "benchmark: $name, round $round of $runs"
+  local start=$SECONDS out="$work/$name.$round.out"
+  if ! "$@" >"$out" 2>"$work/$name.err"; then
     echo "benchmark $name FAILED; its stderr:" >&2
     tail -n 30 "$work/$name.err" >&2
-    printf 'TARGET\t%s\t-\tbenchmark failed: %s\t**no**\n' "$name" "$(tail -n 1 "$work/$name.err" | tr '\t' ' ')" >"$work/$name.out"
+    printf 'TARGET\t%s\t-\tbenchmark failed: %s\t**no**\n' "$name" "$(tail -n 1 "$work/$name.err" | tr '\t' ' ')" >"$out"
   fi
-  grep -v '^TARGET' "$work/$name.out" >&2 || true
+  grep -v '^TARGET' "$out" >&2 || true
   echo "   ($((SECONDS - start)) s)" >&2
 }
 
+# bench_cleanup's own rounds: one per outer round, so each regime runs $runs times, interleaved.
+export BENCH_ROUNDS="${BENCH_ROUNDS:-1}"
 export AUDIT_GUARD_BIN="$bin" OHA="$oha" DATABASE_URL_TEST="$db_url" BENCH_FLOOR_BIN="$ex/floor_controller"
-for b in $only; do
-  case "$b" in
-    webhook) run webhook "$ex/bench_webhook" ;;
-    datastorage) run datastorage "$ex/bench_datastorage" "$db_url" ;;
-    cleanup) run cleanup "$ex/bench_cleanup" "$db_url" ;;
-    writer) run writer "$ex/bench_writer" ;;
-    evidence) run evidence "$ex/bench_evidence" "$db_url" ;;
-    tlog) run tlog "$ex/bench_tlog" ;;
-    *) echo "unknown benchmark $b" >&2; exit 2 ;;
-  esac
+for round in $(seq 1 "$runs"); do
+  for b in $only; do
+    case "$b" in
+      webhook) run webhook "$round" "$ex/bench_webhook" ;;
+      datastorage) run datastorage "$round" "$ex/bench_datastorage" "$db_url" ;;
+      cleanup) run cleanup "$round" "$ex/bench_cleanup" "$db_url" ;;
+      writer) run writer "$round" "$ex/bench_writer" ;;
+      evidence) run evidence "$round" "$ex/bench_evidence" "$db_url" ;;
+      tlog) run tlog "$round" "$ex/bench_tlog" ;;
+      *) echo "unknown benchmark $b" >&2; exit 2 ;;
+    esac
+  done
 done
 
 commit="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src examples scripts || echo '+dirty')"
@@ -120,10 +130,14 @@ mkdir -p "$out_dir"
   echo
   echo "## SPEC targets"
   echo
+  echo "Each benchmark ran $runs times, interleaved; a numeric target is judged on the **median** of"
+  echo "its rounds (min and max beside it), a qualitative one on every round. Detail tables below are"
+  echo "from the last round."
+  echo
   echo "| target | goal | measured | met? |"
   echo "|---|---|---|---|"
   for b in $only; do
-    grep '^TARGET' "$work/$b.out" | awk -F'\t' '{printf "| %s | %s | %s | %s |\n", $2, $3, $4, $5}'
+    python3 scripts/bench-medians.py $(seq -f "$work/$b.%g.out" 1 "$runs")
   done
   if [ -f "$out_dir/notes.md" ]; then
     echo
@@ -133,7 +147,7 @@ mkdir -p "$out_dir"
     echo
     echo "## $b"
     echo
-    grep -v '^TARGET' "$work/$b.out" || true
+    grep -v '^TARGET' "$work/$b.$runs.out" || true
   done
 } >"$out_dir/results.md"
 
