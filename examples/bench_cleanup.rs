@@ -10,6 +10,8 @@
 //!     the same Data Storage on PostgreSQL — skipped with a note when the binary is absent;
 //! (d) `audit-guard serve` (mutating + validating webhooks registered, controller) storing in
 //!     that Data Storage.
+//! `BENCH_CLEANUP_SIZES` (default `1000`) gives the sizes; past the first, only (b) and (d) run, for
+//! the curve of how the cost grows with the work.
 //! Rounds (`BENCH_ROUNDS`, default 2) of a, b, c, d (`BENCH_REGIMES="a d"` runs a subset); the table gives medians, ratios to (a) and
 //! (d)/(b), (d)/(c), and kube-apiserver CPU seconds over the window.
 //!
@@ -40,9 +42,7 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::{json, Value};
 use sqlx::Connection;
 
-const COUNT: usize = 1_000;
 const CREATE_CONCURRENCY: usize = 32;
-const TIMEOUT: Duration = Duration::from_secs(300);
 const REGIMES: [char; 4] = ['a', 'b', 'c', 'd'];
 
 fn template() -> Result<SignalProcessing> {
@@ -50,17 +50,17 @@ fn template() -> Result<SignalProcessing> {
     Ok(serde_json::from_slice(&fs::read(fixture)?)?)
 }
 
-async fn create_all(client: &kube::Client, ns: &str, finalizer: bool) -> Result<()> {
+async fn create_all(client: &kube::Client, ns: &str, finalizer: bool, count: usize) -> Result<()> {
     let api: Api<SignalProcessing> = Api::namespaced(client.clone(), ns);
     let mut base = template()?;
     if finalizer {
         base.metadata.finalizers = Some(vec![audit_guard::crd::FINALIZER.to_string()]);
     }
-    futures::stream::iter(0..COUNT)
+    futures::stream::iter(0..count)
         .map(|i| {
             let (api, mut sp) = (api.clone(), base.clone());
             async move {
-                sp.metadata.name = Some(format!("sp-{i:04}"));
+                sp.metadata.name = Some(format!("sp-{i:05}"));
                 sp.metadata.namespace = Some(ns.to_string());
                 api.create(&PostParams::default(), &sp).await.map(|_| ())
             }
@@ -68,11 +68,11 @@ async fn create_all(client: &kube::Client, ns: &str, finalizer: bool) -> Result<
         .buffer_unordered(CREATE_CONCURRENCY)
         .try_collect::<Vec<_>>()
         .await
-        .with_context(|| format!("creating {COUNT} SignalProcessings in {ns}"))?;
+        .with_context(|| format!("creating {count} SignalProcessings in {ns}"))?;
     Ok(())
 }
 
-async fn count(api: &Api<SignalProcessing>) -> Result<(usize, usize)> {
+async fn count_in(api: &Api<SignalProcessing>) -> Result<(usize, usize)> {
     let list = api.list_metadata(&ListParams::default()).await?;
     let with_finalizer = list
         .items
@@ -83,17 +83,18 @@ async fn count(api: &Api<SignalProcessing>) -> Result<(usize, usize)> {
 }
 
 /// Issues one deletecollection and waits until the namespace holds no SignalProcessing.
-async fn delete_all_and_wait(client: &kube::Client, ns: &str) -> Result<Duration> {
+/// Deletes every SignalProcessing in `ns` and waits until none is left (at most `timeout`).
+async fn delete_all_and_wait(client: &kube::Client, ns: &str, timeout: Duration) -> Result<Duration> {
     let api: Api<SignalProcessing> = Api::namespaced(client.clone(), ns);
     let start = Instant::now();
     api.delete_collection(&DeleteParams::default(), &ListParams::default()).await?;
     loop {
-        let (left, _) = count(&api).await?;
+        let (left, _) = count_in(&api).await?;
         if left == 0 {
             return Ok(start.elapsed());
         }
-        if start.elapsed() > TIMEOUT {
-            bail!("{left} SignalProcessings still in {ns} after {TIMEOUT:?}");
+        if start.elapsed() > timeout {
+            bail!("{left} SignalProcessings still in {ns} after {timeout:?}");
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
@@ -214,6 +215,14 @@ fn main() -> Result<()> {
     }
     let peer = std::env::var("BENCH_PEER_CLEANUP").ok().map(PathBuf::from).filter(|p| p.exists());
     let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    let sizes: Vec<usize> = std::env::var("BENCH_CLEANUP_SIZES")
+        .unwrap_or_else(|_| "1000".into())
+        .split_whitespace()
+        .map(|s| s.parse().context("BENCH_CLEANUP_SIZES: whole numbers"))
+        .collect::<Result<_>>()?;
+    if sizes.is_empty() {
+        bail!("BENCH_CLEANUP_SIZES names no size");
+    }
     let admin = std::env::args()
         .nth(1)
         .or_else(|| std::env::var("DATABASE_URL_TEST").ok())
@@ -281,19 +290,29 @@ fn main() -> Result<()> {
             hooks: cp.dir.join("webhooks.json"),
             certs,
         };
-        let mut samples: BTreeMap<char, Vec<Sample>> = BTreeMap::new();
         let only = std::env::var("BENCH_REGIMES").unwrap_or_else(|_| "a b c d".into());
-        for round in 1..=rounds {
-            for g in REGIMES {
-                if !only.contains(g) || (g == 'c' && bench.peer.is_none()) {
-                    continue;
+        let mut curve = Vec::new();
+        for (i, &size) in sizes.iter().enumerate() {
+            let mut samples: BTreeMap<char, Vec<Sample>> = BTreeMap::new();
+            for round in 1..=rounds {
+                for g in REGIMES {
+                    // Past the first size only the floor and audit-guard: the curve compares those.
+                    let wanted = only.contains(g) && (i == 0 || g == 'b' || g == 'd');
+                    if !wanted || (g == 'c' && bench.peer.is_none()) {
+                        continue;
+                    }
+                    let s = bench.regime(round, g, size)?;
+                    eprintln!(">> {size}, round {round} {}: {:.2} s; {}", label(g), s.secs, s.profile);
+                    samples.entry(g).or_default().push(s);
                 }
-                let s = bench.regime(round, g)?;
-                eprintln!(">> round {round} {}: {:.2} s; {}", label(g), s.secs, s.profile);
-                samples.entry(g).or_default().push(s);
             }
+            if i == 0 {
+                report(&samples, rounds, peer.is_some(), size);
+            }
+            let secs = |g: char| median(samples.get(&g).map(|v| v.iter().map(|s| s.secs).collect()).unwrap_or_default());
+            curve.push((size, secs('b'), secs('d')));
         }
-        report(&samples, rounds, peer.is_some());
+        report_curve(&curve);
         Ok(())
     })();
     let _ = cp.kill("audit-guard");
@@ -303,8 +322,8 @@ fn main() -> Result<()> {
 }
 
 impl Bench<'_> {
-    fn regime(&self, round: usize, g: char) -> Result<Sample> {
-        let ns = format!("cleanup-r{round}-{g}");
+    fn regime(&self, round: usize, g: char, count: usize) -> Result<Sample> {
+        let ns = format!("cleanup-{count}-r{round}-{g}");
         self.cp.kubectl(&["create", "namespace", &ns])?;
         let api: Api<SignalProcessing> = Api::namespaced(self.client.clone(), &ns);
         let name = match g {
@@ -335,12 +354,13 @@ impl Bench<'_> {
         // (a) carries no finalizer; (b) and (c) get it in the object as created; in (d) the
         // mutating webhook adds it (the controller, for any created before the registration
         // took effect).
-        self.rt.block_on(create_all(self.client, &ns, g == 'b' || g == 'c'))?;
-        let want = if g == 'a' { 0 } else { COUNT };
-        let deadline = Instant::now() + Duration::from_secs(60);
+        self.rt.block_on(create_all(self.client, &ns, g == 'b' || g == 'c', count))?;
+        let want = if g == 'a' { 0 } else { count };
+        // Generous for a loaded machine: a minute, plus a second per hundred objects.
+        let deadline = Instant::now() + Duration::from_secs(60 + count as u64 / 100);
         loop {
-            let (n, guarded) = self.rt.block_on(count(&api))?;
-            if n == COUNT && guarded == want {
+            let (n, guarded) = self.rt.block_on(count_in(&api))?;
+            if n == count && guarded == want {
                 break;
             }
             if Instant::now() > deadline {
@@ -351,7 +371,8 @@ impl Bench<'_> {
         // Let the controller's watch see them all (and audit-guard's writer flush) first.
         std::thread::sleep(Duration::from_secs(3));
         let before = cpu_seconds(self.cp);
-        let elapsed = self.rt.block_on(delete_all_and_wait(self.client, &ns))?;
+        let timeout = Duration::from_secs(300 + count as u64 / 50);
+        let elapsed = self.rt.block_on(delete_all_and_wait(self.client, &ns, timeout))?;
         let after = cpu_seconds(self.cp);
         let mut notes = vec![];
         let stored = if g == 'c' || g == 'd' {
@@ -439,7 +460,7 @@ impl Bench<'_> {
     }
 }
 
-fn report(samples: &BTreeMap<char, Vec<Sample>>, rounds: usize, have_peer: bool) {
+fn report(samples: &BTreeMap<char, Vec<Sample>>, rounds: usize, have_peer: bool, count: usize) {
     let secs = |g: char| median(samples.get(&g).map(|v| v.iter().map(|s| s.secs).collect()).unwrap_or_default());
     let cpu = |g: char, who: &str| {
         median(
@@ -471,7 +492,7 @@ fn report(samples: &BTreeMap<char, Vec<Sample>>, rounds: usize, have_peer: bool)
         let stored = v
             .iter()
             .filter_map(|s| s.stored)
-            .map(|n| format!("{n}/{COUNT}"))
+            .map(|n| format!("{n}/{count}"))
             .collect::<Vec<_>>()
             .join(", ");
         let notes = v
@@ -503,10 +524,10 @@ fn report(samples: &BTreeMap<char, Vec<Sample>>, rounds: usize, have_peer: bool)
         .iter()
         .filter(|(g, _)| **g == 'c' || **g == 'd')
         .flat_map(|(_, v)| v.iter())
-        .all(|s| s.stored == Some(COUNT as i64));
+        .all(|s| s.stored == Some(count as i64));
     let met = |b: bool| if b { "yes" } else { "**no**" };
     println!(
-        "TARGET\tmass cleanup of {COUNT}: audit-guard (d) vs the protocol's floor (b)\t(d)/(b) ≤ 1.0\t{:.2} s / {:.2} s = {d_b:.2}× ((d)/(a) {:.2}×){}\t{}\t{d_b}\t<=\t1.0\t{}",
+        "TARGET\tmass cleanup of {count}: audit-guard (d) vs the protocol's floor (b)\t(d)/(b) ≤ 1.0\t{:.2} s / {:.2} s = {d_b:.2}× ((d)/(a) {:.2}×){}\t{}\t{d_b}\t<=\t1.0\t{}",
         secs('d'),
         secs('b'),
         secs('d') / a,
@@ -517,7 +538,7 @@ fn report(samples: &BTreeMap<char, Vec<Sample>>, rounds: usize, have_peer: bool)
     if have_peer {
         let d_c = secs('d') / secs('c');
         println!(
-            "TARGET\tmass cleanup of {COUNT}: audit-guard (d) vs controller-runtime peer (c)\t(d)/(c) ≤ 0.7\t{:.2} s / {:.2} s = {d_c:.2}×\t{}\t{d_c}\t<=\t0.7\t{}",
+            "TARGET\tmass cleanup of {count}: audit-guard (d) vs controller-runtime peer (c)\t(d)/(c) ≤ 0.7\t{:.2} s / {:.2} s = {d_c:.2}×\t{}\t{d_c}\t<=\t0.7\t{}",
             secs('d'),
             secs('c'),
             met(d_c <= 0.7 && all_stored),
@@ -525,5 +546,28 @@ fn report(samples: &BTreeMap<char, Vec<Sample>>, rounds: usize, have_peer: bool)
         );
     } else {
         println!("TARGET\tmass cleanup: audit-guard (d) vs controller-runtime peer (c)\t(d)/(c) ≤ 0.7\tskipped: ../shared/peers/cleanup-controller not present\t-");
+    }
+}
+
+/// How the cleanup's cost grows with its size: (b) and (d) at each size, and whether (d)/(b)
+/// at the largest stays within 10% of (d)/(b) at the smallest.
+fn report_curve(curve: &[(usize, f64, f64)]) {
+    println!("\nMass cleanup by size (medians of the rounds; (a) and (c) at the first size only):\n");
+    println!("| SignalProcessings | (b) floor, s | (d) audit-guard, s | (d)/(b) |\n|---|---|---|---|");
+    for (size, b, d) in curve {
+        println!("| {size} | {b:.2} | {d:.2} | {:.2} |", d / b);
+    }
+    if let (Some(first), Some(last)) = (curve.first(), curve.last()) {
+        if curve.len() > 1 {
+            let growth = (last.2 / last.1) / (first.2 / first.1);
+            println!(
+                "TARGET\tmass cleanup: (d)/(b) at {} within 10% of (d)/(b) at {}\t≤ 1.10×\t{:.2} vs {:.2} = {growth:.2}×\t{}\t{growth}\t<=\t1.10\t1",
+                last.0,
+                first.0,
+                last.2 / last.1,
+                first.2 / first.1,
+                if growth <= 1.10 { "yes" } else { "**no**" }
+            );
+        }
     }
 }

@@ -5,9 +5,11 @@
 #   examples/bench_webhook.rs      admission reviews over TLS (oha, HTTP/1.1 + HTTP/2), RSS
 #   examples/bench_datastorage.rs  batch ingestion into PostgreSQL, COPY ceiling, single POST,
 #                                  single POST under 50 statistics readers + 500 idle connections
-#   examples/bench_cleanup.rs      1,000 SignalProcessings deleted: (a) no finalizer, (b) the floor
+#   examples/bench_cleanup.rs      1,000 (then 5,000 and 20,000: BENCH_CLEANUP_SIZES) SignalProcessings deleted: (a) no finalizer, (b) the floor
 #                                  controller (examples/floor_controller.rs), (c) the controller-runtime
 #                                  peer from ../shared/peers/cleanup-controller, (d) audit-guard serve
+#   examples/bench_cache.rs       serve RSS with 1,000 / 10,000 / 50,000 SignalProcessings of Kubernaut's
+#                                  shape in the cluster (BENCH_CACHE_SIZES): MiB per 1,000 cached
 #   examples/bench_writer.rs       buffered writer enqueue cost and memory
 #   examples/bench_evidence.rs     ingestion with the hash chain, verify of 1,000,000
 #                                  records (BENCH_EVIDENCE_RECORDS), RSS of a 100,000-record export
@@ -26,7 +28,7 @@ cargo="${CARGO:-cargo}"
 tools="${AUDIT_GUARD_CACHE:-$HOME/.cache/audit-guard}/tools"
 oha="${OHA:-$tools/bin/oha}"
 db_url="${DATABASE_URL_TEST:-postgres://audit_guard:audit_guard@127.0.0.1:5432/audit_guard}"
-only="${BENCH_ONLY:-webhook datastorage cleanup writer evidence tlog}"
+only="${BENCH_ONLY:-webhook datastorage cleanup cache writer evidence tlog}"
 runs="${BENCH_RUNS:-3}"
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 out_dir="$root/bench"
@@ -37,7 +39,7 @@ say() { printf '\n>> %s\n' "$*" >&2; }
 
 say "building in release mode (audit-guard and the benchmark examples; several minutes on a cold cache)"
 "$cargo" build --release --bin audit-guard \
-  --example bench_webhook --example bench_datastorage --example bench_cleanup --example bench_writer --example bench_evidence --example bench_tlog \
+  --example bench_webhook --example bench_datastorage --example bench_cleanup --example bench_writer --example bench_evidence --example bench_tlog --example bench_cache \
   --example floor_controller
 bin="$target_dir/release/audit-guard"
 ex="$target_dir/release/examples"
@@ -79,7 +81,7 @@ fi
 say "making sure PostgreSQL runs"
 bash scripts/postgres.sh start >&2
 
-if [[ " $only " == *" cleanup "* ]]; then
+if [[ " $only " == *" cleanup "* || " $only " == *" cache "* ]]; then
   say "building the control plane binaries (cached after the first time)"
   AUDIT_GUARD_CONTROLPLANE_BIN="$(bash controlplane/build.sh)"
   export AUDIT_GUARD_CONTROLPLANE_BIN
@@ -102,6 +104,8 @@ run() {
 
 # bench_cleanup's own rounds: one per outer round, so each regime runs $runs times, interleaved.
 export BENCH_ROUNDS="${BENCH_ROUNDS:-1}"
+# The cleanup's growth: (b) and (d) at each size ((a) and (c) at the first).
+export BENCH_CLEANUP_SIZES="${BENCH_CLEANUP_SIZES:-1000 5000 20000}"
 export AUDIT_GUARD_BIN="$bin" OHA="$oha" DATABASE_URL_TEST="$db_url" BENCH_FLOOR_BIN="$ex/floor_controller"
 for round in $(seq 1 "$runs"); do
   for b in $only; do
@@ -109,6 +113,7 @@ for round in $(seq 1 "$runs"); do
       webhook) run webhook "$round" "$ex/bench_webhook" ;;
       datastorage) run datastorage "$round" "$ex/bench_datastorage" "$db_url" ;;
       cleanup) run cleanup "$round" "$ex/bench_cleanup" "$db_url" ;;
+      cache) run cache "$round" "$ex/bench_cache" ;;
       writer) run writer "$round" "$ex/bench_writer" ;;
       evidence) run evidence "$round" "$ex/bench_evidence" "$db_url" ;;
       tlog) run tlog "$round" "$ex/bench_tlog" ;;

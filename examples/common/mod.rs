@@ -28,6 +28,15 @@ pub fn wait_http(url: &str, timeout: std::time::Duration) -> anyhow::Result<()> 
     anyhow::bail!("{url} did not answer within {timeout:?}")
 }
 
+/// The body of a GET of `url` (curl, so that blocking callers need no runtime).
+pub fn curl_get(url: &str) -> anyhow::Result<String> {
+    let out = std::process::Command::new("curl").args(["-sf", "--max-time", "5", url]).output()?;
+    if !out.status.success() {
+        anyhow::bail!("GET {url} failed");
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Waits until `{base}/readyz` answers 2xx; gives up early once `gone()` says the server
 /// stopped.
 pub async fn wait_ready(http: &reqwest::Client, base: &str, timeout: std::time::Duration, gone: impl Fn() -> bool) -> anyhow::Result<()> {
