@@ -66,8 +66,62 @@ pub enum AuditorCommand {
     /// the latest checkpoint's signature, that it extends a checkpoint saved earlier, and that
     /// every entry it covers is served; exit 1 if not.
     VerifyLog(Box<VerifyLogArgs>),
-    /// Generate a chain key file, an export signing key pair and a transparency log key.
+    /// Auditor: run a transparency log witness (C2SP tlog-witness) in your own trust domain:
+    /// cosigns a log's checkpoints only when each extends the last one it cosigned, and refuses
+    /// a fork with 409. Not the `witness` command, which reads the API server's audit log.
+    LogWitness(Box<LogWitnessArgs>),
+    /// Generate a chain key file, an export signing key pair, a transparency log key and a
+    /// witness key.
     Keys(KeysArgs),
+}
+
+/// `log-witness`: which key cosigns, which logs it follows, where it keeps their state.
+#[derive(Args, Debug, Clone)]
+pub struct LogWitnessArgs {
+    /// The witness's signer key (`PRIVATE+KEY+<name>+<key ID>+<base64>`, a cosignature key)
+    /// that `audit-guard keys --witness-key` writes; hand its `.pub` to the log's operator.
+    #[arg(long, env = "AUDIT_GUARD_WITNESS_KEY_FILE")]
+    pub key_file: PathBuf,
+    /// A log to witness: the file holding its verifier key (`log.key.pub`), whose name is the
+    /// log's origin; `ORIGIN=FILE` when the origin differs. Repeat for several logs.
+    #[arg(long = "log-public-key", required = true, value_parser = parse_log_public_key)]
+    pub log_public_keys: Vec<LogPublicKeyArg>,
+    /// Directory keeping the latest cosigned checkpoint of each log (created if missing); it
+    /// must survive restarts, or the witness could be shown a fork it already refused.
+    #[arg(long, env = "AUDIT_GUARD_WITNESS_STATE_DIR")]
+    pub state_dir: PathBuf,
+    /// Listen address.
+    #[arg(long, default_value = "127.0.0.1:7380")]
+    pub listen: SocketAddr,
+    /// Directory holding tls.crt and tls.key (reloaded when they change).
+    #[arg(long, conflicts_with = "plain_http")]
+    pub tls_cert_dir: Option<PathBuf>,
+    /// Serve plain HTTP (the log's signature and the witness's cosignature protect the content;
+    /// meant for a witness on localhost or behind the auditor's own TLS proxy).
+    #[arg(long)]
+    pub plain_http: bool,
+}
+
+/// One `--log-public-key`: an optional origin and the verifier key file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogPublicKeyArg {
+    pub origin: Option<String>,
+    pub file: PathBuf,
+}
+
+fn parse_log_public_key(s: &str) -> Result<LogPublicKeyArg, String> {
+    match s.split_once('=') {
+        Some((origin, file)) if !origin.is_empty() && !file.is_empty() => Ok(LogPublicKeyArg {
+            origin: Some(origin.to_string()),
+            file: file.into(),
+        }),
+        Some(_) => Err("expected FILE or ORIGIN=FILE".into()),
+        None if s.is_empty() => Err("expected FILE or ORIGIN=FILE".into()),
+        None => Ok(LogPublicKeyArg {
+            origin: None,
+            file: s.into(),
+        }),
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq, Default)]
@@ -289,6 +343,14 @@ pub struct KeysArgs {
     /// The log's name (its checkpoints' origin), e.g. the host auditors reach it by.
     #[arg(long, default_value = "audit-guard.local/datastorage")]
     pub log_name: String,
+    /// Witness key for `log-witness`: writes this file (a C2SP signed-note cosignature key,
+    /// mode 0600) and `<file>.pub` (the verifier key the log's operator puts in the witness
+    /// policy).
+    #[arg(long)]
+    pub witness_key: Option<PathBuf>,
+    /// The witness's name, e.g. the host the log reaches it by.
+    #[arg(long, default_value = "audit-guard.local/witness")]
+    pub witness_name: String,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -597,6 +659,12 @@ pub struct DataStorageArgs {
     /// How often the log's sequencer integrates stored items and signs a checkpoint.
     #[arg(long, env = "DATASTORAGE_LOG_SEQUENCE_INTERVAL", default_value = "500ms", value_parser = parse_duration)]
     pub log_sequence_interval: Duration,
+    /// Witness policy file: one `witness <verifier key> <URL>` line per witness (C2SP
+    /// tlog-witness; the key is the witness's cosignature key, e.g. the `.pub` that
+    /// `audit-guard keys --witness-key` wrote). Each new checkpoint is pushed to each witness
+    /// and their cosignatures are served with it. Needs --log-signing-key-file (or SQLite).
+    #[arg(long, env = "DATASTORAGE_WITNESS_POLICY_FILE")]
+    pub witness_policy_file: Option<PathBuf>,
     /// Auditors' requests (verify, export, report) handled at once; more get 503.
     #[arg(long, env = "DATASTORAGE_MAX_CONCURRENT_AUDITS", default_value_t = 2)]
     pub max_concurrent_audits: usize,
@@ -750,6 +818,7 @@ impl From<&DataStorageArgs> for crate::datastorage::Settings {
             signing_key_file: a.signing_key_file.clone(),
             log_signing_key_file: a.log_signing_key_file.clone(),
             log_sequence_interval: a.log_sequence_interval,
+            witness_policy_file: a.witness_policy_file.clone(),
             max_concurrent_audits: a.max_concurrent_audits,
             audit_request_timeout: a.audit_request_timeout,
             audit_statement_timeout: a.audit_statement_timeout,

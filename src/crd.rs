@@ -30,6 +30,10 @@ pub const FINALIZER: &str = "kubernaut.ai/audit-persistence";
 pub const ANNOTATION_RECORD_ID: &str = "audit.kubernaut.ai/record-id";
 /// Set, in the same patch that removes the finalizer, to when the record was stored.
 pub const ANNOTATION_PERSISTED_AT: &str = "audit.kubernaut.ai/persisted-at";
+/// The record's receipt from the transparency log (own API mode), set in the same patch that
+/// removes the finalizer: its log index, and the record id that entry is for.
+pub const ANNOTATION_LOG_INDEX: &str = "audit-guard.io/log-index";
+pub const ANNOTATION_LOG_RECORD_ID: &str = "audit-guard.io/record-id";
 /// Events mode: when Kubernaut's Data Storage queued (202) the CR's event (see
 /// [`crate::kubernaut_api::mark`]).
 pub const ANNOTATION_QUEUED_AT: &str = "audit.kubernaut.ai/event-queued-at";
@@ -475,7 +479,7 @@ mod slim_tests {
         for enqueued in [false, true] {
             out.push(format!("{:?}", decide(sp, enqueued, now)));
         }
-        out.push(serde_json::to_string(&release_patch(sp, "id", now)).unwrap());
+        out.push(serde_json::to_string(&release_patch(sp, "id", now, None)).unwrap());
         out.push(serde_json::to_string(&crate::kubernaut_api::mark::mark_patch(sp, now)).unwrap());
         out.push(format!("{:?}", crate::kubernaut_api::mark::queued_at(sp)));
         out.push(format!("{:?}", sp.metadata.finalizers));

@@ -19,6 +19,10 @@ const SP_BATCH_PATH: &str = "/api/v1/audit/signal-processing/batch";
 const BREAK_GLASS_PATH: &str = "/api/v1/audit/break-glass-events";
 const CLAIMS_PATH: &str = "/api/v1/audit/break-glass-claims";
 const CONFIRMATIONS_PATH: &str = "/api/v1/audit/break-glass-claims/confirmations";
+const INCLUSION_PATH: &str = "/api/v1/log/proof/inclusion";
+/// How long the release waits for a stored record's log index (a sequencing round is 500 ms by
+/// default; an index within a second is the log's promise).
+const RECEIPT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 pub struct OwnApi {
     http: DataStorageClient,
@@ -55,6 +59,27 @@ impl OwnApi {
             .get_json(self.http.url(SP_PATH, &[id])?, &[], &format!("looking up record {id}"))
             .await?;
         Ok(found.is_some())
+    }
+
+    /// The record's log index once a checkpoint covers it, polled for up to [`RECEIPT_WAIT`].
+    pub async fn log_receipt(&self, id: &str) -> Option<u64> {
+        let deadline = tokio::time::Instant::now() + RECEIPT_WAIT;
+        loop {
+            let query = [("kind", "record".to_string()), ("id", id.to_string())];
+            let found = match self.http.url(INCLUSION_PATH, &[]) {
+                Ok(url) => self.http.get_json(url, &query, &format!("the log index of record {id}")).await,
+                Err(e) => Err(e),
+            };
+            // Not sequenced yet (404) or not under a checkpoint yet (400): ask again.
+            if let Some(index) = found.ok().flatten().and_then(|v| v.get("index").and_then(Value::as_u64)) {
+                return Some(index);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(%id, "the record has no transparency-log index yet; the CR is released without its receipt");
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
     }
 
     /// Stores a break-glass event (the forced record is stored on its own).
@@ -154,6 +179,10 @@ impl RecordSink for OwnApi {
 
     fn differing(&self, existing: &Value, record: &SignalProcessingAudit) -> Vec<String> {
         crate::conflict::differing_fields(existing, record)
+    }
+
+    fn log_receipt<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Option<u64>> {
+        Box::pin(OwnApi::log_receipt(self, id))
     }
 
     /// Every record is answered by Data Storage itself: deletions share batches.

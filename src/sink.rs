@@ -63,6 +63,12 @@ pub trait RecordSink: BatchSink {
         Box::pin(async { None })
     }
 
+    /// The stored record's transparency-log index, for the CR's receipt: waits briefly for Data
+    /// Storage to integrate it; None where the API keeps no log, or not in time.
+    fn log_receipt<'a>(&'a self, _id: &'a str) -> BoxFuture<'a, Option<u64>> {
+        Box::pin(async { None })
+    }
+
     /// This sink as the writer's and the group commit's.
     fn batch_sink(self: Arc<Self>) -> Arc<dyn BatchSink>;
 

@@ -132,7 +132,7 @@ async fn postgres_the_move_to_stored_at_partitions_keeps_every_row_grant_and_gua
         .filter(|g| !g.contains("tlog_clear_sequenced"))
         .map(|g| {
             g.replace(", break_glass_claims", "")
-                .replace(", tlog_pending, tlog_entries, tlog_hashes, tlog_checkpoints", "")
+                .replace(", tlog_pending, tlog_entries, tlog_hashes, tlog_checkpoints, tlog_cosignatures", "")
         })
     {
         sqlx::query(&g).execute(&pool).await.unwrap();

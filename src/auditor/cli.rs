@@ -29,7 +29,7 @@ use crate::datastorage::export::{self, Manifest, SignedManifest};
 use crate::datastorage::store::{Store, TimeRange};
 use crate::datastorage::verify::{self, Verdict, VerifyOptions, VerifyReport};
 use crate::datastorage::{postgres, sqlite};
-use crate::evidence::note::{Checkpoint, SignerKey, VerifierKey, ALG_ED25519};
+use crate::evidence::note::{Checkpoint, SignerKey, VerifierKey, ALG_COSIGNATURE_V1, ALG_ED25519};
 use crate::evidence::tiles::{bundles_for_size, decode_bundle, tiles_for_size};
 
 pub async fn run(cmd: AuditorCommand) -> anyhow::Result<bool> {
@@ -41,6 +41,7 @@ pub async fn run(cmd: AuditorCommand) -> anyhow::Result<bool> {
         AuditorCommand::Witness(a) => witness_cmd(*a).await,
         AuditorCommand::Keys(a) => keys_cmd(&a),
         AuditorCommand::VerifyLog(a) => verify_log_cmd(*a).await,
+        AuditorCommand::LogWitness(a) => super::logwitness::run(*a).await,
     }
 }
 
@@ -721,8 +722,8 @@ fn create_private(path: &Path, text: &str) -> anyhow::Result<()> {
 }
 
 fn keys_cmd(a: &KeysArgs) -> anyhow::Result<bool> {
-    if a.chain_key.is_none() && a.signing_key.is_none() && a.log_key.is_none() {
-        bail!("give --chain-key <file>, --signing-key <file> and/or --log-key <file>");
+    if a.chain_key.is_none() && a.signing_key.is_none() && a.log_key.is_none() && a.witness_key.is_none() {
+        bail!("give --chain-key <file>, --signing-key <file>, --log-key <file> and/or --witness-key <file>");
     }
     if let Some(path) = &a.chain_key {
         let id = a.key_id.clone().unwrap_or_else(|| Utc::now().format("%Y%m%dT%H%M%S").to_string());
@@ -757,18 +758,27 @@ fn keys_cmd(a: &KeysArgs) -> anyhow::Result<bool> {
         );
     }
     if let Some(path) = &a.log_key {
-        let key = SignerKey::generate(&a.log_name, ALG_ED25519)?;
-        create_private(path, &format!("{}\n", key.to_secret_string()))?;
-        let pub_path = sibling(path, ".pub");
-        std::fs::write(&pub_path, format!("{}\n", key.verifier()))?;
-        println!(
-            "wrote transparency log key {} to {} and its verifier key to {}",
-            key.verifier(),
-            path.display(),
-            pub_path.display()
-        );
+        write_note_key(path, &a.log_name, ALG_ED25519, "transparency log key")?;
+    }
+    if let Some(path) = &a.witness_key {
+        write_note_key(path, &a.witness_name, ALG_COSIGNATURE_V1, "witness key")?;
     }
     Ok(true)
+}
+
+/// A fresh signed-note key: the private key in `path` (0600), the verifier key in `<path>.pub`.
+fn write_note_key(path: &Path, name: &str, alg: u8, what: &str) -> anyhow::Result<()> {
+    let key = SignerKey::generate(name, alg)?;
+    create_private(path, &format!("{}\n", key.to_secret_string()))?;
+    let pub_path = sibling(path, ".pub");
+    std::fs::write(&pub_path, format!("{}\n", key.verifier()))?;
+    println!(
+        "wrote {what} {} to {} and its verifier key to {}",
+        key.verifier(),
+        path.display(),
+        pub_path.display()
+    );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! - [`report`]: the period report and its Markdown/HTML renderings.
 //! - [`witness`]: the completeness witness.
 //! - [`exportfile`]: checking an export file against its manifest and signature.
+//! - [`logwitness`]: `log-witness`, a C2SP tlog-witness that cosigns the log's checkpoints.
 //! - [`logcheck`]: `verify-log`, the transparency log against a saved checkpoint and public key.
 //!
 //! The chain itself lives beside the store ([`crate::datastorage::chain`]), its verification
@@ -15,5 +16,6 @@
 pub mod cli;
 pub mod exportfile;
 pub mod logcheck;
+pub mod logwitness;
 pub mod report;
 pub mod witness;

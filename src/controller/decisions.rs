@@ -3,7 +3,10 @@ use chrono::{DateTime, Utc};
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, TestOperation};
 use serde_json::Value;
 
-use crate::crd::{json_pointer, SignalProcessing, ANNOTATION_PERSISTED_AT, ANNOTATION_RECORD_ID, FINALIZER};
+use crate::crd::{
+    json_pointer, SignalProcessing, ANNOTATION_LOG_INDEX, ANNOTATION_LOG_RECORD_ID, ANNOTATION_PERSISTED_AT, ANNOTATION_RECORD_ID,
+    FINALIZER,
+};
 
 /// What one reconcile of a SignalProcessing should do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,9 +38,11 @@ pub fn decide(sp: &SignalProcessing, already_enqueued: bool, now: DateTime<Utc>)
 /// another party's finalizer is never removed) and records where the audit record went. It
 /// first tests `/metadata/resourceVersion`: the record was built from `sp`, so the object is
 /// released only as it was when the record was built; any change since (a status write)
-/// fails the patch, and the record is built again ([`after_failed_release`]). None when the
-/// finalizer is not present.
-pub fn release_patch(sp: &SignalProcessing, record_id: &str, persisted_at: DateTime<Utc>) -> Option<Patch> {
+/// fails the patch, and the record is built again ([`after_failed_release`]). With the
+/// record's transparency-log index, the CR also carries its receipt (index and record id), so
+/// a deletion in the API server's audit log names its log entry. None when the finalizer is
+/// not present.
+pub fn release_patch(sp: &SignalProcessing, record_id: &str, persisted_at: DateTime<Utc>, log_index: Option<u64>) -> Option<Patch> {
     let index = sp.metadata.finalizers.as_deref()?.iter().position(|f| f == FINALIZER)?;
     let path = format!("/metadata/finalizers/{index}");
     let mut ops = vec![
@@ -60,7 +65,12 @@ pub fn release_patch(sp: &SignalProcessing, record_id: &str, persisted_at: DateT
         }));
     }
     let persisted = persisted_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    for (key, value) in [(ANNOTATION_RECORD_ID, record_id.to_string()), (ANNOTATION_PERSISTED_AT, persisted)] {
+    let mut annotations = vec![(ANNOTATION_RECORD_ID, record_id.to_string()), (ANNOTATION_PERSISTED_AT, persisted)];
+    if let Some(index) = log_index {
+        annotations.push((ANNOTATION_LOG_INDEX, index.to_string()));
+        annotations.push((ANNOTATION_LOG_RECORD_ID, record_id.to_string()));
+    }
+    for (key, value) in annotations {
         ops.push(PatchOperation::Add(AddOperation {
             path: json_pointer(&format!("/metadata/annotations/{}", escape(key))),
             value: Value::from(value),
@@ -171,7 +181,7 @@ mod tests {
             json!({ "name": "a", "resourceVersion": "7", "finalizers": ["x", FINALIZER, "y"] }),
             None,
         );
-        let patch = release_patch(&obj, "uid-1", at).unwrap();
+        let patch = release_patch(&obj, "uid-1", at, None).unwrap();
         let out = apply(&obj, &patch).unwrap();
         assert_eq!(out["metadata"]["finalizers"], json!(["x", "y"]));
         assert_eq!(out["metadata"]["annotations"][ANNOTATION_RECORD_ID], "uid-1");
@@ -182,14 +192,19 @@ mod tests {
             json!({ "name": "a", "resourceVersion": "7", "finalizers": [FINALIZER], "annotations": { "k": "v" } }),
             None,
         );
-        let out = apply(&annotated, &release_patch(&annotated, "u", at).unwrap()).unwrap();
+        let out = apply(&annotated, &release_patch(&annotated, "u", at, Some(42)).unwrap()).unwrap();
         assert_eq!(out["metadata"]["annotations"]["k"], "v");
         assert!(out["metadata"]["finalizers"].as_array().unwrap().is_empty());
+        // The log receipt rides the same patch.
+        assert_eq!(out["metadata"]["annotations"][ANNOTATION_LOG_INDEX], "42");
+        assert_eq!(out["metadata"]["annotations"][ANNOTATION_LOG_RECORD_ID], "u");
+        let plain = apply(&obj, &release_patch(&obj, "u", at, None).unwrap()).unwrap();
+        assert!(plain["metadata"]["annotations"].get(ANNOTATION_LOG_INDEX).is_none());
 
         // Someone reordered the list since we read it: the patch fails rather than remove theirs.
         let moved = sp(json!({ "name": "a", "resourceVersion": "7", "finalizers": ["x", "y"] }), None);
         assert!(apply(&moved, &patch).is_err());
-        assert!(release_patch(&moved, "u", at).is_none());
+        assert!(release_patch(&moved, "u", at, Some(1)).is_none());
     }
 
     /// The release tests the version the record was built from: a status write since (a new
@@ -198,7 +213,7 @@ mod tests {
     fn release_is_of_the_version_the_record_was_built_from() {
         let at: DateTime<Utc> = "2025-11-27T10:00:00Z".parse().unwrap();
         let built_from = sp(json!({ "name": "a", "resourceVersion": "7", "finalizers": [FINALIZER] }), None);
-        let patch = release_patch(&built_from, "u", at).unwrap();
+        let patch = release_patch(&built_from, "u", at, None).unwrap();
         let first = serde_json::to_value(&patch.0[0]).unwrap();
         assert_eq!(first, json!({ "op": "test", "path": "/metadata/resourceVersion", "value": "7" }));
         assert!(apply(&built_from, &patch).is_ok());
@@ -211,7 +226,7 @@ mod tests {
             "a status change since the build fails the release"
         );
         changed.metadata.resource_version = None;
-        let unversioned = release_patch(&changed, "u", at).unwrap();
+        let unversioned = release_patch(&changed, "u", at, None).unwrap();
         assert!(apply(&changed, &unversioned).is_err(), "no version, no release");
     }
 

@@ -296,9 +296,10 @@ async fn persist_and_release(
         if let Some(version) = sp.resource_version() {
             ctx.confirmed.insert(&release_key(uid, &version));
         }
+        let log_index = ctx.ds.log_receipt(&record.id).await;
         let persisted_at = Utc::now();
         ctx.released.insert(uid);
-        if let Some(patch) = release_patch(&sp, &record.id, persisted_at) {
+        if let Some(patch) = release_patch(&sp, &record.id, persisted_at, log_index) {
             if let Err(e) = api.patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch)).await {
                 let code = match &e {
                     kube::Error::Api(ae) => Some(ae.code),

@@ -36,6 +36,15 @@ declare! {
     /// Seconds since the newest checkpoint was signed, while items wait (0 when none waits).
     pub static LOG_CHECKPOINT_AGE_SECONDS: IntGauge = gauge("datastorage_log_checkpoint_age_seconds", "Seconds since the newest transparency-log checkpoint was signed, while items wait for the log (0 when none waits)");
 
+    /// Checkpoints pushed to the policy's witnesses, by result (ok: cosigned; conflict: the
+    /// witness knew another size, retried from it; refused: any other answer; error: no
+    /// answer). Data Storage's log names the witness of each failure.
+    pub static WITNESS_PUSHES: IntCounterVec = counter_vec("datastorage_log_witness_pushes_total", "Checkpoints pushed to witnesses, by result (ok: cosigned; conflict: 409, retried from the witness's size; refused: another answer; error: unreachable)", &["result"]), zero [["ok"], ["conflict"], ["refused"], ["error"]];
+
+    /// Seconds the newest checkpoint has waited for the slowest witness's cosignature (0 when
+    /// every witness cosigned it, or none is configured).
+    pub static WITNESS_UNCOSIGNED_SECONDS: IntGauge = gauge("datastorage_log_witness_uncosigned_seconds", "Seconds since the newest transparency-log checkpoint was signed while some witness of the policy has not cosigned it (0 when all have, or there is none)");
+
     pub static AMENDMENTS: IntCounter = counter("datastorage_amendments_total", "Amendments stored beside an original");
 
     pub static BREAK_GLASS_EVENTS: IntCounter = counter("datastorage_break_glass_events_total", "Break-glass events stored");

@@ -39,6 +39,7 @@ pub const RUNTIME_TABLES: &[&str] = &[
     "tlog_entries",
     "tlog_hashes",
     "tlog_checkpoints",
+    "tlog_cosignatures",
 ];
 
 /// What the service found in the database at start.
@@ -541,7 +542,7 @@ mod tests {
         assert_eq!(quote_ident("a\"; DROP TABLE x; --"), "\"a\"\"; DROP TABLE x; --\"");
         let g = grant_statements("app", "public");
         assert!(g.contains(&"GRANT USAGE ON SCHEMA \"public\" TO \"app\"".to_string()));
-        assert!(g.iter().any(|s| s == "GRANT SELECT, INSERT ON signal_processing_audit, signal_processing_audit_ids, signal_processing_audit_amendments, break_glass_events, export_manifests, break_glass_claims, tlog_pending, tlog_entries, tlog_hashes, tlog_checkpoints TO \"app\""));
+        assert!(g.iter().any(|s| s == "GRANT SELECT, INSERT ON signal_processing_audit, signal_processing_audit_ids, signal_processing_audit_amendments, break_glass_events, export_manifests, break_glass_claims, tlog_pending, tlog_entries, tlog_hashes, tlog_checkpoints, tlog_cosignatures TO \"app\""));
         assert!(g[0].starts_with("REVOKE ALL"));
     }
 }

@@ -25,6 +25,7 @@ pub mod store;
 pub mod tlog;
 pub mod tlog_api;
 pub mod verify;
+pub mod witnesses;
 
 pub use db_url::database_url;
 
@@ -97,6 +98,7 @@ pub struct Settings {
     pub signing_key_file: Option<PathBuf>,
     pub log_signing_key_file: Option<PathBuf>,
     pub log_sequence_interval: Duration,
+    pub witness_policy_file: Option<PathBuf>,
     pub max_concurrent_audits: usize,
     pub audit_request_timeout: Duration,
     pub audit_statement_timeout: Duration,
@@ -227,6 +229,19 @@ fn log_key(args: &Settings, sqlite: bool) -> anyhow::Result<Option<SignerKey>> {
     let key = load_log_key(&text).with_context(|| format!("the log key {}", path.display()))?;
     tracing::info!(file = %path.display(), verifier_key = %key.verifier(), "transparency log key loaded");
     Ok(Some(key))
+}
+
+/// The witnesses of `--witness-policy-file` (none without it).
+fn witness_policy(args: &Settings) -> anyhow::Result<Vec<witnesses::PolicyWitness>> {
+    let Some(path) = &args.witness_policy_file else {
+        return Ok(vec![]);
+    };
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading the witness policy {}", path.display()))?;
+    let policy = witnesses::parse_policy(&text).map_err(|e| anyhow::anyhow!("the witness policy {}: {e}", path.display()))?;
+    for w in &policy {
+        tracing::info!(witness = %w.key, url = %w.url, "checkpoints are pushed to this witness");
+    }
+    Ok(policy)
 }
 
 /// A signer key file's content: an Ed25519 note key (not a cosignature key).
@@ -383,6 +398,7 @@ pub async fn run(args: Settings) -> anyhow::Result<()> {
     let log_key = log_key(&args, sqlite)?.map(Arc::new);
     let store = open_store(&args, keys.clone()).await?;
     tlog::spawn_sequencer(store.clone(), log_key.clone(), args.log_sequence_interval, shutdown.clone());
+    witnesses::spawn_pusher(store.clone(), witness_policy(&args)?, args.log_sequence_interval, shutdown.clone());
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

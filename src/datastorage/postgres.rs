@@ -1235,6 +1235,7 @@ impl Store for PgStore {
     }
 
     tlog::shared_log_reads!();
+    super::witnesses::shared_cosignatures!();
 }
 
 /// Advisory lock class of the log's sequencer (`pg_try_advisory_xact_lock(LOG_LOCK, 0)`).

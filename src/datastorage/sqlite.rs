@@ -632,6 +632,7 @@ impl Store for SqliteStore {
     }
 
     tlog::shared_log_reads!();
+    super::witnesses::shared_cosignatures!();
 }
 
 /// An item's pending log entry, written in the transaction that stores the item.

@@ -753,6 +753,12 @@ pub trait Store: Send + Sync + 'static {
     fn log_checkpoint(&self, size: Option<u64>) -> BoxFuture<'_, DbResult<Option<StoredCheckpoint>>>;
     /// The log index of a stored item, once sequenced.
     fn log_index(&self, kind: Kind, id: String) -> BoxFuture<'_, DbResult<Option<u64>>>;
+    /// Keeps a witness's cosignature line of the checkpoint of `size` (once per witness key).
+    fn log_add_cosignature<'a>(&'a self, size: u64, witness: &'a str, key_id: u32, line: &'a str) -> BoxFuture<'a, DbResult<()>>;
+    /// The cosignature lines kept for the checkpoint of `size`.
+    fn log_cosignatures(&self, size: u64) -> BoxFuture<'_, DbResult<Vec<String>>>;
+    /// The largest checkpoint a witness key cosigned.
+    fn log_cosigned_size<'a>(&'a self, witness: &'a str, key_id: u32) -> BoxFuture<'a, DbResult<Option<u64>>>;
 }
 
 /// Defined with the chain, whose link bytes carry the same form.

@@ -15,8 +15,9 @@ use serde_json::json;
 use super::http::{db_problem, timed, AppState};
 use super::problem::Problem;
 use super::query::{self, Params};
-use super::store::Store;
+use super::store::{Store, StoredCheckpoint};
 use super::tlog;
+use super::witnesses;
 use crate::evidence::entry::Kind;
 use crate::evidence::merkle::{consistency_proof, inclusion_proof, leaf_hash, root_at, HashReader, ProofError};
 use crate::evidence::proof::TlogProof;
@@ -41,7 +42,16 @@ fn no_checkpoint(state: &AppState) -> Problem {
     Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail)
 }
 
-/// `GET /api/v1/log/checkpoint[?size=N]`: the latest signed checkpoint, or the one of size N.
+/// The checkpoint's note with the witnesses' cosignature lines kept for it.
+async fn cosigned(state: &AppState, cp: StoredCheckpoint) -> Result<String, Problem> {
+    let lines = timed("log_cosignatures", state.store.log_cosignatures(cp.size))
+        .await
+        .map_err(|e| db_problem("log_cosignatures", e))?;
+    Ok(witnesses::with_cosignatures(&cp.note, &lines))
+}
+
+/// `GET /api/v1/log/checkpoint[?size=N]`: the latest signed checkpoint, or the one of size N,
+/// with the cosignatures witnesses gave it.
 pub async fn checkpoint(State(state): State<Arc<AppState>>, uri: Uri) -> Result<Response, Problem> {
     let p = query::params(&uri, &["size"])?;
     let size = number(&p, "size")?;
@@ -49,7 +59,7 @@ pub async fn checkpoint(State(state): State<Arc<AppState>>, uri: Uri) -> Result<
         .await
         .map_err(|e| db_problem("log_checkpoint", e))?;
     match (cp, size) {
-        (Some(cp), _) => Ok(body("text/plain; charset=utf-8", cp.note)),
+        (Some(cp), _) => Ok(body("text/plain; charset=utf-8", cosigned(&state, cp).await?)),
         (None, Some(n)) => Err(Problem::new(StatusCode::NOT_FOUND, format!("no checkpoint of size {n} was signed"))),
         (None, None) => {
             let mut resp = no_checkpoint(&state).into_response();
@@ -248,7 +258,7 @@ pub async fn inclusion(State(state): State<Arc<AppState>>, uri: Uri) -> Result<R
             extra: Some(entry),
             index,
             hashes: proof,
-            checkpoint: cp.note.into_bytes(),
+            checkpoint: cosigned(&state, cp).await?.into_bytes(),
         };
         return Ok(body("text/plain; charset=utf-8", proof.to_bytes()));
     }

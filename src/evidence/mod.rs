@@ -8,3 +8,4 @@ pub mod merkle;
 pub mod note;
 pub mod proof;
 pub mod tiles;
+pub mod witness;
