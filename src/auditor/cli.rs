@@ -6,6 +6,7 @@
 //! with a read-only role and a copy of the chain key — then the auditor's own binary does the
 //! recomputation and a compromised service cannot answer for it.
 
+use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -82,11 +83,30 @@ impl Api {
 
     /// GET `path` (with its query); any answer but 2xx is an error naming Data Storage's detail.
     pub async fn get(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        Self::successful(path, self.send_get(path).await?).await
+    }
+
+    /// As [`Api::get_json`], with None where Data Storage answers 404.
+    pub async fn get_json_if_found<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<Option<T>> {
+        let resp = self.send_get(path).await?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let resp = Self::successful(path, resp).await?;
+        Ok(Some(
+            resp.json().await.with_context(|| format!("reading the answer of GET {path}"))?,
+        ))
+    }
+
+    async fn send_get(&self, path: &str) -> anyhow::Result<reqwest::Response> {
         let mut req = self.http.get(format!("{}{path}", self.base));
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        let resp = req.send().await.with_context(|| format!("GET {path}"))?;
+        req.send().await.with_context(|| format!("GET {path}"))
+    }
+
+    async fn successful(path: &str, resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {
         if !resp.status().is_success() {
             let status = resp.status();
             let body = resp.text().await.unwrap_or_default();
@@ -700,13 +720,51 @@ async fn witness_cmd(a: WitnessArgs) -> anyhow::Result<bool> {
     } else {
         Some(live_state(&a.namespaces, a.kubeconfig.as_deref(), a.context.as_deref()).await?)
     };
-    let report = witness::judge(&lifecycles, &stats, live.as_ref(), &records, &a.namespaces);
+    let mut report = witness::judge(&lifecycles, &stats, live.as_ref(), &records, &a.namespaces);
+    if a.export.is_none() {
+        let deletions = witness::deletion_records(&lifecycles, &records, &a.namespaces);
+        let indexes = log_indexes(
+            &Api::new(&a.api)?,
+            deletions.iter().flat_map(|(_, _, recs)| recs.iter().map(|r| r.id.as_str())),
+        )
+        .await?;
+        witness::tie_to_log(&mut report, &deletions, &indexes);
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", witness::to_text(&report));
     }
     Ok(report.ok())
+}
+
+/// The transparency-log index of each record that has one, from Data Storage's inclusion
+/// endpoint (404: not in the log). A record sequenced but not yet under a checkpoint is asked
+/// again for a few seconds (a checkpoint follows every sequencing round).
+async fn log_indexes<'a>(api: &Api, ids: impl Iterator<Item = &'a str>) -> anyhow::Result<HashMap<String, u64>> {
+    #[derive(serde::Deserialize)]
+    struct Inclusion {
+        index: u64,
+    }
+    let mut indexes = HashMap::new();
+    for id in ids.collect::<BTreeSet<_>>() {
+        let path = format!(
+            "/api/v1/log/proof/inclusion{}",
+            query(&[("kind", Some("record".into())), ("id", Some(id.to_string()))])
+        );
+        let mut tries = 0;
+        let found = loop {
+            match api.get_json_if_found::<Inclusion>(&path).await {
+                Err(_) if tries < 10 => tries += 1,
+                answer => break answer?,
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        if let Some(found) = found {
+            indexes.insert(id.to_string(), found.index);
+        }
+    }
+    Ok(indexes)
 }
 
 fn create_private(path: &Path, text: &str) -> anyhow::Result<()> {

@@ -344,11 +344,30 @@ pub struct WitnessReport {
     pub records_without_deletion: Vec<Unmatched>,
     /// Whether the API server's current state was read (else every deletion counts as done).
     pub cluster_checked: bool,
+    /// Whether recorded deletions were tied to transparency-log entries ([`tie_to_log`]).
+    #[serde(default)]
+    pub log_checked: bool,
+    /// Recorded deletions whose record has a log index.
+    #[serde(default)]
+    pub logged: u64,
+    /// Recorded deletions whose record the transparency log does not hold.
+    #[serde(default)]
+    pub without_log_entry: Vec<Unlogged>,
+}
+
+/// A deletion with its record, where no record of it is in the transparency log.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Unlogged {
+    pub namespace: String,
+    pub name: String,
+    pub deletion: Deletion,
+    /// The records that belong to the deleted object (none of them has a log index).
+    pub record_ids: Vec<String>,
 }
 
 impl WitnessReport {
     pub fn ok(&self) -> bool {
-        self.missing.is_empty() && self.records_without_deletion.is_empty()
+        self.missing.is_empty() && self.records_without_deletion.is_empty() && self.without_log_entry.is_empty()
     }
 }
 
@@ -461,6 +480,42 @@ pub fn judge(lifecycles: &[Lifecycle], log: &LogStats, live: Option<&Live>, reco
     report
 }
 
+/// The deletions in scope with the records that belong to their objects (empty: no record).
+pub fn deletion_records<'a>(
+    lifecycles: &'a [Lifecycle],
+    records: &'a [RecordRef],
+    namespaces: &[String],
+) -> Vec<(&'a Lifecycle, &'a Deletion, Vec<&'a RecordRef>)> {
+    let in_scope = |ns: &str| namespaces.is_empty() || namespaces.iter().any(|n| n == ns);
+    lifecycles
+        .iter()
+        .filter(|lc| in_scope(&lc.namespace))
+        .filter_map(|lc| {
+            let deletion = lc.deletion.as_ref()?;
+            Some((lc, deletion, records.iter().filter(|r| belongs(r, lc)).collect()))
+        })
+        .collect()
+}
+
+/// Ties each recorded deletion to the transparency log: `indexes` maps record ids to their log
+/// index (as Data Storage's inclusion endpoint answers). A deletion whose records have none is
+/// named; deletions without a record are already reported as missing or pending.
+pub fn tie_to_log(report: &mut WitnessReport, deletions: &[(&Lifecycle, &Deletion, Vec<&RecordRef>)], indexes: &HashMap<String, u64>) {
+    report.log_checked = true;
+    for (lc, deletion, recs) in deletions.iter().filter(|(_, _, recs)| !recs.is_empty()) {
+        if recs.iter().any(|r| indexes.contains_key(&r.id)) {
+            report.logged += 1;
+        } else {
+            report.without_log_entry.push(Unlogged {
+                namespace: lc.namespace.clone(),
+                name: lc.name.clone(),
+                deletion: (*deletion).clone(),
+                record_ids: recs.iter().map(|r| r.id.clone()).collect(),
+            });
+        }
+    }
+}
+
 /// A people's summary, one line per finding.
 pub fn to_text(r: &WitnessReport) -> String {
     let mut o = format!(
@@ -515,6 +570,25 @@ pub fn to_text(r: &WitnessReport) -> String {
     ));
     for u in &r.records_without_deletion {
         o.push_str(&format!("  {}: {}\n", u.record.id, u.detail));
+    }
+    if r.log_checked {
+        o.push_str(&format!(
+            "recorded deletions with a transparency-log entry: {}\nDELETIONS WHOSE RECORD IS NOT IN THE LOG: {}\n",
+            r.logged,
+            r.without_log_entry.len()
+        ));
+        for u in &r.without_log_entry {
+            o.push_str(&format!(
+                "  {}/{} deleted by {} at {}: record {} has no log index\n",
+                u.namespace,
+                u.name,
+                u.deletion.by,
+                u.deletion.completed.to_rfc3339(),
+                u.record_ids.join(", ")
+            ));
+        }
+    } else {
+        o.push_str("transparency log: not checked (records read from an export file)\n");
     }
     o
 }
@@ -600,6 +674,35 @@ mod tests {
         let r = judge(&lcs, &stats, Some(&live(&[])), &records, &[]);
         assert!(r.ok(), "{}", to_text(&r));
         assert_eq!((r.deletions, r.gone), (1, 1));
+    }
+
+    #[test]
+    fn a_recorded_deletion_without_a_log_entry_is_named() {
+        let (events, stats) = read(&[
+            ev("create", "ns", "a", "alice", "2026-01-01T10:00:00Z", 201),
+            ev("create", "ns", "b", "alice", "2026-01-01T10:00:00Z", 201),
+            ev("create", "ns", "c", "alice", "2026-01-01T10:00:00Z", 201),
+            ev("delete", "ns", "a", "gc", "2026-01-01T11:00:00Z", 200),
+            ev("delete", "ns", "b", "gc", "2026-01-01T11:00:00Z", 200),
+        ]);
+        let lcs = lifecycles(&events);
+        let records = [
+            rec("ua", "ns", "a", "2026-01-01T10:30:00Z", Some("2026-01-01T11:00:00Z")),
+            rec("ub", "ns", "b", "2026-01-01T10:30:00Z", Some("2026-01-01T11:00:00Z")),
+        ];
+        let mut r = judge(&lcs, &stats, Some(&live(&[])), &records, &[]);
+        assert!(r.ok(), "{}", to_text(&r));
+        let deletions = deletion_records(&lcs, &records, &[]);
+        assert_eq!(deletions.len(), 2, "c was never deleted");
+        tie_to_log(&mut r, &deletions, &HashMap::from([("ua".to_string(), 7)]));
+        assert_eq!(r.logged, 1);
+        assert_eq!(r.without_log_entry.len(), 1);
+        assert_eq!(
+            (r.without_log_entry[0].name.as_str(), r.without_log_entry[0].record_ids.clone()),
+            ("b", vec!["ub".to_string()])
+        );
+        assert!(!r.ok());
+        assert!(to_text(&r).contains("ns/b deleted by gc"), "{}", to_text(&r));
     }
 
     #[test]
