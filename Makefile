@@ -42,7 +42,8 @@ helm:
 
 ## The chart alone: helm lint --strict, templates per cert mode, schema, drift against kustomize; alerts; dashboard queries.
 chart: controlplane helm
-	$(CARGO) test --test helm_chart --test alerts --test e2e_dashboard --test e2e_helm
+	$(CARGO) test --test helm_chart --test alerts --test e2e_helm
+	$(CARGO) test --test e2e -- dashboard::
 
 postgres: deps
 	@bash scripts/postgres.sh start

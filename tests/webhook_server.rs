@@ -2,7 +2,7 @@
 //! input, bounded body reads (size over both protocols, time), client certificates,
 //! protocol versions, certificate reload by symlink swap, the expiry gauge, graceful
 //! shutdown. The API server and Data Storage it would talk to are addresses where nothing
-//! listens: whatever needs them fails as in an outage (the real ones are in e2e_webhook).
+//! listens: whatever needs them fails as in an outage (the real ones are in tests/e2e/webhook.rs).
 
 #[path = "support/webhook.rs"]
 mod webhook_support;

@@ -335,6 +335,14 @@ impl ControlPlane {
             ])
             .args(["--kube-api-qps=500", "--kube-api-burst=1000", "-v=1"]);
         cp.spawn("kube-controller-manager", kcm)?;
+        // One line per boot, past the test harness's output capture, so that a test run's
+        // output tells how many control planes it booted (scripts/test-summary.sh counts them).
+        let _ = writeln!(
+            std::io::stderr(),
+            "control plane booted: kube-apiserver at {} (process {})",
+            cp.server,
+            std::process::id()
+        );
         Ok(cp)
     }
 

@@ -4,6 +4,9 @@ pub mod decisions;
 pub mod persist_failure;
 pub mod removals;
 
+#[cfg(test)]
+mod mocked_api;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

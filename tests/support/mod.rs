@@ -285,3 +285,22 @@ pub async fn create_bare_signalprocessings(
         .try_collect()
         .await
 }
+
+/// Held shared by every test on the shared control plane, exclusively by one that changes what
+/// the others rely on (see tests/e2e/main.rs).
+static CLUSTER: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// The control plane as every test finds it: held for the test's whole run.
+pub async fn cluster_shared() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    CLUSTER.read().await
+}
+
+/// [`cluster_shared`] for a test without a runtime.
+pub fn cluster_shared_blocking() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    CLUSTER.blocking_read()
+}
+
+/// The control plane to this test alone, once every running test has let go of it.
+pub async fn cluster_exclusive() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    CLUSTER.write().await
+}

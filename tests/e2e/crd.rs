@@ -1,7 +1,7 @@
 //! The project's CRD on a real API server: install, round-trip both CR shapes, and
 //! garbage collection through an ownerReference (the path Kubernaut uses after 24 h).
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
@@ -43,6 +43,7 @@ async fn create_with_status(api: &Api<SignalProcessing>, mut obj: Value) -> Sign
 
 #[tokio::test]
 async fn crd_install_create_read_delete() {
+    let _cluster = support::cluster_shared().await;
     let client = admin_client().await;
     install_printed_crd(&client).await;
     let ns = fresh_namespace(&client, "crd").await.expect("ns");
@@ -68,6 +69,7 @@ async fn crd_install_create_read_delete() {
 
 #[tokio::test]
 async fn both_cr_shapes_round_trip_without_losing_a_field() {
+    let _cluster = support::cluster_shared().await;
     let client = admin_client().await;
     install_printed_crd(&client).await;
     let ns = fresh_namespace(&client, "shapes").await.expect("ns");
@@ -147,6 +149,7 @@ fn looks_like_time(s: &str) -> bool {
 
 #[tokio::test]
 async fn garbage_collector_deletes_signalprocessing_after_its_owner() {
+    let _cluster = support::cluster_shared().await;
     let client = admin_client().await;
     install_printed_crd(&client).await;
     install_remediationrequest_crd(&client).await.expect("parent crd");

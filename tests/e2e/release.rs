@@ -8,7 +8,7 @@
 //!   is stored too before the object goes. The race is forced with a proxy in front of Data
 //!   Storage that holds the controller's record POST while the test writes the status.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -120,6 +120,7 @@ fn contents(record: &Value, key: &str) -> Vec<Value> {
 /// stored as its amendment. Both contents are in Data Storage, in whichever order they came.
 #[tokio::test]
 async fn a_completion_record_meeting_a_later_one_is_stored_as_its_amendment() {
+    let _cluster = support::cluster_shared().await;
     let r = replica("rel-both", &["--flush-interval", "5s"], false).await;
     let uid = created(&r.api, "both").await;
     set_status(&r.api, "both", completed("staging")).await;
@@ -158,6 +159,7 @@ async fn a_completion_record_meeting_a_later_one_is_stored_as_its_amendment() {
 /// releases that version. Both what the object said then and what it said at release are stored.
 #[tokio::test]
 async fn a_status_change_after_the_record_was_built_is_recorded_before_the_release() {
+    let _cluster = support::cluster_shared().await;
     let r = replica("rel-race", &[], true).await;
     let faults = r.proxy.as_ref().map(|p| p.faults.clone()).unwrap();
     // Not finished: the buffered writer leaves it alone, the deletion path builds its record.

@@ -6,9 +6,8 @@
 //! completion, a deletion, a certificate reload). The other way round too: a metric the
 //! binaries export but no panel shows fails here, by name.
 
-mod support;
-#[path = "support/tools.rs"]
-mod tools;
+use crate::support;
+use crate::tools;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -41,6 +40,7 @@ fn queries() -> Vec<(String, String)> {
 
 #[test]
 fn every_dashboard_query_parses() {
+    let _cluster = support::cluster_shared_blocking();
     let queries = queries();
     assert!(queries.len() >= 20, "the dashboard has its panels: {}", queries.len());
     let mut bad = Vec::new();
@@ -106,6 +106,7 @@ async fn wait_gone(api: &Api<SignalProcessing>, name: &str) {
 
 #[tokio::test]
 async fn every_metric_the_dashboard_names_is_exported_by_serve_and_datastorage() {
+    let _cluster = support::cluster_shared().await;
     let cp = control_plane();
     let client = admin_client().await;
     install_signalprocessing_crd(&client).await.unwrap();

@@ -12,9 +12,8 @@
 //! deleting them all stores exactly one correct record each; the listeners count what they shed.
 //! The admission latency seen under the load is printed (a figure, not an assertion).
 
-mod support;
-#[path = "support/webhook.rs"]
-mod webhook_support;
+use crate::support;
+use crate::webhook_support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -39,6 +38,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::test]
 async fn silent_and_budget_holding_clients_do_not_stop_admission_or_deletion() {
+    let _cluster = support::cluster_exclusive().await;
     let cp = control_plane();
     let client = admin_client().await;
     install_signalprocessing_crd(&client).await.unwrap();

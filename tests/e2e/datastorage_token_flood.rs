@@ -4,7 +4,7 @@
 //! server sees a bounded number of TokenReviews — the bucket's burst plus its rate over the
 //! flood's duration, not one per garbage token.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -34,6 +34,7 @@ async fn token_reviews(client: &kube::Client) -> f64 {
 
 #[tokio::test]
 async fn a_flood_of_garbage_tokens_neither_stops_the_writer_nor_reaches_the_api_server() {
+    let _cluster = support::cluster_exclusive().await;
     let cp = support::control_plane();
     let client = support::admin_client().await;
     install_shipped_rbac(cp);

@@ -6,7 +6,7 @@
 //! reading; a reader-bound one reads; the controller, with a TokenRequest token carrying the
 //! manifests' audience, writes; a token without that audience is refused.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 
@@ -42,15 +42,16 @@ fn token(cp: &support::ControlPlane, sa: &str, ns: &str, audience: Option<&str>)
 
 #[tokio::test]
 async fn only_the_writer_writes_readers_read_and_the_audience_is_checked() {
+    let _cluster = support::cluster_exclusive().await;
     let cp = support::control_plane();
     let client = support::admin_client().await;
 
     // The shipped RBAC, as kustomize would place it in the audit-guard namespace.
-    cp.kubectl(&["create", "namespace", "audit-guard"]).unwrap();
+    // Other suites on this control plane may have created the namespace and the ServiceAccount.
+    let _ = cp.kubectl(&["create", "namespace", "audit-guard"]);
     let rbac = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base/datastorage-rbac.yaml");
     cp.kubectl(&["apply", "-n", "audit-guard", "-f", rbac.to_str().unwrap()]).unwrap();
-    cp.kubectl(&["create", "serviceaccount", "audit-guard", "-n", "audit-guard"])
-        .unwrap();
+    let _ = cp.kubectl(&["create", "serviceaccount", "audit-guard", "-n", "audit-guard"]);
 
     // Other ServiceAccounts: one an admin bound to the reader role, one bound to nothing.
     let ns = support::fresh_namespace(&client, "ds-tr").await.unwrap();
@@ -158,6 +159,7 @@ async fn only_the_writer_writes_readers_read_and_the_audience_is_checked() {
     support::delete_namespace(&client, &ns).await;
 
     // With the API server gone, an unreviewed token cannot be judged: 503 (retry), never a pass.
+    let _restart = RestartApiServer(cp);
     cp.kill("kube-apiserver").unwrap();
     let (s, h, body) = split(
         svc.http
@@ -170,4 +172,16 @@ async fn only_the_writer_writes_readers_read_and_the_audience_is_checked() {
     .await;
     assert_eq!(s, 503, "{body}");
     assert_eq!(h["content-type"], "application/problem+json");
+}
+
+/// Starts the API server again when dropped: the other suites share it, so it comes back
+/// (before the exclusive hold on it ends) whether the assertions passed or not.
+struct RestartApiServer(&'static support::ControlPlane);
+
+impl Drop for RestartApiServer {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.restart_apiserver() {
+            eprintln!("kube-apiserver did not come back: {e:#}");
+        }
+    }
 }

@@ -1,10 +1,9 @@
 //! The finalizer controller end to end: the real `audit-guard serve --disable-webhook`
 //! binary against a real control plane and a real `audit-guard datastorage`.
 
-mod support;
+use crate::support;
 
-#[path = "support/webhook.rs"]
-mod webhook_support;
+use crate::webhook_support;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -122,6 +121,7 @@ async fn failed_events(client: &Client, ns: &str, uid: &str) -> usize {
 
 #[tokio::test]
 async fn completed_cr_is_recorded_by_the_buffered_writer() {
+    let _cluster = support::cluster_shared().await;
     let One {
         client,
         ns,
@@ -161,6 +161,7 @@ async fn completed_cr_is_recorded_by_the_buffered_writer() {
 
 #[tokio::test]
 async fn deletion_stores_the_record_then_releases_the_object() {
+    let _cluster = support::cluster_shared().await;
     let One {
         client,
         ns,
@@ -199,6 +200,7 @@ async fn deletion_stores_the_record_then_releases_the_object() {
 
 #[tokio::test]
 async fn deletion_waits_while_data_storage_is_down() {
+    let _cluster = support::cluster_shared().await;
     let cp = control_plane();
     let One {
         client,
@@ -236,6 +238,7 @@ async fn deletion_waits_while_data_storage_is_down() {
 
 #[tokio::test]
 async fn deleting_the_owner_records_the_signalprocessing() {
+    let _cluster = support::cluster_shared().await;
     let One {
         client,
         ns,
@@ -318,6 +321,7 @@ async fn leader(client: &Client, lease_ns: &str) -> Option<String> {
 
 #[tokio::test]
 async fn mass_deletion_with_two_replicas() {
+    let _cluster = support::cluster_shared().await;
     let cp = control_plane();
     let (client, ns, lease_ns, ds) = setup("mass").await;
     for r in ["a", "b"] {
@@ -341,6 +345,7 @@ async fn mass_deletion_with_two_replicas() {
 
 #[tokio::test]
 async fn leader_killed_mid_deletion_is_replaced() {
+    let _cluster = support::cluster_shared().await;
     let cp = control_plane();
     let (client, ns, lease_ns, ds) = setup("failover").await;
     let names = [format!("serve-{ns}-a"), format!("serve-{ns}-b")];
@@ -386,6 +391,7 @@ async fn leader_killed_mid_deletion_is_replaced() {
 
 #[tokio::test]
 async fn retention_deletes_only_old_completed_crs() {
+    let _cluster = support::cluster_shared().await;
     let (client, ns, lease_ns, ds) = setup("retention").await;
     let _serve = Serve::start(
         control_plane(),
@@ -427,6 +433,7 @@ async fn retention_deletes_only_old_completed_crs() {
 
 #[tokio::test]
 async fn release_keeps_other_finalizers_and_annotates() {
+    let _cluster = support::cluster_shared().await;
     let One {
         client,
         ns,
@@ -455,6 +462,7 @@ async fn release_keeps_other_finalizers_and_annotates() {
 
 #[tokio::test]
 async fn sigterm_releases_the_lease_and_exits_cleanly() {
+    let _cluster = support::cluster_shared().await;
     let cp = control_plane();
     let (client, ns, lease_ns, ds) = setup("sigterm").await;
     let mut child = tokio::process::Command::new(support::datastorage::binary())
@@ -608,6 +616,7 @@ fn completed_now() -> Value {
 /// server token (another audience) is refused by Data Storage.
 #[tokio::test]
 async fn the_controller_writes_with_a_tokenrequest_token_for_the_manifests_audience() {
+    let _cluster = support::cluster_shared().await;
     let t = authed("auth-cycle").await;
     let (client, ns, ds, api) = (&t.client, &t.ns, &t.ds, &t.api);
     api.create(&PostParams::default(), &bare("cycle")).await.unwrap();
@@ -629,6 +638,7 @@ async fn the_controller_writes_with_a_tokenrequest_token_for_the_manifests_audie
 /// naming what differs, and only then lets the CR go. Both records are in Data Storage.
 #[tokio::test]
 async fn a_different_record_planted_under_the_uid_is_amended_counted_and_evented() {
+    let _cluster = support::cluster_shared().await;
     let t = authed("conflict").await;
     let (client, ns, ds, api) = (&t.client, &t.ns, &t.ds, &t.api);
     api.create(&PostParams::default(), &bare("victim")).await.unwrap();
@@ -681,6 +691,7 @@ async fn a_different_record_planted_under_the_uid_is_amended_counted_and_evented
 /// the schema cannot take: they are stored as null and listed as anomalies.
 #[tokio::test]
 async fn out_of_range_status_values_become_anomalies_and_the_deletion_completes() {
+    let _cluster = support::cluster_shared().await;
     let t = authed("anomaly").await;
     let (client, ns, ds, api) = (&t.client, &t.ns, &t.ds, &t.api);
     api.create(&PostParams::default(), &bare("odd")).await.unwrap();
@@ -709,6 +720,7 @@ async fn out_of_range_status_values_become_anomalies_and_the_deletion_completes(
 /// another CA signed is refused (the deletion waits, alarmed), however the rest is set up.
 #[tokio::test]
 async fn a_datastorage_certificate_from_another_ca_is_refused() {
+    let _cluster = support::cluster_shared().await;
     let cp = control_plane();
     let other = cp.dir.join(format!("other-ca-{}", uuid::Uuid::new_v4().simple()));
     webhook_support::issue_certs(&other, false);

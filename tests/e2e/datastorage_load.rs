@@ -17,7 +17,7 @@
 //! loop over 30-day statistics while 200 CRs are deleted: every one completes and the webhook
 //! denies none for an unavailable store.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -226,6 +226,7 @@ async fn assert_records(svc: &DataStorage, db: &TestDb, ns: &str, expected: &Has
 
 #[tokio::test]
 async fn deletions_complete_while_readers_and_idle_connections_load_both_servers() {
+    let _cluster = support::cluster_exclusive().await;
     let _serial = SERIAL.lock().await;
     let cp = control_plane();
     let (client, ns, lease_ns) = namespaces("load").await;
@@ -288,6 +289,7 @@ async fn deletions_complete_while_readers_and_idle_connections_load_both_servers
 
 #[tokio::test]
 async fn deletions_never_wait_behind_readers_of_statistics() {
+    let _cluster = support::cluster_exclusive().await;
     let _serial = SERIAL.lock().await;
     let cp = control_plane();
     let (client, ns, lease_ns) = namespaces("lanes").await;

@@ -11,7 +11,7 @@
 //! big or not, gets its record stored (the big ones with their contextSources counted).
 //! The figures are printed.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -96,6 +96,7 @@ async fn reconciles(serve: &Serve) -> f64 {
 
 #[tokio::test]
 async fn a_megabyte_per_object_does_not_grow_serves_memory() {
+    let _cluster = support::cluster_exclusive().await;
     let cp = control_plane();
     let client = admin_client().await;
     install_signalprocessing_crd(&client).await.unwrap();

@@ -11,7 +11,7 @@
 //! also shows the process was not restarted); Data Storage now presents a certificate only the
 //! new CA verifies.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::Duration;
@@ -53,6 +53,7 @@ async fn reaches(port: u16, ca_pem: &str) -> bool {
 
 #[tokio::test]
 async fn a_rotated_datastorage_ca_is_followed_without_a_restart_while_crs_are_deleted() {
+    let _cluster = support::cluster_shared().await;
     let cp = control_plane();
     let client = admin_client().await;
     install_signalprocessing_crd(&client).await.unwrap();

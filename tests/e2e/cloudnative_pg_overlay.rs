@@ -6,9 +6,8 @@
 //! field checks of what docs/high-availability.md documents; every Kubernetes object the overlay
 //! renders (Data Storage's Deployment and CronJob included) gets a server-side dry run too.
 
-mod support;
-#[path = "support/tools.rs"]
-mod tools;
+use crate::support;
+use crate::tools;
 
 use serde_json::Value;
 use support::control_plane;
@@ -40,6 +39,7 @@ fn db_ca_volume(pod: &Value) -> Value {
 
 #[test]
 fn the_cluster_has_three_instances_and_a_synchronous_standby() {
+    let _cluster = support::cluster_shared_blocking();
     let docs = rendered();
     let cluster = named(&docs, "Cluster", CLUSTER);
     assert_eq!(cluster["apiVersion"], "postgresql.cnpg.io/v1");
@@ -65,6 +65,7 @@ fn the_cluster_has_three_instances_and_a_synchronous_standby() {
 
 #[test]
 fn data_storage_trusts_the_clusters_ca_and_is_told_its_read_write_service() {
+    let _cluster = support::cluster_shared_blocking();
     let docs = rendered();
     let deployment = &named(&docs, "Deployment", "audit-guard-datastorage")["spec"]["template"]["spec"];
     let cronjob = &named(&docs, "CronJob", "audit-guard-datastorage-retention")["spec"]["jobTemplate"]["spec"]["template"]["spec"];
@@ -84,6 +85,7 @@ fn data_storage_trusts_the_clusters_ca_and_is_told_its_read_write_service() {
 
 #[test]
 fn every_kubernetes_object_passes_the_api_servers_validation() {
+    let _cluster = support::cluster_shared_blocking();
     let cp = control_plane();
     let docs = rendered();
     // Kinds whose CRDs are other operators' (CloudNativePG, cert-manager, Prometheus operator).
@@ -96,7 +98,14 @@ fn every_kubernetes_object_passes_the_api_servers_validation() {
     // Namespaced objects are checked in a namespace that exists.
     let _ = cp.kubectl(&["create", "namespace", "audit-guard"]);
     let out = cp
-        .kubectl(&["apply", "--server-side", "--dry-run=server", "-f", file.to_str().unwrap()])
+        .kubectl(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--dry-run=server",
+            "-f",
+            file.to_str().unwrap(),
+        ])
         .unwrap_or_else(|e| panic!("the API server refused an object: {e:#}"));
     for kind in [
         "deployment.apps/audit-guard-datastorage",
@@ -108,6 +117,7 @@ fn every_kubernetes_object_passes_the_api_servers_validation() {
 
 #[test]
 fn the_cluster_passes_cloudnative_pgs_own_schema() {
+    let _cluster = support::cluster_shared_blocking();
     let cp = control_plane();
     let crd = tools::go_module_file(CNPG_MODULE, CNPG_VERSION, "config/crd/bases/postgresql.cnpg.io_clusters.yaml");
     let crd = crd.to_str().unwrap();

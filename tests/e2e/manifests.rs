@@ -4,9 +4,8 @@
 //! each check listed below), and the controller runs a full create → complete → delete cycle
 //! on its ServiceAccount's token. One test per concern.
 
-mod support;
-#[path = "support/tools.rs"]
-mod tools;
+use crate::support;
+use crate::tools;
 
 use std::time::Duration;
 
@@ -74,12 +73,17 @@ static INSTALLED: tokio::sync::OnceCell<Installed> = tokio::sync::OnceCell::cons
 async fn installed() -> &'static Installed {
     INSTALLED
         .get_or_init(|| async {
+            // The webhook configurations cover every namespace while they are installed.
+            let _cluster = support::cluster_exclusive().await;
             let cp = control_plane();
             install_monitoring_crds(&admin_client().await).await;
             let rendered = render_self_managed();
             let file = cp.dir.join("self-managed.yaml");
             std::fs::write(&file, &rendered).unwrap();
-            let applied = cp.kubectl(&["apply", "--server-side", "-f", file.to_str().unwrap()]).unwrap();
+            // Other suites apply the CRD with a field manager of their own.
+            let applied = cp
+                .kubectl(&["apply", "--server-side", "--force-conflicts", "-f", file.to_str().unwrap()])
+                .unwrap();
             let names = cp.kubectl(&["get", "-f", file.to_str().unwrap(), "-o", "name"]).unwrap();
             let bundle = cp
                 .kubectl(&[
@@ -106,6 +110,7 @@ async fn installed() -> &'static Installed {
 async fn every_rendered_object_is_accepted_and_created() {
     let cp = control_plane();
     let Installed { rendered, applied, names } = installed().await;
+    let _cluster = support::cluster_shared().await;
     let expected_kinds = [
         "namespace/audit-guard",
         "customresourcedefinition.apiextensions.k8s.io/signalprocessings.kubernaut.ai",
@@ -141,6 +146,7 @@ async fn every_rendered_object_is_accepted_and_created() {
 #[tokio::test]
 async fn the_service_accounts_hold_exactly_what_their_workloads_need() {
     installed().await;
+    let _cluster = support::cluster_shared().await;
     let client = admin_client().await;
     let sp = ("kubernaut.ai", "signalprocessings");
     let checks: &[Check] = &[
@@ -257,6 +263,7 @@ async fn the_service_accounts_hold_exactly_what_their_workloads_need() {
 #[tokio::test]
 async fn the_controller_runs_a_whole_cycle_on_its_service_accounts_token() {
     installed().await;
+    let _cluster = support::cluster_shared().await;
     let cp = control_plane();
     let client = admin_client().await;
     let token = cp

@@ -8,13 +8,11 @@
 //! while Pending, one completed 8 days ago, a break-glass removal, a 20 s write outage, a 401 and
 //! a 403 — each ending with exactly one valid event per CR, or waiting with its own alarm.
 
-mod support;
+use crate::support;
 
-#[path = "support/webhook.rs"]
-mod webhook_support;
+use crate::webhook_support;
 
-#[path = "support/tools.rs"]
-mod tools;
+use crate::tools;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -72,6 +70,7 @@ fn completed(uid: &str) -> SignalProcessingAudit {
 
 #[tokio::test]
 async fn the_double_refuses_and_prunes_as_kubernaut_does() {
+    let _cluster = support::cluster_shared().await;
     let now = Utc::now();
     let good = audit_guard::kubernaut_api::payload::event_for(&completed("u-1"), now);
     assert!(validate(&good, now).is_ok(), "{good}");
@@ -117,6 +116,7 @@ async fn the_double_refuses_and_prunes_as_kubernaut_does() {
 
 #[tokio::test]
 async fn what_the_client_sends_is_what_kubernaut_keeps() {
+    let _cluster = support::cluster_shared().await;
     let ds = KubernautDs::start(Options::default()).await;
     let client = client_for(&ds.url, Duration::from_secs(600), None);
     let record = completed("uid-keep");
@@ -155,6 +155,7 @@ async fn what_the_client_sends_is_what_kubernaut_keeps() {
 
 #[tokio::test]
 async fn after_a_202_the_client_polls_and_never_posts_a_second_copy() {
+    let _cluster = support::cluster_shared().await;
     let ds = KubernautDs::start(Options::default()).await;
     let client = client_for(&ds.url, Duration::from_secs(600), None);
     let record = completed("uid-202");
@@ -182,6 +183,7 @@ async fn after_a_202_the_client_polls_and_never_posts_a_second_copy() {
 
 #[tokio::test]
 async fn an_event_the_queue_lost_is_posted_again_once_the_window_has_passed() {
+    let _cluster = support::cluster_shared().await;
     let ds = KubernautDs::start(Options::default()).await;
     let window = Duration::from_secs(4);
     let client = client_for(&ds.url, window, None);
@@ -207,6 +209,7 @@ async fn an_event_the_queue_lost_is_posted_again_once_the_window_has_passed() {
 
 #[tokio::test]
 async fn a_different_event_for_the_uid_is_a_conflict_and_ours_is_stored_linked_to_it() {
+    let _cluster = support::cluster_shared().await;
     let ds = KubernautDs::start(Options::default()).await;
     let client = client_for(&ds.url, Duration::from_secs(600), None);
     let record = completed("uid-conflict");
@@ -236,6 +239,7 @@ async fn a_different_event_for_the_uid_is_a_conflict_and_ours_is_stored_linked_t
 
 #[tokio::test]
 async fn a_batch_posts_only_missing_events_and_a_202_leaves_them_queued() {
+    let _cluster = support::cluster_shared().await;
     let ds = KubernautDs::start(Options::default()).await;
     let client = client_for(&ds.url, Duration::from_secs(600), None);
     let (a, b, c) = (completed("uid-a"), completed("uid-b"), completed("uid-c"));
@@ -475,6 +479,7 @@ async fn delete_to_one_event(w: &World, api: &Api<SignalProcessing>, name: &str,
 /// valid event, stored, and the CR gone.
 #[tokio::test]
 async fn pending_eight_days_old_and_forced_each_end_with_exactly_one_event() {
+    let _cluster = support::cluster_shared().await;
     let cp = control_plane();
     let w = World::new("ev-one", &token(CLIENT_SA, None)).await;
     // A second namespace the webhooks cover but no controller watches: deletions wait there
@@ -589,6 +594,7 @@ async fn pending_eight_days_old_and_forced_each_end_with_exactly_one_event() {
 /// one event and is gone.
 #[tokio::test]
 async fn a_20s_write_outage_ends_with_one_event_per_cr() {
+    let _cluster = support::cluster_shared().await;
     let cp = control_plane();
     let w = World::new("ev-outage", &token(CLIENT_SA, None)).await;
     let first = w.serve("ev-outage", &["--disable-webhook"]).await;
@@ -717,6 +723,7 @@ fn dir_token(dir: &Path, token: &str) -> std::path::PathBuf {
 /// from Kubernaut's TokenReview, which names no audience.
 #[tokio::test]
 async fn a_401_raises_its_own_metric_and_event_and_keeps_the_finalizer() {
+    let _cluster = support::cluster_shared().await;
     let token = token(CLIENT_SA, Some("audit-guard-datastorage"));
     refused_then_fixed(
         "ev-401",
@@ -732,6 +739,7 @@ async fn a_401_raises_its_own_metric_and_event_and_keeps_the_finalizer() {
 /// controller's own ServiceAccount among them: under the overlay it is not Data Storage's client.
 #[tokio::test]
 async fn a_403_raises_its_own_metric_and_event_and_keeps_the_finalizer() {
+    let _cluster = support::cluster_shared().await;
     let token = token("audit-guard", None);
     refused_then_fixed(
         "ev-403",

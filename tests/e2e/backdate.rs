@@ -4,7 +4,7 @@
 //! claim as an anomaly, counted in the current period's report and export, kept by a
 //! 15-month retention run, and the status write itself is in the API server's audit log.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
@@ -33,6 +33,7 @@ fn status_writes(name: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn a_cr_back_dated_399_days_is_an_anomaly_counted_now_and_kept_by_retention() {
+    let _cluster = support::cluster_shared().await;
     let cp = control_plane();
     let client = admin_client().await;
     install_signalprocessing_crd(&client).await.unwrap();
