@@ -28,5 +28,6 @@ mod events_api;
 mod hostile_network;
 mod manifests;
 mod object_size;
+mod receipt;
 mod release;
 mod webhook;

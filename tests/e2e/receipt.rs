@@ -4,7 +4,7 @@
 //! finalizer, its record's transparency-log index and record id; the index is the one Data
 //! Storage gives that record.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ const HOLD: &str = "test.audit-guard.io/hold";
 
 #[tokio::test]
 async fn a_deleted_cr_carries_its_log_index_and_record_id() {
+    let _cluster = support::cluster_shared().await;
     let client = admin_client().await;
     install_signalprocessing_crd(&client).await.unwrap();
     let ns = fresh_namespace(&client, "receipt").await.unwrap();
