@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use reqwest::{header, StatusCode};
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::filewatch::StampedFile;
 use crate::metrics;
+use crate::wire::Duplicate;
 
 /// What kind of failure an answer (or its absence) is. Only `Rejected` is permanent; every
 /// kind delays a deletion and none releases it.
@@ -125,13 +125,6 @@ pub struct BatchOutcome {
     pub queued: Vec<String>,
 }
 
-#[derive(Deserialize)]
-struct DuplicateAnswer {
-    identical: Option<bool>,
-    #[serde(default)]
-    existing: Value,
-}
-
 /// What an HTTP answer to a write means. `accepted_is_stored` is false for Kubernaut's
 /// events API, whose 202 means "queued in a dead-letter queue, not in the database".
 pub fn classify(status: u16, retry_after: Option<&str>, body: &str, accepted_is_stored: bool) -> Result<Stored, ClientError> {
@@ -143,10 +136,10 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &str, accepted_is_
             FailureKind::Queued,
             "Data Storage queued the record in its dead-letter queue (202) but has not stored it yet",
         )),
-        409 => match serde_json::from_str::<DuplicateAnswer>(body) {
-            Ok(DuplicateAnswer { identical: Some(true), .. }) => Ok(Stored::AlreadyStored),
-            Ok(DuplicateAnswer {
-                identical: Some(false),
+        409 => match serde_json::from_str::<Duplicate>(body) {
+            Ok(Duplicate { identical: true, .. }) => Ok(Stored::AlreadyStored),
+            Ok(Duplicate {
+                identical: false,
                 existing,
             }) => Ok(Stored::Conflict { existing }),
             // An id is taken, by what is not said: never taken as stored.

@@ -380,12 +380,6 @@ fn keep_scalars(value: &mut Value, keys: &[&str]) {
     }
 }
 
-/// A JSON pointer to one of our own paths.
-pub(crate) fn json_pointer(path: &str) -> json_patch::jsonptr::PointerBuf {
-    // Every path we build starts with '/', so parsing cannot fail; fall back to root otherwise.
-    json_patch::jsonptr::PointerBuf::parse(path).unwrap_or_default()
-}
-
 /// Whether [`add_finalizer_patch`] first tests the list it appends to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListGuard {
@@ -400,28 +394,19 @@ pub enum ListGuard {
 /// The one JSON Patch that adds [`FINALIZER`] to an object whose list is `finalizers`, for the
 /// controller and the mutating webhook alike.
 pub fn add_finalizer_patch(finalizers: Option<&[String]>, guard: ListGuard) -> json_patch::Patch {
-    use json_patch::{AddOperation, PatchOperation, TestOperation};
-    let append = |list: &[String]| {
-        let mut ops = Vec::with_capacity(2);
-        if guard == ListGuard::TestFirst {
-            ops.push(PatchOperation::Test(TestOperation {
-                path: json_pointer("/metadata/finalizers"),
-                value: Value::from(list.to_vec()),
-            }));
+    use crate::patch::PatchBuilder;
+    match finalizers {
+        Some(list) if !list.is_empty() || guard == ListGuard::TestFirst => {
+            let patch = PatchBuilder::new();
+            let patch = match guard {
+                ListGuard::TestFirst => patch.test("/metadata/finalizers", list.to_vec()),
+                ListGuard::None => patch,
+            };
+            patch.add("/metadata/finalizers/-", FINALIZER)
         }
-        ops.push(PatchOperation::Add(AddOperation {
-            path: json_pointer("/metadata/finalizers/-"),
-            value: Value::from(FINALIZER),
-        }));
-        ops
-    };
-    json_patch::Patch(match finalizers {
-        Some(list) if !list.is_empty() || guard == ListGuard::TestFirst => append(list),
-        _ => vec![PatchOperation::Add(AddOperation {
-            path: json_pointer("/metadata/finalizers"),
-            value: Value::from(vec![FINALIZER]),
-        })],
-    })
+        _ => PatchBuilder::new().add("/metadata/finalizers", vec![FINALIZER]),
+    }
+    .build()
 }
 
 /// The CRD as YAML, the way `audit-guard crd` prints it.

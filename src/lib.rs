@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod auditor;
+pub mod body;
 pub mod certs;
 pub mod client;
 pub mod config;
@@ -25,6 +26,7 @@ pub mod kubernaut_api;
 pub mod leader;
 pub mod metrics;
 pub mod own_api;
+pub mod patch;
 pub mod retention;
 pub mod retry;
 pub mod serve;
@@ -32,4 +34,5 @@ pub mod shutdown;
 pub mod sink;
 pub mod telemetry;
 pub mod webhook;
+pub mod wire;
 pub mod writer;

@@ -6,12 +6,14 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::audit::break_glass::BreakGlassEvent;
 use crate::audit::SignalProcessingAudit;
 use crate::client::{failure, unreachable, BatchOutcome, ClaimConfirmation, ClientError, DataStorageClient, Stored};
 use crate::sink::RecordSink;
+use crate::wire::{AmbiguousClaims, BatchItem, BatchResult, Duplicate, RemovalObserved};
 use crate::writer::BatchSink;
 
 pub(crate) const SP_PATH: &str = "/api/v1/audit/signal-processing";
@@ -98,7 +100,10 @@ impl OwnApi {
     /// Reports that the finalizer of SignalProcessing `uid` was seen removed by someone other
     /// than this controller; Data Storage confirms its one claim, if it holds exactly one.
     pub async fn confirm_removal(&self, uid: &str, observed_at: DateTime<Utc>) -> Result<ClaimConfirmation, ClientError> {
-        let body = serde_json::json!({ "uid": uid, "observed_at": observed_at });
+        let body = RemovalObserved {
+            uid: uid.to_owned(),
+            observed_at,
+        };
         let result = async {
             let resp = self
                 .http
@@ -114,12 +119,11 @@ impl OwnApi {
                 200 | 201 => Ok(ClaimConfirmation::Confirmed),
                 404 => Ok(ClaimConfirmation::NoClaim),
                 409 => {
-                    let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-                    let ids = answer["existing"]["ambiguous"]
-                        .as_array()
-                        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                    let ids = serde_json::from_str::<Duplicate>(&text)
+                        .ok()
+                        .and_then(|d| serde_json::from_value::<AmbiguousClaims>(d.existing).ok())
                         .unwrap_or_default();
-                    Ok(ClaimConfirmation::Ambiguous(ids))
+                    Ok(ClaimConfirmation::Ambiguous(ids.ambiguous))
                 }
                 _ => Err(failure(status, &text.chars().take(300).collect::<String>())),
             }
@@ -203,26 +207,24 @@ fn to_json(record: &SignalProcessingAudit) -> Result<Value, ClientError> {
     serde_json::to_value(record).map_err(|e| ClientError::transient(e.to_string()))
 }
 
-/// Sorts a batch answer's per-record results; a record without one is not confirmed.
+/// Sorts a batch answer's per-record results; a record without one (or with one this client
+/// cannot read) is not confirmed.
 fn batch_outcome(answer: &Value, records: &[SignalProcessingAudit]) -> BatchOutcome {
-    let results = answer
+    let results: Vec<BatchItem> = answer
         .as_array()
         .or_else(|| answer.get("results").and_then(Value::as_array))
         .map(Vec::as_slice)
-        .unwrap_or_default();
-    let result_of = |id: &str| {
-        results
-            .iter()
-            .find(|r| r.get("id").and_then(Value::as_str) == Some(id))
-            .and_then(|r| r.get("result").and_then(Value::as_str))
-    };
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| BatchItem::deserialize(r).ok())
+        .collect();
     let mut outcome = BatchOutcome::default();
     for r in records {
         let id = r.id.clone();
-        match result_of(&r.id) {
-            Some("created" | "exists") => outcome.stored.push(id),
-            Some("conflict") => outcome.conflicts.push(id),
-            _ => outcome.unconfirmed.push(id),
+        match results.iter().find(|item| item.id == r.id).map(|item| item.result) {
+            Some(BatchResult::Created | BatchResult::Exists) => outcome.stored.push(id),
+            Some(BatchResult::Conflict) => outcome.conflicts.push(id),
+            None => outcome.unconfirmed.push(id),
         }
     }
     outcome

@@ -147,6 +147,6 @@ fn retention_runs_as_the_owner_and_keeps_the_time_window() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!(months >= audit_guard::datastorage::migrate::min_retention_months(audit_guard::audit::TIME_WINDOW_PAST));
+    assert!(months >= audit_guard::datastorage::postgres::min_retention_months(audit_guard::audit::TIME_WINDOW_PAST));
     assert_eq!(jobs[0]["spec"]["suspend"], true, "retention is opt-in");
 }

@@ -81,14 +81,19 @@ impl Api {
         })
     }
 
-    /// GET `path` (with its query); any answer but 2xx is an error naming Data Storage's detail.
-    pub async fn get(&self, path: &str) -> anyhow::Result<reqwest::Response> {
-        Self::successful(path, self.send_get(path).await?).await
+    /// GET `path` with the `query` pairs that have a value (reqwest encodes them); any answer
+    /// but 2xx is an error naming Data Storage's detail.
+    pub async fn get(&self, path: &str, query: &[(&str, Option<String>)]) -> anyhow::Result<reqwest::Response> {
+        Self::successful(path, self.send_get(path, query).await?).await
     }
 
     /// As [`Api::get_json`], with None where Data Storage answers 404.
-    pub async fn get_json_if_found<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<Option<T>> {
-        let resp = self.send_get(path).await?;
+    pub async fn get_json_if_found<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, Option<String>)],
+    ) -> anyhow::Result<Option<T>> {
+        let resp = self.send_get(path, query).await?;
         if resp.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -98,8 +103,8 @@ impl Api {
         ))
     }
 
-    async fn send_get(&self, path: &str) -> anyhow::Result<reqwest::Response> {
-        let mut req = self.http.get(format!("{}{path}", self.base));
+    async fn send_get(&self, path: &str, query: &[(&str, Option<String>)]) -> anyhow::Result<reqwest::Response> {
+        let mut req = self.http.get(format!("{}{path}", self.base)).query(&present(query));
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
@@ -119,33 +124,15 @@ impl Api {
         Ok(resp)
     }
 
-    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        let resp = self.get(path).await?;
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str, query: &[(&str, Option<String>)]) -> anyhow::Result<T> {
+        let resp = self.get(path, query).await?;
         resp.json().await.with_context(|| format!("reading the answer of GET {path}"))
     }
 }
 
-/// `?since=..&until=..` and further pairs, URL-encoded; absent values left out.
-pub fn query(pairs: &[(&str, Option<String>)]) -> String {
-    let parts: Vec<String> = pairs
-        .iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", url_encode(v))))
-        .collect();
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("?{}", parts.join("&"))
-    }
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-pub fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+/// The pairs that have a value (absent ones are left out of the query).
+pub fn present<'a>(pairs: &[(&'a str, Option<String>)]) -> Vec<(&'a str, String)> {
+    pairs.iter().filter_map(|(k, v)| v.clone().map(|v| (*k, v))).collect()
 }
 
 fn rfc3339(t: Option<DateTime<Utc>>) -> Option<String> {
@@ -239,13 +226,13 @@ async fn verify_cmd(a: VerifyArgs) -> anyhow::Result<bool> {
         verify::verify(store.as_ref(), &keys, &opts, Utc::now()).await?
     } else {
         let api = Api::new(&a.api)?;
-        let q = query(&[
+        let q = [
             ("since", rfc3339(a.since)),
             ("until", rfc3339(a.until)),
             ("retention_months", Some(a.retention_months.to_string())),
             ("anchors", anchors_param(&anchors)),
-        ]);
-        api.get_json(&format!("{}/verify{q}", crate::datastorage::api::BASE)).await?
+        ];
+        api.get_json(&format!("{}/verify", crate::datastorage::api::BASE), &q).await?
     };
     print_verify(&report);
     if let Some(out) = &a.output {
@@ -271,7 +258,7 @@ async fn verify_log_cmd(a: VerifyLogArgs) -> anyhow::Result<bool> {
         .transpose()?;
     let api = Api::new(&a.api)?;
     let log = crate::datastorage::tlog_api::LOG;
-    let note = api.get(&format!("{log}/checkpoint")).await?.bytes().await?;
+    let note = api.get(&format!("{log}/checkpoint"), &[]).await?.bytes().await?;
     let latest = open_checkpoint(&note, &key, "the served checkpoint")?;
     let mut problems = vec![];
     // Between equal sizes the proof is empty; a proof not served is a problem (and the
@@ -279,7 +266,10 @@ async fn verify_log_cmd(a: VerifyLogArgs) -> anyhow::Result<bool> {
     let proof = match &saved {
         Some(old) if old.size < latest.size => {
             let got = api
-                .get_json::<Value>(&format!("{log}/proof/consistency?old={}&new={}", old.size, latest.size))
+                .get_json::<Value>(
+                    &format!("{log}/proof/consistency"),
+                    &[("old", Some(old.size.to_string())), ("new", Some(latest.size.to_string()))],
+                )
                 .await
                 .and_then(|v| hashes_of(&v["proof"]));
             got.unwrap_or_else(|e| {
@@ -294,10 +284,13 @@ async fn verify_log_cmd(a: VerifyLogArgs) -> anyhow::Result<bool> {
     let served = match &a.export {
         Some(file) => std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?,
         None => {
-            api.get(&format!("{}/export?format=ndjson", crate::datastorage::api::BASE))
-                .await?
-                .text()
-                .await?
+            api.get(
+                &format!("{}/export", crate::datastorage::api::BASE),
+                &[("format", Some("ndjson".into()))],
+            )
+            .await?
+            .text()
+            .await?
         }
     };
     let mut items = Vec::new();
@@ -344,7 +337,7 @@ async fn served_entries(api: &Api, size: u64, problems: &mut Vec<String>) -> Vec
     // The size is the server's word: reserve a bounded amount, grow as entries arrive.
     let mut entries = Vec::with_capacity(usize::try_from(size).unwrap_or(0).min(1 << 20));
     for b in bundles_for_size(size) {
-        let bundle = match api.get(&format!("{log}/{}", b.path())).await {
+        let bundle = match api.get(&format!("{log}/{}", b.path()), &[]).await {
             Ok(resp) => resp.bytes().await.map_err(anyhow::Error::from),
             Err(e) => Err(e),
         };
@@ -380,12 +373,13 @@ async fn entry_at(api: &Api, index: u64, size: u64) -> anyhow::Result<Vec<u8>> {
     let log = crate::datastorage::tlog_api::LOG;
     // Against the checkpoint's size, or — when the log holds fewer entries now — the smallest
     // tree holding it (only the entry is wanted here).
-    let v: Value = match api.get_json(&format!("{log}/proof/inclusion?index={index}&size={size}")).await {
+    let proof = |size: u64| {
+        let q = [("index", Some(index.to_string())), ("size", Some(size.to_string()))];
+        async move { api.get_json::<Value>(&format!("{log}/proof/inclusion"), &q).await }
+    };
+    let v = match proof(size).await {
         Ok(v) => v,
-        Err(_) => {
-            api.get_json(&format!("{log}/proof/inclusion?index={index}&size={}", index + 1))
-                .await?
-        }
+        Err(_) => proof(index + 1).await?,
     };
     let text = v["entry"].as_str().context("no entry in the answer")?;
     Ok(base64::engine::general_purpose::STANDARD.decode(text)?)
@@ -396,7 +390,7 @@ async fn stored_leaves(api: &Api, size: u64, problems: &mut Vec<String>) -> Vec<
     let log = crate::datastorage::tlog_api::LOG;
     let mut leaves = vec![];
     for t in tiles_for_size(size).into_iter().filter(|t| t.level == 0) {
-        let got = match api.get(&format!("{log}/{}", t.path())).await {
+        let got = match api.get(&format!("{log}/{}", t.path()), &[]).await {
             Ok(resp) => resp.bytes().await.map_err(anyhow::Error::from),
             Err(e) => Err(e),
         };
@@ -447,12 +441,12 @@ async fn export_cmd(a: ExportArgs) -> anyhow::Result<bool> {
         ExportFormat::Ndjson => "ndjson",
         ExportFormat::Csv => "csv",
     };
-    let q = query(&[
+    let q = [
         ("since", rfc3339(a.since)),
         ("until", rfc3339(a.until)),
         ("format", Some(format.into())),
-    ]);
-    let resp = api.get(&format!("{}/export{q}", crate::datastorage::api::BASE)).await?;
+    ];
+    let resp = api.get(&format!("{}/export", crate::datastorage::api::BASE), &q).await?;
     let export_id = resp
         .headers()
         .get(export::EXPORT_ID_HEADER)
@@ -476,7 +470,7 @@ async fn export_cmd(a: ExportArgs) -> anyhow::Result<bool> {
     }
     file.flush().await?;
     let signed: SignedManifest = api
-        .get_json(&format!("{}/exports/{export_id}", crate::datastorage::api::BASE))
+        .get_json(&format!("{}/exports/{export_id}", crate::datastorage::api::BASE), &[])
         .await?;
     let signature = base64::engine::general_purpose::STANDARD
         .decode(&signed.signature)
@@ -544,13 +538,10 @@ fn verify_export_cmd(a: &VerifyExportArgs) -> anyhow::Result<bool> {
 async fn writer_drops(prometheus: &str, r: &PeriodReport, ca: Option<&Path>) -> anyhow::Result<f64> {
     let q = report::drops_query(r.since, r.until);
     let http = crate::client::http_builder(ca)?.timeout(Duration::from_secs(30)).build()?;
-    let url = format!(
-        "{}/api/v1/query{}",
-        prometheus.trim_end_matches('/'),
-        query(&[("query", Some(q)), ("time", rfc3339(Some(r.until)))])
-    );
+    let url = format!("{}/api/v1/query", prometheus.trim_end_matches('/'));
     let answer: Value = http
         .get(&url)
+        .query(&present(&[("query", Some(q)), ("time", rfc3339(Some(r.until)))]))
         .send()
         .await
         .with_context(|| format!("asking Prometheus at {prometheus}"))?
@@ -562,13 +553,13 @@ async fn writer_drops(prometheus: &str, r: &PeriodReport, ca: Option<&Path>) -> 
 
 async fn report_cmd(a: ReportArgs) -> anyhow::Result<bool> {
     let api = Api::new(&a.api)?;
-    let q = query(&[
+    let q = [
         ("since", rfc3339(Some(a.since))),
         ("until", rfc3339(Some(a.until))),
         ("format", Some("json".into())),
         ("retention_months", Some(a.retention_months.to_string())),
-    ]);
-    let mut r: PeriodReport = api.get_json(&format!("{}/report{q}", crate::datastorage::api::BASE)).await?;
+    ];
+    let mut r: PeriodReport = api.get_json(&format!("{}/report", crate::datastorage::api::BASE), &q).await?;
     if let Some(prom) = &a.prometheus_url {
         let dropped = writer_drops(prom, &r, a.api.ca_file.as_deref()).await?;
         r.writer_drops.dropped = Some(dropped);
@@ -595,13 +586,13 @@ async fn records_from_api(api: &Api, since: DateTime<Utc>, until: DateTime<Utc>)
     let mut out = vec![];
     let mut cursor: Option<String> = None;
     loop {
-        let q = query(&[
+        let q = [
             ("since", rfc3339(Some(since))),
             ("until", rfc3339(Some(until))),
             ("limit", Some("1000".into())),
             ("cursor", cursor.clone()),
-        ]);
-        let page: Value = api.get_json(&format!("{base}{q}")).await?;
+        ];
+        let page: Value = api.get_json(base, &q).await?;
         for item in page.get("items").and_then(|i| i.as_array()).into_iter().flatten() {
             out.push(serde_json::from_value(item.clone()).context("a listed record is not a record")?);
         }
@@ -748,13 +739,11 @@ async fn log_indexes<'a>(api: &Api, ids: impl Iterator<Item = &'a str>) -> anyho
     }
     let mut indexes = HashMap::new();
     for id in ids.collect::<BTreeSet<_>>() {
-        let path = format!(
-            "/api/v1/log/proof/inclusion{}",
-            query(&[("kind", Some("record".into())), ("id", Some(id.to_string()))])
-        );
+        let path = "/api/v1/log/proof/inclusion";
+        let query = [("kind", Some("record".to_string())), ("id", Some(id.to_string()))];
         let mut tries = 0;
         let found = loop {
-            match api.get_json_if_found::<Inclusion>(&path).await {
+            match api.get_json_if_found::<Inclusion>(path, &query).await {
                 Err(_) if tries < 10 => tries += 1,
                 answer => break answer?,
             }
@@ -861,12 +850,12 @@ mod tests {
     }
 
     #[test]
-    fn queries_are_encoded_and_skip_absent_values() {
-        assert_eq!(
-            query(&[("since", Some("2026-01-01T00:00:00+01:00".into())), ("until", None)]),
-            "?since=2026-01-01T00%3A00%3A00%2B01%3A00"
-        );
-        assert_eq!(query(&[("a", None)]), "");
+    fn queries_skip_absent_values_and_are_encoded_by_reqwest() {
+        let pairs = present(&[("since", Some("2026-01-01T00:00:00+01:00".into())), ("until", None)]);
+        assert_eq!(pairs, vec![("since", "2026-01-01T00:00:00+01:00".to_string())]);
+        assert!(present(&[("a", None)]).is_empty());
+        let req = reqwest::Client::new().get("http://ds/x").query(&pairs).build().unwrap();
+        assert_eq!(req.url().query(), Some("since=2026-01-01T00%3A00%3A00%2B01%3A00"));
     }
 
     #[test]

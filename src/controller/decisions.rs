@@ -1,12 +1,11 @@
 //! The controller's decisions as plain functions over plain data.
 use chrono::{DateTime, Utc};
-use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, TestOperation};
-use serde_json::Value;
+use json_patch::Patch;
 
 use crate::crd::{
-    json_pointer, SignalProcessing, ANNOTATION_LOG_INDEX, ANNOTATION_LOG_RECORD_ID, ANNOTATION_PERSISTED_AT, ANNOTATION_RECORD_ID,
-    FINALIZER,
+    SignalProcessing, ANNOTATION_LOG_INDEX, ANNOTATION_LOG_RECORD_ID, ANNOTATION_PERSISTED_AT, ANNOTATION_RECORD_ID, FINALIZER,
 };
+use crate::patch::PatchBuilder;
 
 /// What one reconcile of a SignalProcessing should do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,38 +44,19 @@ pub fn decide(sp: &SignalProcessing, already_enqueued: bool, now: DateTime<Utc>)
 pub fn release_patch(sp: &SignalProcessing, record_id: &str, persisted_at: DateTime<Utc>, log_index: Option<u64>) -> Option<Patch> {
     let index = sp.metadata.finalizers.as_deref()?.iter().position(|f| f == FINALIZER)?;
     let path = format!("/metadata/finalizers/{index}");
-    let mut ops = vec![
+    let persisted = persisted_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let patch = PatchBuilder::new()
         // Without a resourceVersion (never from the API server) the test fails: nothing is
         // released unchecked.
-        PatchOperation::Test(TestOperation {
-            path: json_pointer("/metadata/resourceVersion"),
-            value: Value::from(sp.metadata.resource_version.clone()),
-        }),
-        PatchOperation::Test(TestOperation {
-            path: json_pointer(&path),
-            value: Value::from(FINALIZER),
-        }),
-        PatchOperation::Remove(RemoveOperation { path: json_pointer(&path) }),
-    ];
-    if sp.metadata.annotations.is_none() {
-        ops.push(PatchOperation::Add(AddOperation {
-            path: json_pointer("/metadata/annotations"),
-            value: Value::Object(Default::default()),
-        }));
-    }
-    let persisted = persisted_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        .test("/metadata/resourceVersion", sp.metadata.resource_version.clone())
+        .test(&path, FINALIZER)
+        .remove(&path);
     let mut annotations = vec![(ANNOTATION_RECORD_ID, record_id.to_string()), (ANNOTATION_PERSISTED_AT, persisted)];
     if let Some(index) = log_index {
         annotations.push((ANNOTATION_LOG_INDEX, index.to_string()));
         annotations.push((ANNOTATION_LOG_RECORD_ID, record_id.to_string()));
     }
-    for (key, value) in annotations {
-        ops.push(PatchOperation::Add(AddOperation {
-            path: json_pointer(&format!("/metadata/annotations/{}", escape(key))),
-            value: Value::from(value),
-        }));
-    }
-    Some(Patch(ops))
+    Some(patch.annotate(sp.metadata.annotations.is_some(), annotations).build())
 }
 
 /// What to do after the API server refused the release patch.
@@ -107,11 +87,6 @@ pub fn still_ours(current: Option<&SignalProcessing>, uid: &str) -> bool {
     current.is_some_and(|o| o.metadata.uid.as_deref() == Some(uid) && o.is_deleting() && o.has_finalizer())
 }
 
-/// RFC 6901 escaping of one path segment.
-pub fn escape(segment: &str) -> String {
-    segment.replace('~', "~0").replace('/', "~1")
-}
-
 /// Number of CRs waiting in deletion on their audit and the age of the oldest, in seconds.
 pub fn waiting_summary(deletion_times: impl IntoIterator<Item = DateTime<Utc>>, now: DateTime<Utc>) -> (i64, i64) {
     let mut count = 0;
@@ -128,7 +103,7 @@ mod tests {
     use super::*;
     use crate::crd::test_support::sp;
     use crate::crd::{add_finalizer_patch, ListGuard};
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn apply(obj: &SignalProcessing, patch: &Patch) -> Result<Value, json_patch::PatchError> {
         let mut doc = serde_json::to_value(obj).unwrap();

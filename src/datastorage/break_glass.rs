@@ -20,6 +20,7 @@ use super::records::page_body;
 use super::store::{Lane, Outcome, Page, PreparedEvent};
 use crate::audit::break_glass::BreakGlassEvent;
 use crate::audit::break_glass::{judge_claims, ClaimVerdict};
+use crate::wire::{AmbiguousClaims, RemovalObserved};
 
 /// Decodes and validates one event; errors name the field.
 pub fn decode_event(bytes: &[u8], window: &crate::audit::TimeWindow, now: chrono::DateTime<Utc>) -> Result<PreparedEvent, Problem> {
@@ -141,15 +142,6 @@ pub async fn create_claim(State(state): State<Arc<AppState>>, uri: Uri, headers:
     ))
 }
 
-/// The body of a confirmation: the SignalProcessing uid whose finalizer was seen removed by
-/// someone other than the controller, and when.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Observed {
-    uid: String,
-    observed_at: chrono::DateTime<Utc>,
-}
-
 /// `POST /api/v1/audit/break-glass-claims/confirmations`: the removal of the finalizer of
 /// `uid` was observed. Its one claim becomes a break-glass event (201; 200 when it already
 /// is one); none (404) or several (409, `ambiguous` lists them) confirm nothing.
@@ -157,7 +149,7 @@ pub async fn confirm(State(state): State<Arc<AppState>>, uri: Uri, headers: Head
     query::params(&uri, &[])?;
     let bytes = read_json_body(&headers, body, &state.limits).await?;
     let de = &mut serde_json::Deserializer::from_slice(&bytes);
-    let observed: Observed = serde_path_to_error::deserialize(de).map_err(|e| decode_problem(&e))?;
+    let observed: RemovalObserved = serde_path_to_error::deserialize(de).map_err(|e| decode_problem(&e))?;
     crate::audit::check_id("uid", &observed.uid).map_err(|e| Problem::field(e.field.clone(), e.to_string()))?;
     let rows = timed("claims_for_uid", state.store.claims_for_uid(observed.uid.clone()))
         .await
@@ -187,7 +179,7 @@ pub async fn confirm(State(state): State<Arc<AppState>>, uri: Uri, headers: Head
                     observed.uid
                 ),
                 false,
-                serde_json::json!({ "ambiguous": ids }),
+                serde_json::to_value(AmbiguousClaims { ambiguous: ids }).unwrap_or_default(),
             ))
         }
         ClaimVerdict::AlreadyConfirmed => {

@@ -15,7 +15,16 @@ use std::time::Duration;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 
-use crate::auditor::cli::url_encode;
+/// Percent-encodes everything but RFC 3986's unreserved characters (a space stays `%20`: a
+/// URL's userinfo and path are not form-encoded).
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
 
 /// How often the watcher asks the current server whether it is still the primary.
 const PROBE_EVERY: Duration = Duration::from_secs(1);

@@ -19,6 +19,7 @@ use super::problem::{json_path, Problem};
 use super::signing::Signer;
 use super::store::{Prepared, Store};
 use crate::audit::{SignalProcessingAudit, TimeWindow};
+use crate::body::{declared_length, read_bounded, BodyError, ReadBounds};
 use crate::evidence::note::SignerKey;
 
 pub const BASE: &str = "/api/v1/audit/signal-processing";
@@ -90,32 +91,24 @@ pub async fn read_json_body(headers: &HeaderMap, body: Body, limits: &ApiLimits)
             format!("Content-Type must be application/json, got {}", ct.unwrap_or("none")),
         ));
     }
-    let too_large = || Problem::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body exceeds {limit} bytes"));
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large());
+    let bounds = ReadBounds {
+        max_bytes: limit,
+        deadline: tokio::time::Instant::now() + limits.body_read_timeout,
+        budget: None,
+        drain: false,
+    };
+    match read_bounded(body, declared_length(headers), &bounds).await {
+        Ok((bytes, _)) => Ok(bytes),
+        Err(BodyError::TooLarge) => Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body exceeds {limit} bytes"),
+        )),
+        Err(BodyError::TooSlow | BodyError::Busy) => Err(Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the request body did not arrive within {:?}", limits.body_read_timeout),
+        )),
+        Err(BodyError::Broken(e)) => Err(Problem::bad_request(format!("could not read request body: {e}"))),
     }
-    let read = tokio::time::timeout(limits.body_read_timeout, axum::body::to_bytes(body, limit))
-        .await
-        .map_err(|_| {
-            Problem::new(
-                StatusCode::REQUEST_TIMEOUT,
-                format!("the request body did not arrive within {:?}", limits.body_read_timeout),
-            )
-        })?;
-    read.map_err(|e| {
-        let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(err) = src {
-            if err.is::<http_body_util::LengthLimitError>() {
-                return too_large();
-            }
-            src = err.source();
-        }
-        Problem::bad_request(format!("could not read request body: {e}"))
-    })
 }
 
 /// Decodes and validates one record; errors name the field.

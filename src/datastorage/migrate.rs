@@ -21,7 +21,7 @@ use sqlx::PgPool;
 
 use futures::FutureExt;
 
-use super::postgres::{self, month_start, DdlLimits};
+use super::postgres::{self, check_retention, month_start, DdlLimits};
 use super::store::DbError;
 
 /// The migrations this binary carries.
@@ -128,26 +128,6 @@ pub fn window_months(now: DateTime<Utc>, past: Duration) -> Vec<(i32, u32)> {
         (y, m) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
     }
     out
-}
-
-/// The fewest retention months that never drop a month the time window still accepts: a
-/// partition goes when its month ended before the first day of the month `keep` months back,
-/// which is at least `keep` × 28 days ago.
-pub fn min_retention_months(past: Duration) -> u32 {
-    let days = past.as_secs().div_ceil(86_400);
-    u32::try_from(days.div_ceil(28)).unwrap_or(u32::MAX)
-}
-
-pub fn check_retention(keep_months: u32, past: Duration) -> anyhow::Result<()> {
-    let min = min_retention_months(past);
-    if keep_months > 0 && keep_months < min {
-        bail!(
-            "--retention-months {keep_months} would drop months that the time window (--time-window-past {}) still accepts \
-             records for; use at least {min}",
-            humantime::format_duration(past)
-        );
-    }
-    Ok(())
 }
 
 /// Creates the window's partitions as the owner; months whose rows already sit in the
@@ -494,7 +474,7 @@ mod tests {
     #[test]
     fn retention_never_drops_what_the_window_accepts() {
         let past = crate::audit::TIME_WINDOW_PAST;
-        assert_eq!(min_retention_months(past), 15);
+        assert_eq!(postgres::min_retention_months(past), 15);
         assert!(check_retention(0, past).is_ok(), "0 keeps everything");
         assert!(check_retention(14, past).is_err());
         assert!(check_retention(15, past).is_ok());

@@ -297,8 +297,8 @@ async fn open_store(args: &Settings, keys: Arc<chain::ChainKeys>) -> anyhow::Res
                         args.retention_months
                     );
                 }
-                migrate::check_retention(args.retention_months, args.time_window_past)?;
-                postgres::spawn_retention(store.write_pool().clone(), args.retention_months, ddl);
+                postgres::check_retention(args.retention_months, args.time_window_past)?;
+                postgres::spawn_partition_drops(store.write_pool().clone(), args.retention_months, ddl);
             }
             Ok(store)
         }

@@ -4,6 +4,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::wire::Duplicate;
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Problem {
     #[serde(rename = "type")]
@@ -40,9 +42,14 @@ impl Problem {
     /// 409: the id is taken. `identical` says whether the stored original says the same
     /// (see `same_content`); `existing` is what is stored.
     pub fn conflict(detail: impl Into<String>, identical: bool, existing: serde_json::Value) -> Self {
-        Self::new(StatusCode::CONFLICT, detail)
-            .with("identical", serde_json::Value::Bool(identical))
-            .with("existing", existing)
+        let members = match serde_json::to_value(Duplicate { identical, existing }) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        };
+        Self {
+            extensions: members,
+            ..Self::new(StatusCode::CONFLICT, detail)
+        }
     }
 
     pub fn field(field: impl Into<String>, detail: impl Into<String>) -> Self {

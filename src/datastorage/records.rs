@@ -12,7 +12,6 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
-use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::http::{check_times, db_problem, decode_batch, decode_single, json_response, read_json_body, timed, AppState, BASE};
@@ -22,17 +21,7 @@ use super::query::{self, encode_cursor};
 use super::store::{AmendmentOutcome, Lane, ListQuery, NewAmendment, Outcome, Page, Store, StoredAmendment};
 use crate::audit::SignalProcessingAudit;
 use crate::evidence::entry::Kind;
-
-/// The batch endpoint's answer for one record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BatchResult {
-    Created,
-    /// The same content was already stored under this id.
-    Exists,
-    /// Different content is stored under this id; the batch did not store this record.
-    Conflict,
-}
+use crate::wire::{BatchItem, BatchResult};
 
 /// Whether a posted record says the same as what is stored under its id. A stored record
 /// that is gone (dropped by retention) or unreadable cannot be confirmed: not identical.
@@ -213,9 +202,10 @@ pub async fn create_batch(State(state): State<Arc<AppState>>, uri: Uri, headers:
     let body: Vec<_> = prepared
         .iter()
         .zip(&results)
-        .map(|(p, r)| match blocked_ids.contains(&p.rec.id) {
-            true => json!({ "id": p.rec.id, "result": r, "blocked": true }),
-            false => json!({ "id": p.rec.id, "result": r }),
+        .map(|(p, r)| BatchItem {
+            id: p.rec.id.clone(),
+            result: *r,
+            blocked: blocked_ids.contains(&p.rec.id),
         })
         .collect();
     Ok((StatusCode::OK, Json(body)).into_response())

@@ -1,6 +1,6 @@
 //! The auditors' read endpoints besides the export: `GET .../verify` (the chain and every row
 //! of a period, see [`super::verify`]) and `GET .../report` (the period report, see
-//! [`crate::auditor::report`]), both in the auditors' lane.
+//! [`crate::evidence::report`]), both in the auditors' lane.
 
 use std::sync::Arc;
 
@@ -17,7 +17,7 @@ use super::problem::Problem;
 use super::query::{self, Params};
 use super::store::{DbResult, Lane, Page, Store, TimeRange};
 use super::verify::{self, Verdict, VerifyOptions};
-use crate::auditor::report::{self, PeriodReport, ReportBuilder};
+use crate::evidence::report::{self, PeriodReport, ReportBuilder};
 
 fn retention_months(p: &Params) -> Result<u32, Problem> {
     p.get("retention_months")

@@ -1,11 +1,14 @@
 //! Evidence that a third party can check with a public key alone: the transparency log of
 //! every stored item (a Merkle tree, RFC 9162), its signed checkpoints (C2SP signed notes),
 //! its tiles (C2SP tlog-tiles) and the entry encoding that ties a log leaf to an exported
-//! item. Plain functions over plain data; the stores and the auditor's commands use them.
+//! item; and the period report (its model, builder and renderers), which Data Storage serves
+//! and the auditor renders. Plain functions over plain data; the stores and the auditor's
+//! commands use them.
 
 pub mod entry;
 pub mod merkle;
 pub mod note;
 pub mod proof;
+pub mod report;
 pub mod tiles;
 pub mod witness;

@@ -4,14 +4,13 @@
 //! buffered writer, the webhook); read back before every write of the CR's record.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use json_patch::{AddOperation, Patch, PatchOperation, TestOperation};
+use json_patch::Patch;
 use kube::api::{Api, Patch as KubePatch, PatchParams};
-use serde_json::Value;
 
 use super::queue::QueuedEvents;
-use crate::controller::decisions::escape;
 use crate::crd::cached::SlimSignalProcessing;
 use crate::crd::SignalProcessing;
+use crate::patch::PatchBuilder;
 
 pub use crate::crd::ANNOTATION_QUEUED_AT;
 
@@ -93,29 +92,15 @@ pub fn seed(queue: &QueuedEvents, sp: &SignalProcessing) {
     }
 }
 
-fn ptr(path: &str) -> json_patch::jsonptr::PointerBuf {
-    json_patch::jsonptr::PointerBuf::parse(path).unwrap_or_default()
-}
-
 /// JSON Patch that sets the mark on exactly this object (its uid is tested, so a namesake
 /// created since is never marked).
 pub fn mark_patch(sp: &SignalProcessing, at: DateTime<Utc>) -> Option<Patch> {
     let uid = sp.metadata.uid.clone()?;
-    let mut ops = vec![PatchOperation::Test(TestOperation {
-        path: ptr("/metadata/uid"),
-        value: Value::from(uid),
-    })];
-    if sp.metadata.annotations.is_none() {
-        ops.push(PatchOperation::Add(AddOperation {
-            path: ptr("/metadata/annotations"),
-            value: Value::Object(Default::default()),
-        }));
-    }
-    ops.push(PatchOperation::Add(AddOperation {
-        path: ptr(&format!("/metadata/annotations/{}", escape(ANNOTATION_QUEUED_AT))),
-        value: Value::from(at.to_rfc3339_opts(SecondsFormat::Millis, true)),
-    }));
-    Some(Patch(ops))
+    let patch = PatchBuilder::new().test("/metadata/uid", uid).annotate(
+        sp.metadata.annotations.is_some(),
+        [(ANNOTATION_QUEUED_AT, at.to_rfc3339_opts(SecondsFormat::Millis, true))],
+    );
+    Some(patch.build())
 }
 
 /// Whether the CR must be (re)marked: the client remembers a later queueing than the CR says.
@@ -159,7 +144,7 @@ pub async fn mark_by_name(client: &kube::Client, queue: &QueuedEvents, ns: &str,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn sp(annotations: Option<Value>) -> SignalProcessing {
         let mut meta = json!({ "name": "a", "namespace": "ns", "uid": "u-1" });

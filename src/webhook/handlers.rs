@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +23,7 @@ use crate::audit::break_glass::BreakGlassEvent;
 use crate::audit::from_cr::RecordBuilder;
 use crate::audit::SignalProcessingAudit;
 use crate::audit::Trigger;
+use crate::body::{declared_length, read_bounded, BodyError, ReadBounds};
 use crate::client::{ClientError, FailureKind, Stored};
 use crate::confirmed::{release_key, ConfirmedRecords};
 use crate::conflict::{persist, Persisted};
@@ -85,83 +86,16 @@ fn plain(code: StatusCode, msg: impl Into<String>) -> Response {
     (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
 
-enum BodyError {
-    TooLarge,
-    TooSlow,
-    Busy,
-    Broken(String),
-}
-
-/// How much of an oversized body is read (and thrown away) before the 413 is sent. A client
-/// still sending when the answer comes may lose it: HTTP/2 clients (curl, Go) treat the
-/// reset that must follow an early answer as a failure, and HTTP/1.1 ones may see the
-/// connection close under them. Reading the rest first lets the answer arrive cleanly;
-/// beyond this bound (or the read timeout) the client gets the early answer.
-const DRAIN_MAX_BYTES: u64 = 16 * 1024 * 1024;
-
-/// Reads and discards the rest of a body, within the drain bound and the deadline.
-async fn drain(body: &mut Body, mut read: u64, deadline: tokio::time::Instant) {
-    while read <= DRAIN_MAX_BYTES {
-        match tokio::time::timeout_at(deadline, http_body_util::BodyExt::frame(body)).await {
-            Ok(Some(Ok(frame))) => read += frame.data_ref().map_or(0, |d| d.len() as u64),
-            _ => return,
-        }
-    }
-}
-
-/// The most allocated for a body before its bytes arrive.
-const INITIAL_BODY_CAPACITY: usize = 64 * 1024;
-
 /// Reads the whole body within the limits, holding budget permits for what it read.
 async fn read_body(state: &AppState, req: Request) -> Result<(Bytes, Vec<OwnedSemaphorePermit>), BodyError> {
-    let limits = &state.limits;
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let mut body = req.into_body();
-    let deadline = tokio::time::Instant::now() + limits.read_timeout;
-    if let Some(n) = declared.filter(|n| *n > limits.max_bytes as u64) {
-        if n <= DRAIN_MAX_BYTES {
-            drain(&mut body, 0, deadline).await;
-        }
-        return Err(BodyError::TooLarge);
-    }
-    // The budget is paid as bytes arrive, not for a declared size: a client that declares a
-    // large body and sends nothing holds nothing. The first allocation is bounded likewise.
-    let mut permits = Vec::new();
-    let mut held_kib = 0usize;
-    let declared = declared.map_or(0, |n| n as usize);
-    let mut buf = Vec::with_capacity(declared.clamp(8 * 1024, INITIAL_BODY_CAPACITY).min(limits.max_bytes));
-    loop {
-        let frame = match tokio::time::timeout_at(deadline, http_body_util::BodyExt::frame(&mut body)).await {
-            Err(_) => return Err(BodyError::TooSlow),
-            Ok(None) => break,
-            Ok(Some(Err(e))) => return Err(BodyError::Broken(e.to_string())),
-            Ok(Some(Ok(frame))) => frame,
-        };
-        let Ok(data) = frame.into_data() else { continue };
-        if buf.len() + data.len() > limits.max_bytes {
-            let read = (buf.len() + data.len()) as u64;
-            drop(buf);
-            drop(permits);
-            drain(&mut body, read, deadline).await;
-            return Err(BodyError::TooLarge);
-        }
-        buf.extend_from_slice(&data);
-        // Permits for every KiB now held, within the same deadline.
-        let need = buf.len().div_ceil(1024).saturating_sub(held_kib);
-        if need > 0 {
-            let want = u32::try_from(need).unwrap_or(u32::MAX);
-            match tokio::time::timeout_at(deadline, state.budget.clone().acquire_many_owned(want)).await {
-                Ok(Ok(p)) => permits.push(p),
-                _ => return Err(BodyError::Busy),
-            }
-            held_kib += need;
-        }
-    }
-    Ok((Bytes::from(buf), permits))
+    let declared = declared_length(req.headers());
+    let bounds = ReadBounds {
+        max_bytes: state.limits.max_bytes,
+        deadline: tokio::time::Instant::now() + state.limits.read_timeout,
+        budget: Some(state.budget.clone()),
+        drain: true,
+    };
+    read_bounded(req.into_body(), declared, &bounds).await
 }
 
 /// Reads and parses the body, or answers the HTTP error (and counts it).

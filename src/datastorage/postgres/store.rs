@@ -1,148 +1,26 @@
-//! PostgreSQL backend: bulk inserts through UNNEST, id uniqueness through a side table,
-//! monthly partitions created by the owner (see [`super::migrate`]), a write pool and a
-//! read pool so that readers never starve the deletion path's writes.
+//! [`PgStore`]: the [`Store`] on PostgreSQL, with chain shards locked per transaction and
+//! the transparency log's queue written in the same statements.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool};
 
-use super::chain::{self, ChainKeys, Head, Link};
-use super::failover;
-use super::store::*;
-use super::tlog::{self, LogTx, Pending, Round};
+use crate::datastorage::chain::{self, ChainKeys, Head, Link};
+use crate::datastorage::store::*;
+use crate::datastorage::tlog::{self, LogTx, Pending, Round};
 use crate::evidence::entry::Kind;
 use crate::evidence::note::SignerKey;
 use crate::evidence::tiles::Tile;
 
-const PARENT: &str = "signal_processing_audit";
-/// How often partition upkeep runs when the last run succeeded.
-const UPKEEP_EVERY: Duration = Duration::from_secs(3600);
-
-/// Bounds on the owner's DDL: creating and dropping partitions, migrations. DDL on the audit
-/// table waits for an ACCESS EXCLUSIVE lock, and while it waits every INSERT queues behind
-/// it; so each attempt waits at most `lock_timeout` for a lock and runs at most
-/// `statement_timeout` (0: no bound), and an attempt that gave up is retried with backoff
-/// (by `migrate` for at most `retry_for`; by the service's upkeep until it succeeds).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DdlLimits {
-    pub lock_timeout: Duration,
-    pub statement_timeout: Duration,
-    pub retry_for: Duration,
-}
-
-pub const DDL_LOCK_TIMEOUT: Duration = Duration::from_millis(50);
-pub const DDL_STATEMENT_TIMEOUT: Duration = Duration::from_secs(60);
-pub const DDL_RETRY_FOR: Duration = Duration::from_secs(300);
-const DDL_BACKOFF_FIRST: Duration = Duration::from_secs(1);
-const DDL_BACKOFF_MAX: Duration = Duration::from_secs(60);
-
-impl Default for DdlLimits {
-    fn default() -> Self {
-        Self {
-            lock_timeout: DDL_LOCK_TIMEOUT,
-            statement_timeout: DDL_STATEMENT_TIMEOUT,
-            retry_for: DDL_RETRY_FOR,
-        }
-    }
-}
-
-impl DdlLimits {
-    /// The settings that bound one session's (or, with `LOCAL`, one transaction's) waits.
-    /// lock_timeout 0 would mean "wait forever": it is at least a millisecond.
-    pub fn settings(&self, scope: &str) -> [String; 2] {
-        [
-            format!("SET {scope} lock_timeout = {}", self.lock_timeout.as_millis().max(1)),
-            format!("SET {scope} statement_timeout = {}", self.statement_timeout.as_millis()),
-        ]
-    }
-}
-
-/// The wait after `failures` failed attempts in a row: doubling from a second, at most a minute.
-pub fn ddl_backoff(failures: u32) -> Duration {
-    let doublings = failures.saturating_sub(1).min(16);
-    DDL_BACKOFF_FIRST.saturating_mul(1 << doublings).min(DDL_BACKOFF_MAX)
-}
-
-/// After `failures` failed attempts, `elapsed` since the first began: the wait before the
-/// next, or None when that next attempt would start after `retry_for`.
-pub fn ddl_retry_after(failures: u32, elapsed: Duration, retry_for: Duration) -> Option<Duration> {
-    let wait = ddl_backoff(failures);
-    (elapsed + wait <= retry_for).then_some(wait)
-}
-
-/// Whether a SQLSTATE says the statement gave up waiting for a lock (lock_timeout: 55P03).
-/// Nothing was changed (the transaction rolled back), so the attempt may be repeated. A
-/// statement over statement_timeout (57014) did work for that long: it is not repeated.
-pub fn gave_up_waiting(sqlstate: Option<&str>) -> bool {
-    sqlstate == Some("55P03")
-}
-
-fn sqlstate(e: &DbError) -> Option<String> {
-    match e {
-        DbError::Sqlx(sqlx::Error::Database(d)) => d.code().map(|c| c.into_owned()),
-        _ => None,
-    }
-}
-
-/// One attempt at `op` in a transaction whose lock waits and statements are bounded by `limits`.
-async fn ddl_attempt<T, F>(pool: &PgPool, limits: &DdlLimits, op: &F) -> DbResult<T>
-where
-    F: for<'c> Fn(&'c mut PgConnection) -> BoxFuture<'c, DbResult<T>>,
-{
-    let mut tx = pool.begin().await?;
-    // LOCAL: only this transaction; the pool's session settings stay as they are.
-    for stmt in limits.settings("LOCAL") {
-        sqlx::query(&stmt).execute(&mut *tx).await?;
-    }
-    let out = op(&mut tx).await?;
-    tx.commit().await?;
-    Ok(out)
-}
-
-/// `op` under `limits`, retried with backoff while it gives up waiting for a lock, for at most
-/// `limits.retry_for`; then the last error. `what` names it in logs and metrics.
-pub async fn bounded_ddl<T, F>(pool: &PgPool, limits: &DdlLimits, what: &'static str, op: F) -> DbResult<T>
-where
-    F: for<'c> Fn(&'c mut PgConnection) -> BoxFuture<'c, DbResult<T>>,
-{
-    let started = std::time::Instant::now();
-    let mut failures = 0;
-    loop {
-        let err = match ddl_attempt(pool, limits, &op).await {
-            Ok(out) => return Ok(out),
-            Err(e) if gave_up_waiting(sqlstate(&e).as_deref()) => e,
-            Err(e) => return Err(e),
-        };
-        failures += 1;
-        super::metrics::DDL_GAVE_UP.with_label_values(&[what]).inc();
-        let Some(wait) = ddl_retry_after(failures, started.elapsed(), limits.retry_for) else {
-            return Err(err);
-        };
-        tracing::warn!(what, failures, error = %err, retry_in = ?wait, "another session holds a conflicting lock; retrying");
-        tokio::time::sleep(wait).await;
-    }
-}
-
-/// Connection settings of the service's pools.
-#[derive(Debug, Clone)]
-pub struct PgSettings {
-    pub url: String,
-    pub write_connections: u32,
-    pub read_connections: u32,
-    /// Every statement of the service is cancelled by PostgreSQL after this long.
-    pub statement_timeout: Duration,
-    pub audit_connections: u32,
-    /// The same bound for the auditors' pool (a report's aggregates over a quarter take longer).
-    pub audit_statement_timeout: Duration,
-    /// Bounds on partition upkeep.
-    pub ddl: DdlLimits,
-}
+use super::partitions::{create_next_partitions, month_start, parse_partition_name, partition_name, partition_names, UPKEEP_EVERY};
+use super::pool::ddl_backoff;
+use super::pool::{pool, pool_with, DdlLimits, PgSettings, READ_SESSION};
 
 /// What appending to the chain needs.
 #[derive(Debug, Clone)]
@@ -245,152 +123,6 @@ pub struct PgStore {
     ddl: DdlLimits,
     /// Failed partition upkeep attempts in a row (0: the last one succeeded).
     upkeep_failures: std::sync::atomic::AtomicU32,
-}
-
-/// The URL without its password, for logs.
-pub fn redact(url: &str) -> String {
-    if !url.contains("://") {
-        return failover::redact_keywords(url);
-    }
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            let user = creds.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..s + 3], &url[at..])
-        }
-        _ => url.to_string(),
-    }
-}
-
-/// `signal_processing_audit_y2025m11`
-pub fn partition_name(year: i32, month: u32) -> String {
-    format!("{PARENT}_y{year:04}m{month:02}")
-}
-
-pub fn parse_partition_name(name: &str) -> Option<(i32, u32)> {
-    let rest = name.strip_prefix(PARENT)?.strip_prefix("_y")?;
-    let (y, m) = rest.split_once('m')?;
-    let (y, m) = (y.parse().ok()?, m.parse().ok()?);
-    (1..=12).contains(&m).then_some((y, m))
-}
-
-pub fn month_start(year: i32, month: u32) -> Option<DateTime<Utc>> {
-    NaiveDate::from_ymd_opt(year, month, 1)
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| Utc.from_utc_datetime(&t))
-}
-
-/// Monthly partitions that ended before the first day of the month `keep_months` before `now`.
-pub fn partitions_to_drop<'a>(names: impl IntoIterator<Item = &'a str>, now: DateTime<Utc>, keep_months: u32) -> Vec<String> {
-    if keep_months == 0 {
-        return vec![];
-    }
-    let total = now.year() * 12 + now.month0() as i32 - keep_months as i32;
-    let cutoff = (total.div_euclid(12), total.rem_euclid(12) as u32 + 1);
-    let mut out: Vec<String> = names
-        .into_iter()
-        .filter(|n| parse_partition_name(n).is_some_and(|ym| ym < cutoff))
-        .map(String::from)
-        .collect();
-    out.sort();
-    out
-}
-
-/// One pool; every session gets the statement timeout and cheap TOAST compression.
-pub async fn pool(url: &str, max: u32, statement_timeout: Duration) -> anyhow::Result<PgPool> {
-    pool_with(url, max, statement_timeout, vec![]).await
-}
-
-/// One connection for the owner's DDL (`migrate`, single-role start): every lock wait and
-/// statement of the session is bounded by `limits`.
-pub async fn ddl_pool(url: &str, limits: &DdlLimits) -> anyhow::Result<PgPool> {
-    pool_with(url, 1, limits.statement_timeout, limits.settings("SESSION").to_vec()).await
-}
-
-/// Sessions of the read pool run their queries in one process each: parallel workers would let
-/// a few heavy statistics take every core from the write path.
-const READ_SESSION: &str = "SET max_parallel_workers_per_gather = 0";
-
-async fn pool_with(url: &str, max: u32, statement_timeout: Duration, session: Vec<String>) -> anyhow::Result<PgPool> {
-    let session = std::sync::Arc::new(session);
-    let urls = failover::split_hosts(url).map_err(|e| anyhow::anyhow!("{e}"))?;
-    // Several servers: only the primary may serve (a connection opened on a stale choice is refused).
-    let servers = match urls.len() {
-        1 => None,
-        _ => Some(Arc::new(failover::Servers::new(&urls)?)),
-    };
-    let (options, probe) = match &servers {
-        None => (urls[0].parse::<PgConnectOptions>()?, None),
-        Some(s) => {
-            let conn = s.locate().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-            (s.current(), Some(conn))
-        }
-    };
-    let primary_only = servers.is_some();
-    // 0 switches the timeout off (migrations).
-    let timeout_ms = statement_timeout.as_millis();
-    let pool = PgPoolOptions::new()
-        .max_connections(max.max(1))
-        .acquire_timeout(Duration::from_secs(10))
-        .after_connect(move |conn, _| {
-            let session = session.clone();
-            Box::pin(async move {
-                if primary_only && !failover::is_primary(&mut *conn).await? {
-                    return Err(sqlx::Error::Protocol(
-                        "the server is a standby (in recovery), not the primary".into(),
-                    ));
-                }
-                sqlx::query(&format!("SET statement_timeout = {timeout_ms}"))
-                    .execute(&mut *conn)
-                    .await?;
-                for stmt in session.iter() {
-                    sqlx::query(stmt).execute(&mut *conn).await?;
-                }
-                // Records exceed the TOAST threshold; lz4 compresses them far cheaper than the
-                // default pglz. Servers built without lz4 keep their default.
-                if let Err(e) = sqlx::query("SET default_toast_compression = 'lz4'").execute(conn).await {
-                    tracing::debug!(error = %e, "lz4 TOAST compression unavailable");
-                }
-                Ok(())
-            })
-        })
-        .connect_with(options)
-        .await?;
-    if let Some(servers) = servers {
-        servers.watch(pool.clone(), probe);
-    }
-    Ok(pool)
-}
-
-/// The names of the parent's partitions, from the catalog (readable by every role).
-pub async fn partition_names(pool: &PgPool) -> DbResult<Vec<String>> {
-    let names: Vec<(String,)> = sqlx::query_as(
-        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
-         WHERE i.inhparent = to_regclass($1)",
-    )
-    .bind(PARENT)
-    .fetch_all(pool)
-    .await?;
-    Ok(names.into_iter().map(|(n,)| n).collect())
-}
-
-/// Asks the owner's SECURITY DEFINER function for this and next month's partitions: one
-/// attempt, its lock wait and run bounded by `limits` (the caller retries).
-pub async fn create_next_partitions(pool: &PgPool, limits: &DdlLimits) -> DbResult<Vec<String>> {
-    let once = DdlLimits {
-        retry_for: Duration::ZERO,
-        ..*limits
-    };
-    bounded_ddl(pool, &once, "create_next_partitions", |c| {
-        async move {
-            let created: Vec<(String,)> = sqlx::query_as("SELECT * FROM signal_processing_audit_create_next_partitions()")
-                .fetch_all(c)
-                .await?;
-            Ok(created.into_iter().map(|(n,)| n).collect())
-        }
-        .boxed()
-    })
-    .await
 }
 
 impl PgStore {
@@ -583,7 +315,10 @@ impl PgStore {
         .await?;
         Ok(rows.into_iter().map(Linked::into_row).collect())
     }
+}
 
+/// Partition upkeep: this and next month's partitions, created as records arrive for them.
+impl PgStore {
     /// Creates this and next month's partition if missing (through the owner's function) and
     /// reloads the known months. One attempt, its lock wait bounded (`DdlLimits`): a reader's
     /// lock on the table makes it give up quickly instead of queueing every INSERT behind it;
@@ -660,46 +395,6 @@ impl PgStore {
             }
         }
     }
-}
-
-/// Drops monthly partitions older than the retention. Deliberate and logged; needs the owner.
-/// The months are those records were stored in, whatever time they claim. Each DROP waits for
-/// its lock within `limits` (see [`bounded_ddl`]).
-pub async fn drop_old_partitions(pool: &PgPool, keep_months: u32, limits: &DdlLimits) -> DbResult<Vec<String>> {
-    drop_old_partitions_at(pool, keep_months, Utc::now(), limits).await
-}
-
-/// [`drop_old_partitions`] as a run at `now` would (a later run, in tests).
-pub async fn drop_old_partitions_at(pool: &PgPool, keep_months: u32, now: DateTime<Utc>, limits: &DdlLimits) -> DbResult<Vec<String>> {
-    let names = partition_names(pool).await?;
-    let doomed = partitions_to_drop(names.iter().map(String::as_str), now, keep_months);
-    for name in &doomed {
-        tracing::warn!(partition = %name, keep_months, "retention: dropping audit partition");
-        let stmt = format!("DROP TABLE {name}");
-        bounded_ddl(pool, limits, "drop_partition", |c| {
-            let stmt = stmt.clone();
-            async move {
-                sqlx::query(&stmt).execute(c).await?;
-                Ok(())
-            }
-            .boxed()
-        })
-        .await?;
-    }
-    Ok(doomed)
-}
-
-/// Hourly retention as the owner (single-role mode). Deliberate and logged.
-pub fn spawn_retention(pool: PgPool, keep_months: u32, limits: DdlLimits) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(3600));
-        loop {
-            tick.tick().await;
-            if let Err(e) = drop_old_partitions(&pool, keep_months, &limits).await {
-                tracing::error!(error = %e, "retention run failed");
-            }
-        }
-    });
 }
 
 /// One statement, so atomic: the new ids with their links into the ids table (the chain of
@@ -1235,7 +930,7 @@ impl Store for PgStore {
     }
 
     tlog::shared_log_reads!();
-    super::witnesses::shared_cosignatures!();
+    crate::datastorage::witnesses::shared_cosignatures!();
 }
 
 /// Advisory lock class of the log's sequencer (`pg_try_advisory_xact_lock(LOG_LOCK, 0)`).
@@ -1291,73 +986,5 @@ impl LogTx for PgConnection {
         // The runtime role holds no DELETE: the owner's function clears only what is logged.
         sqlx::query("SELECT tlog_clear_sequenced()").execute(&mut *self).await?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retention_drops_only_whole_months_past_the_cutoff() {
-        let now: DateTime<Utc> = "2025-03-15T12:00:00Z".parse().unwrap();
-        let names = [
-            "signal_processing_audit_y2024m12",
-            "signal_processing_audit_y2025m01",
-            "signal_processing_audit_y2025m02",
-            "signal_processing_audit_default",
-            "signal_processing_audit_y2025m03",
-        ];
-        assert_eq!(partitions_to_drop(names, now, 2), vec!["signal_processing_audit_y2024m12"]);
-        assert_eq!(partitions_to_drop(names, now, 3).len(), 0);
-        assert_eq!(partitions_to_drop(names, now, 0).len(), 0);
-        assert_eq!(partitions_to_drop(names, now, 14).len(), 0);
-    }
-
-    #[test]
-    fn partition_names_round_trip() {
-        assert_eq!(parse_partition_name(&partition_name(2025, 11)), Some((2025, 11)));
-        assert_eq!(parse_partition_name("signal_processing_audit_default"), None);
-        assert_eq!(month_start(2025, 2), Some("2025-02-01T00:00:00Z".parse().unwrap()));
-    }
-
-    #[test]
-    fn ddl_retries_back_off_and_stop_at_the_bound() {
-        let s = Duration::from_secs;
-        assert_eq!((ddl_backoff(1), ddl_backoff(2), ddl_backoff(3)), (s(1), s(2), s(4)));
-        assert_eq!(ddl_backoff(7), s(60), "at most a minute");
-        assert_eq!(ddl_backoff(u32::MAX), s(60));
-        assert_eq!(ddl_retry_after(1, s(0), s(10)), Some(s(1)));
-        assert_eq!(ddl_retry_after(3, s(6), s(10)), Some(s(4)));
-        assert_eq!(ddl_retry_after(3, s(7), s(10)), None, "the next attempt would start past the bound");
-        assert_eq!(ddl_retry_after(1, s(0), Duration::ZERO), None, "no bound: one attempt");
-    }
-
-    #[test]
-    fn only_giving_up_on_a_wait_is_retried() {
-        assert!(gave_up_waiting(Some("55P03")), "lock_timeout");
-        assert!(!gave_up_waiting(Some("57014")), "statement_timeout: the work itself took that long");
-        assert!(!gave_up_waiting(Some("42501")), "insufficient privilege");
-        assert!(!gave_up_waiting(None));
-        let d = DdlLimits {
-            lock_timeout: Duration::ZERO,
-            statement_timeout: Duration::from_secs(60),
-            retry_for: Duration::ZERO,
-        };
-        assert_eq!(
-            d.settings("LOCAL"),
-            [
-                "SET LOCAL lock_timeout = 1".to_string(),
-                "SET LOCAL statement_timeout = 60000".to_string()
-            ],
-            "a lock_timeout of 0 would wait forever"
-        );
-    }
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
-        assert_eq!(redact("postgres://h/db"), "postgres://h/db");
-        assert_eq!(redact("host=h password=secret"), "host=h password=***");
     }
 }
