@@ -25,6 +25,7 @@ pub mod kubernaut_api;
 pub mod leader;
 pub mod metrics;
 pub mod own_api;
+pub mod pre_delete;
 pub mod retention;
 pub mod retry;
 pub mod serve;
