@@ -41,6 +41,9 @@ pub enum Command {
     Certs(CertsArgs),
     /// Print the SignalProcessing CRD this project ships, generated from its Rust types.
     Crd,
+    /// The Helm chart's pre-delete hook: exit 1, naming them, while any SignalProcessing is
+    /// being deleted with audit-guard's finalizer on it (in-cluster or KUBECONFIG credentials).
+    PreDeleteCheck,
     /// The auditor's commands.
     #[command(flatten)]
     Auditor(AuditorCommand),

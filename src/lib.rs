@@ -27,6 +27,7 @@ pub mod leader;
 pub mod metrics;
 pub mod own_api;
 pub mod patch;
+pub mod pre_delete;
 pub mod retention;
 pub mod retry;
 pub mod serve;

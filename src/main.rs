@@ -11,6 +11,11 @@ async fn main() -> ExitCode {
     telemetry::init(cli.log_format);
     let result = match cli.command {
         Command::Crd => crd::crd_yaml().map(|yaml| print!("{yaml}")),
+        Command::PreDeleteCheck => match audit_guard::pre_delete::run().await {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
         Command::Certs(args) => audit_guard::certs::generate(&(&args).into()),
         Command::Serve(args) => audit_guard::serve::run(*args).await,
         Command::Datastorage(args) => match &args.command {

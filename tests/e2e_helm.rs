@@ -4,7 +4,7 @@
 //! the Service), `helm upgrade` (certificates and caBundle
 //! kept; the Deployment's pod template unchanged by a no-op upgrade and changed exactly once
 //! by a changed value), `helm test` failing while the webhook cannot answer, `helm uninstall`
-//! (every object gone but the CRD, which the chart keeps) and the pre-delete check's script.
+//! (every object gone but the CRD, which the chart keeps) and `audit-guard pre-delete-check`.
 //!
 //! There is no node here, so no pod runs: what the chart's pods do once they run is the
 //! business of the node tests; here the API server is what accepts, stores and calls.
@@ -273,9 +273,10 @@ fn install_upgrade_and_uninstall_on_the_control_plane() {
     );
     cp.kubectl(&["create", "-f", sp.to_str().unwrap()]).unwrap();
 
-    // 7. The pre-delete check's script, with the real kubectl against the API server: it lets
-    //    the uninstall go while no SignalProcessing waits on the finalizer, refuses (exit 1,
-    //    naming it) while one is being deleted with it, and lets go once it is off.
+    // 7. The pre-delete check (`audit-guard pre-delete-check`, as its Job runs it) against the
+    //    real API server: it lets the uninstall go while no SignalProcessing waits on the
+    //    finalizer, refuses (exit 1, naming it) while one is being deleted with it, and lets go
+    //    once it is off.
     let check = |expect_refusal: bool| {
         let out = pre_delete_check(cp);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -308,13 +309,9 @@ fn assert_install_refused(cp: &ControlPlane, args: &[&str], must_say: &[&str]) {
     assert_eq!(helm_ok(cp, &["list", "-n", NS, "-q"]).trim(), "", "no release");
 }
 
-/// Runs the chart's pre-delete script as its Job would, with the test's kubectl and kubeconfig.
+/// Runs `audit-guard pre-delete-check` as the chart's Job does, with the test's kubeconfig.
 fn pre_delete_check(cp: &ControlPlane) -> std::process::Output {
-    let kubectl_dir = kubectl().parent().unwrap().to_path_buf();
-    let inherited = std::env::var_os("PATH").unwrap_or_default();
-    let path = std::env::join_paths(std::iter::once(kubectl_dir).chain(std::env::split_paths(&inherited))).unwrap();
-    run(Command::new("bash")
-        .arg(chart_dir().join("files/pre-delete-check.sh"))
-        .env("PATH", path)
+    run(Command::new(env!("CARGO_BIN_EXE_audit-guard"))
+        .arg("pre-delete-check")
         .env("KUBECONFIG", &cp.kubeconfig))
 }
