@@ -88,7 +88,7 @@ fn the_shipped_manifests_run_as_pods_on_a_real_node_and_the_lifecycle_passes_thr
     let mut pg: Option<(NodePostgres, Vec<reqwest::Url>)> = None;
     let mut installed = None;
     let ok = run(
-        "1 install: kubectl apply -k, pods Ready, runtime enforcement, webhook through the Service".into(),
+        "1 install: the README's kustomize commands, pods Ready, runtime enforcement, webhook through the Service".into(),
         &mut || {
             let i = rt.block_on(install_overlay(&cp, &node, &mut pg))?;
             let mut summary = rt.block_on(check_install(&i))?;
@@ -100,11 +100,23 @@ fn the_shipped_manifests_run_as_pods_on_a_real_node_and_the_lifecycle_passes_thr
     );
     if ok {
         scenarios(&mut run, &rt, installed.as_ref().unwrap(), "");
+        run(
+            "9 upgrade as the README says: kubectl apply -k manifests/overlays/self-managed".into(),
+            &mut || rt.block_on(upgrade_as_the_readme_says(installed.as_ref().context("no overlay install")?, false)),
+        );
+        run(
+            "6 alerts on a live scrape: every serve pod gone, promtool says AuditGuardServeDown and AuditGuardNoLeader fire; silent again once back".into(),
+            &mut || rt.block_on(alerts_on_a_live_scrape(installed.as_ref().context("no overlay install")?)),
+        );
+        run(
+            "8 audit-guard verify through kubectl port-forward with --tls-server-name, as docs/auditors.md says".into(),
+            &mut || rt.block_on(verify_through_port_forward(installed.as_ref().context("no overlay install")?)),
+        );
     }
     // 4: the same through the Helm chart, in place of the kustomize install.
     let mut chart = None;
     let ok = run(
-        "4 the Helm chart: uninstall the overlay, helm install, pods Ready, helm test".into(),
+        "4 the Helm chart: the README's kustomize uninstall, its helm install, pods Ready, helm test".into(),
         &mut || {
             let previous = installed.take().context("the overlay install failed")?;
             let i = rt.block_on(install_chart(previous, pg.as_ref()))?;
@@ -115,6 +127,14 @@ fn the_shipped_manifests_run_as_pods_on_a_real_node_and_the_lifecycle_passes_thr
     );
     if ok {
         scenarios(&mut run, &rt, chart.as_ref().unwrap(), " (Helm chart)");
+        run(
+            "9 upgrade as the README says: helm upgrade --reuse-values (Helm chart)".into(),
+            &mut || rt.block_on(upgrade_as_the_readme_says(chart.as_ref().context("no chart install")?, true)),
+        );
+        run(
+            "7 helm uninstall refused by the pre-delete check while a SignalProcessing is deleting, then proceeds".into(),
+            &mut || rt.block_on(uninstall_refused_while_deleting(chart.as_ref().context("no chart install")?)),
+        );
     }
     drop(chart);
     drop(installed);
@@ -234,8 +254,14 @@ async fn install_overlay<'a>(
     let applied = cp.dir.join("self-managed-as-applied.yaml");
     std::fs::write(&applied, to_yaml(&docs)?)?;
     if overrides.is_empty() {
-        let out = cp.kubectl(&["apply", "-k", repo().join(OVERLAY).to_str().context("path")?])?;
-        println!("kubectl apply -k {OVERLAY}:\n{out}");
+        // The README's kustomize install, the self-managed overlay's line and the wait.
+        for command in readme_commands("install-kustomize")? {
+            if command.contains("apply -k") && !command.contains(&format!("overlays/{README_OVERLAY}")) {
+                continue;
+            }
+            let out = run_readme_ok(cp, &command)?;
+            println!("{}", out.trim());
+        }
     } else {
         let out = cp.kubectl(&["apply", "-f", applied.to_str().context("path")?])?;
         println!(
@@ -277,9 +303,23 @@ async fn install_chart<'a>(previous: Installed<'a>, pg: Option<&(NodePostgres, V
     } = previous;
     let (server, urls) = pg.context("no database from the overlay install")?;
     let overlay = parse_docs(&std::fs::read_to_string(&applied)?)?;
+    // As the README's "Uninstall" says: the SignalProcessings released by audit-guard first,
+    // then its kustomize commands; what the overlay installed is gone but the CRD.
     cp.kubectl(&["delete", "signalprocessings", "--all", "-A", "--timeout=300s"])?;
-    cp.kubectl(&["delete", "-f", applied.to_str().context("path")?, "--timeout=300s"])?;
-    println!("the overlay's install removed (its SignalProcessings released by its controller first)");
+    for command in readme_commands("uninstall-kustomize")? {
+        if command.contains("-n kubernaut") {
+            continue;
+        }
+        let out = run_readme_ok(cp, &command)?;
+        println!("{}", out.trim());
+    }
+    let left = cp.kubectl(&["get", "-f", applied.to_str().context("path")?, "--ignore-not-found", "-o", "name"])?;
+    ensure!(
+        left.trim() == "customresourcedefinition.apiextensions.k8s.io/signalprocessings.kubernaut.ai",
+        "after the README's kustomize uninstall, left besides the CRD:\n{left}"
+    );
+    cp.kubectl(&["delete", "crd", "signalprocessings.kubernaut.ai", "--timeout=120s"])?;
+    println!("the overlay's install removed as the README says (its SignalProcessings released first); the CRD deleted by the test for a clean Helm install");
 
     // As an admin would: the namespace (restricted Pod Security, as the overlay has it), the
     // database Secrets the chart is told about (the runtime role's and the owner's), the
@@ -294,33 +334,21 @@ async fn install_chart<'a>(previous: Installed<'a>, pg: Option<&(NodePostgres, V
     webhook_client_ca(cp)?;
 
     let kubeconfig = cp.kubeconfig.to_str().context("path")?;
-    let mut values = Vec::new();
+    // The opt-in pre-delete check, for scenario 6.
+    let mut values = vec!["--set preDeleteCheck.enabled=true".to_string()];
     if audience_override_needed()? {
         let audience = audit_guard_harness::controlplane::SERVICE_ACCOUNT_ISSUER;
         println!("OVERRIDE datastorage-token-audience-until-issue-11: --set datastorage.tokenAudience={audience}");
-        values.extend(["--set".to_string(), format!("datastorage.tokenAudience={audience}")]);
+        values.push(format!("--set datastorage.tokenAudience={audience}"));
     }
-    let helm = |verb: &[&str]| -> Result<String> {
-        let out = std::process::Command::new(tools::helm())
-            .args(verb)
-            .arg("audit-guard")
-            .arg(tools::chart_dir())
-            .args(["--namespace", NAMESPACE, "--kubeconfig", kubeconfig])
-            .args(&values)
-            .output()?;
-        ensure!(
-            out.status.success(),
-            "helm {verb:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8(out.stdout)?)
-    };
-    // What the chart will install (its images imported first), then the install itself.
-    let docs = parse_docs(&helm(&["template"])?)?;
+    // The README's `helm install`, with the test's values appended; `helm template` with the same
+    // flags says which images to import first.
+    let install = format!("{} {}", readme_command("install-helm", "helm install")?, values.join(" "));
+    let template = install.replacen("helm install", "helm template", 1);
+    let docs = parse_docs(&run_readme_ok(cp, &template)?)?;
     import_images(node, &docs)?;
-    let out = helm(&["install", "--wait", "--timeout=4m"])?;
-    println!("helm install audit-guard charts/audit-guard --namespace {NAMESPACE} --wait:\n{out}");
+    let out = run_readme_ok(cp, &install)?;
+    println!("{}", out.trim());
     let applied = cp.dir.join("chart-as-installed.yaml");
     std::fs::write(&applied, to_yaml(&docs)?)?;
     let installed = ready(cp, node, client, docs, applied).await?;
@@ -357,6 +385,483 @@ async fn install_chart<'a>(previous: Installed<'a>, pg: Option<&(NodePostgres, V
     Ok(installed)
 }
 
+/// The overlay the README's `<overlay>` stands for here, and so which of its `kubectl apply -k`
+/// alternatives the walk-through runs.
+const README_OVERLAY: &str = "self-managed";
+
+/// What the walk-through changes in the README's commands, each for a reason:
+/// - `<overlay>` is `self-managed` (the node has no cert-manager, no Kubernaut, no CloudNativePG);
+///   of the install block's alternatives only that overlay's line runs;
+/// - `helm install` gets `--set preDeleteCheck.enabled=true` (scenario 7) and, while Data Storage
+///   has no `--token-audience`, the API server's audience;
+/// - the kustomize uninstall leaves out the kubernaut overlay's RoleBinding line, and the test
+///   then deletes the CRD itself, so that the Helm install starts from a clean cluster;
+/// - the images the README's install names are imported on the node (no registry here);
+/// - `make certs` uses the test's binary (`AUDIT_GUARD_BIN`) instead of building one.
+fn readme_commands(step: &str) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(repo().join("README.md"))?;
+    let marker = format!("<!-- e2e-node: {step} -->");
+    let mut lines = text.lines().skip_while(|l| l.trim() != marker).skip(1);
+    ensure!(
+        lines.next().is_some_and(|l| l.trim_start().starts_with("```")),
+        "README.md: no code block right after {marker}"
+    );
+    let mut commands = Vec::new();
+    let mut current = String::new();
+    for line in lines.take_while(|l| !l.trim_start().starts_with("```")) {
+        let line = without_comment(line).trim();
+        if let Some(continued) = line.strip_suffix('\\') {
+            current.push_str(continued);
+            current.push(' ');
+            continue;
+        }
+        current.push_str(line);
+        let command = current.trim().replace("<overlay>", README_OVERLAY);
+        current.clear();
+        if !command.is_empty() {
+            commands.push(command);
+        }
+    }
+    ensure!(!commands.is_empty(), "README.md: the block after {marker} holds no command");
+    Ok(commands)
+}
+
+/// A shell line without its `# comment` (a `#` after a blank, outside quotes).
+fn without_comment(line: &str) -> &str {
+    let mut quote = None;
+    let mut previous = ' ';
+    for (at, c) in line.char_indices() {
+        match (quote, c) {
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, '#') if previous.is_whitespace() => return &line[..at],
+            _ => {}
+        }
+        previous = c;
+    }
+    line
+}
+
+/// Runs one of the README's commands as a user would at the repository's root, with kubectl,
+/// helm and audit-guard on PATH and the control plane's kubeconfig: success and output.
+fn run_readme(cp: &ControlPlane, command: &str) -> Result<(bool, String)> {
+    let bin = cp.dir.join("readme-bin");
+    std::fs::create_dir_all(&bin)?;
+    for (name, target) in [
+        ("kubectl", tools::kubectl()),
+        ("helm", tools::helm().to_path_buf()),
+        ("audit-guard", std::path::PathBuf::from(env!("CARGO_BIN_EXE_audit-guard"))),
+    ] {
+        let link = bin.join(name);
+        if !link.exists() {
+            std::os::unix::fs::symlink(target, link)?;
+        }
+    }
+    let inherited = std::env::var_os("PATH").unwrap_or_default();
+    let path = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&inherited)))?;
+    println!("README $ {command}");
+    let out = std::process::Command::new("bash")
+        .args(["-c", command])
+        .current_dir(repo())
+        .env("PATH", path)
+        .env("KUBECONFIG", &cp.kubeconfig)
+        .env("AUDIT_GUARD_BIN", env!("CARGO_BIN_EXE_audit-guard"))
+        .output()?;
+    Ok((
+        out.status.success(),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    ))
+}
+
+/// [`run_readme`], which must succeed; its output.
+fn run_readme_ok(cp: &ControlPlane, command: &str) -> Result<String> {
+    let (ok, out) = run_readme(cp, command)?;
+    ensure!(ok, "README command failed: {command}\n{out}");
+    Ok(out)
+}
+
+/// The one command of a README block that starts with `prefix`.
+fn readme_command(step: &str, prefix: &str) -> Result<String> {
+    let mut found: Vec<String> = readme_commands(step)?.into_iter().filter(|c| c.starts_with(prefix)).collect();
+    ensure!(found.len() == 1, "README {step}: {} commands start with {prefix:?}", found.len());
+    Ok(found.remove(0))
+}
+
+/// Acceptance 4 (upgrade): the README's upgrade command for this install, then every pod
+/// Ready again and a SignalProcessing still admitted with the finalizer and released once stored.
+async fn upgrade_as_the_readme_says(i: &Installed<'_>, helm: bool) -> Result<String> {
+    let cp = i.cp;
+    let command = readme_command("upgrade", if helm { "helm upgrade" } else { "kubectl apply -k" })?;
+    let out = run_readme_ok(cp, &command)?;
+    wait_rollouts(cp)?;
+    let ns = fresh_namespace(&i.client, "upgraded").await?;
+    let api: Api<SignalProcessing> = Api::namespaced(i.client.clone(), &ns);
+    let created = api
+        .create(&PostParams::default(), &signal_processing("sp-upgraded", "rr-upgrade")?)
+        .await?;
+    ensure!(
+        created.has_finalizer(),
+        "after the upgrade a create came back without the finalizer"
+    );
+    let uid = created.metadata.uid.clone().context("uid")?;
+    api.delete("sp-upgraded", &DeleteParams::default()).await?;
+    wait_for("sp-upgraded to be gone", Duration::from_secs(120), || async {
+        Ok(api.get_opt("sp-upgraded").await?.is_none().then_some(()))
+    })
+    .await?;
+    ensure!(i.reader.record(&uid).await?.is_some(), "no record of sp-upgraded");
+    Ok(format!(
+        "$ {command}\n{}\nboth Deployments rolled out; a create got {FINALIZER}, its deletion stored the record and released it",
+        out.trim()
+    ))
+}
+
+/// Scales a Deployment of the install and waits until exactly `replicas` of its pods exist (none
+/// still terminating), each Ready.
+async fn scale(cp: &ControlPlane, deployment: &str, replicas: usize) -> Result<()> {
+    cp.kubectl(&[
+        "scale",
+        &format!("deployment/{deployment}"),
+        "-n",
+        NAMESPACE,
+        &format!("--replicas={replicas}"),
+    ])?;
+    let selector = format!("app.kubernetes.io/name={deployment}");
+    wait_for(&format!("{deployment} at {replicas} pods"), Duration::from_secs(180), || async {
+        let list = get_json(cp, &["get", "pods", "-n", NAMESPACE, "-l", &selector])?;
+        let pods = list["items"].as_array().cloned().unwrap_or_default();
+        let settled = pods.len() == replicas && pods.iter().all(|p| p["metadata"]["deletionTimestamp"].is_null() && pod_ready(p));
+        Ok(settled.then_some(()))
+    })
+    .await
+}
+
+/// The samples of a Prometheus text exposition: (metric name, labels without braces, value).
+/// Non-finite values are left out (promtool's series notation has no +Inf).
+fn samples(text: &str) -> Vec<(String, String, f64)> {
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let (series, rest) = match line.rfind('}') {
+            Some(close) => (&line[..=close], &line[close + 1..]),
+            None => line.split_once(' ').unwrap_or((line, "")),
+        };
+        let Some(value) = rest.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        if !value.is_finite() {
+            continue;
+        }
+        let (name, labels) = match series.split_once('{') {
+            Some((n, l)) => (n, l.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        out.push((name.to_string(), labels.to_string(), value));
+    }
+    out
+}
+
+/// What Prometheus would hold after scraping the install's pods the way the shipped
+/// ServiceMonitors do (job = the app label; `up` and every sample with the target's labels),
+/// and the API server's `apiserver_admission_webhook_*` (job apiserver). A pod that is gone is
+/// no target at all, as when it leaves service discovery.
+fn live_scrape(cp: &ControlPlane) -> Result<Vec<(String, f64)>> {
+    let mut series = Vec::new();
+    let mut target = |job: &str, pod: &str, instance: &str, text: &str, keep: &dyn Fn(&str) -> bool| {
+        let target = format!("job=\"{job}\",namespace=\"{NAMESPACE}\",pod=\"{pod}\",instance=\"{instance}\"");
+        series.push((format!("up{{{target}}}"), 1.0));
+        for (name, labels, value) in samples(text).into_iter().filter(|(n, _, _)| keep(n)) {
+            let sep = if labels.is_empty() { "" } else { "," };
+            series.push((format!("{name}{{{target}{sep}{labels}}}"), value));
+        }
+    };
+    for (app, port, scheme) in [("audit-guard", 8080, ""), ("audit-guard-datastorage", 8085, "https:")] {
+        for p in pods_of(cp, NAMESPACE, app)? {
+            let text = pod_metrics(cp, NAMESPACE, &format!("{scheme}{}", name(&p)), port)?;
+            let instance = format!("{}:{port}", p["status"]["podIP"].as_str().unwrap_or_default());
+            target(app, &name(&p), &instance, &text, &|_| true);
+        }
+    }
+    let apiserver = cp.kubectl(&["get", "--raw", "/metrics"])?;
+    target("apiserver", "", "apiserver", &apiserver, &|n| {
+        n.starts_with("apiserver_admission_webhook_")
+    });
+    Ok(series)
+}
+
+/// A promtool test case: the scrape held for 15 minutes, each alert expected firing (with the
+/// rule's own labels and annotations) or silent at minute 10.
+fn promtool_case(name: &str, scrape: &[(String, f64)], rules: &Value, expect: &[(&str, bool)]) -> Result<Value> {
+    let input: Vec<Value> = scrape
+        .iter()
+        .map(|(s, v)| json!({ "series": s, "values": format!("{v}x15") }))
+        .collect();
+    let mut tests = Vec::new();
+    for (alert, fires) in expect {
+        let rule = tools::alerts(rules)
+            .into_iter()
+            .map(|(_, r)| r)
+            .find(|r| r["alert"] == *alert)
+            .with_context(|| format!("no alert {alert} in the shipped rules"))?;
+        let exp = if *fires {
+            json!([{ "exp_labels": rule["labels"], "exp_annotations": rule["annotations"] }])
+        } else {
+            json!([])
+        };
+        tests.push(json!({ "eval_time": "10m", "alertname": alert, "exp_alerts": exp }));
+    }
+    Ok(json!({ "name": name, "interval": "1m", "input_series": input, "alert_rule_test": tests }))
+}
+
+/// Acceptance 2 (the real-scrape half): every serve pod killed (scaled to 0), the live pods and
+/// the API server scraped, the shipped rules evaluated by promtool on that scrape: the
+/// absent-target and no-leader alerts fire, Data Storage's does not; back at full strength, a
+/// second scrape leaves all three silent.
+async fn alerts_on_a_live_scrape(i: &Installed<'_>) -> Result<String> {
+    let cp = i.cp;
+    let mut lines = Vec::new();
+    let replicas = pods_of(cp, NAMESPACE, "audit-guard")?.len();
+    scale(cp, "audit-guard", 0).await?;
+    let outage = async {
+        // A create while no webhook answers: the API server counts the failed call.
+        let ns = fresh_namespace(&i.client, "alerts").await?;
+        let api: Api<SignalProcessing> = Api::namespaced(i.client.clone(), &ns);
+        let refused = api
+            .create(&PostParams::default(), &signal_processing("sp-refused", "rr-alerts")?)
+            .await;
+        ensure!(refused.is_err(), "a create was admitted with no serve pod running");
+        live_scrape(cp)
+    }
+    .await;
+    scale(cp, "audit-guard", replicas).await?;
+    let outage = outage?;
+    wait_for("a leader", Duration::from_secs(60), || async {
+        Ok(Some(leader(cp)?).filter(|l| !l.is_empty()))
+    })
+    .await?;
+    let healthy = wait_for("the leader's audit_guard_leader 1", Duration::from_secs(60), || async {
+        let scrape = live_scrape(cp)?;
+        Ok(scrape
+            .iter()
+            .any(|(s, v)| s.starts_with("audit_guard_leader{") && *v == 1.0)
+            .then_some(scrape))
+    })
+    .await?;
+    let count = |scrape: &[(String, f64)], prefix: &str| scrape.iter().filter(|(s, _)| s.starts_with(prefix)).count();
+    let failed_calls: f64 = outage
+        .iter()
+        .filter(|(s, _)| s.starts_with("apiserver_admission_webhook_rejection_count{") && s.contains("calling_webhook_error"))
+        .map(|(_, v)| v)
+        .sum();
+    lines.push(format!(
+        "outage scrape: {} series; up targets: {} serve, {} Data Storage, 1 API server ({} apiserver_admission_webhook_* series, {failed_calls} calls failing with calling_webhook_error)",
+        outage.len(),
+        count(&outage, "up{job=\"audit-guard\""),
+        count(&outage, "up{job=\"audit-guard-datastorage\""),
+        count(&outage, "apiserver_admission_webhook_"),
+    ));
+    lines.push(format!(
+        "healthy scrape: {} series; up targets: {} serve, {} Data Storage",
+        healthy.len(),
+        count(&healthy, "up{job=\"audit-guard\""),
+        count(&healthy, "up{job=\"audit-guard-datastorage\""),
+    ));
+    ensure!(count(&outage, "up{job=\"audit-guard\"") == 0, "a serve target in the outage scrape");
+    ensure!(failed_calls >= 1.0, "the API server counted no failed webhook call");
+
+    let rules = tools::chart_rule_spec();
+    let dir = cp.dir.join("alerts-live");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("rules.yaml"), serde_yaml::to_string(&rules)?)?;
+    let tests = json!({
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            promtool_case(
+                "every serve pod gone (live scrape)",
+                &outage,
+                &rules,
+                &[("AuditGuardServeDown", true), ("AuditGuardNoLeader", true), ("AuditGuardDataStorageDown", false)],
+            )?,
+            promtool_case(
+                "serve back (live scrape)",
+                &healthy,
+                &rules,
+                &[("AuditGuardServeDown", false), ("AuditGuardNoLeader", false), ("AuditGuardDataStorageDown", false)],
+            )?,
+        ],
+    });
+    let file = dir.join("live-scrape.test.yaml");
+    std::fs::write(&file, serde_yaml::to_string(&tests)?)?;
+    let out = std::process::Command::new(tools::promtool())
+        .args(["test", "rules"])
+        .arg(&file)
+        .current_dir(&dir)
+        .output()?;
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    ensure!(out.status.success(), "promtool test rules {}:\n{said}", file.display());
+    lines.push(format!(
+        "promtool test rules on both scrapes (the shipped rules): outage: AuditGuardServeDown and AuditGuardNoLeader fire, AuditGuardDataStorageDown silent; healthy: all three silent: {}",
+        said.trim().replace('\n', " ")
+    ));
+    Ok(lines.join("\n"))
+}
+
+/// `kubectl port-forward` running; killed when dropped.
+struct PortForward(std::process::Child);
+
+impl Drop for PortForward {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `kubectl port-forward <target> :<port>` in the install's namespace: the process and the local
+/// port kubectl chose (from its "Forwarding from 127.0.0.1:<port>" line).
+fn port_forward(cp: &ControlPlane, target: &str, port: u16) -> Result<(PortForward, u16)> {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(tools::kubectl())
+        .args(["--kubeconfig", cp.kubeconfig.to_str().context("path")?, "-n", NAMESPACE])
+        .args(["port-forward", target, &format!(":{port}")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().context("port-forward's stdout")?;
+    let forward = PortForward(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let local = line
+                .strip_prefix("Forwarding from 127.0.0.1:")
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|p| p.parse::<u16>().ok());
+            if let Some(p) = local {
+                let _ = tx.send(p);
+            }
+        }
+    });
+    let local = rx
+        .recv_timeout(Duration::from_secs(60))
+        .context("kubectl port-forward printed no local port within 60 s")?;
+    Ok((forward, local))
+}
+
+/// Acceptance 5: an auditor's `verify` from outside the cluster, as docs/auditors.md tells it:
+/// a reader token, the CA from the Secret holding Data Storage's certificate, `kubectl
+/// port-forward` to the Service, `--url https://localhost:<port> --tls-server-name <Service DNS
+/// name>`. The built binary passes; a name the certificate does not carry fails the handshake.
+async fn verify_through_port_forward(i: &Installed<'_>) -> Result<String> {
+    use base64::Engine;
+    let cp = i.cp;
+    let dir = cp.dir.join("auditor");
+    std::fs::create_dir_all(&dir)?;
+    let token = dir.join("reader.token");
+    std::fs::write(&token, reader_token(cp, &i.client, &i.docs).await?)?;
+    let ca_b64 = cp.kubectl(&[
+        "-n",
+        NAMESPACE,
+        "get",
+        "secret",
+        "audit-guard-datastorage-tls",
+        "-o",
+        "jsonpath={.data.ca\\.crt}",
+    ])?;
+    let ca = dir.join("datastorage-ca.crt");
+    std::fs::write(&ca, base64::engine::general_purpose::STANDARD.decode(ca_b64.trim())?)?;
+    let (_forward, port) = port_forward(cp, "svc/audit-guard-datastorage", 8085)?;
+    let url = format!("https://localhost:{port}");
+    let service = "audit-guard-datastorage.audit-guard.svc";
+    let verify = |name: &str| -> Result<(i32, String)> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_audit-guard"))
+            .args(["verify", "--url", &url, "--tls-server-name", name])
+            .arg("--token-file")
+            .arg(&token)
+            .arg("--ca-file")
+            .arg(&ca)
+            .output()?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        ))
+    };
+    let (code, out) = verify(service)?;
+    ensure!(
+        code == 0,
+        "audit-guard verify --url {url} --tls-server-name {service} exited {code}:\n{out}"
+    );
+    let (wrong_code, wrong) = verify("not-datastorage.audit-guard.svc")?;
+    ensure!(
+        wrong_code == 2,
+        "verify with a name the certificate does not carry exited {wrong_code}:\n{wrong}"
+    );
+    Ok(format!(
+        "kubectl port-forward svc/audit-guard-datastorage :8085 -> localhost:{port}; CA from Secret audit-guard-datastorage-tls\n\
+         audit-guard verify --url {url} --tls-server-name {service}: exit 0: {}\n\
+         with --tls-server-name not-datastorage.audit-guard.svc: exit 2: {}",
+        out.trim().replace('\n', " | "),
+        wrong.trim().lines().last().unwrap_or_default()
+    ))
+}
+
+/// Acceptance 3 (the uninstall half): with `preDeleteCheck.enabled`, `helm uninstall` stops
+/// while a SignalProcessing waits in deletion for its record (Data Storage scaled to 0 holds it
+/// there), the release intact; once Data Storage is back and the CR is gone, it proceeds.
+async fn uninstall_refused_while_deleting(i: &Installed<'_>) -> Result<String> {
+    let cp = i.cp;
+    let mut lines = Vec::new();
+    let ns = fresh_namespace(&i.client, "uninstall").await?;
+    let api: Api<SignalProcessing> = Api::namespaced(i.client.clone(), &ns);
+    api.create(&PostParams::default(), &signal_processing("sp-held", "rr-uninstall")?)
+        .await?;
+    let ds_replicas = pods_of(cp, NAMESPACE, "audit-guard-datastorage")?.len();
+    scale(cp, "audit-guard-datastorage", 0).await?;
+    api.delete("sp-held", &DeleteParams::default()).await?;
+    let held = api.get("sp-held").await?;
+    ensure!(
+        held.metadata.deletion_timestamp.is_some() && held.has_finalizer(),
+        "sp-held is not waiting in deletion: {:?}",
+        held.metadata
+    );
+    lines.push(format!("Data Storage scaled to 0; {ns}/sp-held deleted and held by {FINALIZER}"));
+
+    let uninstall = readme_command("uninstall-helm", "helm uninstall")?;
+    let (ok, out) = run_readme(cp, &uninstall)?;
+    ensure!(!ok, "helm uninstall proceeded while sp-held was waiting:\n{out}");
+    let job = cp.kubectl(&["logs", "job/audit-guard-pre-delete-check", "-n", NAMESPACE])?;
+    ensure!(
+        job.contains(&format!("{ns}/sp-held")),
+        "the pre-delete Job's output does not name {ns}/sp-held:\n{job}"
+    );
+    for deploy in ["audit-guard", "audit-guard-datastorage"] {
+        get_json(cp, &["get", "deployment", deploy, "-n", NAMESPACE])
+            .with_context(|| format!("{deploy} gone after the refused uninstall"))?;
+    }
+    lines.push(format!(
+        "helm uninstall refused: {}",
+        out.lines().find(|l| l.contains("rror")).unwrap_or_default().trim()
+    ));
+    lines.push(format!("the pre-delete Job said: {}", job.trim().replace('\n', " | ")));
+    lines.push("both Deployments still there".into());
+
+    scale(cp, "audit-guard-datastorage", ds_replicas).await?;
+    wait_for("sp-held to be released", Duration::from_secs(180), || async {
+        Ok(api.get_opt("sp-held").await?.is_none().then_some(()))
+    })
+    .await?;
+    let out = run_readme_ok(cp, &uninstall)?;
+    for deploy in ["audit-guard", "audit-guard-datastorage"] {
+        ensure!(
+            get_json(cp, &["get", "deployment", deploy, "-n", NAMESPACE]).is_err(),
+            "{deploy} left after uninstall"
+        );
+    }
+    lines.push(format!(
+        "Data Storage back to {ds_replicas}; sp-held stored and gone; helm uninstall proceeded: {}",
+        out.trim()
+    ));
+    Ok(lines.join("\n"))
+}
+
 /// Waits for both Deployments, and makes the compliance reader: the install is ready for the scenarios.
 async fn ready<'a>(
     cp: &'a ControlPlane,
@@ -380,6 +885,13 @@ async fn ready<'a>(
 /// A compliance reader: a ServiceAccount (bound to the reader ClusterRole when the manifests ship
 /// one) with a token from the TokenRequest API for the audience Data Storage accepts.
 async fn compliance_reader(cp: &ControlPlane, client: &kube::Client, docs: &[Value]) -> Result<DataStorageReader> {
+    let token = reader_token(cp, client, docs).await?;
+    DataStorageReader::new(cp, docs, token)
+}
+
+/// A reader's token, made as docs/auditors.md says: a ServiceAccount in a fresh namespace bound
+/// to the reader ClusterRole, `kubectl create token` for Data Storage's audience.
+async fn reader_token(cp: &ControlPlane, client: &kube::Client, docs: &[Value]) -> Result<String> {
     let audience = accepted_audience(docs)?;
     let readers = fresh_namespace(client, "compliance").await?;
     cp.kubectl(&["create", "serviceaccount", "reader", "-n", &readers])?;
@@ -405,7 +917,7 @@ async fn compliance_reader(cp: &ControlPlane, client: &kube::Client, docs: &[Val
         &audience,
         "--duration=2h",
     ])?;
-    DataStorageReader::new(cp, docs, token.trim().to_string())
+    Ok(token.trim().to_string())
 }
 
 /// Acceptance 1: every pod Ready; non-root, read-only root and probes enforced by the runtime;
