@@ -317,7 +317,7 @@ impl ControlPlane {
         kcm.arg(format!("--kubeconfig={}", kubeconfig.display()));
         if cp.options.node_ip.is_some() {
             kcm.args([
-                "--controllers=garbagecollector,namespace,serviceaccount,deployment,replicaset,endpointslice,endpoint,root-ca-cert-publisher,nodeipam,nodelifecycle,disruption,podgc",
+                "--controllers=garbagecollector,namespace,serviceaccount,deployment,replicaset,endpointslice,endpoint,root-ca-cert-publisher,nodeipam,nodelifecycle,disruption,podgc,job,cronjob",
                 "--allocate-node-cidrs=true",
                 "--node-cidr-mask-size=24",
             ])
