@@ -546,9 +546,17 @@ async fn the_runtime_role_cannot_migrate_and_retention_belongs_to_the_owner() {
         .await
         .unwrap();
     assert_eq!(audit_guard::datastorage::migrate::privilege_problems(&facts), Vec::<String>::new());
-    // SELECT and INSERT on the ten audit tables (export_manifests, break_glass_claims and the
-    // transparency log's four included), SELECT on the migrations.
-    assert_eq!(facts.table_privileges.len(), 21, "{facts:?}");
+    // SELECT and INSERT on the eleven audit tables (export_manifests, break_glass_claims, the
+    // transparency log's four and the witnesses' cosignatures included), SELECT on the migrations.
+    assert_eq!(facts.table_privileges.len(), 23, "{facts:?}");
+    let mut cosignatures: Vec<&str> = facts
+        .table_privileges
+        .iter()
+        .filter(|(table, _)| table == "tlog_cosignatures")
+        .map(|(_, privilege)| privilege.as_str())
+        .collect();
+    cosignatures.sort_unstable();
+    assert_eq!(cosignatures, ["INSERT", "SELECT"], "cosignatures are append-only: {facts:?}");
 
     // Retention is the owner's job, and never shorter than the time window.
     let err = serve(&["--retention-months", "15"]);
