@@ -731,17 +731,18 @@ async fn witness_cmd(a: WitnessArgs) -> anyhow::Result<bool> {
 
 /// The transparency-log index of each record that has one, from Data Storage's inclusion
 /// endpoint (404: not in the log). A record sequenced but not yet under a checkpoint is asked
-/// again for a few seconds (a checkpoint follows every sequencing round).
+/// again; a checkpoint follows every sequencing round, so a few seconds of asking again in all
+/// (not per record) cover every record.
 async fn log_indexes<'a>(api: &Api, ids: impl Iterator<Item = &'a str>) -> anyhow::Result<HashMap<String, u64>> {
     #[derive(serde::Deserialize)]
     struct Inclusion {
         index: u64,
     }
     let mut indexes = HashMap::new();
+    let mut tries = 0;
     for id in ids.collect::<BTreeSet<_>>() {
         let path = "/api/v1/log/proof/inclusion";
         let query = [("kind", Some("record".to_string())), ("id", Some(id.to_string()))];
-        let mut tries = 0;
         let found = loop {
             match api.get_json_if_found::<Inclusion>(path, &query).await {
                 Err(_) if tries < 10 => tries += 1,

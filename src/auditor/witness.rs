@@ -401,15 +401,21 @@ fn gone(lc: &Lifecycle, deletion: &Deletion, live: Option<&Live>) -> Option<Stri
     }
 }
 
-/// Holds the lifecycles (with the API server's state at the end, if read) against the records.
-pub fn judge(lifecycles: &[Lifecycle], log: &LogStats, live: Option<&Live>, records: &[RecordRef], namespaces: &[String]) -> WitnessReport {
-    let in_scope = |ns: &str| namespaces.is_empty() || namespaces.iter().any(|n| n == ns);
+/// The records by their CR's (namespace, name).
+fn records_by_name(records: &[RecordRef]) -> HashMap<(&str, &str), Vec<&RecordRef>> {
     let mut by_name: HashMap<(&str, &str), Vec<&RecordRef>> = HashMap::new();
     for r in records {
         if let (Some(ns), Some(name)) = (r.namespace.as_deref(), r.name.as_deref()) {
             by_name.entry((ns, name)).or_default().push(r);
         }
     }
+    by_name
+}
+
+/// Holds the lifecycles (with the API server's state at the end, if read) against the records.
+pub fn judge(lifecycles: &[Lifecycle], log: &LogStats, live: Option<&Live>, records: &[RecordRef], namespaces: &[String]) -> WitnessReport {
+    let in_scope = |ns: &str| namespaces.is_empty() || namespaces.iter().any(|n| n == ns);
+    let by_name = records_by_name(records);
     let mut report = WitnessReport {
         log: log.clone(),
         namespaces: namespaces.to_vec(),
@@ -487,12 +493,15 @@ pub fn deletion_records<'a>(
     namespaces: &[String],
 ) -> Vec<(&'a Lifecycle, &'a Deletion, Vec<&'a RecordRef>)> {
     let in_scope = |ns: &str| namespaces.is_empty() || namespaces.iter().any(|n| n == ns);
+    let by_name = records_by_name(records);
     lifecycles
         .iter()
         .filter(|lc| in_scope(&lc.namespace))
         .filter_map(|lc| {
             let deletion = lc.deletion.as_ref()?;
-            Some((lc, deletion, records.iter().filter(|r| belongs(r, lc)).collect()))
+            let candidates = by_name.get(&(lc.namespace.as_str(), lc.name.as_str()));
+            let belonging = candidates.into_iter().flatten().copied().filter(|r| belongs(r, lc)).collect();
+            Some((lc, deletion, belonging))
         })
         .collect()
 }

@@ -36,15 +36,15 @@ async fn setup(tag: &str) -> (Client, String, String, DataStorage) {
 }
 
 /// One `serve` replica (retention off) watching a fresh namespace.
-struct One {
-    client: Client,
-    ns: String,
-    ds: DataStorage,
-    serve: Serve,
-    api: Api<SignalProcessing>,
+pub(crate) struct One {
+    pub(crate) client: Client,
+    pub(crate) ns: String,
+    pub(crate) ds: DataStorage,
+    pub(crate) serve: Serve,
+    pub(crate) api: Api<SignalProcessing>,
 }
 
-async fn one_replica(tag: &str) -> One {
+pub(crate) async fn one_replica(tag: &str) -> One {
     let (client, ns, lease_ns, ds) = setup(tag).await;
     let serve = Serve::start(
         control_plane(),

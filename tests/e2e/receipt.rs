@@ -8,11 +8,10 @@ use crate::support;
 
 use std::time::Duration;
 
-use audit_guard::crd::{SignalProcessing, ANNOTATION_LOG_INDEX, ANNOTATION_LOG_RECORD_ID, ANNOTATION_RECORD_ID};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use audit_guard::crd::{ANNOTATION_LOG_INDEX, ANNOTATION_LOG_RECORD_ID, ANNOTATION_RECORD_ID};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
 use serde_json::json;
-use support::datastorage::{Auth, DataStorage, Options, Serve};
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -21,24 +20,10 @@ const HOLD: &str = "test.audit-guard.io/hold";
 #[tokio::test]
 async fn a_deleted_cr_carries_its_log_index_and_record_id() {
     let _cluster = support::cluster_shared().await;
-    let client = admin_client().await;
-    install_signalprocessing_crd(&client).await.unwrap();
-    let ns = fresh_namespace(&client, "receipt").await.unwrap();
-    let lease_ns = fresh_namespace(&client, "receipt-lease").await.unwrap();
-    let ds = DataStorage::launch_on(control_plane(), &format!("ds-{ns}"), Options::sqlite().auth(Auth::Insecure))
-        .await
-        .unwrap();
-    let _serve = Serve::start(
-        control_plane(),
-        &format!("serve-{ns}"),
-        &ds.url,
-        &lease_ns,
-        &ns,
-        &["--retention", "0"],
-    )
-    .await
-    .unwrap();
-    let api: Api<SignalProcessing> = Api::namespaced(client.clone(), &ns);
+    // `serve` is bound so that it lives to the end of the test.
+    let crate::controller::One {
+        ds, api, serve: _serve, ..
+    } = crate::controller::one_replica("receipt").await;
     let name = "receipt-1";
     // The test holds a finalizer of its own, so the object outlives the patch that removes
     // ours and the receipt it wrote can be read back.
