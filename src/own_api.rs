@@ -25,6 +25,51 @@ const INCLUSION_PATH: &str = "/api/v1/log/proof/inclusion";
 /// How long the release waits for a stored record's log index (a sequencing round is 500 ms by
 /// default; an index within a second is the log's promise).
 const RECEIPT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+/// How often the release asks again while the record is not yet under a checkpoint.
+const RECEIPT_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// What Data Storage said, once, about a record's place in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ReceiptAnswer {
+    Index(u64),
+    /// 404 (not sequenced yet) or 400 (sequenced, not under a checkpoint yet).
+    NotYet,
+    /// No answer in time, or the connection failed.
+    NoAnswer,
+    /// Any other status, or a 200 without an index.
+    Unexpected(u16),
+}
+
+impl ReceiptAnswer {
+    fn of(status: u16, body: Option<&Value>) -> Self {
+        match status {
+            200 => body
+                .and_then(|b| b.get("index"))
+                .and_then(Value::as_u64)
+                .map_or(Self::Unexpected(200), Self::Index),
+            400 | 404 => Self::NotYet,
+            other => Self::Unexpected(other),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ReceiptStep {
+    Done(u64),
+    AskAgain,
+    GiveUp(&'static str),
+}
+
+/// Whether to ask again after `answer`: only while Data Storage says "not yet" and time is left.
+fn receipt_step(answer: ReceiptAnswer, out_of_time: bool) -> ReceiptStep {
+    match answer {
+        ReceiptAnswer::Index(i) => ReceiptStep::Done(i),
+        ReceiptAnswer::NotYet if out_of_time => ReceiptStep::GiveUp("not under a checkpoint in time"),
+        ReceiptAnswer::NotYet => ReceiptStep::AskAgain,
+        ReceiptAnswer::NoAnswer => ReceiptStep::GiveUp("Data Storage did not answer"),
+        ReceiptAnswer::Unexpected(_) => ReceiptStep::GiveUp("Data Storage answered the lookup with an error"),
+    }
+}
 
 pub struct OwnApi {
     http: DataStorageClient,
@@ -63,25 +108,40 @@ impl OwnApi {
         Ok(found.is_some())
     }
 
-    /// The record's log index once a checkpoint covers it, polled for up to [`RECEIPT_WAIT`].
+    /// The record's log index once a checkpoint covers it, asked again every [`RECEIPT_POLL`]
+    /// while Data Storage answers "not yet", for up to [`RECEIPT_WAIT`] in all. A Data Storage
+    /// that does not answer, or answers anything else, ends the wait at once: the release must
+    /// not be held up by the receipt, which the witness can also find through the record id.
     pub async fn log_receipt(&self, id: &str) -> Option<u64> {
         let deadline = tokio::time::Instant::now() + RECEIPT_WAIT;
         loop {
-            let query = [("kind", "record".to_string()), ("id", id.to_string())];
-            let found = match self.http.url(INCLUSION_PATH, &[]) {
-                Ok(url) => self.http.get_json(url, &query, &format!("the log index of record {id}")).await,
-                Err(e) => Err(e),
-            };
-            // Not sequenced yet (404) or not under a checkpoint yet (400): ask again.
-            if let Some(index) = found.ok().flatten().and_then(|v| v.get("index").and_then(Value::as_u64)) {
-                return Some(index);
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let answer = self.receipt_answer(id, left.max(RECEIPT_POLL)).await;
+            match receipt_step(answer, left.is_zero()) {
+                ReceiptStep::Done(index) => return Some(index),
+                ReceiptStep::AskAgain => tokio::time::sleep(RECEIPT_POLL.min(left)).await,
+                ReceiptStep::GiveUp(why) => {
+                    tracing::warn!(%id, why, "the CR is released without its transparency-log receipt");
+                    return None;
+                }
             }
-            if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(%id, "the record has no transparency-log index yet; the CR is released without its receipt");
-                return None;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
+    }
+
+    /// One answer of the inclusion endpoint about record `id`, within `timeout`.
+    async fn receipt_answer(&self, id: &str, timeout: std::time::Duration) -> ReceiptAnswer {
+        let query = [("kind", "record"), ("id", id)];
+        let sent = match self.http.url(INCLUSION_PATH, &[]) {
+            Ok(url) => match self.http.request(reqwest::Method::GET, url).await {
+                Ok(req) => req.query(&query).timeout(timeout).send().await.ok(),
+                Err(_) => None,
+            },
+            Err(_) => None,
+        };
+        let Some(resp) = sent else { return ReceiptAnswer::NoAnswer };
+        let status = resp.status().as_u16();
+        let body = if status == 200 { resp.json::<Value>().await.ok() } else { None };
+        ReceiptAnswer::of(status, body.as_ref())
     }
 
     /// Stores a break-glass event (the forced record is stored on its own).
@@ -234,6 +294,30 @@ fn batch_outcome(answer: &Value, records: &[SignalProcessingAudit]) -> BatchOutc
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_receipt_is_asked_again_only_while_data_storage_says_not_yet() {
+        let index = json!({"index": 41, "size": 42});
+        assert_eq!(ReceiptAnswer::of(200, Some(&index)), ReceiptAnswer::Index(41));
+        assert_eq!(ReceiptAnswer::of(200, Some(&json!({}))), ReceiptAnswer::Unexpected(200));
+        assert_eq!(ReceiptAnswer::of(200, None), ReceiptAnswer::Unexpected(200));
+        assert_eq!(ReceiptAnswer::of(404, None), ReceiptAnswer::NotYet);
+        assert_eq!(ReceiptAnswer::of(400, None), ReceiptAnswer::NotYet);
+        assert_eq!(ReceiptAnswer::of(503, None), ReceiptAnswer::Unexpected(503));
+        assert_eq!(ReceiptAnswer::of(403, None), ReceiptAnswer::Unexpected(403));
+
+        assert_eq!(receipt_step(ReceiptAnswer::Index(7), true), ReceiptStep::Done(7));
+        assert_eq!(receipt_step(ReceiptAnswer::NotYet, false), ReceiptStep::AskAgain);
+        assert!(matches!(receipt_step(ReceiptAnswer::NotYet, true), ReceiptStep::GiveUp(_)));
+        // Data Storage down or refusing: the release goes on at once, with time left or not.
+        for answer in [
+            ReceiptAnswer::NoAnswer,
+            ReceiptAnswer::Unexpected(500),
+            ReceiptAnswer::Unexpected(401),
+        ] {
+            assert!(matches!(receipt_step(answer, false), ReceiptStep::GiveUp(_)));
+        }
+    }
 
     fn record(id: &str) -> SignalProcessingAudit {
         serde_json::from_value(json!({
