@@ -471,12 +471,12 @@ async fn s1_datastorage_stopped_for_60s_during_mass_deletion() {
     let (note, drain) = stack
         .delete_with_fault(|_| async {
             stack.ds.stop(cp)?;
-            // A release whose record was confirmed just before the stop may still land, after
-            // the release's wait for the record's log index (up to 3 s) has run out.
-            tokio::time::sleep(Duration::from_secs(7)).await;
+            // A release whose record was confirmed just before the stop may still land: its
+            // lookup of the record's log index ends at once when Data Storage is gone.
+            tokio::time::sleep(Duration::from_secs(3)).await;
             let held = stack.remaining("mass").await?;
             eprintln!("Data Storage stopped with {held} of {MASS} left");
-            tokio::time::sleep(Duration::from_secs(53)).await;
+            tokio::time::sleep(Duration::from_secs(57)).await;
             assert_eq!(stack.remaining("mass").await?, held, "nothing leaves while Data Storage is down");
             assert!(
                 stack.failed_events().await? > 0,
