@@ -84,13 +84,15 @@ fn the_shipped_manifests_run_as_pods_on_a_real_node_and_the_lifecycle_passes_thr
         outcome.is_ok()
     };
 
+    // The admin's machine: the passwords they chose and the directory their keys stay in (both installs).
+    let admin = Admin::new(&cp).unwrap();
     // The node's PostgreSQL, for the database the manifests' Secret names (both installs).
     let mut pg: Option<(NodePostgres, Vec<reqwest::Url>)> = None;
     let mut installed = None;
     let ok = run(
         "1 install: the README's kustomize commands, pods Ready, runtime enforcement, webhook through the Service".into(),
         &mut || {
-            let i = rt.block_on(install_overlay(&cp, &node, &mut pg))?;
+            let i = rt.block_on(install_overlay(&cp, &node, &admin, &mut pg))?;
             let mut summary = rt.block_on(check_install(&i))?;
             summary.push('\n');
             summary.push_str(&rt.block_on(kubelet_enforces(&i))?);
@@ -119,7 +121,7 @@ fn the_shipped_manifests_run_as_pods_on_a_real_node_and_the_lifecycle_passes_thr
         "4 the Helm chart: the README's kustomize uninstall, its helm install, pods Ready, helm test".into(),
         &mut || {
             let previous = installed.take().context("the overlay install failed")?;
-            let i = rt.block_on(install_chart(previous, pg.as_ref()))?;
+            let i = rt.block_on(install_chart(previous, &admin, pg.as_ref()))?;
             let summary = rt.block_on(check_install(&i))?;
             chart = Some(i);
             Ok(summary)
@@ -193,13 +195,6 @@ fn import_images(node: &Node, docs: &[Value]) -> Result<()> {
     Ok(())
 }
 
-fn apply_docs(cp: &ControlPlane, docs: &[Value], file: &str) -> Result<std::path::PathBuf> {
-    let path = cp.dir.join(file);
-    std::fs::write(&path, to_yaml(docs)?)?;
-    cp.kubectl(&["apply", "-f", path.to_str().context("path")?])?;
-    Ok(path)
-}
-
 fn wait_rollouts(cp: &ControlPlane) -> Result<()> {
     for deploy in ["audit-guard", "audit-guard-datastorage"] {
         let target = format!("deployment/{deploy}");
@@ -218,6 +213,7 @@ fn wait_rollouts(cp: &ControlPlane) -> Result<()> {
 async fn install_overlay<'a>(
     cp: &'a ControlPlane,
     node: &'a Node<'a>,
+    admin: &Admin,
     pg: &mut Option<(NodePostgres, Vec<reqwest::Url>)>,
 ) -> Result<Installed<'a>> {
     let client = cp.client().await?;
@@ -231,26 +227,13 @@ async fn install_overlay<'a>(
         println!("OVERRIDE {}: {}", o.name, o.why);
         (o.apply)(&mut docs);
     }
-    // The namespace first, so the database Service exists before Data Storage starts.
-    let ns_doc = find(&docs, "Namespace", NAMESPACE).context("no Namespace in the overlay")?;
-    apply_docs(cp, std::slice::from_ref(ns_doc), "namespace.yaml")?;
-    // The database Secrets, created by the admin as the README says (the manifests ship none).
-    let secrets = readme_database_secrets();
-    create_database_secrets(cp, &secrets)?;
-    let urls: Vec<reqwest::Url> = secrets.iter().map(|(_, u)| u.clone()).collect();
-    println!(
-        "database Secrets created with kubectl create secret generic: {}",
-        secrets
-            .iter()
-            .map(|(n, u)| format!("{n} ({})", u.host_str().unwrap_or("?")))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    // The namespace, the Secrets and the keys as the README's "Secrets and keys" has the admin
+    // make them; then the database those Secrets name, before Data Storage starts.
+    let urls = readme_secrets(cp, admin, false)?;
     let server = database_for(node, &urls)?;
     database_services(cp, &urls, &server)?;
     *pg = Some((server, urls));
 
-    webhook_client_ca(cp)?;
     let applied = cp.dir.join("self-managed-as-applied.yaml");
     std::fs::write(&applied, to_yaml(&docs)?)?;
     if overrides.is_empty() {
@@ -272,37 +255,18 @@ async fn install_overlay<'a>(
     ready(cp, node, client, docs, applied).await
 }
 
-/// As an admin would before installing: the ConfigMap with the CA that signed the API
-/// server's admission client certificate (the control plane's AdmissionConfiguration presents
-/// it), which the webhook demands on 9443 (mutual TLS is on by default in both installs).
-fn webhook_client_ca(cp: &ControlPlane) -> Result<()> {
-    let ca = cp.webhook_client_ca.to_str().context("path")?;
-    let cm = cp.kubectl(&[
-        "create",
-        "configmap",
-        "audit-guard-webhook-client-ca",
-        "-n",
-        NAMESPACE,
-        &format!("--from-file=ca.crt={ca}"),
-        "--dry-run=client",
-        "-o",
-        "yaml",
-    ])?;
-    let file = cp.dir.join("webhook-client-ca.yaml");
-    std::fs::write(&file, cm)?;
-    cp.kubectl(&["apply", "-f", file.to_str().context("path")?])?;
-    Ok(())
-}
-
 /// Removes the overlay's install (its SignalProcessings first, so the controller stores their
 /// records), then `helm install` of charts/audit-guard in the same namespace, with the same
 /// database Secret, every pod Ready.
-async fn install_chart<'a>(previous: Installed<'a>, pg: Option<&(NodePostgres, Vec<reqwest::Url>)>) -> Result<Installed<'a>> {
+async fn install_chart<'a>(
+    previous: Installed<'a>,
+    admin: &Admin,
+    pg: Option<&(NodePostgres, Vec<reqwest::Url>)>,
+) -> Result<Installed<'a>> {
     let Installed {
         cp, node, client, applied, ..
     } = previous;
     let (server, urls) = pg.context("no database from the overlay install")?;
-    let overlay = parse_docs(&std::fs::read_to_string(&applied)?)?;
     // As the README's "Uninstall" says: the SignalProcessings released by audit-guard first,
     // then its kustomize commands; what the overlay installed is gone but the CRD.
     cp.kubectl(&["delete", "signalprocessings", "--all", "-A", "--timeout=300s"])?;
@@ -321,17 +285,11 @@ async fn install_chart<'a>(previous: Installed<'a>, pg: Option<&(NodePostgres, V
     cp.kubectl(&["delete", "crd", "signalprocessings.kubernaut.ai", "--timeout=120s"])?;
     println!("the overlay's install removed as the README says (its SignalProcessings released first); the CRD deleted by the test for a clean Helm install");
 
-    // As an admin would: the namespace (restricted Pod Security, as the overlay has it), the
-    // database Secrets the chart is told about (the runtime role's and the owner's), the
-    // database Service.
-    let ns_doc = find(&overlay, "Namespace", NAMESPACE).context("no Namespace in the overlay")?;
-    apply_docs(cp, std::slice::from_ref(ns_doc), "namespace.yaml")?;
-    let names = ["audit-guard-datastorage-db-owner", "audit-guard-datastorage-db"];
-    ensure!(urls.len() == names.len(), "the overlay's install had {} database URLs", urls.len());
-    let secrets: Vec<(&str, reqwest::Url)> = names.into_iter().zip(urls.iter().cloned()).collect();
-    create_database_secrets(cp, &secrets)?;
+    // The README's "Secrets and keys" again (the namespace went with the kustomize uninstall), with
+    // the keys the admin already holds, and the database Service.
+    let again = readme_secrets(cp, admin, true)?;
+    ensure!(&again == urls, "the README's Secrets name other database URLs the second time");
     database_services(cp, urls, server)?;
-    webhook_client_ca(cp)?;
 
     let kubeconfig = cp.kubeconfig.to_str().context("path")?;
     // The opt-in pre-delete check, for scenario 6.
@@ -385,6 +343,69 @@ async fn install_chart<'a>(previous: Installed<'a>, pg: Option<&(NodePostgres, V
     Ok(installed)
 }
 
+/// The admin of the walk-through: the passwords they chose and the directory on their machine
+/// where they run the README's commands and keep the key files `audit-guard keys` writes.
+struct Admin {
+    dir: std::path::PathBuf,
+    owner_password: String,
+    runtime_password: String,
+}
+
+impl Admin {
+    fn new(cp: &ControlPlane) -> Result<Self> {
+        let dir = cp.dir.join("admin");
+        std::fs::create_dir_all(&dir)?;
+        // PostgreSQL's CA, as the README's `--from-file=ca.crt=postgresql-ca.crt` expects it here:
+        // the node's PostgreSQL serves a certificate of the cluster's CA.
+        std::fs::write(dir.join("postgresql-ca.crt"), &cp.ca_pem)?;
+        let password = || format!("{:032x}", rand::random::<u128>());
+        Ok(Self {
+            dir,
+            owner_password: password(),
+            runtime_password: password(),
+        })
+    }
+}
+
+/// The README's "Secrets and keys" block, run as written in the admin's directory with its
+/// placeholders filled: the passwords, and the CA of the API server's admission client
+/// certificate (the control plane's AdmissionConfiguration presents one). With `keys_made`, the
+/// admin already holds the keys from an earlier install and leaves out the `audit-guard keys`
+/// line (it never overwrites a key; the log's key must stay the one auditors were given).
+/// Returns the database URLs the Secrets hold, the owner's first (its role owns the database).
+fn readme_secrets(cp: &ControlPlane, admin: &Admin, keys_made: bool) -> Result<Vec<reqwest::Url>> {
+    let client_ca = cp.webhook_client_ca.to_str().context("path")?;
+    let mut urls = Vec::new();
+    for command in readme_commands("secrets")? {
+        if keys_made && command.starts_with("audit-guard keys") {
+            println!("README $ {command}   (left out: the admin keeps the keys made the first time)");
+            continue;
+        }
+        let command = command
+            .replace("<owner password>", &admin.owner_password)
+            .replace("<runtime password>", &admin.runtime_password)
+            .replace("<CA of the API server's client certificate>", client_ca);
+        ensure!(
+            !(command.contains('<') && command.contains('>')),
+            "README secrets: a placeholder the walk-through does not know: {command}"
+        );
+        let out = run_readme_in(cp, &admin.dir, &command)?;
+        ensure!(out.0, "README command failed: {command}\n{}", out.1);
+        println!("{}", out.1.trim());
+        if let Some(url) = command.split("--from-literal=url=").nth(1) {
+            let url = reqwest::Url::parse(url.trim().trim_matches('"'))?;
+            let owner = command.contains("create secret generic audit-guard-datastorage-db-owner ");
+            urls.insert(if owner { 0 } else { urls.len() }, url);
+        }
+    }
+    ensure!(
+        urls.len() == 2,
+        "README secrets: {} database URLs, expected the runtime role's and the owner's",
+        urls.len()
+    );
+    Ok(urls)
+}
+
 /// The overlay the README's `<overlay>` stands for here, and so which of its `kubectl apply -k`
 /// alternatives the walk-through runs.
 const README_OVERLAY: &str = "self-managed";
@@ -398,6 +419,7 @@ const README_OVERLAY: &str = "self-managed";
 ///   then deletes the CRD itself, so that the Helm install starts from a clean cluster;
 /// - the images the README's install names are imported on the node (no registry here);
 /// - `make certs` uses the test's binary (`AUDIT_GUARD_BIN`) instead of building one.
+/// - the "Secrets and keys" block's placeholders are filled by [`readme_secrets`].
 fn readme_commands(step: &str) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(repo().join("README.md"))?;
     let marker = format!("<!-- e2e-node: {step} -->");
@@ -445,6 +467,11 @@ fn without_comment(line: &str) -> &str {
 /// Runs one of the README's commands as a user would at the repository's root, with kubectl,
 /// helm and audit-guard on PATH and the control plane's kubeconfig: success and output.
 fn run_readme(cp: &ControlPlane, command: &str) -> Result<(bool, String)> {
+    run_readme_in(cp, &repo(), command)
+}
+
+/// [`run_readme`] in the directory `dir`.
+fn run_readme_in(cp: &ControlPlane, dir: &std::path::Path, command: &str) -> Result<(bool, String)> {
     let bin = cp.dir.join("readme-bin");
     std::fs::create_dir_all(&bin)?;
     for (name, target) in [
@@ -462,7 +489,7 @@ fn run_readme(cp: &ControlPlane, command: &str) -> Result<(bool, String)> {
     println!("README $ {command}");
     let out = std::process::Command::new("bash")
         .args(["-c", command])
-        .current_dir(repo())
+        .current_dir(dir)
         .env("PATH", path)
         .env("KUBECONFIG", &cp.kubeconfig)
         .env("AUDIT_GUARD_BIN", env!("CARGO_BIN_EXE_audit-guard"))

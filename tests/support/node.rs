@@ -117,40 +117,6 @@ pub fn accepted_audience(docs: &[Value]) -> Result<String> {
     datastorage_token_audience(docs).context("no projected token for Data Storage")
 }
 
-/// The database Secrets as the README's "Install" has the admin create them (the manifests ship
-/// none): (Secret name, URL), the owner's first, since the first URL's role owns the database.
-/// Each role gets a fresh random password.
-pub fn readme_database_secrets() -> Vec<(&'static str, reqwest::Url)> {
-    let url = |role: &str| {
-        let password = format!("{:032x}", rand::random::<u128>());
-        reqwest::Url::parse(&format!(
-            "postgres://{role}:{password}@postgresql.{NAMESPACE}.svc:5432/audit_guard?sslmode=verify-full&sslrootcert=/etc/audit-guard/db-ca/ca.crt"
-        ))
-        .expect("a valid URL")
-    };
-    vec![
-        ("audit-guard-datastorage-db-owner", url("audit_guard")),
-        ("audit-guard-datastorage-db", url("audit_guard_app")),
-    ]
-}
-
-/// `kubectl -n audit-guard create secret generic <name> --from-literal=url=<url>`, as the
-/// README says, for each of them.
-pub fn create_database_secrets(cp: &ControlPlane, secrets: &[(&str, reqwest::Url)]) -> Result<()> {
-    for (name, url) in secrets {
-        cp.kubectl(&[
-            "-n",
-            NAMESPACE,
-            "create",
-            "secret",
-            "generic",
-            name,
-            &format!("--from-literal=url={url}"),
-        ])?;
-    }
-    Ok(())
-}
-
 /// Starts the node's PostgreSQL for the URLs the manifests name: their roles, passwords and
 /// databases, and a TLS certificate for their host names.
 pub fn database_for(node: &Node, urls: &[reqwest::Url]) -> Result<NodePostgres> {
@@ -173,7 +139,7 @@ pub fn database_for(node: &Node, urls: &[reqwest::Url]) -> Result<NodePostgres> 
 }
 
 /// For each `<svc>.<ns>.svc` host the URLs name, a Service without selector whose EndpointSlice
-/// points at the node's PostgreSQL, and in that namespace Data Storage's key Secrets.
+/// points at the node's PostgreSQL (the Secrets and keys are the admin's, made as the README says).
 pub fn database_services(cp: &ControlPlane, urls: &[reqwest::Url], pg: &NodePostgres) -> Result<()> {
     let mut objects = String::new();
     let mut seen = std::collections::BTreeSet::new();
@@ -186,29 +152,6 @@ pub fn database_services(cp: &ControlPlane, urls: &[reqwest::Url], pg: &NodePost
         };
         if !seen.insert((svc.to_string(), ns.to_string())) {
             continue;
-        }
-        // Data Storage's evidence keys (the hash chain's and the export signing key), as an admin
-        // creates them with `audit-guard keys`: generated here, never committed.
-        let indent = |text: &str| text.lines().map(|l| format!("    {l}\n")).collect::<String>();
-        let chain_key = audit_guard::datastorage::chain::generate_key_line("e2e-1").map_err(anyhow::Error::msg)?;
-        let (signing_key, _) = audit_guard::datastorage::export::generate_signing_key()?;
-        let log_key =
-            audit_guard::evidence::note::SignerKey::generate("audit-guard.e2e/datastorage", audit_guard::evidence::note::ALG_ED25519)?;
-        objects.push_str(&format!(
-            "apiVersion: v1\nkind: Secret\nmetadata: {{name: audit-guard-datastorage-chain-key, namespace: {ns}}}\nstringData:\n  chain.key: |\n{}---\n\
-             apiVersion: v1\nkind: Secret\nmetadata: {{name: audit-guard-datastorage-signing-key, namespace: {ns}}}\nstringData:\n  signing-key.pem: |\n{}---\n\
-             apiVersion: v1\nkind: Secret\nmetadata: {{name: audit-guard-datastorage-log-key, namespace: {ns}}}\nstringData:\n  log.key: |\n{}---\n",
-            indent(&chain_key),
-            indent(&signing_key),
-            indent(&log_key.to_secret_string())
-        ));
-        // sslmode=verify-full checks the server against the CA the URL's sslrootcert names: the
-        // manifests mount it from the optional Secret audit-guard-datastorage-db-ca.
-        if url.query_pairs().any(|(k, _)| k == "sslrootcert") {
-            let ca = cp.ca_pem.lines().map(|l| format!("    {l}\n")).collect::<String>();
-            objects.push_str(&format!(
-                "apiVersion: v1\nkind: Secret\nmetadata: {{name: audit-guard-datastorage-db-ca, namespace: {ns}}}\nstringData:\n  ca.crt: |\n{ca}---\n"
-            ));
         }
         objects.push_str(&format!(
             "apiVersion: v1\nkind: Service\nmetadata: {{name: {svc}, namespace: {ns}}}\nspec:\n  ports: [{{name: postgresql, port: {port}, protocol: TCP}}]\n---\n\
