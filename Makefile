@@ -40,6 +40,12 @@ dist:
 helm:
 	@bash tools/helm/build.sh >/dev/null
 
+## torchwood's litewitness and witnessctl (the Go witness the log is tested against), built once
+## from their Go module (tools/litewitness).
+.PHONY: litewitness
+litewitness:
+	@bash tools/litewitness/build.sh >/dev/null
+
 ## The chart alone: helm lint --strict, templates per cert mode, schema, drift against kustomize; alerts; dashboard queries.
 chart: controlplane helm
 	$(CARGO) test --test helm_chart --test alerts --test e2e_helm
@@ -54,7 +60,7 @@ check: lint test-unit
 
 ## Everything: lint, unit tests, end-to-end tests on a real control plane and PostgreSQL, fault
 ## tests, the chart, and the shipped manifests and chart as pods on a real node (e2e_node, as root).
-test: deps controlplane helm node image dist postgres lint
+test: deps controlplane helm litewitness node image dist postgres lint
 	@mkdir -p $(CARGO_TARGET_DIR)
 	set -o pipefail; $(CARGO) test --no-fail-fast --workspace --lib --bins --tests -- --test-threads=4 2>&1 | tee $(CARGO_TARGET_DIR)/test-output.log
 	@bash scripts/test-summary.sh $(CARGO_TARGET_DIR)/test-output.log

@@ -7,17 +7,13 @@
 
 mod support;
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use audit_guard::evidence::merkle::Hash;
-use audit_guard::evidence::note::{Checkpoint, Note, SignerKey, VerifierKey, ALG_COSIGNATURE_V1, ALG_ED25519};
-use audit_guard::evidence::witness::AddCheckpoint;
-use serde_json::json;
+use audit_guard::evidence::note::{SignerKey, VerifierKey, ALG_COSIGNATURE_V1, ALG_ED25519};
 use support::datastorage::*;
-use support::wait_for;
+use support::witness::*;
 
 const ORIGIN: &str = "audit-guard.test/datastorage";
 const WITNESS: &str = "witness.test/auditor";
@@ -84,91 +80,13 @@ impl Witness {
             url: format!("http://127.0.0.1:{port}"),
             log: log.to_path_buf(),
         };
-        let ready = wait_for("the witness to listen", Duration::from_secs(60), || {
-            let exited = w.child.try_wait().ok().flatten();
-            async move {
-                if let Some(status) = exited {
-                    anyhow::bail!("log-witness exited ({status})");
-                }
-                Ok(TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()))
-            }
-        })
-        .await;
-        if let Err(e) = ready {
-            panic!("{e}\n{}", std::fs::read_to_string(&w.log).unwrap_or_default());
-        }
+        wait_listening("log-witness", &mut w.child, port, &w.log).await;
         w
     }
 
     async fn add(&self, old: u64, proof: Vec<Hash>, checkpoint: &[u8]) -> (u16, String, Vec<u8>) {
-        let body = AddCheckpoint {
-            old,
-            proof,
-            checkpoint: checkpoint.to_vec(),
-        };
-        let r = reqwest::Client::new()
-            .post(format!("{}/add-checkpoint", self.url))
-            .body(body.to_bytes())
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        let ct = r
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        (status, ct, r.bytes().await.unwrap().to_vec())
+        add_checkpoint(&self.url, old, proof, checkpoint).await
     }
-}
-
-/// The served checkpoint once it covers `size` entries and carries the witness's valid
-/// cosignature (the log's signature checked too).
-async fn cosigned_checkpoint(svc: &DataStorage, k: &Keys, size: u64) -> (Checkpoint, Note) {
-    wait_for("a cosigned checkpoint", Duration::from_secs(60), || async {
-        let r = svc
-            .http
-            .get(svc.endpoint("/api/v1/log/checkpoint"))
-            .bearer_auth(READER_TOKEN)
-            .send()
-            .await?;
-        if r.status() != 200 {
-            return Ok(None);
-        }
-        let bytes = r.bytes().await?;
-        let (cp, note) = Checkpoint::open(&bytes, k.log.verifier(), ORIGIN)?;
-        if cp.size < size {
-            return Ok(None);
-        }
-        Ok(note.verify_cosignature(&k.witness).ok().map(|_| (cp, note)))
-    })
-    .await
-    .unwrap()
-}
-
-async fn store(svc: &DataStorage, tag: &str, n: usize) {
-    for i in 0..n {
-        let (s, _, v) = svc
-            .post_json(
-                BASE,
-                &record(&format!("{tag}-{i}"), "fp", "production", "P1", &ago(60), json!("1s")),
-            )
-            .await;
-        assert_eq!(s, 201, "{v}");
-    }
-}
-
-fn signed(k: &Keys, size: u64, root: Hash) -> Vec<u8> {
-    Checkpoint {
-        origin: ORIGIN.into(),
-        size,
-        root,
-        extensions: vec![],
-    }
-    .sign(&k.log)
-    .unwrap()
-    .to_bytes()
 }
 
 async fn witnessed(options: impl Fn(&Keys, &Path) -> Options) {
@@ -182,20 +100,20 @@ async fn witnessed(options: impl Fn(&Keys, &Path) -> Options) {
     std::fs::write(&policy, format!("# the auditor's witness\nwitness {} {}\n", k.witness, w.url)).unwrap();
     let svc = DataStorage::launch(options(&k, &policy)).await;
 
-    store(&svc, "w1", 6).await;
-    let (cp, note) = cosigned_checkpoint(&svc, &k, 6).await;
+    store_records(&svc, "w1", 6).await;
+    let (cp, note, _) = cosigned_checkpoint(&svc, k.log.verifier(), &k.witness, 6).await;
     // One signature by the log, one cosignature by the witness.
     assert_eq!(note.signatures.len(), 2, "{}", String::from_utf8_lossy(&note.to_bytes()));
 
     // A fork: another root at the size the witness cosigned, signed with the log's key.
     let mut other = cp.root;
     other[0] ^= 1;
-    let (s, ct, body) = w.add(cp.size, vec![], &signed(&k, cp.size, other)).await;
+    let (s, ct, body) = w.add(cp.size, vec![], &signed_checkpoint(&k.log, cp.size, other)).await;
     assert_eq!((s, ct.as_str()), (409, "text/x.tlog.size"), "{}", String::from_utf8_lossy(&body));
     assert_eq!(body, format!("{}\n", cp.size).into_bytes());
     // A smaller tree: 409 naming the size the witness knows; claiming that size as `old` is
     // malformed (old > size). Neither gets a cosignature line.
-    let smaller = signed(&k, cp.size - 1, [7; 32]);
+    let smaller = signed_checkpoint(&k.log, cp.size - 1, [7; 32]);
     let (s, _, body) = w.add(0, vec![], &smaller).await;
     assert_eq!((s, body), (409, format!("{}\n", cp.size).into_bytes()));
     let (s, _, body) = w.add(cp.size, vec![], &smaller).await;
@@ -207,7 +125,7 @@ async fn witnessed(options: impl Fn(&Keys, &Path) -> Options) {
     // A restart keeps the state: the same fork is refused, a fresh start (old 0) is told the size.
     drop(w);
     let w = Witness::start(&k, &state, port, &wlog).await;
-    let (s, _, body) = w.add(cp.size, vec![], &signed(&k, cp.size, other)).await;
+    let (s, _, body) = w.add(cp.size, vec![], &signed_checkpoint(&k.log, cp.size, other)).await;
     assert_eq!((s, body), (409, format!("{}\n", cp.size).into_bytes()));
     // Data Storage may have pushed a larger checkpoint meanwhile: the witness names at least
     // the size it cosigned before the restart.
@@ -217,16 +135,10 @@ async fn witnessed(options: impl Fn(&Keys, &Path) -> Options) {
     assert!(latest >= cp.size);
 
     // Data Storage pushes on from the witness's size after the restart.
-    store(&svc, "w2", 4).await;
-    let (cp2, _) = cosigned_checkpoint(&svc, &k, cp.size + 4).await;
+    store_records(&svc, "w2", 4).await;
+    let (cp2, _, _) = cosigned_checkpoint(&svc, k.log.verifier(), &k.witness, cp.size + 4).await;
     assert!(cp2.size >= cp.size + 4);
-    let metrics = svc.http.get(svc.endpoint("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("datastorage_log_witness_pushes_total{result=\"ok\"}") && !l.ends_with(" 0")),
-        "{metrics}"
-    );
+    assert_pushes_cosigned(&svc).await;
     let log = std::fs::read_to_string(&wlog).unwrap();
     assert!(log.contains("cosigned"), "{log}");
 }
