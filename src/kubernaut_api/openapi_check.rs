@@ -346,3 +346,33 @@ fn the_mapping_doc_lists_every_field_the_events_mode_stores() {
         "the doc's envelope table names fields the request lacks: {invented:?}"
     );
 }
+
+/// The events built from the fixtures at a fixed time, as the client sends them, kept in
+/// tests/fixtures: the bytes on the wire (key order aside) change only on purpose. Written
+/// afresh with `AUDIT_GUARD_WRITE_GOLDEN=1`.
+#[test]
+fn the_events_sent_are_the_recorded_ones() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kubernaut-events.golden.json");
+    let now: DateTime<Utc> = "2026-01-10T12:00:00Z".parse().expect("time");
+    let mut built = events_built(now);
+    let every_fact = cr(|v| {
+        v["status"]["signalClassification"]["policyHash"] = json!("0123456789abcdef".repeat(4));
+        v["status"]["signalClassification"]["signalMode"] = json!("proactive");
+        v["status"]["signalClassification"]["sourceSignalName"] = json!("PredictedOOMKill");
+    });
+    built.push(("every fact", event_for(&build_record(&every_fact, Trigger::Completion, now), now)));
+    let got: serde_json::Map<String, Value> = built
+        .into_iter()
+        .map(|(name, ev)| (name.to_string(), serde_json::to_value(ev).expect("an event is JSON")))
+        .collect();
+    if std::env::var_os("AUDIT_GUARD_WRITE_GOLDEN").is_some() {
+        let text = serde_json::to_string_pretty(&got).expect("json") + "\n";
+        std::fs::write(&path, text).expect("write the golden file");
+    }
+    let want: serde_json::Map<String, Value> =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("the golden file")).expect("the golden file is JSON");
+    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>());
+    for (name, ev) in &got {
+        assert_eq!(Some(ev), want.get(name), "{name}");
+    }
+}
