@@ -17,6 +17,8 @@ use std::path::PathBuf;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 
+use super::event::AuditEvent;
+use super::facts::CrFacts;
 use super::payload::{amendment, break_glass_event_for, event_for};
 use crate::audit::break_glass::BreakGlassEvent;
 use crate::audit::from_cr::build_record;
@@ -202,40 +204,27 @@ fn events_built(now: DateTime<Utc>) -> Vec<(&'static str, Value)> {
         sp.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
         sp
     };
+    let built = |sp: &SignalProcessing, trigger: Trigger| event_for(&build_record(sp, trigger, now), &CrFacts::of(sp), now);
+    let sent = |ev: &AuditEvent| serde_json::to_value(ev).expect("an event is JSON");
+    let at_deletion = built(&deleting(&completed), Trigger::Deletion);
     let mut cases: Vec<(&str, Value)> = vec![
-        (
-            "completed, at completion",
-            event_for(&build_record(&completed, Trigger::Completion, now), now),
-        ),
-        (
-            "completed, at deletion",
-            event_for(&build_record(&deleting(&completed), Trigger::Deletion, now), now),
-        ),
-        ("failed", event_for(&build_record(&failed, Trigger::Completion, now), now)),
+        ("completed, at completion", sent(&built(&completed, Trigger::Completion))),
+        ("completed, at deletion", sent(&at_deletion)),
+        ("failed", sent(&built(&failed, Trigger::Completion))),
         (
             "incomplete (Pending, no status)",
-            event_for(&build_record(&deleting(&pending), Trigger::Deletion, now), now),
+            sent(&built(&deleting(&pending), Trigger::Deletion)),
         ),
-        ("forced", event_for(&build_record(&deleting(&completed), Trigger::Forced, now), now)),
-        (
-            "forced, no status",
-            event_for(&build_record(&deleting(&pending), Trigger::Forced, now), now),
-        ),
-        (
-            "anomalous",
-            event_for(&build_record(&deleting(&anomalous), Trigger::Deletion, now), now),
-        ),
-        (
-            "unknown phase",
-            event_for(&build_record(&deleting(&unknown_phase), Trigger::Deletion, now), now),
-        ),
-        (
-            "completed 8 days ago",
-            event_for(&build_record(&deleting(&old), Trigger::Deletion, now), now),
-        ),
+        ("forced", sent(&built(&deleting(&completed), Trigger::Forced))),
+        ("forced, no status", sent(&built(&deleting(&pending), Trigger::Forced))),
+        ("anomalous", sent(&built(&deleting(&anomalous), Trigger::Deletion))),
+        ("unknown phase", sent(&built(&deleting(&unknown_phase), Trigger::Deletion))),
+        ("completed 8 days ago", sent(&built(&deleting(&old), Trigger::Deletion))),
     ];
-    let existing = json!({ "event_id": "0b7c5a4e-8f55-4f53-9d0c-0d2f7e3f1a11", "event_timestamp": days_ago(now, 2) });
-    cases.push(("an amendment", amendment(cases[1].1.clone(), &existing)));
+    let mut existing = at_deletion.clone();
+    existing.event_id = Some("0b7c5a4e-8f55-4f53-9d0c-0d2f7e3f1a11".into());
+    existing.event_timestamp = days_ago(now, 2);
+    cases.push(("an amendment", sent(&amendment(at_deletion, &existing))));
     let bg = BreakGlassEvent {
         id: "review-1".into(),
         user: "bob".into(),
@@ -247,9 +236,14 @@ fn events_built(now: DateTime<Utc>) -> Vec<(&'static str, Value)> {
         at: now,
         confirmed: None,
     };
+    let removed = deleting(&pending);
     cases.push((
         "break-glass",
-        break_glass_event_for(&bg, &build_record(&deleting(&pending), Trigger::Forced, now)),
+        sent(&break_glass_event_for(
+            &bg,
+            &build_record(&removed, Trigger::Forced, now),
+            &CrFacts::of(&removed),
+        )),
     ));
     cases
 }
@@ -360,7 +354,8 @@ fn the_events_sent_are_the_recorded_ones() {
         v["status"]["signalClassification"]["signalMode"] = json!("proactive");
         v["status"]["signalClassification"]["sourceSignalName"] = json!("PredictedOOMKill");
     });
-    built.push(("every fact", event_for(&build_record(&every_fact, Trigger::Completion, now), now)));
+    let every_fact = event_for(&build_record(&every_fact, Trigger::Completion, now), &CrFacts::of(&every_fact), now);
+    built.push(("every fact", serde_json::to_value(every_fact).expect("json")));
     let got: serde_json::Map<String, Value> = built
         .into_iter()
         .map(|(name, ev)| (name.to_string(), serde_json::to_value(ev).expect("an event is JSON")))
