@@ -457,7 +457,6 @@ mod slim_tests {
         for trigger in [Trigger::Completion, Trigger::Deletion, Trigger::Forced] {
             let record = build_record(sp, trigger, now);
             out.push(serde_json::to_string(&record).unwrap());
-            out.push(format!("{:?}", record.cr.0));
         }
         out.push(format!("{:?}", CrFacts::of(sp)));
         out.push(format!("{:?}", finished_at(sp, now)));

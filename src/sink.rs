@@ -22,9 +22,11 @@ pub trait RecordSink: BatchSink {
     /// The HTTP client underneath: what readiness asks whether Data Storage answers or refuses.
     fn client(&self) -> &DataStorageClient;
 
-    /// Called with the object before each write of its record: whatever the API needs to know
-    /// of the object beyond the record (Kubernaut's: the CR's own mark of a queued event).
-    fn prepare(&self, _sp: &SignalProcessing) {}
+    /// Called with the object and the record just built from it, before the record is handed
+    /// to be stored (a record stored again once stored is prepared again): whatever the API
+    /// needs to know of the object beyond the record (Kubernaut's: the CR's own mark of a
+    /// queued event, and what its event payload has fields for).
+    fn prepare(&self, _sp: &SignalProcessing, _record: &SignalProcessingAudit) {}
 
     /// Whether Data Storage holds a record under `id` (`remediation_id` finds it where the API
     /// files records by remediation).

@@ -169,7 +169,6 @@ fn valid_record() -> impl Strategy<Value = SignalProcessingAudit> {
                     trigger,
                     deleted_at,
                     anomalies: Vec::new(),
-                    cr: Default::default(),
                 }
             },
         )

@@ -17,7 +17,6 @@ use super::{
 };
 use crate::crd::{SignalProcessing, SignalProcessingStatus};
 use crate::duration::GoDuration;
-use crate::kubernaut_api::facts::{Beside, CrFacts};
 
 /// How a record is built from a CR (the webhook takes it as a parameter, for tests).
 pub type RecordBuilder = fn(&SignalProcessing, Trigger, DateTime<Utc>) -> SignalProcessingAudit;
@@ -190,7 +189,6 @@ pub fn build_record(sp: &SignalProcessing, trigger: Trigger, now: DateTime<Utc>)
         trigger: Some(trigger),
         deleted_at,
         anomalies: check.anomalies,
-        cr: Beside(Some(CrFacts::of(sp))),
     }
 }
 

@@ -96,11 +96,6 @@ pub struct SignalProcessingAudit {
     /// so that every record is storable and nothing is silently lost.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub anomalies: Vec<Anomaly>,
-    /// What the CR said that only Kubernaut's event payload has a field for (its phase, the
-    /// signal's name and severity ...). Carried in memory beside the record, never part of it:
-    /// not serialised, not compared.
-    #[serde(skip)]
-    pub cr: crate::kubernaut_api::facts::Beside,
 }
 
 /// One value the record could not hold as given.

@@ -245,8 +245,9 @@ async fn reconcile_once(sp: Arc<SignalProcessing>, ctx: Arc<Context>) -> Result<
         Action::EnqueueRecord => {
             // A new leader meets every completed CR at start: whatever the sink needs of the
             // object (a write another process's writer left queued) it learns here.
-            ctx.ds.prepare(&sp);
-            if ctx.writer.enqueue(build_record(&sp, Trigger::Completion, Utc::now())) {
+            let record = build_record(&sp, Trigger::Completion, Utc::now());
+            ctx.ds.prepare(&sp, &record);
+            if ctx.writer.enqueue(record) {
                 ctx.enqueued.insert(&uid);
                 outcome("enqueued");
             } else {
@@ -275,8 +276,8 @@ async fn persist_and_release(
     let name = sp.name_any();
     let ns = sp.namespace().unwrap_or_default();
     for _ in 0..RELEASE_ROUNDS {
-        ctx.ds.prepare(&sp);
         let record = build_record(&sp, Trigger::Deletion, Utc::now());
+        ctx.ds.prepare(&sp, &record);
         let persisted = match persist(ctx.ds.as_ref(), ctx.group.as_ref(), &record).await {
             Ok(p) => p,
             Err(e) => return persist_failure::on_failure(ctx, &sp, &record.id, e).await,

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::event::AuditEvent;
 use super::matching::{self, find_record, Found};
 use super::payload::{amendment, break_glass_event_for, event_for, EVENT_TYPE};
 use super::queue::Step;
@@ -54,7 +55,8 @@ impl KubernautApi {
         }
     }
 
-    /// Every `signalprocessing.signal.processed` event of one remediation.
+    /// Every `signalprocessing.signal.processed` event of one remediation, as answered (each is
+    /// decoded by [`matching::record_events`] only when it is about the CR in question).
     pub(crate) async fn events_of(&self, correlation_id: &str) -> Result<Vec<Value>, ClientError> {
         let mut all = Vec::new();
         for _ in 0..MAX_PAGES {
@@ -81,7 +83,7 @@ impl KubernautApi {
     }
 
     /// POSTs one event of the CR `uid` if the 202 rule allows it.
-    async fn post_event(&self, uid: &str, body: Value, now: DateTime<Utc>) -> Result<Stored, ClientError> {
+    async fn post_event(&self, uid: &str, event: &AuditEvent, now: DateTime<Utc>) -> Result<Stored, ClientError> {
         if let Step::Wait { queued_at, repost_at } = self.queued.step(uid, now) {
             return Err(ClientError::of(
                 FailureKind::Queued,
@@ -91,7 +93,7 @@ impl KubernautApi {
                 ),
             ));
         }
-        match self.http.post(self.http.url(EVENTS_PATH, &[])?, &body, false).await {
+        match self.http.post(self.http.url(EVENTS_PATH, &[])?, &sent(event)?, false).await {
             Ok((stored, _)) => Ok(stored),
             Err(e) => {
                 self.after_failed_write(&[uid], &e, now);
@@ -100,36 +102,65 @@ impl KubernautApi {
         }
     }
 
+    /// The record events of the CR `uid` among its remediation's.
+    async fn record_events(&self, correlation_id: &str, uid: &str) -> Result<Vec<AuditEvent>, ClientError> {
+        decoded(&self.events_of(correlation_id).await?, uid)
+    }
+
+    /// The record's event as written now, with the facts captured from its CR.
+    pub(crate) fn event_of(&self, record: &SignalProcessingAudit, now: DateTime<Utc>) -> AuditEvent {
+        event_for(record, &self.facts.of(record), now)
+    }
+
+    /// The record's event is stored: nothing to wait for, no facts to keep for it.
+    fn stored(&self, record: &SignalProcessingAudit) {
+        self.queued.clear(&record.id);
+        self.facts.settled(record);
+    }
+
+    /// A POST that stored the event settles the record.
+    fn posted(&self, record: &SignalProcessingAudit, result: Result<Stored, ClientError>) -> Result<Stored, ClientError> {
+        if result.is_ok() {
+            self.facts.settled(record);
+        }
+        result
+    }
+
     pub(crate) async fn events_store_one(&self, record: &SignalProcessingAudit) -> Result<Stored, ClientError> {
         let now = Utc::now();
-        let ours = event_for(record, now);
-        match find_record(&self.events_of(&record.remediation_id).await?, &ours) {
+        let ours = self.event_of(record, now);
+        match find_record(&self.record_events(&record.remediation_id, &record.id).await?, &ours) {
             Found::Same => {
-                self.queued.clear(&record.id);
+                self.stored(record);
                 Ok(Stored::AlreadyStored)
             }
-            Found::Different(existing) => Ok(Stored::Conflict { existing }),
-            Found::Nothing => self.post_event(&record.id, ours, now).await,
+            Found::Different(existing) => Ok(Stored::Conflict {
+                existing: sent(&existing)?,
+            }),
+            Found::Nothing => self.posted(record, self.post_event(&record.id, &ours, now).await),
         }
     }
 
     /// Stores our event linked to the different one already stored (its `parent_event_id`).
     pub(crate) async fn events_amend(&self, record: &SignalProcessingAudit) -> Result<Stored, ClientError> {
         let now = Utc::now();
-        let ours = event_for(record, now);
-        match find_record(&self.events_of(&record.remediation_id).await?, &ours) {
+        let ours = self.event_of(record, now);
+        match find_record(&self.record_events(&record.remediation_id, &record.id).await?, &ours) {
             Found::Same => {
-                self.queued.clear(&record.id);
+                self.stored(record);
                 Ok(Stored::AlreadyStored)
             }
-            Found::Different(existing) => self.post_event(&record.id, amendment(ours, &existing), now).await,
-            Found::Nothing => self.post_event(&record.id, ours, now).await,
+            Found::Different(existing) => {
+                let amended = amendment(ours, &existing);
+                self.posted(record, self.post_event(&record.id, &amended, now).await)
+            }
+            Found::Nothing => self.posted(record, self.post_event(&record.id, &ours, now).await),
         }
     }
 
     /// Whether an event of the CR `id` (not a break-glass one) is stored.
     pub(crate) async fn events_record_held(&self, id: &str, remediation_id: &str) -> Result<bool, ClientError> {
-        Ok(self.events_of(remediation_id).await?.iter().any(|ev| matching::is_about(ev, id)))
+        Ok(!self.record_events(remediation_id, id).await?.is_empty())
     }
 
     /// A break-glass event: one per use (per admission review), so no search and no queue rule;
@@ -142,7 +173,11 @@ impl KubernautApi {
         let now = Utc::now();
         match self
             .http
-            .post(self.http.url(EVENTS_PATH, &[])?, &break_glass_event_for(event, forced), false)
+            .post(
+                self.http.url(EVENTS_PATH, &[])?,
+                &sent(&break_glass_event_for(event, forced, &self.facts.of(forced)))?,
+                false,
+            )
             .await
         {
             Ok((stored, _)) => Ok(stored),
@@ -158,7 +193,7 @@ impl KubernautApi {
         let q = &self.queued;
         let mut outcome = BatchOutcome::default();
         let mut pages: HashMap<&str, Vec<Value>> = HashMap::new();
-        let mut posting: Vec<(&str, Value)> = Vec::new();
+        let mut posting: Vec<(&SignalProcessingAudit, AuditEvent)> = Vec::new();
         let mut seen = HashSet::new();
         for r in records {
             if !seen.insert(r.id.as_str()) {
@@ -169,26 +204,40 @@ impl KubernautApi {
                 pages.insert(r.remediation_id.as_str(), events);
             }
             let events = pages.get(r.remediation_id.as_str()).map(Vec::as_slice).unwrap_or_default();
-            let ours = event_for(r, now);
-            match find_record(events, &ours) {
+            let ours = self.event_of(r, now);
+            let theirs = match matching::record_events(events, &r.id) {
+                Ok(theirs) => theirs,
+                Err(e) => {
+                    // Left to be stored alone, where the error is the record's, not the batch's.
+                    tracing::warn!(id = %r.id, error = %e, "an existing event of the CR cannot be read; not writing its record in the batch");
+                    outcome.unconfirmed.push(r.id.clone());
+                    continue;
+                }
+            };
+            match find_record(&theirs, &ours) {
                 Found::Same => {
-                    q.clear(&r.id);
+                    self.stored(r);
                     outcome.stored.push(r.id.clone());
                 }
                 Found::Different(_) => outcome.conflicts.push(r.id.clone()),
                 Found::Nothing => match q.step(&r.id, now) {
                     Step::Wait { .. } => outcome.queued.push(r.id.clone()),
-                    Step::Post => posting.push((r.id.as_str(), ours)),
+                    Step::Post => posting.push((r, ours)),
                 },
             }
         }
         if posting.is_empty() {
             return Ok(outcome);
         }
-        let uids: Vec<&str> = posting.iter().map(|(id, _)| *id).collect();
-        let body = Value::Array(posting.into_iter().map(|(_, ev)| ev).collect());
-        match self.http.post(self.http.url(EVENTS_BATCH_PATH, &[])?, &body, false).await {
-            Ok(_) => outcome.stored.extend(uids.iter().map(|s| s.to_string())),
+        let uids: Vec<&str> = posting.iter().map(|(r, _)| r.id.as_str()).collect();
+        let events: Vec<&AuditEvent> = posting.iter().map(|(_, ev)| ev).collect();
+        match self.http.post(self.http.url(EVENTS_BATCH_PATH, &[])?, &sent(&events)?, false).await {
+            Ok(_) => {
+                for (r, _) in &posting {
+                    self.facts.settled(r);
+                }
+                outcome.stored.extend(uids.iter().map(|s| s.to_string()));
+            }
             Err(e) => {
                 self.after_failed_write(&uids, &e, now);
                 if !matches!(e.kind, FailureKind::Queued | FailureKind::NoAnswer) {
@@ -199,4 +248,15 @@ impl KubernautApi {
         }
         Ok(outcome)
     }
+}
+
+/// An event (or a batch of them) as the request body.
+fn sent(body: &impl serde::Serialize) -> Result<Value, ClientError> {
+    serde_json::to_value(body).map_err(|e| ClientError::of(FailureKind::Rejected, format!("encoding the event: {e}")))
+}
+
+/// [`matching::record_events`], an event it cannot read failing the query like an answer that
+/// is not JSON (retried; nothing is written meanwhile).
+fn decoded(events: &[Value], uid: &str) -> Result<Vec<AuditEvent>, ClientError> {
+    matching::record_events(events, uid).map_err(|e| ClientError::transient(format!("querying existing events: {e}")))
 }

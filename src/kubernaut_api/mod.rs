@@ -3,7 +3,8 @@
 //!
 //! What that API does differently from audit-guard's Data Storage, and where it is handled:
 //! - it keeps only the fields of its `SignalProcessingAuditPayload` and checks their enums and a
-//!   7-day `event_timestamp` window: [`payload`] maps the record into those fields;
+//!   7-day `event_timestamp` window: [`payload`] maps the record, with the [`facts`] its CR
+//!   gave when the record was built, into those fields of the typed [`event`];
 //! - it is not idempotent and has no amendment endpoint: [`matching`] finds the CR's event before
 //!   a write and tells ours from a different one (stored beside it, linked by `parent_event_id`);
 //! - its `202` queues the event in a dead-letter queue that replays every copy: [`queue`] polls
@@ -13,6 +14,7 @@
 //! [`crate::client::DataStorageClient`].
 
 mod api;
+pub mod event;
 pub mod facts;
 pub mod mark;
 pub mod matching;
@@ -34,6 +36,7 @@ use crate::client::{BatchOutcome, ClaimConfirmation, ClientError, DataStorageCli
 use crate::crd::SignalProcessing;
 use crate::sink::RecordSink;
 use crate::writer::BatchSink;
+use facts::{CrFacts, InFlight};
 use queue::QueuedEvents;
 
 /// Kubernaut's unified audit-events API as a [`RecordSink`].
@@ -41,6 +44,8 @@ pub struct KubernautApi {
     http: DataStorageClient,
     /// The events Data Storage queued (202) and this process waits for.
     queued: QueuedEvents,
+    /// What the CRs of the records on their way said beyond the record.
+    facts: InFlight,
 }
 
 impl KubernautApi {
@@ -49,6 +54,7 @@ impl KubernautApi {
         Self {
             http,
             queued: QueuedEvents::new(replay_window),
+            facts: InFlight::default(),
         }
     }
 
@@ -81,9 +87,11 @@ impl RecordSink for KubernautApi {
     }
 
     /// An event another process met a 202 for is polled for, not POSTed again: the CR's mark
-    /// is handed to this process's memory.
-    fn prepare(&self, sp: &SignalProcessing) {
+    /// is handed to this process's memory. What the CR says beyond the record is kept for the
+    /// writes of the record's event.
+    fn prepare(&self, sp: &SignalProcessing, record: &SignalProcessingAudit) {
         mark::seed(&self.queued, sp);
+        self.facts.capture(record, CrFacts::of(sp));
     }
 
     fn record_held<'a>(&'a self, id: &'a str, remediation_id: &'a str) -> BoxFuture<'a, Result<bool, ClientError>> {
@@ -111,7 +119,10 @@ impl RecordSink for KubernautApi {
 
     /// What differs between the stored event and ours.
     fn differing(&self, existing: &Value, record: &SignalProcessingAudit) -> Vec<String> {
-        matching::differing_keys(existing, &payload::event_for(record, Utc::now()))
+        match serde_json::from_value::<event::AuditEvent>(existing.clone()) {
+            Ok(existing) => matching::differing_keys(&existing, &self.event_of(record, Utc::now())),
+            Err(e) => vec![format!("(the stored event is not one Kubernaut's schema defines: {e})")],
+        }
     }
 
     /// A deletion-time event may be queued (202) and is then polled for, CR by CR: that path

@@ -17,6 +17,8 @@ use std::path::PathBuf;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 
+use super::event::AuditEvent;
+use super::facts::CrFacts;
 use super::payload::{amendment, break_glass_event_for, event_for};
 use crate::audit::break_glass::BreakGlassEvent;
 use crate::audit::from_cr::build_record;
@@ -202,40 +204,27 @@ fn events_built(now: DateTime<Utc>) -> Vec<(&'static str, Value)> {
         sp.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
         sp
     };
+    let built = |sp: &SignalProcessing, trigger: Trigger| event_for(&build_record(sp, trigger, now), &CrFacts::of(sp), now);
+    let sent = |ev: &AuditEvent| serde_json::to_value(ev).expect("an event is JSON");
+    let at_deletion = built(&deleting(&completed), Trigger::Deletion);
     let mut cases: Vec<(&str, Value)> = vec![
-        (
-            "completed, at completion",
-            event_for(&build_record(&completed, Trigger::Completion, now), now),
-        ),
-        (
-            "completed, at deletion",
-            event_for(&build_record(&deleting(&completed), Trigger::Deletion, now), now),
-        ),
-        ("failed", event_for(&build_record(&failed, Trigger::Completion, now), now)),
+        ("completed, at completion", sent(&built(&completed, Trigger::Completion))),
+        ("completed, at deletion", sent(&at_deletion)),
+        ("failed", sent(&built(&failed, Trigger::Completion))),
         (
             "incomplete (Pending, no status)",
-            event_for(&build_record(&deleting(&pending), Trigger::Deletion, now), now),
+            sent(&built(&deleting(&pending), Trigger::Deletion)),
         ),
-        ("forced", event_for(&build_record(&deleting(&completed), Trigger::Forced, now), now)),
-        (
-            "forced, no status",
-            event_for(&build_record(&deleting(&pending), Trigger::Forced, now), now),
-        ),
-        (
-            "anomalous",
-            event_for(&build_record(&deleting(&anomalous), Trigger::Deletion, now), now),
-        ),
-        (
-            "unknown phase",
-            event_for(&build_record(&deleting(&unknown_phase), Trigger::Deletion, now), now),
-        ),
-        (
-            "completed 8 days ago",
-            event_for(&build_record(&deleting(&old), Trigger::Deletion, now), now),
-        ),
+        ("forced", sent(&built(&deleting(&completed), Trigger::Forced))),
+        ("forced, no status", sent(&built(&deleting(&pending), Trigger::Forced))),
+        ("anomalous", sent(&built(&deleting(&anomalous), Trigger::Deletion))),
+        ("unknown phase", sent(&built(&deleting(&unknown_phase), Trigger::Deletion))),
+        ("completed 8 days ago", sent(&built(&deleting(&old), Trigger::Deletion))),
     ];
-    let existing = json!({ "event_id": "0b7c5a4e-8f55-4f53-9d0c-0d2f7e3f1a11", "event_timestamp": days_ago(now, 2) });
-    cases.push(("an amendment", amendment(cases[1].1.clone(), &existing)));
+    let mut existing = at_deletion.clone();
+    existing.event_id = Some("0b7c5a4e-8f55-4f53-9d0c-0d2f7e3f1a11".into());
+    existing.event_timestamp = days_ago(now, 2);
+    cases.push(("an amendment", sent(&amendment(at_deletion, &existing))));
     let bg = BreakGlassEvent {
         id: "review-1".into(),
         user: "bob".into(),
@@ -247,9 +236,14 @@ fn events_built(now: DateTime<Utc>) -> Vec<(&'static str, Value)> {
         at: now,
         confirmed: None,
     };
+    let removed = deleting(&pending);
     cases.push((
         "break-glass",
-        break_glass_event_for(&bg, &build_record(&deleting(&pending), Trigger::Forced, now)),
+        sent(&break_glass_event_for(
+            &bg,
+            &build_record(&removed, Trigger::Forced, now),
+            &CrFacts::of(&removed),
+        )),
     ));
     cases
 }
@@ -345,4 +339,35 @@ fn the_mapping_doc_lists_every_field_the_events_mode_stores() {
         invented.is_empty(),
         "the doc's envelope table names fields the request lacks: {invented:?}"
     );
+}
+
+/// The events built from the fixtures at a fixed time, as the client sends them, kept in
+/// tests/fixtures: the bytes on the wire (key order aside) change only on purpose. Written
+/// afresh with `AUDIT_GUARD_WRITE_GOLDEN=1`.
+#[test]
+fn the_events_sent_are_the_recorded_ones() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kubernaut-events.golden.json");
+    let now: DateTime<Utc> = "2026-01-10T12:00:00Z".parse().expect("time");
+    let mut built = events_built(now);
+    let every_fact = cr(|v| {
+        v["status"]["signalClassification"]["policyHash"] = json!("0123456789abcdef".repeat(4));
+        v["status"]["signalClassification"]["signalMode"] = json!("proactive");
+        v["status"]["signalClassification"]["sourceSignalName"] = json!("PredictedOOMKill");
+    });
+    let every_fact = event_for(&build_record(&every_fact, Trigger::Completion, now), &CrFacts::of(&every_fact), now);
+    built.push(("every fact", serde_json::to_value(every_fact).expect("json")));
+    let got: serde_json::Map<String, Value> = built
+        .into_iter()
+        .map(|(name, ev)| (name.to_string(), serde_json::to_value(ev).expect("an event is JSON")))
+        .collect();
+    if std::env::var_os("AUDIT_GUARD_WRITE_GOLDEN").is_some() {
+        let text = serde_json::to_string_pretty(&got).expect("json") + "\n";
+        std::fs::write(&path, text).expect("write the golden file");
+    }
+    let want: serde_json::Map<String, Value> =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("the golden file")).expect("the golden file is JSON");
+    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>());
+    for (name, ev) in &got {
+        assert_eq!(Some(ev), want.get(name), "{name}");
+    }
 }

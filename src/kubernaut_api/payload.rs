@@ -4,27 +4,23 @@
 //! else is sent. docs/audit-mapping.md tables the mapping field by field.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::{json, Map, Value};
 
+use super::event::{enum_value, AuditEvent, EventCategory, Outcome, Payload, PayloadType, Phase};
+use super::facts::CrFacts;
 use crate::audit::break_glass::BreakGlassEvent;
 use crate::audit::{AuditStatus, ProcessingPhase, SignalProcessingAudit};
 
+/// The envelope's `event_type` (the payload's discriminator says the same, as an enum).
 pub const EVENT_TYPE: &str = "signalprocessing.signal.processed";
-pub const EVENT_CATEGORY: &str = "signalprocessing";
 pub const EVENT_VERSION: &str = "1.0";
 /// `actor_id` of every event audit-guard writes for a CR's record (a break-glass event names its user).
 pub const ACTOR_ID: &str = "audit-guard";
 pub const RESOURCE_TYPE: &str = "SignalProcessing";
 /// `event_action` of a break-glass event (a record's action is its status).
 pub const BREAK_GLASS_ACTION: &str = "break_glass";
-
-/// The payload's `phase` enum.
-pub const PHASES: [&str; 6] = ["Pending", "Enriching", "Classifying", "Categorizing", "Completed", "Failed"];
-const ENVIRONMENTS: [&str; 3] = ["production", "staging", "development"];
-const PRIORITIES: [&str; 5] = ["P0", "P1", "P2", "P3", "P4"];
-const CRITICALITIES: [&str; 4] = ["critical", "high", "warning", "low"];
-const SEVERITIES: [&str; 5] = ["critical", "high", "warning", "info", "unknown"];
-const SIGNAL_MODES: [&str; 2] = ["reactive", "proactive"];
+/// `actor_type` of an event audit-guard writes for a record, and of a break-glass event.
+pub const ACTOR_SERVICE: &str = "service";
+pub const ACTOR_USER: &str = "user";
 
 /// Where the event's `phase` came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,33 +39,33 @@ pub enum PhaseSource {
 /// `Failed` from the record's status; else the last processing phase the record shows the CR
 /// reached (classifying or categorizing with a start or an end; enriching with an end — its
 /// start falls back to the CR's creation, which says nothing about processing); else `Pending`.
-pub fn payload_phase(cr_phase: Option<&str>, status: AuditStatus, phases: &[ProcessingPhase]) -> (&'static str, PhaseSource) {
-    if let Some(p) = cr_phase.and_then(|p| PHASES.iter().find(|v| v.eq_ignore_ascii_case(p.trim()))) {
+pub fn payload_phase(cr_phase: Option<&str>, status: AuditStatus, phases: &[ProcessingPhase]) -> (Phase, PhaseSource) {
+    if let Some(p) = cr_phase.and_then(|p| Phase::ALL.into_iter().find(|v| v.as_str().eq_ignore_ascii_case(p.trim()))) {
         return (p, PhaseSource::Cr);
     }
     match status {
-        AuditStatus::Completed => return ("Completed", PhaseSource::Status),
-        AuditStatus::Failed => return ("Failed", PhaseSource::Status),
+        AuditStatus::Completed => return (Phase::Completed, PhaseSource::Status),
+        AuditStatus::Failed => return (Phase::Failed, PhaseSource::Status),
         AuditStatus::Incomplete | AuditStatus::Forced => {}
     }
     let reached = phases.iter().rev().find_map(|p| match p.phase.as_str() {
-        "enriching" if p.end_time.is_some() => Some("Enriching"),
-        "classifying" if p.start_time.is_some() || p.end_time.is_some() => Some("Classifying"),
-        "categorizing" if p.start_time.is_some() || p.end_time.is_some() => Some("Categorizing"),
+        "enriching" if p.end_time.is_some() => Some(Phase::Enriching),
+        "classifying" if p.start_time.is_some() || p.end_time.is_some() => Some(Phase::Classifying),
+        "categorizing" if p.start_time.is_some() || p.end_time.is_some() => Some(Phase::Categorizing),
         _ => None,
     });
     match reached {
         Some(p) => (p, PhaseSource::Timestamps),
-        None => ("Pending", PhaseSource::Initial),
+        None => (Phase::Pending, PhaseSource::Initial),
     }
 }
 
 /// `event_outcome`: how processing ended, as far as the phase says.
-pub fn outcome(phase: &str) -> &'static str {
+pub fn outcome(phase: Phase) -> Outcome {
     match phase {
-        "Completed" => "success",
-        "Failed" => "failure",
-        _ => "pending",
+        Phase::Completed => Outcome::Success,
+        Phase::Failed => Outcome::Failure,
+        _ => Outcome::Pending,
     }
 }
 
@@ -78,10 +74,6 @@ pub fn outcome(phase: &str) -> &'static str {
 /// write time is always inside the window, whatever the CR says.
 pub fn event_timestamp(now: DateTime<Utc>) -> String {
     now.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-fn one_of(value: Option<&str>, allowed: &[&'static str]) -> Option<&'static str> {
-    value.and_then(|v| allowed.iter().find(|a| **a == v).copied())
 }
 
 /// The classifier's own source name in the payload's `environment_source` enum (Kubernaut's CRD
@@ -110,134 +102,103 @@ fn is_policy_hash(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// The record in the `SignalProcessingAuditPayload`'s own fields; a value the payload's enum
-/// does not allow is left out rather than sent (Kubernaut would refuse the whole event).
-pub fn payload(record: &SignalProcessingAudit) -> Value {
-    let facts = record.cr.0.clone().unwrap_or_default();
+/// The record (and `facts`, what its CR said beyond it) in the `SignalProcessingAuditPayload`'s
+/// own fields; a value the payload's enum does not allow is left out rather than sent
+/// (Kubernaut would refuse the whole event).
+pub fn payload(record: &SignalProcessingAudit, facts: &CrFacts) -> Payload {
     let (phase, _) = payload_phase(facts.phase.as_deref(), record.status, &record.processing_phases);
-    let mut p = Map::new();
-    let mut put = |k: &str, v: Value| {
-        p.insert(k.to_string(), v);
-    };
-    put("event_type", json!(EVENT_TYPE));
-    put("phase", json!(phase));
     let signal = facts
         .signal_name
         .clone()
         .or_else(|| Some(record.signal_fingerprint.clone()).filter(|s| !s.is_empty()))
         .unwrap_or_else(|| record.name.clone().unwrap_or_else(|| record.id.clone()));
-    put("signal", json!(signal));
-    if let Some(s) = one_of(facts.severity.as_deref(), &SEVERITIES) {
-        put("severity", json!(s));
-        put("normalized_severity", json!(s));
-    }
-    if let Some(s) = &facts.external_severity {
-        put("external_severity", json!(s));
-    }
-    if let Some(h) = facts.policy_hash.as_deref().filter(|h| is_policy_hash(h)) {
-        put("policy_hash", json!(h));
-    }
-    if let Some(m) = one_of(facts.signal_mode.as_deref(), &SIGNAL_MODES) {
-        put("signal_mode", json!(m));
-    }
-    if let Some(s) = &facts.source_signal_name {
-        put("source_signal_name", json!(s));
-    }
-    if let Some(e) = one_of(record.environment.as_deref(), &ENVIRONMENTS) {
-        put("environment", json!(e));
-    }
+    let mut p = Payload {
+        event_type: PayloadType::SignalProcessed,
+        phase,
+        signal,
+        ..Default::default()
+    };
+    p.severity = facts.severity.as_deref().and_then(enum_value);
+    p.normalized_severity = p.severity;
+    p.external_severity = facts.external_severity.clone();
+    p.policy_hash = facts.policy_hash.clone().filter(|h| is_policy_hash(h));
+    p.signal_mode = facts.signal_mode.as_deref().and_then(enum_value);
+    p.source_signal_name = facts.source_signal_name.clone();
+    p.environment = record.environment.as_deref().and_then(enum_value);
     let classification = record.processing_phases.iter().find_map(|p| p.classification_results.as_ref());
-    if let Some(s) = classification
+    p.environment_source = classification
         .and_then(|c| c.classification_method.as_deref())
         .and_then(environment_source)
-    {
-        put("environment_source", json!(s));
-    }
-    if let Some(pr) = one_of(record.priority.as_deref(), &PRIORITIES) {
-        put("priority", json!(pr));
-    }
+        .and_then(enum_value);
+    p.priority = record.priority.as_deref().and_then(enum_value);
     let categorization = record.processing_phases.iter().find_map(|p| p.categorization_results.as_ref());
-    if let Some(s) = categorization.and_then(|c| c.source.as_deref()).and_then(priority_source) {
-        put("priority_source", json!(s));
-    }
-    if let Some(c) = one_of(record.business_criticality.as_deref(), &CRITICALITIES) {
-        put("criticality", json!(c));
-    }
-    if let Some(s) = record.sla_requirement.as_deref().filter(|s| !s.is_empty()) {
-        put("sla_requirement", json!(s));
-    }
-    if let Some(unit) = &facts.business_unit {
-        put("business_unit", json!(unit));
-    }
-    if let Some(n) = facts.owner_chain_length {
-        put("has_owner_chain", json!(n > 0));
-        put("owner_chain_length", json!(n));
-    }
+    p.priority_source = categorization
+        .and_then(|c| c.source.as_deref())
+        .and_then(priority_source)
+        .and_then(enum_value);
+    p.criticality = record.business_criticality.as_deref().and_then(enum_value);
+    p.sla_requirement = record.sla_requirement.clone().filter(|s| !s.is_empty());
+    p.business_unit = facts.business_unit.clone();
+    p.has_owner_chain = facts.owner_chain_length.map(|n| n > 0);
+    p.owner_chain_length = facts.owner_chain_length;
     let enriching = record.processing_phases.iter().find(|p| p.phase == "enriching");
-    if let Some(d) = enriching.and_then(|p| p.enrichment_results.as_ref()).and_then(|r| r.degraded_mode) {
-        put("degraded_mode", json!(d));
-    }
-    if let Some(d) = enriching.and_then(|p| p.duration).filter(|d| d.nanos >= 0) {
-        put("duration_ms", json!(d.nanos / 1_000_000));
-    }
-    if let Some(e) = record.error_message.as_deref().filter(|e| !e.is_empty()) {
-        put("error", json!(e));
-    }
-    Value::Object(p)
+    p.degraded_mode = enriching.and_then(|p| p.enrichment_results.as_ref()).and_then(|r| r.degraded_mode);
+    p.duration_ms = enriching
+        .and_then(|p| p.duration)
+        .filter(|d| d.nanos >= 0)
+        .map(|d| d.nanos / 1_000_000);
+    p.error = record.error_message.clone().filter(|e| !e.is_empty());
+    p
 }
 
 /// The CR's record as an event written now. Its `event_action` is the record's status
 /// (`completed`, `failed`, `incomplete`, `forced`); `actor_id` `audit-guard` and `resource_id`
 /// the CR's uid tell it from the event Kubernaut's own controller writes.
-pub fn event_for(record: &SignalProcessingAudit, now: DateTime<Utc>) -> Value {
-    let data = payload(record);
-    let phase = data["phase"].as_str().unwrap_or("Pending").to_string();
-    let mut ev = json!({
-        "version": EVENT_VERSION,
-        "event_type": EVENT_TYPE,
-        "event_timestamp": event_timestamp(now),
-        "event_category": EVENT_CATEGORY,
-        "event_action": record.status.as_str(),
-        "event_outcome": outcome(&phase),
-        "actor_type": "service",
-        "actor_id": ACTOR_ID,
-        "resource_type": RESOURCE_TYPE,
-        "resource_id": record.id,
-        "correlation_id": record.remediation_id,
-        "event_data": data,
-    });
-    if let Some(ns) = &record.namespace {
-        ev["namespace"] = json!(ns);
+pub fn event_for(record: &SignalProcessingAudit, facts: &CrFacts, now: DateTime<Utc>) -> AuditEvent {
+    let data = payload(record, facts);
+    AuditEvent {
+        event_id: None,
+        version: EVENT_VERSION.into(),
+        event_type: EVENT_TYPE.into(),
+        event_timestamp: event_timestamp(now),
+        event_category: EventCategory::SignalProcessing,
+        event_action: record.status.as_str().into(),
+        event_outcome: outcome(data.phase),
+        actor_type: Some(ACTOR_SERVICE.into()),
+        actor_id: Some(ACTOR_ID.into()),
+        resource_type: Some(RESOURCE_TYPE.into()),
+        resource_id: Some(record.id.clone()),
+        correlation_id: record.remediation_id.clone(),
+        namespace: record.namespace.clone(),
+        error_message: record.error_message.clone().filter(|e| !e.is_empty()),
+        parent_event_id: None,
+        parent_event_date: None,
+        event_data: data,
     }
-    if let Some(e) = record.error_message.as_deref().filter(|e| !e.is_empty()) {
-        ev["error_message"] = json!(e);
-    }
-    ev
 }
 
 /// `ours` as an amendment of `existing` (a different event already stored for the CR): the
 /// events API has no amendment endpoint, so the link is the envelope's parent fields.
-pub fn amendment(mut ours: Value, existing: &Value) -> Value {
-    if let Some(id) = existing.get("event_id").and_then(Value::as_str) {
-        ours["parent_event_id"] = json!(id);
-        if let Some(at) = existing.get("event_timestamp").and_then(Value::as_str) {
-            ours["parent_event_date"] = json!(at);
-        }
+pub fn amendment(mut ours: AuditEvent, existing: &AuditEvent) -> AuditEvent {
+    if let Some(id) = &existing.event_id {
+        ours.parent_event_id = Some(id.clone());
+        ours.parent_event_date = Some(existing.event_timestamp.clone());
     }
     ours
 }
 
 /// A break-glass use as an event of the CR: its actor is the user; the payload is the CR's
-/// state at the removal (from the `forced` record built from the live object).
-pub fn break_glass_event_for(event: &BreakGlassEvent, forced: &SignalProcessingAudit) -> Value {
-    let mut ev = event_for(forced, event.at);
-    ev["event_action"] = json!(BREAK_GLASS_ACTION);
-    ev["event_outcome"] = json!("success");
-    ev["actor_type"] = json!("user");
-    ev["actor_id"] = json!(event.user);
-    ev["resource_id"] = json!(event.uid);
-    ev["namespace"] = json!(event.namespace);
-    ev
+/// state at the removal (from the `forced` record built from the live object, and its facts).
+pub fn break_glass_event_for(event: &BreakGlassEvent, forced: &SignalProcessingAudit, facts: &CrFacts) -> AuditEvent {
+    AuditEvent {
+        event_action: BREAK_GLASS_ACTION.into(),
+        event_outcome: Outcome::Success,
+        actor_type: Some(ACTOR_USER.into()),
+        actor_id: Some(event.user.clone()),
+        resource_id: Some(event.uid.clone()),
+        namespace: Some(event.namespace.clone()),
+        ..event_for(forced, facts, event.at)
+    }
 }
 
 #[cfg(test)]
@@ -245,7 +206,12 @@ mod tests {
     use super::*;
     use crate::audit::{CategorizationPhaseResults, ClassificationPhaseResults, EnrichmentPhaseResults};
     use crate::duration::GoDuration;
-    use crate::kubernaut_api::facts::{Beside, CrFacts};
+    use serde_json::{json, Value};
+
+    /// As sent.
+    fn sent(v: impl serde::Serialize) -> Value {
+        serde_json::to_value(v).unwrap()
+    }
 
     fn phase(name: &str, started: bool) -> ProcessingPhase {
         ProcessingPhase {
@@ -321,12 +287,13 @@ mod tests {
             ),
             ("no phases", None, Forced, &[], ("Pending", PhaseSource::Initial)),
         ];
-        for (name, cr, status, phases, want) in cases {
+        for (name, cr, status, phases, (phase, source)) in cases {
+            let want = (enum_value::<Phase>(phase).expect("a phase"), source);
             assert_eq!(payload_phase(cr, status, phases), want, "{name}");
         }
         assert_eq!(
-            [outcome("Completed"), outcome("Failed"), outcome("Pending"), outcome("Enriching")],
-            ["success", "failure", "pending", "pending"]
+            [Phase::Completed, Phase::Failed, Phase::Pending, Phase::Enriching].map(outcome),
+            [Outcome::Success, Outcome::Failure, Outcome::Pending, Outcome::Pending]
         );
     }
 
@@ -354,7 +321,7 @@ mod tests {
                 record.processing_phases[0].start_time.is_some(),
                 "the creation stands in for the start"
             );
-            assert_eq!(payload(&record)["phase"], "Pending", "{trigger:?}");
+            assert_eq!(payload(&record, &CrFacts::of(&sp)).phase, Phase::Pending, "{trigger:?}");
         }
     }
 
@@ -364,13 +331,13 @@ mod tests {
         r.environment = Some("test".into());
         r.priority = Some("P9".into());
         r.business_criticality = Some("medium".into());
-        r.cr = Beside(Some(CrFacts {
+        let facts = CrFacts {
             severity: Some("sev1".into()),
             signal_mode: Some("predictive".into()),
             policy_hash: Some("not-a-hash".into()),
             ..Default::default()
-        }));
-        let p = payload(&r);
+        };
+        let p = sent(payload(&r, &facts));
         for key in [
             "environment",
             "priority",
@@ -385,13 +352,13 @@ mod tests {
         r.environment = Some("production".into());
         r.priority = Some("P1".into());
         r.business_criticality = Some("high".into());
-        r.cr = Beside(Some(CrFacts {
+        let facts = CrFacts {
             severity: Some("critical".into()),
             signal_mode: Some("reactive".into()),
             policy_hash: Some("a".repeat(64)),
             ..Default::default()
-        }));
-        let p = payload(&r);
+        };
+        let p = sent(payload(&r, &facts));
         assert_eq!(p["environment"], "production");
         assert_eq!(p["priority"], "P1");
         assert_eq!(p["criticality"], "high");
@@ -424,16 +391,16 @@ mod tests {
             ..Default::default()
         });
         r.processing_phases = vec![enriching, classifying, categorizing];
-        r.cr = Beside(Some(CrFacts {
+        let facts = CrFacts {
             phase: Some("Failed".into()),
             signal_name: Some("HighMemory".into()),
             business_unit: Some("payments".into()),
             owner_chain_length: Some(0),
             external_severity: Some("Sev2".into()),
             ..Default::default()
-        }));
+        };
         let at: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
-        let ev = event_for(&r, at);
+        let ev = sent(event_for(&r, &facts, at));
         assert_eq!(ev["event_timestamp"], "2026-01-01T00:00:00.000Z");
         assert_eq!(ev["event_action"], "failed");
         assert_eq!(ev["event_outcome"], "failure");
@@ -453,19 +420,20 @@ mod tests {
             })
         );
         // Without the CR's facts (a record read back): the fingerprint stands in for the signal.
-        r.cr = Beside(None);
-        assert_eq!(payload(&r)["signal"], "fp-1");
+        assert_eq!(payload(&r, &CrFacts::default()).signal, "fp-1");
     }
 
     #[test]
     fn amendments_and_break_glass_events_are_marked_in_the_envelope() {
         let at: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
-        let ours = event_for(&record(), at);
-        let existing = json!({ "event_id": "0b7c5a4e-8f55-4f53-9d0c-0d2f7e3f1a11", "event_timestamp": "2025-12-31T00:00:00Z" });
-        let amended = amendment(ours.clone(), &existing);
-        assert_eq!(amended["parent_event_id"], existing["event_id"]);
-        assert_eq!(amended["parent_event_date"], existing["event_timestamp"]);
-        assert_eq!(amendment(ours.clone(), &json!({})), ours, "no id: nothing to link");
+        let ours = event_for(&record(), &CrFacts::default(), at);
+        let mut existing = ours.clone();
+        existing.event_id = Some("0b7c5a4e-8f55-4f53-9d0c-0d2f7e3f1a11".into());
+        existing.event_timestamp = "2025-12-31T00:00:00Z".into();
+        let amended = sent(amendment(ours.clone(), &existing));
+        assert_eq!(amended["parent_event_id"], "0b7c5a4e-8f55-4f53-9d0c-0d2f7e3f1a11");
+        assert_eq!(amended["parent_event_date"], "2025-12-31T00:00:00Z");
+        assert_eq!(amendment(ours.clone(), &ours), ours, "no id: nothing to link");
 
         let bg = BreakGlassEvent {
             id: "review-1".into(),
@@ -480,7 +448,7 @@ mod tests {
         };
         let mut forced = record();
         forced.status = AuditStatus::Forced;
-        let ev = break_glass_event_for(&bg, &forced);
+        let ev = sent(break_glass_event_for(&bg, &forced, &CrFacts::default()));
         assert_eq!(ev["event_action"], BREAK_GLASS_ACTION);
         assert_eq!(ev["actor_type"], "user");
         assert_eq!(ev["actor_id"], "bob");

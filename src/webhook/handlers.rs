@@ -342,8 +342,8 @@ async fn check_record_held(state: &AppState, review: &Review) -> Verdict {
 /// Stores the deletion-time record of `live` (an amendment when a different record holds its
 /// uid) through the controller's path; a write the API may have queued is marked on the object.
 async fn persist_live(state: &AppState, live: &SignalProcessing) -> (SignalProcessingAudit, Result<Persisted, ClientError>) {
-    state.ds.prepare(live);
     let record = (state.build_record)(live, Trigger::Deletion, Utc::now());
+    state.ds.prepare(live, &record);
     let result = persist(state.ds.as_ref(), None, &record).await;
     if let Err(e) = &result {
         remember_queued(state, live, e).await;
@@ -439,8 +439,8 @@ async fn record_break_glass(state: &AppState, review: &Review) -> Verdict {
         Err(verdict) => return verdict,
     };
     let event = break_glass_of(review, &live);
-    state.ds.prepare(&live);
     let record = (state.build_record)(&live, Trigger::Forced, Utc::now());
+    state.ds.prepare(&live, &record);
     let event_result = write_result(&state.ds.store_break_glass(&event, &record).await);
     let record_result = if event_result == WriteResult::Stored {
         let stored = state.ds.store_one(&record).await;

@@ -23,6 +23,7 @@ use audit_guard::audit::{SignalProcessingAudit, Trigger};
 use audit_guard::client::{ClientSettings, DataStorageClient, FailureKind, Stored};
 use audit_guard::conflict::{persist, Persisted};
 use audit_guard::crd::SignalProcessing;
+use audit_guard::kubernaut_api::facts::CrFacts;
 use audit_guard::kubernaut_api::mark::ANNOTATION_QUEUED_AT;
 use audit_guard::kubernaut_api::KubernautApi;
 use audit_guard::sink::RecordSink;
@@ -66,13 +67,27 @@ fn completed(uid: &str) -> SignalProcessingAudit {
     build_record(&kubernaut_cr("sp", uid, 1), Trigger::Completion, Utc::now())
 }
 
+/// Hands each record's CR to `client` as the controller does before storing a record: what
+/// the CR says beyond the record is kept until the record's event is stored.
+fn prepared(client: &KubernautApi, records: &[&SignalProcessingAudit]) {
+    for r in records {
+        client.prepare(&kubernaut_cr("sp", &r.id, 1), r);
+    }
+}
+
+/// The event the client sends for `record` (of [`kubernaut_cr`]), as JSON.
+fn event_sent(record: &SignalProcessingAudit) -> Value {
+    let facts = CrFacts::of(&kubernaut_cr("sp", &record.id, 1));
+    serde_json::to_value(audit_guard::kubernaut_api::payload::event_for(record, &facts, Utc::now())).unwrap()
+}
+
 // ---- the double itself: it refuses and prunes what the real service refuses and prunes ----
 
 #[tokio::test]
 async fn the_double_refuses_and_prunes_as_kubernaut_does() {
     let _cluster = support::cluster_shared().await;
     let now = Utc::now();
-    let good = audit_guard::kubernaut_api::payload::event_for(&completed("u-1"), now);
+    let good = event_sent(&completed("u-1"));
     assert!(validate(&good, now).is_ok(), "{good}");
     let with = |f: &dyn Fn(&mut Value)| {
         let mut v = good.clone();
@@ -120,11 +135,12 @@ async fn what_the_client_sends_is_what_kubernaut_keeps() {
     let ds = KubernautDs::start(Options::default()).await;
     let client = client_for(&ds.url, Duration::from_secs(600), None);
     let record = completed("uid-keep");
+    prepared(&client, &[&record]);
     assert_eq!(client.store_one(&record).await.unwrap(), Stored::Created);
     let stored = ds.record_events("uid-keep");
     assert_eq!(stored.len(), 1);
     let ev = &stored[0];
-    let sent = audit_guard::kubernaut_api::payload::event_for(&record, Utc::now());
+    let sent = event_sent(&record);
     assert_eq!(ev["event_data"], sent["event_data"], "nothing was pruned");
     let d = &ev["event_data"];
     for (key, want) in [
@@ -148,6 +164,7 @@ async fn what_the_client_sends_is_what_kubernaut_keeps() {
     assert_eq!(ev["correlation_id"], "rr-mem-pressure-1");
     // Found again: stored, no second POST.
     let posts = ds.write_requests();
+    prepared(&client, &[&record]);
     assert_eq!(client.store_one(&record).await.unwrap(), Stored::AlreadyStored);
     assert!(client.record_held("uid-keep", "rr-mem-pressure-1").await.unwrap());
     assert_eq!(ds.write_requests(), posts);
@@ -159,6 +176,7 @@ async fn after_a_202_the_client_polls_and_never_posts_a_second_copy() {
     let ds = KubernautDs::start(Options::default()).await;
     let client = client_for(&ds.url, Duration::from_secs(600), None);
     let record = completed("uid-202");
+    prepared(&client, &[&record]);
     ds.set_writes_failing(true);
     let e = client.store_one(&record).await.unwrap_err();
     assert_eq!(e.kind, FailureKind::Queued, "{e}");
@@ -188,6 +206,7 @@ async fn an_event_the_queue_lost_is_posted_again_once_the_window_has_passed() {
     let window = Duration::from_secs(4);
     let client = client_for(&ds.url, window, None);
     let record = completed("uid-lost");
+    prepared(&client, &[&record]);
     ds.set_writes_failing(true);
     ds.set_queue_loses(true);
     assert_eq!(client.store_one(&record).await.unwrap_err().kind, FailureKind::Queued);
@@ -213,7 +232,8 @@ async fn a_different_event_for_the_uid_is_a_conflict_and_ours_is_stored_linked_t
     let ds = KubernautDs::start(Options::default()).await;
     let client = client_for(&ds.url, Duration::from_secs(600), None);
     let record = completed("uid-conflict");
-    let mut planted = audit_guard::kubernaut_api::payload::event_for(&record, Utc::now());
+    prepared(&client, &[&record]);
+    let mut planted = event_sent(&record);
     planted["event_data"]["priority"] = json!("P3");
     let planted = ds.plant(planted);
     match client.store_one(&record).await.unwrap() {
@@ -233,6 +253,7 @@ async fn a_different_event_for_the_uid_is_a_conflict_and_ours_is_stored_linked_t
     assert_eq!(ours["parent_event_id"], planted["event_id"]);
     assert_eq!(ours["parent_event_date"], planted["event_timestamp"]);
     // A retry finds our amendment: stored, nothing more written.
+    prepared(&client, &[&record]);
     assert_eq!(persist(client.as_ref(), None, &record).await.unwrap(), Persisted::Stored);
     assert_eq!(ds.record_events("uid-conflict").len(), 2);
 }
@@ -243,10 +264,13 @@ async fn a_batch_posts_only_missing_events_and_a_202_leaves_them_queued() {
     let ds = KubernautDs::start(Options::default()).await;
     let client = client_for(&ds.url, Duration::from_secs(600), None);
     let (a, b, c) = (completed("uid-a"), completed("uid-b"), completed("uid-c"));
+    prepared(&client, &[&a]);
     assert_eq!(client.store_one(&a).await.unwrap(), Stored::Created);
+    prepared(&client, &[&a, &b]);
     let outcome = client.store_batch(&[a.clone(), b.clone()]).await.unwrap();
     assert_eq!((outcome.stored.len(), outcome.queued.len()), (2, 0), "{outcome:?}");
     ds.set_writes_failing(true);
+    prepared(&client, &[&a, &b, &c]);
     let outcome = client.store_batch(&[a.clone(), b.clone(), c.clone()]).await.unwrap();
     assert_eq!(outcome.stored.len(), 2);
     assert_eq!(outcome.queued, vec!["uid-c".to_string()]);
@@ -463,7 +487,7 @@ async fn events_with(client: &Client, ns: &str, uid: &str, reason: &str) -> usiz
 }
 
 /// Deletes `name` (uid `uid`), waits until it is gone, and returns its one stored event, checked
-/// for the payload's `phase` and the `event_action`.
+/// for the payload's `phase`, the `event_action` and the signal's name (from the CR, not the record).
 async fn delete_to_one_event(w: &World, api: &Api<SignalProcessing>, name: &str, uid: &str, phase: &str, action: &str) -> Value {
     api.delete(name, &DeleteParams::default()).await.unwrap();
     wait_gone(api, name).await;
@@ -471,6 +495,7 @@ async fn delete_to_one_event(w: &World, api: &Api<SignalProcessing>, name: &str,
     assert_eq!(ev.len(), 1, "{name}: {ev:?}");
     assert_eq!(ev[0]["event_data"]["phase"], phase, "{name}");
     assert_eq!(ev[0]["event_action"], action, "{name}");
+    assert_eq!(ev[0]["event_data"]["signal"], "HighMemoryUsage", "{name}");
     ev[0].clone()
 }
 
@@ -547,6 +572,7 @@ async fn pending_eight_days_old_and_forced_each_end_with_exactly_one_event() {
     assert_eq!(ev.len(), 1, "one event for the CR: {ev:?}");
     assert_eq!(ev[0]["event_data"]["phase"], "Completed");
     assert_eq!(ev[0]["event_data"]["priority"], "P1");
+    assert_eq!(ev[0]["event_data"]["signal"], "HighMemoryUsage");
     let at = chrono::DateTime::parse_from_rfc3339(ev[0]["event_timestamp"].as_str().unwrap()).unwrap();
     assert!(Utc::now().signed_duration_since(at) < chrono::Duration::hours(1), "{at}");
 
@@ -574,9 +600,11 @@ async fn pending_eight_days_old_and_forced_each_end_with_exactly_one_event() {
     assert_eq!(ev.len(), 1, "{ev:?}");
     assert_eq!(ev[0]["event_action"], "forced");
     assert_eq!(ev[0]["event_data"]["phase"], "Pending");
+    assert_eq!(ev[0]["event_data"]["signal"], "HighMemoryUsage");
     let bg = w.ds.break_glass_events(&forced);
     assert_eq!(bg.len(), 1, "{bg:?}");
     assert_eq!(bg[0]["actor_id"], "bob");
+    assert_eq!(bg[0]["event_data"]["signal"], "HighMemoryUsage");
     assert_eq!(bg[0]["correlation_id"], "rr-forced");
 
     // Every stored event is one Kubernaut accepts (it was validated on the way in), nothing was refused.
@@ -662,6 +690,10 @@ async fn a_20s_write_outage_ends_with_one_event_per_cr() {
     for uid in &uids {
         let ev = w.ds.record_events(uid);
         assert_eq!(ev.len(), 1, "{uid}: {ev:?}");
+        assert_eq!(
+            ev[0]["event_data"]["signal"], "HighMemoryUsage",
+            "{uid}: the CR's, whichever path wrote it"
+        );
     }
     assert_eq!(w.ds.stored().len(), names.len(), "no extra copy anywhere");
     delete_namespace(&w.client, &w.ns).await;
