@@ -4,7 +4,7 @@
 //! ([`InFlight`]), never in the record: the record (and so audit-guard's own Data Storage, its
 //! comparisons and its chain) knows nothing of Kubernaut's payload.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use serde_json::Value;
@@ -99,6 +99,8 @@ pub struct InFlight {
 #[derive(Debug, Default)]
 struct Entries {
     map: HashMap<Key, Entry>,
+    /// The keys by capture order: the oldest is found without a scan.
+    order: BTreeMap<u64, Key>,
     next: u64,
 }
 
@@ -124,19 +126,22 @@ impl InFlight {
     /// (its CR read again) is the one its writes use.
     pub fn capture(&self, record: &SignalProcessingAudit, facts: CrFacts) {
         let Ok(mut inner) = self.inner.lock() else { return };
+        let inner = &mut *inner;
         let k = key(record);
         if inner.map.len() >= self.capacity && !inner.map.contains_key(&k) {
-            if let Some(oldest) = inner.map.iter().min_by_key(|(_, e)| e.seq).map(|(k, _)| k.clone()) {
+            if let Some((_, oldest)) = inner.order.pop_first() {
                 inner.map.remove(&oldest);
             }
         }
         let seq = inner.next;
         inner.next += 1;
-        let entry = inner.map.entry(k).or_insert(Entry {
+        let entry = inner.map.entry(k.clone()).or_insert(Entry {
             facts: CrFacts::default(),
             holders: 0,
             seq,
         });
+        inner.order.remove(&entry.seq);
+        inner.order.insert(seq, k);
         entry.facts = facts;
         entry.holders = entry.holders.saturating_add(1);
         entry.seq = seq;
@@ -159,7 +164,9 @@ impl InFlight {
         if let Some(e) = inner.map.get_mut(&k) {
             e.holders = e.holders.saturating_sub(1);
             if e.holders == 0 {
+                let seq = e.seq;
                 inner.map.remove(&k);
+                inner.order.remove(&seq);
             }
         }
     }
