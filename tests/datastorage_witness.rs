@@ -7,17 +7,15 @@
 
 mod support;
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use audit_guard::evidence::merkle::Hash;
 use audit_guard::evidence::note::{Checkpoint, Note, SignerKey, VerifierKey, ALG_COSIGNATURE_V1, ALG_ED25519};
-use audit_guard::evidence::witness::AddCheckpoint;
 use serde_json::json;
 use support::datastorage::*;
 use support::wait_for;
+use support::witness::Witness;
 
 const ORIGIN: &str = "audit-guard.test/datastorage";
 const WITNESS: &str = "witness.test/auditor";
@@ -46,80 +44,6 @@ fn keys(dir: &Path) -> Keys {
         log_pub,
         witness: witness.verifier().clone(),
         witness_file,
-    }
-}
-
-/// `audit-guard log-witness` on plain HTTP at `port`, killed on drop.
-struct Witness {
-    child: Child,
-    url: String,
-    log: PathBuf,
-}
-
-impl Drop for Witness {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Witness {
-    async fn start(k: &Keys, state: &Path, port: u16, log: &Path) -> Witness {
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-        let child = Command::new(binary())
-            .args(["log-witness", "--plain-http", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--key-file")
-            .arg(&k.witness_file)
-            .arg("--log-public-key")
-            .arg(&k.log_pub)
-            .arg("--state-dir")
-            .arg(state)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(out))
-            .spawn()
-            .unwrap();
-        let mut w = Witness {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            log: log.to_path_buf(),
-        };
-        let ready = wait_for("the witness to listen", Duration::from_secs(60), || {
-            let exited = w.child.try_wait().ok().flatten();
-            async move {
-                if let Some(status) = exited {
-                    anyhow::bail!("log-witness exited ({status})");
-                }
-                Ok(TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()))
-            }
-        })
-        .await;
-        if let Err(e) = ready {
-            panic!("{e}\n{}", std::fs::read_to_string(&w.log).unwrap_or_default());
-        }
-        w
-    }
-
-    async fn add(&self, old: u64, proof: Vec<Hash>, checkpoint: &[u8]) -> (u16, String, Vec<u8>) {
-        let body = AddCheckpoint {
-            old,
-            proof,
-            checkpoint: checkpoint.to_vec(),
-        };
-        let r = reqwest::Client::new()
-            .post(format!("{}/add-checkpoint", self.url))
-            .body(body.to_bytes())
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        let ct = r
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        (status, ct, r.bytes().await.unwrap().to_vec())
     }
 }
 
@@ -177,7 +101,7 @@ async fn witnessed(options: impl Fn(&Keys, &Path) -> Options) {
     let state = dir.path().join("witness-state");
     let port = support::controlplane::free_port().unwrap();
     let wlog = dir.path().join("witness.log");
-    let w = Witness::start(&k, &state, port, &wlog).await;
+    let w = Witness::start(&k.witness_file, &k.log_pub, &state, port, &wlog).await;
     let policy = dir.path().join("witnesses");
     std::fs::write(&policy, format!("# the auditor's witness\nwitness {} {}\n", k.witness, w.url)).unwrap();
     let svc = DataStorage::launch(options(&k, &policy)).await;
@@ -206,7 +130,7 @@ async fn witnessed(options: impl Fn(&Keys, &Path) -> Options) {
 
     // A restart keeps the state: the same fork is refused, a fresh start (old 0) is told the size.
     drop(w);
-    let w = Witness::start(&k, &state, port, &wlog).await;
+    let w = Witness::start(&k.witness_file, &k.log_pub, &state, port, &wlog).await;
     let (s, _, body) = w.add(cp.size, vec![], &signed(&k, cp.size, other)).await;
     assert_eq!((s, body), (409, format!("{}\n", cp.size).into_bytes()));
     // Data Storage may have pushed a larger checkpoint meanwhile: the witness names at least

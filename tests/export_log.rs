@@ -3,8 +3,9 @@
 //! passes (NDJSON and CSV, PostgreSQL and SQLite); consistency from the previous export's
 //! checkpoint holds and fails against a forged one; after the database owner changes an
 //! exported record (its derived status column recomputed) or deletes one from the range, the
-//! export is NOT consistent and names it; a changed byte of the bundle fails. Real PostgreSQL,
-//! the real Data Storage binary and the real CLI.
+//! export is NOT consistent and names it; a changed byte of the bundle fails; the checkpoint
+//! carries the auditor's witness's cosignature, which `--witness-key` requires. Real PostgreSQL,
+//! the real Data Storage binary, the real witness and the real CLI.
 
 mod support;
 
@@ -12,11 +13,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use audit_guard::evidence::note::{Checkpoint, SignerKey, ALG_ED25519};
+use audit_guard::evidence::note::{Checkpoint, SignerKey, ALG_COSIGNATURE_V1, ALG_ED25519};
 use serde_json::{json, Value};
 use support::datastorage::*;
+use support::witness::Witness;
 
 const ORIGIN: &str = "audit-guard.test/exports";
+const WITNESS: &str = "witness.test/exports";
 
 /// The CLI as the auditor runs it: (exit code, stdout and stderr).
 fn cli(args: &[&str]) -> (i32, String) {
@@ -236,14 +239,40 @@ async fn postgres_exports_prove_their_rows_and_name_the_owners_tampering() {
 }
 
 #[tokio::test]
-async fn sqlite_exports_prove_their_rows() {
+async fn sqlite_exports_prove_their_rows_under_a_witnessed_checkpoint() {
     let mut a = Auditor::new();
-    let args = a.service_args();
+    // The auditor's witness, in Data Storage's policy.
+    let witness = SignerKey::generate(WITNESS, ALG_COSIGNATURE_V1).unwrap();
+    std::fs::write(a.path("witness.key"), format!("{}\n", witness.to_secret_string())).unwrap();
+    std::fs::write(a.path("witness.key.pub"), format!("{}\n", witness.verifier())).unwrap();
+    let port = support::controlplane::free_port().unwrap();
+    let w = Witness::start(
+        Path::new(&a.path("witness.key")),
+        Path::new(&a.path("log.key.pub")),
+        Path::new(&a.path("witness-state")),
+        port,
+        Path::new(&a.path("witness.log")),
+    )
+    .await;
+    std::fs::write(a.path("witnesses"), format!("witness {} {}\n", witness.verifier(), w.url)).unwrap();
+    let mut args = a.service_args();
+    args.extend(["--witness-policy-file".to_string(), a.path("witnesses")]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let svc = DataStorage::launch(Options::sqlite().args(&args)).await;
     a.serving(&svc);
     store_records(&svc, "lite", 12).await;
     an_honest_export_verifies(&a, 12);
+
+    // The checkpoint carries the witness's cosignature: required, it checks.
+    let (code, out) = a.verify("first.ndjson", &["--witness-key", &a.path("witness.key.pub")]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("cosigned by {WITNESS} (checked, cosigned at")), "{out}");
+    // A witness that did not cosign it is refused.
+    let other = SignerKey::generate("other.test/witness", ALG_COSIGNATURE_V1).unwrap();
+    std::fs::write(a.path("other.pub"), format!("{}\n", other.verifier())).unwrap();
+    let (code, out) = a.verify("first.ndjson", &["--witness-key", &a.path("other.pub")]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("lacks the cosignature of witness other.test/witness"), "{out}");
     a_changed_byte_fails(&a, "first.csv");
     // Only a period's rows: proven by the range they occupy.
     let mid = chrono::Utc::now().to_rfc3339();

@@ -580,11 +580,13 @@ fn verify_export_cmd(a: &VerifyExportArgs) -> anyhow::Result<bool> {
     println!("OK: {summary}");
     println!(
         "consistent with the transparency log: checkpoint of {} entries signed by {}, {cosigned}; {} rows proven in it, \
-         {} stored after the export began (not yet in the log), {} other entries of the range listed; {}",
+         {} stored after the export began (not yet in the log), {} stored before the log began, \
+         {} other entries of the range listed; {}",
         log.size,
         trust.as_ref().map_or(String::new(), |t| t.key.to_string()),
         f.proven,
         f.after_start,
+        f.before_log,
         f.others,
         trust
             .as_ref()

@@ -271,6 +271,47 @@ mod tests {
     }
 
     #[test]
+    fn the_checkpoint_is_the_logs_and_required_witnesses_cosigned_it() {
+        use crate::evidence::note::{SignerKey, ALG_COSIGNATURE_V1, ALG_ED25519};
+        let log = SignerKey::generate("example.com/log", ALG_ED25519).unwrap();
+        let w1 = SignerKey::generate("w1.example", ALG_COSIGNATURE_V1).unwrap();
+        let w2 = SignerKey::generate("w2.example", ALG_COSIGNATURE_V1).unwrap();
+        let cp = Checkpoint {
+            origin: "example.com/log".into(),
+            size: 3,
+            root: [7; 32],
+            extensions: vec![],
+        };
+        let mut note = cp.sign(&log).unwrap();
+        note.cosign(&w1, 1_700_000_000).unwrap();
+        let text = String::from_utf8(note.to_bytes()).unwrap();
+        let trust = |witnesses: Vec<VerifierKey>| LogTrust {
+            key: log.verifier().clone(),
+            saved: None,
+            witnesses,
+        };
+        let (opened, lines) = open_checkpoint(&text, &trust(vec![])).unwrap();
+        assert_eq!(opened, cp);
+        assert_eq!(lines, vec!["w1.example (not checked: no --witness-key for it)".to_string()]);
+        let (_, lines) = open_checkpoint(&text, &trust(vec![w1.verifier().clone()])).unwrap();
+        assert_eq!(lines, vec!["w1.example (checked, cosigned at 1700000000)".to_string()]);
+        let e = open_checkpoint(&text, &trust(vec![w2.verifier().clone()])).unwrap_err();
+        assert!(e.contains("lacks the cosignature of witness w2.example"), "{e}");
+        // One byte of the checkpoint changed: not the log's.
+        let changed = text.replacen("\n3\n", "\n4\n", 1);
+        assert!(open_checkpoint(&changed, &trust(vec![]))
+            .unwrap_err()
+            .contains("not signed by the log key"));
+        let other = SignerKey::generate("example.com/log", ALG_ED25519).unwrap();
+        let wrong = LogTrust {
+            key: other.verifier().clone(),
+            saved: None,
+            witnesses: vec![],
+        };
+        assert!(open_checkpoint(&text, &wrong).is_err());
+    }
+
+    #[test]
     fn csv_exports_are_counted_by_kind() {
         let content = b"kind,id,chain_shard\nrecord,a,0\namendment,b,0\n";
         let counts = Counts {

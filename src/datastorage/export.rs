@@ -40,8 +40,8 @@ pub use super::signing::{generate_signing_key, key_id, Signer};
 use super::store::{AmendmentRow, DbError, EventRow, RecordColumns, RecordRow, Store, StoredCheckpoint, StoredManifest, TimeRange};
 use super::{tlog, witnesses};
 use crate::evidence::entry::Kind;
-use crate::evidence::export_log::{self, b64_hashes, LogEvidence, OtherEntry, PreviousProof, RangeProof, FORMAT as LOG_FORMAT};
-use crate::evidence::merkle::{consistency_proof, leaf_hash, CompactRange, Hash};
+use crate::evidence::export_log::{self, b64_hashes, FirstEntry, LogEvidence, OtherEntry, PreviousProof, RangeProof, FORMAT as LOG_FORMAT};
+use crate::evidence::merkle::{consistency_proof, inclusion_proof, leaf_hash, CompactRange, Hash};
 
 /// Where the export signing public key is published (no token needed).
 pub const PUBLIC_KEY_PATH: &str = "/.well-known/audit-guard/export-signing-key.pem";
@@ -673,6 +673,13 @@ async fn evidence(
         }
         None => None,
     };
+    let first_entry = match store.log_entries(0, 1).await?.pop() {
+        Some(entry) if n > 0 => Some(FirstEntry {
+            entry: base64::engine::general_purpose::STANDARD.encode(entry),
+            proof: b64_hashes(&tlog::over_tiles(store, n, |r| inclusion_proof(r, 0, n)).await?),
+        }),
+        _ => None,
+    };
     let previous = match settings.previous {
         Some(m) => Some(PreviousProof {
             size: m,
@@ -686,6 +693,7 @@ async fn evidence(
         sequenced_before,
         range,
         previous,
+        first_entry,
     })
 }
 

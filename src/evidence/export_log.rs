@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::entry::{time_text, Entry, Kind};
-use super::merkle::{leaf_hash, verify_consistency, CompactRange, Hash};
+use super::merkle::{leaf_hash, verify_consistency, verify_inclusion, CompactRange, Hash};
 use super::note::Checkpoint;
 
 pub const FORMAT: &str = "audit-guard-export-log/v1";
@@ -39,6 +39,18 @@ pub struct LogEvidence {
     pub range: Option<RangeProof>,
     /// The consistency proof from an earlier checkpoint's size the request named.
     pub previous: Option<PreviousProof>,
+    /// The log's first entry with its inclusion proof: a row without an index stored before
+    /// it predates the log (the HMAC chain covers it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_entry: Option<FirstEntry>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct FirstEntry {
+    /// Base64 of the entry at index 0.
+    pub entry: String,
+    /// Base64 hashes: its inclusion proof in the checkpoint's tree.
+    pub proof: Vec<String>,
 }
 
 /// The exported rows' indexes lie in `[first, end)`; with `left` and the listed `others` they
@@ -249,6 +261,8 @@ pub struct Findings {
     pub proven: u64,
     /// Rows stored after the export was read from the log (no index yet).
     pub after_start: u64,
+    /// Rows stored before the log's first entry (the log does not hold them).
+    pub before_log: u64,
     /// Other entries of the range, listed and outside the export's selection.
     pub others: u64,
     pub problems: Vec<String>,
@@ -290,6 +304,9 @@ pub struct RangeCheck {
     given: Vec<bool>,
     rows: u64,
     after_start: u64,
+    /// When the log's first entry was stored, as the evidence claims (proven in `finish`).
+    log_began: Option<DateTime<Utc>>,
+    before_log: u64,
     changed: (Vec<String>, u64),
     unindexed: (Vec<String>, u64),
     misplaced: (Vec<String>, u64),
@@ -313,6 +330,15 @@ impl RangeCheck {
             Some(r) => return Err(format!("the range [{}, {}) is empty or wider than {MAX_RANGE}", r.first, r.end)),
         };
         let width = usize::try_from(width).map_err(|_| "the range does not fit in memory".to_string())?;
+        let log_began = match &evidence.first_entry {
+            Some(f) => {
+                let bytes = B64
+                    .decode(&f.entry)
+                    .map_err(|_| "the log's first entry is not base64".to_string())?;
+                Some(Entry::decode(&bytes).map_err(|e| format!("the log's first entry: {e}"))?.stored_at)
+            }
+            None => None,
+        };
         Ok(Self {
             evidence,
             period,
@@ -320,6 +346,8 @@ impl RangeCheck {
             given: vec![false; width],
             rows: 0,
             after_start: 0,
+            log_began,
+            before_log: 0,
             changed: Default::default(),
             unindexed: Default::default(),
             misplaced: Default::default(),
@@ -337,6 +365,8 @@ impl RangeCheck {
         let Some((index, leaf)) = row.log else {
             if row.entry.stored_at >= self.evidence.sequenced_before {
                 self.after_start += 1;
+            } else if self.log_began.is_some_and(|t| row.entry.stored_at < t) {
+                self.before_log += 1;
             } else {
                 note(&mut self.unindexed, || {
                     format!(
@@ -375,8 +405,14 @@ impl RangeCheck {
     pub fn finish(mut self, checkpoint: &Checkpoint, saved: Option<&Checkpoint>) -> Findings {
         let mut f = Findings {
             after_start: self.after_start,
+            before_log: self.before_log,
             ..Default::default()
         };
+        if let Some(first) = &self.evidence.first_entry {
+            if let Err(e) = first_entry_included(first, checkpoint) {
+                f.problems.push(e);
+            }
+        }
         let mut missing_from_export: (Vec<String>, u64) = Default::default();
         let mut bad_others: (Vec<String>, u64) = Default::default();
         if let Some(r) = self.evidence.range.clone() {
@@ -423,10 +459,10 @@ impl RangeCheck {
                 if let Err(e) = range_leads_to(&r, &self.leaves, checkpoint) {
                     f.problems.push(e);
                 } else {
-                    f.proven = self.rows - self.after_start - self.unindexed.1;
+                    f.proven = self.rows - self.after_start - self.before_log - self.unindexed.1;
                 }
             }
-        } else if self.rows > self.after_start + self.unindexed.1 {
+        } else if self.rows > self.after_start + self.before_log + self.unindexed.1 {
             f.problems
                 .push("rows carry log indexes but the export carries no range proof for them".into());
         }
@@ -475,6 +511,16 @@ pub fn range_leads_to(r: &RangeProof, leaves: &[Hash], checkpoint: &Checkpoint) 
     })
 }
 
+/// Whether the listed first entry is the checkpoint's entry at index 0.
+pub fn first_entry_included(first: &FirstEntry, checkpoint: &Checkpoint) -> Result<(), String> {
+    let bytes = B64
+        .decode(&first.entry)
+        .map_err(|_| "the log's first entry is not base64".to_string())?;
+    let proof = hashes(&first.proof, "the first entry's inclusion proof")?;
+    verify_inclusion(&leaf_hash(&bytes), 0, checkpoint.size, &proof, &checkpoint.root)
+        .map_err(|e| format!("the log's first entry is not entry 0 of the signed checkpoint: {e}"))
+}
+
 /// Whether the evidence's checkpoint extends `saved`, the checkpoint the auditor trusts.
 pub fn extends(ev: &LogEvidence, checkpoint: &Checkpoint, saved: &Checkpoint) -> Result<(), String> {
     if saved.origin != checkpoint.origin {
@@ -515,7 +561,7 @@ pub fn extends(ev: &LogEvidence, checkpoint: &Checkpoint, saved: &Checkpoint) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::evidence::merkle::{consistency_proof, root_at, MemoryTree};
+    use crate::evidence::merkle::{consistency_proof, inclusion_proof, root_at, MemoryTree};
 
     fn at(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()
@@ -570,6 +616,10 @@ mod tests {
             previous: previous.map(|m| PreviousProof {
                 size: m,
                 consistency: b64_hashes(&consistency_proof(t, m, n).unwrap()),
+            }),
+            first_entry: Some(FirstEntry {
+                entry: B64.encode(all[0].0.encode().unwrap()),
+                proof: b64_hashes(&inclusion_proof(t, 0, n).unwrap()),
             }),
         }
     }
@@ -717,9 +767,12 @@ mod tests {
         late.entry.stored_at = at("2026-12-02T00:00:01Z");
         let mut early = row(&all, 42);
         early.log = None;
-        rows.extend([late, early]);
+        let mut before = row(&all, 43);
+        before.log = None;
+        before.entry.stored_at = at("2026-11-30T00:00:00Z");
+        rows.extend([late, early, before]);
         let f = check(&ev, period, &rows, &cp, None);
-        assert_eq!(f.after_start, 1);
+        assert_eq!((f.after_start, f.before_log), (1, 1));
         assert!(
             f.problems.iter().any(|p| p.contains("item-42") && p.contains("no log index")),
             "{f:?}"
@@ -791,6 +844,18 @@ mod tests {
         let cells = ["record", "r1", "2026-12-01T00:00:00.500000Z", text, "7", ""];
         assert!(cols.row(|i| cells.get(i).copied()).is_err());
         assert!(CsvColumns::find(["kind", "id"].iter().copied()).is_err());
+    }
+
+    #[test]
+    fn the_first_entry_must_be_the_logs() {
+        let (all, t, exported, period) = setup();
+        let cp = checkpoint(&t, 60);
+        let rows: Vec<ExportedRow> = exported.iter().map(|i| row(&all, *i)).collect();
+        let mut ev = evidence(&t, &all, &exported, 60, None);
+        // Claiming a later first entry would excuse rows without an index: refused.
+        ev.first_entry.as_mut().unwrap().entry = B64.encode(all[1].0.encode().unwrap());
+        let f = check(&ev, period, &rows, &cp, None);
+        assert!(f.problems[0].contains("not entry 0 of the signed checkpoint"), "{f:?}");
     }
 
     #[test]

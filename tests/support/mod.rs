@@ -10,6 +10,7 @@ pub mod kubernaut_ds;
 pub mod node;
 pub mod pg_replica;
 pub mod tlog;
+pub mod witness;
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};

@@ -929,7 +929,7 @@ impl Store for PgStore {
         .boxed()
     }
 
-    fn log_items(&self, kind: Kind, ids: Vec<String>) -> BoxFuture<'_, DbResult<HashMap<String, (u64, Vec<u8>)>>> {
+    fn log_items(&self, kind: Kind, ids: Vec<String>) -> BoxFuture<'_, DbResult<LogItems>> {
         async move {
             let rows: Vec<(String, i64, Vec<u8>)> =
                 sqlx::query_as("SELECT item_id, idx, entry FROM tlog_entries WHERE kind = $1 AND item_id = ANY($2)")
