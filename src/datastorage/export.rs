@@ -968,6 +968,25 @@ mod tests {
         for kept in ["-0.5", "-12", "+3", "1e3", "prod", "", "{\"a\":1}", "a=b", "'quoted"] {
             assert_eq!(spreadsheet_safe(kept), kept, "{kept:?}");
         }
+        // The auditor's side reads every cell back as it was.
+        for cell in [
+            "=HYPERLINK(1)",
+            "+1+cmd",
+            "-2+3",
+            "@SUM(A1)",
+            "\t=1",
+            "-0.5",
+            "+3",
+            "prod",
+            "'quoted",
+            "+/AbC=",
+        ] {
+            assert_eq!(
+                crate::evidence::export_log::unescape_cell(&spreadsheet_safe(cell)),
+                cell,
+                "{cell:?}"
+            );
+        }
         // Through a whole row: every user-controlled cell, the stored JSON untouched.
         let mut r = row();
         r.columns.environment = Some("=cmd|' /C calc'!A0".into());

@@ -206,6 +206,23 @@ pub fn ndjson_row(line: &str) -> Result<ExportedRow, String> {
     Ok(ExportedRow { entry, log })
 }
 
+/// A CSV cell as Data Storage had it before making it safe for spreadsheets (a leading `'`
+/// before `=`, `+`, `-`, `@`, a tab or a carriage return, unless the cell is a plain number:
+/// `spreadsheet_safe` in src/datastorage/export.rs). A cell that itself began with `'` and
+/// such a character reads the same after both, so it cannot be told apart: its row is then
+/// named as differing from its entry, never passed wrongly.
+pub fn unescape_cell(cell: &str) -> &str {
+    match cell.strip_prefix('\'') {
+        Some(rest)
+            if matches!(rest.chars().next(), Some('=' | '+' | '-' | '@' | '\t' | '\r'))
+                && !rest.parse::<f64>().is_ok_and(f64::is_finite) =>
+        {
+            rest
+        }
+        _ => cell,
+    }
+}
+
 /// Where a CSV export's columns are (by its header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CsvColumns {
@@ -239,9 +256,11 @@ impl CsvColumns {
     /// A CSV row's entry (its `stored_at` column is when the item was stored, for every kind)
     /// and log reference.
     pub fn row<'a>(&self, cell: impl Fn(usize) -> Option<&'a str>) -> Result<ExportedRow, String> {
-        let get = |i: usize| cell(i).unwrap_or_default();
+        let get = |i: usize| unescape_cell(cell(i).unwrap_or_default());
         let kind = kind_of(get(self.kind))?;
-        let entry = entry_of(kind, get(self.id).to_string(), get(self.stored_at), get(self.json))?;
+        // The stored JSON starts with `{`: never escaped, taken verbatim.
+        let json = cell(self.json).unwrap_or_default();
+        let entry = entry_of(kind, get(self.id).to_string(), get(self.stored_at), json)?;
         let index = match get(self.log_index) {
             "" => None,
             s => Some(s.parse::<u64>().map_err(|_| format!("log_index {s:?} is not a number"))?),
@@ -844,6 +863,13 @@ mod tests {
         let cells = ["record", "r1", "2026-12-01T00:00:00.500000Z", text, "7", ""];
         assert!(cols.row(|i| cells.get(i).copied()).is_err());
         assert!(CsvColumns::find(["kind", "id"].iter().copied()).is_err());
+        // A leaf or an id a spreadsheet would have run carries a leading quote: read without it.
+        let plus = Entry::new(Kind::Record, "=r1", "u-1", at("2026-12-01T00:00:00.5Z"), text.as_bytes());
+        let leaf = format!("'+{}", &B64.encode(plus.leaf_hash().unwrap())[1..]);
+        let cells = ["record", "'=r1", "2026-12-01T00:00:00.500000Z", text, "7", leaf.as_str()];
+        let got = cols.row(|i| cells.get(i).copied()).unwrap();
+        assert_eq!(got.entry.id, "=r1");
+        assert_eq!(B64.encode(got.log.unwrap().1)[..1], *"+");
     }
 
     #[test]
