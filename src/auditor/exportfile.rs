@@ -3,7 +3,7 @@
 //! and, given the log's public key, the log's evidence the manifest carries: the checkpoint's
 //! signature and cosignatures, every row's entry in the proven range, the entries the export
 //! lacks, the consistency from the checkpoint the auditor saved ([`export_log`]). The file is
-//! read once, as a stream: memory holds a line, and 32 bytes per index of the proven range.
+//! read once, as a stream: memory holds a line, and 33 bytes per index of the proven range.
 
 use std::io::{BufRead, Read};
 
@@ -181,7 +181,9 @@ pub fn check_export(
                 since: manifest.since,
                 until: manifest.until,
             };
-            (Some(RangeCheck::new(ev, period)?), Some((opened, note)))
+            let c = &manifest.counts;
+            let rows = c.records + c.amendments + c.break_glass_events;
+            (Some(RangeCheck::new(ev, period, rows)?), Some((opened, note)))
         }
     };
     let mut hashing = Hashing {

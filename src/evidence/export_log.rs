@@ -8,7 +8,8 @@
 //! `[0, first)` (at most 64 hashes), every entry of the range that is not an exported row
 //! (listed with its bytes), and the consistency proof from `end` to the checkpoint's size.
 //! The verifier recomputes each row's entry from the row, so its leaf is the row's own; it
-//! keeps 32 bytes per index of the range, never a row's text.
+//! keeps 33 bytes per index of the range (a hash and a flag), never a row's text; a range
+//! wider than its rows and listed entries by more than [`MAX_GAPS`] is refused.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -23,8 +24,9 @@ use super::note::Checkpoint;
 pub const FORMAT: &str = "audit-guard-export-log/v1";
 /// Problems named one by one per kind (all are counted).
 const NAMED: usize = 20;
-/// The widest range a verifier accepts: 32 bytes of memory per index.
-pub const MAX_RANGE: u64 = 1 << 28;
+/// How many more indexes than its rows and listed entries a range may span (each one missing,
+/// to be named): the verifier keeps 33 bytes per index, so memory follows the export's size.
+pub const MAX_GAPS: u64 = 1 << 20;
 
 /// What a manifest carries of the log (its `log` member), signed with it.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -339,14 +341,22 @@ fn note(list: &mut (Vec<String>, u64), line: impl FnOnce() -> String) {
 }
 
 impl RangeCheck {
-    pub fn new(evidence: LogEvidence, period: Period) -> Result<Self, String> {
+    /// `rows`: how many rows the signed manifest counts.
+    pub fn new(evidence: LogEvidence, period: Period, rows: u64) -> Result<Self, String> {
         if evidence.format != FORMAT {
             return Err(format!("unknown log evidence format {:?}", evidence.format));
         }
         let width = match &evidence.range {
             None => 0,
-            Some(r) if r.first < r.end && r.end - r.first <= MAX_RANGE => r.end - r.first,
-            Some(r) => return Err(format!("the range [{}, {}) is empty or wider than {MAX_RANGE}", r.first, r.end)),
+            Some(r) if r.first < r.end && r.end - r.first <= rows + r.others.len() as u64 + MAX_GAPS => r.end - r.first,
+            Some(r) => {
+                return Err(format!(
+                    "the range [{}, {}) is empty, or wider than its {rows} rows and {} listed entries with {MAX_GAPS} missing",
+                    r.first,
+                    r.end,
+                    r.others.len()
+                ))
+            }
         };
         let width = usize::try_from(width).map_err(|_| "the range does not fit in memory".to_string())?;
         let log_began = match &evidence.first_entry {
@@ -653,7 +663,7 @@ mod tests {
     }
 
     fn check(ev: &LogEvidence, period: Period, rows: &[ExportedRow], cp: &Checkpoint, saved: Option<&Checkpoint>) -> Findings {
-        let mut c = RangeCheck::new(ev.clone(), period).unwrap();
+        let mut c = RangeCheck::new(ev.clone(), period, rows.len() as u64).unwrap();
         for (n, r) in rows.iter().enumerate() {
             c.row(n as u64 + 1, r);
         }
@@ -897,9 +907,11 @@ mod tests {
         let (all, t, exported, period) = setup();
         let mut ev = evidence(&t, &all, &exported, 60, None);
         ev.format = "v2".into();
-        assert!(RangeCheck::new(ev, period).is_err());
+        assert!(RangeCheck::new(ev, period, 20).is_err());
         let mut ev = evidence(&t, &all, &exported, 60, None);
-        ev.range.as_mut().unwrap().end = MAX_RANGE + 20;
-        assert!(RangeCheck::new(ev, period).is_err());
+        let r = ev.range.as_mut().unwrap();
+        r.end = r.first + 20 + r.others.len() as u64 + MAX_GAPS;
+        assert!(RangeCheck::new(ev.clone(), period, 20).is_ok());
+        assert!(RangeCheck::new(ev, period, 19).is_err());
     }
 }
