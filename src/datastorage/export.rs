@@ -7,7 +7,10 @@
 //! is derived from the whole message), so it cannot sign a stream of millions of rows as it
 //! goes. The service hashes the content (SHA-256) while streaming and, after the last row,
 //! signs a small manifest — the export's id, period, format, content SHA-256 and byte count,
-//! counts, the chain's heads, who asked — and stores it (append-only) *before* the body ends.
+//! counts, the chain's heads, who asked, and (when Data Storage signs checkpoints) the
+//! transparency log's evidence for the rows: a checkpoint covering them with its cosignatures
+//! and a range proof (src/evidence/export_log.rs; each row carries its log index and leaf) —
+//! and stores it (append-only) *before* the body ends.
 //! The response's `audit-guard-export-id` header names it; `GET .../exports/{id}` returns the
 //! manifest's exact bytes and the signature from any replica. A body cut short never gets a
 //! manifest. The public key is served at [`PUBLIC_KEY_PATH`]; `audit-guard verify-export`
@@ -199,7 +202,7 @@ trait ExportRow {
     fn position(&self) -> Position;
     fn link(&self) -> Option<&Link>;
     fn csv(&self) -> [String; 24];
-    /// The NDJSON line's own fields (`chain` is added to them), the stored JSON's key and text.
+    /// The NDJSON line's own fields (`chain` and `log` are added to them), the stored JSON's key and text.
     fn ndjson_parts(&self) -> (serde_json::Value, &'static str, &str);
 
     fn ndjson(&self, log: Option<&LogRef>) -> String {
