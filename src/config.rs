@@ -244,6 +244,10 @@ pub struct ExportArgs {
     /// The export file; `<out>.manifest.json` and `<out>.sig` are written beside it.
     #[arg(long)]
     pub out: PathBuf,
+    /// A checkpoint saved earlier (by `verify-export --save` or `verify-log --save`): the export
+    /// then carries the log's consistency proof from it.
+    #[arg(long)]
+    pub previous_checkpoint: Option<PathBuf>,
     #[command(flatten)]
     pub api: ApiArgs,
 }
@@ -261,6 +265,20 @@ pub struct VerifyExportArgs {
     /// Data Storage's export signing public key (PEM), obtained out of band.
     #[arg(long)]
     pub public_key: PathBuf,
+    /// The log's verifier key (`log.key.pub`): check the log's evidence the export carries —
+    /// the checkpoint, every row's entry, the entries missing, the consistency. Without it
+    /// only the manifest, the file's digest and its counts are checked.
+    #[arg(long)]
+    pub log_key: Option<PathBuf>,
+    /// A checkpoint saved earlier (by `--save`): the export's checkpoint must extend it.
+    #[arg(long, requires = "log_key")]
+    pub checkpoint: Option<PathBuf>,
+    /// Write the export's checkpoint here once everything checks, to pass as --checkpoint next time.
+    #[arg(long, requires = "log_key")]
+    pub save: Option<PathBuf>,
+    /// A witness's cosignature verifier key whose cosignature the checkpoint must carry (repeatable).
+    #[arg(long, requires = "log_key")]
+    pub witness_key: Vec<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]

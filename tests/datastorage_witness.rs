@@ -8,9 +8,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 
-use audit_guard::evidence::merkle::Hash;
 use audit_guard::evidence::note::{SignerKey, VerifierKey, ALG_COSIGNATURE_V1, ALG_ED25519};
 use support::datastorage::*;
 use support::witness::*;
@@ -45,57 +43,13 @@ fn keys(dir: &Path) -> Keys {
     }
 }
 
-/// `audit-guard log-witness` on plain HTTP at `port`, killed on drop.
-struct Witness {
-    child: Child,
-    url: String,
-    log: PathBuf,
-}
-
-impl Drop for Witness {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Witness {
-    async fn start(k: &Keys, state: &Path, port: u16, log: &Path) -> Witness {
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-        let child = Command::new(binary())
-            .args(["log-witness", "--plain-http", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--key-file")
-            .arg(&k.witness_file)
-            .arg("--log-public-key")
-            .arg(&k.log_pub)
-            .arg("--state-dir")
-            .arg(state)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(out))
-            .spawn()
-            .unwrap();
-        let mut w = Witness {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            log: log.to_path_buf(),
-        };
-        wait_listening("log-witness", &mut w.child, port, &w.log).await;
-        w
-    }
-
-    async fn add(&self, old: u64, proof: Vec<Hash>, checkpoint: &[u8]) -> (u16, String, Vec<u8>) {
-        add_checkpoint(&self.url, old, proof, checkpoint).await
-    }
-}
-
 async fn witnessed(options: impl Fn(&Keys, &Path) -> Options) {
     let dir = tempfile::tempdir().unwrap();
     let k = keys(dir.path());
     let state = dir.path().join("witness-state");
     let port = support::controlplane::free_port().unwrap();
     let wlog = dir.path().join("witness.log");
-    let w = Witness::start(&k, &state, port, &wlog).await;
+    let w = Witness::start(&k.witness_file, &k.log_pub, &state, port, &wlog).await;
     let policy = dir.path().join("witnesses");
     std::fs::write(&policy, format!("# the auditor's witness\nwitness {} {}\n", k.witness, w.url)).unwrap();
     let svc = DataStorage::launch(options(&k, &policy)).await;
@@ -124,7 +78,7 @@ async fn witnessed(options: impl Fn(&Keys, &Path) -> Options) {
 
     // A restart keeps the state: the same fork is refused, a fresh start (old 0) is told the size.
     drop(w);
-    let w = Witness::start(&k, &state, port, &wlog).await;
+    let w = Witness::start(&k.witness_file, &k.log_pub, &state, port, &wlog).await;
     let (s, _, body) = w.add(cp.size, vec![], &signed_checkpoint(&k.log, cp.size, other)).await;
     assert_eq!((s, body), (409, format!("{}\n", cp.size).into_bytes()));
     // Data Storage may have pushed a larger checkpoint meanwhile: the witness names at least

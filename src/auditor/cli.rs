@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::exportfile::check_export;
+use super::exportfile::{check_export, LogTrust};
 use super::logcheck;
 use super::report::{self, PeriodReport};
 use super::witness::{self, Live, LiveObject, LogStats, RecordRef};
@@ -30,7 +30,7 @@ use crate::datastorage::export::{self, Manifest, SignedManifest};
 use crate::datastorage::store::{Store, TimeRange};
 use crate::datastorage::verify::{self, Verdict, VerifyOptions, VerifyReport};
 use crate::datastorage::{postgres, sqlite};
-use crate::evidence::note::{Checkpoint, SignerKey, VerifierKey, ALG_COSIGNATURE_V1, ALG_ED25519};
+use crate::evidence::note::{Checkpoint, Note, SignerKey, VerifierKey, ALG_COSIGNATURE_V1, ALG_ED25519};
 use crate::evidence::tiles::{bundles_for_size, decode_bundle, tiles_for_size};
 
 pub async fn run(cmd: AuditorCommand) -> anyhow::Result<bool> {
@@ -249,8 +249,7 @@ fn open_checkpoint(bytes: &[u8], key: &VerifierKey, what: &str) -> anyhow::Resul
 
 async fn verify_log_cmd(a: VerifyLogArgs) -> anyhow::Result<bool> {
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-    let key = VerifierKey::parse(String::from_utf8_lossy(&read(&a.log_key)?).trim())
-        .with_context(|| format!("the log key {}", a.log_key.display()))?;
+    let key = read_verifier_key(&a.log_key)?;
     let saved = a
         .checkpoint
         .as_ref()
@@ -441,10 +440,20 @@ async fn export_cmd(a: ExportArgs) -> anyhow::Result<bool> {
         ExportFormat::Ndjson => "ndjson",
         ExportFormat::Csv => "csv",
     };
+    let previous = match &a.previous_checkpoint {
+        Some(p) => {
+            let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            let note = Note::parse(&bytes).with_context(|| format!("{}: not a signed checkpoint", p.display()))?;
+            let cp = Checkpoint::parse(&note.text).with_context(|| format!("{}: not a checkpoint", p.display()))?;
+            Some(cp.size.to_string())
+        }
+        None => None,
+    };
     let q = [
         ("since", rfc3339(a.since)),
         ("until", rfc3339(a.until)),
         ("format", Some(format.into())),
+        ("previous_size", previous),
     ];
     let resp = api.get(&format!("{}/export", crate::datastorage::api::BASE), &q).await?;
     let export_id = resp
@@ -496,10 +505,29 @@ async fn export_cmd(a: ExportArgs) -> anyhow::Result<bool> {
         }
     );
     println!(
-        "check it offline: audit-guard verify-export {} --public-key <Data Storage's export signing key>",
+        "check it offline: audit-guard verify-export {} --public-key <Data Storage's export signing key> --log-key <log.key.pub> [--checkpoint <saved>] [--save <new>]",
         a.out.display()
     );
     Ok(whole)
+}
+
+fn read_verifier_key(path: &Path) -> anyhow::Result<VerifierKey> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    VerifierKey::parse(text.trim()).with_context(|| format!("the key {}", path.display()))
+}
+
+fn log_trust(a: &VerifyExportArgs) -> anyhow::Result<Option<LogTrust>> {
+    let Some(path) = &a.log_key else { return Ok(None) };
+    let key = read_verifier_key(path)?;
+    let saved = match &a.checkpoint {
+        Some(p) => {
+            let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            Some(open_checkpoint(&bytes, &key, &p.display().to_string())?)
+        }
+        None => None,
+    };
+    let witnesses = a.witness_key.iter().map(|p| read_verifier_key(p)).collect::<anyhow::Result<_>>()?;
+    Ok(Some(LogTrust { key, saved, witnesses }))
 }
 
 fn verify_export_cmd(a: &VerifyExportArgs) -> anyhow::Result<bool> {
@@ -509,29 +537,70 @@ fn verify_export_cmd(a: &VerifyExportArgs) -> anyhow::Result<bool> {
     let signature = std::fs::read(&sig_path).with_context(|| format!("reading {}", sig_path.display()))?;
     let pem = std::fs::read_to_string(&a.public_key).with_context(|| format!("reading {}", a.public_key.display()))?;
     let public = export::public_key_from_pem(&pem)?;
+    let trust = log_trust(a)?;
     let file = std::fs::File::open(&a.file).with_context(|| format!("opening {}", a.file.display()))?;
-    match check_export(file, &manifest, &signature, &public) {
-        Ok(c) => {
-            println!(
-                "OK: {} is export {} signed by key {} ({} to {}): {} records, {} amendments, {} break-glass events, {} bytes, SHA-256 {}",
-                a.file.display(),
-                c.manifest.export_id,
-                c.manifest.signing_key_id,
-                rfc3339(c.manifest.since).unwrap_or_else(|| "the beginning".into()),
-                rfc3339(c.manifest.until).unwrap_or_else(|| "the end".into()),
-                c.counted.records,
-                c.counted.amendments,
-                c.counted.break_glass_events,
-                c.manifest.content_bytes,
-                c.manifest.content_sha256
-            );
-            Ok(true)
-        }
+    let c = match check_export(file, &manifest, &signature, &public, trust.as_ref()) {
+        Ok(c) => c,
         Err(why) => {
             println!("FAILED: {}: {why}", a.file.display());
-            Ok(false)
+            return Ok(false);
         }
+    };
+    let summary = format!(
+        "{} is export {} signed by key {} ({} to {}): {} records, {} amendments, {} break-glass events, {} bytes, SHA-256 {}",
+        a.file.display(),
+        c.manifest.export_id,
+        c.manifest.signing_key_id,
+        rfc3339(c.manifest.since).unwrap_or_else(|| "the beginning".into()),
+        rfc3339(c.manifest.until).unwrap_or_else(|| "the end".into()),
+        c.counted.records,
+        c.counted.amendments,
+        c.counted.break_glass_events,
+        c.manifest.content_bytes,
+        c.manifest.content_sha256
+    );
+    let Some(log) = c.log else {
+        println!("OK: {summary}");
+        println!("the transparency log's evidence was not checked: give --log-key (and --checkpoint) to check the rows against the log");
+        return Ok(true);
+    };
+    let f = &log.findings;
+    let cosigned = if log.cosignatures.is_empty() {
+        "no witness cosignature".to_string()
+    } else {
+        format!("cosigned by {}", log.cosignatures.join(", "))
+    };
+    if let Some(first) = f.problems.first() {
+        println!("NOT consistent: {summary}: {} problem(s); first: {first}", f.problems.len());
+        for p in f.problems.iter().skip(1).take(80) {
+            println!("  {p}");
+        }
+        return Ok(false);
     }
+    println!("OK: {summary}");
+    println!(
+        "consistent with the transparency log: checkpoint of {} entries signed by {}, {cosigned}; {} rows proven in it, \
+         {} stored after the export began (not yet in the log), {} stored before the log began, \
+         {} other entries of the range listed; {}",
+        log.size,
+        trust.as_ref().map_or(String::new(), |t| t.key.to_string()),
+        f.proven,
+        f.after_start,
+        f.before_log,
+        f.others,
+        trust
+            .as_ref()
+            .and_then(|t| t.saved.as_ref())
+            .map_or("no saved checkpoint given".to_string(), |s| format!(
+                "extends the saved checkpoint of {} entries",
+                s.size
+            ))
+    );
+    if let Some(out) = &a.save {
+        write_out(out, log.note.as_bytes())?;
+        println!("saved the checkpoint to {}", out.display());
+    }
+    Ok(true)
 }
 
 /// The buffered writers' drops over the period, from Prometheus.

@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Datelike, Utc};
-use sha2::{Digest, Sha256};
 
 use crate::evidence::entry::{time_text, Entry, Kind};
+use crate::evidence::export_log::{self, describe, kind_name};
 use crate::evidence::merkle::{leaf_hash, root_at, verify_consistency, Hash, MemoryTree};
 use crate::evidence::note::Checkpoint;
 
@@ -92,70 +92,14 @@ pub fn judge(latest: &Checkpoint, entries: &[Vec<u8>], saved: Option<(&Checkpoin
     f
 }
 
-fn kind_name(k: Kind) -> &'static str {
-    match k {
-        Kind::Record => "record",
-        Kind::Amendment => "amendment",
-        Kind::BreakGlass => "break-glass event",
-    }
-}
-
 fn hex(h: &Hash) -> String {
     h.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// How an entry reads in a problem: kind, id, CR uid and when it was stored.
-fn describe(e: &Entry) -> String {
-    format!(
-        "{} {:?} (CR uid {:?}, stored at {})",
-        kind_name(e.kind),
-        e.id,
-        e.cr_uid,
-        time_text(e.stored_at)
-    )
-}
-
-/// The log entry an item must have, recomputed from its line in an NDJSON export (what Data
-/// Storage serves to readers; docs/transparency-log.md): the stored JSON text is the line's
-/// last member (`"record"` or `"event"`), byte for byte, so its SHA-256 is taken from the line
-/// as served, never from a re-serialisation.
+/// The log entry an item must have, recomputed from its line in an NDJSON export
+/// ([`export_log::ndjson_row`]).
 pub fn expected_entry(line: &str) -> Result<Entry, String> {
-    let line = line.trim_end_matches(['\n', '\r']);
-    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
-    let text = |k: &str| v.get(k).and_then(|x| x.as_str()).map(String::from);
-    let kind = match text("kind").as_deref() {
-        Some("record") => Kind::Record,
-        Some("amendment") => Kind::Amendment,
-        Some("break_glass") => Kind::BreakGlass,
-        other => return Err(format!("a row of unknown kind {other:?}")),
-    };
-    let (member, time) = match kind {
-        Kind::Record => ("record", "stored_at"),
-        Kind::Amendment => ("record", "at"),
-        Kind::BreakGlass => ("event", "stored_at"),
-    };
-    // Members before the stored JSON are JSON strings, objects of strings and numbers, so the
-    // first `,"<member>":` outside of a string is where the stored text starts; quotes inside
-    // strings are escaped, so it cannot occur inside one.
-    let marker = format!(",\"{member}\":");
-    let start = line.find(&marker).ok_or_else(|| format!("no {member:?} member"))? + marker.len();
-    let stored = line
-        .get(start..line.len().saturating_sub(1))
-        .filter(|_| line.ends_with('}'))
-        .ok_or("the line does not end with its stored JSON")?;
-    let id = text("id").ok_or("no id")?;
-    let stored_at: DateTime<Utc> = text(time)
-        .ok_or_else(|| format!("no {time}"))?
-        .parse()
-        .map_err(|e| format!("{time}: {e}"))?;
-    let cr_uid = v[member].get("uid").and_then(|u| u.as_str()).unwrap_or_default().to_string();
-    Ok(Entry {
-        kind,
-        id,
-        cr_uid,
-        stored_at,
-        content_sha256: Sha256::digest(stored.as_bytes()).into(),
-    })
+    export_log::ndjson_row(line).map(|r| r.entry)
 }
 
 /// What the check of the log against the served items counted beside its problems.

@@ -7,13 +7,17 @@
 //! is derived from the whole message), so it cannot sign a stream of millions of rows as it
 //! goes. The service hashes the content (SHA-256) while streaming and, after the last row,
 //! signs a small manifest — the export's id, period, format, content SHA-256 and byte count,
-//! counts, the chain's heads, who asked — and stores it (append-only) *before* the body ends.
+//! counts, the chain's heads, who asked, and (when Data Storage signs checkpoints) the
+//! transparency log's evidence for the rows: a checkpoint covering them with its cosignatures
+//! and a range proof (src/evidence/export_log.rs; each row carries its log index and leaf) —
+//! and stores it (append-only) *before* the body ends.
 //! The response's `audit-guard-export-id` header names it; `GET .../exports/{id}` returns the
 //! manifest's exact bytes and the signature from any replica. A body cut short never gets a
 //! manifest. The public key is served at [`PUBLIC_KEY_PATH`]; `audit-guard verify-export`
 //! (or `openssl pkeyutl -verify -rawin` and `sha256sum`) checks both offline.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,7 +40,11 @@ use super::http::{db_problem, AppState, BASE};
 use super::problem::Problem;
 use super::query;
 pub use super::signing::{generate_signing_key, key_id, Signer};
-use super::store::{AmendmentRow, DbError, EventRow, RecordColumns, RecordRow, Store, StoredManifest, TimeRange};
+use super::store::{AmendmentRow, DbError, EventRow, RecordColumns, RecordRow, Store, StoredCheckpoint, StoredManifest, TimeRange};
+use super::{tlog, witnesses};
+use crate::evidence::entry::Kind;
+use crate::evidence::export_log::{self, b64_hashes, FirstEntry, LogEvidence, OtherEntry, PreviousProof, RangeProof, FORMAT as LOG_FORMAT};
+use crate::evidence::merkle::{consistency_proof, inclusion_proof, leaf_hash, CompactRange, Hash};
 
 /// Where the export signing public key is published (no token needed).
 pub const PUBLIC_KEY_PATH: &str = "/.well-known/audit-guard/export-signing-key.pem";
@@ -109,6 +117,10 @@ pub struct Manifest {
     /// The chain's heads when the export ended: anchors for a later `verify --anchor`.
     pub chain_heads: Vec<Head>,
     pub signing_key_id: String,
+    /// The transparency log's evidence for the rows (docs/transparency-log.md, "Exports");
+    /// absent when this Data Storage signs no checkpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<LogEvidence>,
 }
 
 /// The CSV columns, one row per record, amendment or break-glass event.
@@ -137,7 +149,29 @@ pub const CSV_COLUMNS: &[&str] = &[
     "chain_key_id",
     "chain_hash",
     "json",
+    "log_index",
+    "log_leaf",
 ];
+
+/// A row's place in the transparency log: its index and leaf hash.
+pub type LogRef = (u64, Hash);
+
+fn log_json(log: Option<&LogRef>) -> serde_json::Value {
+    log.map_or(
+        serde_json::Value::Null,
+        |(i, leaf)| json!({"index": i, "leaf": base64::engine::general_purpose::STANDARD.encode(leaf)}),
+    )
+}
+
+/// A whole CSV row: the row's own cells, then its log index and leaf hash.
+fn csv_row<R: ExportRow>(r: &R, log: Option<&LogRef>) -> Vec<String> {
+    let mut cells = r.csv().to_vec();
+    match log {
+        Some((i, leaf)) => cells.extend([i.to_string(), base64::engine::general_purpose::STANDARD.encode(leaf)]),
+        None => cells.extend([String::new(), String::new()]),
+    }
+    cells
+}
 
 fn link_json(link: Option<&Link>) -> serde_json::Value {
     link.map_or(
@@ -160,17 +194,22 @@ fn ndjson_line(head: serde_json::Value, key: &str, stored_json: &str) -> String 
 
 /// What an export needs of each kind's rows.
 trait ExportRow {
+    /// The kind of its log entry.
+    const KIND: Kind;
+    /// The id its log entry carries.
+    fn item_id(&self) -> &str;
     /// Its keyset position: its own time and id.
     fn position(&self) -> Position;
     fn link(&self) -> Option<&Link>;
     fn csv(&self) -> [String; 24];
-    /// The NDJSON line's own fields (`chain` is added to them), the stored JSON's key and text.
+    /// The NDJSON line's own fields (`chain` and `log` are added to them), the stored JSON's key and text.
     fn ndjson_parts(&self) -> (serde_json::Value, &'static str, &str);
 
-    fn ndjson(&self) -> String {
+    fn ndjson(&self, log: Option<&LogRef>) -> String {
         let (mut head, key, stored_json) = self.ndjson_parts();
         if let Some(fields) = head.as_object_mut() {
             fields.insert("chain".into(), link_json(self.link()));
+            fields.insert("log".into(), log_json(log));
         }
         ndjson_line(head, key, stored_json)
     }
@@ -201,7 +240,7 @@ pub fn spreadsheet_safe(cell: &str) -> Cow<'_, str> {
     }
 }
 
-fn csv_bytes(rows: &[[String; 24]], header: bool) -> Result<Vec<u8>, DbError> {
+fn csv_bytes<R: AsRef<[String]>>(rows: &[R], header: bool) -> Result<Vec<u8>, DbError> {
     let mut w = csv::WriterBuilder::new()
         .has_headers(false)
         .from_writer(Vec::with_capacity(rows.len() * 2048));
@@ -210,7 +249,7 @@ fn csv_bytes(rows: &[[String; 24]], header: bool) -> Result<Vec<u8>, DbError> {
         w.write_record(CSV_COLUMNS).map_err(err)?;
     }
     for r in rows {
-        w.write_record(r.iter().map(|c| match spreadsheet_safe(c) {
+        w.write_record(r.as_ref().iter().map(|c| match spreadsheet_safe(c) {
             Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
             Cow::Owned(s) => Cow::Owned(s.into_bytes()),
         }))
@@ -258,6 +297,12 @@ fn record_csv(head: [String; 5], c: Option<&RecordColumns>, link: Option<&Link>,
 }
 
 impl ExportRow for RecordRow {
+    const KIND: Kind = Kind::Record;
+
+    fn item_id(&self) -> &str {
+        &self.id
+    }
+
     fn position(&self) -> Position {
         (self.columns.stored_at, self.id.clone())
     }
@@ -286,6 +331,12 @@ impl ExportRow for RecordRow {
 }
 
 impl ExportRow for AmendmentRow {
+    const KIND: Kind = Kind::Amendment;
+
+    fn item_id(&self) -> &str {
+        &self.amendment_id
+    }
+
     fn position(&self) -> Position {
         (self.amended_at, self.amendment_id.clone())
     }
@@ -316,6 +367,12 @@ impl ExportRow for AmendmentRow {
 }
 
 impl ExportRow for EventRow {
+    const KIND: Kind = Kind::BreakGlass;
+
+    fn item_id(&self) -> &str {
+        &self.id
+    }
+
     fn position(&self) -> Position {
         (self.at, self.id.clone())
     }
@@ -370,7 +427,23 @@ pub struct ExportJob {
     pub format: Format,
     pub export_id: String,
     pub created_by: String,
+    /// Set when Data Storage signs checkpoints: the export then carries the log's evidence.
+    pub log: Option<LogSettings>,
 }
+
+/// What an export proves of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogSettings {
+    /// How many witnesses cosign checkpoints: the export waits a little for a cosigned one.
+    pub witnesses: usize,
+    /// An earlier checkpoint's size: the export carries the consistency proof from it.
+    pub previous: Option<u64>,
+}
+
+/// How long an export waits for the log to sequence what was stored before it began, and for
+/// a checkpoint covering its rows (a round runs every second).
+const LOG_WAIT: Duration = Duration::from_secs(10);
+const LOG_POLL: Duration = Duration::from_millis(100);
 
 struct Sink {
     tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
@@ -418,34 +491,33 @@ impl ExportJob {
         let mut counts = Counts::default();
         let csv = self.format == Format::Csv;
         if csv {
-            sink.send(csv_bytes(&[], true)?).await?;
+            sink.send(csv_bytes::<Vec<String>>(&[], true)?).await?;
         }
         let (store, range) = (&self.store, self.range);
-        let unchained = &mut counts.unchained;
-        stream_pages(
-            &mut sink,
-            |after| store.record_rows(range, after, PAGE),
+        let sequenced_before = match self.log {
+            Some(_) => Some(wait_sequenced(store.as_ref()).await?),
+            None => None,
+        };
+        let mut pages = Pages {
+            sink: &mut sink,
+            store: store.as_ref(),
             csv,
-            &mut counts.records,
-            unchained,
-        )
-        .await?;
-        stream_pages(
-            &mut sink,
-            |after| store.amendment_rows(range, after, PAGE),
-            csv,
-            &mut counts.amendments,
-            unchained,
-        )
-        .await?;
-        stream_pages(
-            &mut sink,
-            |after| store.event_rows(range, after, PAGE),
-            csv,
-            &mut counts.break_glass_events,
-            unchained,
-        )
-        .await?;
+            unchained: &mut counts.unchained,
+            indexes: self.log.map(|_| Vec::new()),
+        };
+        pages
+            .stream(|after| store.record_rows(range, after, PAGE), &mut counts.records)
+            .await?;
+        pages
+            .stream(|after| store.amendment_rows(range, after, PAGE), &mut counts.amendments)
+            .await?;
+        pages
+            .stream(|after| store.event_rows(range, after, PAGE), &mut counts.break_glass_events)
+            .await?;
+        let log = match (self.log, sequenced_before, pages.indexes.take()) {
+            (Some(settings), Some(before), Some(indexes)) => Some(evidence(store.as_ref(), settings, before, indexes).await?),
+            _ => None,
+        };
         let manifest = Manifest {
             format: MANIFEST_FORMAT.into(),
             export_id: self.export_id.clone(),
@@ -459,6 +531,7 @@ impl ExportJob {
             counts,
             chain_heads: self.store.chain_heads().await?,
             signing_key_id: self.signer.key_id.clone(),
+            log,
         };
         let text = serde_json::to_string(&manifest)?;
         let signature = base64::engine::general_purpose::STANDARD.encode(self.signer.sign(text.as_bytes()));
@@ -479,35 +552,181 @@ impl ExportJob {
 /// Keyset position of a row: its own time and id.
 type Position = (DateTime<Utc>, String);
 
-/// Reads `fetch` page by page (each page strictly after the last row's position) until a
-/// short page, sending each page rendered as CSV or NDJSON to the sink and counting its rows
-/// and those without a link.
-async fn stream_pages<R: ExportRow, Fut>(
-    sink: &mut Sink,
-    mut fetch: impl FnMut(Option<Position>) -> Fut,
+/// Where pages go: the sink, the row counts and, when the log is proven, every exported
+/// row's log index (8 bytes a row, to list the entries of the range that are not exported).
+struct Pages<'a> {
+    sink: &'a mut Sink,
+    store: &'a dyn Store,
     csv: bool,
-    count: &mut u64,
-    unchained: &mut u64,
-) -> Result<(), DbError>
-where
-    Fut: std::future::Future<Output = Result<Vec<R>, DbError>>,
-{
-    let mut after = None;
-    loop {
-        let page = fetch(after).await?;
-        *count += page.len() as u64;
-        *unchained += page.iter().filter(|r| r.link().is_none()).count() as u64;
-        let chunk = if csv {
-            csv_bytes(&page.iter().map(R::csv).collect::<Vec<_>>(), false)?
-        } else {
-            page.iter().map(R::ndjson).collect::<String>().into_bytes()
-        };
-        sink.send(chunk).await?;
-        match page.last() {
-            Some(r) if page.len() == PAGE as usize => after = Some(r.position()),
-            _ => return Ok(()),
+    unchained: &'a mut u64,
+    indexes: Option<Vec<u64>>,
+}
+
+impl Pages<'_> {
+    /// Reads `fetch` page by page (each page strictly after the last row's position) until a
+    /// short page, sending each page rendered as CSV or NDJSON, each row with its log index and
+    /// leaf hash, and counting its rows and those without a link.
+    async fn stream<R: ExportRow, Fut>(&mut self, mut fetch: impl FnMut(Option<Position>) -> Fut, count: &mut u64) -> Result<(), DbError>
+    where
+        Fut: std::future::Future<Output = Result<Vec<R>, DbError>>,
+    {
+        let mut after = None;
+        loop {
+            let page = fetch(after).await?;
+            *count += page.len() as u64;
+            *self.unchained += page.iter().filter(|r| r.link().is_none()).count() as u64;
+            let logged = match &self.indexes {
+                Some(_) if !page.is_empty() => {
+                    let ids = page.iter().map(|r| r.item_id().to_string()).collect();
+                    self.store.log_items(R::KIND, ids).await?
+                }
+                _ => HashMap::new(),
+            };
+            let log_of = |r: &R| logged.get(r.item_id()).map(|(i, e)| (*i, leaf_hash(e)));
+            if let Some(indexes) = &mut self.indexes {
+                indexes.extend(logged.values().map(|(i, _)| *i));
+            }
+            let chunk = if self.csv {
+                csv_bytes(&page.iter().map(|r| csv_row(r, log_of(r).as_ref())).collect::<Vec<_>>(), false)?
+            } else {
+                page.iter().map(|r| r.ndjson(log_of(r).as_ref())).collect::<String>().into_bytes()
+            };
+            self.sink.send(chunk).await?;
+            match page.last() {
+                Some(r) if page.len() == PAGE as usize => after = Some(r.position()),
+                _ => return Ok(()),
+            }
         }
     }
+}
+
+/// Waits until the log has sequenced every item stored before now; returns the instant
+/// before which every stored item has its index (now, or the oldest still pending after
+/// [`LOG_WAIT`]).
+async fn wait_sequenced(store: &dyn Store) -> Result<DateTime<Utc>, DbError> {
+    let start = super::store::stored_now();
+    let deadline = tokio::time::Instant::now() + LOG_WAIT;
+    loop {
+        match store.log_lag().await?.oldest_pending {
+            Some(t) if t < start && tokio::time::Instant::now() < deadline => tokio::time::sleep(LOG_POLL).await,
+            Some(t) if t < start => return Ok(t),
+            _ => return Ok(start),
+        }
+    }
+}
+
+/// The latest checkpoint of at least `need` entries — with witnesses, one they cosigned when
+/// one comes within [`LOG_WAIT`].
+async fn covering_checkpoint(store: &dyn Store, need: u64, witnesses: usize) -> Result<StoredCheckpoint, DbError> {
+    let deadline = tokio::time::Instant::now() + LOG_WAIT;
+    let mut seen: Vec<StoredCheckpoint> = Vec::new();
+    loop {
+        if let Some(cp) = store.log_checkpoint(None).await?.filter(|cp| cp.size >= need) {
+            if witnesses == 0 {
+                return Ok(cp);
+            }
+            if !seen.iter().any(|s| s.size == cp.size) {
+                seen.push(cp);
+            }
+            // Witnesses cosign a little after signing: the newest cosigned one seen wins.
+            for cp in seen.iter().rev() {
+                if !store.log_cosignatures(cp.size).await?.is_empty() {
+                    return Ok(cp.clone());
+                }
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return seen.pop().ok_or_else(|| {
+                DbError::Value(format!(
+                    "no checkpoint covering the exported entries ({need}) was signed within {LOG_WAIT:?}"
+                ))
+            });
+        }
+        tokio::time::sleep(LOG_POLL).await;
+    }
+}
+
+/// The log's evidence for rows at `indexes`, read before `sequenced_before` was passed.
+async fn evidence(
+    store: &dyn Store,
+    settings: LogSettings,
+    sequenced_before: DateTime<Utc>,
+    mut indexes: Vec<u64>,
+) -> Result<LogEvidence, DbError> {
+    indexes.sort_unstable();
+    indexes.dedup();
+    let bounds = indexes.first().zip(indexes.last()).map(|(a, b)| (*a, b + 1));
+    let need = bounds.map_or(0, |(_, end)| end).max(settings.previous.unwrap_or(0));
+    let cp = covering_checkpoint(store, need, settings.witnesses).await?;
+    let n = cp.size;
+    let checkpoint = witnesses::with_cosignatures(&cp.note, &store.log_cosignatures(n).await?);
+    let range = match bounds {
+        Some((first, end)) => {
+            let (left, consistency) = tlog::over_tiles(store, n, |r| {
+                Ok((CompactRange::from_reader(r, first)?.peaks().to_vec(), consistency_proof(r, end, n)?))
+            })
+            .await?;
+            Some(RangeProof {
+                first,
+                end,
+                left: b64_hashes(&left),
+                consistency: b64_hashes(&consistency),
+                others: others(store, &export_log::gaps(first, end, &indexes)).await?,
+            })
+        }
+        None => None,
+    };
+    let first_entry = match store.log_entries(0, 1).await?.pop() {
+        Some(entry) if n > 0 => Some(FirstEntry {
+            entry: base64::engine::general_purpose::STANDARD.encode(entry),
+            proof: b64_hashes(&tlog::over_tiles(store, n, |r| inclusion_proof(r, 0, n)).await?),
+        }),
+        _ => None,
+    };
+    let previous = match settings.previous {
+        Some(m) => Some(PreviousProof {
+            size: m,
+            consistency: b64_hashes(&tlog::over_tiles(store, n, |r| consistency_proof(r, m, n)).await?),
+        }),
+        None => None,
+    };
+    Ok(LogEvidence {
+        format: LOG_FORMAT.into(),
+        checkpoint,
+        sequenced_before,
+        range,
+        previous,
+        first_entry,
+    })
+}
+
+/// The entries the log holds at the indexes of `runs` (`[start, end)` each). An index whose
+/// entry the log lacks is left out: the verifier names it.
+async fn others(store: &dyn Store, runs: &[(u64, u64)]) -> Result<Vec<OtherEntry>, DbError> {
+    let b64 = |index: u64, entry: &[u8]| OtherEntry {
+        index,
+        entry: base64::engine::general_purpose::STANDARD.encode(entry),
+    };
+    let mut out = Vec::new();
+    for &(start, end) in runs {
+        let mut at = start;
+        while at < end {
+            let n = (end - at).min(u64::from(PAGE));
+            let got = store.log_entries(at, n).await?;
+            if got.len() as u64 == n {
+                out.extend((at..).zip(&got).map(|(i, e)| b64(i, e)));
+            } else {
+                // Some are missing: which, only index by index tells.
+                for i in at..at + n {
+                    if let Some(e) = store.log_entries(i, 1).await?.pop() {
+                        out.push(b64(i, &e));
+                    }
+                }
+            }
+            at += n;
+        }
+    }
+    Ok(out)
 }
 
 /// `since` (inclusive) and `until` (exclusive), both optional, RFC 3339.
@@ -524,12 +743,24 @@ pub fn period(p: &query::Params) -> Result<TimeRange, Problem> {
     Ok(range)
 }
 
+/// `previous_size`: an earlier checkpoint's size to prove consistency from.
+fn previous_size(p: &query::Params) -> Result<Option<u64>, Problem> {
+    p.get("previous_size")
+        .map(|v| {
+            v.parse::<u64>()
+                .ok()
+                .filter(|_| v.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(|| Problem::field("previous_size", format!("previous_size: expected a tree size, got {v:?}")))
+        })
+        .transpose()
+}
+
 fn caller(user: Option<Extension<User>>) -> String {
     user.map_or_else(|| "anonymous (authentication disabled)".to_string(), |Extension(u)| u.name)
 }
 
 pub async fn export(State(state): State<Arc<AppState>>, user: Option<Extension<User>>, uri: Uri) -> Result<Response, Problem> {
-    let p = query::params(&uri, &["since", "until", "format"])?;
+    let p = query::params(&uri, &["since", "until", "format", "previous_size"])?;
     let range = period(&p)?;
     let format = match p.get("format") {
         None => Format::Ndjson,
@@ -541,6 +772,20 @@ pub async fn export(State(state): State<Arc<AppState>>, user: Option<Extension<U
             "exports are signed, and this Data Storage has no signing key: start it with --signing-key-file",
         ));
     };
+    let previous = previous_size(&p)?;
+    if let Some(m) = previous {
+        let held = state.store.log_size().await.map_err(|e| db_problem("log_size", e))?;
+        if m > held || state.log_key.is_none() {
+            return Err(Problem::field(
+                "previous_size",
+                format!("previous_size: the log holds {held} entries (and proves them only with a log signing key), not {m}"),
+            ));
+        }
+    }
+    let log = state.log_key.as_ref().map(|_| LogSettings {
+        witnesses: state.witnesses,
+        previous,
+    });
     let export_id = uuid::Uuid::new_v4().to_string();
     let (tx, rx) = mpsc::channel(CHANNEL);
     let job = ExportJob {
@@ -550,6 +795,7 @@ pub async fn export(State(state): State<Arc<AppState>>, user: Option<Extension<U
         format,
         export_id: export_id.clone(),
         created_by: caller(user),
+        log,
     };
     tokio::spawn(job.run(tx));
     let body = Body::from_stream(tokio_stream_from(rx));
@@ -637,6 +883,7 @@ impl Manifest {
             counts,
             chain_heads: vec![],
             signing_key_id: signer.key_id.clone(),
+            log: None,
         }
     }
 }
@@ -686,7 +933,7 @@ mod tests {
 
     #[test]
     fn ndjson_lines_carry_the_stored_json_verbatim() {
-        let line = row().ndjson();
+        let line = row().ndjson(None);
         assert!(line.ends_with(&format!(",\"record\":{}}}\n", row().record_text)), "{line}");
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["kind"], "record");
@@ -697,13 +944,14 @@ mod tests {
 
     #[test]
     fn csv_rows_quote_and_have_every_column() {
-        let bytes = csv_bytes(&[row().csv()], true).unwrap();
+        let bytes = csv_bytes(&[csv_row(&row(), Some(&(7, [1; 32])))], true).unwrap();
         let mut rdr = csv::Reader::from_reader(bytes.as_slice());
         assert_eq!(rdr.headers().unwrap().len(), CSV_COLUMNS.len());
         let rec = rdr.records().next().unwrap().unwrap();
         assert_eq!(&rec[0], "record");
         assert_eq!(&rec[10], "prod,\"x\"");
         assert_eq!(&rec[23], row().record_text);
+        assert_eq!((&rec[24], &rec[25]), ("7", "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="));
     }
 
     #[test]
@@ -723,12 +971,31 @@ mod tests {
         for kept in ["-0.5", "-12", "+3", "1e3", "prod", "", "{\"a\":1}", "a=b", "'quoted"] {
             assert_eq!(spreadsheet_safe(kept), kept, "{kept:?}");
         }
+        // The auditor's side reads every cell back as it was.
+        for cell in [
+            "=HYPERLINK(1)",
+            "+1+cmd",
+            "-2+3",
+            "@SUM(A1)",
+            "\t=1",
+            "-0.5",
+            "+3",
+            "prod",
+            "'quoted",
+            "+/AbC=",
+        ] {
+            assert_eq!(
+                crate::evidence::export_log::unescape_cell(&spreadsheet_safe(cell)),
+                cell,
+                "{cell:?}"
+            );
+        }
         // Through a whole row: every user-controlled cell, the stored JSON untouched.
         let mut r = row();
         r.columns.environment = Some("=cmd|' /C calc'!A0".into());
         r.columns.namespace = Some("@ns".into());
         r.columns.status = "-failed".into();
-        let bytes = csv_bytes(&[r.csv()], true).unwrap();
+        let bytes = csv_bytes(&[csv_row(&r, None)], true).unwrap();
         let mut rdr = csv::Reader::from_reader(bytes.as_slice());
         let rec = rdr.records().next().unwrap().unwrap();
         assert_eq!((&rec[5], &rec[7], &rec[10]), ("'-failed", "'@ns", "'=cmd|' /C calc'!A0"));

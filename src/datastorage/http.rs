@@ -51,6 +51,8 @@ pub struct AppState {
     pub signer: Option<Arc<Signer>>,
     /// Signs the log's checkpoints; None: none are signed (the checkpoint endpoint answers 503).
     pub log_key: Option<Arc<SignerKey>>,
+    /// How many witnesses checkpoints are pushed to: an export waits briefly for a cosigned one.
+    pub witnesses: usize,
     pub limits: ApiLimits,
 }
 

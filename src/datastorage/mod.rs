@@ -398,7 +398,9 @@ pub async fn run(args: Settings) -> anyhow::Result<()> {
     let log_key = log_key(&args, sqlite)?.map(Arc::new);
     let store = open_store(&args, keys.clone()).await?;
     tlog::spawn_sequencer(store.clone(), log_key.clone(), args.log_sequence_interval, shutdown.clone());
-    witnesses::spawn_pusher(store.clone(), witness_policy(&args)?, args.log_sequence_interval, shutdown.clone());
+    let policy = witness_policy(&args)?;
+    let witness_count = policy.len();
+    witnesses::spawn_pusher(store.clone(), policy, args.log_sequence_interval, shutdown.clone());
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -417,6 +419,7 @@ pub async fn run(args: Settings) -> anyhow::Result<()> {
         keys,
         signer,
         log_key,
+        witnesses: witness_count,
         limits: http::ApiLimits {
             max_batch: args.max_batch,
             max_body_bytes: args.max_body_bytes,

@@ -631,6 +631,22 @@ impl Store for SqliteStore {
         .boxed()
     }
 
+    fn log_items(&self, kind: Kind, ids: Vec<String>) -> BoxFuture<'_, DbResult<LogItems>> {
+        async move {
+            let rows: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(
+                "SELECT item_id, idx, entry FROM tlog_entries WHERE kind = ?1 AND item_id IN (SELECT value FROM json_each(?2))",
+            )
+            .bind(i16::from(kind.byte()))
+            .bind(serde_json::to_string(&ids)?)
+            .fetch_all(&self.read)
+            .await?;
+            rows.into_iter()
+                .map(|(id, idx, entry)| Ok((id, (tlog::db_u64(idx)?, entry))))
+                .collect()
+        }
+        .boxed()
+    }
+
     tlog::shared_log_reads!();
     super::witnesses::shared_cosignatures!();
 }

@@ -753,6 +753,8 @@ pub trait Store: Send + Sync + 'static {
     fn log_checkpoint(&self, size: Option<u64>) -> BoxFuture<'_, DbResult<Option<StoredCheckpoint>>>;
     /// The log index of a stored item, once sequenced.
     fn log_index(&self, kind: Kind, id: String) -> BoxFuture<'_, DbResult<Option<u64>>>;
+    /// The log index and entry of each of these items of one kind that has been sequenced.
+    fn log_items(&self, kind: Kind, ids: Vec<String>) -> BoxFuture<'_, DbResult<LogItems>>;
     /// Keeps a witness's cosignature line of the checkpoint of `size` (once per witness key).
     fn log_add_cosignature<'a>(&'a self, size: u64, witness: &'a str, key_id: u32, line: &'a str) -> BoxFuture<'a, DbResult<()>>;
     /// The cosignature lines kept for the checkpoint of `size`.
@@ -760,6 +762,9 @@ pub trait Store: Send + Sync + 'static {
     /// The largest checkpoint a witness key cosigned.
     fn log_cosigned_size<'a>(&'a self, witness: &'a str, key_id: u32) -> BoxFuture<'a, DbResult<Option<u64>>>;
 }
+
+/// Items' log indexes and entries, by item id.
+pub type LogItems = HashMap<String, (u64, Vec<u8>)>;
 
 /// Defined with the chain, whose link bytes carry the same form.
 pub use super::chain::fixed_ts;

@@ -354,6 +354,12 @@ macro_rules! shared_log_reads {
 }
 pub(crate) use shared_log_reads;
 
+/// `f` over the stored tiles of the tree of `size` (reads only the tiles it needs).
+pub async fn over_tiles<T>(store: &dyn Store, size: u64, f: impl Fn(&dyn HashReader) -> Result<T, ProofError>) -> DbResult<T> {
+    let tiles = store.log_tiles(tiles_read_by(size, &f)).await?;
+    run_on_tiles(size, &tiles, &f).map_err(proof_error)
+}
+
 fn proof_error(e: ProofError) -> DbError {
     DbError::Value(format!("the stored log hashes are inconsistent: {e}"))
 }

@@ -176,10 +176,9 @@ async fn proof_size(state: &AppState, asked: Option<u64>, key: &str) -> Result<(
 
 /// `f` over the stored tiles of the tree of `size` (reads only the tiles it needs).
 async fn over_tiles<T>(store: &dyn Store, size: u64, f: impl Fn(&dyn HashReader) -> Result<T, ProofError>) -> Result<T, Problem> {
-    let tiles = timed("log_tiles", store.log_tiles(tlog::tiles_read_by(size, &f)))
+    timed("log_proof", tlog::over_tiles(store, size, f))
         .await
-        .map_err(|e| db_problem("log_tiles", e))?;
-    tlog::run_on_tiles(size, &tiles, &f).map_err(|e| db_problem("log_proof", e))
+        .map_err(|e| db_problem("log_proof", e))
 }
 
 fn b64(hashes: &[[u8; 32]]) -> Vec<String> {

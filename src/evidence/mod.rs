@@ -6,6 +6,7 @@
 //! commands use them.
 
 pub mod entry;
+pub mod export_log;
 pub mod merkle;
 pub mod note;
 pub mod proof;

@@ -3,8 +3,8 @@
 //! served checkpoint once a witness cosigned it.
 
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::Child;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use audit_guard::evidence::merkle::Hash;
@@ -12,7 +12,7 @@ use audit_guard::evidence::note::{Checkpoint, Note, SignerKey, VerifierKey};
 use audit_guard::evidence::witness::AddCheckpoint;
 use serde_json::json;
 
-use super::datastorage::{ago, record, DataStorage, BASE, READER_TOKEN};
+use super::datastorage::{ago, binary, record, DataStorage, BASE, READER_TOKEN};
 use super::wait_for;
 
 /// Waits until the witness `child` listens on `port`; panics with its log (`log`) when it
@@ -114,4 +114,50 @@ pub async fn assert_pushes_cosigned(svc: &DataStorage) {
             .any(|l| l.starts_with("datastorage_log_witness_pushes_total{result=\"ok\"}") && !l.ends_with(" 0")),
         "{metrics}"
     );
+}
+
+/// `audit-guard log-witness` on plain HTTP at `port`, killed on drop.
+pub struct Witness {
+    child: Child,
+    pub url: String,
+    pub log: PathBuf,
+}
+
+impl Drop for Witness {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Witness {
+    /// Started with the witness's signer key file and the log's verifier key file, its state in
+    /// `state` and its stderr appended to `log`.
+    pub async fn start(witness_key: &Path, log_pub: &Path, state: &Path, port: u16, log: &Path) -> Witness {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        let child = Command::new(binary())
+            .args(["log-witness", "--plain-http", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--key-file")
+            .arg(witness_key)
+            .arg("--log-public-key")
+            .arg(log_pub)
+            .arg("--state-dir")
+            .arg(state)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(out))
+            .spawn()
+            .unwrap();
+        let mut w = Witness {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            log: log.to_path_buf(),
+        };
+        wait_listening("log-witness", &mut w.child, port, &w.log).await;
+        w
+    }
+
+    pub async fn add(&self, old: u64, proof: Vec<Hash>, checkpoint: &[u8]) -> (u16, String, Vec<u8>) {
+        add_checkpoint(&self.url, old, proof, checkpoint).await
+    }
 }

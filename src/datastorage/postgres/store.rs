@@ -929,6 +929,21 @@ impl Store for PgStore {
         .boxed()
     }
 
+    fn log_items(&self, kind: Kind, ids: Vec<String>) -> BoxFuture<'_, DbResult<LogItems>> {
+        async move {
+            let rows: Vec<(String, i64, Vec<u8>)> =
+                sqlx::query_as("SELECT item_id, idx, entry FROM tlog_entries WHERE kind = $1 AND item_id = ANY($2)")
+                    .bind(i16::from(kind.byte()))
+                    .bind(&ids)
+                    .fetch_all(&self.read)
+                    .await?;
+            rows.into_iter()
+                .map(|(id, idx, entry)| Ok((id, (tlog::db_u64(idx)?, entry))))
+                .collect()
+        }
+        .boxed()
+    }
+
     tlog::shared_log_reads!();
     crate::datastorage::witnesses::shared_cosignatures!();
 }
