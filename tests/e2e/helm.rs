@@ -185,8 +185,9 @@ fn install_upgrade_and_uninstall(cp: &ControlPlane) {
 
     // A CRD created outside the release (an earlier chart's crds/, the kustomize overlays) is
     // refused until it carries Helm's ownership marks, added as docs/deploying.md says.
-    // Other suites may have applied it server-side already; created outside a release, it has
-    // no server-side owner for Helm's apply to conflict with ([`Restore`] puts theirs back).
+    // Other suites may have applied it server-side already, as a field manager of theirs that
+    // Helm's server-side apply would conflict with; a CRD created by `kubectl apply` or an
+    // earlier chart has none, so theirs go for this test ([`Restore`] puts them back).
     if cp.kubectl(&["get", "crd", CRDS[0]]).is_ok() {
         let reset = r#"[{"op":"replace","path":"/metadata/managedFields","value":[{}]}]"#;
         cp.kubectl(&["patch", "crd", CRDS[0], "--type=json", "-p", reset]).unwrap();
@@ -337,6 +338,7 @@ fn release_abandoned(cp: &ControlPlane) {
     let namespaces = get_json(cp, &["namespaces"]);
     let objects = get_json(cp, &["signalprocessings", "--all-namespaces"]);
     for (ns, name, finalizers) in abandoned(&namespaces, &objects) {
+        eprintln!("letting go {ns}/{name}, left waiting in a namespace being deleted");
         let patch = serde_json::json!({ "metadata": { "finalizers": finalizers } }).to_string();
         cp.kubectl(&["patch", "signalprocessing", &name, "-n", &ns, "--type=merge", "-p", &patch])
             .unwrap_or_else(|e| panic!("letting {ns}/{name} go: {e:#}"));
