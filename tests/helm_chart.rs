@@ -88,7 +88,7 @@ fn self_signed_mode_generates_a_ca_and_a_serving_certificate_for_the_service() {
         "audit-guard-webhook-tls"
     );
     // Nothing generated reaches the pod template: an upgrade that keeps the certificates
-    // keeps the pods (the real install/upgrade is in e2e_helm).
+    // keeps the pods (the real install/upgrade is in tests/e2e/helm.rs).
     assert!(!deployment["spec"]["template"].to_string().contains("BEGIN CERTIFICATE"));
 }
 

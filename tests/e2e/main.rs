@@ -25,6 +25,7 @@ mod datastorage_load;
 mod datastorage_token_flood;
 mod datastorage_tokenreview;
 mod events_api;
+mod helm;
 mod hostile_network;
 mod manifests;
 mod object_size;
