@@ -267,9 +267,11 @@ macro_rules! shared_log_tx {
             let oldest_pending: Option<DateTime<Utc>> = sqlx::query_scalar("SELECT min(stored_at) FROM tlog_pending")
                 .fetch_one(&mut *self)
                 .await?;
-            let newest_checkpoint: Option<DateTime<Utc>> = sqlx::query_scalar("SELECT max(signed_at) FROM tlog_checkpoints")
-                .fetch_one(&mut *self)
-                .await?;
+            // The largest tree's checkpoint is the newest: read through the primary key.
+            let newest_checkpoint: Option<DateTime<Utc>> =
+                sqlx::query_scalar("SELECT signed_at FROM tlog_checkpoints ORDER BY size DESC LIMIT 1")
+                    .fetch_optional(&mut *self)
+                    .await?;
             Ok(LogLag {
                 oldest_pending,
                 newest_checkpoint,
@@ -405,10 +407,14 @@ pub async fn round<T: LogTx>(tx: &mut T, signer: Option<&SignerKey>, limit: u32)
     })
 }
 
-/// Runs rounds every `every` until `shutdown`; a full round is followed by the next at once.
-/// Errors are logged and retried next time: the pending rows stay until a round succeeds.
+/// Starts a round every `every` until `shutdown` (a fixed rate: an item waits at most one
+/// interval plus one round, however long rounds take); a full round is followed by the next at
+/// once. Errors are logged and retried next time: the pending rows stay until a round succeeds.
 pub fn spawn_sequencer(store: Arc<dyn Store>, signer: Option<Arc<SignerKey>>, every: Duration, shutdown: CancellationToken) {
     tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        // A round longer than the interval starts the next at once, then the rate resumes.
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let full = match store.log_round(signer.clone(), MAX_PER_ROUND).await {
                 Ok(Some(r)) => {
@@ -436,7 +442,7 @@ pub fn spawn_sequencer(store: Arc<dyn Store>, signer: Option<Arc<SignerKey>>, ev
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(every) => {}
+                _ = ticks.tick() => {}
             }
         }
     });
