@@ -21,7 +21,7 @@ const SP_BATCH_PATH: &str = "/api/v1/audit/signal-processing/batch";
 const BREAK_GLASS_PATH: &str = "/api/v1/audit/break-glass-events";
 const CLAIMS_PATH: &str = "/api/v1/audit/break-glass-claims";
 const CONFIRMATIONS_PATH: &str = "/api/v1/audit/break-glass-claims/confirmations";
-const INCLUSION_PATH: &str = "/api/v1/log/proof/inclusion";
+const LOG_INDEX_PATH: &str = "/api/v1/log/index/record";
 /// How long the release waits for a stored record's log index (a sequencing round is 500 ms by
 /// default; an index within a second is the log's promise).
 const RECEIPT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
@@ -32,7 +32,7 @@ const RECEIPT_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum ReceiptAnswer {
     Index(u64),
-    /// 404 (not sequenced yet) or 400 (sequenced, not under a checkpoint yet).
+    /// 404: not sequenced, or not under a checkpoint, yet.
     NotYet,
     /// No answer in time, or the connection failed.
     NoAnswer,
@@ -47,7 +47,7 @@ impl ReceiptAnswer {
                 .and_then(|b| b.get("index"))
                 .and_then(Value::as_u64)
                 .map_or(Self::Unexpected(200), Self::Index),
-            400 | 404 => Self::NotYet,
+            404 => Self::NotYet,
             other => Self::Unexpected(other),
         }
     }
@@ -128,12 +128,11 @@ impl OwnApi {
         }
     }
 
-    /// One answer of the inclusion endpoint about record `id`, within `timeout`.
+    /// One answer of the log-index endpoint about record `id`, within `timeout`.
     async fn receipt_answer(&self, id: &str, timeout: std::time::Duration) -> ReceiptAnswer {
-        let query = [("kind", "record"), ("id", id)];
-        let sent = match self.http.url(INCLUSION_PATH, &[]) {
+        let sent = match self.http.url(LOG_INDEX_PATH, &[id]) {
             Ok(url) => match self.http.request(reqwest::Method::GET, url).await {
-                Ok(req) => req.query(&query).timeout(timeout).send().await.ok(),
+                Ok(req) => req.timeout(timeout).send().await.ok(),
                 Err(_) => None,
             },
             Err(_) => None,
@@ -302,7 +301,8 @@ mod tests {
         assert_eq!(ReceiptAnswer::of(200, Some(&json!({}))), ReceiptAnswer::Unexpected(200));
         assert_eq!(ReceiptAnswer::of(200, None), ReceiptAnswer::Unexpected(200));
         assert_eq!(ReceiptAnswer::of(404, None), ReceiptAnswer::NotYet);
-        assert_eq!(ReceiptAnswer::of(400, None), ReceiptAnswer::NotYet);
+        // The index endpoint says "not yet" with 404 only; a 400 is a request it refuses.
+        assert_eq!(ReceiptAnswer::of(400, None), ReceiptAnswer::Unexpected(400));
         assert_eq!(ReceiptAnswer::of(503, None), ReceiptAnswer::Unexpected(503));
         assert_eq!(ReceiptAnswer::of(403, None), ReceiptAnswer::Unexpected(403));
 

@@ -165,14 +165,7 @@ async fn check_log(svc: &DataStorage, cp: &Checkpoint, stored: &[(Kind, String)]
     );
     let paths: Vec<String> = stored
         .iter()
-        .map(|(kind, id)| {
-            let kind = match kind {
-                Kind::Record => "record",
-                Kind::Amendment => "amendment",
-                Kind::BreakGlass => "break-glass",
-            };
-            format!("{LOG}/proof/inclusion?kind={kind}&id={id}&size={}", cp.size)
-        })
+        .map(|(kind, id)| format!("{LOG}/proof/inclusion?kind={}&id={id}&size={}", path_kind(*kind), cp.size))
         .collect();
     // Within the read lane's bound (--max-concurrent-reads).
     let proofs: Vec<(u16, Value)> = futures::stream::iter(paths.iter().map(|p| svc.get_as(READER_TOKEN, p)))
@@ -183,11 +176,25 @@ async fn check_log(svc: &DataStorage, cp: &Checkpoint, stored: &[(Kind, String)]
         assert_eq!(s, 200, "{p}");
         let index = p["index"].as_u64().unwrap();
         assert_eq!(seen[&(kind.byte(), id.clone())], index);
+        // The receipt's lookup names the same index, under a checkpoint at least this large.
+        let name = path_kind(*kind);
+        let (s, at) = svc.get_as(READER_TOKEN, &format!("{LOG}/index/{name}/{id}")).await;
+        assert_eq!((s, at["index"].as_u64()), (200, Some(index)), "{at}");
+        assert!(at["size"].as_u64().unwrap() >= cp.size, "{at}");
         let entry = B64.decode(p["entry"].as_str().unwrap()).unwrap();
         assert_eq!(entry, all[index as usize]);
         verify_inclusion(&leaf_hash(&entry), index, cp.size, &hashes(&p["proof"]), &cp.root).expect("inclusion proof");
     }
     all
+}
+
+/// A kind as the log's paths and queries name it.
+fn path_kind(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Record => "record",
+        Kind::Amendment => "amendment",
+        Kind::BreakGlass => "break-glass",
+    }
 }
 
 /// What nobody may do, and what a bad question gets: nothing changes.
@@ -200,6 +207,9 @@ async fn check_refusals(svc: &DataStorage, size: u64) {
         (format!("{LOG}/proof/inclusion?kind=record"), 400),
         (format!("{LOG}/proof/inclusion?kind=record&id=never-stored"), 404),
         (format!("{LOG}/proof/inclusion?index=0&sise=1"), 400),
+        (format!("{LOG}/index/record/never-stored"), 404),
+        (format!("{LOG}/index/records/x"), 400),
+        (format!("{LOG}/index/record/x?size=1"), 400),
         (format!("{LOG}/proof/consistency?old=2&new=1"), 400),
         (format!("{LOG}/proof/consistency?new=1"), 400),
         (format!("{LOG}/proof/consistency?old=0&new={}", size + 1), 400),

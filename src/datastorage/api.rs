@@ -46,6 +46,7 @@ pub fn router(state: Arc<AppState>, lanes: Arc<Lanes>) -> Router {
         .route(&format!("{LOG}/tile/{{*path}}"), get(tlog_api::tile))
         .route(&format!("{LOG}/proof/inclusion"), get(tlog_api::inclusion))
         .route(&format!("{LOG}/proof/consistency"), get(tlog_api::consistency))
+        .route(&format!("{LOG}/index/{{kind}}/{{id}}"), get(tlog_api::item_index))
         // Innermost first: the lanes bound the work of callers already allowed in.
         .route_layer(middleware::from_fn_with_state(lanes, limits::admit))
         .route_layer(middleware::from_fn_with_state(state.clone(), guard));

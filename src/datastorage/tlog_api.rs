@@ -272,6 +272,35 @@ pub async fn inclusion(State(state): State<Arc<AppState>>, uri: Uri) -> Result<R
     .into_response())
 }
 
+/// `GET /api/v1/log/index/<kind>/<id>`: an item's log index once the latest checkpoint covers
+/// it (404 before), and that checkpoint's size. No proof is built: this is the receipt the
+/// controller writes on a CR before its release, so it is a lookup by id (the write lane's,
+/// like the record's own) and costs two indexed reads.
+pub async fn item_index(
+    State(state): State<Arc<AppState>>,
+    Path((kind, id)): Path<(String, String)>,
+    uri: Uri,
+) -> Result<Response, Problem> {
+    query::params(&uri, &[])?;
+    let kind = kind_param(&kind)?;
+    let not_yet = |why: String| Problem::new(StatusCode::NOT_FOUND, why);
+    let index = timed("log_index", state.store.log_index(kind, id.clone()))
+        .await
+        .map_err(|e| db_problem("log_index", e))?
+        .ok_or_else(|| {
+            not_yet(format!(
+                "{id:?} is not in the log (not stored, or stored less than a sequencing round ago)"
+            ))
+        })?;
+    let (size, _) = proof_size(&state, None, "size").await?;
+    if index >= size {
+        return Err(not_yet(format!(
+            "entry {index} is not under the latest checkpoint ({size} entries) yet"
+        )));
+    }
+    Ok(axum::Json(json!({ "index": index, "size": size })).into_response())
+}
+
 /// `GET /api/v1/log/proof/consistency?old=M[&new=N]`.
 pub async fn consistency(State(state): State<Arc<AppState>>, uri: Uri) -> Result<Response, Problem> {
     let p = query::params(&uri, &["old", "new"])?;
