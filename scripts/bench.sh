@@ -69,7 +69,8 @@ else
   say "no $peers_src (or no go): the controller-runtime peer rows are skipped"
 fi
 
-if [ ! -x "$oha" ]; then
+# oha drives the webhook set only.
+if [[ " $only " == *" webhook "* ]] && [ ! -x "$oha" ]; then
   if command -v oha >/dev/null 2>&1; then
     oha="$(command -v oha)"
   else
