@@ -16,7 +16,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use super::store::{DbError, DbResult, LogLag, NewAmendment, Prepared, PreparedEvent, RoundReport, Store, StoredCheckpoint};
+use super::store::{DbError, DbResult, LogItems, LogLag, NewAmendment, Prepared, PreparedEvent, RoundReport, Store, StoredCheckpoint};
 use crate::evidence::entry::{Entry, Kind};
 use crate::evidence::merkle::{leaf_hash, CompactRange, Hash, HashReader, ProofError};
 use crate::evidence::note::{Checkpoint, SignerKey};
@@ -198,6 +198,11 @@ pub fn pending_row((kind, id, stored_at, entry): (i16, String, DateTime<Utc>, Ve
         stored_at,
         entry,
     }
+}
+
+/// Entry rows as read, (item id, index, entry), by item id.
+pub fn log_items(rows: Vec<(String, i64, Vec<u8>)>) -> DbResult<LogItems> {
+    rows.into_iter().map(|(id, idx, entry)| Ok((id, (db_u64(idx)?, entry)))).collect()
 }
 
 /// A checkpoint row as read: (size, root, note).

@@ -937,9 +937,7 @@ impl Store for PgStore {
                     .bind(&ids)
                     .fetch_all(&self.read)
                     .await?;
-            rows.into_iter()
-                .map(|(id, idx, entry)| Ok((id, (tlog::db_u64(idx)?, entry))))
-                .collect()
+            tlog::log_items(rows)
         }
         .boxed()
     }
