@@ -25,7 +25,7 @@ use crate::config::{
     ApiArgs, AuditorCommand, DbArgs, ExportArgs, ExportFormat, KeysArgs, ReportArgs, ReportFormat, VerifyArgs, VerifyExportArgs,
     VerifyLogArgs, WitnessArgs,
 };
-use crate::datastorage::chain::{self, ChainKeys, Head};
+use crate::evidence::chain::{self, ChainKeys, Head};
 use crate::datastorage::export::{self, Manifest, SignedManifest};
 use crate::datastorage::store::{Store, TimeRange};
 use crate::datastorage::verify::{self, Verdict, VerifyOptions, VerifyReport};

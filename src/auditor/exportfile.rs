@@ -11,7 +11,7 @@ use ed25519_dalek::VerifyingKey;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::datastorage::chain::hex;
+use crate::evidence::chain::hex;
 use crate::datastorage::export::{verify_manifest, Counts, Format, Manifest};
 use crate::evidence::export_log::{self, CsvColumns, Findings, Period, RangeCheck};
 use crate::evidence::note::{Checkpoint, Note, VerifierKey};

@@ -10,7 +10,7 @@
 //! - [`logwitness`]: `log-witness`, a C2SP tlog-witness that cosigns the log's checkpoints.
 //! - [`logcheck`]: `verify-log`, the transparency log against a saved checkpoint and public key.
 //!
-//! The chain itself lives beside the store ([`crate::datastorage::chain`]), its verification
+//! The chain itself lives in the evidence module ([`crate::evidence::chain`]), its verification
 //! in [`crate::datastorage::verify`], and the export's signing in [`crate::datastorage::export`].
 
 pub mod cli;

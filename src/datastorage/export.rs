@@ -35,7 +35,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::auth::User;
-use super::chain::{self, Head, Link};
+use crate::evidence::chain::{self, Head, Link};
 use super::http::{db_problem, AppState, BASE};
 use super::problem::Problem;
 use super::query;
@@ -216,7 +216,7 @@ trait ExportRow {
 }
 
 fn ts(t: DateTime<Utc>) -> String {
-    super::store::fixed_ts(t)
+    chain::fixed_ts(t)
 }
 
 fn chain_cells(link: Option<&Link>) -> [String; 4] {

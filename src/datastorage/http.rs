@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 
 use super::auth::Authenticator;
 use super::authz::Authorizer;
-use super::chain::ChainKeys;
+use crate::evidence::chain::ChainKeys;
 use super::metrics;
 use super::problem::{json_path, Problem};
 use super::signing::Signer;

@@ -5,7 +5,6 @@ pub mod auth;
 pub mod authz;
 pub mod break_glass;
 pub mod cache;
-pub mod chain;
 pub mod db_url;
 pub mod export;
 pub mod failover;
@@ -39,6 +38,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::TimeWindow;
+use crate::evidence::chain;
 use crate::evidence::note::{SignerKey, ALG_ED25519};
 use crate::{certs, https};
 use auth::{Authenticator, TokenReviewer, TokensFile};

@@ -10,13 +10,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 
-use super::chain::{self, ChainKeys, Head};
 use super::export::period;
 use super::http::{db_problem, AppState};
 use super::problem::Problem;
 use super::query::{self, Params};
 use super::store::{DbResult, Lane, Page, Store, TimeRange};
 use super::verify::{self, Verdict, VerifyOptions};
+use crate::evidence::chain::{self, ChainKeys, Head};
 use crate::evidence::report::{self, PeriodReport, ReportBuilder};
 
 fn retention_months(p: &Params) -> Result<u32, Problem> {

@@ -13,9 +13,9 @@ use futures::FutureExt;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-use super::chain::{self, ChainKeys, Head, Link};
 use super::store::*;
 use super::tlog::{self, LogTx, Pending, Round};
+use crate::evidence::chain::{self, fixed_ts, ChainKeys, Head, Link};
 use crate::evidence::entry::Kind;
 use crate::evidence::note::SignerKey;
 use crate::evidence::tiles::Tile;

@@ -10,10 +10,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::chain::{self, ChainKeys, ChainWalk, EntryKind, Finding, Findings, Head, Link, Problem};
 use super::store::{AmendmentRow, DbResult, EventRow, Prepared, RecordColumns, RecordRow, Store, TimeRange};
 use crate::audit::break_glass::BreakGlassEvent;
 use crate::audit::SignalProcessingAudit;
+use crate::evidence::chain::{self, ChainKeys, ChainWalk, EntryKind, Finding, Findings, Head, Link, Problem};
 
 /// Rows per page: big enough that 1,000,000 records take a few hundred round trips, small
 /// enough that a page stays well under the statement timeout and a few MiB of memory.
@@ -526,8 +526,8 @@ fn push_all(findings: &mut Findings, checked: Result<Vec<Finding>, tokio::task::
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datastorage::chain::{extend, tests::keys, NewEntry};
     use crate::datastorage::store::record_entries;
+    use crate::evidence::chain::{extend, tests::keys, NewEntry};
     use serde_json::json;
 
     fn rec(id: &str) -> SignalProcessingAudit {

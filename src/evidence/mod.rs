@@ -5,6 +5,7 @@
 //! and the auditor renders. Plain functions over plain data; the stores and the auditor's
 //! commands use them.
 
+pub mod chain;
 pub mod entry;
 pub mod export_log;
 pub mod merkle;

@@ -133,7 +133,7 @@ impl TestDb {
 pub fn chain_key_file(dir: &Path) -> PathBuf {
     let path = dir.join("chain.key");
     if !path.exists() {
-        std::fs::write(&path, audit_guard::datastorage::chain::generate_key_line("test-1").unwrap()).unwrap();
+        std::fs::write(&path, audit_guard::evidence::chain::generate_key_line("test-1").unwrap()).unwrap();
     }
     path
 }

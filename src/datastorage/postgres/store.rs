@@ -11,9 +11,9 @@ use futures::FutureExt;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool};
 
-use crate::datastorage::chain::{self, ChainKeys, Head, Link};
 use crate::datastorage::store::*;
 use crate::datastorage::tlog::{self, LogTx, Pending, Round};
+use crate::evidence::chain::{self, ChainKeys, Head, Link};
 use crate::evidence::entry::Kind;
 use crate::evidence::note::SignerKey;
 use crate::evidence::tiles::Tile;

@@ -4,7 +4,7 @@ use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
-use super::chain;
+use crate::evidence::chain;
 
 /// The export signing key and its id.
 pub struct Signer {
