@@ -107,7 +107,7 @@ fn start_server(url: &str, listen: &str, dir: &Path) -> Result<Server> {
         &chain_key,
         audit_guard::evidence::chain::generate_key_line("bench").map_err(anyhow::Error::msg)?,
     )?;
-    std::fs::write(&signing_key, audit_guard::datastorage::export::generate_signing_key()?.0)?;
+    std::fs::write(&signing_key, audit_guard::evidence::signing::generate_signing_key()?.0)?;
     let child = Command::new(bin())
         .env("RUST_LOG", "warn")
         .args([

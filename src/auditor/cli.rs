@@ -25,12 +25,14 @@ use crate::config::{
     ApiArgs, AuditorCommand, DbArgs, ExportArgs, ExportFormat, KeysArgs, ReportArgs, ReportFormat, VerifyArgs, VerifyExportArgs,
     VerifyLogArgs, WitnessArgs,
 };
-use crate::evidence::chain::{self, ChainKeys, Head};
-use crate::datastorage::export::{self, Manifest, SignedManifest};
+use crate::datastorage::export;
 use crate::datastorage::store::{Store, TimeRange};
 use crate::datastorage::verify::{self, Verdict, VerifyOptions, VerifyReport};
 use crate::datastorage::{postgres, sqlite};
+use crate::evidence::chain::{self, ChainKeys, Head};
+use crate::evidence::manifest::{Manifest, SignedManifest};
 use crate::evidence::note::{Checkpoint, Note, SignerKey, VerifierKey, ALG_COSIGNATURE_V1, ALG_ED25519};
+use crate::evidence::signing;
 use crate::evidence::tiles::{bundles_for_size, decode_bundle, tiles_for_size};
 
 pub async fn run(cmd: AuditorCommand) -> anyhow::Result<bool> {
@@ -536,7 +538,7 @@ fn verify_export_cmd(a: &VerifyExportArgs) -> anyhow::Result<bool> {
     let manifest = std::fs::read_to_string(&manifest_path).with_context(|| format!("reading {}", manifest_path.display()))?;
     let signature = std::fs::read(&sig_path).with_context(|| format!("reading {}", sig_path.display()))?;
     let pem = std::fs::read_to_string(&a.public_key).with_context(|| format!("reading {}", a.public_key.display()))?;
-    let public = export::public_key_from_pem(&pem)?;
+    let public = signing::public_key_from_pem(&pem)?;
     let trust = log_trust(a)?;
     let file = std::fs::File::open(&a.file).with_context(|| format!("opening {}", a.file.display()))?;
     let c = match check_export(file, &manifest, &signature, &public, trust.as_ref()) {
@@ -863,11 +865,11 @@ fn keys_cmd(a: &KeysArgs) -> anyhow::Result<bool> {
         }
     }
     if let Some(path) = &a.signing_key {
-        let (private, public) = export::generate_signing_key()?;
+        let (private, public) = signing::generate_signing_key()?;
         create_private(path, &private)?;
         let pub_path = sibling(path, ".pub");
         std::fs::write(&pub_path, &public)?;
-        let id = export::key_id(&export::public_key_from_pem(&public)?);
+        let id = signing::key_id(&signing::public_key_from_pem(&public)?);
         println!(
             "wrote export signing key {id} to {} and its public key to {}",
             path.display(),

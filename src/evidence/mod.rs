@@ -8,9 +8,11 @@
 pub mod chain;
 pub mod entry;
 pub mod export_log;
+pub mod manifest;
 pub mod merkle;
 pub mod note;
 pub mod proof;
 pub mod report;
+pub mod signing;
 pub mod tiles;
 pub mod witness;
