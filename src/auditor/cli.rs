@@ -27,13 +27,14 @@ use crate::config::{
 };
 use crate::datastorage::export;
 use crate::datastorage::store::{Store, TimeRange};
-use crate::datastorage::verify::{self, Verdict, VerifyOptions, VerifyReport};
+use crate::datastorage::verify::{self, VerifyOptions};
 use crate::datastorage::{postgres, sqlite};
 use crate::evidence::chain::{self, ChainKeys, Head};
 use crate::evidence::manifest::{Manifest, SignedManifest};
 use crate::evidence::note::{Checkpoint, Note, SignerKey, VerifierKey, ALG_COSIGNATURE_V1, ALG_ED25519};
 use crate::evidence::signing;
 use crate::evidence::tiles::{bundles_for_size, decode_bundle, tiles_for_size};
+use crate::evidence::verify::{Verdict, VerifyReport};
 
 pub async fn run(cmd: AuditorCommand) -> anyhow::Result<bool> {
     match cmd {

@@ -36,13 +36,14 @@ use super::auth::User;
 use super::http::{db_problem, AppState, BASE};
 use super::problem::Problem;
 use super::query;
-use super::store::{AmendmentRow, DbError, EventRow, RecordColumns, RecordRow, Store, StoredCheckpoint, StoredManifest, TimeRange};
+use super::store::{DbError, Store, StoredCheckpoint, StoredManifest, TimeRange};
 use super::{tlog, witnesses};
 use crate::evidence::chain::{self, Link};
 use crate::evidence::entry::Kind;
 use crate::evidence::export_log::{self, b64_hashes, FirstEntry, LogEvidence, OtherEntry, PreviousProof, RangeProof, FORMAT as LOG_FORMAT};
 use crate::evidence::manifest::{Counts, Format, Manifest, SignedManifest, MANIFEST_FORMAT};
 use crate::evidence::merkle::{consistency_proof, inclusion_proof, leaf_hash, CompactRange, Hash};
+use crate::evidence::rows::{AmendmentRow, EventRow, RecordColumns, RecordRow};
 use crate::evidence::signing::Signer;
 
 /// Where the export signing public key is published (no token needed).
@@ -288,7 +289,7 @@ impl ExportRow for AmendmentRow {
         // The amended record's columns, as if stored at the moment it was amended.
         let columns = serde_json::from_str(&self.record_text)
             .ok()
-            .and_then(|rec| super::verify::columns_of(&rec, self.amended_at).ok());
+            .and_then(|rec| crate::evidence::verify::columns_of(&rec, self.amended_at).ok());
         let head = [
             "amendment".into(),
             self.amendment_id.clone(),

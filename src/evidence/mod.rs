@@ -13,6 +13,8 @@ pub mod merkle;
 pub mod note;
 pub mod proof;
 pub mod report;
+pub mod rows;
 pub mod signing;
 pub mod tiles;
+pub mod verify;
 pub mod witness;
