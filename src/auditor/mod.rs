@@ -15,7 +15,7 @@
 //! ([`crate::evidence::chain`]), the row checks and verification's report
 //! ([`crate::evidence::verify`]), the export's signing and manifest ([`crate::evidence::signing`],
 //! [`crate::evidence::manifest`]) and the log. Data Storage is used only for the store `verify
-//! --database-url` opens and for its API's paths.
+//! --database-url` opens and walks; its API's paths are [`crate::api_paths`].
 
 pub mod cli;
 pub mod exportfile;

@@ -13,8 +13,9 @@
 //! and stores it (append-only) *before* the body ends.
 //! The response's `audit-guard-export-id` header names it; `GET .../exports/{id}` returns the
 //! manifest's exact bytes and the signature from any replica. A body cut short never gets a
-//! manifest. The public key is served at [`PUBLIC_KEY_PATH`]; `audit-guard verify-export`
-//! (or `openssl pkeyutl -verify -rawin` and `sha256sum`) checks both offline.
+//! manifest. The public key is served at [`PUBLIC_KEY_PATH`](crate::api_paths::PUBLIC_KEY_PATH);
+//! `audit-guard verify-export` (or `openssl pkeyutl -verify -rawin` and `sha256sum`) checks both
+//! offline.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -33,11 +34,12 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::auth::User;
-use super::http::{db_problem, AppState, BASE};
+use super::http::{db_problem, AppState};
 use super::problem::Problem;
 use super::query;
 use super::store::{DbError, Store, StoredCheckpoint, StoredManifest, TimeRange};
 use super::{tlog, witnesses};
+use crate::api_paths::{BASE, EXPORT_ID_HEADER};
 use crate::evidence::chain::{self, Link};
 use crate::evidence::entry::Kind;
 use crate::evidence::export_log::{self, b64_hashes, FirstEntry, LogEvidence, OtherEntry, PreviousProof, RangeProof, FORMAT as LOG_FORMAT};
@@ -46,10 +48,6 @@ use crate::evidence::merkle::{consistency_proof, inclusion_proof, leaf_hash, Com
 use crate::evidence::rows::{AmendmentRow, EventRow, RecordColumns, RecordRow};
 use crate::evidence::signing::Signer;
 
-/// Where the export signing public key is published (no token needed).
-pub const PUBLIC_KEY_PATH: &str = "/.well-known/audit-guard/export-signing-key.pem";
-/// Header naming the export's id in the streamed answer.
-pub const EXPORT_ID_HEADER: &str = "audit-guard-export-id";
 /// Rows per page read from the database.
 const PAGE: u32 = 1_000;
 /// Chunks buffered between the database reader and the client: memory is bounded by this

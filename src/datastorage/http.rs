@@ -22,10 +22,6 @@ use crate::evidence::chain::ChainKeys;
 use crate::evidence::note::SignerKey;
 use crate::evidence::signing::Signer;
 
-pub const BASE: &str = "/api/v1/audit/signal-processing";
-pub const BREAK_GLASS: &str = "/api/v1/audit/break-glass-events";
-pub const BREAK_GLASS_CLAIMS: &str = "/api/v1/audit/break-glass-claims";
-
 /// What one request may send and ask for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiLimits {

@@ -410,7 +410,7 @@ pub async fn run(args: Settings) -> anyhow::Result<()> {
         %addr,
         backend = store.backend(),
         "Data Storage listening; try: curl -H 'Authorization: Bearer <token>' {scheme}://{addr}{}?limit=10",
-        http::BASE
+        crate::api_paths::BASE
     );
     let state = Arc::new(http::AppState {
         store,
