@@ -6,7 +6,7 @@ CARGO ?= cargo
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/audit-guard/target
 export DATABASE_URL_TEST ?= postgres://audit_guard:audit_guard@127.0.0.1:5432/audit_guard
 
-.PHONY: deps build release dist check test test-unit test-e2e test-faults e2e-node lint fmt run certs manifests bench controlplane node image node-clean helm chart postgres clean
+.PHONY: deps build release dist check imports test test-unit test-e2e test-faults e2e-node lint fmt run certs manifests bench controlplane node image node-clean helm chart postgres clean
 
 build:
 	$(CARGO) build --all-targets
@@ -56,8 +56,14 @@ postgres: deps
 	@bash scripts/postgres.sh start
 
 ## The fast lane (a few minutes warm, no control plane, no database): formatting, clippy, unused
-## dependencies and the unit tests. CI runs it first, so a lint slip fails in minutes.
-check: lint test-unit
+## dependencies, module boundaries and the unit tests. CI runs it first, so a lint slip fails in minutes.
+check: lint imports test-unit
+
+## Module boundaries: the evidence module (what an auditor checks offline) imports nothing of the
+## server, the auditor's commands, the webhook or the controller; Data Storage has no import cycle.
+imports:
+	python3 scripts/module-imports.py src/evidence --imports-nothing-from datastorage,auditor,webhook,controller
+	python3 scripts/module-imports.py src/datastorage --cycles
 
 ## Everything: lint, unit tests, end-to-end tests on a real control plane and PostgreSQL, fault
 ## tests, the chart, and the shipped manifests and chart as pods on a real node (e2e_node, as root).

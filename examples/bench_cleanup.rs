@@ -255,7 +255,7 @@ fn main() -> Result<()> {
         let key = cp.dir.join("bench-chain.key");
         fs::write(
             &key,
-            audit_guard::datastorage::chain::generate_key_line("bench").map_err(anyhow::Error::msg)?,
+            audit_guard::evidence::chain::generate_key_line("bench").map_err(anyhow::Error::msg)?,
         )?;
         let mut ds = Command::new(&bin);
         ds.env("RUST_LOG", "warn").args([

@@ -26,7 +26,9 @@ mod hostile;
 use anyhow::{bail, Context, Result};
 use audit_guard::audit::SignalProcessingAudit;
 use audit_guard::config::{Cli, Command, DataStorageCommand};
-use audit_guard::datastorage::store::{fixed_ts, trigger_str, Prepared};
+use audit_guard::datastorage::store::Prepared;
+use audit_guard::evidence::chain::fixed_ts;
+use audit_guard::evidence::rows::trigger_str;
 use clap::Parser;
 use serde_json::{json, Value};
 use sqlx::Connection;
@@ -683,7 +685,7 @@ async fn main() -> Result<()> {
     let chain_key = keys.path().join("chain.key");
     std::fs::write(
         &chain_key,
-        audit_guard::datastorage::chain::generate_key_line("bench").map_err(anyhow::Error::msg)?,
+        audit_guard::evidence::chain::generate_key_line("bench").map_err(anyhow::Error::msg)?,
     )?;
     let log_key = audit_guard::evidence::note::SignerKey::generate("bench.audit-guard/log", audit_guard::evidence::note::ALG_ED25519)?;
     std::fs::write(keys.path().join("log.key"), format!("{}\n", log_key.to_secret_string()))?;

@@ -105,9 +105,9 @@ fn start_server(url: &str, listen: &str, dir: &Path) -> Result<Server> {
     let signing_key = dir.join("signing-key.pem");
     std::fs::write(
         &chain_key,
-        audit_guard::datastorage::chain::generate_key_line("bench").map_err(anyhow::Error::msg)?,
+        audit_guard::evidence::chain::generate_key_line("bench").map_err(anyhow::Error::msg)?,
     )?;
-    std::fs::write(&signing_key, audit_guard::datastorage::export::generate_signing_key()?.0)?;
+    std::fs::write(&signing_key, audit_guard::evidence::signing::generate_signing_key()?.0)?;
     let child = Command::new(bin())
         .env("RUST_LOG", "warn")
         .args([

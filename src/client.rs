@@ -425,7 +425,7 @@ pub(crate) fn unreachable(e: reqwest::Error) -> ClientError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::own_api::SP_PATH;
+    use crate::api_paths::BASE;
     use serde_json::json;
 
     #[test]
@@ -527,15 +527,15 @@ mod tests {
         })
         .unwrap();
         assert_eq!(
-            client.url(SP_PATH, &["u-1", "amendments"]).unwrap().as_str(),
+            client.url(BASE, &["u-1", "amendments"]).unwrap().as_str(),
             "https://ds.example:8085/prefix/api/v1/audit/signal-processing/u-1/amendments"
         );
         assert_eq!(
-            client.url(SP_PATH, &["a/b?c#d"]).unwrap().as_str(),
+            client.url(BASE, &["a/b?c#d"]).unwrap().as_str(),
             "https://ds.example:8085/prefix/api/v1/audit/signal-processing/a%2Fb%3Fc%23d"
         );
         for bad in ["", ".", ".."] {
-            assert!(client.url(SP_PATH, &[bad]).unwrap_err().permanent, "{bad:?}");
+            assert!(client.url(BASE, &[bad]).unwrap_err().permanent, "{bad:?}");
         }
     }
 }

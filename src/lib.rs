@@ -6,6 +6,7 @@
 //! trail from outside: the chain, signed exports, the period report, the API server's own audit
 //! log.
 
+pub mod api_paths;
 pub mod audit;
 pub mod auditor;
 pub mod body;

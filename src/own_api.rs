@@ -9,6 +9,7 @@ use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::api_paths::{BASE, BATCH, BREAK_GLASS, BREAK_GLASS_CLAIMS};
 use crate::audit::break_glass::BreakGlassEvent;
 use crate::audit::SignalProcessingAudit;
 use crate::client::{failure, unreachable, BatchOutcome, ClaimConfirmation, ClientError, DataStorageClient, Stored};
@@ -16,10 +17,6 @@ use crate::sink::RecordSink;
 use crate::wire::{AmbiguousClaims, BatchItem, BatchResult, Duplicate, RemovalObserved};
 use crate::writer::BatchSink;
 
-pub(crate) const SP_PATH: &str = "/api/v1/audit/signal-processing";
-const SP_BATCH_PATH: &str = "/api/v1/audit/signal-processing/batch";
-const BREAK_GLASS_PATH: &str = "/api/v1/audit/break-glass-events";
-const CLAIMS_PATH: &str = "/api/v1/audit/break-glass-claims";
 const CONFIRMATIONS_PATH: &str = "/api/v1/audit/break-glass-claims/confirmations";
 const LOG_INDEX_PATH: &str = "/api/v1/log/index/record";
 /// How long the release waits for a stored record's log index (a sequencing round is 500 ms by
@@ -82,14 +79,14 @@ impl OwnApi {
 
     /// Stores one record: created, already stored with the same content, or a conflict.
     pub async fn store_one(&self, record: &SignalProcessingAudit) -> Result<Stored, ClientError> {
-        Ok(self.http.post(self.http.url(SP_PATH, &[])?, &to_json(record)?, true).await?.0)
+        Ok(self.http.post(self.http.url(BASE, &[])?, &to_json(record)?, true).await?.0)
     }
 
     /// Stores `record` as an amendment of the different record already held under its id:
     /// append-only, both stay visible. Created, or AlreadyStored when a retry finds this very
     /// content already there; anything else is an error.
     pub async fn amend(&self, record: &SignalProcessingAudit) -> Result<Stored, ClientError> {
-        let url = self.http.url(SP_PATH, &[&record.id, "amendments"])?;
+        let url = self.http.url(BASE, &[&record.id, "amendments"])?;
         match self.http.post(url, &to_json(record)?, true).await?.0 {
             Stored::Conflict { .. } => Err(ClientError::permanent(format!(
                 "Data Storage refused the amendment of {} as a conflict",
@@ -103,7 +100,7 @@ impl OwnApi {
     pub async fn record_held(&self, id: &str) -> Result<bool, ClientError> {
         let found = self
             .http
-            .get_json(self.http.url(SP_PATH, &[id])?, &[], &format!("looking up record {id}"))
+            .get_json(self.http.url(BASE, &[id])?, &[], &format!("looking up record {id}"))
             .await?;
         Ok(found.is_some())
     }
@@ -146,14 +143,14 @@ impl OwnApi {
     /// Stores a break-glass event (the forced record is stored on its own).
     pub async fn store_break_glass(&self, event: &BreakGlassEvent) -> Result<Stored, ClientError> {
         let body = serde_json::to_value(event).map_err(|e| ClientError::transient(e.to_string()))?;
-        Ok(self.http.post(self.http.url(BREAK_GLASS_PATH, &[])?, &body, true).await?.0)
+        Ok(self.http.post(self.http.url(BREAK_GLASS, &[])?, &body, true).await?.0)
     }
 
     /// Stores an unconfirmed break-glass claim (a review from a peer not proven to be the API
     /// server).
     pub async fn store_claim(&self, claim: &BreakGlassEvent) -> Result<Stored, ClientError> {
         let body = serde_json::to_value(claim).map_err(|e| ClientError::transient(e.to_string()))?;
-        Ok(self.http.post(self.http.url(CLAIMS_PATH, &[])?, &body, true).await?.0)
+        Ok(self.http.post(self.http.url(BREAK_GLASS_CLAIMS, &[])?, &body, true).await?.0)
     }
 
     /// Reports that the finalizer of SignalProcessing `uid` was seen removed by someone other
@@ -198,7 +195,7 @@ impl OwnApi {
             return Ok(BatchOutcome::default());
         }
         let body = serde_json::to_value(records).map_err(|e| ClientError::transient(e.to_string()))?;
-        let (_, answer) = self.http.post(self.http.url(SP_BATCH_PATH, &[])?, &body, true).await?;
+        let (_, answer) = self.http.post(self.http.url(BATCH, &[])?, &body, true).await?;
         Ok(batch_outcome(&answer, records))
     }
 }

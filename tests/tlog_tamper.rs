@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use audit_guard::datastorage::chain::{self, ChainKeys, EntryKind, Head, NewEntry};
+use audit_guard::evidence::chain::{self, ChainKeys, EntryKind, Head, NewEntry};
 use audit_guard::evidence::entry::{Entry, Kind};
 use audit_guard::evidence::note::{Checkpoint, SignerKey, ALG_ED25519};
 use chrono::{DateTime, Utc};

@@ -21,17 +21,20 @@ use super::exportfile::{check_export, LogTrust};
 use super::logcheck;
 use super::report::{self, PeriodReport};
 use super::witness::{self, Live, LiveObject, LogStats, RecordRef};
+use crate::api_paths::{BASE, EXPORT_ID_HEADER, LOG};
 use crate::config::{
     ApiArgs, AuditorCommand, DbArgs, ExportArgs, ExportFormat, KeysArgs, ReportArgs, ReportFormat, VerifyArgs, VerifyExportArgs,
     VerifyLogArgs, WitnessArgs,
 };
-use crate::datastorage::chain::{self, ChainKeys, Head};
-use crate::datastorage::export::{self, Manifest, SignedManifest};
 use crate::datastorage::store::{Store, TimeRange};
-use crate::datastorage::verify::{self, Verdict, VerifyOptions, VerifyReport};
+use crate::datastorage::verify::{self, VerifyOptions};
 use crate::datastorage::{postgres, sqlite};
+use crate::evidence::chain::{self, ChainKeys, Head};
+use crate::evidence::manifest::{Manifest, SignedManifest};
 use crate::evidence::note::{Checkpoint, Note, SignerKey, VerifierKey, ALG_COSIGNATURE_V1, ALG_ED25519};
+use crate::evidence::signing;
 use crate::evidence::tiles::{bundles_for_size, decode_bundle, tiles_for_size};
+use crate::evidence::verify::{Verdict, VerifyReport};
 
 pub async fn run(cmd: AuditorCommand) -> anyhow::Result<bool> {
     match cmd {
@@ -232,7 +235,7 @@ async fn verify_cmd(a: VerifyArgs) -> anyhow::Result<bool> {
             ("retention_months", Some(a.retention_months.to_string())),
             ("anchors", anchors_param(&anchors)),
         ];
-        api.get_json(&format!("{}/verify", crate::datastorage::api::BASE), &q).await?
+        api.get_json(&format!("{}/verify", BASE), &q).await?
     };
     print_verify(&report);
     if let Some(out) = &a.output {
@@ -256,7 +259,7 @@ async fn verify_log_cmd(a: VerifyLogArgs) -> anyhow::Result<bool> {
         .map(|p| open_checkpoint(&read(p)?, &key, &p.display().to_string()))
         .transpose()?;
     let api = Api::new(&a.api)?;
-    let log = crate::datastorage::tlog_api::LOG;
+    let log = LOG;
     let note = api.get(&format!("{log}/checkpoint"), &[]).await?.bytes().await?;
     let latest = open_checkpoint(&note, &key, "the served checkpoint")?;
     let mut problems = vec![];
@@ -283,13 +286,10 @@ async fn verify_log_cmd(a: VerifyLogArgs) -> anyhow::Result<bool> {
     let served = match &a.export {
         Some(file) => std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?,
         None => {
-            api.get(
-                &format!("{}/export", crate::datastorage::api::BASE),
-                &[("format", Some("ndjson".into()))],
-            )
-            .await?
-            .text()
-            .await?
+            api.get(&format!("{}/export", BASE), &[("format", Some("ndjson".into()))])
+                .await?
+                .text()
+                .await?
         }
     };
     let mut items = Vec::new();
@@ -332,7 +332,7 @@ fn retention_start(now: DateTime<Utc>, months: u32) -> Option<DateTime<Utc>> {
 /// is not served, each of its entries one by one (a log that lost some entries still shows the
 /// others); what is not served at all is a problem.
 async fn served_entries(api: &Api, size: u64, problems: &mut Vec<String>) -> Vec<(u64, Vec<u8>)> {
-    let log = crate::datastorage::tlog_api::LOG;
+    let log = LOG;
     // The size is the server's word: reserve a bounded amount, grow as entries arrive.
     let mut entries = Vec::with_capacity(usize::try_from(size).unwrap_or(0).min(1 << 20));
     for b in bundles_for_size(size) {
@@ -369,7 +369,7 @@ async fn served_entries(api: &Api, size: u64, problems: &mut Vec<String>) -> Vec
 }
 
 async fn entry_at(api: &Api, index: u64, size: u64) -> anyhow::Result<Vec<u8>> {
-    let log = crate::datastorage::tlog_api::LOG;
+    let log = LOG;
     // Against the checkpoint's size, or — when the log holds fewer entries now — the smallest
     // tree holding it (only the entry is wanted here).
     let proof = |size: u64| {
@@ -386,7 +386,7 @@ async fn entry_at(api: &Api, index: u64, size: u64) -> anyhow::Result<Vec<u8>> {
 
 /// The log's stored leaf hashes (its level-0 tiles) below `size`; None where not served.
 async fn stored_leaves(api: &Api, size: u64, problems: &mut Vec<String>) -> Vec<Option<[u8; 32]>> {
-    let log = crate::datastorage::tlog_api::LOG;
+    let log = LOG;
     let mut leaves = vec![];
     for t in tiles_for_size(size).into_iter().filter(|t| t.level == 0) {
         let got = match api.get(&format!("{log}/{}", t.path()), &[]).await {
@@ -455,10 +455,10 @@ async fn export_cmd(a: ExportArgs) -> anyhow::Result<bool> {
         ("format", Some(format.into())),
         ("previous_size", previous),
     ];
-    let resp = api.get(&format!("{}/export", crate::datastorage::api::BASE), &q).await?;
+    let resp = api.get(&format!("{}/export", BASE), &q).await?;
     let export_id = resp
         .headers()
-        .get(export::EXPORT_ID_HEADER)
+        .get(EXPORT_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(String::from)
         .context("the answer names no export id")?;
@@ -478,9 +478,7 @@ async fn export_cmd(a: ExportArgs) -> anyhow::Result<bool> {
         file.write_all(&chunk).await?;
     }
     file.flush().await?;
-    let signed: SignedManifest = api
-        .get_json(&format!("{}/exports/{export_id}", crate::datastorage::api::BASE), &[])
-        .await?;
+    let signed: SignedManifest = api.get_json(&format!("{}/exports/{export_id}", BASE), &[]).await?;
     let signature = base64::engine::general_purpose::STANDARD
         .decode(&signed.signature)
         .context("the signature is not base64")?;
@@ -536,7 +534,7 @@ fn verify_export_cmd(a: &VerifyExportArgs) -> anyhow::Result<bool> {
     let manifest = std::fs::read_to_string(&manifest_path).with_context(|| format!("reading {}", manifest_path.display()))?;
     let signature = std::fs::read(&sig_path).with_context(|| format!("reading {}", sig_path.display()))?;
     let pem = std::fs::read_to_string(&a.public_key).with_context(|| format!("reading {}", a.public_key.display()))?;
-    let public = export::public_key_from_pem(&pem)?;
+    let public = signing::public_key_from_pem(&pem)?;
     let trust = log_trust(a)?;
     let file = std::fs::File::open(&a.file).with_context(|| format!("opening {}", a.file.display()))?;
     let c = match check_export(file, &manifest, &signature, &public, trust.as_ref()) {
@@ -628,7 +626,7 @@ async fn report_cmd(a: ReportArgs) -> anyhow::Result<bool> {
         ("format", Some("json".into())),
         ("retention_months", Some(a.retention_months.to_string())),
     ];
-    let mut r: PeriodReport = api.get_json(&format!("{}/report", crate::datastorage::api::BASE), &q).await?;
+    let mut r: PeriodReport = api.get_json(&format!("{}/report", BASE), &q).await?;
     if let Some(prom) = &a.prometheus_url {
         let dropped = writer_drops(prom, &r, a.api.ca_file.as_deref()).await?;
         r.writer_drops.dropped = Some(dropped);
@@ -651,7 +649,7 @@ async fn report_cmd(a: ReportArgs) -> anyhow::Result<bool> {
 
 /// Records of a period, through the API's keyset pages.
 async fn records_from_api(api: &Api, since: DateTime<Utc>, until: DateTime<Utc>) -> anyhow::Result<Vec<RecordRef>> {
-    let base = crate::datastorage::api::BASE;
+    let base = BASE;
     let mut out = vec![];
     let mut cursor: Option<String> = None;
     loop {
@@ -863,11 +861,11 @@ fn keys_cmd(a: &KeysArgs) -> anyhow::Result<bool> {
         }
     }
     if let Some(path) = &a.signing_key {
-        let (private, public) = export::generate_signing_key()?;
+        let (private, public) = signing::generate_signing_key()?;
         create_private(path, &private)?;
         let pub_path = sibling(path, ".pub");
         std::fs::write(&pub_path, &public)?;
-        let id = export::key_id(&export::public_key_from_pem(&public)?);
+        let id = signing::key_id(&signing::public_key_from_pem(&public)?);
         println!(
             "wrote export signing key {id} to {} and its public key to {}",
             path.display(),

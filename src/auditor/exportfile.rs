@@ -11,9 +11,9 @@ use ed25519_dalek::VerifyingKey;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::datastorage::chain::hex;
-use crate::datastorage::export::{verify_manifest, Counts, Format, Manifest};
+use crate::evidence::chain::hex;
 use crate::evidence::export_log::{self, CsvColumns, Findings, Period, RangeCheck};
+use crate::evidence::manifest::{verify_manifest, Counts, Format, Manifest};
 use crate::evidence::note::{Checkpoint, Note, VerifierKey};
 
 /// What the log's evidence is checked with: the log's verifier key, the checkpoint the auditor
@@ -228,7 +228,7 @@ pub fn check_export(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datastorage::export::{generate_signing_key, public_key_from_pem, Signer};
+    use crate::evidence::signing::{generate_signing_key, public_key_from_pem, Signer};
 
     fn signed(content: &[u8], format: Format, counts: Counts) -> (String, [u8; 64], VerifyingKey) {
         let (private, public) = generate_signing_key().unwrap();

@@ -18,17 +18,18 @@ use super::auth::AuthError;
 use super::authz;
 use super::limits::{self, Lanes};
 use super::problem::Problem;
-use super::tlog_api::{self, LOG};
+use super::tlog_api;
 use super::{break_glass, export, metrics, records, report, stats};
 
 // The request helpers and the state handlers share, re-exported for modules that still
 // name them here.
-pub use super::http::{db_problem, timed, ApiLimits, AppState, BASE, BREAK_GLASS, BREAK_GLASS_CLAIMS};
+pub use super::http::{db_problem, timed, ApiLimits, AppState};
+use crate::api_paths::{BASE, BATCH, BREAK_GLASS, BREAK_GLASS_CLAIMS, LOG, PUBLIC_KEY_PATH};
 
 pub fn router(state: Arc<AppState>, lanes: Arc<Lanes>) -> Router {
     let api = Router::new()
         .route(BASE, post(records::create).get(records::list))
-        .route(&format!("{BASE}/batch"), post(records::create_batch))
+        .route(BATCH, post(records::create_batch))
         .route(&format!("{BASE}/stats/classification"), get(stats::classification))
         .route(&format!("{BASE}/stats/priority"), get(stats::priority))
         .route(&format!("{BASE}/stats/slow-phases"), get(stats::slow_phases))
@@ -55,7 +56,7 @@ pub fn router(state: Arc<AppState>, lanes: Arc<Lanes>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(|| async { metrics::render() }))
-        .route(export::PUBLIC_KEY_PATH, get(export::public_key))
+        .route(PUBLIC_KEY_PATH, get(export::public_key))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async { Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint") })
         .layer(middleware::from_fn(track))

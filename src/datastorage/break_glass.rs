@@ -12,12 +12,13 @@ use axum::Json;
 use chrono::Utc;
 use serde_json::Value;
 
-use super::http::{db_problem, decode_problem, json_response, read_json_body, timed, AppState, BREAK_GLASS};
+use super::http::{db_problem, decode_problem, json_response, read_json_body, timed, AppState};
 use super::metrics;
 use super::problem::Problem;
 use super::query;
 use super::records::page_body;
 use super::store::{Lane, Outcome, Page, PreparedEvent};
+use crate::api_paths::BREAK_GLASS;
 use crate::audit::break_glass::BreakGlassEvent;
 use crate::audit::break_glass::{judge_claims, ClaimVerdict};
 use crate::wire::{AmbiguousClaims, RemovalObserved};

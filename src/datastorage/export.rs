@@ -13,8 +13,9 @@
 //! and stores it (append-only) *before* the body ends.
 //! The response's `audit-guard-export-id` header names it; `GET .../exports/{id}` returns the
 //! manifest's exact bytes and the signature from any replica. A body cut short never gets a
-//! manifest. The public key is served at [`PUBLIC_KEY_PATH`]; `audit-guard verify-export`
-//! (or `openssl pkeyutl -verify -rawin` and `sha256sum`) checks both offline.
+//! manifest. The public key is served at [`PUBLIC_KEY_PATH`](crate::api_paths::PUBLIC_KEY_PATH);
+//! `audit-guard verify-export` (or `openssl pkeyutl -verify -rawin` and `sha256sum`) checks both
+//! offline.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -28,29 +29,25 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use ed25519_dalek::VerifyingKey;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::auth::User;
-use super::chain::{self, Head, Link};
-use super::http::{db_problem, AppState, BASE};
+use super::http::{db_problem, AppState};
 use super::problem::Problem;
 use super::query;
-pub use super::signing::{generate_signing_key, key_id, Signer};
-use super::store::{AmendmentRow, DbError, EventRow, RecordColumns, RecordRow, Store, StoredCheckpoint, StoredManifest, TimeRange};
+use super::store::{DbError, Store, StoredCheckpoint, StoredManifest, TimeRange};
 use super::{tlog, witnesses};
+use crate::api_paths::{BASE, EXPORT_ID_HEADER};
+use crate::evidence::chain::{self, Link};
 use crate::evidence::entry::Kind;
 use crate::evidence::export_log::{self, b64_hashes, FirstEntry, LogEvidence, OtherEntry, PreviousProof, RangeProof, FORMAT as LOG_FORMAT};
+use crate::evidence::manifest::{Counts, Format, Manifest, SignedManifest, MANIFEST_FORMAT};
 use crate::evidence::merkle::{consistency_proof, inclusion_proof, leaf_hash, CompactRange, Hash};
+use crate::evidence::rows::{AmendmentRow, EventRow, RecordColumns, RecordRow};
+use crate::evidence::signing::Signer;
 
-/// Where the export signing public key is published (no token needed).
-pub const PUBLIC_KEY_PATH: &str = "/.well-known/audit-guard/export-signing-key.pem";
-/// Header naming the export's id in the streamed answer.
-pub const EXPORT_ID_HEADER: &str = "audit-guard-export-id";
-pub const MANIFEST_FORMAT: &str = "audit-guard-export-manifest/v1";
 /// Rows per page read from the database.
 const PAGE: u32 = 1_000;
 /// Chunks buffered between the database reader and the client: memory is bounded by this
@@ -58,70 +55,6 @@ const PAGE: u32 = 1_000;
 const CHANNEL: usize = 4;
 /// A client that reads nothing for this long loses its export (and its permit).
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
-
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    Ndjson,
-    Csv,
-}
-
-impl Format {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "ndjson" => Some(Self::Ndjson),
-            "csv" => Some(Self::Csv),
-            _ => None,
-        }
-    }
-
-    pub fn content_type(&self) -> &'static str {
-        match self {
-            Self::Ndjson => "application/x-ndjson",
-            Self::Csv => "text/csv; charset=utf-8",
-        }
-    }
-
-    pub fn extension(&self) -> &'static str {
-        match self {
-            Self::Ndjson => "ndjson",
-            Self::Csv => "csv",
-        }
-    }
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
-pub struct Counts {
-    pub records: u64,
-    pub amendments: u64,
-    pub break_glass_events: u64,
-    /// Rows without a chain link (exported as stored; `verify` reports them).
-    pub unchained: u64,
-}
-
-/// What is signed: everything an auditor needs to hold the file to.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct Manifest {
-    pub format: String,
-    pub export_id: String,
-    pub created_at: DateTime<Utc>,
-    /// The user Data Storage authenticated for the request.
-    pub created_by: String,
-    pub since: Option<DateTime<Utc>>,
-    pub until: Option<DateTime<Utc>>,
-    pub content_format: Format,
-    /// Hex SHA-256 of the exported bytes.
-    pub content_sha256: String,
-    pub content_bytes: u64,
-    pub counts: Counts,
-    /// The chain's heads when the export ended: anchors for a later `verify --anchor`.
-    pub chain_heads: Vec<Head>,
-    pub signing_key_id: String,
-    /// The transparency log's evidence for the rows (docs/transparency-log.md, "Exports");
-    /// absent when this Data Storage signs no checkpoints.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub log: Option<LogEvidence>,
-}
 
 /// The CSV columns, one row per record, amendment or break-glass event.
 pub const CSV_COLUMNS: &[&str] = &[
@@ -216,7 +149,7 @@ trait ExportRow {
 }
 
 fn ts(t: DateTime<Utc>) -> String {
-    super::store::fixed_ts(t)
+    chain::fixed_ts(t)
 }
 
 fn chain_cells(link: Option<&Link>) -> [String; 4] {
@@ -354,7 +287,7 @@ impl ExportRow for AmendmentRow {
         // The amended record's columns, as if stored at the moment it was amended.
         let columns = serde_json::from_str(&self.record_text)
             .ok()
-            .and_then(|rec| super::verify::columns_of(&rec, self.amended_at).ok());
+            .and_then(|rec| crate::evidence::verify::columns_of(&rec, self.amended_at).ok());
         let head = [
             "amendment".into(),
             self.amendment_id.clone(),
@@ -823,16 +756,6 @@ fn tokio_stream_from(
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
-/// The manifest of a finished export and its signature.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct SignedManifest {
-    pub export_id: String,
-    /// The exact signed bytes (a JSON document, kept as text so nothing re-serialises it).
-    pub manifest: String,
-    /// Base64 of the 64-byte Ed25519 signature over `manifest`.
-    pub signature: String,
-}
-
 pub async fn manifest(State(state): State<Arc<AppState>>, Path(id): Path<String>, uri: Uri) -> Result<Response, Problem> {
     query::params(&uri, &[])?;
     match state.store.manifest(id.clone()).await.map_err(|e| db_problem("manifest", e))? {
@@ -864,53 +787,6 @@ pub async fn public_key(State(state): State<Arc<AppState>>) -> Response {
             .into_response(),
         None => Problem::new(StatusCode::NOT_FOUND, "this Data Storage signs no exports (no --signing-key-file)").into_response(),
     }
-}
-
-#[cfg(test)]
-impl Manifest {
-    /// The manifest of an export of `content` that `signer` would sign, for tests.
-    pub fn for_test(signer: &Signer, format: Format, content: &[u8], counts: Counts) -> Self {
-        Self {
-            format: MANIFEST_FORMAT.into(),
-            export_id: "e".into(),
-            created_at: "2026-01-01T00:00:00Z".parse().unwrap(),
-            created_by: "auditor".into(),
-            since: None,
-            until: None,
-            content_format: format,
-            content_sha256: chain::hex(&Sha256::digest(content)),
-            content_bytes: content.len() as u64,
-            counts,
-            chain_heads: vec![],
-            signing_key_id: signer.key_id.clone(),
-            log: None,
-        }
-    }
-}
-
-/// Checks a signed manifest against a public key: the manifest, if the signature is its.
-pub fn verify_manifest(signed: &str, signature: &[u8], public: &VerifyingKey) -> Result<Manifest, String> {
-    let sig = ed25519_dalek::Signature::from_slice(signature).map_err(|e| format!("not an Ed25519 signature: {e}"))?;
-    public
-        .verify_strict(signed.as_bytes(), &sig)
-        .map_err(|_| "the signature does not match the manifest and this public key".to_string())?;
-    let m: Manifest = serde_json::from_str(signed).map_err(|e| format!("the manifest is not a manifest: {e}"))?;
-    if m.format != MANIFEST_FORMAT {
-        return Err(format!("unknown manifest format {:?}", m.format));
-    }
-    if m.signing_key_id != key_id(public) {
-        return Err(format!(
-            "the manifest names signing key {} but the public key given is {}",
-            m.signing_key_id,
-            key_id(public)
-        ));
-    }
-    Ok(m)
-}
-
-pub fn public_key_from_pem(pem: &str) -> anyhow::Result<VerifyingKey> {
-    use ed25519_dalek::pkcs8::DecodePublicKey;
-    VerifyingKey::from_public_key_pem(pem).map_err(|e| anyhow::anyhow!("not an Ed25519 public key in PEM: {e}"))
 }
 
 #[cfg(test)]
@@ -1037,21 +913,5 @@ mod tests {
         assert_eq!(row[23], text);
         a.record_text = "not a record".into();
         assert!(a.csv()[5..17].iter().all(String::is_empty));
-    }
-
-    #[test]
-    fn a_signed_manifest_verifies_only_unchanged_and_with_its_key() {
-        let (private, public) = generate_signing_key().unwrap();
-        let signer = Signer::from_pem(&private).unwrap();
-        let public = public_key_from_pem(&public).unwrap();
-        let m = Manifest::for_test(&signer, Format::Ndjson, b"", Counts::default());
-        let text = serde_json::to_string(&m).unwrap();
-        let sig = signer.sign(text.as_bytes());
-        assert_eq!(verify_manifest(&text, &sig, &public).unwrap(), m);
-        assert!(verify_manifest(&text.replace("auditor", "auditos"), &sig, &public).is_err());
-        let (_, other) = generate_signing_key().unwrap();
-        assert!(verify_manifest(&text, &sig, &public_key_from_pem(&other).unwrap()).is_err());
-        assert!(verify_manifest(&text, &sig[..10], &public).is_err());
-        assert!(Signer::from_pem("not a key").is_err());
     }
 }

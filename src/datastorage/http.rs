@@ -13,18 +13,14 @@ use chrono::{DateTime, Utc};
 
 use super::auth::Authenticator;
 use super::authz::Authorizer;
-use super::chain::ChainKeys;
 use super::metrics;
 use super::problem::{json_path, Problem};
-use super::signing::Signer;
 use super::store::{Prepared, Store};
 use crate::audit::{SignalProcessingAudit, TimeWindow};
 use crate::body::{declared_length, read_bounded, BodyError, ReadBounds};
+use crate::evidence::chain::ChainKeys;
 use crate::evidence::note::SignerKey;
-
-pub const BASE: &str = "/api/v1/audit/signal-processing";
-pub const BREAK_GLASS: &str = "/api/v1/audit/break-glass-events";
-pub const BREAK_GLASS_CLAIMS: &str = "/api/v1/audit/break-glass-claims";
+use crate::evidence::signing::Signer;
 
 /// What one request may send and ask for.
 #[derive(Debug, Clone, PartialEq)]

@@ -20,10 +20,10 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
 use super::authz;
-use super::http::BASE;
 use super::metrics;
 use super::problem::Problem;
 use super::store::Lane;
+use crate::api_paths::BASE;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LaneSettings {
@@ -166,8 +166,8 @@ async fn admit_audit(lanes: &Lanes, req: Request, next: Next) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::super::http::BREAK_GLASS;
     use super::*;
+    use crate::api_paths::BREAK_GLASS;
 
     /// The lane of a request to `path`, matched by the route of the same shape.
     fn lane(method: Method, path: &str, route: &str) -> Lane {

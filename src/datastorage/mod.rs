@@ -5,7 +5,6 @@ pub mod auth;
 pub mod authz;
 pub mod break_glass;
 pub mod cache;
-pub mod chain;
 pub mod db_url;
 pub mod export;
 pub mod failover;
@@ -18,7 +17,6 @@ pub mod problem;
 pub mod query;
 pub mod records;
 pub mod report;
-pub mod signing;
 pub mod sqlite;
 pub mod stats;
 pub mod store;
@@ -39,7 +37,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::TimeWindow;
+use crate::evidence::chain;
 use crate::evidence::note::{SignerKey, ALG_ED25519};
+use crate::evidence::signing::{generate_signing_key, Signer};
 use crate::{certs, https};
 use auth::{Authenticator, TokenReviewer, TokensFile};
 use authz::{AccessReviewer, Authorizer};
@@ -192,18 +192,18 @@ pub fn chain_keys(args: &Settings, sqlite: bool) -> anyhow::Result<chain::ChainK
 }
 
 /// The export signing key: `--signing-key-file`, or (SQLite only) one beside the database.
-fn signer(args: &Settings, sqlite: bool) -> anyhow::Result<Option<export::Signer>> {
+fn signer(args: &Settings, sqlite: bool) -> anyhow::Result<Option<Signer>> {
     let path = match (&args.signing_key_file, sqlite) {
         (Some(p), _) => p.clone(),
         (None, true) => local_key_file(&args.data_dir, "signing-key.pem", "export signing key", || {
-            Ok(export::generate_signing_key()?.0)
+            Ok(generate_signing_key()?.0)
         })?,
         (None, false) => {
             tracing::warn!("no --signing-key-file: exports are refused (503) until Data Storage has a signing key");
             return Ok(None);
         }
     };
-    let signer = export::Signer::load(&path)?;
+    let signer = Signer::load(&path)?;
     tracing::info!(file = %path.display(), key_id = %signer.key_id, "export signing key loaded");
     Ok(Some(signer))
 }
@@ -410,7 +410,7 @@ pub async fn run(args: Settings) -> anyhow::Result<()> {
         %addr,
         backend = store.backend(),
         "Data Storage listening; try: curl -H 'Authorization: Bearer <token>' {scheme}://{addr}{}?limit=10",
-        http::BASE
+        crate::api_paths::BASE
     );
     let state = Arc::new(http::AppState {
         store,

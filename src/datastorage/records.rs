@@ -14,11 +14,12 @@ use axum::Json;
 use chrono::Utc;
 use serde_json::{json, Value};
 
-use super::http::{check_times, db_problem, decode_batch, decode_single, json_response, read_json_body, timed, AppState, BASE};
+use super::http::{check_times, db_problem, decode_batch, decode_single, json_response, read_json_body, timed, AppState};
 use super::metrics;
 use super::problem::Problem;
 use super::query::{self, encode_cursor};
 use super::store::{AmendmentOutcome, Lane, ListQuery, NewAmendment, Outcome, Page, Store, StoredAmendment};
+use crate::api_paths::BASE;
 use crate::audit::SignalProcessingAudit;
 use crate::evidence::entry::Kind;
 use crate::wire::{BatchItem, BatchResult};

@@ -10,14 +10,15 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 
-use super::chain::{self, ChainKeys, Head};
 use super::export::period;
 use super::http::{db_problem, AppState};
 use super::problem::Problem;
 use super::query::{self, Params};
 use super::store::{DbResult, Lane, Page, Store, TimeRange};
-use super::verify::{self, Verdict, VerifyOptions};
+use super::verify::{self, VerifyOptions};
+use crate::evidence::chain::{self, ChainKeys, Head};
 use crate::evidence::report::{self, PeriodReport, ReportBuilder};
+use crate::evidence::verify::{Verdict, VerifyReport};
 
 fn retention_months(p: &Params) -> Result<u32, Problem> {
     p.get("retention_months")
@@ -67,7 +68,7 @@ pub async fn verify(State(state): State<Arc<AppState>>, uri: Uri) -> Result<Resp
     Ok(Json(report).into_response())
 }
 
-fn log_verdict(report: &verify::VerifyReport) {
+fn log_verdict(report: &VerifyReport) {
     match report.result {
         Verdict::Intact => tracing::info!(summary = %report.summary(), "chain verified"),
         Verdict::Broken => tracing::error!(summary = %report.summary(), "CHAIN VERIFICATION FAILED"),

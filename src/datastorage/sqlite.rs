@@ -13,11 +13,12 @@ use futures::FutureExt;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-use super::chain::{self, ChainKeys, Head, Link};
 use super::store::*;
 use super::tlog::{self, LogTx, Pending, Round};
+use crate::evidence::chain::{self, fixed_ts, ChainKeys, Head, Link};
 use crate::evidence::entry::Kind;
 use crate::evidence::note::SignerKey;
+use crate::evidence::rows::{trigger_str, AmendmentRow, ClaimListed, EventRow, RecordRow};
 use crate::evidence::tiles::Tile;
 
 /// SQLite's one chain: there is one writer, so one shard is never a bottleneck.

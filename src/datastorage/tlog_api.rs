@@ -23,8 +23,6 @@ use crate::evidence::merkle::{consistency_proof, inclusion_proof, leaf_hash, roo
 use crate::evidence::proof::TlogProof;
 use crate::evidence::tiles::{encode_bundle, parse_path, Resource, TILE_WIDTH};
 
-pub const LOG: &str = "/api/v1/log";
-
 fn body(content_type: &'static str, data: impl Into<axum::body::Body>) -> Response {
     let mut resp = Response::new(data.into());
     resp.headers_mut()

@@ -133,7 +133,7 @@ impl TestDb {
 pub fn chain_key_file(dir: &Path) -> PathBuf {
     let path = dir.join("chain.key");
     if !path.exists() {
-        std::fs::write(&path, audit_guard::datastorage::chain::generate_key_line("test-1").unwrap()).unwrap();
+        std::fs::write(&path, audit_guard::evidence::chain::generate_key_line("test-1").unwrap()).unwrap();
     }
     path
 }
@@ -142,7 +142,7 @@ pub fn chain_key_file(dir: &Path) -> PathBuf {
 pub fn signing_key_file(dir: &Path) -> PathBuf {
     let path = dir.join("signing-key.pem");
     if !path.exists() {
-        let (private, public) = audit_guard::datastorage::export::generate_signing_key().unwrap();
+        let (private, public) = audit_guard::evidence::signing::generate_signing_key().unwrap();
         std::fs::write(&path, private).unwrap();
         std::fs::write(dir.join("signing-key.pem.pub"), public).unwrap();
     }
@@ -457,7 +457,7 @@ impl DataStorage {
         }
         // SQLite: the key beside the database; its public half derived here.
         let private = std::fs::read_to_string(self.data_dir().join("signing-key.pem")).unwrap();
-        let signer = audit_guard::datastorage::export::Signer::from_pem(&private).unwrap();
+        let signer = audit_guard::evidence::signing::Signer::from_pem(&private).unwrap();
         let path = self.dir.path().join("sqlite-signing-key.pub");
         std::fs::write(&path, &signer.public_pem).unwrap();
         path

@@ -11,11 +11,12 @@ use futures::FutureExt;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool};
 
-use crate::datastorage::chain::{self, ChainKeys, Head, Link};
 use crate::datastorage::store::*;
 use crate::datastorage::tlog::{self, LogTx, Pending, Round};
+use crate::evidence::chain::{self, ChainKeys, Head, Link};
 use crate::evidence::entry::Kind;
 use crate::evidence::note::SignerKey;
+use crate::evidence::rows::{trigger_str, AmendmentRow, ClaimListed, EventRow, RecordRow};
 use crate::evidence::tiles::Tile;
 
 use super::partitions::{create_next_partitions, month_start, parse_partition_name, partition_name, partition_names, UPKEEP_EVERY};

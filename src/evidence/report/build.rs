@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::model::*;
-use crate::datastorage::store::{AmendmentRow, EventRow, RecordRow};
-use crate::datastorage::verify::{Observer, VerifyReport};
+use crate::evidence::rows::{AmendmentRow, ClaimListed, EventRow, RecordRow};
+use crate::evidence::verify::{Observer, VerifyReport};
 
 /// Accumulates the report from the rows verification reads; bounded by days × values.
 #[derive(Debug, Default)]
@@ -127,8 +127,8 @@ impl ReportBuilder {
         }
     }
 
-    /// One stored claim of the period, with its status (see [`crate::datastorage::store::ClaimListed`]).
-    pub fn claim(&mut self, row: &crate::datastorage::store::ClaimListed) {
+    /// One stored claim of the period, with its status (see [`ClaimListed`]).
+    pub fn claim(&mut self, row: &ClaimListed) {
         let c = &mut self.claims;
         match row.status.as_str() {
             "confirmed" => {

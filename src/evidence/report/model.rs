@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::datastorage::verify::VerifyReport;
+use crate::evidence::verify::VerifyReport;
 
 /// Most items listed by name per section (all are counted).
 pub const MAX_LISTED: usize = 200;

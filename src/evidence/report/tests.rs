@@ -1,14 +1,14 @@
 use super::markdown::{md, MD_LEADING, MD_SPECIAL};
 use super::*;
-use crate::datastorage::store::{AmendmentRow, EventRow, RecordColumns, RecordRow};
-use crate::datastorage::verify::{Checked, Observer, Verdict, VerifyReport};
+use crate::evidence::rows::{AmendmentRow, ClaimListed, EventRow, RecordColumns, RecordRow};
+use crate::evidence::verify::{Checked, Observer, Verdict, VerifyReport};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
 #[test]
 fn claims_are_counted_by_status_and_only_the_unconfirmed_ones_listed_as_claims() {
     let mut b = ReportBuilder::default();
-    let claim = |id: &str, user: &str, status: &str| crate::datastorage::store::ClaimListed {
+    let claim = |id: &str, user: &str, status: &str| ClaimListed {
         json: serde_json::json!({"id": id, "user": user, "groups": ["audit-guard:break-glass"], "namespace": "ns",
             "name": "sp", "uid": format!("cr-{id}"), "at": "2026-01-01T10:00:00Z"}),
         at: "2026-01-01T10:00:00Z".parse().unwrap(),

@@ -1,10 +1,11 @@
-//! The export signing key: an Ed25519 key from a PKCS#8 PEM file, its public key and a short id.
+//! The export signing key: an Ed25519 key from a PKCS#8 PEM file, its public key and a short id;
+//! and the public key as an auditor reads it from PEM.
 
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
-use super::chain;
+use crate::evidence::chain;
 
 /// The export signing key and its id.
 pub struct Signer {
@@ -53,4 +54,9 @@ impl Signer {
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
         self.key.sign(message).to_bytes()
     }
+}
+
+pub fn public_key_from_pem(pem: &str) -> anyhow::Result<VerifyingKey> {
+    use ed25519_dalek::pkcs8::DecodePublicKey;
+    VerifyingKey::from_public_key_pem(pem).map_err(|e| anyhow::anyhow!("not an Ed25519 public key in PEM: {e}"))
 }

@@ -752,4 +752,12 @@ pub mod tests {
         assert_eq!(kept.len(), MAX_FINDINGS_KEPT);
         assert_eq!(kept[0].seq, Some(1));
     }
+
+    #[test]
+    fn fixed_timestamps_sort_as_text() {
+        let a = fixed_ts("2025-01-01T00:00:00Z".parse().unwrap());
+        let b = fixed_ts("2025-01-01T00:00:00.5Z".parse().unwrap());
+        assert_eq!(a, "2025-01-01T00:00:00.000000Z");
+        assert!(a < b);
+    }
 }
