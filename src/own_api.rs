@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::api_paths::{BASE, BATCH, BREAK_GLASS, BREAK_GLASS_CLAIMS};
+use crate::api_paths::{BASE, BATCH, BREAK_GLASS, BREAK_GLASS_CLAIMS, BREAK_GLASS_CONFIRMATIONS, LOG_INDEX};
 use crate::audit::break_glass::BreakGlassEvent;
 use crate::audit::SignalProcessingAudit;
 use crate::client::{failure, unreachable, BatchOutcome, ClaimConfirmation, ClientError, DataStorageClient, Stored};
@@ -17,8 +17,6 @@ use crate::sink::RecordSink;
 use crate::wire::{AmbiguousClaims, BatchItem, BatchResult, Duplicate, RemovalObserved};
 use crate::writer::BatchSink;
 
-const CONFIRMATIONS_PATH: &str = "/api/v1/audit/break-glass-claims/confirmations";
-const LOG_INDEX_PATH: &str = "/api/v1/log/index/record";
 /// How long the release waits for a stored record's log index (a sequencing round is 500 ms by
 /// default; an index within a second is the log's promise).
 const RECEIPT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
@@ -127,7 +125,7 @@ impl OwnApi {
 
     /// One answer of the log-index endpoint about record `id`, within `timeout`.
     async fn receipt_answer(&self, id: &str, timeout: std::time::Duration) -> ReceiptAnswer {
-        let sent = match self.http.url(LOG_INDEX_PATH, &[id]) {
+        let sent = match self.http.url(LOG_INDEX, &["record", id]) {
             Ok(url) => match self.http.request(reqwest::Method::GET, url).await {
                 Ok(req) => req.timeout(timeout).send().await.ok(),
                 Err(_) => None,
@@ -163,7 +161,7 @@ impl OwnApi {
         let result = async {
             let resp = self
                 .http
-                .request(reqwest::Method::POST, self.http.url(CONFIRMATIONS_PATH, &[])?)
+                .request(reqwest::Method::POST, self.http.url(BREAK_GLASS_CONFIRMATIONS, &[])?)
                 .await?
                 .json(&body)
                 .send()

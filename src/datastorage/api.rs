@@ -24,7 +24,7 @@ use super::{break_glass, export, metrics, records, report, stats};
 // The request helpers and the state handlers share, re-exported for modules that still
 // name them here.
 pub use super::http::{db_problem, timed, ApiLimits, AppState};
-use crate::api_paths::{BASE, BATCH, BREAK_GLASS, BREAK_GLASS_CLAIMS, LOG, PUBLIC_KEY_PATH};
+use crate::api_paths::{BASE, BATCH, BREAK_GLASS, BREAK_GLASS_CLAIMS, BREAK_GLASS_CONFIRMATIONS, LOG, LOG_INDEX, PUBLIC_KEY_PATH};
 
 pub fn router(state: Arc<AppState>, lanes: Arc<Lanes>) -> Router {
     let api = Router::new()
@@ -42,12 +42,12 @@ pub fn router(state: Arc<AppState>, lanes: Arc<Lanes>) -> Router {
         .route(BREAK_GLASS, post(break_glass::create).get(break_glass::list))
         .route(&format!("{BREAK_GLASS}/{{id}}"), get(break_glass::get_one))
         .route(BREAK_GLASS_CLAIMS, post(break_glass::create_claim).get(break_glass::list_claims))
-        .route(&format!("{BREAK_GLASS_CLAIMS}/confirmations"), post(break_glass::confirm))
+        .route(BREAK_GLASS_CONFIRMATIONS, post(break_glass::confirm))
         .route(&format!("{LOG}/checkpoint"), get(tlog_api::checkpoint))
         .route(&format!("{LOG}/tile/{{*path}}"), get(tlog_api::tile))
         .route(&format!("{LOG}/proof/inclusion"), get(tlog_api::inclusion))
         .route(&format!("{LOG}/proof/consistency"), get(tlog_api::consistency))
-        .route(&format!("{LOG}/index/{{kind}}/{{id}}"), get(tlog_api::item_index))
+        .route(&format!("{LOG_INDEX}/{{kind}}/{{id}}"), get(tlog_api::item_index))
         // Innermost first: the lanes bound the work of callers already allowed in.
         .route_layer(middleware::from_fn_with_state(lanes, limits::admit))
         .route_layer(middleware::from_fn_with_state(state.clone(), guard));
