@@ -4,14 +4,15 @@
 //! session holds `LOCK TABLE signal_processing_audit IN ACCESS SHARE MODE` (what a long
 //! reader holds) while DDL that needs ACCESS EXCLUSIVE wants to run:
 //! - partition upkeep (next month's partition is missing when the service starts): single
-//!   POSTs all succeed while the lock is held; upkeep gives up waiting, retries with backoff
-//!   and creates the partition once the lock is released;
+//!   POSTs all succeed while the lock is held; upkeep sees the long holder and never requests
+//!   its lock meanwhile (no lock request waits on the table), retries with backoff and creates
+//!   the partition once the lock is released;
 //! - `migrate`: retries within `--ddl-retry-for`, then fails with an error that says a lock
 //!   held elsewhere is the cause, while POSTs keep succeeding; after the release it succeeds.
 //!
 //! The lock is held for 15 s instead of the 60 s of the acceptance: every upkeep attempt
-//! gives up after --ddl-lock-timeout whatever the holder's duration, so a longer hold only
-//! adds attempts of the same kind. The POST latency is printed (a benchmark figure), not asserted.
+//! during the hold is of the same kind whatever the holder's duration, so a longer hold only
+//! adds attempts. The POST latency is printed (a benchmark figure), not asserted.
 
 mod support;
 
@@ -67,6 +68,31 @@ async fn hold_access_share(db: &TestDb) -> sqlx::PgConnection {
     conn
 }
 
+/// Looks every few milliseconds, until `stop`, for a lock request on the audit table that
+/// waits (upkeep's ACCESS EXCLUSIVE behind the reader's ACCESS SHARE, which every INSERT would
+/// queue behind): (looks, looks that saw one).
+async fn watch_lock_requests(db: &TestDb, stop: &Arc<AtomicBool>) -> tokio::task::JoinHandle<(usize, usize)> {
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        let (mut looks, mut waiting) = (0, 0);
+        while !stop.load(Ordering::Relaxed) {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'relation' \
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                 AND relation = 'signal_processing_audit'::regclass",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+            looks += 1;
+            waiting += usize::from(n > 0);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        (looks, waiting)
+    })
+}
+
 /// Single POSTs from `POSTERS` loops until `stop`: (status, latency) of each.
 fn post_until(svc: &Arc<DataStorage>, stop: &Arc<AtomicBool>, tag: &str) -> Vec<tokio::task::JoinHandle<Vec<(u16, Duration)>>> {
     (0..POSTERS)
@@ -109,15 +135,22 @@ async fn posts_keep_flowing_while_partition_upkeep_waits_for_a_readers_lock() {
     let next = drop_next_month(&db).await;
     let mut holder = hold_access_share(&db).await;
     let locked_at = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let queued = watch_lock_requests(&db, &stop).await;
 
     // The service starts while the lock is held: its upkeep cannot create next month's partition.
     let svc = Arc::new(DataStorage::launch(Options::postgres(&db.runtime_url())).await);
-    let stop = Arc::new(AtomicBool::new(false));
     let posters = post_until(&svc, &stop, "held");
     tokio::time::sleep(HOLD.saturating_sub(locked_at.elapsed())).await;
     assert!(!partition_exists(&db, &next).await, "the partition was created under the lock?");
     stop.store(true, Ordering::Relaxed);
     let mut during = collect(posters).await;
+    let (looks, waiting) = queued.await.unwrap();
+    assert!(looks > 100, "the lock requests were watched ({looks} looks)");
+    assert_eq!(
+        waiting, 0,
+        "upkeep requested a lock on the table behind the reader's, queueing the INSERTs behind it, in {waiting} of {looks} looks"
+    );
     sqlx::query("COMMIT").execute(&mut holder).await.unwrap();
     drop(holder);
 

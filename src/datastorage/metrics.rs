@@ -65,7 +65,7 @@ declare! {
 
     /// DDL attempts (partition upkeep, migrations, retention) that gave up waiting for a lock
     /// held by another session, so as not to queue every INSERT behind them; they are retried.
-    pub static DDL_GAVE_UP: IntCounterVec = counter_vec("datastorage_ddl_lock_waits_given_up_total", "DDL attempts that gave up waiting for a lock after --ddl-lock-timeout, by what (retried with backoff)", &["what"]), zero [["create_next_partitions"], ["create_partition"], ["drop_partition"]];
+    pub static DDL_GAVE_UP: IntCounterVec = counter_vec("datastorage_ddl_lock_waits_given_up_total", "DDL attempts that gave up waiting for a lock after --ddl-lock-timeout, or (partition upkeep) were not made because a transaction had held a lock on the audit table for 500 ms or more, by what (retried with backoff)", &["what"]), zero [["create_next_partitions"], ["create_partition"], ["drop_partition"]];
 
     /// 0 while the tokens file (tokens-file mode) is unreadable or invalid and every token is
     /// refused; else 1 (so it starts at 1: only a tokens file in use and broken makes it 0).

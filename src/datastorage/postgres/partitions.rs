@@ -8,6 +8,7 @@ use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use futures::FutureExt;
 use sqlx::PgPool;
 
+use crate::datastorage::metrics;
 use crate::datastorage::store::*;
 
 use super::pool::{bounded_ddl, DdlLimits};
@@ -62,14 +63,52 @@ pub async fn partition_names(pool: &PgPool) -> DbResult<Vec<String>> {
     Ok(names.into_iter().map(|(n,)| n).collect())
 }
 
+/// How far apart upkeep's two looks at the audit table's lock holders are. A transaction seen
+/// at both is a long reader (a report, an export, a held LOCK TABLE), not one of the deletion
+/// path's inserts (milliseconds each); its ACCESS SHARE outlasts any lock wait upkeep would
+/// make, and while that wait lasts every INSERT queues behind it.
+pub(super) const LONG_HOLD: Duration = Duration::from_millis(500);
+
+/// Whether a transaction held a lock on the audit table at both looks (the virtual transaction
+/// ids of the holders seen at each).
+pub fn held_throughout(first: &[String], second: &[String]) -> bool {
+    first.iter().any(|t| second.contains(t))
+}
+
+/// Other sessions' transactions holding a lock on the audit table now (pg_locks is readable
+/// by every role, the runtime role included).
+async fn lock_holders(pool: &PgPool) -> DbResult<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT virtualtransaction FROM pg_locks \
+         WHERE locktype = 'relation' AND granted AND pid <> pg_backend_pid() \
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+           AND relation = to_regclass($1)",
+    )
+    .bind(PARENT)
+    .fetch_all(pool)
+    .await?)
+}
+
 /// Asks the owner's SECURITY DEFINER function for this and next month's partitions: one
-/// attempt, its lock wait and run bounded by `limits` (the caller retries).
-pub async fn create_next_partitions(pool: &PgPool, limits: &DdlLimits) -> DbResult<Vec<String>> {
+/// attempt, its lock wait and run bounded by `limits` (the caller retries). None: not
+/// attempted, because a transaction has held a lock on the table for [`LONG_HOLD`] or more
+/// (counted as a lock wait given up): asking for ACCESS EXCLUSIVE then would only queue the
+/// INSERTs behind the request until it gave up.
+pub async fn create_next_partitions(pool: &PgPool, limits: &DdlLimits) -> DbResult<Option<Vec<String>>> {
+    const WHAT: &str = "create_next_partitions";
+    let first = lock_holders(pool).await?;
+    if !first.is_empty() {
+        tokio::time::sleep(LONG_HOLD).await;
+        if held_throughout(&first, &lock_holders(pool).await?) {
+            metrics::DDL_GAVE_UP.with_label_values(&[WHAT]).inc();
+            return Ok(None);
+        }
+    }
     let once = DdlLimits {
         retry_for: Duration::ZERO,
         ..*limits
     };
-    bounded_ddl(pool, &once, "create_next_partitions", |c| {
+    bounded_ddl(pool, &once, WHAT, |c| {
         async move {
             let created: Vec<(String,)> = sqlx::query_as("SELECT * FROM signal_processing_audit_create_next_partitions()")
                 .fetch_all(c)
@@ -79,6 +118,7 @@ pub async fn create_next_partitions(pool: &PgPool, limits: &DdlLimits) -> DbResu
         .boxed()
     })
     .await
+    .map(Some)
 }
 
 /// Drops monthly partitions older than the retention. Deliberate and logged; needs the owner.
@@ -160,6 +200,18 @@ mod tests {
         assert_eq!(partitions_to_drop(names, now, 3).len(), 0);
         assert_eq!(partitions_to_drop(names, now, 0).len(), 0);
         assert_eq!(partitions_to_drop(names, now, 14).len(), 0);
+    }
+
+    #[test]
+    fn only_a_transaction_seen_at_both_looks_holds_the_table_long() {
+        let t = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(
+            held_throughout(&t(&["3/7", "4/9"]), &t(&["5/2", "4/9"])),
+            "the reader's 4/9 outlasted the look"
+        );
+        assert!(!held_throughout(&t(&["3/7", "4/9"]), &t(&["3/8", "4/10"])), "inserts come and go");
+        assert!(!held_throughout(&t(&[]), &t(&["4/9"])));
+        assert!(!held_throughout(&t(&["4/9"]), &t(&[])));
     }
 
     #[test]

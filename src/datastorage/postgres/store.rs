@@ -19,7 +19,9 @@ use crate::evidence::note::SignerKey;
 use crate::evidence::rows::{trigger_str, AmendmentRow, ClaimListed, EventRow, RecordRow};
 use crate::evidence::tiles::Tile;
 
-use super::partitions::{create_next_partitions, month_start, parse_partition_name, partition_name, partition_names, UPKEEP_EVERY};
+use super::partitions::{
+    create_next_partitions, month_start, parse_partition_name, partition_name, partition_names, LONG_HOLD, UPKEEP_EVERY,
+};
 use super::pool::ddl_backoff;
 use super::pool::{pool, pool_with, DdlLimits, PgSettings, READ_SESSION};
 
@@ -321,13 +323,21 @@ impl PgStore {
 /// Partition upkeep: this and next month's partitions, created as records arrive for them.
 impl PgStore {
     /// Creates this and next month's partition if missing (through the owner's function) and
-    /// reloads the known months. One attempt, its lock wait bounded (`DdlLimits`): a reader's
-    /// lock on the table makes it give up quickly instead of queueing every INSERT behind it;
-    /// the upkeep task retries. Failure is not fatal: rows then land in the DEFAULT partition.
+    /// reloads the known months. One attempt, not made while a long reader holds a lock on the
+    /// table and its lock wait bounded (`DdlLimits`), so it never queues every INSERT behind a
+    /// reader for long; the upkeep task retries. Failure is not fatal: rows then land in the DEFAULT partition.
     pub async fn refresh_partitions(&self) {
         use std::sync::atomic::Ordering;
         match create_next_partitions(&self.write, &self.ddl).await {
-            Ok(created) => {
+            Ok(None) => {
+                let failures = self.upkeep_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::warn!(
+                    failures,
+                    "a transaction has held a lock on the audit table for {LONG_HOLD:?} or more (a long read): partition upkeep \
+                     waits for it without queueing INSERTs (retrying with backoff); new months go to the default partition meanwhile"
+                );
+            }
+            Ok(Some(created)) => {
                 self.upkeep_failures.store(0, Ordering::Relaxed);
                 for name in created {
                     tracing::info!(partition = %name, "partition created");
