@@ -15,6 +15,10 @@
 //! instance whose partition upkeep waits for a reader's ACCESS SHARE lock on the audit table
 //! (next month's partition missing). Prints a markdown table.
 //! BENCH_READERS and BENCH_IDLE change the two loads (e.g. 0 to see the other alone).
+//! BENCH_DS_ROWS picks which of the rows after the ingestion and COPY ones run, comma-separated
+//! from `single,covered,loaded,lock` (default: all), e.g. `BENCH_DS_ROWS=loaded,lock`; the
+//! ingestion and COPY runs always run, as they fill the tables the readers read.
+//! BENCH_DS_METRICS=1 prints the service's shed counters and time sums around the loaded rows.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -667,6 +671,90 @@ async fn under_readers_lock(url: &str, http: &reqwest::Client, chain_key: &str) 
     })
 }
 
+/// With BENCH_DS_METRICS set: the listener's and the lanes' shed counters, database errors,
+/// DDL give-ups and the store's and routes' time sums (to stderr), to tell where time went.
+fn dump_metrics(when: &str) {
+    if std::env::var_os("BENCH_DS_METRICS").is_none() {
+        return;
+    }
+    let families = prometheus::default_registry().gather();
+    let mut buf = Vec::new();
+    let _ = prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &families, &mut buf);
+    let out = String::from_utf8_lossy(&buf);
+    for l in out.lines() {
+        let keep = [
+            "audit_guard_listener_shed_total",
+            "audit_guard_listener_connections",
+            "datastorage_shed_requests_total",
+            "datastorage_ddl",
+            "datastorage_errors_total",
+        ];
+        if !l.starts_with('#') && keep.iter().any(|k| l.starts_with(k)) && !l.ends_with(" 0") {
+            eprintln!("[{when}] {l}");
+        }
+        if l.starts_with("datastorage_store_duration_seconds_count")
+            || l.starts_with("datastorage_store_duration_seconds_sum")
+            || l.starts_with("datastorage_http_request_duration_seconds_count")
+            || l.starts_with("datastorage_http_request_duration_seconds_sum")
+        {
+            eprintln!("[{when}] {l}");
+        }
+    }
+}
+
+/// The rows after the ingestion and COPY ones that `BENCH_DS_ROWS` (comma-separated) asks
+/// for; all of them when it is unset or empty.
+fn rows_selected(asked: Option<&str>) -> Result<Vec<&'static str>> {
+    const ROWS: [&str; 4] = ["single", "covered", "loaded", "lock"];
+    let Some(asked) = asked.map(str::trim).filter(|a| !a.is_empty()) else {
+        return Ok(ROWS.to_vec());
+    };
+    asked
+        .split(',')
+        .map(|r| {
+            let r = r.trim();
+            ROWS.iter()
+                .copied()
+                .find(|k| *k == r)
+                .with_context(|| format!("BENCH_DS_ROWS: unknown row {r:?} (known: {})", ROWS.join(",")))
+        })
+        .collect()
+}
+
+/// Single POSTs under the readers and idle connections of [`start_load`].
+struct Loaded {
+    latencies: Vec<Duration>,
+    failed: usize,
+    reads_ok: usize,
+    reads_busy: usize,
+}
+
+async fn loaded_run(http: &reqwest::Client, base: &str) -> Result<Loaded> {
+    // Fresh ids: the "s-" ones are taken.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let attackers = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let (readers, idle) = start_load(attackers.handle(), base, stop.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (latencies, failed) = latency_run_prefixed(http, base, "l-", LATENCY_SECS).await?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut reads_ok, mut reads_busy) = (0, 0);
+    for t in idle {
+        t.abort();
+    }
+    for t in readers {
+        let (ok, busy) = t.await?;
+        reads_ok += ok;
+        reads_busy += busy;
+    }
+    attackers.shutdown_background();
+    Ok(Loaded {
+        latencies,
+        failed,
+        reads_ok,
+        reads_busy,
+    })
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let admin = std::env::args()
@@ -726,60 +814,70 @@ async fn main() -> Result<()> {
     rows.push(format!(
         "| batch ingestion at batch 500 (mean of the two runs around the COPYs) / binary COPY | {at_500:.0} / {binary_rate:.0} = **{ratio:.2}** | ≥ 0.80 |"
     ));
-    let (lat, failed) = latency_run(&http, &base).await?;
-    rows.push(format!(
-        "| single POST at {RATE}/s open loop, {LATENCY_SECS} s ({} requests, {failed} failed) | p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms | p99 ≤ 10 ms |",
-        lat.len(),
-        percentile(&lat, 0.50).as_secs_f64() * 1e3,
-        percentile(&lat, 0.99).as_secs_f64() * 1e3,
-        percentile(&lat, 0.999).as_secs_f64() * 1e3,
-    ));
-
-    let covered = covered_run(&http, &base).await?;
-    rows.push(format!(
-        "| a stored record under a signed checkpoint: from its 201 until a served checkpoint covers its log index, each of {} POSTs at {RATE}/s (the newest checkpoint read every {} ms) | p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms | p99 ≤ 1 s |",
-        covered.len(),
-        COVER_WATCH.as_millis(),
-        percentile(&covered, 0.50).as_secs_f64() * 1e3,
-        percentile(&covered, 0.99).as_secs_f64() * 1e3,
-        covered.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
-    ));
-
-    // Again, under the read and idle-connection load (fresh ids: the "s-" ones are taken).
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let attackers = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-    let (readers, idle) = start_load(attackers.handle(), &base, stop.clone());
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (loaded, loaded_failed) = latency_run_prefixed(&http, &base, "l-", LATENCY_SECS).await?;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (mut reads_ok, mut reads_busy) = (0, 0);
-    for t in idle {
-        t.abort();
+    let selected = rows_selected(std::env::var("BENCH_DS_ROWS").ok().as_deref())?;
+    let single = match selected.contains(&"single") {
+        true => Some(latency_run(&http, &base).await?),
+        false => None,
+    };
+    if let Some((lat, failed)) = &single {
+        rows.push(format!(
+            "| single POST at {RATE}/s open loop, {LATENCY_SECS} s ({} requests, {failed} failed) | p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms | p99 ≤ 10 ms |",
+            lat.len(),
+            percentile(lat, 0.50).as_secs_f64() * 1e3,
+            percentile(lat, 0.99).as_secs_f64() * 1e3,
+            percentile(lat, 0.999).as_secs_f64() * 1e3,
+        ));
     }
-    for t in readers {
-        let (ok, busy) = t.await?;
-        reads_ok += ok;
-        reads_busy += busy;
-    }
-    attackers.shutdown_background();
-    rows.push(format!(
-        "| single POST at {RATE}/s, {LATENCY_SECS} s, under {READERS} readers of the costliest statistics ({reads_ok} answered, {reads_busy} shed with 503) and {IDLE_CONNECTIONS} idle connections ({} failed) | p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms | p99 < 50 ms |",
-        loaded_failed,
-        percentile(&loaded, 0.50).as_secs_f64() * 1e3,
-        percentile(&loaded, 0.99).as_secs_f64() * 1e3,
-        percentile(&loaded, 0.999).as_secs_f64() * 1e3,
-    ));
 
-    let locked = under_readers_lock(&url, &http, chain_key).await?;
-    rows.push(format!(
-        "| single POST at {RATE}/s, {LOCK_HOLD_SECS} s, to a second instance whose partition upkeep waits for a reader's ACCESS SHARE lock on the audit table (gave up {} lock waits; partition created {:.1} s after the release; {} failed) | p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms | p99 < 50 ms |",
-        locked.gave_up,
-        locked.created_after_release.as_secs_f64(),
-        locked.failed,
-        percentile(&locked.latencies, 0.50).as_secs_f64() * 1e3,
-        percentile(&locked.latencies, 0.99).as_secs_f64() * 1e3,
-        percentile(&locked.latencies, 0.999).as_secs_f64() * 1e3,
-    ));
+    let covered = match selected.contains(&"covered") {
+        true => Some(covered_run(&http, &base).await?),
+        false => None,
+    };
+    if let Some(covered) = &covered {
+        rows.push(format!(
+            "| a stored record under a signed checkpoint: from its 201 until a served checkpoint covers its log index, each of {} POSTs at {RATE}/s (the newest checkpoint read every {} ms) | p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms | p99 ≤ 1 s |",
+            covered.len(),
+            COVER_WATCH.as_millis(),
+            percentile(covered, 0.50).as_secs_f64() * 1e3,
+            percentile(covered, 0.99).as_secs_f64() * 1e3,
+            covered.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+        ));
+    }
+
+    dump_metrics("before loaded");
+    let loaded = match selected.contains(&"loaded") {
+        true => Some(loaded_run(&http, &base).await?),
+        false => None,
+    };
+    dump_metrics("after loaded");
+    if let Some(l) = &loaded {
+        rows.push(format!(
+            "| single POST at {RATE}/s, {LATENCY_SECS} s, under {READERS} readers of the costliest statistics ({} answered, {} shed with 503) and {IDLE_CONNECTIONS} idle connections ({} failed) | p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms | p99 < 50 ms |",
+            l.reads_ok,
+            l.reads_busy,
+            l.failed,
+            percentile(&l.latencies, 0.50).as_secs_f64() * 1e3,
+            percentile(&l.latencies, 0.99).as_secs_f64() * 1e3,
+            percentile(&l.latencies, 0.999).as_secs_f64() * 1e3,
+        ));
+    }
+
+    let locked = match selected.contains(&"lock") {
+        true => Some(under_readers_lock(&url, &http, chain_key).await?),
+        false => None,
+    };
+    dump_metrics("after lock");
+    if let Some(locked) = &locked {
+        rows.push(format!(
+            "| single POST at {RATE}/s, {LOCK_HOLD_SECS} s, to a second instance whose partition upkeep waits for a reader's ACCESS SHARE lock on the audit table (gave up {} lock waits; partition created {:.1} s after the release; {} failed) | p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms | p99 < 50 ms |",
+            locked.gave_up,
+            locked.created_after_release.as_secs_f64(),
+            locked.failed,
+            percentile(&locked.latencies, 0.50).as_secs_f64() * 1e3,
+            percentile(&locked.latencies, 0.99).as_secs_f64() * 1e3,
+            percentile(&locked.latencies, 0.999).as_secs_f64() * 1e3,
+        ));
+    }
 
     println!("| what | measured | SPEC target |\n|---|---|---|");
     for r in rows {
@@ -800,32 +898,43 @@ async fn main() -> Result<()> {
         "TARGET\tbatch ingestion at batch 500 vs binary COPY of the same rows\t≥ 0.80\t{at_500:.0}/s vs {binary_rate:.0}/s = {ratio:.2}\t{}\t{ratio}\t>=\t0.80\t1",
         met(ratio >= 0.80)
     );
-    let p99 = percentile(&lat, 0.99).as_secs_f64() * 1e3;
-    println!(
-        "TARGET\tsingle POST at {RATE}/s\tp99 ≤ 10 ms\tp99 {p99:.2} ms ({failed} failed)\t{}\t{p99}\t<=\t10\t{}",
-        met(p99 <= 10.0 && failed == 0),
-        u8::from(failed == 0)
-    );
-    let covered_p99 = percentile(&covered, 0.99).as_secs_f64();
-    println!(
-        "TARGET\ta stored record under a signed checkpoint\tp99 ≤ 1 s\tp99 {:.0} ms\t{}\t{covered_p99}\t<=\t1\t1",
-        covered_p99 * 1e3,
-        met(covered_p99 <= 1.0)
-    );
-    let p99_loaded = percentile(&loaded, 0.99).as_secs_f64() * 1e3;
-    println!(
-        "TARGET\tsingle POST at {RATE}/s under {READERS} stats readers + {IDLE_CONNECTIONS} idle connections\tp99 < 50 ms\tp99 {p99_loaded:.2} ms ({loaded_failed} failed; reads {reads_ok} answered, {reads_busy} shed)\t{}\t{p99_loaded}\t<\t50\t{}",
-        met(p99_loaded < 50.0 && loaded_failed == 0),
-        u8::from(loaded_failed == 0)
-    );
-    let p99_locked = percentile(&locked.latencies, 0.99).as_secs_f64() * 1e3;
-    println!(
-        "TARGET\tsingle POST at {RATE}/s while partition upkeep waits for a reader's lock\tp99 < 50 ms\tp99 {p99_locked:.2} ms ({} failed; upkeep gave up {} waits, then created the partition)\t{}\t{p99_locked}\t<\t50\t{}",
-        locked.failed,
-        locked.gave_up,
-        met(p99_locked < 50.0 && locked.failed == 0 && locked.gave_up > 0),
-        u8::from(locked.failed == 0 && locked.gave_up > 0)
-    );
+    if let Some((lat, failed)) = &single {
+        let p99 = percentile(lat, 0.99).as_secs_f64() * 1e3;
+        println!(
+            "TARGET\tsingle POST at {RATE}/s\tp99 ≤ 10 ms\tp99 {p99:.2} ms ({failed} failed)\t{}\t{p99}\t<=\t10\t{}",
+            met(p99 <= 10.0 && *failed == 0),
+            u8::from(*failed == 0)
+        );
+    }
+    if let Some(covered) = &covered {
+        let covered_p99 = percentile(covered, 0.99).as_secs_f64();
+        println!(
+            "TARGET\ta stored record under a signed checkpoint\tp99 ≤ 1 s\tp99 {:.0} ms\t{}\t{covered_p99}\t<=\t1\t1",
+            covered_p99 * 1e3,
+            met(covered_p99 <= 1.0)
+        );
+    }
+    if let Some(l) = &loaded {
+        let p99_loaded = percentile(&l.latencies, 0.99).as_secs_f64() * 1e3;
+        println!(
+            "TARGET\tsingle POST at {RATE}/s under {READERS} stats readers + {IDLE_CONNECTIONS} idle connections\tp99 < 50 ms\tp99 {p99_loaded:.2} ms ({} failed; reads {} answered, {} shed)\t{}\t{p99_loaded}\t<\t50\t{}",
+            l.failed,
+            l.reads_ok,
+            l.reads_busy,
+            met(p99_loaded < 50.0 && l.failed == 0),
+            u8::from(l.failed == 0)
+        );
+    }
+    if let Some(locked) = &locked {
+        let p99_locked = percentile(&locked.latencies, 0.99).as_secs_f64() * 1e3;
+        println!(
+            "TARGET\tsingle POST at {RATE}/s while partition upkeep waits for a reader's lock\tp99 < 50 ms\tp99 {p99_locked:.2} ms ({} failed; upkeep gave up {} waits, then created the partition)\t{}\t{p99_locked}\t<\t50\t{}",
+            locked.failed,
+            locked.gave_up,
+            met(p99_locked < 50.0 && locked.failed == 0 && locked.gave_up > 0),
+            u8::from(locked.failed == 0 && locked.gave_up > 0)
+        );
+    }
     server.abort();
     drop(http);
     // Best effort: an autovacuum worker (a superuser's backend, which FORCE may not end) can
